@@ -1,0 +1,9 @@
+"""gmmkit: fast, exact, reproducible Gaussian mixture models."""
+
+from gmmkit.core.params import MixtureParams
+from gmmkit.core.suffstats import SuffStats
+from gmmkit.mixture import GaussianMixture
+
+__version__ = "0.1.0"
+
+__all__ = ["GaussianMixture", "MixtureParams", "SuffStats", "__version__"]

@@ -1,0 +1,444 @@
+"""Covariance structures: one small class per type, held in a registry.
+
+Every class describes the same three things for its structure:
+
+* the *quadratic features* of centred data ``xc = x - ref`` that, together with
+  ``xc`` itself and a constant, make the Gaussian log-density linear in its
+  parameters (``log N(x) = phi(x) @ w``) -- the E-step is then one GEMM and the
+  sufficient statistics are one more (``resp.T @ phi``);
+* the coefficients ``w`` of a component given its parameters;
+* the M-step from the accumulated statistics to covariances.
+
+Shapes follow scikit-learn: ``full`` (K, D, D), ``tied`` (D, D), ``diag`` (K, D),
+``spherical`` (K,). ``precisions_cholesky`` has the same shape; for ``full`` and
+``tied`` it is the upper-triangular ``U`` with ``precision = U @ U.T``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+from numpy.typing import NDArray
+from scipy import linalg
+
+Array = NDArray[np.floating]
+
+_LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class CovarianceError(ValueError):
+    """A covariance matrix could not be made positive definite."""
+
+
+def _triu(n_features: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    return np.triu_indices(n_features)
+
+
+def pack_symmetric(matrices: Array) -> Array:
+    """Upper triangles of symmetric matrices, row by row.
+
+    Parameters
+    ----------
+    matrices : ndarray of shape (..., D, D)
+
+    Returns
+    -------
+    ndarray of shape (..., D * (D + 1) // 2)
+    """
+    rows, cols = _triu(matrices.shape[-1])
+    return matrices[..., rows, cols]
+
+
+def unpack_symmetric(packed: Array, n_features: int) -> Array:
+    """Inverse of :func:`pack_symmetric`: (..., F) -> (..., D, D), symmetric."""
+    rows, cols = _triu(n_features)
+    out = np.zeros((*packed.shape[:-1], n_features, n_features), dtype=packed.dtype)
+    out[..., rows, cols] = packed
+    out[..., cols, rows] = packed
+    return out
+
+
+def packed_outer_features(xc: Array, out: Array) -> None:
+    """Write the packed outer products ``xc_i * xc_j`` (i <= j) of each row into ``out``.
+
+    Parameters
+    ----------
+    xc : ndarray of shape (n, D)
+    out : ndarray of shape (n, D * (D + 1) // 2), written in place
+    """
+    d = xc.shape[1]
+    start = 0
+    for i in range(d):
+        width = d - i
+        np.multiply(xc[:, i : i + 1], xc[:, i:], out=out[:, start : start + width])
+        start += width
+
+
+def _quad_coefficients_from_precision(precisions: Array) -> Array:
+    """Coefficients of packed outer-product features for ``-0.5 x' P x``.
+
+    Diagonal entries get ``-0.5 * P_ii``; off-diagonal ``-P_ij`` because the packed
+    feature ``x_i x_j`` appears twice in the quadratic form.
+    """
+    d = precisions.shape[-1]
+    rows, cols = _triu(d)
+    coef = -precisions[..., rows, cols]
+    coef[..., rows == cols] *= 0.5
+    return coef
+
+
+def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
+    """Precision Cholesky factors from covariances (scikit-learn's convention).
+
+    Raises
+    ------
+    CovarianceError
+        If a covariance is not positive definite.
+    """
+    message = (
+        "a covariance matrix is not positive definite (for instance caused by singleton "
+        "or collapsed samples); decrease n_components or increase reg_covar"
+    )
+    if covariance_type in ("full", "tied"):
+        mats = covariances[None] if covariance_type == "tied" else covariances
+        d = mats.shape[-1]
+        out = np.empty_like(mats)
+        for k, cov in enumerate(mats):
+            try:
+                cov_chol = linalg.cholesky(cov, lower=True)
+            except linalg.LinAlgError as exc:
+                raise CovarianceError(message) from exc
+            out[k] = linalg.solve_triangular(cov_chol, np.eye(d), lower=True).T
+        return out[0] if covariance_type == "tied" else out
+    if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
+        raise CovarianceError(message)
+    return 1.0 / np.sqrt(covariances)
+
+
+def covariances_from_precisions(precisions: Array, covariance_type: str) -> Array:
+    """Covariances from precision matrices (or precision vectors/scalars)."""
+    if covariance_type in ("full", "tied"):
+        mats = precisions[None] if covariance_type == "tied" else precisions
+        covs = np.empty_like(mats)
+        for k, prec in enumerate(mats):
+            try:
+                chol = linalg.cholesky(prec, lower=True)
+            except linalg.LinAlgError as exc:
+                raise CovarianceError("a precision matrix is not positive definite") from exc
+            inv_chol = linalg.solve_triangular(chol, np.eye(prec.shape[0]), lower=True)
+            covs[k] = inv_chol.T @ inv_chol
+        return covs[0] if covariance_type == "tied" else covs
+    if np.any(precisions <= 0.0):
+        raise CovarianceError("a precision is not positive")
+    return 1.0 / precisions
+
+
+def precisions_from_cholesky(precisions_cholesky: Array, covariance_type: str) -> Array:
+    """``U @ U.T`` for full/tied, ``u**2`` for diag/spherical."""
+    if covariance_type == "full":
+        return np.einsum("kij,klj->kil", precisions_cholesky, precisions_cholesky)
+    if covariance_type == "tied":
+        return precisions_cholesky @ precisions_cholesky.T
+    return precisions_cholesky**2
+
+
+def _make_positive_definite(cov: Array, reg_covar: float) -> Array:
+    """Symmetrise, and clip negative eigenvalues left by rounding before adding ``reg_covar``."""
+    cov = 0.5 * (cov + cov.T)
+    eigval, eigvec = linalg.eigh(cov)
+    if eigval.min() > 0.0:
+        return cov
+    eigval = np.maximum(eigval, 0.0) + max(reg_covar, np.finfo(np.float64).tiny)
+    return (eigvec * eigval) @ eigvec.T
+
+
+class CovarianceType(ABC):
+    """Behaviour shared by every covariance structure.
+
+    Attributes
+    ----------
+    name : str
+        ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+    shared_quadratic : bool
+        True when the quadratic term is the same for all components (``tied``): it is
+        then computed once per row instead of once per component.
+    """
+
+    name: ClassVar[str]
+    shared_quadratic: ClassVar[bool] = False
+
+    # -- shapes ---------------------------------------------------------------------
+    @abstractmethod
+    def n_quadratic(self, n_features: int) -> int:
+        """Number of quadratic feature columns for ``n_features`` features."""
+
+    @abstractmethod
+    def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of ``covariances_`` (and ``precisions_cholesky_``)."""
+
+    @abstractmethod
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        """Free parameters in the covariances."""
+
+    # -- E-step ---------------------------------------------------------------------
+    @abstractmethod
+    def quadratic_features(self, xc: Array, out: Array) -> None:
+        """Write the quadratic features of centred rows ``xc`` (n, D) into ``out`` (n, Q)."""
+
+    @abstractmethod
+    def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
+        """Coefficients of the quadratic features: (Q, K), or (Q,) when shared."""
+
+    @abstractmethod
+    def precision_times(self, precisions_cholesky: Array, vectors: Array) -> Array:
+        """``P_k @ v_k`` for each component: (K, D) -> (K, D)."""
+
+    @abstractmethod
+    def log_det_cholesky(self, precisions_cholesky: Array, n_features: int) -> Array:
+        """``log det U_k`` = ``-0.5 log det Sigma_k``, shape (K,) or scalar for tied."""
+
+    # -- M-step ---------------------------------------------------------------------
+    @abstractmethod
+    def covariances_from_moments(
+        self,
+        nk: Array,
+        centred_means: Array,
+        second_moments: Array,
+        total_weight: float,
+        reg_covar: float,
+    ) -> Array:
+        """Covariances from accumulated statistics.
+
+        Parameters
+        ----------
+        nk : ndarray of shape (K,)
+            Summed responsibilities (already floored away from zero).
+        centred_means : ndarray of shape (K, D)
+            Component means minus the reference point.
+        second_moments : ndarray of shape (K, Q) or (1, Q)
+            Responsibility-weighted sums of quadratic features of centred data.
+        total_weight : float
+            Sum of all sample weights.
+        reg_covar : float
+            Added to the diagonal.
+        """
+
+    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
+        """Raise ``ValueError`` naming the problem if user covariances/precisions are bad."""
+        expected = self.covariance_shape(n_components, n_features)
+        if covariances.shape != expected:
+            raise ValueError(
+                f"the '{self.name}' precisions/covariances should have shape {expected}, "
+                f"got {covariances.shape}"
+            )
+        if not np.all(np.isfinite(covariances)):
+            raise ValueError(f"the '{self.name}' precisions contain NaN or infinity")
+
+
+class FullCovariance(CovarianceType):
+    name = "full"
+
+    def n_quadratic(self, n_features: int) -> int:
+        return n_features * (n_features + 1) // 2
+
+    def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components, n_features, n_features)
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components * n_features * (n_features + 1) // 2
+
+    def quadratic_features(self, xc: Array, out: Array) -> None:
+        packed_outer_features(xc, out)
+
+    def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
+        precisions = precisions_from_cholesky(precisions_cholesky, "full")
+        return _quad_coefficients_from_precision(precisions).T
+
+    def precision_times(self, precisions_cholesky: Array, vectors: Array) -> Array:
+        tmp = np.einsum("kji,kj->ki", precisions_cholesky, vectors)  # U' v
+        return np.einsum("kij,kj->ki", precisions_cholesky, tmp)  # U U' v
+
+    def log_det_cholesky(self, precisions_cholesky: Array, n_features: int) -> Array:
+        diag = precisions_cholesky.reshape(len(precisions_cholesky), -1)[:, :: n_features + 1]
+        return np.sum(np.log(diag), axis=1)
+
+    def covariances_from_moments(
+        self,
+        nk: Array,
+        centred_means: Array,
+        second_moments: Array,
+        total_weight: float,
+        reg_covar: float,
+    ) -> Array:
+        d = centred_means.shape[1]
+        covs = unpack_symmetric(second_moments / nk[:, None], d)
+        covs -= centred_means[:, :, None] * centred_means[:, None, :]
+        idx = np.arange(d)
+        for k in range(len(covs)):
+            covs[k][idx, idx] += reg_covar
+            covs[k] = _make_positive_definite(covs[k], reg_covar)
+        return covs
+
+    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
+        super().validate_covariances(covariances, n_components, n_features)
+        for k, mat in enumerate(covariances):
+            _check_symmetric_pd(mat, f"precisions_init[{k}]")
+
+
+class TiedCovariance(CovarianceType):
+    name = "tied"
+    shared_quadratic = True
+
+    def n_quadratic(self, n_features: int) -> int:
+        return n_features * (n_features + 1) // 2
+
+    def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_features, n_features)
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_features * (n_features + 1) // 2
+
+    def quadratic_features(self, xc: Array, out: Array) -> None:
+        packed_outer_features(xc, out)
+
+    def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
+        precision = precisions_from_cholesky(precisions_cholesky, "tied")
+        return _quad_coefficients_from_precision(precision)
+
+    def precision_times(self, precisions_cholesky: Array, vectors: Array) -> Array:
+        precision = precisions_cholesky @ precisions_cholesky.T
+        return vectors @ precision  # symmetric
+
+    def log_det_cholesky(self, precisions_cholesky: Array, n_features: int) -> Array:
+        return np.asarray(np.sum(np.log(np.diag(precisions_cholesky))))
+
+    def covariances_from_moments(
+        self,
+        nk: Array,
+        centred_means: Array,
+        second_moments: Array,
+        total_weight: float,
+        reg_covar: float,
+    ) -> Array:
+        d = centred_means.shape[1]
+        total = unpack_symmetric(second_moments.sum(axis=0), d)
+        between = (centred_means * nk[:, None]).T @ centred_means
+        cov = (total - between) / nk.sum()
+        cov[np.arange(d), np.arange(d)] += reg_covar
+        return _make_positive_definite(cov, reg_covar)
+
+    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
+        super().validate_covariances(covariances, n_components, n_features)
+        _check_symmetric_pd(covariances, "precisions_init")
+
+
+class DiagCovariance(CovarianceType):
+    name = "diag"
+
+    def n_quadratic(self, n_features: int) -> int:
+        return n_features
+
+    def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components, n_features)
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components * n_features
+
+    def quadratic_features(self, xc: Array, out: Array) -> None:
+        np.multiply(xc, xc, out=out)
+
+    def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
+        return -0.5 * (precisions_cholesky**2).T
+
+    def precision_times(self, precisions_cholesky: Array, vectors: Array) -> Array:
+        return vectors * precisions_cholesky**2
+
+    def log_det_cholesky(self, precisions_cholesky: Array, n_features: int) -> Array:
+        return np.sum(np.log(precisions_cholesky), axis=1)
+
+    def covariances_from_moments(
+        self,
+        nk: Array,
+        centred_means: Array,
+        second_moments: Array,
+        total_weight: float,
+        reg_covar: float,
+    ) -> Array:
+        var = second_moments / nk[:, None] - centred_means**2
+        return np.maximum(var, 0.0) + reg_covar
+
+    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
+        super().validate_covariances(covariances, n_components, n_features)
+        if np.any(covariances <= 0.0):
+            raise ValueError("the 'diag' precisions should be positive")
+
+
+class SphericalCovariance(CovarianceType):
+    name = "spherical"
+
+    def n_quadratic(self, n_features: int) -> int:
+        return 1
+
+    def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        return (n_components,)
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components
+
+    def quadratic_features(self, xc: Array, out: Array) -> None:
+        np.einsum("ij,ij->i", xc, xc, out=out[:, 0])
+
+    def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
+        return -0.5 * (precisions_cholesky**2)[None, :]
+
+    def precision_times(self, precisions_cholesky: Array, vectors: Array) -> Array:
+        return vectors * (precisions_cholesky**2)[:, None]
+
+    def log_det_cholesky(self, precisions_cholesky: Array, n_features: int) -> Array:
+        return n_features * np.log(precisions_cholesky)
+
+    def covariances_from_moments(
+        self,
+        nk: Array,
+        centred_means: Array,
+        second_moments: Array,
+        total_weight: float,
+        reg_covar: float,
+    ) -> Array:
+        d = centred_means.shape[1]
+        var = second_moments[:, 0] / nk / d - np.sum(centred_means**2, axis=1) / d
+        return np.maximum(var, 0.0) + reg_covar
+
+    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
+        super().validate_covariances(covariances, n_components, n_features)
+        if np.any(covariances <= 0.0):
+            raise ValueError("the 'spherical' precisions should be positive")
+
+
+def _check_symmetric_pd(matrix: Array, name: str) -> None:
+    if not np.allclose(matrix, matrix.T, rtol=1e-7, atol=1e-12 * np.abs(matrix).max()):
+        raise ValueError(f"{name} is not symmetric")
+    if np.linalg.eigvalsh(matrix).min() <= 0.0:
+        raise ValueError(f"{name} is not positive definite")
+
+
+COVARIANCE_TYPES: dict[str, CovarianceType] = {
+    cls.name: cls()
+    for cls in (FullCovariance, TiedCovariance, DiagCovariance, SphericalCovariance)
+}
+
+
+def get_covariance_type(name: str) -> CovarianceType:
+    """Look up a covariance structure by name, with a clear error for unknown names."""
+    try:
+        return COVARIANCE_TYPES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {name!r}"
+        ) from None
+
+
+def log_2pi() -> float:
+    return _LOG_2PI

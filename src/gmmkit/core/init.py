@@ -1,0 +1,128 @@
+"""Initial parameters: from k-means, k-means++, random responsibilities, random rows,
+or the user's own weights/means/precisions."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gmmkit.core.covariance import get_covariance_type
+from gmmkit.core.kernel import hard_statistics
+from gmmkit.core.kmeans import kmeans, kmeans_plusplus, nearest_centre
+from gmmkit.core.mstep import m_step
+from gmmkit.core.params import MixtureParams
+from gmmkit.core.suffstats import SuffStats
+from gmmkit.engines.base import Chunk, Engine
+
+Array = NDArray[np.float64]
+
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+def _nearest_stats(covariance_type: str, centres: Array, reference: Array, chunk: Chunk) -> SuffStats:
+    labels, _ = nearest_centre(chunk.X, centres, reference)
+    resp = np.zeros((len(labels), len(centres)))
+    resp[np.arange(len(labels)), labels] = 1.0
+    return hard_statistics(
+        get_covariance_type(covariance_type), chunk.X, resp, reference, chunk.sample_weight
+    )
+
+
+def _random_stats(
+    covariance_type: str, n_components: int, seed: int, reference: Array, chunk: Chunk
+) -> SuffStats:
+    # seeded by the chunk's position, so results do not depend on scheduling
+    rng = np.random.default_rng([seed, chunk.start])
+    resp = rng.uniform(size=(len(chunk.X), n_components))
+    resp /= resp.sum(axis=1, keepdims=True)
+    return hard_statistics(
+        get_covariance_type(covariance_type), chunk.X, resp, reference, chunk.sample_weight
+    )
+
+
+def _selected_rows_stats(
+    covariance_type: str, rows: NDArray[np.intp], reference: Array, chunk: Chunk
+) -> SuffStats:
+    n = len(chunk.X)
+    resp = np.zeros((n, len(rows)))
+    local = rows - chunk.start
+    inside = (local >= 0) & (local < n)
+    resp[local[inside], np.flatnonzero(inside)] = 1.0
+    return hard_statistics(
+        get_covariance_type(covariance_type), chunk.X, resp, reference, chunk.sample_weight
+    )
+
+
+def initial_parameters(
+    engine: Engine,
+    n_components: int,
+    covariance_type: str,
+    init_params: str,
+    rng: np.random.Generator,
+    reg_covar: float,
+    weights_init: Array | None = None,
+    means_init: Array | None = None,
+    precisions_init: Array | None = None,
+) -> MixtureParams:
+    """Starting parameters for EM, with scikit-learn's semantics.
+
+    Responsibilities from ``init_params`` give weights, means and covariances through
+    the M-step; user-supplied ``weights_init``, ``means_init`` and ``precisions_init``
+    then replace their counterparts.  When all three are given the data are not read.
+
+    Parameters
+    ----------
+    engine : Engine
+    n_components : int
+    covariance_type : str
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}
+    rng : numpy Generator
+    reg_covar : float
+    weights_init : ndarray of shape (K,), optional
+    means_init : ndarray of shape (K, D), optional
+    precisions_init : ndarray, optional
+        Shape of the covariance type.
+
+    Returns
+    -------
+    MixtureParams
+    """
+    if weights_init is not None and means_init is not None and precisions_init is not None:
+        return MixtureParams.from_precisions(weights_init, means_init, precisions_init, covariance_type)
+
+    sample, sample_weight = engine.sample(10_000, rng)
+    reference = np.average(np.asarray(sample, dtype=np.float64), axis=0, weights=sample_weight)
+    if init_params == "kmeans":
+        centres = kmeans(engine, n_components, rng)
+        stats = engine.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
+    elif init_params == "k-means++":
+        seed_rows, seed_weight = engine.sample(100_000, rng)
+        centres = kmeans_plusplus(seed_rows, n_components, rng, seed_weight)
+        stats = engine.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
+    elif init_params == "random":
+        seed = int(rng.integers(2**63 - 1))
+        stats = engine.map_reduce(
+            partial(_random_stats, covariance_type, n_components, seed, reference)
+        )
+    elif init_params == "random_from_data":
+        rows = np.sort(rng.choice(engine.n_samples, size=n_components, replace=False))
+        stats = engine.map_reduce(partial(_selected_rows_stats, covariance_type, rows, reference))
+    else:
+        raise ValueError(f"init_params must be one of {INIT_METHODS}, got {init_params!r}")
+
+    params = m_step(stats, covariance_type, reg_covar, allow_reseed=False).params
+    if weights_init is None and means_init is None and precisions_init is None:
+        return params
+    weights = params.weights if weights_init is None else np.asarray(weights_init, np.float64)
+    means = params.means if means_init is None else np.asarray(means_init, np.float64)
+    if precisions_init is None:
+        return MixtureParams(
+            weights=weights,
+            means=means,
+            covariances=params.covariances,
+            precisions_cholesky=params.precisions_cholesky,
+            covariance_type=covariance_type,
+        )
+    return MixtureParams.from_precisions(weights, means, precisions_init, covariance_type)

@@ -1,0 +1,81 @@
+"""Additive sufficient statistics of a Gaussian mixture E-step."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import reduce
+
+import numpy as np
+from numpy.typing import NDArray
+
+Array = NDArray[np.float64]
+
+
+@dataclass(frozen=True, eq=False)
+class SuffStats:
+    """Responsibility-weighted sums over a set of rows, all float64.
+
+    ``a + b`` is the statistics of the union of the rows of ``a`` and ``b``; the
+    operation is associative and commutative (up to floating-point rounding), so
+    chunks may be reduced in any grouping: sequentially, in threads, or as a tree
+    on a Dask cluster.
+
+    Attributes
+    ----------
+    nk : ndarray of shape (K,)
+        Summed (sample-weighted) responsibilities per component.
+    first : ndarray of shape (K, D)
+        Sums of ``resp * (x - reference)``.
+    second : ndarray of shape (K, Q), or (1, Q) when the covariance is tied
+        Sums of ``resp *`` quadratic features of ``x - reference`` (packed outer
+        products for full/tied, squares for diag, squared norm for spherical).
+    log_likelihood : float
+        Sum of ``weight * log p(x)`` over the rows (the complete-data term for
+        labelled rows in semi-supervised fits).
+    total_weight : float
+        Sum of sample weights.
+    n_samples : int
+        Number of rows.
+    reference : ndarray of shape (D,)
+        Centre the moments are taken around; equal in both operands of ``+``.
+    worst_log_density : float
+        Lowest log-density among the rows (``inf`` if there are none).
+    worst_point : ndarray of shape (D,)
+        The row reaching it: where an emptied component is re-seeded.
+    """
+
+    nk: Array
+    first: Array
+    second: Array
+    log_likelihood: float
+    total_weight: float
+    n_samples: int
+    reference: Array
+    worst_log_density: float
+    worst_point: Array
+
+    def __add__(self, other: SuffStats) -> SuffStats:
+        if not isinstance(other, SuffStats):
+            return NotImplemented
+        if self.reference is not other.reference and not np.array_equal(
+            self.reference, other.reference
+        ):
+            raise ValueError("cannot add SuffStats taken around different reference points")
+        worst = self if self.worst_log_density <= other.worst_log_density else other
+        return SuffStats(
+            nk=self.nk + other.nk,
+            first=self.first + other.first,
+            second=self.second + other.second,
+            log_likelihood=self.log_likelihood + other.log_likelihood,
+            total_weight=self.total_weight + other.total_weight,
+            n_samples=self.n_samples + other.n_samples,
+            reference=self.reference,
+            worst_log_density=worst.worst_log_density,
+            worst_point=worst.worst_point,
+        )
+
+    @staticmethod
+    def total(parts: Iterable[SuffStats]) -> SuffStats:
+        """Sum of an iterable of statistics, in the order given."""
+        return reduce(lambda a, b: a + b, parts)

@@ -1,0 +1,132 @@
+"""In-memory engine: row blocks of a NumPy array, processed by a small thread pool.
+
+NumPy's ufuncs and BLAS release the GIL, so blocks run truly in parallel; BLAS
+itself is limited to one thread per worker while a fit runs, which on small
+blocks is faster than nested threading.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from concurrent.futures import ThreadPoolExecutor
+from functools import reduce
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gmmkit.engines.base import Chunk, Engine
+
+T = TypeVar("T")
+
+#: Target bytes of one chunk's feature block; sized to stay in a core's L2 cache.
+CHUNK_BYTES = 1 << 20
+
+
+def default_chunk_rows(n_features: int, n_components: int, itemsize: int) -> int:
+    """Rows per block so the (rows x features) and (rows x K) blocks stay cache-sized."""
+    width = n_features * (n_features + 1) // 2 + n_features + 1 + n_components
+    rows = CHUNK_BYTES // max(width * itemsize, 1)
+    return int(min(max(rows, 256), 65536))
+
+
+def default_n_jobs() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+class MemoryEngine(Engine):
+    """Chunks of an in-memory (or memory-mapped) array.
+
+    Parameters
+    ----------
+    X : ndarray of shape (N, D)
+    sample_weight : ndarray of shape (N,), optional
+    labels : ndarray of shape (N,), optional
+    chunk_rows : int
+    n_jobs : int
+        Worker threads; 1 runs in the calling thread.
+    """
+
+    def __init__(
+        self,
+        X: NDArray[Any],
+        sample_weight: NDArray[np.float64] | None = None,
+        labels: NDArray[np.intp] | None = None,
+        chunk_rows: int = 4096,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.X = X
+        self.sample_weight = sample_weight
+        self.labels = labels
+        self.chunk_rows = max(1, int(chunk_rows))
+        self.n_jobs = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
+        self._pool: ThreadPoolExecutor | None = None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.X.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.X.shape[1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.X.dtype)
+
+    def chunks(self) -> Iterator[Chunk]:
+        for start in range(0, self.n_samples, self.chunk_rows):
+            stop = min(start + self.chunk_rows, self.n_samples)
+            yield Chunk(
+                X=self.X[start:stop],
+                sample_weight=None if self.sample_weight is None else self.sample_weight[start:stop],
+                labels=None if self.labels is None else self.labels[start:stop],
+                start=start,
+            )
+
+    @contextmanager
+    def session(self) -> Iterator[MemoryEngine]:
+        """Keep one thread pool (and the BLAS thread limit) for many passes, e.g. a whole fit."""
+        if self._pool is not None or self.n_jobs == 1 or self.n_samples <= self.chunk_rows:
+            yield self
+            return
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
+                self._pool = pool
+                try:
+                    yield self
+                finally:
+                    self._pool = None
+
+    def _map(self, func: Callable[[Chunk], T]) -> list[T]:
+        chunks = list(self.chunks())
+        if self.n_jobs == 1 or len(chunks) == 1:
+            return [func(c) for c in chunks]
+        if self._pool is not None:
+            return list(self._pool.map(func, chunks))
+        with self.session():
+            assert self._pool is not None
+            return list(self._pool.map(func, chunks))
+
+    def map_reduce(self, func: Callable[[Chunk], T]) -> T:
+        return reduce(lambda a, b: a + b, self._map(func))  # type: ignore[operator]
+
+    def map_rows(self, func: Callable[[Chunk], NDArray[Any]]) -> NDArray[Any]:
+        parts = self._map(func)
+        return np.concatenate(parts, axis=0)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
+        weights = (
+            np.ones(self.n_samples) if self.sample_weight is None else self.sample_weight
+        )
+        if n >= self.n_samples:
+            return np.asarray(self.X), np.asarray(weights, dtype=np.float64)
+        idx = np.sort(rng.choice(self.n_samples, size=n, replace=False))
+        return np.asarray(self.X[idx]), np.asarray(weights[idx], dtype=np.float64)
+
+    def take(self, indices: NDArray[np.intp]) -> NDArray[Any]:
+        return np.asarray(self.X[indices])

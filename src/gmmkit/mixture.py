@@ -1,0 +1,467 @@
+"""scikit-learn-compatible estimators: validate, run the EM core, store fitted values."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import linalg
+from sklearn.base import BaseEstimator, DensityMixin, _fit_context
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from gmmkit.core import criteria
+from gmmkit.core.covariance import get_covariance_type
+from gmmkit.core.em import EMResult, run_em
+from gmmkit.core.init import INIT_METHODS, initial_parameters
+from gmmkit.core.kernel import (
+    kernel_coefficients,
+    log_resp_and_density,
+    predict_chunk,
+    proba_chunk,
+    score_chunk,
+)
+from gmmkit.core.params import MixtureParams
+from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
+
+Array = NDArray[np.float64]
+
+
+def _generator(random_state: Any) -> np.random.Generator:
+    """A NumPy Generator from scikit-learn's ``random_state`` conventions."""
+    rs = check_random_state(random_state)
+    return np.random.default_rng(int(rs.randint(np.iinfo(np.int32).max)))
+
+
+def _score_rows(coefs: Any, chunk: Chunk) -> NDArray[np.float64]:
+    return score_chunk(coefs, chunk.X)
+
+
+def _predict_rows(coefs: Any, chunk: Chunk) -> NDArray[np.intp]:
+    return predict_chunk(coefs, chunk.X)
+
+
+def _proba_rows(coefs: Any, chunk: Chunk) -> NDArray[np.float64]:
+    return proba_chunk(coefs, chunk.X)
+
+
+def _map_log_resp_rows(coefs: Any, chunk: Chunk) -> NDArray[np.float64]:
+    log_resp, _ = log_resp_and_density(coefs, chunk.X)
+    return np.max(log_resp, axis=1).astype(np.float64)
+
+
+class GaussianMixture(DensityMixin, BaseEstimator):
+    """Gaussian mixture fitted by exact EM on additive sufficient statistics.
+
+    A drop-in replacement for :class:`sklearn.mixture.GaussianMixture`: the same
+    constructor parameters, methods and fitted attributes, computed in cache-sized row
+    blocks in parallel threads, with ``sample_weight`` support (integer weights act
+    exactly as repeated rows) and float32 data computed in float32 while statistics
+    accumulate in float64.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    tol : float, default=1e-3
+        Convergence threshold on the change of the mean log-likelihood.
+    reg_covar : float, default=1e-6
+        Added to the covariance diagonal, keeping covariances positive definite.
+    max_iter : int, default=100
+        EM iterations per initialisation.
+    n_init : int, default=1
+        Initialisations; the one with the highest final lower bound is kept.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+    weights_init : array-like of shape (K,), optional
+    means_init : array-like of shape (K, D), optional
+    precisions_init : array-like, optional
+        (K, D, D) full, (D, D) tied, (K, D) diag, (K,) spherical.
+    random_state : int, RandomState instance or None
+    warm_start : bool, default=False
+        Start from the previous fit's parameters (and run a single initialisation).
+    verbose : int, default=0
+    verbose_interval : int, default=10
+    chunk_rows : int, optional
+        Rows per block; by default sized so a block's features fit in cache.
+    n_jobs : int, optional
+        Worker threads (default: number of CPUs).
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (K,)
+    means_ : ndarray of shape (K, D)
+    covariances_ : ndarray
+    precisions_ : ndarray
+    precisions_cholesky_ : ndarray
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        Mean log-likelihood (sample-weighted) at the last E-step of the best run.
+    lower_bounds_ : list of float
+        Its value at every iteration of the best run.
+    reseeded_ : list of (iteration, component)
+        Components that emptied and were re-seeded during the best run.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` had string column names.
+    """
+
+    _parameter_constraints: dict = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "weights_init": ["array-like", None],
+        "means_init": ["array-like", None],
+        "precisions_init": ["array-like", None],
+        "random_state": ["random_state"],
+        "warm_start": ["boolean"],
+        "verbose": ["verbose"],
+        "verbose_interval": [Interval(Integral, 1, None, closed="left")],
+        "chunk_rows": [Interval(Integral, 1, None, closed="left"), None],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weights_init: ArrayLike | None = None,
+        means_init: ArrayLike | None = None,
+        precisions_init: ArrayLike | None = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        chunk_rows: int | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weights_init = weights_init
+        self.means_init = means_init
+        self.precisions_init = precisions_init
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+        self.chunk_rows = chunk_rows
+        self.n_jobs = n_jobs
+
+    # ------------------------------------------------------------------ validation
+    def _validate_X(self, X: Any, reset: bool) -> NDArray[Any]:
+        return validate_data(
+            self,
+            X,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2 if reset else 1,
+            reset=reset,
+        )
+
+    def _engine(
+        self,
+        X: NDArray[Any],
+        sample_weight: NDArray[np.float64] | None = None,
+        labels: NDArray[np.intp] | None = None,
+    ) -> Engine:
+        rows = self.chunk_rows or default_chunk_rows(
+            X.shape[1], self.n_components, X.dtype.itemsize
+        )
+        return MemoryEngine(X, sample_weight, labels, chunk_rows=rows, n_jobs=self.n_jobs)
+
+    def _checked_inits(self, n_features: int) -> tuple[Array | None, Array | None, Array | None]:
+        k = self.n_components
+        weights = means = precisions = None
+        if self.weights_init is not None:
+            weights = np.asarray(self.weights_init, dtype=np.float64)
+            if weights.shape != (k,):
+                raise ValueError(
+                    f"weights_init should have shape ({k},), got {weights.shape}"
+                )
+            if not np.all(np.isfinite(weights)) or np.any(weights < 0) or np.any(weights > 1):
+                raise ValueError(
+                    "The parameter 'weights' should be in the range [0, 1], but got max "
+                    f"value {weights.max():.5f}, min value {weights.min():.5f}"
+                )
+            if abs(1.0 - weights.sum()) > 1e-6:
+                raise ValueError(
+                    "The parameter 'weights' should be normalized, but got "
+                    f"sum(weights) = {weights.sum():.5f}"
+                )
+        if self.means_init is not None:
+            means = np.asarray(self.means_init, dtype=np.float64)
+            if means.shape != (k, n_features):
+                raise ValueError(
+                    f"means_init should have shape ({k}, {n_features}), got {means.shape}"
+                )
+            if not np.all(np.isfinite(means)):
+                raise ValueError("means_init contains NaN or infinity")
+        if self.precisions_init is not None:
+            precisions = np.asarray(self.precisions_init, dtype=np.float64)
+            get_covariance_type(self.covariance_type).validate_covariances(
+                precisions, k, n_features
+            )
+        return weights, means, precisions
+
+    # ------------------------------------------------------------------ fitting
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> Any:
+        """Estimate the parameters with EM.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights; an integer weight acts exactly as repeating the row.
+
+        Returns
+        -------
+        self
+        """
+        X_checked = self._validate_X(X, reset=True)
+        weight = self._checked_sample_weight(sample_weight, X_checked)
+        self._fit_engine(self._engine(X_checked, weight), X_checked.shape[1])
+        return self
+
+    def _checked_sample_weight(
+        self, sample_weight: ArrayLike | None, X: NDArray[Any]
+    ) -> NDArray[np.float64] | None:
+        if sample_weight is None:
+            n_rows = X.shape[0]
+            weight = None
+        else:
+            weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+            if not np.all(np.isfinite(weight)):
+                raise ValueError("sample_weight contains NaN or infinity")
+            n_rows = int(np.count_nonzero(weight))
+            if n_rows == 0:
+                raise ValueError("sample_weight is zero for every sample")
+        if n_rows < self.n_components:
+            raise ValueError(
+                f"Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n_rows}"
+            )
+        return weight
+
+    def _fit_engine(
+        self, engine: Engine, n_features: int, label_weight: float = 1.0
+    ) -> None:
+        weights_init, means_init, precisions_init = self._checked_inits(n_features)
+        do_init = not (self.warm_start and hasattr(self, "converged_"))
+        n_init = self.n_init if do_init else 1
+        rng = _generator(self.random_state)
+        best: EMResult | None = None
+        with engine.session():
+            for init in range(n_init):
+                start = time.perf_counter()
+                if self.verbose:
+                    print(f"Initialization {init}")
+                if do_init:
+                    params = initial_parameters(
+                        engine,
+                        self.n_components,
+                        self.covariance_type,
+                        self.init_params,
+                        rng,
+                        self.reg_covar,
+                        weights_init,
+                        means_init,
+                        precisions_init,
+                    )
+                else:
+                    params = self._params
+                result = run_em(
+                    engine,
+                    params,
+                    reg_covar=self.reg_covar,
+                    tol=self.tol,
+                    max_iter=self.max_iter,
+                    label_weight=label_weight,
+                    callback=self._verbose_callback(start) if self.verbose else None,
+                )
+                if self.verbose:
+                    state = "converged" if result.converged else "did not converge"
+                    print(
+                        f"Initialization {state}. time lapse "
+                        f"{time.perf_counter() - start:.5f}s\t lower bound {result.lower_bound:.5f}."
+                    )
+                if best is None or result.lower_bound > best.lower_bound:
+                    best = result
+        assert best is not None
+        if not best.converged and self.max_iter > 0:
+            warnings.warn(
+                "Best performing initialization did not converge. Try different init "
+                "parameters, or increase max_iter, tol, or check for degenerate data.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
+        self._set_params_from(best.params)
+        self.converged_ = best.converged
+        self.n_iter_ = best.n_iter
+        self.lower_bound_ = best.lower_bound
+        self.lower_bounds_ = list(best.lower_bounds)
+        self.reseeded_ = list(best.reseeded)
+
+    def _verbose_callback(self, start: float) -> Any:
+        last = [start]
+
+        def report(n_iter: int, lower_bound: float, change: float) -> None:
+            if n_iter % self.verbose_interval == 0:
+                now = time.perf_counter()
+                if self.verbose == 1:
+                    print(f"  Iteration {n_iter}")
+                else:
+                    print(
+                        f"  Iteration {n_iter}\t time lapse {now - last[0]:.5f}s\t "
+                        f"ll change {change:.5f}"
+                    )
+                last[0] = now
+
+        return report
+
+    def _set_params_from(self, params: MixtureParams) -> None:
+        self._params = params
+        self.weights_ = params.weights
+        self.means_ = params.means
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = params.precisions
+
+    @property
+    def params_(self) -> MixtureParams:
+        """The fitted parameters as an immutable :class:`MixtureParams`."""
+        check_is_fitted(self)
+        return self._params
+
+    def fit_predict(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.intp]:
+        """Fit, then return the most probable component of each row, shape (n_samples,)."""
+        return self.fit(X, y, sample_weight=sample_weight).predict(X)
+
+    # ------------------------------------------------------------------ inference
+    def _apply(self, X: ArrayLike, func: Any) -> NDArray[Any]:
+        check_is_fitted(self)
+        X_checked = self._validate_X(X, reset=False)
+        engine = self._engine(X_checked)
+        coefs = kernel_coefficients(self._params, engine.dtype)
+        return engine.map_rows(lambda chunk: func(coefs, chunk))
+
+    def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Log-density of each row under the mixture, shape (n_samples,)."""
+        return self._apply(X, _score_rows)
+
+    def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
+        """Mean (sample-weighted) log-density of the rows."""
+        log_density = self.score_samples(X)
+        return float(np.average(log_density, weights=sample_weight))
+
+    def predict(self, X: ArrayLike) -> NDArray[np.intp]:
+        """Most probable component of each row, shape (n_samples,)."""
+        return self._apply(X, _predict_rows)
+
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Responsibilities of each component for each row, shape (n_samples, K)."""
+        return self._apply(X, _proba_rows)
+
+    def sample(self, n_samples: int = 1) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+        """Draw rows from the fitted mixture.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+            Component of each drawn row (rows are grouped by component).
+        """
+        check_is_fitted(self)
+        if not isinstance(n_samples, Integral) or n_samples < 1:
+            raise ValueError(
+                "Invalid value for 'n_samples': %r . The sampling requires at least one "
+                "sample." % (n_samples,)
+            )
+        return sample_mixture(self._params, int(n_samples), check_random_state(self.random_state))
+
+    # ------------------------------------------------------------------ criteria
+    def _n_parameters(self) -> int:
+        d = self.means_.shape[1]
+        return criteria.n_parameters(self.n_components, d, self.covariance_type)
+
+    def bic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """Bayesian information criterion on ``X`` (lower is better)."""
+        log_density = self.score_samples(X)
+        w = np.ones(len(log_density)) if sample_weight is None else np.asarray(sample_weight, float)
+        return criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
+
+    def aic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """Akaike information criterion on ``X`` (lower is better)."""
+        log_density = self.score_samples(X)
+        w = np.ones(len(log_density)) if sample_weight is None else np.asarray(sample_weight, float)
+        return criteria.aic(float(w @ log_density), self._n_parameters())
+
+    def icl(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
+        """Integrated completed likelihood on ``X``: BIC plus twice the classification
+        entropy of the hard assignment (lower is better)."""
+        log_density = self.score_samples(X)
+        map_log_resp = self._apply(X, _map_log_resp_rows)
+        w = np.ones(len(log_density)) if sample_weight is None else np.asarray(sample_weight, float)
+        value = criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
+        return criteria.icl(value, float(w @ map_log_resp))
+
+
+def sample_mixture(
+    params: MixtureParams, n_samples: int, random_state: np.random.RandomState
+) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Draw ``n_samples`` rows from a mixture, grouped by component.
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, D)
+    y : ndarray of shape (n_samples,)
+    """
+    counts = random_state.multinomial(n_samples, params.weights)
+    d = params.n_features
+    blocks = []
+    cov = params.covariances
+    for k, count in enumerate(counts):
+        z = random_state.standard_normal((count, d))
+        if params.covariance_type == "full":
+            z = z @ linalg.cholesky(cov[k], lower=True).T
+        elif params.covariance_type == "tied":
+            z = z @ linalg.cholesky(cov, lower=True).T
+        elif params.covariance_type == "diag":
+            z = z * np.sqrt(cov[k])
+        else:
+            z = z * np.sqrt(cov[k])
+        blocks.append(params.means[k] + z)
+    X = np.vstack(blocks)
+    y = np.repeat(np.arange(params.n_components), counts)
+    return X, y
