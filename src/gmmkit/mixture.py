@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from numbers import Integral, Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -31,7 +31,7 @@ from gmmkit.core.params import MixtureParams
 from gmmkit.engines.base import Chunk, Engine
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 
-Array = NDArray[np.float64]
+Array = NDArray[np.floating[Any]]
 
 
 def _generator(random_state: Any) -> np.random.Generator:
@@ -114,7 +114,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         Only when ``X`` had string column names.
     """
 
-    _parameter_constraints: dict = {
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
         "tol": [Interval(Real, 0.0, None, closed="left")],
@@ -306,9 +306,10 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                 )
                 if self.verbose:
                     state = "converged" if result.converged else "did not converge"
+                    elapsed = time.perf_counter() - start
                     print(
-                        f"Initialization {state}. time lapse "
-                        f"{time.perf_counter() - start:.5f}s\t lower bound {result.lower_bound:.5f}."
+                        f"Initialization {state}. time lapse {elapsed:.5f}s\t "
+                        f"lower bound {result.lower_bound:.5f}."
                     )
                 if best is None or result.lower_bound > best.lower_bound:
                     best = result
@@ -379,7 +380,9 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
         """Mean (sample-weighted) log-density of the rows."""
         log_density = self.score_samples(X)
-        return float(np.average(log_density, weights=sample_weight))
+        if sample_weight is None:
+            return float(log_density.mean())
+        return float(np.average(log_density, weights=np.asarray(sample_weight, dtype=float)))
 
     def predict(self, X: ArrayLike) -> NDArray[np.intp]:
         """Most probable component of each row, shape (n_samples,)."""
@@ -405,8 +408,8 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         check_is_fitted(self)
         if not isinstance(n_samples, Integral) or n_samples < 1:
             raise ValueError(
-                "Invalid value for 'n_samples': %r . The sampling requires at least one "
-                "sample." % (n_samples,)
+                f"Invalid value for 'n_samples': {n_samples!r} . The sampling requires at "
+                "least one sample."
             )
         return sample_mixture(self._params, int(n_samples), check_random_state(self.random_state))
 

@@ -17,13 +17,13 @@ Shapes follow scikit-learn: ``full`` (K, D, D), ``tied`` (D, D), ``diag`` (K, D)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
 
-Array = NDArray[np.floating]
+Array = NDArray[np.floating[Any]]
 
 _LOG_2PI = float(np.log(2.0 * np.pi))
 

@@ -4,6 +4,7 @@ or the user's own weights/means/precisions."""
 from __future__ import annotations
 
 from functools import partial
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -16,12 +17,14 @@ from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
 from gmmkit.engines.base import Chunk, Engine
 
-Array = NDArray[np.float64]
+Array = NDArray[np.floating[Any]]
 
 INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
 
 
-def _nearest_stats(covariance_type: str, centres: Array, reference: Array, chunk: Chunk) -> SuffStats:
+def _nearest_stats(
+    covariance_type: str, centres: Array, reference: Array, chunk: Chunk
+) -> SuffStats:
     labels, _ = nearest_centre(chunk.X, centres, reference)
     resp = np.zeros((len(labels), len(centres)))
     resp[np.arange(len(labels)), labels] = 1.0
@@ -90,7 +93,9 @@ def initial_parameters(
     MixtureParams
     """
     if weights_init is not None and means_init is not None and precisions_init is not None:
-        return MixtureParams.from_precisions(weights_init, means_init, precisions_init, covariance_type)
+        return MixtureParams.from_precisions(
+            weights_init, means_init, precisions_init, covariance_type
+        )
 
     sample, sample_weight = engine.sample(10_000, rng)
     reference = np.average(np.asarray(sample, dtype=np.float64), axis=0, weights=sample_weight)

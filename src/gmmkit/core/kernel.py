@@ -19,6 +19,7 @@ per row instead (``Phi[:, :Q] @ a``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -27,7 +28,7 @@ from gmmkit.core.covariance import CovarianceType, get_covariance_type, log_2pi
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
 
-Array = NDArray[np.floating]
+Array = NDArray[np.floating[Any]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,7 +61,9 @@ class KernelCoefficients:
         return int(self.weights_matrix.shape[1])
 
 
-def kernel_coefficients(params: MixtureParams, dtype: np.dtype | type = np.float64) -> KernelCoefficients:
+def kernel_coefficients(
+    params: MixtureParams, dtype: np.dtype | type = np.float64
+) -> KernelCoefficients:
     """Feature coefficients of the weighted log-densities of all components.
 
     Parameters
@@ -227,7 +230,7 @@ def hard_statistics(
     cov: CovarianceType,
     X: Array,
     resp: Array,
-    reference: NDArray[np.float64],
+    reference: Array,
     sample_weight: Array | None = None,
 ) -> SuffStats:
     """Statistics of rows with given responsibilities (for initialisation).

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit.engines.base import Chunk, Engine
 
-Array = NDArray[np.float64]
+Array = NDArray[np.floating[Any]]
 
 #: k-means++ seeding runs on at most this many rows (a uniform sample beyond it).
 SEEDING_SAMPLE = 100_000

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -14,7 +15,7 @@ from gmmkit.core.covariance import (
     precisions_from_cholesky,
 )
 
-Array = NDArray[np.float64]
+Array = NDArray[np.floating[Any]]
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,7 +86,7 @@ class MixtureParams:
             "covariances": self.covariances,
             "covariance_type": self.covariance_type,
         }
-        fields.update(changes)  # type: ignore[arg-type]
+        fields.update(changes)
         if "precisions_cholesky" in changes:
             return MixtureParams(
                 weights=fields["weights"],  # type: ignore[arg-type]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from functools import reduce
 from typing import Any, TypeVar
 
@@ -79,9 +79,10 @@ class MemoryEngine(Engine):
     def chunks(self) -> Iterator[Chunk]:
         for start in range(0, self.n_samples, self.chunk_rows):
             stop = min(start + self.chunk_rows, self.n_samples)
+            weight = self.sample_weight
             yield Chunk(
                 X=self.X[start:stop],
-                sample_weight=None if self.sample_weight is None else self.sample_weight[start:stop],
+                sample_weight=None if weight is None else weight[start:stop],
                 labels=None if self.labels is None else self.labels[start:stop],
                 start=start,
             )
