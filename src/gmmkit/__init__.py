@@ -2,8 +2,16 @@
 
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
+from gmmkit.io import ModelFileError, load
 from gmmkit.mixture import GaussianMixture
 
 __version__ = "0.1.0"
 
-__all__ = ["GaussianMixture", "MixtureParams", "SuffStats", "__version__"]
+__all__ = [
+    "GaussianMixture",
+    "MixtureParams",
+    "ModelFileError",
+    "SuffStats",
+    "__version__",
+    "load",
+]

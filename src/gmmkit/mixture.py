@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from numbers import Integral, Real
 from typing import Any, ClassVar
 
@@ -30,8 +33,23 @@ from gmmkit.core.kernel import (
 from gmmkit.core.params import MixtureParams
 from gmmkit.engines.base import Chunk, Engine
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
+from gmmkit.io import SaveMixin
 
 Array = NDArray[np.floating[Any]]
+
+ProgressCallback = Callable[[int, float, float], None]
+_progress: ContextVar[ProgressCallback | None] = ContextVar("gmmkit_progress", default=None)
+
+
+@contextmanager
+def fit_progress(callback: ProgressCallback) -> Iterator[None]:
+    """Call ``callback(n_iter, lower_bound, change)`` after every EM iteration of every fit
+    run inside the ``with`` block (in this thread/context), e.g. to drive a progress bar."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
 
 
 def _generator(random_state: Any) -> np.random.Generator:
@@ -57,7 +75,7 @@ def _map_log_resp_rows(coefs: Any, chunk: Chunk) -> NDArray[np.float64]:
     return np.max(log_resp, axis=1).astype(np.float64)
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by exact EM on additive sufficient statistics.
 
     A drop-in replacement for :class:`sklearn.mixture.GaussianMixture`: the same
@@ -302,7 +320,7 @@ class GaussianMixture(DensityMixin, BaseEstimator):
                     tol=self.tol,
                     max_iter=self.max_iter,
                     label_weight=label_weight,
-                    callback=self._verbose_callback(start) if self.verbose else None,
+                    callback=self._iteration_callback(start),
                 )
                 if self.verbose:
                     state = "converged" if result.converged else "did not converge"
@@ -327,6 +345,18 @@ class GaussianMixture(DensityMixin, BaseEstimator):
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = list(best.lower_bounds)
         self.reseeded_ = list(best.reseeded)
+
+    def _iteration_callback(self, start: float) -> ProgressCallback | None:
+        verbose = self._verbose_callback(start) if self.verbose else None
+        listener = _progress.get()
+        if verbose is None or listener is None:
+            return verbose or listener
+
+        def both(n_iter: int, lower_bound: float, change: float) -> None:
+            verbose(n_iter, lower_bound, change)
+            listener(n_iter, lower_bound, change)
+
+        return both
 
     def _verbose_callback(self, start: float) -> Any:
         last = [start]
