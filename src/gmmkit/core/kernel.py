@@ -6,14 +6,22 @@ features of the covariance type (packed outer products, squares or squared norm)
 
     log(pi_k N(x | mu_k, Sigma_k)) = phi(x) @ W[:, k]
 
-so the E-step for a block of rows is one GEMM ``Phi @ W`` followed by a log-sum-exp,
-and the sufficient statistics of the block are one more GEMM ``resp.T @ Phi``.  Both
-costs are ``N K (D (D + 1) / 2 + D + 1)`` multiply-adds for ``full``: half of the
-Cholesky formulation's ``N K D^2``.  Only (rows x features) and (rows x K) blocks
-exist at any time.
+so the E-step for a block of rows is one GEMM ``W.T @ Phi.T`` followed by a log-sum-exp,
+and the sufficient statistics of the block are one more GEMM ``Resp.T @ Phi``.  Both
+cost ``N K (D (D + 1) / 2 + D + 1)`` multiply-adds for ``full``: half of the
+Cholesky formulation's ``N K D^2``.
 
-For ``tied`` the quadratic term is shared by all components, so it is computed once
-per row instead (``Phi[:, :Q] @ a``).
+Layout: blocks are kept *feature-major* -- ``Phi.T`` of shape (F, n) and the log-joint
+of shape (K, n) -- so that every elementwise step (building quadratic features, the row
+maximum, the exponential, the sum over components, the scaling) runs over long
+contiguous vectors instead of numpy's slow inner loops over K or F columns.  The
+responsibilities are never divided by their row sum: the per-row scale ``w / sum`` is
+applied to whichever of the (K, n) or (F, n) blocks is smaller, and the statistics GEMM
+absorbs it.  Only (F x n) and (K x n) blocks exist, never an (N x K) array.
+
+For ``tied`` the quadratic term is shared by all components: it is one whitening GEMM
+``U.T @ Xc.T`` per block (``D^2`` per row instead of ``K D^2 / 2``), and the pooled
+second moment is one ``Xc.T @ Xc`` that does not depend on the responsibilities.
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.core.covariance import CovarianceType, get_covariance_type, log_2pi
+from gmmkit.core.covariance import CovarianceType, get_covariance_type, log_2pi, pack_symmetric
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
 
@@ -47,6 +55,11 @@ class KernelCoefficients:
         Coefficients of the shared quadratic term (tied only).
     dtype : numpy dtype
         Compute dtype (float32 or float64).
+    weights_t : ndarray of shape (K, Q + D + 1), or (K, D + 1) when tied
+        ``weights_matrix.T``, C-contiguous (the E-step GEMM's left operand).
+    whitening : ndarray of shape (D, D) or None
+        ``U.T`` with ``U`` the tied precision Cholesky factor: ``-0.5 |U.T xc|^2`` is the
+        shared quadratic term (tied only).
     """
 
     covariance: CovarianceType
@@ -55,6 +68,8 @@ class KernelCoefficients:
     weights_matrix: Array
     shared_quadratic: Array | None
     dtype: np.dtype
+    weights_t: Array
+    whitening: Array | None = None
 
     @property
     def n_components(self) -> int:
@@ -73,6 +88,8 @@ def kernel_coefficients(
         The dtype the kernel computes in; statistics are always returned in float64.
     """
     dtype = np.dtype(dtype)
+    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
+        dtype = np.dtype(np.float64)
     cov = get_covariance_type(params.covariance_type)
     d = params.n_features
     reference = params.weights @ params.means
@@ -89,36 +106,93 @@ def kernel_coefficients(
     )
     quad = cov.quadratic_coefficients(params.precisions_cholesky)
     linear = np.vstack([precision_means.T, constants[None, :]])
+    whitening = None
     if cov.shared_quadratic:
         weights_matrix = linear
         shared = quad.astype(dtype)
+        whitening = np.ascontiguousarray(params.precisions_cholesky.T, dtype=dtype)
     else:
         weights_matrix = np.vstack([quad, linear])
         shared = None
+    weights_matrix = np.ascontiguousarray(weights_matrix, dtype=dtype)
     return KernelCoefficients(
         covariance=cov,
         reference=reference,
         reference_compute=reference.astype(dtype),
-        weights_matrix=np.ascontiguousarray(weights_matrix, dtype=dtype),
+        weights_matrix=weights_matrix,
         shared_quadratic=shared,
         dtype=dtype,
+        weights_t=np.ascontiguousarray(weights_matrix.T),
+        whitening=whitening,
     )
 
 
-def features(cov: CovarianceType, X: Array, reference: Array, dtype: np.dtype) -> Array:
-    """Feature block ``[q(x - ref), x - ref, 1]`` of shape (n, Q + D + 1)."""
+# --------------------------------------------------------------------------- features
+def _features_t(
+    cov: CovarianceType, X: Array, reference: Array, dtype: np.dtype, quadratic: bool
+) -> Array:
+    """Feature-major block ``[q(xc); xc; 1]`` of shape (F, n); without ``q`` if not
+    ``quadratic``."""
     n, d = X.shape
-    q = cov.n_quadratic(d)
-    phi = np.empty((n, q + d + 1), dtype=dtype)
-    xc = phi[:, q : q + d]
-    np.subtract(X, reference, out=xc, casting="unsafe")
-    cov.quadratic_features(xc, phi[:, :q])
-    phi[:, q + d] = 1.0
-    return phi
+    q = cov.n_quadratic(d) if quadratic else 0
+    phi_t = np.empty((q + d + 1, n), dtype=dtype)
+    xc_t = phi_t[q : q + d]
+    np.subtract(X.T, reference[:, None], out=xc_t, casting="unsafe")
+    phi_t[q + d] = 1.0
+    if q:
+        quad_t = phi_t[:q]
+        name = cov.name
+        if name in ("full", "tied"):
+            start = 0
+            for i in range(d):
+                np.multiply(xc_t[i], xc_t[i:], out=quad_t[start : start + d - i])
+                start += d - i
+        elif name == "diag":
+            np.multiply(xc_t, xc_t, out=quad_t)
+        else:
+            # F-ordered views keep the covariance class's own definition usable here
+            cov.quadratic_features(xc_t.T, quad_t.T)
+    return phi_t
+
+
+def features(cov: CovarianceType, X: Array, reference: Array, dtype: np.dtype) -> Array:
+    """Feature block ``[q(x - ref), x - ref, 1]`` of shape (n, Q + D + 1).
+
+    The result is a Fortran-ordered view of the kernel's feature-major block.
+    """
+    return _features_t(cov, X, reference, np.dtype(dtype), quadratic=True).T
+
+
+def _log_joint_t(coefs: KernelCoefficients, X: Array) -> tuple[Array, Array]:
+    """``log(pi_k N(x | k))`` as a (K, n) block, and the feature block it came from.
+
+    For ``tied`` the feature block is ``[xc; 1]`` of shape (D + 1, n); otherwise the
+    full ``[q(xc); xc; 1]``.
+    """
+    cov = coefs.covariance
+    if coefs.whitening is None:
+        phi_t = _features_t(cov, X, coefs.reference_compute, coefs.dtype, quadratic=True)
+        return coefs.weights_t @ phi_t, phi_t
+    phi_t = _features_t(cov, X, coefs.reference_compute, coefs.dtype, quadratic=False)
+    d = X.shape[1]
+    white = coefs.whitening @ phi_t[:d]
+    np.multiply(white, white, out=white)
+    quad = white.sum(axis=0)
+    quad *= -0.5
+    log_prob = coefs.weights_t @ phi_t
+    log_prob += quad
+    return log_prob, phi_t
 
 
 def log_joint(coefs: KernelCoefficients, phi: Array) -> Array:
-    """``log(pi_k N(x | k))`` for every row and component, shape (n, K), compute dtype."""
+    """``log(pi_k N(x | k))`` for every row and component, shape (n, K), compute dtype.
+
+    Parameters
+    ----------
+    coefs : KernelCoefficients
+    phi : ndarray of shape (n, Q + D + 1)
+        From :func:`features`.
+    """
     if coefs.shared_quadratic is None:
         return phi @ coefs.weights_matrix
     q = len(coefs.shared_quadratic)
@@ -127,18 +201,18 @@ def log_joint(coefs: KernelCoefficients, phi: Array) -> Array:
     return out
 
 
-def _normalise_in_place(log_prob: Array) -> Array:
-    """Turn ``log_prob`` (n, K) into responsibilities in place; return ``log p(x)`` (n,)."""
-    row_max = log_prob.max(axis=1, keepdims=True)
-    np.subtract(log_prob, row_max, out=log_prob)
-    np.exp(log_prob, out=log_prob)
-    total = log_prob.sum(axis=1, keepdims=True)
-    np.divide(log_prob, total, out=log_prob)
-    log_norm = np.log(total[:, 0])
-    log_norm += row_max[:, 0]
-    return log_norm
+def _exp_shifted_in_place(log_prob_t: Array) -> tuple[Array, Array]:
+    """Replace the (K, n) block by ``exp(log_prob - column max)``.
+
+    Returns the column maxima and column sums, both of shape (n,).
+    """
+    col_max = log_prob_t.max(axis=0)
+    np.subtract(log_prob_t, col_max, out=log_prob_t)
+    np.exp(log_prob_t, out=log_prob_t)
+    return col_max, log_prob_t.sum(axis=0)
 
 
+# --------------------------------------------------------------------------- statistics
 def chunk_statistics(
     coefs: KernelCoefficients,
     X: Array,
@@ -165,60 +239,77 @@ def chunk_statistics(
     -------
     SuffStats
     """
-    cov = coefs.covariance
     n, d = X.shape
-    phi = features(cov, X, coefs.reference_compute, coefs.dtype)
-    resp = log_joint(coefs, phi)
+    dtype = coefs.dtype
+    tied = coefs.whitening is not None
+    log_prob_t, phi_t = _log_joint_t(coefs, X)
 
     labelled: NDArray[np.intp] | None = None
     if labels is not None:
-        labelled = np.flatnonzero(labels >= 0)
+        labelled = np.flatnonzero(np.asarray(labels) >= 0)
         if len(labelled) == 0:
             labelled = None
+    known: NDArray[np.intp] | None = None
     if labelled is not None:
         assert labels is not None
-        known = labels[labelled]
-        labelled_log_density = resp[labelled, known].astype(np.float64)
+        known = np.asarray(labels)[labelled].astype(np.intp)
+        labelled_log_density = log_prob_t[known, labelled].astype(np.float64)
 
-    log_norm = _normalise_in_place(resp).astype(np.float64, copy=False)
+    col_max, col_sum = _exp_shifted_in_place(log_prob_t)
+    log_norm = np.log(col_sum).astype(np.float64)
+    log_norm += col_max
 
-    weight = (
-        np.ones(n, dtype=np.float64)
-        if sample_weight is None
-        else np.asarray(sample_weight, dtype=np.float64)
+    weight: NDArray[np.float64] | None = (
+        None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     )
     if labelled is not None:
-        weight = weight.copy()
+        assert known is not None
+        weight = np.ones(n) if weight is None else weight.copy()
         weight[labelled] *= label_weight
-        log_norm = log_norm.copy()
         log_norm[labelled] = labelled_log_density
-        resp[labelled] = 0.0
-        resp[labelled, known] = 1.0
-    if sample_weight is not None or labelled is not None:
-        resp *= weight.astype(coefs.dtype)[:, None]
+        log_prob_t[:, labelled] = 0.0
+        log_prob_t[known, labelled] = 1.0
+        col_sum[labelled] = 1.0
 
-    q = cov.n_quadratic(d)
-    if cov.shared_quadratic:
-        lin = (resp.T @ phi[:, q:]).astype(np.float64)
-        second = (weight.astype(coefs.dtype) @ phi[:, :q]).astype(np.float64)[None, :]
+    # responsibilities * weight = exp_shifted * (weight / col_sum): fold the scale into
+    # the smaller of the two GEMM operands
+    scale = np.reciprocal(col_sum)
+    if weight is not None:
+        scale *= weight.astype(dtype)
+
+    if tied:
+        xc_t = phi_t[:d]
+        weighted = xc_t if weight is None else xc_t * weight.astype(dtype)
+        pooled = (weighted @ xc_t.T).astype(np.float64)
+        second = pack_symmetric(pooled)[None, :]
+    if phi_t.shape[0] < log_prob_t.shape[0]:
+        phi_t *= scale
     else:
-        moments = (resp.T @ phi).astype(np.float64)
-        lin = moments[:, q:]
+        log_prob_t *= scale
+    moments = (log_prob_t @ phi_t.T).astype(np.float64)  # (K, F)
+    q = 0 if tied else phi_t.shape[0] - d - 1
+    if not tied:
         second = moments[:, :q]
+    nk = moments[:, -1].copy()
+    first = moments[:, q : q + d].copy()
 
     if n:
-        candidates = np.where(weight > 0, log_norm, np.inf)
-        worst = int(np.argmin(candidates))
-        worst_value = float(candidates[worst])
+        if weight is None:
+            worst = int(np.argmin(log_norm))
+            worst_value = float(log_norm[worst])
+        else:
+            candidates = np.where(weight > 0, log_norm, np.inf)
+            worst = int(np.argmin(candidates))
+            worst_value = float(candidates[worst])
         worst_point = np.asarray(X[worst], dtype=np.float64)
     else:
         worst_value, worst_point = np.inf, np.zeros(d)
     return SuffStats(
-        nk=lin[:, -1].copy(),
-        first=lin[:, :d].copy(),
-        second=second,
-        log_likelihood=float(weight @ log_norm),
-        total_weight=float(weight.sum()),
+        nk=nk,
+        first=first,
+        second=np.ascontiguousarray(second),
+        log_likelihood=float(log_norm.sum() if weight is None else weight @ log_norm),
+        total_weight=float(n if weight is None else weight.sum()),
         n_samples=n,
         reference=coefs.reference,
         worst_log_density=worst_value,
@@ -245,20 +336,20 @@ def hard_statistics(
     sample_weight : ndarray of shape (n,), optional
     """
     n, d = X.shape
-    phi = features(cov, X, reference, np.dtype(np.float64))
+    phi_t = _features_t(cov, X, np.asarray(reference, np.float64), np.dtype(np.float64), True)
     resp = np.asarray(resp, dtype=np.float64)
     weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    resp = resp * weight[:, None]
-    q = cov.n_quadratic(d)
-    moments = resp.T @ phi
+    resp_t = resp.T * weight
+    q = phi_t.shape[0] - d - 1
+    moments = resp_t @ phi_t.T
     if cov.shared_quadratic:
-        second = (weight @ phi[:, :q])[None, :]
+        second = (phi_t[:q] @ weight)[None, :]
     else:
         second = moments[:, :q]
     return SuffStats(
         nk=moments[:, -1].copy(),
         first=moments[:, q : q + d].copy(),
-        second=second,
+        second=np.ascontiguousarray(second),
         log_likelihood=0.0,
         total_weight=float(weight.sum()),
         n_samples=n,
@@ -268,30 +359,36 @@ def hard_statistics(
     )
 
 
+# --------------------------------------------------------------------------- inference
 def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, NDArray[np.float64]]:
     """Log responsibilities (n, K) in compute dtype and log-density (n,) in float64."""
-    phi = features(coefs.covariance, X, coefs.reference_compute, coefs.dtype)
-    log_prob = log_joint(coefs, phi)
-    row_max = log_prob.max(axis=1, keepdims=True)
-    shifted = log_prob - row_max
-    log_norm = np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-    shifted -= log_norm
-    density = (log_norm[:, 0].astype(np.float64) + row_max[:, 0])
-    return shifted, density
+    log_prob_t, _ = _log_joint_t(coefs, X)
+    col_max = log_prob_t.max(axis=0)
+    np.subtract(log_prob_t, col_max, out=log_prob_t)
+    log_sum = np.log(np.exp(log_prob_t).sum(axis=0))
+    log_prob_t -= log_sum
+    density = log_sum.astype(np.float64)
+    density += col_max
+    return log_prob_t.T, density
 
 
 def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Log-density ``log p(x)`` of each row, shape (n,), float64."""
-    return log_resp_and_density(coefs, X)[1]
+    log_prob_t, _ = _log_joint_t(coefs, X)
+    col_max, col_sum = _exp_shifted_in_place(log_prob_t)
+    density = np.log(col_sum).astype(np.float64)
+    density += col_max
+    return density
 
 
 def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
     """Most probable component of each row, shape (n,)."""
-    phi = features(coefs.covariance, X, coefs.reference_compute, coefs.dtype)
-    return np.argmax(log_joint(coefs, phi), axis=1)
+    return np.argmax(_log_joint_t(coefs, X)[0], axis=0)
 
 
 def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Responsibilities of each row, shape (n, K), float64."""
-    log_resp = log_resp_and_density(coefs, X)[0]
-    return np.exp(log_resp.astype(np.float64))
+    log_prob_t, _ = _log_joint_t(coefs, X)
+    _, col_sum = _exp_shifted_in_place(log_prob_t)
+    log_prob_t /= col_sum
+    return np.ascontiguousarray(log_prob_t.T, dtype=np.float64)

@@ -21,15 +21,33 @@ from gmmkit.engines.base import Chunk, Engine
 
 T = TypeVar("T")
 
-#: Target bytes of one chunk's feature block; sized to stay in a core's L2 cache.
-CHUNK_BYTES = 1 << 20
+#: Target bytes of one chunk's feature and log-joint blocks.  Measured on a 2 MiB-L2
+#: core (benchmarks/run.py): 2-6 MiB blocks are fastest across D = 1..64 -- smaller ones
+#: pay per-call overhead in numpy/BLAS, larger ones fall out of L2/L3 between the
+#: feature build, the two GEMMs and the log-sum-exp.
+CHUNK_BYTES = 4 << 20
 
 
 def default_chunk_rows(n_features: int, n_components: int, itemsize: int) -> int:
-    """Rows per block so the (rows x features) and (rows x K) blocks stay cache-sized."""
+    """Rows per block so the (features x rows) and (K x rows) blocks stay cache-sized.
+
+    Parameters
+    ----------
+    n_features : int
+        D.
+    n_components : int
+        K.
+    itemsize : int
+        Bytes per value of the compute dtype (4 or 8).
+
+    Returns
+    -------
+    int
+        Between 64 and 65536.
+    """
     width = n_features * (n_features + 1) // 2 + n_features + 1 + n_components
     rows = CHUNK_BYTES // max(width * itemsize, 1)
-    return int(min(max(rows, 256), 65536))
+    return int(min(max(rows, 64), 65536))
 
 
 def default_n_jobs() -> int:
