@@ -1,0 +1,96 @@
+"""Small helpers shared by the applications (validation, covariance shapes, lazy imports)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gmmkit.core.params import MixtureParams
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def full_covariances(params: MixtureParams) -> NDArray[np.float64]:
+    """Every component's covariance as a full matrix, whatever the covariance type.
+
+    Parameters
+    ----------
+    params : MixtureParams
+
+    Returns
+    -------
+    ndarray of shape (K, D, D)
+    """
+    k, d = params.n_components, params.n_features
+    cov = np.asarray(params.covariances, dtype=np.float64)
+    if params.covariance_type == "full":
+        return cov.copy()
+    if params.covariance_type == "tied":
+        return np.broadcast_to(cov, (k, d, d)).copy()
+    if params.covariance_type == "diag":
+        out = np.zeros((k, d, d))
+        out[:, np.arange(d), np.arange(d)] = cov
+        return out
+    return cov[:, None, None] * np.eye(d)[None]
+
+
+def check_n_components_list(n_components: Any, name: str = "n_components") -> list[int]:
+    """Validate a positive int or an iterable of positive ints; return a sorted unique list."""
+    if isinstance(n_components, Integral) and not isinstance(n_components, bool):
+        values = [int(n_components)]
+    elif isinstance(n_components, Iterable) and not isinstance(n_components, str):
+        values = []
+        for value in n_components:
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise TypeError(f"{name} must hold integers, got {value!r}")
+            values.append(int(value))
+    else:
+        raise TypeError(f"{name} must be an int or an iterable of ints, got {n_components!r}")
+    if not values:
+        raise ValueError(f"{name} is empty")
+    if min(values) < 1:
+        raise ValueError(f"{name} must be >= 1, got {min(values)}")
+    return sorted(set(values))
+
+
+def check_covariance_types(covariance_types: Any) -> list[str]:
+    """Validate one covariance type or an iterable of them; keep order, drop duplicates."""
+    if isinstance(covariance_types, str):
+        covariance_types = (covariance_types,)
+    out: list[str] = []
+    for value in covariance_types:
+        if value not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance type must be one of {COVARIANCE_TYPES}, got {value!r}"
+            )
+        if value not in out:
+            out.append(value)
+    if not out:
+        raise ValueError("covariance_types is empty")
+    return out
+
+
+def check_not_too_many_components(n_components: int, n_samples: int) -> None:
+    """K larger than the number of (non-zero weight) samples cannot be fitted."""
+    if n_components > n_samples:
+        raise ValueError(
+            f"n_components={n_components} is larger than the number of samples "
+            f"({n_samples}); a mixture needs at least one sample per component"
+        )
+
+
+def import_optional(module: str, extra: str) -> Any:
+    """Import an optional dependency, or explain which extra provides it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:  # pragma: no cover - exercised only without the extra
+        raise ImportError(
+            f"{module!r} is required for this function; install it with "
+            f"`pip install gmmkit[{extra}]`"
+        ) from exc

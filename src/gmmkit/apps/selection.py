@@ -1,0 +1,494 @@
+"""Model selection over the number of components and covariance types (mclust's ``Mclust()``).
+
+Every candidate ``(K, covariance_type)`` is fitted, scored by BIC, AIC and ICL, and checked
+for degeneracy: a component carrying almost no samples, or one whose variance collapsed onto
+a few identical values (the "spikes" EM finds on integer-valued data, which push the
+likelihood and hence every criterion towards infinity).  Degenerate candidates stay in the
+table, flagged, and are never chosen while a sound candidate exists.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from numbers import Integral
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import linalg
+from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_array,
+    check_is_fitted,
+    validate_data,
+)
+
+from gmmkit.apps._common import (
+    COVARIANCE_TYPES,
+    check_covariance_types,
+    check_n_components_list,
+    check_not_too_many_components,
+    full_covariances,
+)
+from gmmkit.core import criteria
+from gmmkit.core.em import EmptyComponentWarning
+from gmmkit.mixture import GaussianMixture
+
+CRITERIA = ("bic", "aic", "icl")
+
+#: Columns of :attr:`SelectionResult.table`, in order.
+TABLE_COLUMNS = (
+    "n_components",
+    "covariance_type",
+    "log_likelihood",
+    "n_parameters",
+    "bic",
+    "aic",
+    "icl",
+    "converged",
+    "n_iter",
+    "min_weight",
+    "degenerate",
+    "reason",
+    "best",
+)
+
+
+class DegenerateMixtureWarning(UserWarning):
+    """The selected mixture is degenerate (every candidate was)."""
+
+
+@dataclass
+class SelectionResult:
+    """Outcome of :func:`select`.
+
+    Attributes
+    ----------
+    best : GaussianMixture
+        The fitted candidate minimising the criterion among the non-degenerate ones.
+    table : pandas.DataFrame or list of dict
+        One row per candidate with the columns of :data:`TABLE_COLUMNS`; a DataFrame when
+        pandas is installed, otherwise the same rows as dicts.
+    criterion : str
+        ``"bic"``, ``"aic"`` or ``"icl"`` (lower is better).
+    rows : list of dict
+        The rows of ``table`` as plain dicts (always available).
+    models : dict
+        ``(n_components, covariance_type) -> fitted GaussianMixture`` for every candidate
+        that could be fitted.
+    """
+
+    best: GaussianMixture
+    table: Any = field(repr=False)
+    criterion: str
+    rows: list[dict[str, Any]] = field(repr=False)
+    models: dict[tuple[int, str], GaussianMixture] = field(repr=False)
+
+    @property
+    def best_row(self) -> dict[str, Any]:
+        """The table row of :attr:`best`."""
+        return next(row for row in self.rows if row["best"])
+
+
+def _data_covariance(X: NDArray[Any], weight: NDArray[np.float64] | None) -> NDArray[np.float64]:
+    """Weighted covariance of the data, with a small ridge so it is positive definite."""
+    cov = np.atleast_2d(np.cov(np.asarray(X, dtype=np.float64).T, aweights=weight, bias=True))
+    d = cov.shape[0]
+    scale = float(np.trace(cov)) / d
+    ridge = 1e-12 * scale if scale > 0 else 1e-12
+    return cov + ridge * np.eye(d)
+
+
+def degeneracy(
+    model: GaussianMixture,
+    data_covariance: NDArray[np.float64],
+    total_weight: float,
+    min_component_size: float = 2.0,
+    min_variance_ratio: float = 1e-4,
+) -> str:
+    """Why a fitted mixture is degenerate, or ``""`` when it is not.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        Fitted.
+    data_covariance : ndarray of shape (D, D)
+        Covariance of the data the model was fitted on (positive definite).
+    total_weight : float
+        Number of samples (sum of sample weights).
+    min_component_size : float
+        A component with fewer effective samples (``weight * total_weight``) is degenerate.
+    min_variance_ratio : float
+        A component whose variance along some direction is below this fraction of the data's
+        variance along the same direction has collapsed (the smallest generalised eigenvalue
+        of ``(Sigma_k, Sigma_data)``; scale-free).
+
+    Returns
+    -------
+    str
+        Human-readable reason; empty when the model is sound.
+    """
+    params = model.params_
+    reasons = []
+    sizes = params.weights * total_weight
+    small = np.flatnonzero(sizes < min_component_size)
+    if len(small):
+        k = int(small[np.argmin(sizes[small])])
+        reasons.append(f"component {k} holds {sizes[k]:.3g} effective samples")
+    ratios = np.array(
+        [
+            linalg.eigh(cov, data_covariance, eigvals_only=True)[0]
+            for cov in full_covariances(params)
+        ]
+    )
+    collapsed = np.flatnonzero(ratios < min_variance_ratio)
+    if len(collapsed):
+        k = int(collapsed[np.argmin(ratios[collapsed])])
+        reasons.append(
+            f"component {k} collapsed (variance {ratios[k]:.2g} of the data's along some "
+            "direction)"
+        )
+    return "; ".join(reasons)
+
+
+def _make_table(rows: list[dict[str, Any]]) -> Any:
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas is an optional extra
+        return rows
+    return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+
+
+def select(
+    X: ArrayLike,
+    n_components: Any = range(1, 10),
+    covariance_types: Any = COVARIANCE_TYPES,
+    criterion: str = "bic",
+    *,
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    init_params: str = "kmeans",
+    sample_weight: ArrayLike | None = None,
+    min_component_size: float = 2.0,
+    min_variance_ratio: float = 1e-4,
+    random_state: Any = None,
+    n_jobs: int | None = None,
+) -> SelectionResult:
+    """Fit every ``(K, covariance_type)`` candidate and pick the best by an information criterion.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_samples, n_features)
+    n_components : int or iterable of int, default=range(1, 10)
+        Candidate numbers of components.
+    covariance_types : str or iterable of str, default=("full", "tied", "diag", "spherical")
+    criterion : {"bic", "aic", "icl"}, default="bic"
+        Lower is better (scikit-learn's sign).  ICL is BIC plus twice the entropy of the
+        hard classification: it prefers well-separated clusters.
+    n_init, max_iter, tol, reg_covar, init_params, n_jobs
+        Passed to every :class:`~gmmkit.GaussianMixture`.
+    sample_weight : array-like of shape (n_samples,), optional
+    min_component_size : float, default=2.0
+        Candidates with a component holding fewer effective samples are flagged degenerate.
+    min_variance_ratio : float, default=1e-4
+        Candidates with a component whose variance along some direction is below this
+        fraction of the data's are flagged degenerate (collapsed onto repeated values).
+    random_state : int, RandomState instance or None
+        An int is given to every candidate (so each is reproducible on its own).
+
+    Returns
+    -------
+    SelectionResult
+        ``.best`` is the fitted model minimising the criterion among the non-degenerate
+        candidates; ``.table`` has one row per candidate.
+
+    Raises
+    ------
+    ValueError
+        Bad arguments, or a candidate ``K`` larger than the number of samples (checked before
+        any fitting), or every candidate failing to fit.
+
+    Warns
+    -----
+    DegenerateMixtureWarning
+        When every fitted candidate is degenerate; the best of them is returned.
+    ConvergenceWarning
+        When the selected candidate did not converge.
+    """
+    if criterion not in CRITERIA:
+        raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+    ks = check_n_components_list(n_components)
+    types = check_covariance_types(covariance_types)
+    if not isinstance(n_init, Integral) or n_init < 1:
+        raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
+    if not min_component_size >= 0:
+        raise ValueError(f"min_component_size must be >= 0, got {min_component_size!r}")
+    if not 0 <= min_variance_ratio < 1:
+        raise ValueError(f"min_variance_ratio must be in [0, 1), got {min_variance_ratio!r}")
+    X_checked = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+    weight = (
+        None
+        if sample_weight is None
+        else _check_sample_weight(sample_weight, X_checked, dtype=np.float64,
+                                  ensure_non_negative=True)
+    )
+    n_rows = X_checked.shape[0] if weight is None else int(np.count_nonzero(weight))
+    check_not_too_many_components(max(ks), n_rows)
+    total_weight = float(X_checked.shape[0] if weight is None else weight.sum())
+    data_cov = _data_covariance(X_checked, weight)
+
+    rs = random_state
+    if rs is not None and not isinstance(rs, Integral):
+        rs = int(check_random_state(rs).randint(np.iinfo(np.int32).max))
+
+    rows: list[dict[str, Any]] = []
+    models: dict[tuple[int, str], GaussianMixture] = {}
+    for covariance_type in types:
+        for k in ks:
+            model = GaussianMixture(
+                k,
+                covariance_type=covariance_type,
+                n_init=n_init,
+                max_iter=max_iter,
+                tol=tol,
+                reg_covar=reg_covar,
+                init_params=init_params,
+                random_state=rs,
+                n_jobs=n_jobs,
+            )
+            row: dict[str, Any] = {
+                "n_components": k,
+                "covariance_type": covariance_type,
+                "n_parameters": criteria.n_parameters(k, X_checked.shape[1], covariance_type),
+            }
+            try:
+                with warnings.catch_warnings():
+                    # recorded in the table (converged, reason) instead
+                    warnings.simplefilter("ignore", ConvergenceWarning)
+                    warnings.simplefilter("ignore", EmptyComponentWarning)
+                    model.fit(X_checked, sample_weight=weight)
+            except (ValueError, FloatingPointError) as exc:
+                row.update(
+                    log_likelihood=np.nan, bic=np.nan, aic=np.nan, icl=np.nan,
+                    converged=False, n_iter=0, min_weight=np.nan, degenerate=True,
+                    reason=f"fit failed: {exc}", best=False,
+                )
+                rows.append(row)
+                continue
+            models[(k, covariance_type)] = model
+            row.update(_scores(model, X_checked, weight, row["n_parameters"], total_weight))
+            reason = degeneracy(
+                model, data_cov, total_weight, min_component_size, min_variance_ratio
+            )
+            row.update(
+                converged=bool(model.converged_),
+                n_iter=int(model.n_iter_),
+                min_weight=float(model.weights_.min()),
+                degenerate=bool(reason),
+                reason=reason,
+                best=False,
+            )
+            rows.append(row)
+
+    rows = [{column: row[column] for column in TABLE_COLUMNS} for row in rows]
+    values = np.array([row[criterion] for row in rows], dtype=np.float64)
+    finite = np.isfinite(values)
+    if not np.any(finite):
+        reasons = "; ".join(sorted({row["reason"] for row in rows}))
+        raise ValueError(f"no candidate mixture could be fitted: {reasons}")
+    sound = finite & ~np.array([row["degenerate"] for row in rows])
+    pool = sound if np.any(sound) else finite
+    best_index = int(np.flatnonzero(pool)[np.argmin(values[pool])])
+    rows[best_index]["best"] = True
+    best_row = rows[best_index]
+    best = models[(best_row["n_components"], best_row["covariance_type"])]
+    if not np.any(sound):
+        warnings.warn(
+            f"every candidate mixture is degenerate; returning the best of them "
+            f"(K={best_row['n_components']}, {best_row['covariance_type']}): "
+            f"{best_row['reason']}",
+            DegenerateMixtureWarning,
+            stacklevel=2,
+        )
+    if not best_row["converged"] and max_iter > 0:
+        warnings.warn(
+            f"the selected mixture (K={best_row['n_components']}, "
+            f"{best_row['covariance_type']}) did not converge; increase max_iter or tol",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return SelectionResult(
+        best=best, table=_make_table(rows), criterion=criterion, rows=rows, models=models
+    )
+
+
+def _scores(
+    model: GaussianMixture,
+    X: NDArray[Any],
+    weight: NDArray[np.float64] | None,
+    n_params: int,
+    total_weight: float,
+) -> dict[str, float]:
+    """Log-likelihood and the three criteria from one density pass and one posterior pass."""
+    log_density = model.score_samples(X)
+    map_resp = model.predict_proba(X).max(axis=1)  # >= 1/K, so its log is finite
+    if weight is None:
+        log_likelihood = float(log_density.sum())
+        classification = float(np.log(map_resp).sum())
+    else:
+        log_likelihood = float(weight @ log_density)
+        classification = float(weight @ np.log(map_resp))
+    bic = criteria.bic(log_likelihood, n_params, total_weight)
+    return {
+        "log_likelihood": log_likelihood,
+        "bic": bic,
+        "aic": criteria.aic(log_likelihood, n_params),
+        "icl": criteria.icl(bic, classification),
+    }
+
+
+class GaussianMixtureSelector(DensityMixin, BaseEstimator):
+    """:func:`select` as a scikit-learn estimator (usable as a Pipeline step).
+
+    ``fit`` runs the selection; ``predict``, ``predict_proba``, ``score_samples``,
+    ``score``, ``sample``, ``bic`` and ``aic`` delegate to the selected mixture.
+
+    Parameters
+    ----------
+    n_components : int or tuple of int, default=(1, ..., 9)
+    covariance_types : str or tuple of str, default=("full", "tied", "diag", "spherical")
+    criterion : {"bic", "aic", "icl"}, default="bic"
+    n_init, max_iter, tol, reg_covar, init_params, min_component_size, min_variance_ratio,
+    random_state, n_jobs
+        As in :func:`select`.
+
+    Attributes
+    ----------
+    best_estimator_ : GaussianMixture
+        The selected, fitted mixture.
+    n_components_ : int
+    covariance_type_ : str
+    selection_ : SelectionResult
+        The whole selection (``selection_.table`` has a row per candidate).
+    n_features_in_ : int
+    """
+
+    def __init__(
+        self,
+        n_components: Any = tuple(range(1, 10)),
+        *,
+        covariance_types: Any = COVARIANCE_TYPES,
+        criterion: str = "bic",
+        n_init: int = 1,
+        max_iter: int = 100,
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        init_params: str = "kmeans",
+        min_component_size: float = 2.0,
+        min_variance_ratio: float = 1e-4,
+        random_state: Any = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_types = covariance_types
+        self.criterion = criterion
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.init_params = init_params
+        self.min_component_size = min_component_size
+        self.min_variance_ratio = min_variance_ratio
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    def fit(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> GaussianMixtureSelector:
+        """Fit every candidate and keep the best.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        X_checked = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=True
+        )
+        result = select(
+            X_checked,
+            n_components=self.n_components,
+            covariance_types=self.covariance_types,
+            criterion=self.criterion,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            init_params=self.init_params,
+            sample_weight=sample_weight,
+            min_component_size=self.min_component_size,
+            min_variance_ratio=self.min_variance_ratio,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+        self.selection_ = result
+        self.best_estimator_ = result.best
+        self.n_components_ = int(result.best.n_components)
+        self.covariance_type_ = str(result.best.covariance_type)
+        return self
+
+    def _checked(self, X: ArrayLike) -> NDArray[Any]:
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def predict(self, X: ArrayLike) -> NDArray[np.intp]:
+        """Most probable component of each row, shape (n_samples,)."""
+        X_checked = self._checked(X)
+        return self.best_estimator_.predict(X_checked)
+
+    def fit_predict(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.intp]:
+        """Select, then label the rows of ``X``, shape (n_samples,)."""
+        return self.fit(X, y, sample_weight=sample_weight).predict(X)
+
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Responsibilities, shape (n_samples, n_components_)."""
+        X_checked = self._checked(X)
+        return self.best_estimator_.predict_proba(X_checked)
+
+    def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Log-density of each row, shape (n_samples,)."""
+        X_checked = self._checked(X)
+        return self.best_estimator_.score_samples(X_checked)
+
+    def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
+        """Mean (sample-weighted) log-density of the rows."""
+        X_checked = self._checked(X)
+        return self.best_estimator_.score(X_checked, sample_weight=sample_weight)
+
+    def sample(self, n_samples: int = 1) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+        """Draw ``n_samples`` rows from the selected mixture; see GaussianMixture.sample."""
+        check_is_fitted(self)
+        return self.best_estimator_.sample(n_samples)
+
+    def bic(self, X: ArrayLike) -> float:
+        """BIC of the selected mixture on ``X``."""
+        X_checked = self._checked(X)
+        return self.best_estimator_.bic(X_checked)
+
+    def aic(self, X: ArrayLike) -> float:
+        """AIC of the selected mixture on ``X``."""
+        X_checked = self._checked(X)
+        return self.best_estimator_.aic(X_checked)
