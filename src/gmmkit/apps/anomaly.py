@@ -1,0 +1,206 @@
+"""Density-based anomaly detection with scikit-learn's outlier-detector conventions."""
+
+from __future__ import annotations
+
+from numbers import Integral, Real
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+
+from gmmkit.core.init import INIT_METHODS
+from gmmkit.mixture import GaussianMixture
+
+
+def lower_tail_threshold(
+    values: NDArray[np.float64], fraction: float, weight: NDArray[np.float64] | None = None
+) -> float:
+    """A cut such that the rows strictly below it carry at most ``fraction`` of the weight.
+
+    The cut lies midway between the largest value inside the tail and the next larger value,
+    so recomputing the values with different rounding (another row block, a repeated row)
+    does not move a row across it.  With unit weights and distinct values exactly
+    ``floor(fraction * n)`` rows lie below; an integer weight acts exactly as repeating
+    the row.
+
+    Parameters
+    ----------
+    values : ndarray of shape (n,)
+    fraction : float in [0, 1)
+    weight : ndarray of shape (n,), optional
+
+    Returns
+    -------
+    float
+    """
+    w = np.ones(len(values)) if weight is None else np.asarray(weight, np.float64)
+    # equal values share one side of the cut; rows of zero weight do not exist
+    distinct, inverse = np.unique(values[w > 0], return_inverse=True)
+    cumulative = np.cumsum(np.bincount(inverse, weights=w[w > 0]))
+    # a tiny relative slack keeps float rounding of cumulative sums from moving the cut
+    limit = fraction * cumulative[-1] * (1.0 + 1e-12)
+    first_inside = min(int(np.searchsorted(cumulative, limit, side="right")), len(distinct) - 1)
+    above = float(distinct[first_inside])
+    if first_inside == 0:
+        # nothing in the tail: cut just below the smallest value
+        return above - max(abs(above) * 1e-9, 1e-12)
+    return 0.5 * (float(distinct[first_inside - 1]) + above)
+
+
+class AnomalyDetector(OutlierMixin, BaseEstimator):
+    """Flag rows of low density under a Gaussian mixture fitted to (mostly normal) data.
+
+    Follows scikit-learn's outlier detectors (``IsolationForest``, ``LocalOutlierFactor``):
+    ``score_samples`` is the log-density (higher is more normal), ``decision_function`` is
+    ``score_samples - offset_`` (negative for outliers) and ``predict`` returns ``+1`` for
+    inliers and ``-1`` for outliers.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    contamination : float in (0, 0.5], default=0.01
+        Expected fraction of outliers in the training data: ``offset_`` is set so that this
+        (sample-weighted) fraction of the training rows falls strictly below it.  Ignored
+        when ``threshold`` is given.
+    threshold : float, optional
+        A fixed log-density below which a row is an outlier (``offset_ = threshold``).
+    tol, reg_covar, max_iter, n_init, init_params, random_state, n_jobs
+        Passed to :class:`~gmmkit.GaussianMixture`.
+
+    Attributes
+    ----------
+    mixture_ : GaussianMixture
+        The fitted density model.
+    offset_ : float
+        Log-density threshold; ``decision_function = score_samples - offset_``.
+    n_iter_ : int
+        EM iterations of the density fit.
+    converged_ : bool
+    n_features_in_ : int
+    feature_names_in_ : ndarray of str
+        Only when ``X`` had string column names.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "contamination": [Interval(Real, 0.0, 0.5, closed="right")],
+        "threshold": [Real, None],
+        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
+        "max_iter": [Interval(Integral, 0, None, closed="left")],
+        "n_init": [Interval(Integral, 1, None, closed="left")],
+        "init_params": [StrOptions(set(INIT_METHODS))],
+        "random_state": ["random_state"],
+        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+    }
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        covariance_type: str = "full",
+        contamination: float = 0.01,
+        threshold: float | None = None,
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        random_state: Any = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.contamination = contamination
+        self.threshold = threshold
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> AnomalyDetector:
+        """Fit the density model and set the outlier threshold.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        if self.threshold is not None and not np.isfinite(self.threshold):
+            raise ValueError(f"threshold must be finite, got {self.threshold!r}")
+        X_checked = validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=True
+        )
+        weight = (
+            None
+            if sample_weight is None
+            else _check_sample_weight(
+                sample_weight, X_checked, dtype=np.float64, ensure_non_negative=True
+            )
+        )
+        mixture = GaussianMixture(
+            self.n_components,
+            covariance_type=self.covariance_type,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            max_iter=self.max_iter,
+            n_init=self.n_init,
+            init_params=self.init_params,
+            random_state=self.random_state,
+            n_jobs=self.n_jobs,
+        )
+        mixture.fit(X_checked, sample_weight=weight)
+        self.mixture_ = mixture
+        self.n_iter_ = int(mixture.n_iter_)
+        self.converged_ = bool(mixture.converged_)
+        if self.threshold is not None:
+            self.offset_ = float(self.threshold)
+        else:
+            scores = mixture.score_samples(X_checked)
+            self.offset_ = lower_tail_threshold(scores, float(self.contamination), weight)
+        return self
+
+    def _checked(self, X: ArrayLike) -> NDArray[Any]:
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
+        """Log-density of each row under the fitted mixture (higher is more normal).
+
+        Returns
+        -------
+        ndarray of shape (n_samples,)
+        """
+        X_checked = self._checked(X)
+        return self.mixture_.score_samples(X_checked)
+
+    def decision_function(self, X: ArrayLike) -> NDArray[np.float64]:
+        """``score_samples(X) - offset_``: negative for outliers, shape (n_samples,)."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X: ArrayLike) -> NDArray[np.intp]:
+        """``+1`` for inliers, ``-1`` for outliers, shape (n_samples,)."""
+        decision = self.decision_function(X)
+        return np.where(decision < 0, -1, 1).astype(np.intp)
+
+    def fit_predict(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.intp]:
+        """Fit on ``X`` and label its rows (``+1`` inlier, ``-1`` outlier)."""
+        return self.fit(X, sample_weight=sample_weight).predict(X)

@@ -1,0 +1,120 @@
+"""AnomalyDetector: planted outliers, scikit-learn's outlier-detector conventions, bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+from sklearn.utils.estimator_checks import check_estimator
+
+import gmmkit
+from gmmkit.apps.anomaly import lower_tail_threshold
+
+
+def planted(seed: int = 0, n_inliers: int = 3000, n_outliers: int = 30):
+    """Inliers from a three-component mixture; outliers uniform in a wide box."""
+    rng = np.random.default_rng(seed)
+    means = np.array([[0.0, 0.0], [5.0, 5.0], [-4.0, 6.0]])
+    covs = np.array(
+        [[[1.0, 0.5], [0.5, 1.0]], [[0.6, 0.0], [0.0, 0.6]], [[1.5, -0.7], [-0.7, 1.0]]]
+    )
+    parts = rng.multinomial(n_inliers, [0.5, 0.3, 0.2])
+    inliers = np.vstack([rng.multivariate_normal(m, c, s) for m, c, s in zip(means, covs, parts)])
+    outliers = rng.uniform(-25, 25, size=(n_outliers, 2))
+    X = np.vstack([inliers, outliers])
+    truth = np.r_[np.ones(n_inliers, int), -np.ones(n_outliers, int)]
+    order = rng.permutation(len(X))
+    return X[order], truth[order]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_planted_outliers_precision_and_recall(seed):
+    X, truth = planted(seed)
+    rate = np.mean(truth == -1)
+    detector = gmmkit.AnomalyDetector(n_components=3, contamination=rate, random_state=seed)
+    predicted = detector.fit_predict(X)
+    flagged = predicted == -1
+    planted_mask = truth == -1
+    precision = np.sum(flagged & planted_mask) / np.sum(flagged)
+    recall = np.sum(flagged & planted_mask) / np.sum(planted_mask)
+    assert precision >= 0.9
+    assert recall >= 0.9
+
+
+def test_conventions_against_scipy_density():
+    X, _ = planted(3, n_inliers=1000, n_outliers=10)
+    detector = gmmkit.AnomalyDetector(n_components=3, contamination=0.05, random_state=0).fit(X)
+    mixture = detector.mixture_
+    reference = logsumexp(
+        np.column_stack(
+            [
+                np.log(mixture.weights_[k])
+                + multivariate_normal(mixture.means_[k], mixture.covariances_[k]).logpdf(X)
+                for k in range(3)
+            ]
+        ),
+        axis=1,
+    )
+    np.testing.assert_allclose(detector.score_samples(X), reference, rtol=1e-9, atol=1e-9)
+    decision = detector.decision_function(X)
+    np.testing.assert_allclose(decision, reference - detector.offset_, rtol=1e-9, atol=1e-9)
+    predicted = detector.predict(X)
+    assert set(np.unique(predicted)) == {-1, 1}
+    np.testing.assert_array_equal(predicted == -1, decision < 0)
+    # exactly floor(contamination * n) training rows below the offset (distinct scores)
+    assert np.sum(predicted == -1) == int(0.05 * len(X))
+    assert detector.n_iter_ == mixture.n_iter_
+    assert detector.converged_
+
+
+def test_fixed_threshold():
+    X, _ = planted(4, n_inliers=500, n_outliers=5)
+    detector = gmmkit.AnomalyDetector(n_components=3, threshold=-9.0, random_state=0).fit(X)
+    assert detector.offset_ == -9.0
+    np.testing.assert_array_equal(detector.predict(X) == -1, detector.score_samples(X) < -9.0)
+
+
+def test_lower_tail_threshold_against_sorting():
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=1001)
+    for fraction in (0.001, 0.01, 0.1, 0.5):
+        cut = lower_tail_threshold(values, fraction)
+        expected = int(np.floor(fraction * len(values)))
+        assert np.sum(values < cut) == expected
+        ordered = np.sort(values)
+        if expected:
+            assert ordered[expected - 1] < cut < ordered[expected]
+    # integer weights act as repeated rows; zero weights as removed rows
+    weight = rng.integers(0, 4, size=len(values))
+    assert lower_tail_threshold(values, 0.05, weight.astype(float)) == pytest.approx(
+        lower_tail_threshold(np.repeat(values, weight), 0.05)
+    )
+
+
+def test_passes_scikit_learn_checks():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_estimator(gmmkit.AnomalyDetector(random_state=0))
+
+
+@pytest.mark.parametrize("contamination", [0.0, -0.1, 0.6, 1.0])
+def test_contamination_outside_the_range(contamination):
+    X, _ = planted(n_inliers=100, n_outliers=1)
+    with pytest.raises(ValueError, match="contamination"):
+        gmmkit.AnomalyDetector(contamination=contamination).fit(X)
+
+
+def test_bad_input():
+    X, _ = planted(n_inliers=100, n_outliers=1)
+    with pytest.raises(ValueError, match="threshold"):
+        gmmkit.AnomalyDetector(threshold=float("nan")).fit(X)
+    with pytest.raises(ValueError, match="n_components"):
+        gmmkit.AnomalyDetector(n_components=500).fit(X)
+    with pytest.raises(ValueError, match="n_components"):
+        gmmkit.AnomalyDetector(n_components=0).fit(X)
+    detector = gmmkit.AnomalyDetector(random_state=0).fit(X)
+    with pytest.raises(ValueError, match="features"):
+        detector.predict(np.zeros((3, 5)))
