@@ -15,7 +15,7 @@ from gmmkit.apps.anomaly import lower_tail_threshold
 
 
 def planted(seed: int = 0, n_inliers: int = 3000, n_outliers: int = 30):
-    """Inliers from a three-component mixture; outliers uniform in a wide box."""
+    """Inliers from a three-component mixture; outliers uniform in a wide box, away from it."""
     rng = np.random.default_rng(seed)
     means = np.array([[0.0, 0.0], [5.0, 5.0], [-4.0, 6.0]])
     covs = np.array(
@@ -23,7 +23,15 @@ def planted(seed: int = 0, n_inliers: int = 3000, n_outliers: int = 30):
     )
     parts = rng.multinomial(n_inliers, [0.5, 0.3, 0.2])
     inliers = np.vstack([rng.multivariate_normal(m, c, s) for m, c, s in zip(means, covs, parts)])
-    outliers = rng.uniform(-25, 25, size=(n_outliers, 2))
+    # planted outliers are genuinely anomalous: at Mahalanobis distance > 6 from every
+    # component (a uniform point that lands inside a cluster is not an outlier)
+    candidates = rng.uniform(-25, 25, size=(50 * n_outliers, 2))
+    distance = np.min(
+        [np.einsum("ij,jk,ik->i", candidates - m, np.linalg.inv(c), candidates - m)
+         for m, c in zip(means, covs)],
+        axis=0,
+    )
+    outliers = candidates[distance > 36.0][:n_outliers]
     X = np.vstack([inliers, outliers])
     truth = np.r_[np.ones(n_inliers, int), -np.ones(n_outliers, int)]
     order = rng.permutation(len(X))
