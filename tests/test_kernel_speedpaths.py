@@ -219,3 +219,44 @@ def test_default_chunk_rows_is_cache_sized():
     # wider features give fewer rows
     assert default_chunk_rows(64, 16, 8) < default_chunk_rows(16, 32, 8)
     assert default_chunk_rows(16, 32, 8) < default_chunk_rows(3, 20, 8)
+
+
+def test_lloyd_chunk_matches_definition_and_integer_weights():
+    from gmmkit.core.kmeans import lloyd_chunk
+    from gmmkit.engines.base import Chunk
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(500, 3))
+    centres = rng.normal(size=(6, 3))
+    reference = X.mean(axis=0)
+    d2 = ((X[:, None, :] - centres[None]) ** 2).sum(-1)
+    labels = d2.argmin(axis=1)
+    stats = lloyd_chunk(centres, reference, Chunk(X, None, None, 0))
+    np.testing.assert_allclose(stats.counts, np.bincount(labels, minlength=6))
+    np.testing.assert_allclose(
+        stats.sums, np.stack([(X[labels == k] - reference).sum(0) for k in range(6)]), atol=1e-10
+    )
+    assert stats.inertia == pytest.approx(d2.min(axis=1).sum(), rel=1e-10)
+    assert stats.farthest_distance == pytest.approx(d2.min(axis=1).max(), rel=1e-10)
+    w = rng.integers(0, 4, size=len(X))
+    weighted = lloyd_chunk(centres, reference, Chunk(X, w.astype(float), None, 0))
+    repeated = lloyd_chunk(centres, reference, Chunk(np.repeat(X, w, axis=0), None, None, 0))
+    np.testing.assert_allclose(weighted.sums, repeated.sums, atol=1e-9)
+    np.testing.assert_allclose(weighted.counts, repeated.counts)
+    assert weighted.inertia == pytest.approx(repeated.inertia, rel=1e-10)
+
+
+def test_multiresolution_kmeans_is_as_good_as_scikit_learn_on_large_data():
+    """Sample-then-refine k-means reaches scikit-learn's full-data inertia (within 1%)."""
+    from sklearn.cluster import KMeans
+
+    from gmmkit.core.kmeans import SEEDING_SAMPLE, kmeans, nearest_centre
+
+    rng = np.random.default_rng(2)
+    k, n = 8, SEEDING_SAMPLE + 50_000
+    true_centres = rng.uniform(-20, 20, size=(k, 4))
+    X = true_centres[rng.integers(0, k, size=n)] + rng.normal(size=(n, 4))
+    centres = kmeans(MemoryEngine(X, chunk_rows=16_384), k, np.random.default_rng(0))
+    _, dist = nearest_centre(X, centres, X.mean(axis=0))
+    sk = KMeans(k, n_init=1, random_state=0).fit(X)
+    assert dist.sum() <= 1.01 * sk.inertia_

@@ -1,14 +1,17 @@
 """k-means for initialisation, on the same chunked-statistics pattern as EM.
 
-Seeding is greedy k-means++ (as scikit-learn) on the data, or on a uniform sample
-when the data are large; Lloyd iterations then stream over all chunks through the
-engine, so they run out of core and on Dask unchanged.
-"""
+Multi-resolution Lloyd: greedy k-means++ seeding (scikit-learn's variant) and Lloyd
+iterations to convergence on a small uniform sample, a few passes on a larger sample,
+then a few passes streamed over all chunks through the engine (so they run out of core
+and on Dask unchanged).  An initialisation does not need the exact full-data k-means
+optimum -- EM refines it -- and a hundred full-data passes would cost more than the EM
+fit itself."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, reduce
 from typing import Any
 
 import numpy as np
@@ -18,8 +21,19 @@ from gmmkit.engines.base import Chunk, Engine
 
 Array = NDArray[np.floating[Any]]
 
-#: k-means++ seeding runs on at most this many rows (a uniform sample beyond it).
+#: Rows drawn from the data for initialisation (a uniform sample beyond it).
 SEEDING_SAMPLE = 100_000
+
+#: k-means++ seeding and Lloyd iterations to convergence run on this many of them;
+#: then a few passes refine on the whole sample, and a few more on all rows.
+FIRST_STAGE = 20_000
+
+#: Lloyd passes on the whole sample, and over the full data, after the first stage.
+SAMPLE_PASSES = 10
+FULL_DATA_PASSES = 3
+
+#: Rows per block when Lloyd iterations run on the in-memory sample.
+_SAMPLE_BLOCK = 8192
 
 
 def squared_distances(X: Array, centres: Array) -> Array:
@@ -135,57 +149,64 @@ def nearest_centre(X: Array, centres: Array, reference: Array) -> tuple[NDArray[
 
 
 def lloyd_chunk(centres: Array, reference: Array, chunk: Chunk) -> KMeansStats:
-    """Assignment step on one chunk and its additive statistics."""
+    """Assignment step on one chunk and its additive statistics.
+
+    The nearest centre minimises ``|c_k|^2 - 2 x.c_k`` (one GEMM); per-cluster sums
+    are ``bincount``s, so no (n, K) one-hot matrix is built.
+    """
     xc = np.asarray(chunk.X, dtype=np.float64) - reference
+    n, d = xc.shape
     k = centres.shape[0]
-    d2 = squared_distances(xc, centres - reference)
-    labels = np.argmin(d2, axis=1)
-    mind = d2[np.arange(len(labels)), labels]
-    w = np.ones(len(xc)) if chunk.sample_weight is None else chunk.sample_weight
-    onehot = np.zeros((len(xc), k))
-    onehot[np.arange(len(xc)), labels] = w
-    far = int(np.argmax(np.where(w > 0, mind, -1.0))) if len(xc) else 0
+    if n == 0:
+        return KMeansStats(
+            counts=np.zeros(k),
+            sums=np.zeros((k, d)),
+            inertia=0.0,
+            feature_sq=np.zeros(d),
+            total_weight=0.0,
+            farthest_distance=-1.0,
+            farthest_point=np.asarray(reference, dtype=np.float64),
+        )
+    cc = centres - reference
+    scores = xc @ (-2.0 * cc.T)
+    scores += np.einsum("ij,ij->i", cc, cc)
+    labels = np.argmin(scores, axis=1)
+    mind = scores[np.arange(n), labels]
+    mind += np.einsum("ij,ij->i", xc, xc)
+    np.maximum(mind, 0.0, out=mind)
+    if chunk.sample_weight is None:
+        w = np.ones(n)
+        xw_t = np.ascontiguousarray(xc.T)
+    else:
+        w = np.asarray(chunk.sample_weight, dtype=np.float64)
+        xw_t = np.ascontiguousarray(xc.T * w)
+    sums = np.empty((k, d))
+    for j in range(d):
+        sums[:, j] = np.bincount(labels, weights=xw_t[j], minlength=k)
+    far = int(np.argmax(np.where(w > 0, mind, -1.0)))
     return KMeansStats(
-        counts=onehot.sum(axis=0),
-        sums=onehot.T @ xc,
+        counts=np.bincount(labels, weights=w, minlength=k).astype(np.float64),
+        sums=sums,
         inertia=float(mind @ w),
-        feature_sq=(xc * xc).T @ w,
+        feature_sq=np.einsum("ji,ij->j", xw_t, xc),
         total_weight=float(w.sum()),
-        farthest_distance=float(mind[far]) if len(xc) else -1.0,
-        farthest_point=np.asarray(chunk.X[far], dtype=np.float64) if len(xc) else reference,
+        farthest_distance=float(mind[far]),
+        farthest_point=np.asarray(chunk.X[far], dtype=np.float64),
     )
 
 
-def kmeans(
-    engine: Engine,
-    n_clusters: int,
-    rng: np.random.Generator,
-    max_iter: int = 100,
-    tol: float = 1e-4,
-) -> Array:
-    """k-means++ seeding then Lloyd iterations streamed through ``engine``.
-
-    Parameters
-    ----------
-    engine : Engine
-    n_clusters : int
-    rng : numpy Generator
-    max_iter : int
-        Lloyd passes at most.
-    tol : float
-        Stop when the squared centre shift is below ``tol`` times the mean feature
-        variance (scikit-learn's rule).
-
-    Returns
-    -------
-    ndarray of shape (n_clusters, D), float64
-    """
-    sample, sample_weight = engine.sample(SEEDING_SAMPLE, rng)
-    centres = kmeans_plusplus(sample, n_clusters, rng, sample_weight)
-    reference = np.average(np.asarray(sample, dtype=np.float64), axis=0, weights=sample_weight)
-    threshold: float | None = None
+def _lloyd(
+    map_reduce: Callable[[Callable[[Chunk], KMeansStats]], KMeansStats],
+    centres: Array,
+    reference: Array,
+    max_iter: int,
+    tol: float,
+    threshold: float | None = None,
+) -> tuple[Array, float]:
+    """Lloyd iterations with statistics from ``map_reduce``; returns centres and the
+    absolute shift threshold used (``tol`` times the mean feature variance)."""
     for _ in range(max_iter):
-        stats: KMeansStats = engine.map_reduce(partial(lloyd_chunk, centres, reference))
+        stats: KMeansStats = map_reduce(partial(lloyd_chunk, centres, reference))
         if threshold is None:
             mean = stats.sums.sum(axis=0) / stats.total_weight
             variance = stats.feature_sq / stats.total_weight - mean**2
@@ -200,4 +221,73 @@ def kmeans(
         centres = new
         if shift <= threshold and not len(empty):
             break
+    assert threshold is not None or max_iter <= 0
+    return centres, 0.0 if threshold is None else threshold
+
+
+def _in_memory_map_reduce(
+    X: Array, sample_weight: NDArray[np.float64]
+) -> Callable[[Callable[[Chunk], KMeansStats]], KMeansStats]:
+    def map_reduce(func: Callable[[Chunk], KMeansStats]) -> KMeansStats:
+        parts = [
+            func(Chunk(X[s : s + _SAMPLE_BLOCK], sample_weight[s : s + _SAMPLE_BLOCK], None, s))
+            for s in range(0, len(X), _SAMPLE_BLOCK)
+        ]
+        return reduce(lambda a, b: a + b, parts)
+
+    return map_reduce
+
+
+def kmeans(
+    engine: Engine,
+    n_clusters: int,
+    rng: np.random.Generator,
+    max_iter: int = 100,
+    tol: float = 1e-4,
+    full_data_passes: int = FULL_DATA_PASSES,
+) -> Array:
+    """k-means++ seeding and Lloyd iterations on samples, refined on all rows.
+
+    Parameters
+    ----------
+    engine : Engine
+    n_clusters : int
+    rng : numpy Generator
+    max_iter : int
+        Lloyd passes at most (on the first-stage sample).
+    tol : float
+        Stop when the squared centre shift is below ``tol`` times the mean feature
+        variance (scikit-learn's rule).
+    full_data_passes : int
+        Lloyd passes streamed over all rows afterwards (only when the data are larger
+        than the sample; they stop early on convergence).
+
+    Returns
+    -------
+    ndarray of shape (n_clusters, D), float64
+    """
+    sample, sample_weight = engine.sample(SEEDING_SAMPLE, rng)
+    sample = np.asarray(sample, dtype=np.float64)
+    reference = np.average(sample, axis=0, weights=sample_weight)
+    first, first_weight = sample, sample_weight
+    if len(sample) > FIRST_STAGE:
+        rows = np.sort(rng.choice(len(sample), size=FIRST_STAGE, replace=False))
+        first, first_weight = sample[rows], sample_weight[rows]
+    centres = kmeans_plusplus(first, n_clusters, rng, first_weight)
+    centres, threshold = _lloyd(
+        _in_memory_map_reduce(first, first_weight), centres, reference, max_iter, tol
+    )
+    if len(sample) > len(first):
+        centres, _ = _lloyd(
+            _in_memory_map_reduce(sample, sample_weight),
+            centres,
+            reference,
+            min(SAMPLE_PASSES, max_iter),
+            tol,
+            threshold,
+        )
+    if engine.n_samples > len(sample) and full_data_passes > 0:
+        centres, _ = _lloyd(
+            engine.map_reduce, centres, reference, full_data_passes, tol, threshold
+        )
     return centres
