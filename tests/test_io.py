@@ -387,3 +387,50 @@ def test_metadata_not_json(tmp_path: Path, model_file: Path) -> None:
         np.savez(handle, **members)
     with pytest.raises(ModelFileError, match="JSON"):
         gmmkit.load(bad)
+
+
+# ----------------------------------------------------------------------------- other estimators
+def test_anomaly_detector_round_trip(tmp_path: Path, data: np.ndarray) -> None:
+    detector = gmmkit.AnomalyDetector(3, contamination=0.02, random_state=0).fit(data)
+    path = tmp_path / "detector.gmm"
+    detector.save(path)
+    loaded = gmmkit.load(path)
+    assert type(loaded) is gmmkit.AnomalyDetector
+    assert loaded.get_params() == detector.get_params()
+    assert loaded.offset_ == detector.offset_
+    assert np.array_equal(loaded.decision_function(data), detector.decision_function(data))
+    assert np.array_equal(loaded.predict(data), detector.predict(data))
+    assert read_metadata(path)["summary"]["n_components"] == 3
+
+    def bad_offset(meta: dict, arrays: dict) -> None:
+        meta["estimator"]["attributes"]["offset_"] = {"__float__": "nan"}
+
+    _expect(tmp_path, path, bad_offset, "offset_")
+
+
+def test_selector_round_trip(tmp_path: Path, data: np.ndarray) -> None:
+    selector = gmmkit.GaussianMixtureSelector(
+        n_components=(2, 3, 4), covariance_types=("full", "diag"), random_state=0
+    ).fit(data)
+    path = tmp_path / "selector.gmm"
+    selector.save(path)
+    loaded = gmmkit.load(path)
+    assert type(loaded) is gmmkit.GaussianMixtureSelector
+    assert loaded.get_params() == selector.get_params()
+    assert loaded.n_components_ == selector.n_components_
+    assert np.array_equal(loaded.predict_proba(data), selector.predict_proba(data))
+    assert np.array_equal(loaded.score_samples(data), selector.score_samples(data))
+    rows = loaded.selection_.rows
+    assert len(rows) == 6
+    for before, after in zip(selector.selection_.rows, rows):
+        assert before == after
+    assert loaded.selection_.criterion == "bic"
+    best = selector.selection_.best
+    assert np.array_equal(loaded.selection_.best.means_, best.means_)
+
+
+def test_select_result_best_round_trip(tmp_path: Path, data: np.ndarray) -> None:
+    result = gmmkit.select(data, n_components=[2, 3], covariance_types="full", random_state=0)
+    path = tmp_path / "best.gmm"
+    result.best.save(path)
+    assert np.array_equal(gmmkit.load(path).predict(data), result.best.predict(data))

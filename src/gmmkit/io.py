@@ -43,7 +43,11 @@ finite floats, strings, lists) or one of these tagged objects:
 * ``{"__tuple__": [...]}``, ``{"__range__": [start, stop, step]}``,
   ``{"__dict__": {...}}`` (string keys);
 * ``{"__strarray__": [...]}`` -- a 1-D array of strings (such as ``feature_names_in_``);
-* ``{"__estimator__": {...}}`` -- a nested estimator, same layout as ``estimator``.
+* ``{"__estimator__": {...}}`` -- a nested estimator, same layout as ``estimator``;
+* ``{"__selection__": {"criterion": str, "rows": [...], "best": {"__estimator__": ...}}}``
+  -- a model-selection result (:class:`gmmkit.apps.selection.SelectionResult`): its table
+  rows and best model; the other candidates' fitted models are not stored, so after
+  loading its ``models`` holds the best one only.
 
 Floats are written with Python's shortest round-trip representation and arrays byte for
 byte, so a loaded model gives bit-identical predictions.
@@ -79,7 +83,14 @@ _META_MEMBER = "__gmmkit__"
 #: Classes a model file may name, and where they live. Nothing else is ever instantiated.
 _ALLOWED_CLASSES: dict[str, str] = {
     "GaussianMixture": "gmmkit.mixture",
+    "SemiSupervisedGaussianMixture": "gmmkit.apps.semisupervised",
+    "AnomalyDetector": "gmmkit.apps.anomaly",
+    "GaussianMixtureSelector": "gmmkit.apps.selection",
+    "PCAGaussianMixtureGenerator": "gmmkit.apps.generation",
 }
+
+#: Scalar fitted attributes that must be finite numbers, per class.
+_FINITE_SCALARS: dict[str, tuple[str, ...]] = {"AnomalyDetector": ("offset_",)}
 
 #: Fitted attributes recomputed on load instead of stored.
 _DERIVED_ATTRIBUTES = {"precisions_"}
@@ -175,6 +186,14 @@ def _encode(value: Any, name: str, arrays: dict[str, NDArray[Any]]) -> Any:
         raise TypeError(f"cannot save {name}: arrays of dtype {value.dtype} are not supported")
     if isinstance(value, BaseEstimator):
         return {"__estimator__": _describe(value, name, arrays)}
+    if type(value).__name__ == "SelectionResult" and type(value).__module__.startswith("gmmkit"):
+        return {
+            "__selection__": {
+                "criterion": value.criterion,
+                "rows": _encode(list(value.rows), f"{name}.rows", arrays),
+                "best": _encode(value.best, f"{name}.best", arrays),
+            }
+        }
     if isinstance(value, (np.random.RandomState, np.random.Generator)):
         # A random generator's state is not a parameter worth persisting; the loaded
         # model gets a fresh one (random_state=None).
@@ -267,7 +286,7 @@ def save(estimator: Any, path: PathLike, *, feature_names: Sequence[str] | None 
         summary.update(
             covariance_type=mixture.covariance_type,
             n_components=int(mixture.means_.shape[0]),
-            n_features=int(mixture.means_.shape[1]),
+            n_features=int(getattr(estimator, "n_features_in_", mixture.means_.shape[1])),
             dtype=str(mixture.means_.dtype),
         )
     names = getattr(estimator, "feature_names_in_", None)
@@ -431,7 +450,33 @@ def _decode(value: Any, arrays: dict[str, NDArray[Any]], used: set[str]) -> Any:
         return np.asarray(payload, dtype=object)
     if tag == "__estimator__" and isinstance(payload, dict):
         return _build(payload, arrays, used)
+    if tag == "__selection__" and isinstance(payload, dict):
+        return _selection_result(payload, arrays, used)
     raise ModelFileError(f"unknown value tag {tag!r} in model file")
+
+
+def _selection_result(
+    payload: dict[str, Any], arrays: dict[str, NDArray[Any]], used: set[str]
+) -> Any:
+    from gmmkit.apps.selection import SelectionResult, _make_table
+    from gmmkit.mixture import GaussianMixture
+
+    best = _decode(payload.get("best"), arrays, used)
+    rows = _decode(payload.get("rows"), arrays, used)
+    criterion = payload.get("criterion")
+    if not isinstance(best, GaussianMixture):
+        raise ModelFileError("selection result without a best GaussianMixture")
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ModelFileError("selection result rows must be a list of objects")
+    if not isinstance(criterion, str):
+        raise ModelFileError("selection result without a criterion")
+    return SelectionResult(
+        best=best,
+        table=_make_table(rows),
+        criterion=criterion,
+        rows=rows,
+        models={(best.n_components, best.covariance_type): best},
+    )
 
 
 def _build(description: dict[str, Any], arrays: dict[str, NDArray[Any]], used: set[str]) -> Any:
@@ -443,7 +488,8 @@ def _build(description: dict[str, Any], arrays: dict[str, NDArray[Any]], used: s
     decoded_params = {str(k): _decode(v, arrays, used) for k, v in params.items()}
     try:
         estimator = cls(**decoded_params)
-        estimator._validate_params()
+        if hasattr(estimator, "_parameter_constraints"):
+            estimator._validate_params()
     except Exception as exc:
         raise ModelFileError(
             f"model file has invalid parameters for {cls.__name__}: {exc}"
@@ -555,6 +601,19 @@ def _after_load(estimator: Any) -> None:
         if names is not None and len(names) != d:
             raise ModelFileError(f"feature_names_in_ has {len(names)} names for {d} features")
         estimator._set_params_from(params)
+    for name in _FINITE_SCALARS.get(type(estimator).__name__, ()):
+        value = getattr(estimator, name, None)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise ModelFileError(f"'{name}' must be a finite number, got {value!r}")
+    # Wrappers whose mixture sees the input columns as they are (not a projection).
+    for name in ("mixture_", "best_estimator_"):
+        nested = getattr(estimator, name, None)
+        if not isinstance(nested, GaussianMixture) or isinstance(estimator, GaussianMixture):
+            continue
+        if type(estimator).__name__ == "PCAGaussianMixtureGenerator":
+            continue
+        if getattr(estimator, "n_features_in_", nested.n_features_in_) != nested.n_features_in_:
+            raise ModelFileError(f"n_features_in_ does not match {name}")
     hook: Callable[[], None] | None = getattr(estimator, "_after_load", None)
     if hook is not None:
         hook()
@@ -857,6 +916,16 @@ def read_table(
     return data, names
 
 
+def _cell(value: Any, integer: bool) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return str(int(value))
+    if isinstance(value, (int, np.integer)) or (integer and isinstance(value, float)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.10g}"
+    return str(value)
+
+
 def write_table(
     path: PathLike | None, data: Sequence[NDArray[Any]], names: Sequence[str]
 ) -> None:
@@ -866,18 +935,33 @@ def write_table(
     ----------
     path : str, path-like or None
     data : sequence of ndarray of shape (n_rows,)
-        Integer columns are written as integers, floats with 10 significant digits.
+        Integer and boolean columns are written as integers, floats with 10 significant
+        digits, anything else (strings) as text.
     names : sequence of str
     """
+    import csv
     import sys
 
     if len(data) != len(names):
         raise ValueError("write_table needs one name per column")
-    formats = ["%d" if col.dtype.kind in "biu" else "%.10g" for col in data]
-    table = np.column_stack([np.asarray(col, dtype=np.float64) for col in data])
-    header = ",".join(names)
-    if path is None or str(path) == "-":
-        np.savetxt(sys.stdout, table, fmt=formats, delimiter=",", header=header, comments="")
-        return
-    with open(path, "w", encoding="utf-8") as handle:
-        np.savetxt(handle, table, fmt=formats, delimiter=",", header=header, comments="")
+    columns = [np.asarray(col) for col in data]
+    numeric = all(col.dtype.kind in "biuf" for col in columns)
+    handle = sys.stdout if path is None or str(path) == "-" else open(
+        path, "w", encoding="utf-8", newline=""
+    )
+    try:
+        if numeric:
+            formats = ["%d" if col.dtype.kind in "biu" else "%.10g" for col in columns]
+            table = np.column_stack([col.astype(np.float64) for col in columns])
+            np.savetxt(
+                handle, table, fmt=formats, delimiter=",", header=",".join(names), comments=""
+            )
+        else:
+            writer = csv.writer(handle, lineterminator="\n")
+            writer.writerow(names)
+            integer = [col.dtype.kind in "biu" for col in columns]
+            for row in zip(*(col.tolist() for col in columns)):
+                writer.writerow([_cell(v, i) for v, i in zip(row, integer)])
+    finally:
+        if handle is not sys.stdout:
+            handle.close()

@@ -12,6 +12,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from gmmkit.core.init import INIT_METHODS
+from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture
 
 
@@ -50,7 +51,7 @@ def lower_tail_threshold(
     return 0.5 * (float(distinct[first_inside - 1]) + above)
 
 
-class AnomalyDetector(OutlierMixin, BaseEstimator):
+class AnomalyDetector(SaveMixin, OutlierMixin, BaseEstimator):
     """Flag rows of low density under a Gaussian mixture fitted to (mostly normal) data.
 
     Follows scikit-learn's outlier detectors (``IsolationForest``, ``LocalOutlierFactor``):

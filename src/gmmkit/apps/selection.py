@@ -36,6 +36,7 @@ from gmmkit.apps._common import (
 )
 from gmmkit.core import criteria
 from gmmkit.core.em import EmptyComponentWarning
+from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture
 
 CRITERIA = ("bic", "aic", "icl")
@@ -353,7 +354,7 @@ def _scores(
     }
 
 
-class GaussianMixtureSelector(DensityMixin, BaseEstimator):
+class GaussianMixtureSelector(SaveMixin, DensityMixin, BaseEstimator):
     """:func:`select` as a scikit-learn estimator (usable as a Pipeline step).
 
     ``fit`` runs the selection; ``predict``, ``predict_proba``, ``score_samples``,
