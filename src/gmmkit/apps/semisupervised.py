@@ -1,0 +1,359 @@
+"""Semi-supervised EM: a few labelled rows pin each component to a known class."""
+
+from __future__ import annotations
+
+from numbers import Real
+from typing import Any, ClassVar
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from sklearn.base import _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from gmmkit.core.init import INIT_METHODS
+from gmmkit.mixture import GaussianMixture, _generator
+
+Array = NDArray[np.floating[Any]]
+
+
+def check_partial_labels(y: Any, n_samples: int, n_components: int) -> NDArray[np.intp]:
+    """Validate scikit-learn's semi-supervised labels: a class in ``0..K-1`` or ``-1``.
+
+    Parameters
+    ----------
+    y : array-like of shape (n_samples,)
+    n_samples : int
+    n_components : int
+
+    Returns
+    -------
+    ndarray of shape (n_samples,), intp
+    """
+    if y is None:
+        raise ValueError(
+            "y is required: a class in 0..n_components-1 for labelled rows and -1 for "
+            "unlabelled rows"
+        )
+    labels = np.asarray(y)
+    if labels.ndim != 1 or labels.shape[0] != n_samples:
+        raise ValueError(f"y should have shape ({n_samples},), got {labels.shape}")
+    if labels.dtype.kind == "f":
+        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
+            raise ValueError("y must hold integer class labels (or -1 for unlabelled rows)")
+    elif labels.dtype.kind not in "iu":
+        raise TypeError(f"y must hold integer class labels, got dtype {labels.dtype}")
+    labels = labels.astype(np.intp)
+    bad = (labels < -1) | (labels >= n_components)
+    if np.any(bad):
+        raise ValueError(
+            f"labels out of range: y must be -1 (unlabelled) or in 0..{n_components - 1}, "
+            f"got {sorted(set(labels[bad].tolist()))[:10]}"
+        )
+    return labels
+
+
+def _weighted_scatter(X: Array, weight: Array, mean: Array) -> Array:
+    centred = X - mean
+    return (centred * weight[:, None]).T @ centred
+
+
+def _seeded_kmeans(
+    X: Array,
+    weight: Array,
+    labels: NDArray[np.intp],
+    means: Array,
+    present: NDArray[np.intp],
+    missing: NDArray[np.intp],
+    rng: np.random.Generator,
+    max_rows: int = 20_000,
+    n_iter: int = 30,
+) -> tuple[Array, Array, Array]:
+    """Centres for classes without labels: constrained k-means (Basu et al., 2002).
+
+    Labelled rows stay in their class; missing centres are seeded by greedy k-means++
+    (the best of a few D²-sampled candidates) around the labelled class means, then Lloyd
+    iterations move every centre.
+
+    Returns
+    -------
+    centres : ndarray of shape (len(missing), D)
+    scatters : ndarray of shape (len(missing), D, D)
+        Weighted scatter matrices of the rows assigned to each missing class.
+    sizes : ndarray of shape (K,)
+        Summed weights of the rows in every class at the end.
+    """
+    n_components, d = means.shape
+    rows = np.flatnonzero(weight > 0)
+    if len(rows) > max_rows:
+        keep = labels[rows] >= 0
+        unlabelled = rows[~keep]
+        picked = rng.choice(len(unlabelled), max_rows - int(keep.sum()), replace=False)
+        rows = np.sort(np.r_[rows[keep], unlabelled[picked]])
+    pool, pool_weight, pool_labels = X[rows], weight[rows], labels[rows]
+    free = pool_labels < 0
+
+    centres = means.copy()
+    chosen = list(present)
+    n_trials = 2 + int(np.log(n_components))
+    for k in missing:
+        if chosen:
+            closest = ((pool[:, None, :] - centres[chosen][None]) ** 2).sum(-1).min(axis=1)
+        else:
+            closest = np.ones(len(pool))
+        mass = closest * pool_weight
+        total = mass.sum()
+        probs = mass / total if total > 0 else pool_weight / pool_weight.sum()
+        candidates = rng.choice(len(pool), size=n_trials, p=probs)
+        potentials = [
+            (pool_weight * np.minimum(closest, ((pool - pool[c]) ** 2).sum(-1))).sum()
+            for c in candidates
+        ]
+        centres[k] = pool[candidates[int(np.argmin(potentials))]]
+        chosen.append(k)
+
+    assign = pool_labels.copy()
+    for _ in range(n_iter):
+        distances = ((pool[free][:, None, :] - centres[None]) ** 2).sum(-1)
+        new_assign = assign.copy()
+        new_assign[free] = distances.argmin(axis=1)
+        sizes = np.bincount(new_assign, weights=pool_weight, minlength=n_components)
+        sums = np.zeros((n_components, d))
+        np.add.at(sums, new_assign, pool * pool_weight[:, None])
+        filled = sizes > 0
+        centres[filled] = sums[filled] / sizes[filled, None]
+        if np.array_equal(new_assign, assign):
+            break
+        assign = new_assign
+
+    sizes = np.bincount(assign, weights=pool_weight, minlength=n_components)
+    scatters = np.zeros((len(missing), d, d))
+    for i, k in enumerate(missing):
+        members = assign == k
+        if sizes[k] > 0:
+            scatters[i] = _weighted_scatter(pool[members], pool_weight[members], centres[k])
+    return centres[missing], scatters, sizes
+
+
+def labelled_initialisation(
+    X: Array,
+    labels: NDArray[np.intp],
+    sample_weight: Array | None,
+    n_components: int,
+    covariance_type: str,
+    reg_covar: float,
+    rng: np.random.Generator,
+) -> tuple[Array, Array, Array]:
+    """Starting weights, means and precisions from the labelled rows.
+
+    Each class starts at the mean of its labelled rows with a covariance shrunk towards
+    the pooled within-class covariance (``D + 1`` pseudo-samples), so a class with a
+    handful of labels still starts with a sensible shape.  Classes without labels start
+    from constrained k-means (labelled rows pinned to their class; see
+    :func:`_seeded_kmeans`), their covariance shrunk the same way.
+
+    Returns
+    -------
+    weights : ndarray of shape (K,)
+    means : ndarray of shape (K, D)
+    precisions : ndarray
+        Shape of ``covariance_type`` ((K, D, D), (D, D), (K, D) or (K,)).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    known = labels >= 0
+    X_known, y_known, w_known = X[known], labels[known], weight[known]
+    counts = np.bincount(y_known, weights=w_known, minlength=n_components)
+    present = np.flatnonzero(counts > 0)
+    means = np.zeros((n_components, d))
+    scatters = np.zeros((n_components, d, d))
+    for k in present:
+        rows = y_known == k
+        means[k] = np.average(X_known[rows], axis=0, weights=w_known[rows])
+        scatters[k] = _weighted_scatter(X_known[rows], w_known[rows], means[k])
+    dof = counts.sum() - len(present)
+    if dof > d:
+        pooled = scatters.sum(axis=0) / dof
+    else:
+        overall = np.average(X, axis=0, weights=weight)
+        pooled = _weighted_scatter(X, weight, overall) / weight.sum()
+    pooled = pooled + reg_covar * np.eye(d)
+    prior = d + 1.0
+    covariances = (scatters + prior * pooled[None]) / (counts + prior)[:, None, None]
+
+    missing = np.setdiff1d(np.arange(n_components), present)
+    if len(missing):
+        means[missing], scatter, sizes = _seeded_kmeans(
+            X, weight, labels, means, present, missing, rng
+        )
+        covariances[missing] = (
+            (scatter + prior * pooled[None]) / (sizes[missing] + prior)[:, None, None]
+        )
+        # the class sizes of the constrained k-means also say how big the missing classes are
+        weights = (sizes + 1.0) / (sizes.sum() + n_components)
+    else:
+        weights = (counts + 1.0) / (counts.sum() + n_components)
+
+    covariances += reg_covar * np.eye(d)[None]
+    if covariance_type == "full":
+        precisions = np.linalg.inv(covariances)
+    elif covariance_type == "tied":
+        precisions = np.linalg.inv(np.tensordot(weights, covariances, axes=1))
+    elif covariance_type == "diag":
+        precisions = 1.0 / np.diagonal(covariances, axis1=1, axis2=2)
+    else:
+        precisions = 1.0 / np.diagonal(covariances, axis1=1, axis2=2).mean(axis=1)
+    return weights, means, precisions
+
+
+class SemiSupervisedGaussianMixture(GaussianMixture):
+    """Gaussian mixture fitted by EM where some rows have a known component.
+
+    ``fit(X, y)`` follows scikit-learn's semi-supervised convention: ``y`` holds a class in
+    ``0..n_components-1`` for labelled rows and ``-1`` for unlabelled ones.  Component ``k``
+    *is* class ``k``: a labelled row keeps responsibility one for its class throughout EM
+    and counts ``alpha`` times as much as an unlabelled row, and the likelihood maximised
+    is the labelled rows' complete-data likelihood times the unlabelled rows' mixture
+    likelihood.  ``predict`` returns class labels.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of classes (components).
+    alpha : float, default=1.0
+        Weight of a labelled row relative to an unlabelled one (> 0).
+    init_params : {"labels", "kmeans", "k-means++", "random", "random_from_data"}, \
+default="labels"
+        ``"labels"`` starts every class at its labelled rows (see
+        :func:`labelled_initialisation`), which is deterministic; the others are
+        :class:`~gmmkit.GaussianMixture`'s and ignore which class is which at the start.
+    covariance_type, tol, reg_covar, max_iter, n_init, weights_init, means_init, \
+precisions_init, random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
+        As in :class:`~gmmkit.GaussianMixture`; user-given ``*_init`` arrays replace the
+        corresponding values from the labels.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_components,)
+        ``0..n_components-1``.
+    transduction_ : ndarray of shape (n_samples,)
+        Class of every training row: the given label where there was one, the most
+        probable class elsewhere.
+    weights_, means_, covariances_, precisions_, precisions_cholesky_, converged_, n_iter_,
+    lower_bound_, lower_bounds_, reseeded_, n_features_in_
+        As in :class:`~gmmkit.GaussianMixture`; ``lower_bound_`` is the mean (weighted)
+        semi-supervised log-likelihood.
+    """
+
+    _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
+        **GaussianMixture._parameter_constraints,
+        "alpha": [Interval(Real, 0.0, None, closed="neither")],
+        "init_params": [StrOptions({*INIT_METHODS, "labels"})],
+    }
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        *,
+        alpha: float = 1.0,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "labels",
+        weights_init: ArrayLike | None = None,
+        means_init: ArrayLike | None = None,
+        precisions_init: ArrayLike | None = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+        chunk_rows: int | None = None,
+        n_jobs: int | None = None,
+    ) -> None:
+        super().__init__(
+            n_components,
+            covariance_type=covariance_type,
+            tol=tol,
+            reg_covar=reg_covar,
+            max_iter=max_iter,
+            n_init=n_init,
+            init_params=init_params,
+            weights_init=weights_init,
+            means_init=means_init,
+            precisions_init=precisions_init,
+            random_state=random_state,
+            warm_start=warm_start,
+            verbose=verbose,
+            verbose_interval=verbose_interval,
+            chunk_rows=chunk_rows,
+            n_jobs=n_jobs,
+        )
+        self.alpha = alpha
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> SemiSupervisedGaussianMixture:
+        """Fit with EM, keeping labelled rows in their class.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,)
+            Class in ``0..n_components-1``, or ``-1`` for an unlabelled row.
+        sample_weight : array-like of shape (n_samples,), optional
+
+        Returns
+        -------
+        self
+        """
+        X_checked = self._validate_X(X, reset=True)
+        labels = check_partial_labels(y, X_checked.shape[0], self.n_components)
+        weight = self._checked_sample_weight(sample_weight, X_checked)
+        self._label_init: tuple[Array, Array, Array] | None = None
+        if self.init_params == "labels":
+            if not np.any(labels >= 0):
+                raise ValueError(
+                    "init_params='labels' needs at least one labelled row in y (all are -1); "
+                    "use another init_params or gmmkit.GaussianMixture"
+                )
+            self._label_init = labelled_initialisation(
+                X_checked,
+                labels,
+                weight,
+                self.n_components,
+                self.covariance_type,
+                self.reg_covar,
+                _generator(self.random_state),
+            )
+        engine = self._engine(X_checked, weight, labels)
+        self._fit_engine(engine, X_checked.shape[1], label_weight=float(self.alpha))
+        self._label_init = None
+        self.classes_ = np.arange(self.n_components)
+        transduction = self.predict(X_checked)
+        known = labels >= 0
+        transduction[known] = labels[known]
+        self.transduction_ = transduction
+        return self
+
+    def fit_predict(
+        self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
+    ) -> NDArray[np.intp]:
+        """Fit, then return :attr:`transduction_` (the class of every training row)."""
+        self.fit(X, y, sample_weight=sample_weight)
+        check_is_fitted(self)
+        return self.transduction_.copy()
+
+    def _checked_inits(self, n_features: int) -> tuple[Array | None, Array | None, Array | None]:
+        weights, means, precisions = super()._checked_inits(n_features)
+        label_init = getattr(self, "_label_init", None)
+        if label_init is None:
+            return weights, means, precisions
+        return (
+            label_init[0] if weights is None else weights,
+            label_init[1] if means is None else means,
+            label_init[2] if precisions is None else precisions,
+        )
