@@ -126,7 +126,7 @@ def _seeded_kmeans(
             break
         assign = new_assign
 
-    sizes = np.bincount(assign, weights=pool_weight, minlength=n_components)
+    sizes = np.bincount(assign, weights=pool_weight, minlength=n_components).astype(np.float64)
     scatters = np.zeros((len(missing), d, d))
     for i, k in enumerate(missing):
         members = assign == k
