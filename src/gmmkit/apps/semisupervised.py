@@ -117,11 +117,11 @@ def _seeded_kmeans(
         distances = ((pool[free][:, None, :] - centres[None]) ** 2).sum(-1)
         new_assign = assign.copy()
         new_assign[free] = distances.argmin(axis=1)
-        sizes = np.bincount(new_assign, weights=pool_weight, minlength=n_components)
+        mass = np.bincount(new_assign, weights=pool_weight, minlength=n_components)
         sums = np.zeros((n_components, d))
         np.add.at(sums, new_assign, pool * pool_weight[:, None])
-        filled = sizes > 0
-        centres[filled] = sums[filled] / sizes[filled, None]
+        filled = mass > 0
+        centres[filled] = sums[filled] / mass[filled, None]
         if np.array_equal(new_assign, assign):
             break
         assign = new_assign
