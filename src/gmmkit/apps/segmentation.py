@@ -1,0 +1,237 @@
+"""Colour (and optionally position) segmentation of images with a Gaussian mixture."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from numbers import Integral, Real
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from gmmkit.apps._common import check_not_too_many_components, import_optional
+from gmmkit.mixture import GaussianMixture, _generator
+
+
+@dataclass
+class SegmentationResult:
+    """Outcome of :func:`segment_image`.
+
+    Attributes
+    ----------
+    labels : ndarray of shape (H, W), intp
+        Component of every pixel.
+    image : ndarray
+        The input recoloured: every pixel takes its component's mean colour; same shape
+        and dtype as the input image.
+    model : GaussianMixture
+        Fitted on the pixel features: colours scaled to [0, 1] (integer images divided by
+        their dtype's maximum), then, when ``spatial_weight > 0``, the pixel's
+        ``(row, column) / max(H, W)`` times ``spatial_weight``.
+    colors : ndarray of shape (K, C)
+        Mean colour of every component, in the input's scale and dtype.
+    n_fit_pixels : int
+        Pixels the mixture was fitted on (all of them unless ``max_fit_pixels`` was set).
+    """
+
+    labels: NDArray[np.intp]
+    image: NDArray[Any] = field(repr=False)
+    model: GaussianMixture = field(repr=False)
+    colors: NDArray[Any]
+    n_fit_pixels: int
+
+
+def _colour_scale(dtype: np.dtype) -> float:
+    if dtype.kind == "u":
+        return float(np.iinfo(dtype).max)
+    if dtype.kind == "f":
+        return 1.0
+    raise TypeError(f"image dtype must be unsigned integer (e.g. uint8) or float, got {dtype}"
+    )
+
+
+def pixel_features(
+    image: NDArray[Any], spatial_weight: float = 0.0, dtype: Any = np.float32
+) -> NDArray[Any]:
+    """One feature row per pixel: scaled colour, then optionally weighted position.
+
+    Parameters
+    ----------
+    image : ndarray of shape (H, W) or (H, W, C)
+    spatial_weight : float, default=0.0
+        0 for colour only; otherwise the pixel's ``(row, col) / max(H, W)`` multiplied by
+        this weight is appended (colours live in [0, 1], so 1 weighs a move across the
+        whole image like a change from black to white).
+    dtype : float dtype of the features
+
+    Returns
+    -------
+    ndarray of shape (H * W, C) or (H * W, C + 2)
+    """
+    height, width = image.shape[:2]
+    channels = 1 if image.ndim == 2 else image.shape[2]
+    colour = image.reshape(height * width, channels).astype(dtype)
+    colour /= _colour_scale(image.dtype)
+    if spatial_weight == 0:
+        return colour
+    rows, cols = np.indices((height, width), dtype=dtype)
+    position = np.column_stack([rows.ravel(), cols.ravel()])
+    position *= spatial_weight / max(height, width)
+    return np.hstack([colour, position])
+
+
+def _check_image(image: ArrayLike) -> NDArray[Any]:
+    array = np.asarray(image)
+    if array.ndim not in (2, 3):
+        raise ValueError(
+            f"image must have shape (H, W) or (H, W, C), got an array of rank {array.ndim} "
+            f"and shape {array.shape}"
+        )
+    if array.shape[0] == 0 or array.shape[1] == 0 or (array.ndim == 3 and array.shape[2] == 0):
+        raise ValueError(f"image is empty: shape {array.shape}")
+    _colour_scale(array.dtype)
+    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
+        raise ValueError("image contains NaN or infinity")
+    return array
+
+
+def segment_image(
+    image: ArrayLike,
+    n_components: int,
+    *,
+    covariance_type: str = "full",
+    spatial_weight: float = 0.0,
+    max_fit_pixels: int | None = None,
+    n_init: int = 1,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    init_params: str = "kmeans",
+    random_state: Any = None,
+    n_jobs: int | None = None,
+) -> SegmentationResult:
+    """Segment an image into ``n_components`` regions of similar colour (and position).
+
+    Pixels are fitted in float32 (statistics accumulate in float64).  Fitting every pixel
+    of a 427 x 640 photo at K = 20 takes about two seconds on two cores; for larger images
+    ``max_fit_pixels`` fits on a uniform random subsample of pixels and then labels every
+    pixel with the fitted mixture.
+
+    Parameters
+    ----------
+    image : array-like of shape (H, W) or (H, W, C)
+        Unsigned integer (e.g. uint8) or float pixels.
+    n_components : int
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    spatial_weight : float, default=0.0
+        Append pixel positions as features (see :func:`pixel_features`) for spatially
+        coherent segments; 0 segments by colour only.
+    max_fit_pixels : int, optional
+        Fit on at most this many randomly chosen pixels (all pixels are labelled).
+    n_init, max_iter, tol, reg_covar, init_params, random_state, n_jobs
+        Passed to :class:`~gmmkit.GaussianMixture`.
+
+    Returns
+    -------
+    SegmentationResult
+        ``.labels`` (H, W), ``.image`` (recoloured, same shape and dtype), ``.model``.
+
+    Raises
+    ------
+    ValueError
+        An image of the wrong rank, empty or with non-finite values; ``n_components``
+        larger than the number of (fitted) pixels; bad parameters.
+    TypeError
+        An image of a dtype other than unsigned integer or float.
+    """
+    array = _check_image(image)
+    if isinstance(n_components, bool) or not isinstance(n_components, Integral):
+        raise TypeError(f"n_components must be an int, got {n_components!r}")
+    if n_components < 1:
+        raise ValueError(f"n_components must be >= 1, got {n_components}")
+    if not isinstance(spatial_weight, Real) or not spatial_weight >= 0:
+        raise ValueError(f"spatial_weight must be a number >= 0, got {spatial_weight!r}")
+    if max_fit_pixels is not None and (
+        isinstance(max_fit_pixels, bool)
+        or not isinstance(max_fit_pixels, Integral)
+        or max_fit_pixels < 1
+    ):
+        raise ValueError(f"max_fit_pixels must be a positive int, got {max_fit_pixels!r}")
+    height, width = array.shape[:2]
+    n_pixels = height * width
+    n_fit = n_pixels if max_fit_pixels is None else min(int(max_fit_pixels), n_pixels)
+    check_not_too_many_components(int(n_components), n_fit)
+
+    features = pixel_features(array, float(spatial_weight))
+    model = GaussianMixture(
+        int(n_components),
+        covariance_type=covariance_type,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        init_params=init_params,
+        random_state=random_state,
+        n_jobs=n_jobs,
+    )
+    if n_fit < n_pixels:
+        rows = np.sort(_generator(random_state).choice(n_pixels, n_fit, replace=False))
+        model.fit(features[rows])
+        labels = model.predict(features)
+    else:
+        labels = model.fit_predict(features)
+
+    channels = 1 if array.ndim == 2 else array.shape[2]
+    colors = model.means_[:, :channels] * _colour_scale(array.dtype)
+    if array.dtype.kind == "u":
+        info = np.iinfo(array.dtype)
+        colors = np.clip(np.rint(colors), info.min, info.max)
+    colors = colors.astype(array.dtype)
+    recoloured = colors[labels].reshape(array.shape)
+    return SegmentationResult(
+        labels=labels.reshape(height, width).astype(np.intp),
+        image=recoloured,
+        model=model,
+        colors=colors,
+        n_fit_pixels=n_fit,
+    )
+
+
+def read_image(path: str | os.PathLike[str]) -> NDArray[Any]:
+    """Read an image file with Pillow (extra ``image``).
+
+    Palette images are converted to RGB; grey images give (H, W), colour images (H, W, C).
+
+    Returns
+    -------
+    ndarray of shape (H, W) or (H, W, C), dtype as stored (usually uint8)
+    """
+    image_module = import_optional("PIL.Image", "image")
+    with image_module.open(path) as img:
+        if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
+            img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
+        return np.asarray(img).copy()
+
+
+def write_image(path: str | os.PathLike[str], image: ArrayLike) -> None:
+    """Write an (H, W) or (H, W, 3|4) image with Pillow (extra ``image``).
+
+    Float images are taken to be in [0, 1] and stored as 8-bit; the format follows the
+    file extension.
+    """
+    image_module = import_optional("PIL.Image", "image")
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ValueError(
+            f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}"
+        )
+    if array.dtype.kind == "f":
+        array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
+    elif array.dtype.kind == "b":
+        array = array.astype(np.uint8) * 255
+    elif array.dtype != np.uint8 and not (array.ndim == 2 and array.dtype == np.uint16):
+        raise TypeError(f"cannot write an image of dtype {array.dtype}; use uint8 or float")
+    image_module.fromarray(array).save(path)
