@@ -81,6 +81,7 @@ class MemoryEngine(Engine):
         self.chunk_rows = max(1, int(chunk_rows))
         self.n_jobs = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
         self._pool: ThreadPoolExecutor | None = None
+        self._in_session = False
 
     @property
     def n_samples(self) -> int:
@@ -107,19 +108,32 @@ class MemoryEngine(Engine):
 
     @contextmanager
     def session(self) -> Iterator[MemoryEngine]:
-        """Keep one thread pool (and the BLAS thread limit) for many passes, e.g. a whole fit."""
-        if self._pool is not None or self.n_jobs == 1 or self.n_samples <= self.chunk_rows:
+        """Keep one thread pool (and the BLAS thread limit) for many passes, e.g. a whole fit.
+
+        BLAS is limited to one thread for the whole session, also when the data are a
+        single block: every GEMM here is block-sized, and the M-step's many tiny
+        (D x D) factorisations are several times slower with threaded BLAS (badly so
+        when other processes compete for the cores).
+        """
+        if self._in_session:
             yield self
             return
         from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(limits=1, user_api="blas"):
-            with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
-                self._pool = pool
-                try:
+        self._in_session = True
+        try:
+            with threadpool_limits(limits=1, user_api="blas"):
+                if self.n_jobs == 1 or self.n_samples <= self.chunk_rows:
                     yield self
-                finally:
-                    self._pool = None
+                else:
+                    with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
+                        self._pool = pool
+                        try:
+                            yield self
+                        finally:
+                            self._pool = None
+        finally:
+            self._in_session = False
 
     def _map(self, func: Callable[[Chunk], T]) -> list[T]:
         chunks = list(self.chunks())
