@@ -33,13 +33,34 @@ def _nearest_stats(
     )
 
 
+#: Random responsibilities are drawn per fixed block of this many rows, each block from
+#: its own stream, so they do not depend on how an engine cuts or schedules its chunks.
+_RANDOM_BLOCK = 1024
+
+
+def random_responsibilities(
+    seed: int, n_components: int, start: int, n_rows: int
+) -> NDArray[np.float64]:
+    """Uniform random responsibilities of rows ``start .. start + n_rows``, shape
+    (n_rows, K), normalised per row; a row's values depend only on ``seed`` and its index."""
+    if n_rows == 0:
+        return np.empty((0, n_components))
+    first = start // _RANDOM_BLOCK
+    last = (start + n_rows - 1) // _RANDOM_BLOCK
+    blocks = [
+        np.random.default_rng([seed, block]).uniform(size=(_RANDOM_BLOCK, n_components))
+        for block in range(first, last + 1)
+    ]
+    offset = start - first * _RANDOM_BLOCK
+    resp = np.concatenate(blocks)[offset : offset + n_rows]
+    resp /= resp.sum(axis=1, keepdims=True)
+    return resp
+
+
 def _random_stats(
     covariance_type: str, n_components: int, seed: int, reference: Array, chunk: Chunk
 ) -> SuffStats:
-    # seeded by the chunk's position, so results do not depend on scheduling
-    rng = np.random.default_rng([seed, chunk.start])
-    resp = rng.uniform(size=(len(chunk.X), n_components))
-    resp /= resp.sum(axis=1, keepdims=True)
+    resp = random_responsibilities(seed, n_components, chunk.start, len(chunk.X))
     return hard_statistics(
         get_covariance_type(covariance_type), chunk.X, resp, reference, chunk.sample_weight
     )
