@@ -50,6 +50,23 @@ def default_chunk_rows(n_features: int, n_components: int, itemsize: int) -> int
     return int(min(max(rows, 64), 65536))
 
 
+_BLAS_CONTROLLER: Any = None
+
+
+def _one_blas_thread() -> Any:
+    """Context manager limiting BLAS to one thread.
+
+    A cached ``ThreadpoolController`` makes entering it cost microseconds, not the
+    milliseconds of ``threadpool_limits`` (which re-scans the loaded libraries).
+    """
+    global _BLAS_CONTROLLER
+    if _BLAS_CONTROLLER is None:
+        from threadpoolctl import ThreadpoolController
+
+        _BLAS_CONTROLLER = ThreadpoolController()
+    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+
+
 def default_n_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -118,11 +135,9 @@ class MemoryEngine(Engine):
         if self._in_session:
             yield self
             return
-        from threadpoolctl import threadpool_limits
-
         self._in_session = True
         try:
-            with threadpool_limits(limits=1, user_api="blas"):
+            with _one_blas_thread():
                 if self.n_jobs == 1 or self.n_samples <= self.chunk_rows:
                     yield self
                 else:
@@ -136,14 +151,13 @@ class MemoryEngine(Engine):
             self._in_session = False
 
     def _map(self, func: Callable[[Chunk], T]) -> list[T]:
+        if not self._in_session:
+            with self.session():
+                return self._map(func)
         chunks = list(self.chunks())
-        if self.n_jobs == 1 or len(chunks) == 1:
+        if self._pool is None or len(chunks) == 1:
             return [func(c) for c in chunks]
-        if self._pool is not None:
-            return list(self._pool.map(func, chunks))
-        with self.session():
-            assert self._pool is not None
-            return list(self._pool.map(func, chunks))
+        return list(self._pool.map(func, chunks))
 
     def map_reduce(self, func: Callable[[Chunk], T]) -> T:
         return reduce(lambda a, b: a + b, self._map(func))  # type: ignore[operator]
