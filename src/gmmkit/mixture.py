@@ -32,6 +32,7 @@ from gmmkit.core.kernel import (
 )
 from gmmkit.core.params import MixtureParams
 from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 from gmmkit.io import SaveMixin
 
@@ -198,6 +199,22 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             reset=reset,
         )
 
+    def _out_of_core_engine(self, X: Any, sample_weight: Any, reset: bool) -> Engine | None:
+        """A streaming or Dask engine for a memmap, chunked source or dask collection
+        (validated chunk by chunk as it streams), or None for in-memory input."""
+        engine = as_engine(
+            X,
+            sample_weight,
+            n_components=self.n_components if reset else None,
+            chunk_rows=self.chunk_rows,
+            n_jobs=self.n_jobs,
+            verbose=self.verbose,
+            min_samples=2 if reset else 1,
+        )
+        if engine is not None:
+            check_engine_features(self, engine, reset=reset)
+        return engine
+
     def _engine(
         self,
         X: NDArray[Any],
@@ -259,6 +276,10 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         -------
         self
         """
+        streamed = self._out_of_core_engine(X, sample_weight, reset=True)
+        if streamed is not None:
+            self._fit_engine(streamed, streamed.n_features)
+            return self
         X_checked = self._validate_X(X, reset=True)
         weight = self._checked_sample_weight(sample_weight, X_checked)
         self._fit_engine(self._engine(X_checked, weight), X_checked.shape[1])
@@ -398,8 +419,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ inference
     def _apply(self, X: ArrayLike, func: Any) -> NDArray[Any]:
         check_is_fitted(self)
-        X_checked = self._validate_X(X, reset=False)
-        engine = self._engine(X_checked)
+        engine = self._out_of_core_engine(X, None, reset=False)
+        if engine is None:
+            engine = self._engine(self._validate_X(X, reset=False))
         coefs = kernel_coefficients(self._params, engine.dtype)
         return engine.map_rows(lambda chunk: func(coefs, chunk))
 

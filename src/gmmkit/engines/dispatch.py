@@ -1,0 +1,193 @@
+"""Choose the engine for an input: memory maps, chunked sources and dask collections.
+
+Ordinary arrays are left to the estimator's own validation (scikit-learn's
+``validate_data``) and :class:`~gmmkit.engines.memory.MemoryEngine`.  Everything else is
+validated as it streams: shape and dtype up front, NaN and infinity chunk by chunk on
+the first pass, never by materialising the data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from gmmkit.engines.base import Engine
+from gmmkit.engines.dask_engine import DaskEngine, is_dask_collection
+from gmmkit.engines.memory import default_chunk_rows
+from gmmkit.engines.sources import ArraySource, ChunkSource, IterableSource
+from gmmkit.engines.streaming import StreamingEngine
+
+#: Rows per slice when checking a memory-mapped weight vector.
+_CHECK_ROWS = 1 << 20
+
+
+def is_out_of_core(X: Any) -> bool:
+    """True for inputs that must not be loaded whole: memory maps, chunked sources,
+    chunk factories and dask collections."""
+    return (
+        isinstance(X, np.memmap | ChunkSource)
+        or is_dask_collection(X)
+        or (callable(X) and not hasattr(X, "shape"))
+    )
+
+
+def _print_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _checked_stream_weight(weight: Any, n_rows: int | None) -> tuple[Any, int]:
+    """Sample weights as float64 (a memory map stays mapped), validated slice by slice;
+    returns them and the number of rows with non-zero weight."""
+    if not isinstance(weight, np.memmap):
+        weight = np.asarray(weight, dtype=np.float64)
+    if weight.ndim != 1:
+        raise ValueError(f"sample_weight must be 1D, got shape {weight.shape}")
+    if n_rows is not None and len(weight) != n_rows:
+        raise ValueError(f"sample_weight.shape == ({len(weight)},), expected ({n_rows},)!")
+    nonzero = 0
+    for start in range(0, len(weight), _CHECK_ROWS):
+        part = np.asarray(weight[start : start + _CHECK_ROWS], dtype=np.float64)
+        if not np.all(np.isfinite(part)):
+            raise ValueError("sample_weight contains NaN or infinity")
+        if np.any(part < 0):
+            raise ValueError("Negative values in data passed to sample_weight")
+        nonzero += int(np.count_nonzero(part))
+    if nonzero == 0:
+        raise ValueError("sample_weight is zero for every sample")
+    return weight, nonzero
+
+
+def _checked_dask_weight(engine: DaskEngine) -> int:
+    import dask
+
+    weight = engine.sample_weight
+    non_finite, negative, nonzero = dask.compute(
+        (~np.isfinite(weight)).any(), (weight < 0).any(), (weight != 0).sum()
+    )
+    if bool(non_finite):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if bool(negative):
+        raise ValueError("Negative values in data passed to sample_weight")
+    if int(nonzero) == 0:
+        raise ValueError("sample_weight is zero for every sample")
+    return int(nonzero)
+
+
+def as_engine(
+    X: Any,
+    sample_weight: Any = None,
+    labels: Any = None,
+    *,
+    n_components: int | None = None,
+    chunk_rows: int | None = None,
+    n_jobs: int | None = None,
+    verbose: int = 0,
+    min_samples: int = 1,
+) -> Engine | None:
+    """An out-of-core or Dask engine for ``X``, or None for ordinary in-memory input.
+
+    Parameters
+    ----------
+    X : numpy.memmap, ChunkSource, callable, dask array or dask DataFrame
+        A memmap (``np.load(path, mmap_mode="r")``), a source from
+        :func:`gmmkit.read_parquet` / :func:`gmmkit.read_csv`, a callable returning an
+        iterator of (n_i, D) blocks, or a dask collection of shape (N, D).
+    sample_weight : array-like of shape (N,), optional
+        For dask input, a dask or NumPy vector; otherwise a NumPy vector or memmap.
+    labels : array-like of shape (N,), optional
+    n_components : int, optional
+        When given, require at least this many rows with non-zero weight.
+    chunk_rows : int, optional
+        Rows per kernel call; cache-sized by default.
+    n_jobs : int, optional
+        Threads of the streaming engine.
+    verbose : int
+        When non-zero, print one line per pass over the data.
+    min_samples : int
+        Fewest rows accepted (2 for fitting, as scikit-learn).
+
+    Returns
+    -------
+    Engine or None
+    """
+    if not is_out_of_core(X):
+        return None
+    progress: Callable[[str], None] | None = _print_line if verbose else None
+    engine: Engine
+    if is_dask_collection(X):
+        dask_engine = DaskEngine(X, sample_weight, labels, progress=progress)
+        rows = chunk_rows or default_chunk_rows(
+            dask_engine.n_features, n_components or 1, dask_engine.dtype.itemsize
+        )
+        dask_engine.chunk_rows = int(rows)
+        n_rows = dask_engine.n_samples
+        nonzero = n_rows if sample_weight is None else _checked_dask_weight(dask_engine)
+        engine = dask_engine
+    else:
+        if isinstance(X, ChunkSource):
+            source = X
+        elif isinstance(X, np.memmap):
+            source = ArraySource(X)
+        else:
+            source = IterableSource(X)
+        rows = chunk_rows or default_chunk_rows(
+            source.n_features, n_components or 1, source.dtype.itemsize
+        )
+        weight = None
+        nonzero = -1
+        if sample_weight is not None:
+            weight, nonzero = _checked_stream_weight(sample_weight, source.n_rows)
+        if labels is not None and not isinstance(labels, np.memmap):
+            labels = np.asarray(labels)
+        streaming = StreamingEngine(
+            source, weight, labels, chunk_rows=rows, n_jobs=n_jobs, progress=progress
+        )
+        n_rows = streaming.n_samples  # one counting pass when the source cannot tell
+        if weight is not None and len(weight) != n_rows:
+            raise ValueError(f"sample_weight.shape == ({len(weight)},), expected ({n_rows},)!")
+        if nonzero < 0:
+            nonzero = n_rows
+        engine = streaming
+    if engine.n_features < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape=({n_rows}, 0)) while a minimum of 1 "
+            "is required."
+        )
+    if n_rows < min_samples:
+        raise ValueError(
+            f"Found array with {n_rows} sample(s) (shape=({n_rows}, {engine.n_features})) "
+            f"while a minimum of {min_samples} is required."
+        )
+    if n_components is not None and nonzero < n_components:
+        raise ValueError(
+            f"Expected n_samples >= n_components but got n_components = {n_components}, "
+            f"n_samples = {nonzero}"
+        )
+    return engine
+
+
+def check_engine_features(estimator: Any, engine: Engine, reset: bool) -> None:
+    """Set (``reset``) or check ``n_features_in_`` and ``feature_names_in_`` from an
+    engine, as scikit-learn's ``validate_data`` does for arrays."""
+    names = getattr(engine, "feature_names", None)
+    if reset:
+        estimator.n_features_in_ = engine.n_features
+        if names is not None:
+            estimator.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(estimator, "feature_names_in_"):
+            del estimator.feature_names_in_
+        return
+    expected = estimator.n_features_in_
+    if engine.n_features != expected:
+        raise ValueError(
+            f"X has {engine.n_features} features, but {type(estimator).__name__} is "
+            f"expecting {expected} features as input."
+        )
+    fitted = getattr(estimator, "feature_names_in_", None)
+    if names is not None and fitted is not None and list(names) != list(fitted):
+        raise ValueError(
+            "The feature names should match those that were passed during fit.\n"
+            f"Fitted with: {list(fitted)}\nGiven: {list(names)}"
+        )

@@ -1,0 +1,453 @@
+"""Chunked data sources: row blocks read one after another, never the whole data set.
+
+A source knows its width, its compute dtype and (when cheap) its number of rows, and
+yields consecutive row blocks on every pass.  :class:`~gmmkit.engines.streaming.
+StreamingEngine` turns those blocks into fixed-size chunks and maps the EM kernel over
+them, so memory stays independent of the number of rows.
+
+* :class:`ArraySource` — a ``numpy.memmap`` (``np.load(path, mmap_mode="r")``) or any
+  2-D array-like that can be sliced by rows (h5py, zarr).  Pages of a memory map that
+  have been processed are handed back to the OS, so the resident set stays small.
+* :class:`ParquetSource` — the row groups of one Parquet file or a directory of them
+  (pyarrow, the ``parquet`` extra).
+* :class:`CSVSource` — pyarrow's streaming CSV reader, every column parsed as float64.
+* :class:`IterableSource` — any callable returning a fresh iterator of 2-D blocks.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+#: A memory map's processed pages are released in spans of at least this many bytes.
+RELEASE_BYTES = 32 << 20
+#: Spans closer than this to the reading position are kept (chunks still in flight).
+RELEASE_LAG_BYTES = 16 << 20
+
+
+def compute_dtype(dtype: Any) -> np.dtype:
+    """float32 and float64 are kept; every other numeric dtype computes in float64."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.dtype(np.float32), np.dtype(np.float64)):
+        return dtype
+    if dtype.kind not in "biuf":
+        raise TypeError(f"X must be numeric, got dtype {dtype}")
+    return np.dtype(np.float64)
+
+
+class ChunkSource(ABC):
+    """Consecutive row blocks of a data set, re-readable pass after pass.
+
+    Attributes
+    ----------
+    n_features : int
+    dtype : numpy dtype
+        Compute dtype of the blocks (float32 or float64).
+    n_rows : int or None
+        Number of rows, or None when only a full pass can tell.
+    feature_names : tuple of str or None
+        Column names, when the source has them.
+    """
+
+    n_features: int
+    dtype: np.dtype
+    n_rows: int | None = None
+    feature_names: tuple[str, ...] | None = None
+
+    @abstractmethod
+    def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
+        """Row blocks of shape (n_i, n_features), in order, covering every row once.
+
+        ``rows_hint`` is the chunk size the consumer wants; sources that can choose
+        their block size return multiples of it (no copies needed downstream).
+        """
+
+    def __repr__(self) -> str:
+        rows = "?" if self.n_rows is None else str(self.n_rows)
+        return f"{type(self).__name__}({self.description}, rows={rows}, " \
+            f"features={self.n_features}, dtype={self.dtype})"
+
+    @property
+    def description(self) -> str:
+        return ""
+
+
+# ----------------------------------------------------------------------------- arrays
+class _PageReleaser:
+    """Hands a memory map's already-processed pages back to the kernel.
+
+    File-backed pages count in the process's resident set until they are unmapped;
+    ``MADV_DONTNEED`` drops them from the page tables (they stay in the page cache, and
+    a later access simply faults them in again, so data are never affected).  Only
+    shared mappings are released: on a copy-on-write map it would discard the user's
+    in-memory modifications.
+    """
+
+    def __init__(self, array: Any) -> None:
+        self._map: mmap.mmap | None = None
+        mapped = getattr(array, "_mmap", None)
+        if (
+            isinstance(mapped, mmap.mmap)
+            and getattr(array, "mode", "c") in ("r", "r+", "w+")
+            and hasattr(mapped, "madvise")
+            and hasattr(mmap, "MADV_DONTNEED")
+        ):
+            try:
+                base = np.frombuffer(mapped, dtype=np.uint8, count=1)
+            except (ValueError, TypeError, BufferError):
+                return
+            self._map = mapped
+            self._base = int(base.ctypes.data)
+            self._size = len(mapped)
+            del base
+        self._low: int | None = None
+        self._high = 0
+
+    def consumed(self, view: NDArray[Any]) -> None:
+        """Note that ``view``'s bytes have been read; release old spans when large."""
+        if self._map is None or view.size == 0:
+            return
+        from numpy.lib.array_utils import byte_bounds
+
+        low, high = byte_bounds(view)
+        if self._low is None:
+            self._low, self._high = low, high
+        else:
+            self._low, self._high = min(self._low, low), max(self._high, high)
+        if self._high - self._low >= RELEASE_BYTES + RELEASE_LAG_BYTES:
+            self._release(self._low, self._high - RELEASE_LAG_BYTES)
+            self._low = self._high - RELEASE_LAG_BYTES
+
+    def finish(self) -> None:
+        if self._map is not None and self._low is not None:
+            self._release(self._low, self._high)
+        self._low = None
+
+    def _release(self, low: int, high: int) -> None:
+        assert self._map is not None
+        start = (low - self._base) // mmap.PAGESIZE * mmap.PAGESIZE
+        stop = min(high - self._base, self._size)
+        if stop <= start or start < 0:
+            return
+        try:
+            self._map.madvise(mmap.MADV_DONTNEED, start, stop - start)
+        except (OSError, ValueError):  # a closed or foreign map: keep the pages
+            self._map = None
+
+
+class ArraySource(ChunkSource):
+    """Row blocks of a memory-mapped (or any row-sliceable) 2-D array.
+
+    Parameters
+    ----------
+    array : numpy.memmap or array-like of shape (N, D)
+        Anything with ``shape``, ``dtype`` and row slicing ``array[a:b]``.
+    name : str, optional
+        Shown in messages.
+    """
+
+    def __init__(self, array: Any, name: str | None = None) -> None:
+        shape = tuple(getattr(array, "shape", ()))
+        if len(shape) != 2:
+            raise ValueError(
+                f"Expected a 2D array, got an array of shape {shape}. Reshape your data "
+                "either using array.reshape(-1, 1) if your data has a single feature or "
+                "array.reshape(1, -1) if it contains a single sample."
+            )
+        self.array = array
+        self.n_rows: int = int(shape[0])
+        self.n_features = int(shape[1])
+        self.dtype = compute_dtype(array.dtype)
+        self._name = name or (
+            f"memmap {getattr(array, 'filename', '')}".strip()
+            if isinstance(array, np.memmap)
+            else type(array).__name__
+        )
+
+    @property
+    def description(self) -> str:
+        return self._name
+
+    def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
+        releaser = _PageReleaser(self.array)
+        step = max(1, int(rows_hint))
+        try:
+            for start in range(0, self.n_rows, step):
+                block = self.array[start : start + step]
+                yield np.asarray(block)
+                if isinstance(block, np.ndarray):
+                    releaser.consumed(block)
+        finally:
+            releaser.finish()
+
+
+# ----------------------------------------------------------------------------- files
+def _require_pyarrow(what: str) -> Any:
+    try:
+        import pyarrow
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"{what} needs pyarrow; install it with `pip install gmmkit[parquet]`"
+        ) from exc
+    return pyarrow
+
+
+def _select_columns(
+    names: Sequence[str], columns: Sequence[str | int] | None, where: str
+) -> list[str]:
+    if columns is None:
+        return list(names)
+    if isinstance(columns, str | int):
+        raise TypeError(f"columns must be a list of names or positions, got {columns!r}")
+    selected = []
+    for column in columns:
+        if isinstance(column, bool) or not isinstance(column, str | int | np.integer):
+            raise TypeError(f"columns must be names or positions, got {column!r}")
+        if isinstance(column, str):
+            if column not in names:
+                raise ValueError(f"column {column!r} not found in {where}; it has {list(names)}")
+            selected.append(column)
+        else:
+            if not -len(names) <= int(column) < len(names):
+                raise ValueError(
+                    f"column position {column} out of range for {where} "
+                    f"with {len(names)} columns"
+                )
+            selected.append(names[int(column)])
+    if not selected:
+        raise ValueError("columns selects no column")
+    if len(set(selected)) != len(selected):
+        raise ValueError(f"columns repeats a column: {selected}")
+    return selected
+
+
+def _batch_to_array(batch: Any, dtype: np.dtype) -> NDArray[Any]:
+    """A pyarrow RecordBatch of numeric columns as an (n, D) array; nulls become NaN."""
+    out = np.empty((batch.num_rows, batch.num_columns), dtype=dtype)
+    for j in range(batch.num_columns):
+        out[:, j] = batch.column(j).to_numpy(zero_copy_only=False)
+    return out
+
+
+def _arrow_dtype(schema_types: Sequence[Any], names: Sequence[str], where: str) -> np.dtype:
+    pa = _require_pyarrow(where)
+    all_float32 = True
+    for name, arrow_type in zip(names, schema_types):
+        if not (pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)):
+            raise TypeError(
+                f"column {name!r} of {where} has type {arrow_type}; only numeric columns "
+                "can be fitted (select columns with columns=[...])"
+            )
+        all_float32 &= pa.types.is_float32(arrow_type)
+    return np.dtype(np.float32 if all_float32 else np.float64)
+
+
+class ParquetSource(ChunkSource):
+    """Row groups of a Parquet file, or of every ``*.parquet`` file in a directory
+    (in name order).
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str or int, optional
+        Columns to use (names or positions); all by default.  They must be numeric.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str | int] | None = None):
+        pa = _require_pyarrow("read_parquet")
+        import pyarrow.parquet as pq
+
+        root = Path(path)
+        if root.is_dir():
+            files = sorted(p for p in root.iterdir() if p.suffix == ".parquet")
+            if not files:
+                raise ValueError(f"no .parquet file in directory {root}")
+        elif root.exists():
+            files = [root]
+        else:
+            raise FileNotFoundError(f"no such Parquet file or directory: {root}")
+        self.files = files
+        schema = pq.read_schema(files[0])
+        names = list(schema.names)
+        self.columns = _select_columns(names, columns, str(root))
+        for other in files[1:]:
+            other_names = pq.read_schema(other).names
+            missing = [c for c in self.columns if c not in other_names]
+            if missing:
+                raise ValueError(f"{other} lacks columns {missing}")
+        self.dtype = _arrow_dtype(
+            [schema.field(c).type for c in self.columns], self.columns, str(root)
+        )
+        self.n_features = len(self.columns)
+        self.feature_names = tuple(self.columns)
+        self.n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        self._path = root
+        del pa
+
+    @property
+    def description(self) -> str:
+        return f"parquet {self._path}"
+
+    def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
+        import pyarrow.parquet as pq
+
+        # batches of a multiple of the chunk size, near 1 Mi cells
+        step = max(1, int(rows_hint))
+        batch_rows = step * max(1, (1 << 20) // max(step * self.n_features, 1))
+        for file in self.files:
+            with pq.ParquetFile(file) as reader:
+                for batch in reader.iter_batches(batch_size=batch_rows, columns=self.columns):
+                    yield _batch_to_array(batch, self.dtype)
+
+
+def _first_line(path: Path) -> str:
+    opener: Callable[..., Any] = open
+    if path.suffix == ".gz":
+        import gzip
+
+        opener = gzip.open
+    elif path.suffix == ".bz2":
+        import bz2
+
+        opener = bz2.open
+    with opener(path, "rt", newline="") as handle:
+        return str(handle.readline()).rstrip("\r\n")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.strip().strip('"').strip("'"))
+    except ValueError:
+        return False
+    return True
+
+
+class CSVSource(ChunkSource):
+    """Blocks of a CSV file parsed by pyarrow's streaming reader, as float64.
+
+    Parameters
+    ----------
+    path : str or Path
+        Plain, ``.gz`` or ``.bz2``.
+    columns : list of str or int, optional
+        Columns to use (names if the file has a header, or positions).
+    header : bool or None
+        Whether the first line holds column names; by default it does when any of
+        its fields is not a number.
+    delimiter : str, default ","
+    block_bytes : int
+        Bytes of text parsed per block.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        columns: Sequence[str | int] | None = None,
+        header: bool | None = None,
+        delimiter: str = ",",
+        block_bytes: int = 4 << 20,
+    ) -> None:
+        _require_pyarrow("read_csv")
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"no such CSV file: {self.path}")
+        line = _first_line(self.path)
+        if not line.strip():
+            raise ValueError(f"{self.path} is empty or starts with a blank line")
+        fields = line.split(delimiter)
+        if header is None:
+            header = not all(_is_number(f) for f in fields)
+        self.header = bool(header)
+        if self.header:
+            names = [f.strip().strip('"') for f in fields]
+            if len(set(names)) != len(names):
+                raise ValueError(f"the header of {self.path} repeats a column name: {names}")
+        else:
+            names = [f"column_{j}" for j in range(len(fields))]
+        self._all_names = names
+        self.columns = _select_columns(names, columns, str(self.path))
+        self.n_features = len(self.columns)
+        self.dtype = np.dtype(np.float64)
+        self.feature_names = tuple(self.columns) if self.header else None
+        self.n_rows = None
+        self.delimiter = delimiter
+        self.block_bytes = int(block_bytes)
+
+    @property
+    def description(self) -> str:
+        return f"csv {self.path}"
+
+    def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
+        pa = _require_pyarrow("read_csv")
+        from pyarrow import csv
+
+        reader = csv.open_csv(
+            self.path,
+            read_options=csv.ReadOptions(
+                column_names=self._all_names,
+                skip_rows=1 if self.header else 0,
+                block_size=self.block_bytes,
+            ),
+            parse_options=csv.ParseOptions(delimiter=self.delimiter),
+            convert_options=csv.ConvertOptions(
+                include_columns=self.columns,
+                column_types=dict.fromkeys(self.columns, pa.float64()),
+            ),
+        )
+        try:
+            for batch in reader:
+                yield _batch_to_array(batch, self.dtype)
+        except pa.ArrowInvalid as exc:
+            raise ValueError(f"cannot parse {self.path} as numbers: {exc}") from exc
+        finally:
+            reader.close()
+
+
+class IterableSource(ChunkSource):
+    """Blocks from a factory: a callable returning a fresh iterator of 2-D arrays.
+
+    The factory is called once per pass and must yield the same rows every time
+    (a generator function over files, a database cursor, ...).
+
+    Parameters
+    ----------
+    factory : callable () -> iterable of array-like of shape (n_i, D)
+    """
+
+    def __init__(self, factory: Callable[[], Iterable[Any]]) -> None:
+        if not callable(factory):
+            raise TypeError(f"a chunk factory must be callable, got {type(factory).__name__}")
+        self.factory = factory
+        first = None
+        for block in factory():
+            first = np.asarray(block)
+            if len(first):
+                break
+        if first is None:
+            raise ValueError("the chunk factory yielded no block")
+        if first.ndim != 2:
+            raise ValueError(f"the chunk factory must yield 2D blocks, got shape {first.shape}")
+        self.n_features = int(first.shape[1])
+        self.dtype = compute_dtype(first.dtype)
+        self.n_rows = None
+
+    @property
+    def description(self) -> str:
+        return f"chunks from {getattr(self.factory, '__name__', type(self.factory).__name__)}"
+
+    def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
+        for block in self.factory():
+            array = np.asarray(block)
+            if array.ndim != 2 or array.shape[1] != self.n_features:
+                raise ValueError(
+                    f"the chunk factory yielded a block of shape {array.shape}; every block "
+                    f"must have shape (n, {self.n_features})"
+                )
+            yield array

@@ -1,0 +1,65 @@
+"""Chunked data sources for fitting data larger than memory.
+
+``GaussianMixture.fit`` (and ``predict``, ``score_samples``, ``predict_proba``) accept
+what these functions return and stream it chunk by chunk, one pass per EM iteration::
+
+    gm = GaussianMixture(16).fit(gmmkit.read_parquet("big.parquet", columns=["a", "b"]))
+
+pyarrow (the ``parquet`` extra) is imported only when a reader is called.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from gmmkit.engines.sources import CSVSource, ParquetSource
+
+
+def read_parquet(
+    path: str | os.PathLike[str], columns: Sequence[str | int] | None = None
+) -> ParquetSource:
+    """A chunked source over a Parquet file, or a directory of ``*.parquet`` files.
+
+    Row groups are read in batches; nothing but the schema and the footer is read now.
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str or int, optional
+        Numeric columns to use, by name or position; all columns by default.
+
+    Returns
+    -------
+    ParquetSource
+        Float32 when every selected column is float32, float64 otherwise.
+    """
+    return ParquetSource(path, columns)
+
+
+def read_csv(
+    path: str | os.PathLike[str],
+    columns: Sequence[str | int] | None = None,
+    *,
+    header: bool | None = None,
+    delimiter: str = ",",
+) -> CSVSource:
+    """A chunked source over a CSV file (plain, ``.gz`` or ``.bz2``), parsed as float64.
+
+    Parameters
+    ----------
+    path : str or Path
+    columns : list of str or int, optional
+        Columns to use: names (when the file has a header) or positions.
+    header : bool, optional
+        Whether the first line holds column names; detected by default (a header is a
+        first line with any field that is not a number).
+    delimiter : str, default ","
+
+    Returns
+    -------
+    CSVSource
+        Empty fields and ``NA`` are missing values: they stop the fit with a ValueError
+        naming the row.
+    """
+    return CSVSource(path, columns, header=header, delimiter=delimiter)
