@@ -1,0 +1,377 @@
+"""Plots of fitted mixtures and their applications (matplotlib, extra ``plot``).
+
+matplotlib is imported only when a function is called.  Every function draws into the
+given ``ax`` (or a new figure) and returns the Axes, or the Figure for multi-panel plots.
+
+Functions accept the fitted objects of gmmkit: a :class:`~gmmkit.GaussianMixture` (or a
+subclass), or anything holding one -- :class:`~gmmkit.GaussianMixtureSelector`
+(``best_estimator_``), :class:`~gmmkit.AnomalyDetector` and
+:class:`~gmmkit.PCAGaussianMixtureGenerator` (``mixture_``), a selection / segmentation /
+1-D result (``best`` / ``model``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from gmmkit.apps._common import full_covariances, import_optional
+from gmmkit.mixture import GaussianMixture
+
+
+def _pyplot() -> Any:
+    return import_optional("matplotlib.pyplot", "plot")
+
+
+def _mixture_of(obj: Any) -> GaussianMixture:
+    """The fitted GaussianMixture inside ``obj``."""
+    if isinstance(obj, GaussianMixture):
+        if not hasattr(obj, "means_"):
+            raise ValueError("the GaussianMixture is not fitted; call fit first")
+        return obj
+    for attribute in ("best_estimator_", "mixture_", "best", "model"):
+        inner = getattr(obj, attribute, None)
+        if isinstance(inner, GaussianMixture):
+            return _mixture_of(inner)
+    raise TypeError(
+        f"expected a fitted GaussianMixture or an object holding one, got {type(obj).__name__}"
+    )
+
+
+def _new_axes(ax: Any) -> Any:
+    if ax is not None:
+        return ax
+    _, ax = _pyplot().subplots()
+    return ax
+
+
+def plot_density_1d(
+    x: ArrayLike,
+    model: Any,
+    *,
+    ax: Any = None,
+    bins: Any = "auto",
+    n_points: int = 500,
+    components: bool = True,
+) -> Any:
+    """Histogram of 1-D data with the mixture density and each weighted component.
+
+    Parameters
+    ----------
+    x : array-like of shape (n,) or (n, 1)
+    model : fitted 1-feature mixture (GaussianMixture, UnivariateMixture, ...)
+    ax : matplotlib Axes, optional
+    bins : int or str, default="auto"
+        Passed to ``Axes.hist``.
+    n_points : int, default=500
+        Grid points of the density curves.
+    components : bool, default=True
+        Also draw ``weight_k * N(x | k)`` for every component.
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    mixture = _mixture_of(model)
+    if mixture.means_.shape[1] != 1:
+        raise ValueError(
+            f"plot_density_1d needs a 1-feature mixture, got {mixture.means_.shape[1]} features"
+        )
+    values = np.asarray(x, dtype=np.float64)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1 or len(values) == 0:
+        raise ValueError(f"x must be a non-empty 1-D array, got shape {values.shape}")
+    ax = _new_axes(ax)
+    ax.hist(values, bins=bins, density=True, color="0.8", edgecolor="0.6", label="data")
+    means = mixture.means_[:, 0]
+    stds = np.sqrt(full_covariances(mixture.params_)[:, 0, 0])
+    low = min(values.min(), float(np.min(means - 4 * stds)))
+    high = max(values.max(), float(np.max(means + 4 * stds)))
+    grid = np.linspace(low, high, n_points)
+    ax.plot(grid, np.exp(mixture.score_samples(grid[:, None])), color="k", lw=2, label="mixture")
+    if components:
+        for k in np.argsort(means):
+            z = (grid - means[k]) / stds[k]
+            density = mixture.weights_[k] * np.exp(-0.5 * z * z) / (stds[k] * np.sqrt(2 * np.pi))
+            ax.plot(grid, density, ls="--", lw=1.2, label=f"component {k}")
+    ax.set_xlabel("x")
+    ax.set_ylabel("density")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def _ellipse_geometry(cov: NDArray[np.float64]) -> tuple[float, float, float]:
+    """Width and height (one standard deviation, full axes) and angle in degrees."""
+    values, vectors = np.linalg.eigh(cov)
+    values = np.maximum(values, 0.0)
+    angle = float(np.degrees(np.arctan2(vectors[1, 1], vectors[0, 1])))
+    return 2 * float(np.sqrt(values[1])), 2 * float(np.sqrt(values[0])), angle
+
+
+def plot_clusters(
+    model: Any,
+    X: ArrayLike,
+    *,
+    ax: Any = None,
+    dims: Sequence[int] = (0, 1),
+    sigmas: Sequence[float] = (1, 2, 3),
+    labels: ArrayLike | None = None,
+    point_size: float = 8.0,
+) -> Any:
+    """Scatter of 2-D data coloured by component, with n-sigma ellipses of every component.
+
+    Works for every covariance type; with more than two features the two ``dims`` are
+    shown, with each component's marginal covariance in them.
+
+    Parameters
+    ----------
+    model : fitted mixture (or an object holding one)
+    X : array-like of shape (n_samples, n_features)
+    ax : matplotlib Axes, optional
+    dims : pair of int, default=(0, 1)
+    sigmas : sequence of float, default=(1, 2, 3)
+        Mahalanobis radii of the ellipses drawn for every component.
+    labels : array-like of shape (n_samples,), optional
+        Colours of the points; by default ``model.predict(X)``.
+    point_size : float, default=8.0
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    from matplotlib.patches import Ellipse
+
+    mixture = _mixture_of(model)
+    data = np.asarray(X, dtype=np.float64)
+    n_features = mixture.means_.shape[1]
+    if data.ndim != 2 or data.shape[1] != n_features:
+        raise ValueError(f"X must have shape (n_samples, {n_features}), got {data.shape}")
+    dims = [int(d) for d in dims]
+    if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= d < n_features for d in dims):
+        raise ValueError(f"dims must be two distinct features in 0..{n_features - 1}, got {dims}")
+    if labels is None:
+        labels = mixture.predict(data)
+    labels = np.asarray(labels)
+    if labels.shape != (data.shape[0],):
+        raise ValueError(f"labels should have shape ({data.shape[0]},), got {labels.shape}")
+    ax = _new_axes(ax)
+    cmap = _pyplot().get_cmap("tab10" if mixture.n_components <= 10 else "tab20")
+    colours = [cmap(k % cmap.N) for k in range(mixture.n_components)]
+    point_colours = [colours[int(k) % len(colours)] for k in labels]
+    ax.scatter(data[:, dims[0]], data[:, dims[1]], s=point_size, c=point_colours, alpha=0.6,
+               linewidths=0)
+    covariances = full_covariances(mixture.params_)[:, dims][:, :, dims]
+    for k in range(mixture.n_components):
+        width, height, angle = _ellipse_geometry(covariances[k])
+        centre = (mixture.means_[k, dims[0]], mixture.means_[k, dims[1]])
+        for sigma in sigmas:
+            ax.add_patch(
+                Ellipse(centre, sigma * width, sigma * height, angle=angle, fill=False,
+                        edgecolor=colours[k], lw=1.5, alpha=max(0.25, 1.0 - 0.25 * sigma))
+            )
+        ax.plot(*centre, marker="x", color="k", ms=7)
+    ax.set_xlabel(f"feature {dims[0]}")
+    ax.set_ylabel(f"feature {dims[1]}")
+    ax.set_title(f"{mixture.n_components} components, {mixture.covariance_type} covariance")
+    ax.autoscale_view()
+    return ax
+
+
+def plot_convergence(model: Any, *, ax: Any = None) -> Any:
+    """Mean log-likelihood at every EM iteration of the kept initialisation.
+
+    Parameters
+    ----------
+    model : fitted mixture (or an object holding one), with ``lower_bounds_``
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    mixture = _mixture_of(model)
+    bounds = np.asarray(getattr(mixture, "lower_bounds_", []), dtype=np.float64)
+    if bounds.size == 0:
+        raise ValueError("the model has no per-iteration log-likelihoods (lower_bounds_)")
+    ax = _new_axes(ax)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.plot(np.arange(1, bounds.size + 1), bounds, marker="o", ms=3)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("EM iteration")
+    ax.set_ylabel("mean log-likelihood")
+    state = "converged" if mixture.converged_ else "not converged"
+    ax.set_title(f"{mixture.n_components} components: {state} after {mixture.n_iter_} iterations")
+    return ax
+
+
+def plot_criteria(
+    result: Any, *, criteria: Sequence[str] = ("bic", "aic"), ax: Any = None
+) -> Any:
+    """Information criteria against K, one line per covariance type.
+
+    Degenerate candidates are drawn with hollow markers; the selected model is starred.
+
+    Parameters
+    ----------
+    result : SelectionResult (from :func:`~gmmkit.select`) or a fitted
+        :class:`~gmmkit.GaussianMixtureSelector`
+    criteria : sequence of {"bic", "aic", "icl"}, default=("bic", "aic")
+        Drawn solid, dashed and dotted respectively.
+    ax : matplotlib Axes, optional
+
+    Returns
+    -------
+    matplotlib Axes
+    """
+    result = getattr(result, "selection_", result)
+    rows = getattr(result, "rows", None)
+    if rows is None:
+        raise TypeError(f"expected a SelectionResult, got {type(result).__name__}")
+    criteria = [criteria] if isinstance(criteria, str) else list(criteria)
+    styles = {"bic": "-", "aic": "--", "icl": ":"}
+    for name in criteria:
+        if name not in styles:
+            raise ValueError(f"criteria must be among {tuple(styles)}, got {name!r}")
+    ax = _new_axes(ax)
+    cmap = _pyplot().get_cmap("tab10")
+    types = list(dict.fromkeys(row["covariance_type"] for row in rows))
+    for index, covariance_type in enumerate(types):
+        colour = cmap(index)
+        mine = sorted(
+            (row for row in rows if row["covariance_type"] == covariance_type),
+            key=lambda row: row["n_components"],
+        )
+        ks = np.array([row["n_components"] for row in mine])
+        degenerate = np.array([row["degenerate"] for row in mine])
+        for name in criteria:
+            values = np.array([row[name] for row in mine], dtype=np.float64)
+            ax.plot(ks, values, ls=styles[name], color=colour,
+                    label=f"{name.upper()} {covariance_type}")
+            ax.scatter(ks[~degenerate], values[~degenerate], color=colour, s=20, zorder=3)
+            ax.scatter(ks[degenerate], values[degenerate], facecolors="none",
+                       edgecolors=colour, s=30, zorder=3)
+    best = next((row for row in rows if row["best"]), None)
+    if best is not None:
+        ax.scatter([best["n_components"]], [best[result.criterion]], marker="*", s=250,
+                   color="gold", edgecolors="k", zorder=4,
+                   label=f"selected ({result.criterion.upper()})")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("number of components")
+    ax.set_ylabel(" / ".join(name.upper() for name in criteria) + " (lower is better)")
+    ax.legend(fontsize="small")
+    return ax
+
+
+def _as_display_image(image: NDArray[Any]) -> NDArray[Any]:
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.dtype.kind == "u" and image.dtype != np.uint8:
+        return image.astype(np.float64) / np.iinfo(image.dtype).max
+    return image
+
+
+def plot_segmentation(image: ArrayLike, result: Any, *, show_labels: bool = True) -> Any:
+    """The original image beside its segmentation (recoloured, and the label map).
+
+    Parameters
+    ----------
+    image : array-like of shape (H, W) or (H, W, C)
+        The image given to :func:`~gmmkit.segment_image`.
+    result : SegmentationResult
+    show_labels : bool, default=True
+        Add a third panel with the label map.
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    original = np.asarray(image)
+    labels = getattr(result, "labels", None)
+    recoloured = getattr(result, "image", None)
+    if labels is None or recoloured is None:
+        raise TypeError(f"expected a SegmentationResult, got {type(result).__name__}")
+    if original.shape != recoloured.shape:
+        raise ValueError(
+            f"image has shape {original.shape} but the segmentation is of shape "
+            f"{recoloured.shape}"
+        )
+    n_panels = 3 if show_labels else 2
+    fig, axes = _pyplot().subplots(1, n_panels, figsize=(4.5 * n_panels, 4))
+    grey = original.ndim == 2 or original.shape[2] == 1
+    cmap = "gray" if grey else None
+    axes[0].imshow(_as_display_image(original), cmap=cmap)
+    axes[0].set_title("original")
+    k = int(labels.max()) + 1
+    axes[1].imshow(_as_display_image(recoloured), cmap=cmap)
+    axes[1].set_title(f"{k} components (component means)")
+    if show_labels:
+        axes[2].imshow(labels, cmap="tab20", interpolation="nearest")
+        axes[2].set_title("labels")
+    for ax in axes:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return fig
+
+
+def plot_image_grid(
+    images: ArrayLike,
+    *,
+    image_shape: tuple[int, ...] | None = None,
+    n_cols: int = 10,
+    cmap: str = "binary",
+    vmin: float | None = None,
+    vmax: float | None = None,
+) -> Any:
+    """A grid of images, e.g. generated digits.
+
+    Parameters
+    ----------
+    images : array-like of shape (n, H, W), (n, H, W, C) or flat rows (n, H * W)
+    image_shape : tuple, optional
+        Shape of one image when ``images`` holds flat rows; a square is assumed otherwise.
+    n_cols : int, default=10
+    cmap : str, default="binary"
+    vmin, vmax : float, optional
+        Common intensity range (default: that of all images).
+
+    Returns
+    -------
+    matplotlib Figure
+    """
+    stack = np.asarray(images)
+    if stack.ndim == 2:
+        if image_shape is None:
+            side = round(float(np.sqrt(stack.shape[1])))
+            if side * side != stack.shape[1]:
+                raise ValueError(
+                    f"rows of length {stack.shape[1]} are not square images; pass image_shape"
+                )
+            image_shape = (side, side)
+        if int(np.prod(image_shape)) != stack.shape[1]:
+            raise ValueError(
+                f"image_shape {image_shape} does not match rows of length {stack.shape[1]}"
+            )
+        stack = stack.reshape((stack.shape[0], *image_shape))
+    if stack.ndim not in (3, 4) or stack.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty stack of images, got shape {stack.shape}")
+    if not isinstance(n_cols, int) or n_cols < 1:
+        raise ValueError(f"n_cols must be a positive int, got {n_cols!r}")
+    n = stack.shape[0]
+    cols = min(n_cols, n)
+    rows = int(np.ceil(n / cols))
+    low = float(np.min(stack)) if vmin is None else vmin
+    high = float(np.max(stack)) if vmax is None else vmax
+    fig, axes = _pyplot().subplots(rows, cols, figsize=(0.8 * cols, 0.8 * rows), squeeze=False)
+    for index, ax in enumerate(axes.ravel()):
+        ax.set_axis_off()
+        if index < n:
+            ax.imshow(stack[index], cmap=cmap, vmin=low, vmax=high, interpolation="nearest")
+    fig.subplots_adjust(wspace=0.05, hspace=0.05, left=0.01, right=0.99, top=0.99, bottom=0.01)
+    return fig

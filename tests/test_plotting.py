@@ -1,0 +1,184 @@
+"""Plots render real content with the Agg backend (artists drawn, non-trivial PNG files)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.image import imread  # noqa: E402
+from matplotlib.patches import Ellipse  # noqa: E402
+
+import gmmkit  # noqa: E402
+from gmmkit import plotting  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def blobs(seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return np.vstack(
+        [
+            rng.multivariate_normal([0, 0], [[1.0, 0.8], [0.8, 1.0]], 150),
+            rng.multivariate_normal([5, 1], [[0.4, 0.0], [0.0, 1.5]], 100),
+            rng.multivariate_normal([2, 6], [[1.0, -0.3], [-0.3, 0.5]], 100),
+        ]
+    )
+
+
+def saved_png(fig, path):
+    """Save, then return the pixels; checks the file is a real, non-blank picture."""
+    fig.savefig(path, dpi=80)
+    assert path.stat().st_size > 5_000
+    pixels = imread(path)
+    assert pixels.std() > 0.05  # not a blank canvas
+    return pixels
+
+
+def test_density_1d(tmp_path):
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.normal(0, 1, 700), rng.normal(5, 0.7, 300)])
+    fit = gmmkit.fit_1d(x, 2, random_state=0)
+    ax = plotting.plot_density_1d(x, fit)
+    assert len(ax.patches) > 10  # histogram bars
+    assert len(ax.lines) == 3  # mixture + two components
+    mixture_line, *component_lines = ax.lines
+    grid = mixture_line.get_xdata()
+    np.testing.assert_allclose(mixture_line.get_ydata(), fit.pdf(grid), rtol=1e-8)
+    np.testing.assert_allclose(
+        sum(line.get_ydata() for line in component_lines), fit.pdf(grid), rtol=1e-8
+    )
+    saved_png(ax.figure, tmp_path / "density.png")
+    # a plain GaussianMixture on a column works too
+    model = gmmkit.GaussianMixture(2, random_state=0).fit(x[:, None])
+    assert len(plotting.plot_density_1d(x[:, None], model, components=False).lines) == 1
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_clusters_with_ellipses_for_every_covariance_type(tmp_path, covariance_type):
+    X = blobs()
+    model = gmmkit.GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    ax = plotting.plot_clusters(model, X)
+    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == 3 * 3  # 1, 2 and 3 sigma for each component
+    assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == len(X)
+    # geometry: the 1-sigma ellipse has full axes 2*sqrt(eigenvalues) of the covariance
+    cov = model.covariances_
+    if covariance_type == "tied":
+        covs = np.broadcast_to(cov, (3, 2, 2))
+    elif covariance_type == "diag":
+        covs = np.stack([np.diag(c) for c in cov])
+    elif covariance_type == "spherical":
+        covs = np.stack([c * np.eye(2) for c in cov])
+    else:
+        covs = cov
+    for k in range(3):
+        one_sigma = ellipses[3 * k]
+        np.testing.assert_allclose(one_sigma.center, model.means_[k])
+        expected = 2 * np.sqrt(np.linalg.eigvalsh(covs[k]))[::-1]
+        np.testing.assert_allclose([one_sigma.width, one_sigma.height], expected, rtol=1e-8)
+        np.testing.assert_allclose(ellipses[3 * k + 2].width, 3 * one_sigma.width)
+    saved_png(ax.figure, tmp_path / f"clusters_{covariance_type}.png")
+
+
+def test_clusters_in_two_of_many_dimensions(tmp_path):
+    X = np.hstack([blobs(), np.random.default_rng(1).normal(size=(350, 2))])
+    model = gmmkit.GaussianMixture(3, random_state=0).fit(X)
+    ax = plotting.plot_clusters(model, X, dims=(1, 2), sigmas=(2,))
+    ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
+    assert len(ellipses) == 3
+    marginal = model.covariances_[0][np.ix_([1, 2], [1, 2])]
+    np.testing.assert_allclose(
+        [ellipses[0].width, ellipses[0].height],
+        2 * 2 * np.sqrt(np.linalg.eigvalsh(marginal))[::-1],
+    )
+    saved_png(ax.figure, tmp_path / "clusters_dims.png")
+
+
+def test_convergence(tmp_path):
+    model = gmmkit.GaussianMixture(3, random_state=0, tol=1e-6).fit(blobs())
+    ax = plotting.plot_convergence(model)
+    (line,) = ax.lines
+    np.testing.assert_allclose(line.get_ydata(), model.lower_bounds_)
+    assert len(line.get_xdata()) == model.n_iter_
+    saved_png(ax.figure, tmp_path / "convergence.png")
+
+
+def test_criteria_against_k(tmp_path):
+    result = gmmkit.select(blobs(), range(1, 6), random_state=0)
+    ax = plotting.plot_criteria(result)
+    assert len(ax.lines) == 4 * 2  # BIC and AIC for each covariance type
+    bic_full = next(line for line in ax.lines if line.get_label() == "BIC full")
+    table = result.table.query("covariance_type == 'full'").sort_values("n_components")
+    np.testing.assert_allclose(bic_full.get_ydata(), table["bic"])
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert "selected (BIC)" in labels
+    saved_png(ax.figure, tmp_path / "criteria.png")
+    # the estimator form is accepted too
+    selector = gmmkit.GaussianMixtureSelector((1, 2, 3), covariance_types=("diag",),
+                                              random_state=0).fit(blobs())
+    assert len(plotting.plot_criteria(selector, criteria=("icl",)).lines) == 1
+
+
+def test_segmentation_before_after(tmp_path):
+    rng = np.random.default_rng(0)
+    image = np.zeros((40, 60, 3), dtype=np.uint8)
+    image[:, :20] = [220, 30, 30]
+    image[:, 20:40] = [30, 200, 40]
+    image[:, 40:] = [20, 40, 230]
+    image = np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
+    result = gmmkit.segment_image(image, 3, random_state=0)
+    fig = plotting.plot_segmentation(image, result)
+    assert len(fig.axes) == 3
+    assert all(len(ax.images) == 1 for ax in fig.axes)
+    np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), result.image)
+    saved_png(fig, tmp_path / "segmentation.png")
+    grey = image[:, :, 0]
+    grey_result = gmmkit.segment_image(grey, 2, random_state=0)
+    assert len(plotting.plot_segmentation(grey, grey_result, show_labels=False).axes) == 2
+
+
+def test_grid_of_generated_digits(tmp_path):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().data
+    generator = gmmkit.PCAGaussianMixtureGenerator(4, variance=0.9, random_state=0).fit(digits)
+    samples, _ = generator.sample(30)
+    fig = plotting.plot_image_grid(samples, n_cols=10)
+    assert len(fig.axes) == 30
+    assert all(len(ax.images) == 1 for ax in fig.axes)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), samples[0].reshape(8, 8))
+    saved_png(fig, tmp_path / "digits.png")
+    fig = plotting.plot_image_grid(samples[:7], n_cols=5)
+    assert sum(len(ax.images) for ax in fig.axes) == 7 and len(fig.axes) == 10
+
+
+def test_bad_input():
+    X = blobs()
+    model = gmmkit.GaussianMixture(3, random_state=0).fit(X)
+    with pytest.raises(ValueError, match="1-feature"):
+        plotting.plot_density_1d(X[:, 0], model)
+    with pytest.raises(ValueError, match="shape"):
+        plotting.plot_clusters(model, X[:, :1])
+    with pytest.raises(ValueError, match="dims"):
+        plotting.plot_clusters(model, X, dims=(0, 0))
+    with pytest.raises(ValueError, match="not fitted"):
+        plotting.plot_clusters(gmmkit.GaussianMixture(2), X)
+    with pytest.raises(TypeError, match="GaussianMixture"):
+        plotting.plot_convergence(object())
+    with pytest.raises(TypeError, match="SelectionResult"):
+        plotting.plot_criteria(model)
+    with pytest.raises(ValueError, match="criteria"):
+        plotting.plot_criteria(gmmkit.select(X, [1, 2], ("full",), random_state=0),
+                               criteria=("mdl",))
+    with pytest.raises(ValueError, match="square"):
+        plotting.plot_image_grid(np.zeros((4, 10)))
+    with pytest.raises(TypeError, match="SegmentationResult"):
+        plotting.plot_segmentation(np.zeros((4, 4)), model)
