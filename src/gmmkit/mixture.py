@@ -191,13 +191,15 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ validation
     def _validate_X(self, X: Any, reset: bool) -> NDArray[Any]:
-        return validate_data(
+        X_checked = validate_data(
             self,
             X,
             dtype=[np.float64, np.float32],
             ensure_min_samples=2 if reset else 1,
             reset=reset,
         )
+        _check_squares_fit(X_checked)
+        return X_checked
 
     def _out_of_core_engine(self, X: Any, sample_weight: Any, reset: bool) -> Engine | None:
         """A streaming or Dask engine for a memmap, chunked source or dask collection
@@ -301,9 +303,10 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             if n_rows == 0:
                 raise ValueError("sample_weight is zero for every sample")
         if n_rows < self.n_components:
+            counted = "n_samples" if weight is None else "samples with non-zero weight"
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, n_samples = {n_rows}"
+                f"{self.n_components}, {counted} = {n_rows}"
             )
         return weight
 
@@ -434,7 +437,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         log_density = self.score_samples(X)
         if sample_weight is None:
             return float(log_density.mean())
-        return float(np.average(log_density, weights=np.asarray(sample_weight, dtype=float)))
+        w = _scoring_weight(sample_weight, len(log_density))
+        return float(np.average(log_density, weights=w))
 
     def predict(self, X: ArrayLike) -> NDArray[np.intp]:
         """Most probable component of each row, shape (n_samples,)."""
@@ -473,13 +477,13 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     def bic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
         log_density = self.score_samples(X)
-        w = np.ones(len(log_density)) if sample_weight is None else np.asarray(sample_weight, float)
+        w = _scoring_weight(sample_weight, len(log_density))
         return criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
 
     def aic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
         log_density = self.score_samples(X)
-        w = np.ones(len(log_density)) if sample_weight is None else np.asarray(sample_weight, float)
+        w = _scoring_weight(sample_weight, len(log_density))
         return criteria.aic(float(w @ log_density), self._n_parameters())
 
     def icl(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
@@ -487,9 +491,50 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         entropy of the hard assignment (lower is better)."""
         log_density = self.score_samples(X)
         map_log_resp = self._apply(X, _map_log_resp_rows)
-        w = np.ones(len(log_density)) if sample_weight is None else np.asarray(sample_weight, float)
+        w = _scoring_weight(sample_weight, len(log_density))
         value = criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
         return criteria.icl(value, float(w @ map_log_resp))
+
+
+def _check_squares_fit(X: NDArray[Any]) -> None:
+    """Raise if squared deviations of ``X`` could overflow its dtype.
+
+    The kernel forms products of centred features and sums them over blocks of up to
+    ~1e6 rows in the data's own dtype; values beyond ``sqrt(max / (4 D 2^20))`` (about
+    1e151 for float64, 1e16 for float32) would turn into inf and then NaN.
+    """
+    if X.size == 0:
+        return
+    info = np.finfo(X.dtype)
+    limit = float(np.sqrt(float(info.max) / (4.0 * X.shape[1] * 2.0**20)))
+    largest = float(np.max(np.abs(X)))
+    if largest > limit:
+        hint = "rescale X (e.g. StandardScaler)"
+        if X.dtype == np.float32:
+            hint += " or pass float64 data"
+        raise ValueError(
+            f"X has values up to {largest:.3g} in magnitude; their squares would overflow "
+            f"{X.dtype} (limit {limit:.3g} for {X.shape[1]} features): {hint}"
+        )
+
+
+def _scoring_weight(sample_weight: ArrayLike | None, n_samples: int) -> NDArray[np.float64]:
+    """Validated weights for ``score``/``bic``/``aic``/``icl``: shape (n_samples,),
+    finite, non-negative, not all zero."""
+    if sample_weight is None:
+        return np.ones(n_samples)
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if w.ndim == 0:
+        w = np.full(n_samples, float(w))
+    if w.shape != (n_samples,):
+        raise ValueError(f"sample_weight.shape == {w.shape}, expected ({n_samples},)")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if np.any(w < 0):
+        raise ValueError("sample_weight contains negative values")
+    if not np.any(w > 0):
+        raise ValueError("sample_weight is zero for every sample")
+    return w
 
 
 def sample_mixture(
