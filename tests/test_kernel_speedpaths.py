@@ -260,3 +260,33 @@ def test_multiresolution_kmeans_is_as_good_as_scikit_learn_on_large_data():
     _, dist = nearest_centre(X, centres, X.mean(axis=0))
     sk = KMeans(k, n_init=1, random_state=0).fit(X)
     assert dist.sum() <= 1.01 * sk.inertia_
+
+
+def test_float32_falls_back_to_float64_when_expansion_would_cancel():
+    """Components 300 widths from the reference: float32 expansion would lose ~5e-3 of a
+    log-density, so the kernel computes those iterations in float64 (and stays exact)."""
+    from gmmkit.core.kernel import FLOAT32_TERM_LIMIT, float32_term_size
+
+    d = 2
+    near = MixtureParams.from_covariances(
+        np.array([0.5, 0.5]), np.array([[0.0, 0.0], [4.0, 0.0]]), np.tile(np.eye(d), (2, 1, 1)),
+        "full",
+    )
+    far = MixtureParams.from_covariances(
+        np.array([0.5, 0.5]), np.array([[0.0, 0.0], [300.0, 0.0]]),
+        np.tile(np.eye(d), (2, 1, 1)), "full",
+    )
+    reference = near.weights @ near.means
+    # offsets +-2 widths: |m|'|P||m| = 4, plus the unit spread s'|P|s = D = 2
+    assert float32_term_size(near, reference) == pytest.approx(6.0)
+    assert kernel_coefficients(near, np.float32).dtype == np.float32
+    assert float32_term_size(far, far.weights @ far.means) > FLOAT32_TERM_LIMIT
+    assert kernel_coefficients(far, np.float32).dtype == np.float64
+
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(500, d)), rng.normal(size=(500, d)) + np.array([300.0, 0.0])])
+    X32 = X.astype(np.float32)
+    got = chunk_statistics(kernel_coefficients(far, np.float32), X32)
+    exact = chunk_statistics(kernel_coefficients(far, np.float64), X32.astype(np.float64))
+    assert got.log_likelihood == pytest.approx(exact.log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(got.second, exact.second, rtol=1e-12)

@@ -39,6 +39,39 @@ from gmmkit.core.suffstats import SuffStats
 Array = NDArray[np.floating[Any]]
 
 
+#: float32 computes only while ``eps32 * FLOAT32_TERM_LIMIT`` bounds the rounding of the
+#: log-densities: the expansion around one reference point adds and cancels terms as
+#: large as ``|m|' |P| |m|`` (``m`` a component's offset from the reference, ``P`` its
+#: precision), about 6e-8 of that is lost in float32.  Beyond the limit (clusters tens
+#: of widths apart, or near-singular covariances) the iteration computes in float64.
+FLOAT32_TERM_LIMIT = 300.0
+
+
+def float32_term_size(params: MixtureParams, reference: NDArray[np.float64]) -> float:
+    """Largest absolute term of the expanded quadratic forms, in units of the result.
+
+    For each component: ``|m|' |P| |m| + s' |P| s`` with ``m = mu - reference`` and
+    ``s`` the component's standard deviations (the spread of its own rows).
+    """
+    cov_type = params.covariance_type
+    centred = np.abs(params.means - reference)
+    precisions = params.precisions
+    if cov_type in ("full", "tied"):
+        abs_prec = np.abs(precisions)
+        if cov_type == "tied":
+            abs_prec = np.broadcast_to(abs_prec, (params.n_components, *abs_prec.shape))
+        spread = np.sqrt(np.diagonal(params.covariances, axis1=-2, axis2=-1))
+        spread = np.broadcast_to(spread, centred.shape)
+        terms = np.einsum("ki,kij,kj->k", centred, abs_prec, centred) + np.einsum(
+            "ki,kij,kj->k", spread, abs_prec, spread
+        )
+    elif cov_type == "diag":
+        terms = np.sum(precisions * centred**2, axis=1) + params.n_features
+    else:
+        terms = precisions * np.sum(centred**2, axis=1) + params.n_features
+    return float(np.max(terms))
+
+
 @dataclass(frozen=True, eq=False)
 class KernelCoefficients:
     """Everything the chunk kernel needs, derived once per EM iteration from parameters.
@@ -86,13 +119,15 @@ def kernel_coefficients(
     params : MixtureParams
     dtype : float32 or float64
         The dtype the kernel computes in; statistics are always returned in float64.
+        float32 falls back to float64 when it would lose accuracy (see
+        :data:`FLOAT32_TERM_LIMIT`); float32 rows are then converted block by block.
     """
     dtype = np.dtype(dtype)
-    if dtype not in (np.dtype(np.float32), np.dtype(np.float64)):
-        dtype = np.dtype(np.float64)
     cov = get_covariance_type(params.covariance_type)
     d = params.n_features
     reference = params.weights @ params.means
+    if dtype != np.float32 or float32_term_size(params, reference) > FLOAT32_TERM_LIMIT:
+        dtype = np.dtype(np.float64)
     centred = params.means - reference
     precision_means = cov.precision_times(params.precisions_cholesky, centred)  # (K, D)
     log_det = cov.log_det_cholesky(params.precisions_cholesky, d)
