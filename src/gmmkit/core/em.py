@@ -97,6 +97,7 @@ def run_em(
     lower_bound = -np.inf
     lower_bounds: list[float] = []
     reseeded: list[tuple[int, int]] = []
+    reported_empty: set[int] = set()
     converged = False
     n_iter = 0
     with engine.session():
@@ -109,13 +110,14 @@ def run_em(
                     "give zero density to some rows (check for extreme values or increase "
                     "reg_covar)"
                 )
+            allow_reseed = len(reseeded) < max_reseeds
             try:
                 step = m_step(
                     stats,
                     covariance_type,
                     reg_covar,
                     previous=params,
-                    allow_reseed=len(reseeded) < max_reseeds,
+                    allow_reseed=allow_reseed,
                 )
             except CovarianceError as exc:
                 raise ValueError(
@@ -130,6 +132,16 @@ def run_em(
             change = lower_bound - previous_bound
             if callback is not None:
                 callback(n_iter, lower_bound, change)
+            kept_empty = set(step.empty) - set(step.reseeded) - reported_empty
+            if kept_empty and not allow_reseed:
+                reported_empty |= kept_empty
+                warnings.warn(
+                    f"component(s) {sorted(kept_empty)} lost all responsibility at iteration "
+                    f"{n_iter}; the re-seeding budget ({max_reseeds}) is spent, so they keep "
+                    "their last mean with zero weight (decrease n_components)",
+                    EmptyComponentWarning,
+                    stacklevel=2,
+                )
             if step.reseeded:
                 reseeded.extend((n_iter, k) for k in step.reseeded)
                 warnings.warn(

@@ -19,10 +19,12 @@ EMPTY_FRACTION = 1e-8
 
 @dataclass(frozen=True)
 class MStepResult:
-    """New parameters and the components that had to be re-seeded."""
+    """New parameters, the components that had to be re-seeded, and all components found
+    empty (those not re-seeded keep their previous mean with a near-zero weight)."""
 
     params: MixtureParams
     reseeded: tuple[int, ...]
+    empty: tuple[int, ...] = ()
 
 
 def m_step(
@@ -93,4 +95,8 @@ def m_step(
         precisions_cholesky=cholesky_precision(covariances, covariance_type),
         covariance_type=covariance_type,
     )
-    return MStepResult(params=params, reseeded=tuple(reseeded))
+    return MStepResult(
+        params=params,
+        reseeded=tuple(reseeded),
+        empty=tuple(int(k) for k in np.flatnonzero(empty)),
+    )
