@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from sklearn.datasets import load_digits
 from sklearn.decomposition import PCA
+from sklearn.utils.estimator_checks import check_estimator
 
 import gmmkit
 
@@ -115,3 +118,9 @@ def test_bad_calls(digits):
         generator.inverse_transform(np.zeros((3, 2)))
     with pytest.raises(ValueError, match="features"):
         generator.transform(np.zeros((3, 5)))
+
+
+def test_passes_scikit_learn_checks():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_estimator(gmmkit.PCAGaussianMixtureGenerator(2, variance=0.9, random_state=0))

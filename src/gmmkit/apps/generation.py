@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from sklearn.base import BaseEstimator, DensityMixin
+from sklearn.base import BaseEstimator, DensityMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
@@ -20,7 +20,7 @@ from gmmkit.apps.selection import select
 from gmmkit.mixture import GaussianMixture, sample_mixture
 
 
-class PCAGaussianMixtureGenerator(DensityMixin, BaseEstimator):
+class PCAGaussianMixtureGenerator(DensityMixin, TransformerMixin, BaseEstimator):
     """Fit a Gaussian mixture to the principal components of the data; sample new rows.
 
     The data are centred and projected on the fewest principal axes explaining at least
@@ -60,6 +60,8 @@ class PCAGaussianMixtureGenerator(DensityMixin, BaseEstimator):
         Fitted in the (whitened) PCA space.
     n_components_ : int
         Components of ``mixture_``.
+    n_iter_ : int
+        EM iterations of ``mixture_``.
     selection_ : SelectionResult or None
         The model selection table when several candidates were tried.
     n_features_in_ : int
@@ -166,6 +168,7 @@ class PCAGaussianMixtureGenerator(DensityMixin, BaseEstimator):
             self.mixture_ = result.best
             self.selection_ = result
         self.n_components_ = int(self.mixture_.n_components)
+        self.n_iter_ = int(self.mixture_.n_iter_)
         return self
 
     def _project(self, X: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -194,6 +197,10 @@ class PCAGaussianMixtureGenerator(DensityMixin, BaseEstimator):
         whitened units when ``whiten=True``.
         """
         return self.mixture_.score_samples(self.transform(X))
+
+    def score(self, X: ArrayLike, y: Any = None) -> float:
+        """Mean of :meth:`score_samples` over the rows of ``X``."""
+        return float(np.mean(self.score_samples(X)))
 
     def sample(
         self, n_samples: int = 1, random_state: Any = None
