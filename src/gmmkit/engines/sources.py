@@ -388,26 +388,25 @@ class CSVSource(ChunkSource):
         pa = _require_pyarrow("read_csv")
         from pyarrow import csv
 
-        reader = csv.open_csv(
-            self.path,
-            read_options=csv.ReadOptions(
-                column_names=self._all_names,
-                skip_rows=1 if self.header else 0,
-                block_size=self.block_bytes,
-            ),
-            parse_options=csv.ParseOptions(delimiter=self.delimiter),
-            convert_options=csv.ConvertOptions(
-                include_columns=self.columns,
-                column_types=dict.fromkeys(self.columns, pa.float64()),
-            ),
-        )
         try:
-            for batch in reader:
-                yield _batch_to_array(batch, self.dtype)
+            reader = csv.open_csv(
+                self.path,
+                read_options=csv.ReadOptions(
+                    column_names=self._all_names,
+                    skip_rows=1 if self.header else 0,
+                    block_size=self.block_bytes,
+                ),
+                parse_options=csv.ParseOptions(delimiter=self.delimiter),
+                convert_options=csv.ConvertOptions(
+                    include_columns=self.columns,
+                    column_types=dict.fromkeys(self.columns, pa.float64()),
+                ),
+            )
+            with reader:
+                for batch in reader:
+                    yield _batch_to_array(batch, self.dtype)
         except pa.ArrowInvalid as exc:
             raise ValueError(f"cannot parse {self.path} as numbers: {exc}") from exc
-        finally:
-            reader.close()
 
 
 class IterableSource(ChunkSource):
