@@ -278,3 +278,28 @@ def test_log_likelihood_exact_on_offset_data(covariance_type: str) -> None:
     )
     exact = float(np.mean(truth))
     assert abs(ours.lower_bounds_[0] - exact) <= 1e-12 * abs(exact)
+
+
+@pytest.mark.skipif(
+    np.finfo(np.longdouble).eps > 1e-18, reason="needs x87 extended-precision longdouble"
+)
+@pytest.mark.xfail(
+    strict=True,
+    reason="kernel.py evaluates x'Px - 2x'Pm + m'Pm around one shared reference point; a "
+    "component with fewer rows than features has eigenvalues at reg_covar (P ~ 1e6), and "
+    "the expansion loses eps * |x - ref|^2 * |P| ~ 4e-9 per row (scikit-learn's per-"
+    "component centring: 8e-12). Parity at 1e-9 fails on such data (1.4e-9 measured).",
+)
+def test_log_density_exact_with_near_singular_components() -> None:
+    """Twenty rows in 3-D from five clusters, four components: two components are spanned
+    by two or three rows, so their covariance is singular up to ``reg_covar``."""
+    rng = np.random.default_rng(0)
+    centres = rng.uniform(-5.0, 5.0, size=(5, 3))
+    X = centres[rng.integers(0, 5, size=20)] + rng.normal(size=(20, 3))
+    model = GaussianMixture(4, random_state=0).fit(X)
+    eigenvalues = np.linalg.eigvalsh(model.covariances_)
+    assert eigenvalues.min() < 1e-5  # the premise: a (nearly) singular component
+    truth = _log_density_long_double(
+        X, model.weights_, model.means_, model.precisions_, "full"
+    ).astype(np.float64)
+    np.testing.assert_allclose(model.score_samples(X), truth, rtol=1e-10, atol=1e-10)
