@@ -274,7 +274,7 @@ def main() -> None:
     import sklearn
 
     import gmmkit
-    from gmmkit.core.kernel import FLOAT32_TERM_LIMIT, float32_term_size
+    from gmmkit.core.kernel import FLOAT32_TERM_LIMIT, expansion_term_size
 
     print(f"gmmkit {gmmkit.__version__}, scikit-learn {sklearn.__version__}, numpy "
           f"{np.__version__}, {os.cpu_count()} cores, load average "
@@ -326,7 +326,7 @@ def main() -> None:
         _, m64 = fixed_fit(gmmkit_model, w, data[w.name], init, m_gk)
         rel = abs(m32.lower_bound_ - m64.lower_bound_) / abs(m64.lower_bound_)
         # float32 kernels run only while the expansion is accurate (else float64)
-        term = float32_term_size(m32.params_, m32.weights_ @ m32.means_)
+        term = expansion_term_size(m32.params_, m32.weights_ @ m32.means_)
         rows.append([w.name, fmt_s(t64), fmt_s(t32), f"{t64 / t32:.2f}x", f"{rel:.1e}",
                      f"{floor.seconds(w, np.float32) / t32:.0%}",
                      "float32" if term <= FLOAT32_TERM_LIMIT else "float64 (fallback)"])

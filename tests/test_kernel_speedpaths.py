@@ -265,7 +265,7 @@ def test_multiresolution_kmeans_is_as_good_as_scikit_learn_on_large_data():
 def test_float32_falls_back_to_float64_when_expansion_would_cancel():
     """Components 300 widths from the reference: float32 expansion would lose ~5e-3 of a
     log-density, so the kernel computes those iterations in float64 (and stays exact)."""
-    from gmmkit.core.kernel import FLOAT32_TERM_LIMIT, float32_term_size
+    from gmmkit.core.kernel import FLOAT32_TERM_LIMIT, expansion_term_size
 
     d = 2
     near = MixtureParams.from_covariances(
@@ -278,9 +278,9 @@ def test_float32_falls_back_to_float64_when_expansion_would_cancel():
     )
     reference = near.weights @ near.means
     # offsets +-2 widths: |m|'|P||m| = 4, plus the unit spread s'|P|s = D = 2
-    assert float32_term_size(near, reference) == pytest.approx(6.0)
+    assert expansion_term_size(near, reference) == pytest.approx(6.0)
     assert kernel_coefficients(near, np.float32).dtype == np.float32
-    assert float32_term_size(far, far.weights @ far.means) > FLOAT32_TERM_LIMIT
+    assert expansion_term_size(far, far.weights @ far.means) > FLOAT32_TERM_LIMIT
     assert kernel_coefficients(far, np.float32).dtype == np.float64
 
     rng = np.random.default_rng(0)
@@ -290,3 +290,39 @@ def test_float32_falls_back_to_float64_when_expansion_would_cancel():
     exact = chunk_statistics(kernel_coefficients(far, np.float64), X32.astype(np.float64))
     assert got.log_likelihood == pytest.approx(exact.log_likelihood, rel=1e-12)
     np.testing.assert_allclose(got.second, exact.second, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_near_singular_components_are_evaluated_centred(cov_type):
+    """A component with fewer rows than features has precision ~1/reg_covar; expanding
+    around the shared reference would lose ~1e-9 per log-density.  The kernel then
+    centres every component on its own mean and matches scikit-learn to 1e-10."""
+    from gmmkit.core.kernel import FLOAT64_TERM_LIMIT, expansion_term_size
+
+    rng = np.random.default_rng(0)
+    d, k = 3, 3
+    X = rng.normal(size=(40, d)) * 3.0
+    means = np.array([[5.0, -4.0, 3.0], [-6.0, 2.0, 1.0], [0.5, 0.5, 0.5]])
+    cov = {
+        "full": np.stack([np.diag([1e-6, 1e-6, 2.0]), np.eye(d), np.eye(d) * 4.0]),
+        "tied": np.diag([1e-6, 1.0, 2.0]),
+        "diag": np.array([[1e-6, 1e-6, 2.0], [1.0, 1.0, 1.0], [4.0, 4.0, 4.0]]),
+        "spherical": np.array([1e-6, 1.0, 4.0]),
+    }[cov_type]
+    params = MixtureParams.from_covariances(np.array([0.2, 0.5, 0.3]), means, cov, cov_type)
+    assert expansion_term_size(params, params.weights @ params.means) > FLOAT64_TERM_LIMIT
+    coefs = kernel_coefficients(params, np.float64)
+    assert coefs.centred_offsets is not None
+    sk = SKGaussianMixture(n_components=k, covariance_type=cov_type)
+    sk.weights_, sk.means_ = params.weights, params.means
+    sk.covariances_, sk.precisions_cholesky_ = params.covariances, params.precisions_cholesky
+    np.testing.assert_allclose(score_chunk(coefs, X), sk.score_samples(X), rtol=1e-10)
+    np.testing.assert_allclose(proba_chunk(coefs, X), sk.predict_proba(X), atol=1e-10)
+    ref = _reference_statistics(params, X, np.ones(len(X)))
+    stats = chunk_statistics(coefs, X)
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-10)
+    np.testing.assert_allclose(stats.nk, ref["nk"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.second, ref["second"], rtol=1e-9, atol=1e-9)
+    phi = features(coefs.covariance, X, coefs.reference_compute, coefs.dtype)
+    np.testing.assert_allclose(log_joint(coefs, phi), _reference_log_joint(params, X),
+                               rtol=1e-10)
