@@ -1,0 +1,729 @@
+"""The ``gmmkit`` command line: argument parsing, then library calls -- no math here.
+
+Commands: ``fit``, ``predict``, ``select``, ``anomalies``, ``segment``, ``sample``, ``info``
+and ``demo``; ``gmmkit COMMAND --help`` describes each. Errors print one line on stderr
+(``gmmkit: error: ...``) and exit with status 1 (2 for a bad command line); ``--debug``
+shows the full traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+
+
+class _State:
+    debug = bool(os.environ.get("GMMKIT_DEBUG"))
+
+
+def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+    if value:
+        _State.debug = True
+
+
+def _common(*, seed: bool = True) -> Callable[[Any], Any]:
+    """``--quiet``, ``--debug``, ``--progress`` (and ``--seed``) on every command."""
+
+    def decorate(func: Any) -> Any:
+        func = click.option(
+            "--debug",
+            is_flag=True,
+            expose_value=False,
+            is_eager=True,
+            callback=_set_debug,
+            help="Show the full traceback of an error.",
+        )(func)
+        func = click.option(
+            "--progress",
+            type=click.Choice(["auto", "always", "never"]),
+            default="auto",
+            show_default=True,
+            help="Progress bar on stderr (auto: when stderr is a terminal).",
+        )(func)
+        func = click.option(
+            "-q", "--quiet", is_flag=True, help="Print nothing but errors and requested data."
+        )(func)
+        if seed:
+            func = click.option(
+                "--seed", type=int, default=None, help="Random seed, for reproducible results."
+            )(func)
+        return func
+
+    return decorate
+
+
+def _echo(quiet: bool, message: str = "") -> None:
+    if not quiet:
+        click.echo(message)
+
+
+# ---------------------------------------------------------------------------- progress
+class _Progress:
+    """A one-line progress bar fed by :func:`gmmkit.mixture.fit_progress`.
+
+    ``n_fits`` EM runs of up to ``max_iter`` iterations each are expected; a run that
+    converges early jumps to its end. Shows the run, the iteration and the change of the
+    mean log-likelihood.
+    """
+
+    width = 24
+
+    def __init__(self, label: str, n_fits: int, max_iter: int, enabled: bool) -> None:
+        self.label = label
+        self.n_fits = max(n_fits, 1)
+        self.max_iter = max(max_iter, 1)
+        self.enabled = enabled
+        self.fit = 0
+        self.last_iter = 0
+        self.last_draw = 0.0
+        self.drawn = False
+
+    def __call__(self, n_iter: int, lower_bound: float, change: float) -> None:
+        if n_iter <= self.last_iter:
+            self.fit += 1
+        self.last_iter = n_iter
+        now = time.monotonic()
+        if now - self.last_draw < 0.1 and n_iter > 1:
+            return
+        self.last_draw = now
+        done = min(1.0, (min(self.fit, self.n_fits - 1) + n_iter / self.max_iter) / self.n_fits)
+        bar = "#" * int(done * self.width)
+        fit = f" fit {self.fit + 1}/{self.n_fits}" if self.n_fits > 1 else ""
+        change_text = f"{change:+.2e}" if np.isfinite(change) else "n/a"
+        line = (
+            f"\r{self.label} [{bar:<{self.width}}] {done:4.0%}{fit} iteration {n_iter} "
+            f"log-likelihood {lower_bound:.6g} (change {change_text})"
+        )
+        sys.stderr.write(line.ljust(100)[:120])
+        sys.stderr.flush()
+        self.drawn = True
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        from gmmkit.mixture import fit_progress
+
+        if not self.enabled:
+            yield
+            return
+        try:
+            with fit_progress(self):
+                yield
+        finally:
+            if self.drawn:
+                sys.stderr.write("\r" + " " * 120 + "\r")
+                sys.stderr.flush()
+
+
+def _progress(label: str, n_fits: int, max_iter: int, quiet: bool, mode: str) -> _Progress:
+    enabled = not quiet and (mode == "always" or (mode == "auto" and sys.stderr.isatty()))
+    return _Progress(label, n_fits, max_iter, enabled)
+
+
+# ---------------------------------------------------------------------------- helpers
+def _read(path: Path, columns: str | None) -> tuple[np.ndarray, list[str] | None]:
+    from gmmkit.io import read_table
+
+    return read_table(path, columns)
+
+
+def _feature_names(names: list[str] | None, n_features: int) -> list[str]:
+    return list(names) if names else [f"x{i}" for i in range(n_features)]
+
+
+def _format_row(values: Sequence[Any], widths: Sequence[int]) -> str:
+    cells = []
+    for value, width in zip(values, widths):
+        if isinstance(value, float):
+            text = f"{value:.6g}"
+        elif isinstance(value, (bool, np.bool_)):
+            text = "yes" if value else "no"
+        else:
+            text = str(value)
+        cells.append(text.rjust(width))
+    return "  ".join(cells)
+
+
+def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], quiet: bool) -> None:
+    if quiet:
+        return
+    rendered = [_format_row(row, [0] * len(row)).split("  ") for row in rows]
+    widths = [
+        max([len(h), *(len(r[i].strip()) for r in rendered)]) for i, h in enumerate(header)
+    ]
+    click.echo(_format_row(header, widths))
+    for row in rows:
+        click.echo(_format_row(row, widths))
+
+
+def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) -> list[str]:
+    """Lines describing a fitted GaussianMixture on its training data."""
+    n, d = X.shape
+    total = float(model.score(X)) * n
+    state = "converged" if model.converged_ else "did NOT converge"
+    lines = [
+        f"GaussianMixture: {model.n_components} components, covariance '{model.covariance_type}', "
+        f"{n} rows x {d} columns from {source}",
+        f"EM {state} after {model.n_iter_} iterations",
+        f"log-likelihood {total:.6g} (mean {total / n:.6g} per row)",
+        f"BIC {model.bic(X):.6g}   AIC {model.aic(X):.6g}",
+        "",
+    ]
+    columns = _feature_names(names, d)
+    header = ["component", "weight", *(f"mean[{c}]" for c in columns)]
+    rows = [
+        [k, float(model.weights_[k]), *(float(v) for v in model.means_[k])]
+        for k in range(model.n_components)
+    ]
+    rendered = [[_format_row([v], [0]) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in rendered)]) for i, h in enumerate(header)]
+    lines.append(_format_row(header, widths))
+    lines.extend(_format_row(row, widths) for row in rows)
+    return lines
+
+
+def _model_columns(
+    X: np.ndarray, data_names: list[str] | None, metadata: dict[str, Any], columns: str | None
+) -> np.ndarray:
+    """The data columns a saved model was fitted on (by name when both sides have names)."""
+    summary = metadata.get("summary", {})
+    model_names = summary.get("feature_names")
+    n_features = summary.get("n_features")
+    if columns is None and model_names and data_names:
+        if all(name in data_names for name in model_names):
+            return X[:, [data_names.index(name) for name in model_names]]
+    if n_features is not None and X.shape[1] != n_features:
+        expected = f" ({', '.join(model_names)})" if model_names else ""
+        raise click.UsageError(
+            f"the model expects {n_features} columns{expected} but the data has "
+            f"{X.shape[1]}; choose them with --columns"
+        )
+    return X
+
+
+def _parse_k(text: str) -> list[int]:
+    """``"1-10"``, ``"2,4,8"`` or ``"3"`` -> list of component counts."""
+    values: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part:
+                low, high = (int(p) for p in part.split("-", 1))
+                if high < low:
+                    raise ValueError
+                values.extend(range(low, high + 1))
+            elif part:
+                values.append(int(part))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not a list of component counts like '1-10' or '2,4,8'"
+        ) from None
+    if not values or min(values) < 1:
+        raise click.BadParameter(f"{text!r}: component counts must be at least 1")
+    return sorted(set(values))
+
+
+def _parse_covariances(text: str) -> list[str]:
+    if text.strip().lower() == "all":
+        return list(COVARIANCE_TYPES)
+    chosen = [t.strip().lower() for t in text.split(",") if t.strip()]
+    unknown = [t for t in chosen if t not in COVARIANCE_TYPES]
+    if unknown or not chosen:
+        raise click.BadParameter(
+            f"unknown covariance type {', '.join(unknown) or text!r}; use 'all' or a list of "
+            f"{', '.join(COVARIANCE_TYPES)}"
+        )
+    return chosen
+
+
+# ---------------------------------------------------------------------------- commands
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="gmmkit", prog_name="gmmkit")
+@click.option(
+    "--debug",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_set_debug,
+    help="Show the full traceback of an error.",
+)
+def cli() -> None:
+    """Gaussian mixture models from the command line.
+
+    Data files are .csv/.tsv/.txt (header detected), .npy or .parquet; model files are
+    gmmkit's safe .gmm format (no pickle).
+    """
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("-k", "--n-components", type=click.IntRange(min=1), required=True,
+              help="Number of mixture components.")
+@click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
+              show_default=True, help="Covariance structure.")
+@click.option("--columns", default=None, help="Columns to use: names or 0-based indices, "
+              "comma-separated (default: all).")
+@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True,
+              help="EM runs from different starts; the best is kept.")
+@click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True,
+              help="Stop when the mean log-likelihood changes by less.")
+@click.option("--reg-covar", type=click.FloatRange(min=0), default=1e-6, show_default=True)
+@click.option("--init", "init_params", type=click.Choice(INIT_METHODS), default="kmeans",
+              show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the fitted model here (.gmm).")
+@_common()
+def fit(
+    data: Path,
+    n_components: int,
+    covariance: str,
+    columns: str | None,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    init_params: str,
+    output: Path | None,
+    quiet: bool,
+    progress: str,
+    seed: int | None,
+) -> None:
+    """Fit a Gaussian mixture to DATA and print a summary."""
+    from gmmkit import GaussianMixture
+
+    X, names = _read(data, columns)
+    model = GaussianMixture(
+        n_components,
+        covariance_type=covariance,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        init_params=init_params,
+        random_state=seed,
+    )
+    with _progress("fit", n_init, max_iter, quiet, progress).active():
+        model.fit(X)
+    if output is not None:
+        model.save(output, feature_names=names)
+    for line in _summary(model, X, names, str(data)):
+        _echo(quiet, line)
+    if output is not None:
+        _echo(quiet, f"\nmodel saved to {output}")
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--columns", default=None, help="Columns to use (default: the model's columns "
+              "by name when both files have names, else all).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV file to write (default: stdout).")
+@_common(seed=False)
+def predict(
+    model_path: Path,
+    data: Path,
+    columns: str | None,
+    output: Path | None,
+    quiet: bool,
+    progress: str,
+) -> None:
+    """Label every row of DATA with a saved MODEL.
+
+    Writes one CSV row per data row: the most probable component, the probability of each
+    component and the log-density (for an anomaly detector: log-density, decision value and
+    an outlier flag).
+    """
+    from gmmkit.io import load, read_metadata, write_table
+
+    metadata = read_metadata(model_path)
+    model = load(model_path)
+    X, data_names = _read(data, columns)
+    X = _model_columns(X, data_names, metadata, columns)
+    log_density = model.score_samples(X)
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(X)
+        labels = model.predict(X)
+        cols = [labels, *proba.T, log_density]
+        names = ["label", *(f"p{k}" for k in range(proba.shape[1])), "log_density"]
+    else:
+        outlier = (model.predict(X) == -1).astype(np.int64)
+        cols = [log_density, model.decision_function(X), outlier]
+        names = ["log_density", "decision", "outlier"]
+    write_table(output, cols, names)
+    if output is not None:
+        _echo(quiet, f"{len(X)} rows written to {output}")
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--k", "k_text", default="1-10", show_default=True,
+              help="Component counts to try: a range '1-10' or a list '2,4,8'.")
+@click.option("--covariance", "covariance_text", default="all", show_default=True,
+              help="'all' or a comma-separated list of full, tied, diag, spherical.")
+@click.option("--criterion", type=click.Choice(["bic", "aic", "icl"]), default="bic",
+              show_default=True)
+@click.option("--columns", default=None, help="Columns to use (default: all).")
+@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the best model here (.gmm).")
+@click.option("--table", "table_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None, help="Also write the selection table as CSV.")
+@_common()
+def select(
+    data: Path,
+    k_text: str,
+    covariance_text: str,
+    criterion: str,
+    columns: str | None,
+    n_init: int,
+    max_iter: int,
+    output: Path | None,
+    table_path: Path | None,
+    quiet: bool,
+    progress: str,
+    seed: int | None,
+) -> None:
+    """Choose the number of components and covariance type for DATA by BIC/AIC/ICL."""
+    import gmmkit
+
+    ks = _parse_k(k_text)
+    covariances = _parse_covariances(covariance_text)
+    X, names = _read(data, columns)
+    n_fits = len(ks) * len(covariances) * n_init
+    with _progress("select", n_fits, max_iter, quiet, progress).active():
+        result = gmmkit.select(
+            X,
+            n_components=ks,
+            covariance_types=covariances,
+            criterion=criterion,
+            n_init=n_init,
+            max_iter=max_iter,
+            random_state=seed,
+        )
+    header, rows = _selection_rows(result)
+    _print_table(header, rows, quiet)
+    best = result.best
+    _echo(quiet, "")
+    _echo(
+        quiet,
+        f"best by {criterion.upper()}: {best.n_components} components, covariance "
+        f"'{best.covariance_type}'",
+    )
+    if table_path is not None:
+        from gmmkit.io import write_table
+
+        write_table(table_path, [np.asarray([row[i] for row in rows]) for i in range(len(header))],
+                    header)
+    if output is not None:
+        best.save(output, feature_names=names)
+        _echo(quiet, f"best model saved to {output}")
+
+
+_TABLE_COLUMNS = (
+    "n_components",
+    "covariance_type",
+    "log_likelihood",
+    "n_parameters",
+    "bic",
+    "aic",
+    "icl",
+    "converged",
+    "n_iter",
+    "degenerate",
+)
+
+
+def _selection_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
+    """Header and rows of a selection result's table (whichever columns it has)."""
+    rows = [dict(row) for row in result.rows]
+    header = [c for c in _TABLE_COLUMNS if any(c in row for row in rows)]
+    header += [c for c in rows[0] if c not in header and not isinstance(rows[0][c], dict)]
+    table = []
+    for row in rows:
+        values = []
+        for column in header:
+            value = row.get(column)
+            if isinstance(value, (np.floating, np.integer, np.bool_)):
+                value = value.item()
+            values.append(value)
+        table.append(values)
+    return header, table
+
+
+@cli.command()
+@click.argument("data", type=click.Path(path_type=Path))
+@click.option("--contamination", type=float, default=None,
+              help="Expected fraction of outliers, in (0, 0.5] (default 0.01).")
+@click.option("--threshold", type=float, default=None,
+              help="Flag rows whose log-density is below this value (instead of a fraction).")
+@click.option("-k", "--n-components", type=click.IntRange(min=1), default=None,
+              help="Mixture components (default: the detector's default).")
+@click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
+              show_default=True)
+@click.option("--columns", default=None, help="Columns to use (default: all).")
+@click.option("--all-rows", is_flag=True, help="Write every row with its flag, not only outliers.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV of flagged rows (default: stdout).")
+@click.option("--save-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Save the fitted detector here (.gmm).")
+@_common()
+def anomalies(
+    data: Path,
+    contamination: float | None,
+    threshold: float | None,
+    n_components: int | None,
+    covariance: str,
+    columns: str | None,
+    all_rows: bool,
+    output: Path | None,
+    save_model: Path | None,
+    quiet: bool,
+    progress: str,
+    seed: int | None,
+) -> None:
+    """Flag the rows of DATA that a mixture finds least likely."""
+    import gmmkit
+    from gmmkit.io import write_table
+
+    if contamination is not None and threshold is not None:
+        raise click.UsageError("give --contamination or --threshold, not both")
+    X, names = _read(data, columns)
+    options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
+    if n_components is not None:
+        options["n_components"] = n_components
+    if threshold is not None:
+        options["threshold"] = threshold
+    elif contamination is not None:
+        options["contamination"] = contamination
+    detector = gmmkit.AnomalyDetector(**options)
+    with _progress("anomalies", 1, 100, quiet, progress).active():
+        detector.fit(X)
+    log_density = detector.score_samples(X)
+    outlier = detector.predict(X) == -1
+    keep = np.ones(len(X), bool) if all_rows else outlier
+    columns_out = [np.flatnonzero(keep) + 1, log_density[keep]]
+    header = ["row", "log_density"]
+    if all_rows:
+        columns_out.append(outlier.astype(np.int64))
+        header.append("outlier")
+    feature_names = _feature_names(names, X.shape[1])
+    columns_out.extend(X[keep].T)
+    header.extend(feature_names)
+    write_table(output, columns_out, header)
+    if save_model is not None:
+        detector.save(save_model, feature_names=names)
+    message = f"{int(outlier.sum())} of {len(X)} rows flagged as outliers"
+    if output is not None:
+        _echo(quiet, f"{message}; written to {output}")
+    elif not quiet:
+        click.echo(message, err=True)  # stdout holds the CSV
+
+
+@cli.command()
+@click.argument("image_path", metavar="IMAGE", type=click.Path(path_type=Path))
+@click.option("-k", "--n-components", type=click.IntRange(min=1), required=True,
+              help="Number of colour segments.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Segmented image to write (.png, .jpg, ...).")
+@click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path),
+              default=None,
+              help="Also write the label map: .npy, .csv or .png (grey level = label).")
+@click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
+              show_default=True)
+@click.option("--spatial", type=click.FloatRange(min=0), default=None,
+              help="Weight of pixel-position features, for spatially coherent segments.")
+@_common()
+def segment(
+    image_path: Path,
+    n_components: int,
+    output: Path,
+    labels_path: Path | None,
+    covariance: str,
+    spatial: float | None,
+    quiet: bool,
+    progress: str,
+    seed: int | None,
+) -> None:
+    """Segment IMAGE into colour components and write the recoloured image."""
+    import gmmkit
+
+    if not image_path.exists():
+        raise FileNotFoundError(f"image file not found: {image_path}")
+    image = gmmkit.read_image(image_path)
+    options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
+    if spatial is not None:
+        options["spatial_weight"] = spatial
+    with _progress("segment", 1, 100, quiet, progress).active():
+        result = gmmkit.segment_image(image, n_components, **options)
+    gmmkit.write_image(output, result.image)
+    labels = np.asarray(result.labels)
+    if labels_path is not None:
+        suffix = labels_path.suffix.lower()
+        if suffix == ".npy":
+            np.save(labels_path, labels, allow_pickle=False)
+        elif suffix == ".csv":
+            np.savetxt(labels_path, labels, fmt="%d", delimiter=",")
+        else:
+            dtype = np.uint8 if n_components <= 256 else np.uint16
+            gmmkit.write_image(labels_path, labels.astype(dtype))
+    _echo(quiet, f"{image.shape[1]}x{image.shape[0]} image in {n_components} segments "
+                 f"written to {output}")
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@click.option("-n", "--n-samples", type=click.IntRange(min=1), default=1000, show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV file to write (default: stdout).")
+@click.option("--with-labels", is_flag=True, help="Add the component each row was drawn from.")
+@_common()
+def sample(
+    model_path: Path,
+    n_samples: int,
+    output: Path | None,
+    with_labels: bool,
+    quiet: bool,
+    progress: str,
+    seed: int | None,
+) -> None:
+    """Draw rows from a saved MODEL (grouped by component, as scikit-learn does)."""
+    from gmmkit.io import load, read_metadata, write_table
+
+    metadata = read_metadata(model_path)
+    model = load(model_path)
+    if not hasattr(model, "sample"):
+        raise click.UsageError(f"a {type(model).__name__} cannot generate samples")
+    if seed is not None and "random_state" in model.get_params():
+        model.set_params(random_state=seed)
+    X, y = model.sample(n_samples)
+    names = _feature_names(metadata["summary"].get("feature_names"), X.shape[1])
+    cols = [*X.T]
+    if with_labels:
+        cols.append(np.asarray(y, dtype=np.int64))
+        names.append("component")
+    write_table(output, cols, names)
+    if output is not None:
+        _echo(quiet, f"{n_samples} samples written to {output}")
+
+
+@cli.command()
+@click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
+@_common(seed=False)
+def info(model_path: Path, quiet: bool, progress: str) -> None:
+    """Check a saved MODEL file and describe it."""
+    from gmmkit.io import load, read_metadata
+
+    metadata = read_metadata(model_path)
+    model = load(model_path)  # full validation
+    summary = metadata["summary"]
+    _echo(quiet, f"{model_path}: {type(model).__name__} (format {metadata['format']} "
+                 f"v{metadata['format_version']}, written by gmmkit {metadata['gmmkit_version']})")
+    for key in ("n_components", "covariance_type", "n_features", "feature_names"):
+        if summary.get(key) is not None:
+            value = summary[key]
+            _echo(quiet, f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              default=Path("demo-report"), show_default=True, help="Folder for the report.")
+@click.option("--fast", is_flag=True, help="Smaller data and fewer sections' repetitions "
+              "(for tests); the figures are the same kinds.")
+@_common()
+def demo(out_dir: Path, fast: bool, quiet: bool, progress: str, seed: int | None) -> None:
+    """Build the HTML demo report (figures on bundled and generated data)."""
+    from gmmkit.demo import build_report
+
+    start = time.perf_counter()
+    index = build_report(
+        out_dir,
+        fast=fast,
+        seed=0 if seed is None else seed,
+        log=None if quiet else (lambda message: click.echo(message, err=True)),
+    )
+    click.echo(f"demo report written to {index.resolve()} "
+               f"({time.perf_counter() - start:.0f} s)")
+
+
+# ---------------------------------------------------------------------------- entry point
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: Any = None,
+    line: str | None = None,
+) -> None:
+    click.echo(f"gmmkit: warning: {_one_line(str(message))}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Run the command line; exit status 0 on success, 1 on an error, 2 on a usage error."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in args:
+        _State.debug = True
+    quiet = "-q" in args or "--quiet" in args
+    code = 0
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        if quiet:
+            warnings.simplefilter("ignore")
+        try:
+            result = cli.main(args=args, prog_name="gmmkit", standalone_mode=False)
+            code = result if isinstance(result, int) else 0
+        except click.exceptions.NoArgsIsHelpError as exc:
+            click.echo(exc.ctx.get_help() if exc.ctx else str(exc))
+            code = 0
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            click.echo("gmmkit: aborted", err=True)
+            code = 130
+        except click.UsageError as exc:
+            if _State.debug:
+                traceback.print_exc()
+            command = exc.ctx.command_path if exc.ctx else "gmmkit"
+            click.echo(
+                f"{command}: error: {_one_line(exc.format_message())} "
+                f"(see '{command} --help')",
+                err=True,
+            )
+            code = exc.exit_code
+        except click.ClickException as exc:
+            click.echo(f"gmmkit: error: {_one_line(exc.format_message())}", err=True)
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            click.echo("gmmkit: interrupted", err=True)
+            code = 130
+        except Exception as exc:
+            if _State.debug:
+                traceback.print_exc()
+            message = _one_line(str(exc)) or type(exc).__name__
+            if isinstance(exc, (KeyError, AttributeError, IndexError, AssertionError)):
+                message = f"{type(exc).__name__}: {message} (run with --debug for details)"
+            click.echo(f"gmmkit: error: {message}", err=True)
+            code = 1
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

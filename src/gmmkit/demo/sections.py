@@ -1,0 +1,581 @@
+"""The sections of the demo report: each runs gmmkit on bundled or generated data and
+returns text, figures and tables. Fitting and density maths are library calls; what is
+computed here is evaluation against known truth (agreement scores, accuracies, timings).
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gmmkit.demo.html import Figure, Section, Table
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@dataclass
+class Context:
+    """Where figures go and how big the runs are.
+
+    Attributes
+    ----------
+    out_dir : Path
+    fast : bool
+        Smaller data and ranges (the same kinds of figures), for tests.
+    seed : int
+    """
+
+    out_dir: Path
+    fast: bool
+    seed: int
+
+    def rng(self, offset: int) -> np.random.Generator:
+        return np.random.default_rng(self.seed + offset)
+
+    def save(self, fig: Any, name: str, caption: str) -> Figure:
+        """Write a matplotlib figure as ``name.png`` and close it."""
+        import matplotlib.pyplot as plt
+
+        filename = f"{name}.png"
+        fig.savefig(self.out_dir / filename, dpi=100, bbox_inches="tight")
+        plt.close(fig)
+        return Figure(filename, caption)
+
+
+def _plt() -> Any:
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}g}" if np.isfinite(value) else "n/a"
+
+
+def _ari(truth: NDArray[Any], labels: NDArray[Any]) -> float:
+    from sklearn.metrics import adjusted_rand_score
+
+    return float(adjusted_rand_score(truth, labels))
+
+
+# ---------------------------------------------------------------------------- 1-D
+def one_dimensional(ctx: Context) -> Section:
+    import gmmkit
+    from gmmkit import plotting
+
+    truth = [(2000, 0.0, 0.35), (2000, 1.0, 0.2), (3000, 3.0, 0.3)]
+    rng = ctx.rng(1)
+    x = np.concatenate([rng.normal(mean, sd, size=n) for n, mean, sd in truth])
+    # a small tol so that the curve shows EM's whole climb after the k-means start
+    fit = gmmkit.fit_1d(x, 3, tol=1e-6, random_state=ctx.seed)
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    plotting.plot_density_1d(x, fit, ax=axes[0], bins=120)
+    axes[0].set_title("7000 values from three Gaussians: histogram, mixture, components")
+    plotting.plot_convergence(fit, ax=axes[1])
+    figure = ctx.save(fig, "1d_fit", "Left: the data's histogram, the fitted mixture density "
+                      "(black) and each weighted component (dashed). Right: mean log-likelihood "
+                      "at every EM iteration.")
+    total = sum(n for n, _, _ in truth)
+    rows = [
+        [str(k), _fmt(n / total), _fmt(fit.weights[k]), _fmt(mean), _fmt(fit.means[k]),
+         _fmt(sd), _fmt(fit.stds[k])]
+        for k, (n, mean, sd) in enumerate(truth)
+    ]
+    return Section(
+        "one-d",
+        "One variable, three Gaussians",
+        [
+            "2000 draws from N(0, 0.35²), 2000 from N(1, 0.2²) and 3000 from N(3, 0.3²), "
+            "fitted with gmmkit.fit_1d(x, 3, tol=1e-6). The first two overlap heavily; EM "
+            "still recovers weights, means and spreads.",
+        ],
+        [figure],
+        [Table("True and fitted parameters (components sorted by mean)",
+               ["component", "true weight", "fitted weight", "true mean", "fitted mean",
+                "true sd", "fitted sd"], rows)],
+    )
+
+
+# ---------------------------------------------------------------------------- blobs
+def blobs_vs_kmeans(ctx: Context) -> Section:
+    from sklearn.cluster import KMeans
+    from sklearn.datasets import make_blobs
+
+    import gmmkit
+    from gmmkit import plotting
+
+    n = 600 if ctx.fast else 1500
+    X, y = make_blobs(n_samples=n, random_state=170)
+    stretched = X @ np.array([[0.60834549, -0.63667341], [-0.40887718, 0.85253229]])
+    X_var, y_var = make_blobs(n_samples=n, cluster_std=[1.0, 2.5, 0.5], random_state=170)
+    datasets = [("anisotropic blobs", stretched, y), ("unequal spreads", X_var, y_var)]
+
+    plt = _plt()
+    fig, axes = plt.subplots(2, 2, figsize=(12, 10))
+    rows = []
+    for i, (name, data, truth) in enumerate(datasets):
+        kmeans = KMeans(3, n_init=10, random_state=ctx.seed).fit(data)
+        mixture = gmmkit.GaussianMixture(3, n_init=3, random_state=ctx.seed).fit(data)
+        ari_km = _ari(truth, kmeans.labels_)
+        ari_gm = _ari(truth, mixture.predict(data))
+        ax = axes[i, 0]
+        ax.scatter(data[:, 0], data[:, 1], c=kmeans.labels_, cmap="tab10", vmin=0, vmax=9,
+                   s=8, alpha=0.6, linewidths=0)
+        ax.scatter(*kmeans.cluster_centers_.T, marker="x", color="k", s=60)
+        ax.set_title(f"{name}: k-means (ARI {ari_km:.2f})")
+        plotting.plot_clusters(mixture, data, ax=axes[i, 1])
+        axes[i, 1].set_title(f"{name}: gmmkit, full covariances (ARI {ari_gm:.2f})")
+        for ax in axes[i]:
+            ax.set_aspect("equal", adjustable="datalim")
+        rows.append([name, _fmt(ari_km), _fmt(ari_gm)])
+    figure = ctx.save(fig, "blobs", "k-means (left) assumes round clusters of equal size; a "
+                      "Gaussian mixture (right, 1/2/3-sigma ellipses) learns each cluster's "
+                      "shape and spread.")
+    return Section(
+        "blobs",
+        "Elongated and unequal clusters: mixture vs k-means",
+        [
+            "scikit-learn's k-means-assumptions data: three blobs sheared by a linear map, "
+            "and three blobs with standard deviations 1, 2.5 and 0.5. The adjusted Rand index "
+            "(ARI, 1 = perfect) compares each clustering with the true blobs.",
+        ],
+        [figure],
+        [Table("Agreement with the true clusters (adjusted Rand index)",
+               ["data", "k-means", "gmmkit GaussianMixture"], rows)],
+    )
+
+
+# ---------------------------------------------------------------------------- moons / circles
+def moons_and_circles(ctx: Context) -> Section:
+    from sklearn.datasets import make_circles, make_moons
+
+    import gmmkit
+    from gmmkit import plotting
+
+    n = 500 if ctx.fast else 1000
+    moons = make_moons(n, noise=0.06, random_state=ctx.seed)
+    circles = make_circles(n, factor=0.5, noise=0.05, random_state=ctx.seed)
+    held_out = {
+        "moons": make_moons(n, noise=0.06, random_state=ctx.seed + 1)[0],
+        "circles": make_circles(n, factor=0.5, noise=0.05, random_state=ctx.seed + 1)[0],
+    }
+    plt = _plt()
+    fig, axes = plt.subplots(2, 4, figsize=(19, 9.4))
+    rows = []
+    for i, (name, (data, truth)) in enumerate([("moons", moons), ("circles", circles)]):
+        two = gmmkit.GaussianMixture(2, n_init=3, random_state=ctx.seed).fit(data)
+        eight = gmmkit.GaussianMixture(8, n_init=3, random_state=ctx.seed).fit(data)
+        sixteen = gmmkit.GaussianMixture(16, n_init=3, random_state=ctx.seed).fit(data)
+        samples8, _ = eight.sample(n)
+        samples16, _ = sixteen.sample(n)
+        ari = _ari(truth, two.predict(data))
+        plotting.plot_clusters(two, data, ax=axes[i, 0])
+        axes[i, 0].set_title(f"{name}: 2 clusters (ARI {ari:.2f})")
+        plotting.plot_clusters(eight, data, ax=axes[i, 1], sigmas=(1, 2))
+        axes[i, 1].set_title(f"{name}: 8-component density model")
+        for ax, samples, k in ((axes[i, 2], samples8, 8), (axes[i, 3], samples16, 16)):
+            ax.scatter(samples[:, 0], samples[:, 1], s=6, color="tab:orange", alpha=0.7,
+                       linewidths=0)
+            ax.set_title(f"{n} points sampled from {k} components")
+        low, high = data.min(axis=0) - 0.3, data.max(axis=0) + 0.3
+        for ax in axes[i]:
+            ax.set_xlim(low[0], high[0])
+            ax.set_ylim(low[1], high[1])
+            ax.set_aspect("equal", adjustable="box")
+        rows.append([
+            name,
+            _fmt(ari),
+            _fmt(two.score(held_out[name])),
+            _fmt(eight.score(held_out[name])),
+            _fmt(sixteen.score(held_out[name])),
+            _fmt(eight.score(samples8)),
+        ])
+    fig.tight_layout()
+    figure = ctx.save(fig, "moons_circles", "First column: two Gaussian clusters cut the moons "
+                      "and circles in the wrong places. Second: eight components tile each "
+                      "shape. Third and fourth: points generated by the 8- and 16-component "
+                      "models.")
+    return Section(
+        "moons",
+        "Moons and circles: poor clusters, good density model",
+        [
+            "A Gaussian mixture's components are not the non-convex clusters here, so as a "
+            "clustering method it fails. As a density model it is good: it scores unseen "
+            "data from the same shapes much higher than the 2-component model and generates "
+            "convincing new samples. Eight components suffice for the moons; for the two "
+            "rings, eight can leave one broad component straddling both rings (its samples "
+            "fill the gap between them), while sixteen trace both rings.",
+        ],
+        [figure],
+        [Table("Clustering agreement and mean log-likelihood of unseen data (higher is better)",
+               ["data", "ARI, 2 components", "held-out log-lik., 2 comp.",
+                "held-out, 8 comp.", "held-out, 16 comp.", "8-comp. samples' log-lik."],
+               rows)],
+    )
+
+
+# ---------------------------------------------------------------------------- criteria
+def information_criteria(ctx: Context) -> Section:
+    from sklearn.datasets import load_iris
+
+    import gmmkit
+    from gmmkit import plotting
+
+    iris = load_iris()
+    ks = range(1, 6) if ctx.fast else range(1, 9)
+    result = gmmkit.select(iris.data, ks, COVARIANCE_TYPES, "bic", n_init=2,
+                           random_state=ctx.seed)
+    # the same fits (same seed) ranked by AIC, so that panel's star marks AIC's choice
+    by_aic = gmmkit.select(iris.data, ks, COVARIANCE_TYPES, "aic", n_init=2,
+                           random_state=ctx.seed)
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    plotting.plot_criteria(result, criteria=("bic",), ax=axes[0])
+    axes[0].set_title("BIC against K (iris, 150 flowers x 4 measurements)")
+    plotting.plot_criteria(by_aic, criteria=("aic",), ax=axes[1])
+    axes[1].set_title("AIC against K")
+    figure = ctx.save(fig, "criteria", "Information criteria for K = 1.."
+                      f"{max(ks)} and the four covariance types; hollow markers are "
+                      "degenerate fits, the star is the selected model.")
+    rows = []
+    for name in ("bic", "aic", "icl"):
+        sound = [r for r in result.rows if not r["degenerate"] and np.isfinite(r[name])]
+        best = min(sound, key=lambda r: r[name])
+        model = result.models[(best["n_components"], best["covariance_type"])]
+        rows.append([name.upper(), str(best["n_components"]), best["covariance_type"],
+                     _fmt(best[name], 6), _fmt(_ari(iris.target, model.predict(iris.data)))])
+    return Section(
+        "criteria",
+        "Choosing K: AIC and BIC",
+        [
+            "gmmkit.select fits every K and covariance type and tabulates log-likelihood, "
+            "parameter count, BIC, AIC and ICL. BIC penalises parameters more and prefers "
+            "fewer components; the ARI column compares each choice with the three species.",
+        ],
+        [figure],
+        [Table("Best candidate by each criterion", ["criterion", "K", "covariance",
+                                                    "value", "ARI with species"], rows)],
+    )
+
+
+# ---------------------------------------------------------------------------- anomalies
+def anomaly_detection(ctx: Context) -> Section:
+    from sklearn.datasets import make_blobs
+
+    import gmmkit
+
+    rng = ctx.rng(5)
+    n_inliers = 990 if ctx.fast else 1980
+    n_outliers = n_inliers // 99
+    centres = np.array([[-2.5, 0.0], [2.5, 1.5]])
+    inliers, _ = make_blobs(n_inliers, centers=centres, cluster_std=[0.8, 1.1],
+                            random_state=ctx.seed)
+    outliers: list[NDArray[np.float64]] = []
+    while len(outliers) < n_outliers:  # far from both centres: unmistakable outliers
+        point = rng.uniform(-9, 9, size=2)
+        if np.min(np.linalg.norm(centres - point, axis=1)) > 6:
+            outliers.append(point)
+    X = np.vstack([inliers, np.array(outliers)])
+    planted = np.r_[np.zeros(n_inliers, bool), np.ones(n_outliers, bool)]
+    detector = gmmkit.AnomalyDetector(2, contamination=n_outliers / len(X),
+                                      random_state=ctx.seed).fit(X)
+    flagged = detector.predict(X) == -1
+    precision = float((flagged & planted).sum() / max(flagged.sum(), 1))
+    recall = float((flagged & planted).sum() / planted.sum())
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 7))
+    grid_x, grid_y = np.meshgrid(np.linspace(-10, 10, 300), np.linspace(-10, 10, 300))
+    decision = detector.decision_function(np.c_[grid_x.ravel(), grid_y.ravel()])
+    ax.contourf(grid_x, grid_y, detector.score_samples(np.c_[grid_x.ravel(), grid_y.ravel()])
+                .reshape(grid_x.shape), levels=20, cmap="Blues", alpha=0.5)
+    ax.contour(grid_x, grid_y, decision.reshape(grid_x.shape), levels=[0.0], colors="crimson",
+               linewidths=1.5)
+    ax.scatter(*X[~flagged].T, s=6, color="0.3", alpha=0.6, linewidths=0, label="inlier")
+    ax.scatter(*X[flagged].T, s=40, color="crimson", marker="x", label="flagged")
+    ax.scatter(*X[planted].T, s=120, facecolors="none", edgecolors="k", label="planted outlier")
+    ax.set_aspect("equal")
+    ax.legend(loc="upper right")
+    ax.set_title("AnomalyDetector: log-density (shade) and threshold (red line)")
+    figure = ctx.save(fig, "anomalies", "Rows whose log-density under a two-component "
+                      "mixture falls below the threshold set by contamination are flagged.")
+    return Section(
+        "anomalies",
+        "Anomaly detection",
+        [
+            f"{n_inliers} points from two Gaussian clusters plus {n_outliers} planted outliers "
+            "far from both; gmmkit.AnomalyDetector(2, contamination=1%) flags the 1% of rows "
+            "with the lowest density.",
+        ],
+        [figure],
+        [Table("Flags against the planted truth", ["rows", "planted", "flagged", "precision",
+                                                   "recall"],
+               [[str(len(X)), str(int(planted.sum())), str(int(flagged.sum())),
+                 _fmt(precision), _fmt(recall)]])],
+    )
+
+
+# ---------------------------------------------------------------------------- segmentation
+def segmentation(ctx: Context) -> Section:
+    from sklearn.datasets import load_sample_image
+
+    import gmmkit
+    from gmmkit import plotting
+
+    photo = load_sample_image("china.jpg")
+    if ctx.fast:
+        photo = np.ascontiguousarray(photo[::4, ::4])
+    ks = (2, 3, 7, 20)
+    results = {}
+    rows = []
+    for k in ks:
+        start = time.perf_counter()
+        results[k] = gmmkit.segment_image(photo, k, random_state=ctx.seed)
+        seconds = time.perf_counter() - start
+        model = results[k].model
+        rows.append([str(k), f"{seconds:.2f}", str(model.n_iter_),
+                     "yes" if model.converged_ else "no"])
+    plt = _plt()
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7.6))
+    axes[0, 0].imshow(photo)
+    axes[0, 0].set_title(f"original ({photo.shape[1]} x {photo.shape[0]})")
+    for ax, k in zip([axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]], ks):
+        ax.imshow(results[k].image)
+        ax.set_title(f"k = {k}")
+    axes[1, 2].imshow(results[7].labels, cmap="tab10", interpolation="nearest")
+    axes[1, 2].set_title("label map, k = 7")
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    fig.tight_layout()
+    grid = ctx.save(fig, "segmentation", "Every pixel recoloured with its component's mean "
+                    "colour, for 2, 3, 7 and 20 components.")
+    detail = ctx.save(plotting.plot_segmentation(photo, results[3]), "segmentation_k3",
+                      "gmmkit.plotting.plot_segmentation for k = 3: original, segmentation "
+                      "and label map.")
+    return Section(
+        "segmentation",
+        "Image segmentation",
+        [
+            "scikit-learn's bundled photo china.jpg, segmented by colour with "
+            "gmmkit.segment_image(photo, k): a mixture over the RGB values of all "
+            f"{photo.shape[0] * photo.shape[1]:,} pixels.",
+        ],
+        [grid, detail],
+        [Table("Fits", ["k", "seconds", "EM iterations", "converged"], rows)],
+    )
+
+
+# ---------------------------------------------------------------------------- digits
+def generated_digits(ctx: Context) -> Section:
+    from sklearn.datasets import load_digits
+
+    import gmmkit
+    from gmmkit import plotting
+
+    digits = load_digits()
+    candidates = range(4, 7, 2) if ctx.fast else range(2, 21, 2)
+    generator = gmmkit.PCAGaussianMixtureGenerator(
+        n_components=candidates, variance=0.99, criterion="bic", random_state=ctx.seed
+    ).fit(digits.data)
+    samples, _ = generator.sample(100, random_state=ctx.seed)
+    real = ctx.save(plotting.plot_image_grid(digits.data[:100], image_shape=(8, 8)),
+                    "digits_real", "100 of the 1797 bundled 8x8 handwritten digits.")
+    generated = ctx.save(plotting.plot_image_grid(samples, image_shape=(8, 8)),
+                         "digits_generated", "100 new digits sampled from the mixture and "
+                         "mapped back from PCA space.")
+    train = float(np.mean(generator.score_samples(digits.data)))
+    new = float(np.mean(generator.score_samples(samples)))
+    return Section(
+        "digits",
+        "Generating handwritten digits",
+        [
+            "The tutorials' recipe: project the 64-pixel digits on the principal axes "
+            "keeping 99% of the variance, choose K by BIC, fit, sample in PCA space and map "
+            "back (gmmkit.PCAGaussianMixtureGenerator).",
+        ],
+        [real, generated],
+        [Table("Model", ["PCA axes", "K candidates", "K chosen (BIC)",
+                         "mean log-density, training digits", "mean log-density, generated"],
+               [[str(generator.n_pca_components_),
+                 f"{min(candidates)}..{max(candidates)}", str(generator.mixture_.n_components),
+                 _fmt(train, 5), _fmt(new, 5)]])],
+    )
+
+
+# ---------------------------------------------------------------------------- semi-supervised
+def semi_supervised(ctx: Context) -> Section:
+    from scipy.optimize import linear_sum_assignment
+    from scipy.stats import multivariate_normal
+
+    import gmmkit
+
+    means = np.array([[5, 5], [7, 7.5], [8, 6], [7, 5.2], [3, 3]], dtype=float)
+    covs = np.array([
+        [[2, 0.5], [0.5, 2]], [[0.2, 0.1], [0.1, 0.2]], [[0.2, -0.075], [-0.075, 0.2]],
+        [[0.2, -0.05], [-0.05, 0.2]], [[0.2, -0.05], [-0.05, 0.2]],
+    ])
+    sizes = [400, 300, 180, 150, 70]
+    rng = ctx.rng(8)
+    X = np.vstack([rng.multivariate_normal(m, c, size=n) for m, c, n in zip(means, covs, sizes)])
+    y = np.repeat(np.arange(5), sizes)
+    partial = np.full(len(y), -1)
+    for k in range(5):
+        chosen = rng.choice(np.flatnonzero(y == k), size=10, replace=False)
+        partial[chosen] = k
+
+    # the Bayes classifier that knows the true parameters: the accuracy ceiling
+    weights = np.array(sizes) / sum(sizes)
+    log_joint = np.column_stack([
+        np.log(w) + multivariate_normal(m, c).logpdf(X) for w, m, c in zip(weights, means, covs)
+    ])
+    bayes = float(np.mean(log_joint.argmax(axis=1) == y))
+
+    unsupervised = gmmkit.GaussianMixture(5, n_init=3, random_state=ctx.seed).fit(X)
+    raw = unsupervised.predict(X)
+    confusion = np.zeros((5, 5))
+    np.add.at(confusion, (raw, y), 1)
+    rows_, cols_ = linear_sum_assignment(-confusion)  # the most favourable naming
+    mapping = dict(zip(rows_, cols_))
+    matched = np.array([mapping[label] for label in raw])
+    semi = gmmkit.SemiSupervisedGaussianMixture(5, random_state=ctx.seed).fit(X, partial)
+    predicted = semi.predict(X)
+    acc_unsup = float(np.mean(matched == y))
+    acc_semi = float(np.mean(predicted == y))
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
+    labelled = partial >= 0
+    for ax, labels, title in [
+        (axes[0], y, "truth (10 labelled points per class ringed)"),
+        (axes[1], matched, f"unsupervised, best matching (accuracy {acc_unsup:.2f})"),
+        (axes[2], predicted, f"semi-supervised (accuracy {acc_semi:.2f})"),
+    ]:
+        ax.scatter(X[:, 0], X[:, 1], c=labels, cmap="tab10", vmin=0, vmax=9, s=8, alpha=0.7,
+                   linewidths=0)
+        ax.scatter(*X[labelled].T, s=50, facecolors="none", edgecolors="k", linewidths=1)
+        ax.set_title(title)
+        ax.set_aspect("equal")
+    figure = ctx.save(fig, "semi_supervised", "Five overlapping Gaussian classes. Without "
+                      "labels EM explains the data with differently placed components; fifty "
+                      "labels pin each component to its class.")
+    return Section(
+        "semi-supervised",
+        "Semi-supervised EM",
+        [
+            "Five 2-D Gaussian classes of 400, 300, 180, 150 and 70 points, ten labelled "
+            "points per class and the rest unlabelled (label -1). "
+            "SemiSupervisedGaussianMixture keeps labelled rows in their class during EM; the "
+            "unsupervised mixture gets the most favourable renaming of its components.",
+        ],
+        [figure],
+        [Table("Accuracy on all 1100 points", ["classifier", "accuracy"], [
+            ["Bayes classifier with the true parameters (ceiling)", _fmt(bayes)],
+            ["gmmkit SemiSupervisedGaussianMixture, 50 labels", _fmt(acc_semi)],
+            ["gmmkit GaussianMixture, no labels, best renaming", _fmt(acc_unsup)],
+        ])],
+    )
+
+
+# ---------------------------------------------------------------------------- timing
+def _timing_cases(ctx: Context) -> list[tuple[str, NDArray[np.float64], int, str]]:
+    from sklearn.datasets import load_sample_image, make_blobs
+
+    scale = 10 if ctx.fast else 1
+    blobs2, _ = make_blobs(200_000 // scale, n_features=2, centers=3, random_state=ctx.seed)
+    blobs10, _ = make_blobs(50_000 // scale, n_features=10, centers=10,
+                            cluster_std=2.0, random_state=ctx.seed)
+    blobs20, _ = make_blobs(100_000 // scale, n_features=20, centers=8, random_state=ctx.seed)
+    # every other row and column of the photo: 214 x 320 pixels
+    photo = load_sample_image("china.jpg")[::2, ::2].reshape(-1, 3).astype(np.float64) / 255.0
+    if ctx.fast:
+        photo = photo[::scale]
+    return [
+        ("2-D blobs", blobs2, 3, "full"),
+        ("10-D blobs", blobs10, 10, "full"),
+        ("china.jpg pixels (half size)", photo, 20, "full"),
+        ("20-D blobs", blobs20, 8, "diag"),
+    ]
+
+
+def _start(X: NDArray[np.float64], k: int, covariance_type: str, seed: int) -> dict[str, Any]:
+    """One shared starting point: k-means++ centres, equal weights, the data's spread."""
+    from sklearn.cluster import kmeans_plusplus
+
+    centres, _ = kmeans_plusplus(X, k, random_state=seed)
+    variance = X.var(axis=0)
+    if covariance_type == "full":
+        precisions = np.repeat(np.diag(1.0 / variance)[None], k, axis=0)
+    elif covariance_type == "diag":
+        precisions = np.repeat((1.0 / variance)[None], k, axis=0)
+    else:
+        raise ValueError(covariance_type)
+    # init_params only matters for what the *_init arrays leave open (nothing here);
+    # "random_from_data" keeps scikit-learn from running a k-means it would then discard.
+    return {"weights_init": np.full(k, 1.0 / k), "means_init": centres,
+            "precisions_init": precisions, "init_params": "random_from_data"}
+
+
+def timing(ctx: Context) -> Section:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture as SkGaussianMixture
+
+    import gmmkit
+
+    n_iter = 3 if ctx.fast else 5
+    rows = []
+    for name, X, k, covariance_type in _timing_cases(ctx):
+        start = _start(X, k, covariance_type, ctx.seed)
+        options: dict[str, Any] = {"covariance_type": covariance_type, "max_iter": n_iter,
+                                   "tol": 0.0, "random_state": ctx.seed, **start}
+        seconds = {}
+        scores = {}
+        for label, cls in (("gmmkit", gmmkit.GaussianMixture), ("sklearn", SkGaussianMixture)):
+            model = cls(k, **options)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ConvergenceWarning)  # tol=0: fixed iterations
+                begin = time.perf_counter()
+                model.fit(X)
+                seconds[label] = time.perf_counter() - begin
+            scores[label] = float(model.score(X))
+        rows.append([
+            name, f"{X.shape[0]:,} x {X.shape[1]}", f"{k} {covariance_type}",
+            f"{seconds['gmmkit']:.2f}", f"{seconds['sklearn']:.2f}",
+            f"{seconds['sklearn'] / seconds['gmmkit']:.1f}x",
+            _fmt(scores["gmmkit"], 8), f"{abs(scores['gmmkit'] - scores['sklearn']):.1e}",
+        ])
+    return Section(
+        "timing",
+        "Speed: gmmkit against scikit-learn",
+        [
+            f"Both libraries run exactly {n_iter} EM iterations (tol = 0) from the same "
+            "starting weights, means and precisions, so they follow the same path: the last "
+            "column shows the final mean log-likelihoods agree. Times are wall-clock seconds "
+            "of one fit on this machine, which other jobs may share; treat them as rough.",
+        ],
+        [],
+        [Table("Fit time, same data and same start", [
+            "data", "rows x columns", "K, covariance", "gmmkit s", "scikit-learn s",
+            "speed-up", "gmmkit mean log-lik.", "|difference|"], rows)],
+    )
+
+
+SECTIONS: list[Callable[[Context], Section]] = [
+    one_dimensional,
+    blobs_vs_kmeans,
+    moons_and_circles,
+    information_criteria,
+    anomaly_detection,
+    segmentation,
+    generated_digits,
+    semi_supervised,
+    timing,
+]

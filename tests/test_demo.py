@@ -1,0 +1,120 @@
+"""The demo report: ``gmmkit demo`` end to end (fast mode), its page, figures and numbers."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytest.importorskip("matplotlib")
+PIL = pytest.importorskip("PIL.Image")
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SECTION_KEYS = ["one-d", "blobs", "moons", "criteria", "anomalies", "segmentation", "digits",
+                "semi-supervised", "timing"]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("demo") / "report"
+    script = Path(sys.executable).parent / "gmmkit"
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "gmmkit.cli"]
+    result = subprocess.run([*command, "demo", "--out", str(out), "--fast", "--quiet"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return {
+        "out": out,
+        "stdout": result.stdout,
+        "html": (out / "index.html").read_text(encoding="utf-8"),
+        "json": json.loads((out / "report.json").read_text(encoding="utf-8")),
+    }
+
+
+def _table(report: dict[str, Any], key: str, index: int = 0) -> dict[str, Any]:
+    section = next(s for s in report["json"]["sections"] if s["key"] == key)
+    return section["tables"][index]
+
+
+def _column(table: dict[str, Any], name: str) -> list[str]:
+    position = list(table["header"]).index(name)
+    return [row[position] for row in table["rows"]]
+
+
+def test_prints_where_the_report_is(report: dict[str, Any]) -> None:
+    assert f"demo report written to {(report['out'] / 'index.html').resolve()}" in report["stdout"]
+
+
+def test_every_section_ran(report: dict[str, Any]) -> None:
+    sections = report["json"]["sections"]
+    assert [s["key"] for s in sections] == SECTION_KEYS
+    assert all(s["error"] is None for s in sections)
+    assert "This section failed" not in report["html"]
+    for key in SECTION_KEYS:
+        assert f'id="{key}"' in report["html"]
+
+
+def test_every_figure_is_a_real_png(report: dict[str, Any]) -> None:
+    sources = re.findall(r'<img src="([^"]+)"', report["html"])
+    assert len(sources) >= 10
+    for source in sources:
+        path = report["out"] / source
+        assert path.exists(), source
+        content = path.read_bytes()
+        assert content.startswith(PNG_SIGNATURE), source
+        assert len(content) > 5000, source
+        with PIL.open(path) as image:
+            pixels = np.asarray(image.convert("L"))
+        assert min(pixels.shape) > 100, source
+        assert pixels.std() > 5, source  # not a blank canvas
+    # the page is self-contained: no remote resources
+    assert "http://" not in report["html"] and "https://" not in report["html"]
+
+
+def test_one_d_fit_recovers_the_truth(report: dict[str, Any]) -> None:
+    table = _table(report, "one-d")
+    for true, fitted in [("true mean", "fitted mean"), ("true sd", "fitted sd"),
+                         ("true weight", "fitted weight")]:
+        np.testing.assert_allclose(np.array(_column(table, fitted), float),
+                                   np.array(_column(table, true), float), atol=0.03)
+
+
+def test_mixture_beats_kmeans_on_blobs(report: dict[str, Any]) -> None:
+    table = _table(report, "blobs")
+    for kmeans, mixture in zip(_column(table, "k-means"),
+                               _column(table, "gmmkit GaussianMixture")):
+        assert float(mixture) > 0.9
+        assert float(mixture) > float(kmeans)
+
+
+def test_density_models_beat_two_clusters(report: dict[str, Any]) -> None:
+    table = _table(report, "moons")
+    two = np.array(_column(table, "held-out log-lik., 2 comp."), float)
+    eight = np.array(_column(table, "held-out, 8 comp."), float)
+    assert np.all(eight > two + 0.4)
+
+
+def test_anomalies_found(report: dict[str, Any]) -> None:
+    table = _table(report, "anomalies")
+    assert float(_column(table, "precision")[0]) >= 0.9
+    assert float(_column(table, "recall")[0]) >= 0.9
+
+
+def test_semi_supervised_near_bayes(report: dict[str, Any]) -> None:
+    accuracy = [float(row[1]) for row in _table(report, "semi-supervised")["rows"]]
+    bayes, semi, unsupervised = accuracy
+    assert semi >= bayes - 0.03
+    assert semi > unsupervised
+
+
+def test_timing_runs_agree_with_scikit_learn(report: dict[str, Any]) -> None:
+    table = _table(report, "timing")
+    assert len(table["rows"]) == 4
+    for difference, value in zip(_column(table, "|difference|"),
+                                 _column(table, "gmmkit mean log-lik.")):
+        assert float(difference) <= 1e-8 * max(1.0, abs(float(value)))
