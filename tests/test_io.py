@@ -434,3 +434,45 @@ def test_select_result_best_round_trip(tmp_path: Path, data: np.ndarray) -> None
     path = tmp_path / "best.gmm"
     result.best.save(path)
     assert np.array_equal(gmmkit.load(path).predict(data), result.best.predict(data))
+
+
+def test_semi_supervised_round_trip(tmp_path: Path, data: np.ndarray) -> None:
+    partial = np.full(len(data), -1)
+    partial[[0, 1, 300, 301, 600, 601]] = [0, 0, 1, 1, 2, 2]
+    model = gmmkit.SemiSupervisedGaussianMixture(3, random_state=0).fit(data, partial)
+    path = tmp_path / "semi.gmm"
+    model.save(path)
+    loaded = gmmkit.load(path)
+    assert type(loaded) is gmmkit.SemiSupervisedGaussianMixture
+    assert loaded.get_params() == model.get_params()
+    assert np.array_equal(loaded.transduction_, model.transduction_)
+    assert np.array_equal(loaded.predict_proba(data), model.predict_proba(data))
+
+
+def test_generator_round_trip(tmp_path: Path) -> None:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits().data[:600]
+    generator = gmmkit.PCAGaussianMixtureGenerator(
+        n_components=(2, 3), variance=0.9, random_state=0
+    ).fit(digits)
+    path = tmp_path / "generator.gmm"
+    generator.save(path)
+    loaded = gmmkit.load(path)
+    assert type(loaded) is gmmkit.PCAGaussianMixtureGenerator
+    assert np.array_equal(loaded.score_samples(digits), generator.score_samples(digits))
+    assert np.array_equal(loaded.sample(20)[0], generator.sample(20)[0])
+    assert read_metadata(path)["summary"]["n_features"] == 64
+    assert len(loaded.selection_.rows) == 2
+
+    def shrink(meta: dict, arrays: dict) -> None:
+        arrays["estimator.attributes.components_"] = arrays[
+            "estimator.attributes.components_"
+        ][:-1].copy()
+
+    _expect(tmp_path, path, shrink, "components_")
+
+    def infinite(meta: dict, arrays: dict) -> None:
+        arrays["estimator.attributes.data_max_"] = np.full(64, np.inf)
+
+    _expect(tmp_path, path, infinite, "data_max_")

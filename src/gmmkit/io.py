@@ -577,6 +577,27 @@ def validated_mixture_params(
     )
 
 
+def _check_generator(generator: Any) -> None:
+    """Shapes of a PCAGaussianMixtureGenerator's projection agree with its mixture."""
+    mean = _array(generator, "mean_")
+    n_pca = generator.mixture_.means_.shape[1]
+    d = mean.shape[0] if mean.ndim == 1 else -1
+    expected = {
+        "components_": (n_pca, d),
+        "mean_": (d,),
+        "scale_": (n_pca,),
+        "explained_variance_": (n_pca,),
+        "data_min_": (d,),
+        "data_max_": (d,),
+    }
+    for name, shape in expected.items():
+        actual = _array(generator, name).shape
+        if actual != shape:
+            raise ModelFileError(f"{name} should have shape {shape}, got {actual}")
+    if generator.n_pca_components_ != n_pca or generator.n_features_in_ != d:
+        raise ModelFileError("n_pca_components_ / n_features_in_ do not match the arrays")
+
+
 def _after_load(estimator: Any) -> None:
     """Validate a rebuilt estimator and restore state derived from its attributes."""
     from gmmkit.mixture import GaussianMixture
@@ -601,6 +622,12 @@ def _after_load(estimator: Any) -> None:
         if names is not None and len(names) != d:
             raise ModelFileError(f"feature_names_in_ has {len(names)} names for {d} features")
         estimator._set_params_from(params)
+    for name, value in _fitted_attributes(estimator).items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            if not np.all(np.isfinite(value)):
+                raise ModelFileError(f"'{name}' in the model file contains NaN or infinity")
+    if type(estimator).__name__ == "PCAGaussianMixtureGenerator":
+        _check_generator(estimator)
     for name in _FINITE_SCALARS.get(type(estimator).__name__, ()):
         value = getattr(estimator, name, None)
         if not isinstance(value, (int, float)) or not math.isfinite(value):

@@ -17,10 +17,11 @@ from gmmkit.apps._common import (
     check_not_too_many_components,
 )
 from gmmkit.apps.selection import select
+from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture, sample_mixture
 
 
-class PCAGaussianMixtureGenerator(DensityMixin, TransformerMixin, BaseEstimator):
+class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, BaseEstimator):
     """Fit a Gaussian mixture to the principal components of the data; sample new rows.
 
     The data are centred and projected on the fewest principal axes explaining at least
