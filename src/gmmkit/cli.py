@@ -345,7 +345,7 @@ def predict(
 
     Writes one CSV row per data row: the most probable component, the probability of each
     component and the log-density (for an anomaly detector: log-density, decision value and
-    an outlier flag).
+    an outlier flag; for a PCA generator: the log-density).
     """
     from gmmkit.io import load, read_metadata, write_table
 
@@ -359,10 +359,12 @@ def predict(
         labels = model.predict(X)
         cols = [labels, *proba.T, log_density]
         names = ["label", *(f"p{k}" for k in range(proba.shape[1])), "log_density"]
-    else:
+    elif hasattr(model, "decision_function"):
         outlier = (model.predict(X) == -1).astype(np.int64)
         cols = [log_density, model.decision_function(X), outlier]
         names = ["log_density", "decision", "outlier"]
+    else:  # a density model without components to report (PCA generator)
+        cols, names = [log_density], ["log_density"]
     write_table(output, cols, names)
     if output is not None:
         _echo(quiet, f"{len(X)} rows written to {output}")

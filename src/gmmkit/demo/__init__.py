@@ -81,8 +81,10 @@ def build_report(
     DemoError
         After writing the page, if any section failed.
     """
-    import matplotlib
+    from gmmkit.apps._common import import_optional
 
+    import_optional("PIL.Image", "image")  # scikit-learn's sample photos need Pillow
+    matplotlib = import_optional("matplotlib", "plot")
     matplotlib.use("Agg", force=True)
 
     from gmmkit import __version__
