@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats as scipy_stats
+from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 
 from gmmkit import GaussianMixture, MixtureParams, SuffStats
@@ -199,7 +200,7 @@ def _assert_stats_close(a: SuffStats, b: SuffStats, rtol: float = 1e-10) -> None
         np.testing.assert_allclose(value, expected, rtol=rtol, atol=rtol * scale + 1e-300,
                                    err_msg=name)
     assert a.n_samples == b.n_samples
-    np.testing.assert_allclose(a.worst_log_density, b.worst_log_density, rtol=1e-9)
+    np.testing.assert_allclose(a.worst_log_density, b.worst_log_density, rtol=max(rtol, 1e-9))
 
 
 @FAST
@@ -243,7 +244,8 @@ def test_chunk_statistics_add_up_to_the_whole(
     # any grouping (a tree reduction) gives the same
     if len(parts) >= 3:
         _assert_stats_close(parts[0] + (parts[1] + SuffStats.total(parts[2:])), whole, rtol)
-    if weight is None or np.any(weight > 0):
+    if dtype == np.float64 and (weight is None or np.any(weight > 0)):
+        # (in float32 a near-tie for the worst row may break either way)
         np.testing.assert_array_equal(summed.worst_point, whole.worst_point)
 
 
@@ -351,6 +353,24 @@ def test_integer_sample_weight_equals_repeated_rows(
     np.testing.assert_allclose(
         weighted.score(X, sample_weight=weight), expanded.score(repeated), rtol=rtol
     )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="kmeans init seeds on a uniform sample of FIRST_STAGE=20000 *rows* (and the "
+    "engine samples 100000 rows): 12000 weighted rows are seeded on in full while their "
+    "24000 repeats are subsampled, so the two fits start (and here end) differently. Exact "
+    "equivalence needs weight-proportional sampling (e.g. systematic PPS on cumulative "
+    "weight) in Engine.sample and kmeans.",
+)
+def test_integer_sample_weight_equals_repeated_rows_beyond_the_seeding_sample() -> None:
+    X, _ = make_blobs(12_000, n_features=3, centers=8, cluster_std=2.0, random_state=0)
+    weight = np.random.default_rng(0).integers(0, 5, len(X))
+    repeated = np.repeat(X, weight, axis=0)
+    assert len(X) < 20_000 < len(repeated)
+    weighted = GaussianMixture(8, random_state=0).fit(X, sample_weight=weight)
+    expanded = GaussianMixture(8, random_state=0).fit(repeated)
+    np.testing.assert_allclose(weighted.means_, expanded.means_, rtol=1e-8, atol=1e-8)
 
 
 def test_fractional_weights_scale_invariant() -> None:
