@@ -334,6 +334,7 @@ BAD_EDITS = {
     "unknown param": (_set_field("estimator", "params", "evil", 1), "invalid parameters"),
     "k mismatch": (_set_field("estimator", "params", "n_components", 4), "components"),
     "private attr": (_set_field("estimator", "attributes", "_params", 1), "attribute name"),
+    "property attr": (_set_field("estimator", "attributes", "params_", 1), "attribute name"),
     "unknown tag": (_set_field("estimator", "attributes", "converged_", {"__x__": 1}), "tag"),
     "weights sum": (_set_array("weights_", lambda w: w * 1.1), "sum to one"),
     "negative weight": (
@@ -476,3 +477,24 @@ def test_generator_round_trip(tmp_path: Path) -> None:
         arrays["estimator.attributes.data_max_"] = np.full(64, np.inf)
 
     _expect(tmp_path, path, infinite, "data_max_")
+
+
+def test_compressed_and_deeply_nested_files(tmp_path: Path, model_file: Path) -> None:
+    with np.load(model_file, allow_pickle=False) as archive:
+        members = {key: archive[key] for key in archive.files}
+    compressed = tmp_path / "compressed.gmm"
+    with open(compressed, "wb") as handle:
+        np.savez_compressed(handle, **members)
+    with pytest.raises(ModelFileError, match="compressed"):
+        gmmkit.load(compressed)
+
+    text = members["__gmmkit__"].tobytes().decode()
+    deep = "[" * 200_000 + "]" * 200_000
+    members["__gmmkit__"] = np.frombuffer(
+        text.replace('"converged_": true', f'"converged_": {deep}').encode(), dtype=np.uint8
+    )
+    nested = tmp_path / "nested.gmm"
+    with open(nested, "wb") as handle:
+        np.savez(handle, **members)
+    with pytest.raises(ModelFileError):
+        gmmkit.load(nested)

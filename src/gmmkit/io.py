@@ -351,6 +351,13 @@ def _read_members(path: PathLike) -> tuple[dict[str, Any], dict[str, NDArray[Any
         raise ModelFileError(f"{file} is not a gmmkit model file (not a ZIP/.npz archive)")
 
     try:
+        with zipfile.ZipFile(file) as archive_index:
+            # gmmkit writes stored (uncompressed) members only, so nothing read can be
+            # larger than the file itself (no decompression bombs).
+            if any(info.compress_type != zipfile.ZIP_STORED for info in archive_index.infolist()):
+                raise ModelFileError(
+                    f"{file} has compressed members; it was not written by gmmkit"
+                )
         with np.load(file, allow_pickle=False) as archive:
             names = set(archive.files)
             if _META_MEMBER not in names:
@@ -380,7 +387,7 @@ def _read_members(path: PathLike) -> tuple[dict[str, Any], dict[str, NDArray[Any
         raise ModelFileError(f"{file}: metadata member has the wrong type")
     try:
         metadata = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ModelFileError(f"{file}: metadata is not valid JSON ({exc})") from exc
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{file} is not a gmmkit model file (format is not {FORMAT_NAME})")
@@ -496,6 +503,8 @@ def _build(description: dict[str, Any], arrays: dict[str, NDArray[Any]], used: s
         ) from exc
     for key, value in attributes.items():
         if not (isinstance(key, str) and key.endswith("_") and not key.startswith("_")):
+            raise ModelFileError(f"model file has an invalid attribute name {key!r}")
+        if hasattr(type(estimator), key):  # a method or property of the class
             raise ModelFileError(f"model file has an invalid attribute name {key!r}")
         setattr(estimator, key, _decode(value, arrays, used))
     _after_load(estimator)
@@ -671,6 +680,8 @@ def load(path: PathLike) -> Any:
         estimator = _build(metadata["estimator"], arrays, used)
     except ModelFileError as exc:
         raise ModelFileError(f"{path}: {exc}") from exc
+    except RecursionError as exc:
+        raise ModelFileError(f"{path}: metadata is nested too deeply") from exc
     unused = sorted(set(arrays) - used)
     if unused:
         raise ModelFileError(f"{path}: unreferenced arrays {unused}")
