@@ -369,3 +369,14 @@ def test_progress_line_per_pass(files: dict[str, Path], capsys: pytest.CaptureFi
     # counting scan, 2 sampling passes, Lloyd passes, init statistics, 2 EM iterations
     assert len(passes) >= 6
     assert "5003 rows" in passes[0] and "csv" in passes[0]
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_predict_on_csv_reads_it_once(
+    files: dict[str, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    gm = GaussianMixture(3, max_iter=2, random_state=0).fit(np.load(files["npy"]))
+    gm.set_params(verbose=1)
+    labels = gm.predict(gmmkit.read_csv(files["csv"]))
+    passes = [l for l in capsys.readouterr().out.splitlines() if l.startswith("[gmmkit] pass")]
+    assert len(passes) == 1 and len(labels) == 5003

@@ -116,6 +116,7 @@ def as_engine(
         return None
     progress: Callable[[str], None] | None = _print_line if verbose else None
     engine: Engine
+    n_rows: int | None
     if is_dask_collection(X):
         dask_engine = DaskEngine(X, sample_weight, labels, progress=progress)
         rows = chunk_rows or default_chunk_rows(
@@ -144,18 +145,20 @@ def as_engine(
         streaming = StreamingEngine(
             source, weight, labels, chunk_rows=rows, n_jobs=n_jobs, progress=progress
         )
-        n_rows = streaming.n_samples  # one counting pass when the source cannot tell
+        engine = streaming
+        n_rows = source.n_rows
+        if n_rows is None and (min_samples > 1 or n_components is not None or weight is not None):
+            n_rows = streaming.n_samples  # a counting (and checking) pass
         if weight is not None and len(weight) != n_rows:
             raise ValueError(f"sample_weight.shape == ({len(weight)},), expected ({n_rows},)!")
-        if nonzero < 0:
+        if nonzero < 0 and n_rows is not None:
             nonzero = n_rows
-        engine = streaming
     if engine.n_features < 1:
         raise ValueError(
             f"Found array with 0 feature(s) (shape=({n_rows}, 0)) while a minimum of 1 "
             "is required."
         )
-    if n_rows < min_samples:
+    if n_rows is not None and n_rows < min_samples:
         raise ValueError(
             f"Found array with {n_rows} sample(s) (shape=({n_rows}, {engine.n_features})) "
             f"while a minimum of {min_samples} is required."
