@@ -168,6 +168,9 @@ def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], quiet: bo
         click.echo(_format_row(row, widths))
 
 
+_MAX_MEAN_COLUMNS = 8
+
+
 def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) -> list[str]:
     """Lines describing a fitted GaussianMixture on its training data."""
     n, d = X.shape
@@ -181,16 +184,19 @@ def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) ->
         f"BIC {model.bic(X):.6g}   AIC {model.aic(X):.6g}",
         "",
     ]
-    columns = _feature_names(names, d)
+    shown = min(d, _MAX_MEAN_COLUMNS)
+    columns = _feature_names(names, d)[:shown]
     header = ["component", "weight", *(f"mean[{c}]" for c in columns)]
     rows = [
-        [k, float(model.weights_[k]), *(float(v) for v in model.means_[k])]
+        [k, float(model.weights_[k]), *(float(v) for v in model.means_[k, :shown])]
         for k in range(model.n_components)
     ]
     rendered = [[_format_row([v], [0]) for v in row] for row in rows]
     widths = [max([len(h), *(len(r[i]) for r in rendered)]) for i, h in enumerate(header)]
     lines.append(_format_row(header, widths))
     lines.extend(_format_row(row, widths) for row in rows)
+    if shown < d:
+        lines.append(f"(means of the other {d - shown} columns are in the saved model)")
     return lines
 
 
