@@ -196,7 +196,7 @@ def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) ->
     lines.append(_format_row(header, widths))
     lines.extend(_format_row(row, widths) for row in rows)
     if shown < d:
-        lines.append(f"(means of the other {d - shown} columns are in the saved model)")
+        lines.append(f"(means of {d - shown} more columns not shown)")
     return lines
 
 
