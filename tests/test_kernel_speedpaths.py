@@ -9,6 +9,8 @@ responsibilities equal (up to rounding) to a direct computation with SciPy's
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from scipy.special import logsumexp
@@ -265,7 +267,7 @@ def test_multiresolution_kmeans_is_as_good_as_scikit_learn_on_large_data():
 def test_float32_falls_back_to_float64_when_expansion_would_cancel():
     """Components 300 widths from the reference: float32 expansion would lose ~5e-3 of a
     log-density, so the kernel computes those iterations in float64 (and stays exact)."""
-    from gmmkit.core.kernel import FLOAT32_TERM_LIMIT, expansion_term_size
+    from gmmkit.core.kernel import FLOAT32_TOLERANCE, expansion_error
 
     d = 2
     near = MixtureParams.from_covariances(
@@ -276,20 +278,57 @@ def test_float32_falls_back_to_float64_when_expansion_would_cancel():
         np.array([0.5, 0.5]), np.array([[0.0, 0.0], [300.0, 0.0]]),
         np.tile(np.eye(d), (2, 1, 1)), "full",
     )
-    reference = near.weights @ near.means
-    # offsets +-2 widths: |m|'|P||m| = 4, plus the unit spread s'|P|s = D = 2
-    assert expansion_term_size(near, reference) == pytest.approx(6.0)
     assert kernel_coefficients(near, np.float32).dtype == np.float32
-    assert expansion_term_size(far, far.weights @ far.means) > FLOAT32_TERM_LIMIT
-    assert kernel_coefficients(far, np.float32).dtype == np.float64
+    coefs = kernel_coefficients(far, np.float32)
+    assert coefs.dtype == np.float64
+    # the probe measures the expansion's real error: large in float32, tiny in float64
+    assert expansion_error(kernel_coefficients(far, np.float64), far) < 1e-12
+    single = kernel_coefficients(near, np.float32)
+    assert expansion_error(single, near) <= FLOAT32_TOLERANCE
 
     rng = np.random.default_rng(0)
     X = np.vstack([rng.normal(size=(500, d)), rng.normal(size=(500, d)) + np.array([300.0, 0.0])])
     X32 = X.astype(np.float32)
-    got = chunk_statistics(kernel_coefficients(far, np.float32), X32)
+    got = chunk_statistics(coefs, X32)
     exact = chunk_statistics(kernel_coefficients(far, np.float64), X32.astype(np.float64))
     assert got.log_likelihood == pytest.approx(exact.log_likelihood, rel=1e-12)
     np.testing.assert_allclose(got.second, exact.second, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_expansion_error_probe_matches_observed_error(cov_type):
+    """The probe's estimate is the error the kernel really makes on a component's rows
+    (within a factor of a few), in float32 where it is measurable."""
+    from gmmkit.core.kernel import expansion_error
+
+    rng = np.random.default_rng(4)
+    params = _random_params(rng, 3, 4, cov_type)
+    params = MixtureParams.from_covariances(
+        params.weights, params.means * 8.0, params.covariances, cov_type
+    )
+    coefs = kernel_coefficients(params, np.float64)
+    single = dataclasses.replace(
+        coefs,
+        dtype=np.dtype(np.float32),
+        reference_compute=coefs.reference.astype(np.float32),
+        weights_matrix=coefs.weights_matrix.astype(np.float32),
+        weights_t=coefs.weights_t.astype(np.float32),
+        whitening=None if coefs.whitening is None else coefs.whitening.astype(np.float32),
+    )
+    X = np.vstack([
+        rng.multivariate_normal(m, c, size=300)
+        for m, c in zip(params.means, _dense_covariances(params))
+    ]).astype(np.float32)
+    exact = _reference_score(params, X.astype(np.float64))
+    observed = np.max(np.abs(score_chunk(single, X) - exact))
+    # the estimate is relative to the size of the log-densities
+    estimate = expansion_error(single, params) * max(1.0, float(np.mean(np.abs(exact))))
+    assert estimate > 0.0
+    assert observed / 10.0 <= estimate <= observed * 10.0
+
+
+def _reference_score(params, X):
+    return logsumexp(_reference_log_joint(params, X), axis=1)
 
 
 @pytest.mark.parametrize("cov_type", COV_TYPES)
@@ -297,7 +336,7 @@ def test_near_singular_components_are_evaluated_centred(cov_type):
     """A component with fewer rows than features has precision ~1/reg_covar; expanding
     around the shared reference would lose ~1e-9 per log-density.  The kernel then
     centres every component on its own mean and matches scikit-learn to 1e-10."""
-    from gmmkit.core.kernel import FLOAT64_TERM_LIMIT, expansion_term_size
+    from gmmkit.core.kernel import FLOAT64_TOLERANCE, expansion_error
 
     rng = np.random.default_rng(0)
     d, k = 3, 3
@@ -310,9 +349,12 @@ def test_near_singular_components_are_evaluated_centred(cov_type):
         "spherical": np.array([1e-6, 1.0, 4.0]),
     }[cov_type]
     params = MixtureParams.from_covariances(np.array([0.2, 0.5, 0.3]), means, cov, cov_type)
-    assert expansion_term_size(params, params.weights @ params.means) > FLOAT64_TERM_LIMIT
     coefs = kernel_coefficients(params, np.float64)
     assert coefs.centred_offsets is not None
+    expanded = dataclasses.replace(
+        coefs, centred_offsets=None, centred_factors=None, centred_constants=None
+    )
+    assert expansion_error(expanded, params) > FLOAT64_TOLERANCE
     sk = SKGaussianMixture(n_components=k, covariance_type=cov_type)
     sk.weights_, sk.means_ = params.weights, params.means
     sk.covariances_, sk.precisions_cholesky_ = params.covariances, params.precisions_cholesky

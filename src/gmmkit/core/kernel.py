@@ -40,41 +40,21 @@ Array = NDArray[np.floating[Any]]
 
 
 #: The expansion around one reference point adds and cancels terms as large as
-#: ``|m|' |P| |m|`` (``m`` a component's offset from the reference, ``P`` its
-#: precision); ``eps`` of that is lost.  float32 computes only while that term is below
-#: ``FLOAT32_TERM_LIMIT`` (about 6e-8 * 300 = 2e-5 of a log-density) and falls back to
-#: float64 beyond (clusters tens of widths apart, or near-singular covariances).
-FLOAT32_TERM_LIMIT = 300.0
+#: ``|x - ref|' |P| |x - ref|``, so it loses accuracy for components far from the
+#: reference (in their own widths) or with near-singular covariances.  Each iteration
+#: measures the rounding error of the expansion at probe points of every component
+#: (:func:`expansion_error`, relative to the size of the log-densities there).  float32
+#: computes only while that error is below ``FLOAT32_TOLERANCE`` -- the float32 target
+#: for the log-likelihood; it is a per-row maximum, the mean error measures 3-1000x
+#: smaller -- and float64 expands while it is below ``FLOAT64_TOLERANCE``, otherwise it
+#: evaluates every component centred on its own mean, as scikit-learn does (K small
+#: GEMMs instead of one large one).
+FLOAT32_TOLERANCE = 1e-5
+FLOAT64_TOLERANCE = 1e-12
 
-#: Above this term size float64 too stops expanding (2e-16 * 1e4 = 2e-12 per
-#: log-density) and evaluates every component centred on its own mean, as scikit-learn
-#: does: K smaller GEMMs instead of one, for near-singular or very distant components.
-FLOAT64_TERM_LIMIT = 1e4
-
-
-def expansion_term_size(params: MixtureParams, reference: NDArray[np.float64]) -> float:
-    """Largest absolute term of the expanded quadratic forms, in units of the result.
-
-    For each component: ``|m|' |P| |m| + s' |P| s`` with ``m = mu - reference`` and
-    ``s`` the component's standard deviations (the spread of its own rows).
-    """
-    cov_type = params.covariance_type
-    centred = np.abs(params.means - reference)
-    precisions = params.precisions
-    if cov_type in ("full", "tied"):
-        abs_prec = np.abs(precisions)
-        if cov_type == "tied":
-            abs_prec = np.broadcast_to(abs_prec, (params.n_components, *abs_prec.shape))
-        spread = np.sqrt(np.diagonal(params.covariances, axis1=-2, axis2=-1))
-        spread = np.broadcast_to(spread, centred.shape)
-        terms = np.einsum("ki,kij,kj->k", centred, abs_prec, centred) + np.einsum(
-            "ki,kij,kj->k", spread, abs_prec, spread
-        )
-    elif cov_type == "diag":
-        terms = np.sum(precisions * centred**2, axis=1) + params.n_features
-    else:
-        terms = precisions * np.sum(centred**2, axis=1) + params.n_features
-    return float(np.max(terms))
+#: Probe directions (in each component's whitened coordinates), scaled to the radius
+#: ``sqrt(D)`` where a component's own rows lie.
+_PROBES_PER_COMPONENT = 4
 
 
 @dataclass(frozen=True, eq=False)
@@ -132,15 +112,11 @@ def kernel_coefficients(
     dtype : float32 or float64
         The dtype the kernel computes in; statistics are always returned in float64.
         float32 falls back to float64 when it would lose accuracy (see
-        :data:`FLOAT32_TERM_LIMIT`); float32 rows are then converted block by block.
+        :data:`FLOAT32_TOLERANCE`); float32 rows are then converted block by block.
     """
-    dtype = np.dtype(dtype)
     cov = get_covariance_type(params.covariance_type)
     d = params.n_features
     reference = params.weights @ params.means
-    term = expansion_term_size(params, reference)
-    if dtype != np.float32 or term > FLOAT32_TERM_LIMIT:
-        dtype = np.dtype(np.float64)
     centred = params.means - reference
     precision_means = cov.precision_times(params.precisions_cholesky, centred)  # (K, D)
     log_det = cov.log_det_cholesky(params.precisions_cholesky, d)
@@ -154,33 +130,121 @@ def kernel_coefficients(
     )
     quad = cov.quadratic_coefficients(params.precisions_cholesky)
     linear = np.vstack([precision_means.T, constants[None, :]])
-    whitening = None
-    if cov.shared_quadratic:
-        weights_matrix = linear
-        shared = quad.astype(dtype)
-        whitening = np.ascontiguousarray(params.precisions_cholesky.T, dtype=dtype)
+    weights_matrix = linear if cov.shared_quadratic else np.vstack([quad, linear])
+
+    def build(compute: np.dtype, per_component: bool) -> KernelCoefficients:
+        matrix = np.ascontiguousarray(weights_matrix, dtype=compute)
+        extra: dict[str, Array] = {}
+        if per_component:
+            extra = {
+                "centred_factors": np.ascontiguousarray(params.precisions_cholesky, compute),
+                "centred_offsets": np.ascontiguousarray(centred, dtype=compute),
+                "centred_constants": (log_weights + log_det - 0.5 * d * log_2pi()).astype(
+                    compute
+                ),
+            }
+        return KernelCoefficients(
+            covariance=cov,
+            reference=reference,
+            reference_compute=reference.astype(compute),
+            weights_matrix=matrix,
+            shared_quadratic=quad.astype(compute) if cov.shared_quadratic else None,
+            dtype=compute,
+            weights_t=np.ascontiguousarray(matrix.T),
+            whitening=(
+                np.ascontiguousarray(params.precisions_cholesky.T, dtype=compute)
+                if cov.shared_quadratic
+                else None
+            ),
+            **extra,
+        )
+
+    if np.dtype(dtype) == np.float32:
+        single = build(np.dtype(np.float32), False)
+        if expansion_error(single, params) <= FLOAT32_TOLERANCE:
+            return single
+    double = build(np.dtype(np.float64), False)
+    if expansion_error(double, params) <= FLOAT64_TOLERANCE:
+        return double
+    return build(np.dtype(np.float64), True)
+
+
+def _probe_rows(params: MixtureParams) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
+    """Points at whitened radius ``sqrt(D)`` around every component's mean, (K * P, D),
+    and the component each belongs to."""
+    k, d = params.n_components, params.n_features
+    directions = np.random.default_rng(0).normal(size=(_PROBES_PER_COMPONENT // 2, d))
+    directions *= np.sqrt(d) / np.linalg.norm(directions, axis=1, keepdims=True)
+    z = np.vstack([directions, -directions])  # (P, D)
+    chol = params.precisions_cholesky
+    if params.covariance_type in ("full", "tied"):
+        # x - mu = U^-T z  so that |U' (x - mu)| = |z|
+        mats = np.broadcast_to(chol, (k, d, d))
+        offsets = np.stack([np.linalg.solve(mats[i].T, z.T).T for i in range(k)])
+    elif params.covariance_type == "diag":
+        offsets = z[None, :, :] / chol[:, None, :]
     else:
-        weights_matrix = np.vstack([quad, linear])
-        shared = None
-    weights_matrix = np.ascontiguousarray(weights_matrix, dtype=dtype)
-    per_component: dict[str, Array] = {}
-    if term > FLOAT64_TERM_LIMIT:
-        per_component = {
-            "centred_factors": np.ascontiguousarray(params.precisions_cholesky, dtype=dtype),
-            "centred_offsets": np.ascontiguousarray(centred, dtype=dtype),
-            "centred_constants": (log_weights + log_det - 0.5 * d * log_2pi()).astype(dtype),
-        }
-    return KernelCoefficients(
-        covariance=cov,
-        reference=reference,
-        reference_compute=reference.astype(dtype),
-        weights_matrix=weights_matrix,
-        shared_quadratic=shared,
-        dtype=dtype,
-        weights_t=np.ascontiguousarray(weights_matrix.T),
-        whitening=whitening,
-        **per_component,
+        offsets = z[None, :, :] / chol[:, None, None]
+    rows = (params.means[:, None, :] + offsets).reshape(-1, d)
+    owner = np.repeat(np.arange(k), len(z))
+    return rows, owner
+
+
+def expansion_error(coefs: KernelCoefficients, params: MixtureParams) -> float:
+    """Largest rounding error of the kernel's log-densities at probe points.
+
+    Every component is probed at a few points where its own rows lie; the kernel's
+    value there (in its compute dtype, from the expansion around the reference) is
+    compared with the centred float64 evaluation at the same (rounded) points.
+
+    Returns
+    -------
+    float
+        Maximum absolute error divided by ``max(1, mean |log-density|)`` at the probes.
+    """
+    rows, owner = _probe_rows(params)
+    rows = rows.astype(coefs.dtype).astype(np.float64)  # the points the kernel sees
+    d = params.n_features
+    phi_t = _features_t(
+        coefs.covariance, rows, coefs.reference_compute, coefs.dtype, coefs.whitening is None
     )
+    got = np.empty(len(rows))
+    # the same GEMM as the kernel, on groups of components and their own probes only
+    group = 16 * _PROBES_PER_COMPONENT
+    for start in range(0, len(rows), group):
+        cols = slice(start, start + group)
+        comps = owner[cols]
+        block = coefs.weights_t[comps[0] : comps[-1] + 1] @ phi_t[:, cols]
+        got[cols] = block[comps - comps[0], np.arange(len(comps))]
+    if coefs.whitening is not None:
+        white = (coefs.whitening @ phi_t[:d]).astype(np.float64)
+        got += (-0.5 * np.sum(white * white, axis=0)).astype(coefs.dtype)
+    diff = rows - params.means[owner]
+    chol = params.precisions_cholesky
+    if params.covariance_type == "full":
+        y = np.einsum("nij,ni->nj", chol[owner], diff)
+    elif params.covariance_type == "tied":
+        y = diff @ chol
+    elif params.covariance_type == "diag":
+        y = diff * chol[owner]
+    else:
+        y = diff * chol[owner][:, None]
+    log_det = get_covariance_type(params.covariance_type).log_det_cholesky(
+        chol, params.n_features
+    )
+    log_det = np.broadcast_to(log_det, (params.n_components,))
+    with np.errstate(divide="ignore"):
+        exact = (
+            np.log(params.weights[owner])
+            + log_det[owner]
+            - 0.5 * params.n_features * log_2pi()
+            - 0.5 * np.sum(y * y, axis=1)
+        )
+    finite = np.isfinite(exact)
+    if not np.any(finite):
+        return 0.0
+    scale = max(1.0, float(np.mean(np.abs(exact[finite]))))
+    return float(np.max(np.abs(got[finite] - exact[finite]))) / scale
 
 
 # --------------------------------------------------------------------------- features
