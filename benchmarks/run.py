@@ -66,7 +66,9 @@ def make_data(w: Workload, seed: int = 0, dtype: Any = np.float64) -> np.ndarray
         return X
     spread = 4.0 * w.k ** (1.0 / max(w.d, 1))
     means = rng.uniform(-spread, spread, size=(w.k, w.d))
-    factors = rng.normal(size=(w.k, w.d, w.d)) / np.sqrt(w.d) + 0.7 * np.eye(w.d)
+    # random orientation, axis scales 0.4..1.2: condition numbers up to 9
+    rotations = np.linalg.qr(rng.normal(size=(w.k, w.d, w.d)))[0]
+    factors = rotations * rng.uniform(0.4, 1.2, size=(w.k, 1, w.d))
     weights = rng.dirichlet(np.full(w.k, 5.0))
     X = np.empty((w.n, w.d), dtype=dtype)
     block = 1 << 16
@@ -74,7 +76,11 @@ def make_data(w: Workload, seed: int = 0, dtype: Any = np.float64) -> np.ndarray
         stop = min(start + block, w.n)
         labels = rng.choice(w.k, size=stop - start, p=weights)
         z = rng.normal(size=(stop - start, w.d))
-        X[start:stop] = means[labels] + np.einsum("nij,nj->ni", factors[labels], z)
+        rows = np.empty_like(z)
+        for k in range(w.k):
+            mine = labels == k
+            rows[mine] = means[k] + z[mine] @ factors[k].T
+        X[start:stop] = rows
     return X
 
 
