@@ -22,6 +22,14 @@ absorbs it.  Only (F x n) and (K x n) blocks exist, never an (N x K) array.
 For ``tied`` the quadratic term is shared by all components: it is one whitening GEMM
 ``U.T @ Xc.T`` per block (``D^2`` per row instead of ``K D^2 / 2``), and the pooled
 second moment is one ``Xc.T @ Xc`` that does not depend on the responsibilities.
+
+Precision: the expansion around one reference point cancels terms as large as
+``|x - ref|' |P| |x - ref|``.  :func:`kernel_coefficients` measures the resulting
+error at probe points of every component and picks the cheapest accurate evaluation:
+float32 expansion (float32 data, error within 1e-5 of the log-densities), float64
+expansion, or -- for near-singular or very distant components -- every component
+centred on its own mean (scikit-learn's formulation).  Statistics are always returned
+in float64.
 """
 
 from __future__ import annotations
