@@ -280,7 +280,7 @@ def main() -> None:
     import sklearn
 
     import gmmkit
-    from gmmkit.core.kernel import FLOAT32_TERM_LIMIT, expansion_term_size
+    from gmmkit.core.kernel import kernel_coefficients
 
     print(f"gmmkit {gmmkit.__version__}, scikit-learn {sklearn.__version__}, numpy "
           f"{np.__version__}, {os.cpu_count()} cores, load average "
@@ -332,10 +332,10 @@ def main() -> None:
         _, m64 = fixed_fit(gmmkit_model, w, data[w.name], init, m_gk)
         rel = abs(m32.lower_bound_ - m64.lower_bound_) / abs(m64.lower_bound_)
         # float32 kernels run only while the expansion is accurate (else float64)
-        term = expansion_term_size(m32.params_, m32.weights_ @ m32.means_)
+        kernel_dtype = kernel_coefficients(m32.params_, np.float32).dtype
         rows.append([w.name, fmt_s(t64), fmt_s(t32), f"{t64 / t32:.2f}x", f"{rel:.1e}",
                      f"{floor.seconds(w, np.float32) / t32:.0%}",
-                     "float32" if term <= FLOAT32_TERM_LIMIT else "float64 (fallback)"])
+                     "float32" if kernel_dtype == np.float32 else "float64 (fallback)"])
     print("3. gmmkit float32 against float64 (per iteration)")
     print_table(["workload", "float64", "float32", "speed-up", "rel |dLL|", "of floor",
                  "kernel at end"], rows)
