@@ -11,6 +11,15 @@ for the duration of a fit, so each EM iteration moves only parameters out and on
 Tasks are pure functions of (parameters, block), so a block lost with a worker is
 recomputed by the scheduler and the statistics are the same; a task that keeps killing
 workers surfaces as a clear error instead of a partial sum.
+
+Initialisation uses the k-means of :mod:`gmmkit.core.kmeans` unchanged: k-means++ on a
+uniform sample of rows (the same rows the in-memory engine draws, gathered from their
+blocks without a full pass), then Lloyd passes mapped over the blocks like EM.  k-means||
+(Bahmani et al. 2012) was measured against it and not adopted: on 10^6 x 8 mixtures
+(K = 16 and 64, balanced and imbalanced weights, 4 seeds) k-means|| with 5 rounds of
+2K candidates seeded 6-12 % lower inertia, but after Lloyd the final inertia differed
+by at most 3 % (in either direction) with about as many Lloyd passes, while its rounds
+and candidate weighting cost 6 extra passes over the data.
 """
 
 from __future__ import annotations
