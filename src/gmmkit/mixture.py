@@ -270,6 +270,10 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Or data streamed chunk by chunk, never loaded whole: a ``numpy.memmap``
+            (``np.load(path, mmap_mode="r")``), a source from :func:`gmmkit.read_parquet`
+            / :func:`gmmkit.read_csv`, a callable returning an iterator of blocks, or a
+            dask array / DataFrame (fitted on the active dask scheduler).
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
             Non-negative weights; an integer weight acts exactly as repeating the row.
