@@ -511,7 +511,7 @@ def _check_squares_fit(X: NDArray[Any]) -> None:
         return
     info = np.finfo(X.dtype)
     limit = float(np.sqrt(float(info.max) / (4.0 * X.shape[1] * 2.0**20)))
-    largest = float(np.max(np.abs(X)))
+    largest = max(float(np.max(X)), -float(np.min(X)))  # np.abs(X) would copy X
     if largest > limit:
         hint = "rescale X (e.g. StandardScaler)"
         if X.dtype == np.float32:
