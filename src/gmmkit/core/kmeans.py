@@ -1,11 +1,11 @@
 """k-means for initialisation, on the same chunked-statistics pattern as EM.
 
 Multi-resolution Lloyd: greedy k-means++ seeding (scikit-learn's variant) and Lloyd
-iterations to convergence on a small uniform sample, a few passes on a larger sample,
-then a few passes streamed over all chunks through the engine (so they run out of core
-and on Dask unchanged).  An initialisation does not need the exact full-data k-means
-optimum -- EM refines it -- and a hundred full-data passes would cost more than the EM
-fit itself."""
+iterations to convergence on a small uniform sample, then a few passes on a larger
+sample drawn through the engine (so it works out of core and on Dask unchanged);
+optional refining passes stream over all chunks.  An initialisation does not need the
+exact full-data k-means optimum -- EM refines it -- and a hundred full-data passes
+would cost more than the EM fit itself."""
 
 from __future__ import annotations
 
@@ -28,9 +28,12 @@ SEEDING_SAMPLE = 100_000
 #: then a few passes refine on the whole sample, and a few more on all rows.
 FIRST_STAGE = 20_000
 
-#: Lloyd passes on the whole sample, and over the full data, after the first stage.
-SAMPLE_PASSES = 10
-FULL_DATA_PASSES = 3
+#: Lloyd passes on the whole sample after the first stage.  No pass over the full data
+#: by default: centres from 1e5 uniformly sampled rows are as good a start for EM as
+#: full-data k-means (EM's own first iterations refine them), and every full pass costs
+#: as much as an EM iteration -- more than the whole k-means stage on the samples.
+SAMPLE_PASSES = 3
+FULL_DATA_PASSES = 0
 
 #: Rows per block when Lloyd iterations run on the in-memory sample.
 _SAMPLE_BLOCK = 8192
@@ -260,7 +263,7 @@ def kmeans(
         variance (scikit-learn's rule).
     full_data_passes : int
         Lloyd passes streamed over all rows afterwards (only when the data are larger
-        than the sample; they stop early on convergence).
+        than the sample; they stop early on convergence).  None by default.
 
     Returns
     -------
