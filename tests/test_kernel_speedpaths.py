@@ -368,3 +368,10 @@ def test_near_singular_components_are_evaluated_centred(cov_type):
     phi = features(coefs.covariance, X, coefs.reference_compute, coefs.dtype)
     np.testing.assert_allclose(log_joint(coefs, phi), _reference_log_joint(params, X),
                                rtol=1e-10)
+
+
+def test_default_chunk_rows_counts_the_features_of_the_covariance_type():
+    full = default_chunk_rows(16, 32, 8, "full")
+    assert default_chunk_rows(16, 32, 8) == full
+    assert full < default_chunk_rows(16, 32, 8, "tied") == default_chunk_rows(16, 32, 8, "diag")
+    assert default_chunk_rows(16, 32, 8, "diag") < default_chunk_rows(16, 32, 8, "spherical")

@@ -224,7 +224,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         labels: NDArray[np.intp] | None = None,
     ) -> Engine:
         rows = self.chunk_rows or default_chunk_rows(
-            X.shape[1], self.n_components, X.dtype.itemsize
+            X.shape[1], self.n_components, X.dtype.itemsize, self.covariance_type
         )
         return MemoryEngine(X, sample_weight, labels, chunk_rows=rows, n_jobs=self.n_jobs)
 

@@ -28,7 +28,9 @@ T = TypeVar("T")
 CHUNK_BYTES = 4 << 20
 
 
-def default_chunk_rows(n_features: int, n_components: int, itemsize: int) -> int:
+def default_chunk_rows(
+    n_features: int, n_components: int, itemsize: int, covariance_type: str = "full"
+) -> int:
     """Rows per block so the (features x rows) and (K x rows) blocks stay cache-sized.
 
     Parameters
@@ -39,14 +41,23 @@ def default_chunk_rows(n_features: int, n_components: int, itemsize: int) -> int
         K.
     itemsize : int
         Bytes per value of the compute dtype (4 or 8).
+    covariance_type : str
+        Sets the feature count: ``D (D + 1) / 2 + D + 1`` for full, ``2 D + 1`` for diag,
+        ``D + 2`` for spherical, ``2 D + 1`` for tied (centred rows and their whitening).
 
     Returns
     -------
     int
         Between 64 and 65536.
     """
-    width = n_features * (n_features + 1) // 2 + n_features + 1 + n_components
-    rows = CHUNK_BYTES // max(width * itemsize, 1)
+    d = n_features
+    features = {
+        "full": d * (d + 1) // 2 + d + 1,
+        "diag": 2 * d + 1,
+        "spherical": d + 2,
+        "tied": 2 * d + 1,
+    }.get(covariance_type, d * (d + 1) // 2 + d + 1)
+    rows = CHUNK_BYTES // max((features + n_components) * itemsize, 1)
     return int(min(max(rows, 64), 65536))
 
 
