@@ -119,7 +119,15 @@ def test_criteria_against_k(tmp_path):
     table = result.table.query("covariance_type == 'full'").sort_values("n_components")
     np.testing.assert_allclose(bic_full.get_ydata(), table["bic"])
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert "selected (BIC)" in labels
+    best = result.best_row
+    assert f"lowest BIC: K={best['n_components']} {best['covariance_type']}" in labels
+    saved_png(ax.figure, tmp_path / "criteria.png")
+    # an AIC-only panel stars the AIC minimum at its AIC height, not the BIC choice
+    aic_ax = plotting.plot_criteria(result, criteria=("aic",))
+    sound = result.table[~result.table["degenerate"]]
+    star = aic_ax.collections[-1].get_offsets()[0]
+    assert star[1] == sound["aic"].min()
+    assert star[0] == sound.loc[sound["aic"].idxmin(), "n_components"]
     saved_png(ax.figure, tmp_path / "criteria.png")
     # the estimator form is accepted too
     selector = gmmkit.GaussianMixtureSelector((1, 2, 3), covariance_types=("diag",),

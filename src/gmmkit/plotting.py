@@ -255,11 +255,15 @@ def plot_criteria(
             ax.scatter(ks[~degenerate], values[~degenerate], color=colour, s=20, zorder=3)
             ax.scatter(ks[degenerate], values[degenerate], facecolors="none",
                        edgecolors=colour, s=30, zorder=3)
-    best = next((row for row in rows if row["best"]), None)
-    if best is not None:
-        ax.scatter([best["n_components"]], [best[result.criterion]], marker="*", s=250,
+    # one star per drawn criterion, at its own minimum (sound candidates first), so an
+    # AIC panel never shows the BIC choice at a BIC height
+    sound = [row for row in rows if not row["degenerate"]] or list(rows)
+    for name in criteria:
+        best = min(sound, key=lambda row: float(row[name]))
+        ax.scatter([best["n_components"]], [best[name]], marker="*", s=250,
                    color="gold", edgecolors="k", zorder=4,
-                   label=f"selected ({result.criterion.upper()})")
+                   label=f"lowest {name.upper()}: K={best['n_components']} "
+                   f"{best['covariance_type']}")
     from matplotlib.ticker import MaxNLocator
 
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
