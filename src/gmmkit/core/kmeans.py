@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial, reduce
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,7 @@ FIRST_STAGE = 20_000
 SAMPLE_PASSES = 3
 FULL_DATA_PASSES = 0
 
-#: Rows per block when Lloyd iterations run on the in-memory sample.
+#: Rows per block when Lloyd iterations run on the in-memory samples.
 _SAMPLE_BLOCK = 8192
 
 
@@ -157,8 +157,7 @@ def lloyd_chunk(centres: Array, reference: Array, chunk: Chunk) -> KMeansStats:
     The nearest centre minimises ``|c_k|^2 - 2 x.c_k`` (one GEMM); per-cluster sums
     are ``bincount``s, so no (n, K) one-hot matrix is built.
     """
-    xc = np.asarray(chunk.X, dtype=np.float64) - reference
-    n, d = xc.shape
+    n, d = chunk.X.shape
     k = centres.shape[0]
     if n == 0:
         return KMeansStats(
@@ -171,8 +170,15 @@ def lloyd_chunk(centres: Array, reference: Array, chunk: Chunk) -> KMeansStats:
             farthest_point=np.asarray(reference, dtype=np.float64),
         )
     cc = centres - reference
-    scores = xc @ (-2.0 * cc.T)
-    scores += np.einsum("ij,ij->i", cc, cc)
+    # [xc, 1] @ [-2 cc, |cc|^2].T: the squared distance minus |xc|^2, in one GEMM
+    aug = np.empty((n, d + 1))
+    np.subtract(chunk.X, reference, out=aug[:, :d])
+    aug[:, d] = 1.0
+    xc = aug[:, :d]
+    coef = np.empty((d + 1, k))
+    coef[:d] = -2.0 * cc.T
+    coef[d] = np.einsum("ij,ij->i", cc, cc)
+    scores = np.dot(aug, coef)
     labels = np.argmin(scores, axis=1)
     mind = scores[np.arange(n), labels]
     mind += np.einsum("ij,ij->i", xc, xc)
@@ -228,17 +234,6 @@ def _lloyd(
     return centres, 0.0 if threshold is None else threshold
 
 
-def _in_memory_map_reduce(
-    X: Array, sample_weight: NDArray[np.float64]
-) -> Callable[[Callable[[Chunk], KMeansStats]], KMeansStats]:
-    def map_reduce(func: Callable[[Chunk], KMeansStats]) -> KMeansStats:
-        parts = [
-            func(Chunk(X[s : s + _SAMPLE_BLOCK], sample_weight[s : s + _SAMPLE_BLOCK], None, s))
-            for s in range(0, len(X), _SAMPLE_BLOCK)
-        ]
-        return reduce(lambda a, b: a + b, parts)
-
-    return map_reduce
 
 
 def kmeans(
@@ -277,18 +272,25 @@ def kmeans(
         rows = np.sort(rng.choice(len(sample), size=FIRST_STAGE, replace=False))
         first, first_weight = sample[rows], sample_weight[rows]
     centres = kmeans_plusplus(first, n_clusters, rng, first_weight)
-    centres, threshold = _lloyd(
-        _in_memory_map_reduce(first, first_weight), centres, reference, max_iter, tol
-    )
-    if len(sample) > len(first):
-        centres, _ = _lloyd(
-            _in_memory_map_reduce(sample, sample_weight),
-            centres,
-            reference,
-            min(SAMPLE_PASSES, max_iter),
-            tol,
-            threshold,
+    # the samples are in memory: Lloyd on them runs in the memory engine's threads
+    from gmmkit.engines.memory import MemoryEngine
+
+    first_engine = MemoryEngine(first, first_weight, chunk_rows=_SAMPLE_BLOCK)
+    with first_engine.session():
+        centres, threshold = _lloyd(
+            first_engine.map_reduce, centres, reference, max_iter, tol
         )
+    if len(sample) > len(first):
+        sample_engine = MemoryEngine(sample, sample_weight, chunk_rows=_SAMPLE_BLOCK)
+        with sample_engine.session():
+            centres, _ = _lloyd(
+                sample_engine.map_reduce,
+                centres,
+                reference,
+                min(SAMPLE_PASSES, max_iter),
+                tol,
+                threshold,
+            )
     if engine.n_samples > len(sample) and full_data_passes > 0:
         centres, _ = _lloyd(
             engine.map_reduce, centres, reference, full_data_passes, tol, threshold
