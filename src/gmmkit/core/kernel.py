@@ -192,7 +192,8 @@ def _probe_rows(params: MixtureParams) -> tuple[NDArray[np.float64], NDArray[np.
     if params.covariance_type in ("full", "tied"):
         # x - mu = U^-T z  so that |U' (x - mu)| = |z|
         mats = np.broadcast_to(chol, (k, d, d))
-        offsets = np.stack([np.linalg.solve(mats[i].T, z.T).T for i in range(k)])
+        rhs = np.broadcast_to(z.T, (k, d, len(z)))
+        offsets = np.linalg.solve(np.swapaxes(mats, 1, 2), rhs).transpose(0, 2, 1)
     elif params.covariance_type == "diag":
         offsets = z[None, :, :] / chol[:, None, :]
     else:
@@ -234,7 +235,9 @@ def expansion_error(coefs: KernelCoefficients, params: MixtureParams) -> float:
     diff = rows - params.means[owner]
     chol = params.precisions_cholesky
     if params.covariance_type == "full":
-        y = np.einsum("nij,ni->nj", chol[owner], diff)
+        # probes are grouped by component: (K, P, D) @ (K, D, D), no (K P, D, D) copy
+        per = len(owner) // params.n_components
+        y = np.matmul(diff.reshape(params.n_components, per, -1), chol).reshape(len(owner), -1)
     elif params.covariance_type == "tied":
         y = diff @ chol
     elif params.covariance_type == "diag":
