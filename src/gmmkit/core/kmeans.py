@@ -266,7 +266,8 @@ def kmeans(
     """
     sample, sample_weight = engine.sample(SEEDING_SAMPLE, rng)
     sample = np.asarray(sample, dtype=np.float64)
-    reference = np.average(sample, axis=0, weights=sample_weight)
+    # weighted mean as one GEMV (np.average broadcasts the weights: 8 ms at 1e5 x 16)
+    reference = np.dot(sample_weight, sample) / np.sum(sample_weight)
     first, first_weight = sample, sample_weight
     if len(sample) > FIRST_STAGE:
         rows = np.sort(rng.choice(len(sample), size=FIRST_STAGE, replace=False))
