@@ -17,6 +17,7 @@ Shapes follow scikit-learn: ``full`` (K, D, D), ``tied`` (D, D), ``diag`` (K, D)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -89,6 +90,23 @@ def _quad_coefficients_from_precision(precisions: Array) -> Array:
     return coef
 
 
+def _lower_cholesky(matrix: Array, message: str) -> Array:
+    """Lower Cholesky factor of one (D, D) matrix; ``CovarianceError(message)`` if not PD."""
+    try:
+        return linalg.cholesky(matrix, lower=True)
+    except linalg.LinAlgError as exc:
+        raise CovarianceError(message) from exc
+
+
+def _each_matrix(matrices: Array, covariance_type: str, func: Callable[[Array], Array]) -> Array:
+    """Apply ``func`` to each (D, D) matrix: ``full`` (K, D, D) or ``tied`` (D, D) in and out."""
+    mats = matrices[None] if covariance_type == "tied" else matrices
+    out = np.empty_like(mats)
+    for k, mat in enumerate(mats):
+        out[k] = func(mat)
+    return out[0] if covariance_type == "tied" else out
+
+
 def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
     """Precision Cholesky factors from covariances (scikit-learn's convention).
 
@@ -102,16 +120,12 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
         "or collapsed samples); decrease n_components or increase reg_covar"
     )
     if covariance_type in ("full", "tied"):
-        mats = covariances[None] if covariance_type == "tied" else covariances
-        d = mats.shape[-1]
-        out = np.empty_like(mats)
-        for k, cov in enumerate(mats):
-            try:
-                cov_chol = linalg.cholesky(cov, lower=True)
-            except linalg.LinAlgError as exc:
-                raise CovarianceError(message) from exc
-            out[k] = linalg.solve_triangular(cov_chol, np.eye(d), lower=True).T
-        return out[0] if covariance_type == "tied" else out
+
+        def upper_precision_factor(cov: Array) -> Array:
+            cov_chol = _lower_cholesky(cov, message)
+            return linalg.solve_triangular(cov_chol, np.eye(len(cov)), lower=True).T
+
+        return _each_matrix(covariances, covariance_type, upper_precision_factor)
     if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
         raise CovarianceError(message)
     return 1.0 / np.sqrt(covariances)
@@ -120,16 +134,13 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
 def covariances_from_precisions(precisions: Array, covariance_type: str) -> Array:
     """Covariances from precision matrices (or precision vectors/scalars)."""
     if covariance_type in ("full", "tied"):
-        mats = precisions[None] if covariance_type == "tied" else precisions
-        covs = np.empty_like(mats)
-        for k, prec in enumerate(mats):
-            try:
-                chol = linalg.cholesky(prec, lower=True)
-            except linalg.LinAlgError as exc:
-                raise CovarianceError("a precision matrix is not positive definite") from exc
-            inv_chol = linalg.solve_triangular(chol, np.eye(prec.shape[0]), lower=True)
-            covs[k] = inv_chol.T @ inv_chol
-        return covs[0] if covariance_type == "tied" else covs
+
+        def inverse(prec: Array) -> Array:
+            chol = _lower_cholesky(prec, "a precision matrix is not positive definite")
+            inv_chol = linalg.solve_triangular(chol, np.eye(len(prec)), lower=True)
+            return inv_chol.T @ inv_chol
+
+        return _each_matrix(precisions, covariance_type, inverse)
     if np.any(precisions <= 0.0):
         raise CovarianceError("a precision is not positive")
     return 1.0 / precisions
@@ -237,20 +248,33 @@ class CovarianceType(ABC):
             raise ValueError(f"the '{self.name}' precisions contain NaN or infinity")
 
 
-class FullCovariance(CovarianceType):
-    name = "full"
+class _MatrixCovariance(CovarianceType):
+    """Full and tied: packed outer products ``xc_i * xc_j`` (i <= j) as quadratic features."""
 
     def n_quadratic(self, n_features: int) -> int:
         return n_features * (n_features + 1) // 2
+
+    def quadratic_features(self, xc: Array, out: Array) -> None:
+        packed_outer_features(xc, out)
+
+
+class _VectorCovariance(CovarianceType):
+    """Diag and spherical: variances held as positive numbers instead of matrices."""
+
+    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
+        super().validate_covariances(covariances, n_components, n_features)
+        if np.any(covariances <= 0.0):
+            raise ValueError(f"the '{self.name}' precisions should be positive")
+
+
+class FullCovariance(_MatrixCovariance):
+    name = "full"
 
     def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features, n_features)
 
     def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
         return n_components * n_features * (n_features + 1) // 2
-
-    def quadratic_features(self, xc: Array, out: Array) -> None:
-        packed_outer_features(xc, out)
 
     def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
         precisions = precisions_from_cholesky(precisions_cholesky, "full")
@@ -287,21 +311,15 @@ class FullCovariance(CovarianceType):
             _check_symmetric_pd(mat, f"precisions_init[{k}]")
 
 
-class TiedCovariance(CovarianceType):
+class TiedCovariance(_MatrixCovariance):
     name = "tied"
     shared_quadratic = True
-
-    def n_quadratic(self, n_features: int) -> int:
-        return n_features * (n_features + 1) // 2
 
     def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_features, n_features)
 
     def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
         return n_features * (n_features + 1) // 2
-
-    def quadratic_features(self, xc: Array, out: Array) -> None:
-        packed_outer_features(xc, out)
 
     def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
         precision = precisions_from_cholesky(precisions_cholesky, "tied")
@@ -334,7 +352,7 @@ class TiedCovariance(CovarianceType):
         _check_symmetric_pd(covariances, "precisions_init")
 
 
-class DiagCovariance(CovarianceType):
+class DiagCovariance(_VectorCovariance):
     name = "diag"
 
     def n_quadratic(self, n_features: int) -> int:
@@ -369,13 +387,8 @@ class DiagCovariance(CovarianceType):
         var = second_moments / nk[:, None] - centred_means**2
         return np.maximum(var, 0.0) + reg_covar
 
-    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
-        super().validate_covariances(covariances, n_components, n_features)
-        if np.any(covariances <= 0.0):
-            raise ValueError("the 'diag' precisions should be positive")
 
-
-class SphericalCovariance(CovarianceType):
+class SphericalCovariance(_VectorCovariance):
     name = "spherical"
 
     def n_quadratic(self, n_features: int) -> int:
@@ -410,11 +423,6 @@ class SphericalCovariance(CovarianceType):
         d = centred_means.shape[1]
         var = second_moments[:, 0] / nk / d - np.sum(centred_means**2, axis=1) / d
         return np.maximum(var, 0.0) + reg_covar
-
-    def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
-        super().validate_covariances(covariances, n_components, n_features)
-        if np.any(covariances <= 0.0):
-            raise ValueError("the 'spherical' precisions should be positive")
 
 
 def _check_symmetric_pd(matrix: Array, name: str) -> None:
