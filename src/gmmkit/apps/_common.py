@@ -7,7 +7,8 @@ from numbers import Integral
 from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
+from numpy.typing import ArrayLike, NDArray
+from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from gmmkit.core.params import MixtureParams
 
@@ -72,6 +73,35 @@ def check_covariance_types(covariance_types: Any) -> list[str]:
     if not out:
         raise ValueError("covariance_types is empty")
     return out
+
+
+def checked_sample_weight(
+    sample_weight: ArrayLike | None, X: NDArray[Any]
+) -> NDArray[np.float64] | None:
+    """None, or ``sample_weight`` checked against the rows of ``X``: float64, shape
+    (n_samples,), non-negative."""
+    if sample_weight is None:
+        return None
+    return _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+
+
+class WrappedMixtureMixin:
+    """Row validation for estimators that fit and then delegate to a ``GaussianMixture``.
+
+    Both methods take float64 or float32 ``X`` and record/check ``n_features_in_`` and
+    ``feature_names_in_`` on the wrapping estimator.
+    """
+
+    def _validate_fit_X(self, X: ArrayLike) -> NDArray[Any]:
+        """``X`` of a fit: 2-D, finite, at least two rows; resets the recorded features."""
+        return validate_data(
+            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=True
+        )
+
+    def _checked(self, X: ArrayLike) -> NDArray[Any]:
+        """``X`` after the fit: raises if unfitted or if the features differ from the fit's."""
+        check_is_fitted(self)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
 
 def check_not_too_many_components(n_components: int, n_samples: int) -> None:

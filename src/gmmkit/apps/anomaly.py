@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Real
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
-from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils._param_validation import Interval
 
-from gmmkit.core.init import INIT_METHODS
+from gmmkit.apps._common import WrappedMixtureMixin, checked_sample_weight
 from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture
 
@@ -51,7 +50,7 @@ def lower_tail_threshold(
     return 0.5 * (float(distinct[first_inside - 1]) + above)
 
 
-class AnomalyDetector(SaveMixin, OutlierMixin, BaseEstimator):
+class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimator):
     """Flag rows of low density under a Gaussian mixture fitted to (mostly normal) data.
 
     Follows scikit-learn's outlier detectors (``IsolationForest``, ``LocalOutlierFactor``):
@@ -86,18 +85,24 @@ class AnomalyDetector(SaveMixin, OutlierMixin, BaseEstimator):
         Only when ``X`` had string column names.
     """
 
+    # the density model's parameters are checked as GaussianMixture checks them
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
-        "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        **{
+            name: GaussianMixture._parameter_constraints[name]
+            for name in (
+                "n_components",
+                "covariance_type",
+                "tol",
+                "reg_covar",
+                "max_iter",
+                "n_init",
+                "init_params",
+                "random_state",
+                "n_jobs",
+            )
+        },
         "contamination": [Interval(Real, 0.0, 0.5, closed="right")],
         "threshold": [Real, None],
-        "tol": [Interval(Real, 0.0, None, closed="left")],
-        "reg_covar": [Interval(Real, 0.0, None, closed="left")],
-        "max_iter": [Interval(Integral, 0, None, closed="left")],
-        "n_init": [Interval(Integral, 1, None, closed="left")],
-        "init_params": [StrOptions(set(INIT_METHODS))],
-        "random_state": ["random_state"],
-        "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
     }
 
     def __init__(
@@ -145,16 +150,8 @@ class AnomalyDetector(SaveMixin, OutlierMixin, BaseEstimator):
         """
         if self.threshold is not None and not np.isfinite(self.threshold):
             raise ValueError(f"threshold must be finite, got {self.threshold!r}")
-        X_checked = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=True
-        )
-        weight = (
-            None
-            if sample_weight is None
-            else _check_sample_weight(
-                sample_weight, X_checked, dtype=np.float64, ensure_non_negative=True
-            )
-        )
+        X_checked = self._validate_fit_X(X)
+        weight = checked_sample_weight(sample_weight, X_checked)
         mixture = GaussianMixture(
             self.n_components,
             covariance_type=self.covariance_type,
@@ -176,10 +173,6 @@ class AnomalyDetector(SaveMixin, OutlierMixin, BaseEstimator):
             scores = mixture.score_samples(X_checked)
             self.offset_ = lower_tail_threshold(scores, float(self.contamination), weight)
         return self
-
-    def _checked(self, X: ArrayLike) -> NDArray[Any]:
-        check_is_fitted(self)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
     def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
         """Log-density of each row under the fitted mixture (higher is more normal).

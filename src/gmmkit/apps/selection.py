@@ -20,18 +20,15 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
-from sklearn.utils.validation import (
-    _check_sample_weight,
-    check_array,
-    check_is_fitted,
-    validate_data,
-)
+from sklearn.utils.validation import check_array, check_is_fitted
 
 from gmmkit.apps._common import (
     COVARIANCE_TYPES,
+    WrappedMixtureMixin,
     check_covariance_types,
     check_n_components_list,
     check_not_too_many_components,
+    checked_sample_weight,
     full_covariances,
 )
 from gmmkit.core import criteria
@@ -233,12 +230,7 @@ def select(
     if not 0 <= min_variance_ratio < 1:
         raise ValueError(f"min_variance_ratio must be in [0, 1), got {min_variance_ratio!r}")
     X_checked = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=2)
-    weight = (
-        None
-        if sample_weight is None
-        else _check_sample_weight(sample_weight, X_checked, dtype=np.float64,
-                                  ensure_non_negative=True)
-    )
+    weight = checked_sample_weight(sample_weight, X_checked)
     n_rows = X_checked.shape[0] if weight is None else int(np.count_nonzero(weight))
     check_not_too_many_components(max(ks), n_rows)
     total_weight = float(X_checked.shape[0] if weight is None else weight.sum())
@@ -354,7 +346,7 @@ def _scores(
     }
 
 
-class GaussianMixtureSelector(SaveMixin, DensityMixin, BaseEstimator):
+class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, BaseEstimator):
     """:func:`select` as a scikit-learn estimator (usable as a Pipeline step).
 
     ``fit`` runs the selection; ``predict``, ``predict_proba``, ``score_samples``,
@@ -424,9 +416,7 @@ class GaussianMixtureSelector(SaveMixin, DensityMixin, BaseEstimator):
         -------
         self
         """
-        X_checked = validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=True
-        )
+        X_checked = self._validate_fit_X(X)
         result = select(
             X_checked,
             n_components=self.n_components,
@@ -448,10 +438,6 @@ class GaussianMixtureSelector(SaveMixin, DensityMixin, BaseEstimator):
         self.n_components_ = int(result.best.n_components)
         self.covariance_type_ = str(result.best.covariance_type)
         return self
-
-    def _checked(self, X: ArrayLike) -> NDArray[Any]:
-        check_is_fitted(self)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
     def predict(self, X: ArrayLike) -> NDArray[np.intp]:
         """Most probable component of each row, shape (n_samples,)."""
