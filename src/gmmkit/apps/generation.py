@@ -141,31 +141,22 @@ class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, Bas
 
         Z = self._project(X_checked)
         self.mixture_: GaussianMixture
+        # the same EM settings whether one K is fitted or several are compared
+        em_options: dict[str, Any] = {
+            "n_init": self.n_init,
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "reg_covar": self.reg_covar,
+            "random_state": self.random_state,
+            "n_jobs": self.n_jobs,
+        }
         if len(ks) == 1:
             self.mixture_ = GaussianMixture(
-                ks[0],
-                covariance_type=covariance_type,
-                n_init=self.n_init,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                reg_covar=self.reg_covar,
-                random_state=self.random_state,
-                n_jobs=self.n_jobs,
+                ks[0], covariance_type=covariance_type, **em_options
             ).fit(Z)
             self.selection_ = None
         else:
-            result = select(
-                Z,
-                ks,
-                (covariance_type,),
-                self.criterion,
-                n_init=self.n_init,
-                max_iter=self.max_iter,
-                tol=self.tol,
-                reg_covar=self.reg_covar,
-                random_state=self.random_state,
-                n_jobs=self.n_jobs,
-            )
+            result = select(Z, ks, (covariance_type,), self.criterion, **em_options)
             self.mixture_ = result.best
             self.selection_ = result
         self.n_components_ = int(self.mixture_.n_components)

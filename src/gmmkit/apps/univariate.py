@@ -178,31 +178,22 @@ def fit_1d(
     n_rows = X.shape[0] if sample_weight is None else int(np.count_nonzero(sample_weight))
     check_not_too_many_components(max(ks), n_rows)
     covariance_type = "tied" if equal_variance else "full"
+    # the same EM settings whether one K is fitted or several are compared
+    em_options: dict[str, Any] = {
+        "n_init": n_init,
+        "max_iter": max_iter,
+        "tol": tol,
+        "reg_covar": reg_covar,
+        "init_params": init_params,
+        "random_state": random_state,
+        "n_jobs": n_jobs,
+    }
     if len(ks) > 1:
         result = select(
-            X,
-            ks,
-            (covariance_type,),
-            criterion,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            reg_covar=reg_covar,
-            init_params=init_params,
-            sample_weight=sample_weight,
-            random_state=random_state,
-            n_jobs=n_jobs,
+            X, ks, (covariance_type,), criterion, sample_weight=sample_weight, **em_options
         )
         return UnivariateMixture.from_model(result.best, result)
-    model = GaussianMixture(
-        ks[0],
-        covariance_type=covariance_type,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        reg_covar=reg_covar,
-        init_params=init_params,
-        random_state=random_state,
-        n_jobs=n_jobs,
-    ).fit(X, sample_weight=sample_weight)
+    model = GaussianMixture(ks[0], covariance_type=covariance_type, **em_options).fit(
+        X, sample_weight=sample_weight
+    )
     return UnivariateMixture.from_model(model)
