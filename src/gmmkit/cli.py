@@ -442,24 +442,17 @@ def select(
         _echo(quiet, f"best model saved to {output}")
 
 
-_TABLE_COLUMNS = (
-    "n_components",
-    "covariance_type",
-    "log_likelihood",
-    "n_parameters",
-    "bic",
-    "aic",
-    "icl",
-    "converged",
-    "n_iter",
-    "degenerate",
-)
+# printed after the other columns of gmmkit.apps.selection.TABLE_COLUMNS
+_TRAILING_COLUMNS = ("min_weight", "reason", "best")
 
 
 def _selection_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of a selection result's table (whichever columns it has)."""
+    from gmmkit.apps.selection import TABLE_COLUMNS
+
     rows = [dict(row) for row in result.rows]
-    header = [c for c in _TABLE_COLUMNS if any(c in row for row in rows)]
+    leading = [c for c in TABLE_COLUMNS if c not in _TRAILING_COLUMNS]
+    header = [c for c in leading if any(c in row for row in rows)]
     header += [c for c in rows[0] if c not in header and not isinstance(rows[0][c], dict)]
     table = []
     for row in rows:
