@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -37,14 +39,14 @@ covariance_types = st.sampled_from(COVARIANCE_TYPES)
 seeds = st.integers(0, 2**32 - 1)
 
 
-def _quiet() -> warnings.catch_warnings[Any]:
+@contextmanager
+def _quiet() -> Iterator[None]:
     """Convergence and re-seeding notices are expected on random data; RuntimeWarnings
     (overflow, invalid values) stay errors as configured in pyproject."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore", ConvergenceWarning)
-    warnings.simplefilter("ignore", EmptyComponentWarning)
-    return ctx
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.simplefilter("ignore", EmptyComponentWarning)
+        yield
 
 
 def _blobs(seed: int, n: int, d: int, k: int, spread: float = 5.0) -> np.ndarray:
@@ -121,11 +123,8 @@ def _assert_same_fit(a: Any, b: Any, X: np.ndarray, rtol: float) -> None:
 )
 def test_responsibilities_sum_to_one(X: np.ndarray, k: int, covariance_type: str) -> None:
     k = min(k, len(X))
-    ctx = _quiet()
-    try:
+    with _quiet():
         model = GaussianMixture(k, covariance_type=covariance_type, random_state=0).fit(X)
-    finally:
-        ctx.__exit__(None, None, None)
     proba = model.predict_proba(X)
     assert proba.shape == (len(X), k)
     assert np.all(proba >= 0.0)
@@ -164,14 +163,11 @@ def test_lower_bound_never_decreases(
     seed: int, n: int, d: int, k: int, covariance_type: str, init_params: str
 ) -> None:
     X = _blobs(seed, n, d, k + 1)
-    ctx = _quiet()
-    try:
+    with _quiet():
         model = GaussianMixture(
             k, covariance_type=covariance_type, init_params=init_params, tol=0.0,
             max_iter=40, random_state=seed,
         ).fit(X)
-    finally:
-        ctx.__exit__(None, None, None)
     bounds = np.asarray(model.lower_bounds_)
     assert len(bounds) == model.n_iter_
     # lower_bounds_[i] is evaluated after M-step i (1-based iteration i); a re-seeding
@@ -335,14 +331,11 @@ def test_integer_sample_weight_equals_repeated_rows(
     if np.count_nonzero(weight) < k + 1:
         weight[: k + 1] = 1
     repeated = np.repeat(X, weight, axis=0)
-    ctx = _quiet()
-    try:
+    with _quiet():
         settings_ = dict(covariance_type=covariance_type, init_params=init_params,
                          random_state=seed % 1000)
         weighted = GaussianMixture(k, **settings_).fit(X, sample_weight=weight)
         expanded = GaussianMixture(k, **settings_).fit(repeated)
-    finally:
-        ctx.__exit__(None, None, None)
     assert weighted.n_iter_ == expanded.n_iter_
     _assert_same_fit(weighted, expanded, X, rtol=1e-9)
     np.testing.assert_array_equal(weighted.predict(X), expanded.predict(X))
@@ -408,14 +401,11 @@ def test_float32_fit_agrees_with_float64(
     fixed number of iterations so that a convergence test cannot pick different stops."""
     X32 = _blobs(seed, n, d, k, spread=4.0).astype(np.float32)
     X64 = X32.astype(np.float64)  # the very same numbers
-    ctx = _quiet()
-    try:
+    with _quiet():
         settings_ = dict(covariance_type=covariance_type, tol=0.0, max_iter=15,
                          random_state=seed % 1000)
         single = GaussianMixture(k, **settings_).fit(X32)
         double = GaussianMixture(k, **settings_).fit(X64)
-    finally:
-        ctx.__exit__(None, None, None)
     spread = X64.std(axis=0)
     assert abs(single.lower_bound_ - double.lower_bound_) <= 1e-5 * abs(double.lower_bound_)
     assert np.max(np.abs(single.means_ - double.means_) / spread) <= 1e-4
@@ -476,8 +466,7 @@ def test_same_random_state_gives_identical_results(
     seed: int, k: int, covariance_type: str, init_params: str, n_init: int
 ) -> None:
     X = _blobs(seed, 200, 2, 3)
-    ctx = _quiet()
-    try:
+    with _quiet():
         fits = [
             GaussianMixture(k, covariance_type=covariance_type, init_params=init_params,
                             n_init=n_init, random_state=seed % 10_000).fit(X)
@@ -489,8 +478,6 @@ def test_same_random_state_gives_identical_results(
                             ).fit(X)
             for _ in range(2)
         ]
-    finally:
-        ctx.__exit__(None, None, None)
     for a, b in (fits, from_instances):
         for name in FITTED:
             np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
@@ -504,11 +491,8 @@ def test_different_random_states_differ() -> None:
     X = _blobs(3, 300, 2, 5)
     a = GaussianMixture(4, init_params="random_from_data", max_iter=2, random_state=0)
     b = GaussianMixture(4, init_params="random_from_data", max_iter=2, random_state=1)
-    ctx = _quiet()
-    try:
+    with _quiet():
         assert not np.array_equal(a.fit(X).means_, b.fit(X).means_)
-    finally:
-        ctx.__exit__(None, None, None)
 
 
 # --------------------------------------------------------------- blocks and threads
@@ -526,14 +510,11 @@ def test_chunking_and_threads_do_not_change_results(
 ) -> None:
     X = _blobs(seed, n, 3, 3)
     chunk_rows = max(chunk_rows, n // 100)  # at most ~100 blocks per pass keeps this fast
-    ctx = _quiet()
-    try:
+    with _quiet():
         settings_ = dict(covariance_type=covariance_type, init_params=init_params,
                          random_state=seed % 1000)
         blocked = GaussianMixture(3, chunk_rows=chunk_rows, n_jobs=n_jobs, **settings_).fit(X)
         whole = GaussianMixture(3, chunk_rows=n, n_jobs=1, **settings_).fit(X)
-    finally:
-        ctx.__exit__(None, None, None)
     assert blocked.n_iter_ == whole.n_iter_
     _assert_same_fit(blocked, whole, X, rtol=1e-9)
     np.testing.assert_array_equal(blocked.predict(X), whole.predict(X))
