@@ -42,16 +42,22 @@ def model_file(tmp_path: Path, models: dict[str, GaussianMixture]) -> Path:
 
 
 # ----------------------------------------------------------------------------- round trips
+def _save_and_load(tmp_path: Path, estimator: Any, name: str) -> tuple[Path, Any]:
+    """Save ``estimator`` to ``tmp_path / name`` and load it back: same class, same params."""
+    path = tmp_path / name
+    estimator.save(path)
+    loaded = gmmkit.load(path)
+    assert type(loaded) is type(estimator)
+    assert loaded.get_params() == estimator.get_params()
+    return path, loaded
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_round_trip_is_bit_identical(
     tmp_path: Path, data: np.ndarray, models: dict[str, GaussianMixture], covariance_type: str
 ) -> None:
     model = models[covariance_type]
-    path = tmp_path / "m.gmm"
-    model.save(path)
-    loaded = gmmkit.load(path)
-    assert type(loaded) is GaussianMixture
-    assert loaded.get_params() == model.get_params()
+    path, loaded = _save_and_load(tmp_path, model, "m.gmm")
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
         assert np.array_equal(getattr(loaded, name), getattr(model, name)), name
     assert loaded.converged_ == model.converged_
@@ -393,11 +399,7 @@ def test_metadata_not_json(tmp_path: Path, model_file: Path) -> None:
 # ----------------------------------------------------------------------------- other estimators
 def test_anomaly_detector_round_trip(tmp_path: Path, data: np.ndarray) -> None:
     detector = gmmkit.AnomalyDetector(3, contamination=0.02, random_state=0).fit(data)
-    path = tmp_path / "detector.gmm"
-    detector.save(path)
-    loaded = gmmkit.load(path)
-    assert type(loaded) is gmmkit.AnomalyDetector
-    assert loaded.get_params() == detector.get_params()
+    path, loaded = _save_and_load(tmp_path, detector, "detector.gmm")
     assert loaded.offset_ == detector.offset_
     assert np.array_equal(loaded.decision_function(data), detector.decision_function(data))
     assert np.array_equal(loaded.predict(data), detector.predict(data))
@@ -413,11 +415,7 @@ def test_selector_round_trip(tmp_path: Path, data: np.ndarray) -> None:
     selector = gmmkit.GaussianMixtureSelector(
         n_components=(2, 3, 4), covariance_types=("full", "diag"), random_state=0
     ).fit(data)
-    path = tmp_path / "selector.gmm"
-    selector.save(path)
-    loaded = gmmkit.load(path)
-    assert type(loaded) is gmmkit.GaussianMixtureSelector
-    assert loaded.get_params() == selector.get_params()
+    _, loaded = _save_and_load(tmp_path, selector, "selector.gmm")
     assert loaded.n_components_ == selector.n_components_
     assert np.array_equal(loaded.predict_proba(data), selector.predict_proba(data))
     assert np.array_equal(loaded.score_samples(data), selector.score_samples(data))
@@ -441,11 +439,7 @@ def test_semi_supervised_round_trip(tmp_path: Path, data: np.ndarray) -> None:
     partial = np.full(len(data), -1)
     partial[[0, 1, 300, 301, 600, 601]] = [0, 0, 1, 1, 2, 2]
     model = gmmkit.SemiSupervisedGaussianMixture(3, random_state=0).fit(data, partial)
-    path = tmp_path / "semi.gmm"
-    model.save(path)
-    loaded = gmmkit.load(path)
-    assert type(loaded) is gmmkit.SemiSupervisedGaussianMixture
-    assert loaded.get_params() == model.get_params()
+    _, loaded = _save_and_load(tmp_path, model, "semi.gmm")
     assert np.array_equal(loaded.transduction_, model.transduction_)
     assert np.array_equal(loaded.predict_proba(data), model.predict_proba(data))
 
