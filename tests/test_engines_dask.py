@@ -19,6 +19,13 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 
+from _helpers import (
+    assert_same_fit,
+    fit_from,
+    initial_parameters,
+    relative_error,
+    three_blobs,
+)
 from gmmkit import GaussianMixture
 from gmmkit.engines import DaskEngine
 from gmmkit.mixture import fit_progress
@@ -29,57 +36,23 @@ distributed = pytest.importorskip("distributed")
 pd = pytest.importorskip("pandas")
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-RTOL = 1e-10
 CHUNK = 512
 BLOCK = 4 * CHUNK
 
 
 def _data(n: int = 6000, seed: int = 0, dtype: Any = np.float64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, -2.0], [-1.5, 2.5, 1.0]])
-    z = rng.integers(0, 3, size=n)
-    X = centres[z] + rng.normal(size=(n, 3)) * np.array([1.0, 0.5, 2.0])
-    return X.astype(dtype)
-
-
-def _relative(a: Any, b: Any) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-300))
-
-
-def assert_same_fit(a: GaussianMixture, b: GaussianMixture, rtol: float = RTOL) -> None:
-    assert a.n_iter_ == b.n_iter_
-    assert abs(a.lower_bound_ - b.lower_bound_) <= rtol * abs(a.lower_bound_)
-    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        assert _relative(getattr(a, name), getattr(b, name)) <= rtol, name
-
-
-def _initial(X: np.ndarray, covariance_type: str) -> dict[str, Any]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gm = GaussianMixture(
-            3, covariance_type=covariance_type, max_iter=1, random_state=0,
-            init_params="k-means++",
-        ).fit(X)
-    return {"weights_init": gm.weights_, "means_init": gm.means_,
-            "precisions_init": gm.precisions_}
+    return three_blobs(n, seed, dtype)
 
 
 def _fit(X: Any, covariance_type: str, init: dict[str, Any], **kw: Any) -> GaussianMixture:
-    gm = GaussianMixture(
-        3, covariance_type=covariance_type, tol=1e-8, max_iter=30, chunk_rows=CHUNK, **init,
-        **kw,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return gm.fit(X)
+    return fit_from(X, covariance_type, init, max_iter=30, chunk_rows=CHUNK, **kw)
 
 
 # ------------------------------------------------------------ local scheduler (no client)
 def test_local_scheduler_fit_equals_in_memory() -> None:
     assert distributed.client._get_global_client() is None
     X = _data()
-    init = _initial(X, "full")
+    init = initial_parameters(X, "full")
     reference = _fit(X, "full", init)
     fitted = _fit(da.from_array(X, chunks=(BLOCK, 3)), "full", init)
     assert_same_fit(reference, fitted)
@@ -107,7 +80,7 @@ def client() -> Iterator[Any]:
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_cluster_fit_equals_in_memory(client: Any, covariance_type: str) -> None:
     X = _data()
-    init = _initial(X, covariance_type)
+    init = initial_parameters(X, covariance_type)
     reference = _fit(X, covariance_type, init)
     assert reference.n_iter_ > 5
     fitted = _fit(da.from_array(X, chunks=(BLOCK, 3)), covariance_type, init)
@@ -116,14 +89,14 @@ def test_cluster_fit_equals_in_memory(client: Any, covariance_type: str) -> None
 
 def test_float32_and_uneven_blocks(client: Any) -> None:
     X = _data(dtype=np.float32)
-    init = _initial(X.astype(np.float64), "diag")
+    init = initial_parameters(X.astype(np.float64), "diag")
     reference = _fit(X, "diag", init)
     fitted = _fit(da.from_array(X, chunks=(BLOCK, 3)), "diag", init)
     assert fitted.means_.dtype == np.float64
     assert_same_fit(reference, fitted)
     # blocks not aligned with chunks: different float32 partial sums, same fit to float32
     uneven = _fit(da.from_array(X, chunks=(1000, 1)), "diag", init)
-    assert _relative(reference.means_, uneven.means_) < 1e-5
+    assert relative_error(reference.means_, uneven.means_) < 1e-5
 
 
 def test_fit_from_random_state_equals_in_memory(client: Any) -> None:
@@ -138,7 +111,7 @@ def test_fit_from_random_state_equals_in_memory(client: Any) -> None:
 def test_dataframe_and_weights(client: Any) -> None:
     X = _data()
     weight = np.random.default_rng(1).integers(0, 3, size=len(X)).astype(float)
-    init = _initial(X, "full")
+    init = initial_parameters(X, "full")
     reference = GaussianMixture(3, chunk_rows=CHUNK, max_iter=8, tol=0.0, **init)
     frame = dd.from_pandas(pd.DataFrame(X, columns=["a", "b", "c"]), chunksize=BLOCK)
     fitted = GaussianMixture(**reference.get_params())
@@ -181,7 +154,7 @@ def test_parameters_travel_data_does_not(client: Any) -> None:
     dX = da.from_array(X, chunks=(10_000, 3)).persist()
     distributed.wait(dX)
     engine = DaskEngine(dX, chunk_rows=CHUNK)
-    init = _initial(X[:6000], "full")
+    init = initial_parameters(X[:6000], "full")
     from gmmkit.core.em import run_em
     from gmmkit.core.params import MixtureParams
 
@@ -223,7 +196,7 @@ class _BlockComputations:
 
 def test_worker_killed_mid_fit_gives_same_result(client: Any) -> None:
     X = _data(20_000)
-    init = _initial(X, "full")
+    init = initial_parameters(X, "full")
     reference = _fit(X, "full", init)
     dX = da.from_array(X, chunks=(BLOCK, 3))
     computed = _BlockComputations(dX.name)
@@ -265,7 +238,7 @@ def _exit_in_worker(block: np.ndarray) -> np.ndarray:
 def test_task_that_keeps_killing_workers_fails_clearly(client: Any) -> None:
     X = _data()
     poisoned = da.from_array(X, chunks=(BLOCK, 3)).map_blocks(_exit_in_worker, dtype=X.dtype)
-    gm = GaussianMixture(3, random_state=0, **_initial(X, "full"))
+    gm = GaussianMixture(3, random_state=0, **initial_parameters(X, "full"))
     with pytest.raises(RuntimeError, match="Dask workers died repeatedly"):
         gm.fit(poisoned)
     assert not hasattr(gm, "means_")

@@ -23,6 +23,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 import gmmkit
+from _helpers import (
+    assert_same_fit,
+    fit_from,
+    initial_parameters,
+    relative_error,
+    three_blobs,
+)
 from gmmkit import GaussianMixture
 from gmmkit.engines import ArraySource, IterableSource, StreamingEngine, as_engine
 
@@ -30,53 +37,15 @@ pa = pytest.importorskip("pyarrow")
 pq = pytest.importorskip("pyarrow.parquet")
 
 COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
-RTOL = 1e-10
 CHUNK = 512
 
 
 def _data(n: int = 5003, seed: int = 0, dtype: Any = np.float64) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centres = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, -2.0], [-1.5, 2.5, 1.0]])
-    z = rng.integers(0, 3, size=n)
-    X = centres[z] + rng.normal(size=(n, 3)) * np.array([1.0, 0.5, 2.0])
-    return X.astype(dtype)
-
-
-def _relative(a: Any, b: Any) -> float:
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-300))
-
-
-def assert_same_fit(a: GaussianMixture, b: GaussianMixture, rtol: float = RTOL) -> None:
-    assert a.n_iter_ == b.n_iter_
-    assert abs(a.lower_bound_ - b.lower_bound_) <= rtol * abs(a.lower_bound_)
-    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
-        assert _relative(getattr(a, name), getattr(b, name)) <= rtol, name
-
-
-def _initial(X: np.ndarray, covariance_type: str) -> dict[str, Any]:
-    """Initial parameters from a short in-memory fit (deliberately not converged)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        gm = GaussianMixture(
-            3, covariance_type=covariance_type, max_iter=1, random_state=0,
-            init_params="k-means++",
-        ).fit(X)
-    return {
-        "weights_init": gm.weights_,
-        "means_init": gm.means_,
-        "precisions_init": gm.precisions_,
-    }
+    return three_blobs(n, seed, dtype)
 
 
 def _fit(X: Any, covariance_type: str, init: dict[str, Any], **kw: Any) -> GaussianMixture:
-    gm = GaussianMixture(
-        3, covariance_type=covariance_type, tol=1e-8, max_iter=40, chunk_rows=CHUNK, **init,
-        **kw,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return gm.fit(X)
+    return fit_from(X, covariance_type, init, max_iter=40, chunk_rows=CHUNK, **kw)
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +77,7 @@ def test_memmap_parquet_csv_factory_equal_in_memory(
     files: dict[str, Path], covariance_type: str
 ) -> None:
     X = np.load(files["npy"])
-    init = _initial(X, covariance_type)
+    init = initial_parameters(X, covariance_type)
     reference = _fit(X, covariance_type, init)
     assert reference.n_iter_ > 5
 
@@ -130,7 +99,7 @@ def test_memmap_parquet_csv_factory_equal_in_memory(
 
 def test_float32_memmap_equals_float32_in_memory(files: dict[str, Path]) -> None:
     X = np.load(files["npy32"])
-    init = _initial(X.astype(np.float64), "full")
+    init = initial_parameters(X.astype(np.float64), "full")
     reference = _fit(X, "full", init)
     streamed = _fit(np.load(files["npy32"], mmap_mode="r"), "full", init)
     assert_same_fit(reference, streamed)
@@ -151,7 +120,7 @@ def test_weighted_memmap_fit_equals_in_memory(files: dict[str, Path], tmp_path: 
     X = np.load(files["npy"])
     weight = np.random.default_rng(5).integers(0, 4, size=len(X)).astype(np.float64)
     np.save(tmp_path / "w.npy", weight)
-    init = _initial(X, "diag")
+    init = initial_parameters(X, "diag")
     reference = GaussianMixture(3, covariance_type="diag", chunk_rows=CHUNK, max_iter=10,
                                 tol=0.0, **init)
     streamed = GaussianMixture(**reference.get_params())
@@ -165,15 +134,15 @@ def test_weighted_memmap_fit_equals_in_memory(files: dict[str, Path], tmp_path: 
 
 def test_streamed_fit_matches_scikit_learn(files: dict[str, Path]) -> None:
     X = np.load(files["npy"])
-    init = _initial(X, "full")
+    init = initial_parameters(X, "full")
     streamed = _fit(np.load(files["npy"], mmap_mode="r"), "full", init)
     sk = SklearnGaussianMixture(3, covariance_type="full", tol=1e-8, max_iter=40, **init)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         sk.fit(X)
     assert abs(sk.lower_bound_ - streamed.lower_bound_) <= 1e-9 * abs(sk.lower_bound_)
-    assert _relative(sk.means_, streamed.means_) <= 1e-7
-    assert _relative(sk.covariances_, streamed.covariances_) <= 1e-7
+    assert relative_error(sk.means_, streamed.means_) <= 1e-7
+    assert relative_error(sk.covariances_, streamed.covariances_) <= 1e-7
 
 
 # ----------------------------------------------------------------------- inference

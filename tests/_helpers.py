@@ -1,0 +1,74 @@
+"""Data and comparisons shared by the out-of-core engine tests (streaming, Dask).
+
+Both compare an out-of-core fit with the in-memory fit of the same rows started from the
+same parameters, on the same three-cluster data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from gmmkit import GaussianMixture
+
+RTOL = 1e-10
+
+
+def three_blobs(n: int, seed: int = 0, dtype: Any = np.float64) -> np.ndarray:
+    """``n`` rows of three well-separated, axis-scaled Gaussian clusters in 3-D, shape (n, 3)."""
+    rng = np.random.default_rng(seed)
+    centres = np.array([[0.0, 0.0, 0.0], [2.0, 1.0, -2.0], [-1.5, 2.5, 1.0]])
+    z = rng.integers(0, 3, size=n)
+    X = centres[z] + rng.normal(size=(n, 3)) * np.array([1.0, 0.5, 2.0])
+    return X.astype(dtype)
+
+
+def relative_error(a: Any, b: Any) -> float:
+    """Largest absolute difference relative to the largest magnitude of ``a``."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), 1e-300))
+
+
+def assert_same_fit(a: GaussianMixture, b: GaussianMixture, rtol: float = RTOL) -> None:
+    """Same iterations, lower bound and fitted parameters to ``rtol``."""
+    assert a.n_iter_ == b.n_iter_
+    assert abs(a.lower_bound_ - b.lower_bound_) <= rtol * abs(a.lower_bound_)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        assert relative_error(getattr(a, name), getattr(b, name)) <= rtol, name
+
+
+def initial_parameters(X: np.ndarray, covariance_type: str) -> dict[str, Any]:
+    """``*_init`` arguments from a short in-memory fit (deliberately not converged)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        gm = GaussianMixture(
+            3, covariance_type=covariance_type, max_iter=1, random_state=0,
+            init_params="k-means++",
+        ).fit(X)
+    return {
+        "weights_init": gm.weights_,
+        "means_init": gm.means_,
+        "precisions_init": gm.precisions_,
+    }
+
+
+def fit_from(
+    X: Any,
+    covariance_type: str,
+    init: dict[str, Any],
+    *,
+    max_iter: int,
+    chunk_rows: int,
+    **kw: Any,
+) -> GaussianMixture:
+    """A 3-component fit of ``X`` from ``init`` with tol=1e-8 (convergence warnings off)."""
+    gm = GaussianMixture(
+        3, covariance_type=covariance_type, tol=1e-8, max_iter=max_iter,
+        chunk_rows=chunk_rows, **init, **kw,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return gm.fit(X)
