@@ -348,22 +348,30 @@ def test_integer_sample_weight_equals_repeated_rows(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kmeans init seeds on a uniform sample of FIRST_STAGE=20000 *rows* (and the "
-    "engine samples 100000 rows): 12000 weighted rows are seeded on in full while their "
-    "24000 repeats are subsampled, so the two fits start (and here end) differently. Exact "
-    "equivalence needs weight-proportional sampling (e.g. systematic PPS on cumulative "
-    "weight) in Engine.sample and kmeans.",
+@pytest.mark.parametrize(
+    ("n_rows", "max_weight", "init_params"),
+    [
+        (12_000, 5, "kmeans"),  # repeats exceed the 20000-row first k-means stage
+        (40_000, 7, "kmeans"),  # repeats exceed the engine's 100000-row seeding sample
+        (40_000, 7, "k-means++"),
+    ],
 )
-def test_integer_sample_weight_equals_repeated_rows_beyond_the_seeding_sample() -> None:
-    X, _ = make_blobs(12_000, n_features=3, centers=8, cluster_std=2.0, random_state=0)
-    weight = np.random.default_rng(0).integers(0, 5, len(X))
+def test_integer_sample_weight_equals_repeated_rows_beyond_the_seeding_sample(
+    n_rows: int, max_weight: int, init_params: str
+) -> None:
+    """Seeding samples are drawn in proportion to weight on the cumulative weights, so a
+    weight-w row and its w repeats are picked by the same random numbers."""
+    X, _ = make_blobs(n_rows, n_features=3, centers=8, cluster_std=2.0, random_state=0)
+    weight = np.random.default_rng(0).integers(0, max_weight, len(X))
     repeated = np.repeat(X, weight, axis=0)
-    assert len(X) < 20_000 < len(repeated)
-    weighted = GaussianMixture(8, random_state=0).fit(X, sample_weight=weight)
-    expanded = GaussianMixture(8, random_state=0).fit(repeated)
+    assert len(X) < 100_000 < len(repeated) or len(X) < 20_000 < len(repeated)
+    weighted = GaussianMixture(8, init_params=init_params, random_state=0).fit(
+        X, sample_weight=weight
+    )
+    expanded = GaussianMixture(8, init_params=init_params, random_state=0).fit(repeated)
     np.testing.assert_allclose(weighted.means_, expanded.means_, rtol=1e-8, atol=1e-8)
+    np.testing.assert_allclose(weighted.covariances_, expanded.covariances_, rtol=1e-7)
+    assert weighted.n_iter_ == expanded.n_iter_
 
 
 def test_fractional_weights_scale_invariant() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.base import Chunk, Engine, sample_positions
 
 Array = NDArray[np.floating[Any]]
 
@@ -268,10 +268,10 @@ def kmeans(
     sample = np.asarray(sample, dtype=np.float64)
     # weighted mean as one GEMV (np.average broadcasts the weights: 8 ms at 1e5 x 16)
     reference = np.dot(sample_weight, sample) / np.sum(sample_weight)
-    first, first_weight = sample, sample_weight
-    if len(sample) > FIRST_STAGE:
-        rows = np.sort(rng.choice(len(sample), size=FIRST_STAGE, replace=False))
-        first, first_weight = sample[rows], sample_weight[rows]
+    # weight-proportional draws whatever the size, so integer weights still act
+    # exactly as repeated rows (a size test would treat a row and its repeats apart)
+    rows, first_weight = sample_positions(len(sample), sample_weight, FIRST_STAGE, rng)
+    first = sample[rows]
     centres = kmeans_plusplus(first, n_clusters, rng, first_weight)
     # the samples are in memory: Lloyd on them runs in the memory engine's threads
     from gmmkit.engines.memory import MemoryEngine

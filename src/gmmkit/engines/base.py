@@ -40,6 +40,53 @@ class Chunk:
     start: int
 
 
+def sample_positions(
+    n_rows: int,
+    sample_weight: NDArray[Any] | None,
+    n: int,
+    rng: np.random.Generator,
+) -> tuple[NDArray[np.intp], NDArray[np.float64]]:
+    """Rows of a seeding sample of ``n`` weight-proportional draws, and their weights.
+
+    Draws are made with replacement by inverse-CDF picks on the cumulative weights, and
+    repeated picks of a row merge into one row of weight ``picks * total / n``.  A row
+    of integer weight ``w`` covers the same stretch of the cumulative weight as ``w``
+    repeated rows, so the same random numbers pick the same data whether the weight is
+    given or the row is repeated: integer weights act exactly as repeated rows in every
+    initialisation that seeds on a sample.  Scaling all weights by a constant changes
+    nothing either.  Small data are drawn from too (never "all rows"), because any
+    size threshold would treat a weighted row and its repeats differently.
+
+    Parameters
+    ----------
+    n_rows : int
+    sample_weight : ndarray of shape (n_rows,) or None
+    n : int
+        Number of draws.
+    rng : numpy Generator
+
+    Returns
+    -------
+    positions : ndarray of shape (m,), sorted and distinct, m <= min(n, n_rows)
+    weights : ndarray of shape (m,), summing to the total weight
+    """
+    uniforms = np.sort(rng.uniform(size=max(int(n), 1)))
+    if sample_weight is None:
+        # unit weights without an N-sized cumulative sum: row i covers (i, i + 1], so
+        # this is exactly searchsorted(arange(1, N + 1), picks, "left")
+        total = float(n_rows)
+        drawn = np.ceil(uniforms * total).astype(np.intp) - 1
+        drawn = np.clip(drawn, 0, n_rows - 1)
+    else:
+        cumulative = np.cumsum(np.asarray(sample_weight, np.float64))
+        total = float(cumulative[-1])
+        drawn = np.minimum(
+            np.searchsorted(cumulative, uniforms * total, side="left"), n_rows - 1
+        )
+    positions, counts = np.unique(drawn, return_counts=True)
+    return positions.astype(np.intp), (counts * (total / len(uniforms))).astype(np.float64)
+
+
 class Engine(ABC):
     """A source of row chunks that can map a function over them and combine results."""
 
@@ -68,11 +115,8 @@ class Engine(ABC):
 
     @abstractmethod
     def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
-        """Up to ``n`` rows drawn uniformly without replacement, and their weights.
-
-        When ``n >= n_samples`` all rows are returned in order (so seeding on small
-        data is the same as seeding on the data itself).
-        """
+        """A seeding sample: distinct rows in row order and their weights, from ``n``
+        weight-proportional draws (see :func:`sample_positions`)."""
 
     @contextmanager
     def session(self) -> Iterator[Engine]:

@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.base import Chunk, Engine, sample_positions
 from gmmkit.engines.sources import compute_dtype
 from gmmkit.engines.streaming import check_finite_block
 
@@ -321,19 +321,35 @@ class DaskEngine(Engine):
         )
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
-        """Uniform rows without replacement, gathered from their blocks (all if fewer)."""
+        """A seeding sample gathered from its blocks (all rows if few).
+
+        Unweighted data are drawn exactly as in memory
+        (:func:`~gmmkit.engines.base.sample_positions`). Weighted rows are drawn
+        uniformly and keep their weights: weight-proportional draws would need every
+        weight on the client.
+        """
         began = time.perf_counter()
         X, weight, _ = self._collections()
-        if n >= self.n_samples:
-            index: Any = slice(None)
+        index: Any
+        if weight is None:
+            positions, weights = sample_positions(self.n_samples, None, n, rng)
+            rows = np.asarray(_compute(X[positions])[0])
         else:
-            index = np.sort(rng.choice(self.n_samples, size=n, replace=False))
-        wanted = [X[index]] if weight is None else [X[index], weight[index]]
-        got = _compute(*wanted)
-        rows = np.asarray(got[0])
-        weights = np.ones(len(rows)) if weight is None else np.asarray(got[1], np.float64)
-        if not self._validated:
-            check_finite_block(rows, 0, "X (sampled rows)")
+            if n >= self.n_samples:
+                index = slice(None)
+            else:
+                index = np.sort(rng.choice(self.n_samples, size=n, replace=False))
+            got = _compute(X[index], weight[index])
+            rows = np.asarray(got[0])
+            weights = np.asarray(got[1], np.float64)
+        if not self._validated and rows.dtype.kind == "f" and not np.isfinite(rows).all():
+            # the sample holds a bad row: find the data's first one, for a useful message
+            import dask.array as da
+
+            bad_rows = ~da.isfinite(X).all(axis=1)
+            first = int(da.argmax(bad_rows).compute())
+            (bad_row,) = _compute(X[first : first + 1])
+            check_finite_block(np.asarray(bad_row), first, "X")
         self._report("sample", began)
         return rows, weights
 

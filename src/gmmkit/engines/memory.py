@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.base import Chunk, Engine, sample_positions
 
 T = TypeVar("T")
 
@@ -178,13 +178,8 @@ class MemoryEngine(Engine):
         return np.concatenate(parts, axis=0)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
-        weights = (
-            np.ones(self.n_samples) if self.sample_weight is None else self.sample_weight
-        )
-        if n >= self.n_samples:
-            return np.asarray(self.X), np.asarray(weights, dtype=np.float64)
-        idx = np.sort(rng.choice(self.n_samples, size=n, replace=False))
-        return np.asarray(self.X[idx]), np.asarray(weights[idx], dtype=np.float64)
+        positions, weights = sample_positions(self.n_samples, self.sample_weight, n, rng)
+        return np.asarray(self.X[positions]), weights
 
     def take(self, indices: NDArray[np.intp]) -> NDArray[Any]:
         return np.asarray(self.X[indices])

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.base import Chunk, Engine, sample_positions
 from gmmkit.engines.memory import default_n_jobs
 from gmmkit.engines.sources import ChunkSource
 
@@ -264,12 +264,13 @@ class StreamingEngine(Engine):
         return np.concatenate(parts, axis=0)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
-        """Uniform rows without replacement, in row order, read in one pass.
+        """A seeding sample read in one pass.
 
-        With the number of rows known, the row indices are drawn exactly as
-        :class:`~gmmkit.engines.memory.MemoryEngine` draws them, so a fit seeded with
-        the same ``random_state`` starts from the same rows in memory and out of core.
-        Otherwise a one-pass reservoir (memory O(n)) picks them.
+        With the number of rows known, rows are drawn exactly as
+        :class:`~gmmkit.engines.memory.MemoryEngine` draws them
+        (:func:`~gmmkit.engines.base.sample_positions`), so a fit seeded with the same
+        ``random_state`` starts from the same rows in memory and out of core. Otherwise
+        a one-pass uniform reservoir (memory O(n)) picks them.
         """
         n = max(1, int(n))
         if self._n_rows is None:
@@ -277,17 +278,11 @@ class StreamingEngine(Engine):
             for chunk in self._chunks("sample"):
                 reservoir.add(chunk.start, chunk.X)
             rows, positions = reservoir.result(self.n_features, self.dtype)
-        else:
-            if n >= self._n_rows:
-                positions = np.arange(self._n_rows)
-            else:
-                positions = np.sort(rng.choice(self._n_rows, size=n, replace=False))
-            rows = self._gather(positions, "sample")
-        if self.sample_weight is None:
-            weights = np.ones(len(rows))
-        else:
-            weights = np.asarray(self.sample_weight[positions], dtype=np.float64)
-        return rows, weights
+            if self.sample_weight is None:
+                return rows, np.ones(len(rows))
+            return rows, np.asarray(self.sample_weight[positions], dtype=np.float64)
+        wanted, weights = sample_positions(self._n_rows, self.sample_weight, n, rng)
+        return self._gather(wanted, "sample"), weights
 
     def _gather(self, wanted: NDArray[np.intp], kind: str) -> NDArray[Any]:
         """Rows at the sorted positions ``wanted``, in one pass."""
