@@ -158,9 +158,12 @@ def precisions_from_cholesky(precisions_cholesky: Array, covariance_type: str) -
 def _make_positive_definite(cov: Array, reg_covar: float) -> Array:
     """Symmetrise, and clip negative eigenvalues left by rounding before adding ``reg_covar``."""
     cov = 0.5 * (cov + cov.T)
-    eigval, eigvec = linalg.eigh(cov)
-    if eigval.min() > 0.0:
+    try:  # the usual case, and far cheaper than an eigendecomposition every iteration
+        np.linalg.cholesky(cov)
         return cov
+    except np.linalg.LinAlgError:
+        pass
+    eigval, eigvec = linalg.eigh(cov)
     eigval = np.maximum(eigval, 0.0) + max(reg_covar, np.finfo(np.float64).tiny)
     return (eigvec * eigval) @ eigvec.T
 
@@ -301,7 +304,9 @@ class FullCovariance(_MatrixCovariance):
         covs -= centred_means[:, :, None] * centred_means[:, None, :]
         idx = np.arange(d)
         for k in range(len(covs)):
-            covs[k][idx, idx] += reg_covar
+            # a variance is never negative: clip what rounding leaves below zero (on a
+            # collapsed component) so reg_covar really is the floor, as for diag
+            covs[k][idx, idx] = np.maximum(covs[k][idx, idx], 0.0) + reg_covar
             covs[k] = _make_positive_definite(covs[k], reg_covar)
         return covs
 
@@ -344,7 +349,8 @@ class TiedCovariance(_MatrixCovariance):
         total = unpack_symmetric(second_moments.sum(axis=0), d)
         between = (centred_means * nk[:, None]).T @ centred_means
         cov = (total - between) / nk.sum()
-        cov[np.arange(d), np.arange(d)] += reg_covar
+        idx = np.arange(d)
+        cov[idx, idx] = np.maximum(cov[idx, idx], 0.0) + reg_covar
         return _make_positive_definite(cov, reg_covar)
 
     def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
