@@ -179,22 +179,7 @@ def test_parameters_match_sklearn(dataset: str, covariance_type: str) -> None:
     )
 
 
-NEAR_SINGULAR_MSTEP = pytest.mark.xfail(
-    strict=True,
-    reason="second moments are accumulated around one shared reference point, so the M-step "
-    "forms S/n - m m' with |x - ref|^2 ~ 25 and loses eps*25 = 5e-15 absolute on an "
-    "eigenvalue of reg_covar = 1e-6: 2e-8 relative (scikit-learn, centred per component: "
-    "1e-11; checked against a long-double M-step). score_samples then differs by 1.7e-9 "
-    "relative. DESIGN.md: centre second moments on each component's previous mean.",
-)
-PREDICTION_CASES = [
-    pytest.param(d, c, marks=NEAR_SINGULAR_MSTEP) if (d, c) == ("near_singular", "full")
-    else (d, c)
-    for d, c in CASES
-]
-
-
-@pytest.mark.parametrize(("dataset", "covariance_type"), PREDICTION_CASES)
+@pytest.mark.parametrize(("dataset", "covariance_type"), CASES)
 def test_predictions_match_sklearn(dataset: str, covariance_type: str) -> None:
     ours, reference, X = _fitted_pair(dataset, covariance_type)
     np.testing.assert_array_equal(ours.predict(X), reference.predict(X))
@@ -355,7 +340,6 @@ def _m_step_long_double(
 @pytest.mark.skipif(
     np.finfo(np.longdouble).eps > 1e-18, reason="needs x87 extended-precision longdouble"
 )
-@NEAR_SINGULAR_MSTEP
 def test_m_step_exact_along_a_near_singular_direction() -> None:
     """The variance of a component along its (near) null direction is ``reg_covar`` plus a
     tiny remainder: it must come out to 1e-12 relative, as the two-pass formula gives."""

@@ -73,8 +73,9 @@ def _reference_log_joint(params: MixtureParams, X: np.ndarray) -> np.ndarray:
     ).reshape(len(X), -1)
 
 
-def _reference_statistics(params, X, weight, labels=None, label_weight=1.0):
-    """Statistics straight from the definition: softmax of SciPy log-densities."""
+def _reference_statistics(params, X, weight, labels=None, label_weight=1.0, reference=None):
+    """Statistics straight from the definition: softmax of SciPy log-densities, moments
+    around ``reference`` (K, D) (default: every row the weighted mean of the means)."""
     log_prob = _reference_log_joint(params, X)
     log_norm = logsumexp(log_prob, axis=1)
     resp = np.exp(log_prob - log_norm[:, None])
@@ -86,19 +87,24 @@ def _reference_statistics(params, X, weight, labels=None, label_weight=1.0):
         log_norm[lab] = log_prob[lab, labels[lab]]
         weight[lab] *= label_weight
     wr = resp * weight[:, None]
-    reference = params.weights @ params.means
-    xc = X - reference
     d = X.shape[1]
-    outer = pack_symmetric(xc[:, :, None] * xc[:, None, :])
-    second = {
-        "full": wr.T @ outer,
-        "tied": (weight @ outer)[None, :],
-        "diag": wr.T @ xc**2,
-        "spherical": wr.T @ np.sum(xc**2, axis=1, keepdims=True),
-    }[params.covariance_type]
+    if reference is None:
+        reference = np.tile(params.weights @ params.means, (params.n_components, 1))
+    first, seconds = [], []
+    for j, centre in enumerate(reference):
+        xc = X - centre
+        outer = pack_symmetric(xc[:, :, None] * xc[:, None, :])
+        first.append(wr[:, j] @ xc)
+        seconds.append({
+            "full": wr[:, j] @ outer,
+            "tied": weight @ outer,
+            "diag": wr[:, j] @ xc**2,
+            "spherical": wr[:, j] @ np.sum(xc**2, axis=1, keepdims=True),
+        }[params.covariance_type])
+    second = np.stack(seconds[:1] if params.covariance_type == "tied" else seconds)
     return {
         "nk": wr.sum(axis=0),
-        "first": wr.T @ xc,
+        "first": np.stack(first),
         "second": second,
         "log_likelihood": float(weight @ log_norm),
         "worst": float(np.min(np.where(weight > 0, log_norm, np.inf))),
@@ -360,10 +366,20 @@ def test_near_singular_components_are_evaluated_centred(cov_type):
     sk.covariances_, sk.precisions_cholesky_ = params.covariances, params.precisions_cholesky
     np.testing.assert_allclose(score_chunk(coefs, X), sk.score_samples(X), rtol=1e-10)
     np.testing.assert_allclose(proba_chunk(coefs, X), sk.predict_proba(X), atol=1e-10)
-    ref = _reference_statistics(params, X, np.ones(len(X)))
     stats = chunk_statistics(coefs, X)
+    # the near-singular component's moments are taken around its own mean (tied: the
+    # pooled moment keeps the shared centre), the others' around the shared reference
+    expected_centres = np.tile(coefs.reference, (k, 1))
+    if cov_type == "tied":
+        assert coefs.own_centred is None
+    else:
+        assert 0 in coefs.own_centred
+        expected_centres[coefs.own_centred] = means[coefs.own_centred]
+    np.testing.assert_array_equal(stats.reference, expected_centres)
+    ref = _reference_statistics(params, X, np.ones(len(X)), reference=expected_centres)
     assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-10)
     np.testing.assert_allclose(stats.nk, ref["nk"], rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.first, ref["first"], rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(stats.second, ref["second"], rtol=1e-9, atol=1e-9)
     phi = features(coefs.covariance, X, coefs.reference_compute, coefs.dtype)
     np.testing.assert_allclose(log_joint(coefs, phi), _reference_log_joint(params, X),

@@ -230,7 +230,8 @@ class CovarianceType(ABC):
         nk : ndarray of shape (K,)
             Summed responsibilities (already floored away from zero).
         centred_means : ndarray of shape (K, D)
-            Component means minus the reference point.
+            Component means minus the point each component's moments are taken around
+            (``SuffStats.reference``; one common point for tied).
         second_moments : ndarray of shape (K, Q) or (1, Q)
             Responsibility-weighted sums of quadratic features of centred data.
         total_weight : float

@@ -28,8 +28,13 @@ Precision: the expansion around one reference point cancels terms as large as
 error at probe points of every component and picks the cheapest accurate evaluation:
 float32 expansion (float32 data, error within 1e-5 of the log-densities), float64
 expansion, or -- for near-singular or very distant components -- every component
-centred on its own mean (scikit-learn's formulation).  Statistics are always returned
-in float64.
+centred on its own mean (scikit-learn's formulation).  The statistics of the components
+whose own probes show the error (except for tied, whose pooled second moment does not
+depend on the responsibilities) are then also taken around their current means
+(``SuffStats.reference`` row ``k``), so the M-step's ``S / n - m m'`` has ``m ~ 0`` at
+convergence and cancels nothing on a near-singular direction; the other components keep
+the one statistics GEMM around the shared reference.  Statistics
+are always returned in float64.
 
 Threads: block GEMMs call ``np.dot``, not ``@``: numpy's matmul holds the GIL for
 small-output products such as the (F, n) @ (n, K) statistics, which serialised the
@@ -79,6 +84,15 @@ class KernelCoefficients:
     reference : ndarray of shape (D,), float64
         Centre of the features (the weighted mean of the component means).
     reference_compute : ndarray of shape (D,), compute dtype
+    stats_reference : ndarray of shape (K, D), float64
+        Point each component's statistics are taken around: its own mean for the
+        components in ``own_centred``, so that the M-step's ``S / n - m m'`` cancels
+        nothing; the shared reference otherwise (one GEMM for all of them).
+    own_centred : ndarray of int or None
+        Components whose expansion around the shared reference loses accuracy (probe
+        error above :data:`FLOAT64_TOLERANCE`): their statistics are accumulated around
+        their own means.  ``None`` when there are none, and always for tied (its pooled
+        second moment does not depend on the responsibilities).
     weights_matrix : ndarray of shape (Q + D + 1, K), or (D + 1, K) when tied
         Coefficients of the feature row; the last row holds the constants.
     shared_quadratic : ndarray of shape (Q,) or None
@@ -99,6 +113,7 @@ class KernelCoefficients:
     covariance: CovarianceType
     reference: NDArray[np.float64]
     reference_compute: Array
+    stats_reference: NDArray[np.float64]
     weights_matrix: Array
     shared_quadratic: Array | None
     dtype: np.dtype
@@ -107,6 +122,7 @@ class KernelCoefficients:
     centred_factors: Array | None = None
     centred_offsets: Array | None = None
     centred_constants: Array | None = None
+    own_centred: NDArray[np.intp] | None = None
 
     @property
     def n_components(self) -> int:
@@ -144,11 +160,17 @@ def kernel_coefficients(
     linear = np.vstack([precision_means.T, constants[None, :]])
     weights_matrix = linear if cov.shared_quadratic else np.vstack([quad, linear])
 
-    def build(compute: np.dtype, per_component: bool) -> KernelCoefficients:
+    def build(
+        compute: np.dtype, per_component: bool, inaccurate: NDArray[np.bool_] | None = None
+    ) -> KernelCoefficients:
         matrix = np.ascontiguousarray(weights_matrix, dtype=compute)
-        extra: dict[str, Array] = {}
+        extra: dict[str, Any] = {}
+        stats_reference = np.tile(reference, (params.n_components, 1))
+        if inaccurate is not None and np.any(inaccurate) and not cov.shared_quadratic:
+            stats_reference[inaccurate] = params.means[inaccurate]
+            extra["own_centred"] = np.flatnonzero(inaccurate)
         if per_component:
-            extra = {
+            extra |= {
                 "centred_factors": np.ascontiguousarray(params.precisions_cholesky, compute),
                 "centred_offsets": np.ascontiguousarray(centred, dtype=compute),
                 "centred_constants": (log_weights + log_det - 0.5 * d * log_2pi()).astype(
@@ -159,6 +181,7 @@ def kernel_coefficients(
             covariance=cov,
             reference=reference,
             reference_compute=reference.astype(compute),
+            stats_reference=stats_reference,
             weights_matrix=matrix,
             shared_quadratic=quad.astype(compute) if cov.shared_quadratic else None,
             dtype=compute,
@@ -176,9 +199,10 @@ def kernel_coefficients(
         if expansion_error(single, params) <= FLOAT32_TOLERANCE:
             return single
     double = build(np.dtype(np.float64), False)
-    if expansion_error(double, params) <= FLOAT64_TOLERANCE:
+    errors = expansion_errors(double, params)
+    if not np.any(errors > FLOAT64_TOLERANCE):
         return double
-    return build(np.dtype(np.float64), True)
+    return build(np.dtype(np.float64), True, errors > FLOAT64_TOLERANCE)
 
 
 def _probe_rows(params: MixtureParams) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
@@ -215,6 +239,13 @@ def expansion_error(coefs: KernelCoefficients, params: MixtureParams) -> float:
     float
         Maximum absolute error divided by ``max(1, mean |log-density|)`` at the probes.
     """
+    errors = expansion_errors(coefs, params)
+    return float(errors.max()) if len(errors) else 0.0
+
+
+def expansion_errors(coefs: KernelCoefficients, params: MixtureParams) -> NDArray[np.float64]:
+    """Per-component :func:`expansion_error`, shape (K,): the largest error at each
+    component's own probes over the common scale (0 where none is finite)."""
     rows, owner = _probe_rows(params)
     rows = rows.astype(coefs.dtype).astype(np.float64)  # the points the kernel sees
     d = params.n_features
@@ -256,10 +287,12 @@ def expansion_error(coefs: KernelCoefficients, params: MixtureParams) -> float:
             - 0.5 * np.sum(y * y, axis=1)
         )
     finite = np.isfinite(exact)
+    errors = np.zeros(params.n_components)
     if not np.any(finite):
-        return 0.0
+        return errors
     scale = max(1.0, float(np.mean(np.abs(exact[finite]))))
-    return float(np.max(np.abs(got[finite] - exact[finite]))) / scale
+    np.maximum.at(errors, owner[finite], np.abs(got[finite] - exact[finite]) / scale)
+    return errors
 
 
 # --------------------------------------------------------------------------- features
@@ -459,17 +492,33 @@ def chunk_statistics(
         weighted = xc_t if weight is None else xc_t * weight.astype(dtype)
         pooled = np.dot(weighted, xc_t.T).astype(np.float64)
         second = pack_symmetric(pooled)[None, :]
-    if phi_t.shape[0] < log_prob_t.shape[0]:
-        phi_t *= scale
+    own = coefs.own_centred
+    if own is None:
+        if phi_t.shape[0] < log_prob_t.shape[0]:
+            phi_t *= scale
+        else:
+            log_prob_t *= scale
+        # (F, n) @ (n, K) runs 10-40% faster in OpenBLAS than (K, n) @ (n, F)
+        moments = np.dot(phi_t, log_prob_t.T).T.astype(np.float64)  # (K, F)
+        q = 0 if tied else phi_t.shape[0] - d - 1
+        if not tied:
+            second = moments[:, :q]
+        nk = moments[:, -1].copy()
+        first = moments[:, q : q + d].copy()
     else:
+        # ill-conditioned components: moments around their own means; the others
+        # around the shared reference, in one GEMM as above
         log_prob_t *= scale
-    # (F, n) @ (n, K) runs 10-40% faster in OpenBLAS than (K, n) @ (n, F)
-    moments = np.dot(phi_t, log_prob_t.T).T.astype(np.float64)  # (K, F)
-    q = 0 if tied else phi_t.shape[0] - d - 1
-    if not tied:
-        second = moments[:, :q]
-    nk = moments[:, -1].copy()
-    first = moments[:, q : q + d].copy()
+        nk = log_prob_t.sum(axis=1).astype(np.float64)
+        q = phi_t.shape[0] - d - 1
+        first = np.empty((len(nk), d))
+        second = np.empty((len(nk), q))
+        rest = np.setdiff1d(np.arange(len(nk)), own)
+        if len(rest):
+            moments = np.dot(phi_t, log_prob_t[rest].T).T.astype(np.float64)
+            first[rest] = moments[:, q : q + d]
+            second[rest] = moments[:, :q]
+        first[own], second[own] = _own_mean_moments(coefs, phi_t[q : q + d], log_prob_t, own)
 
     if n:
         if weight is None:
@@ -489,10 +538,43 @@ def chunk_statistics(
         log_likelihood=float(log_norm.sum() if weight is None else weight @ log_norm),
         total_weight=float(n if weight is None else weight.sum()),
         n_samples=n,
-        reference=coefs.reference,
+        reference=coefs.stats_reference,
         worst_log_density=worst_value,
         worst_point=worst_point,
     )
+
+
+def _own_mean_moments(
+    coefs: KernelCoefficients, xc_t: Array, resp_t: Array, components: NDArray[np.intp]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """First and second moments of ``components`` around their own means (their rows
+    of ``coefs.stats_reference``): (len(components), D) and (len(components), Q).
+
+    ``xc_t`` (D, n) holds the float64 rows minus the shared reference, ``resp_t`` (K, n)
+    the weighted responsibilities (non-negative).  ``xc - (mu_k - ref)`` carries only
+    ``eps |x - ref|`` absolute, and nothing as large as ``|x - ref|^2`` enters a sum
+    that later cancels.
+    """
+    assert coefs.centred_offsets is not None
+    cov = coefs.covariance
+    d = xc_t.shape[0]
+    first = np.empty((len(components), d))
+    outer = np.empty((len(components), d, d)) if cov.name == "full" else None
+    second = np.empty((len(components), cov.n_quadratic(d)))
+    diff_t = np.empty_like(xc_t)
+    for i, k in enumerate(components):
+        np.subtract(xc_t, coefs.centred_offsets[k][:, None], out=diff_t)
+        first[i] = np.dot(diff_t, resp_t[k])
+        y = diff_t * np.sqrt(resp_t[k])
+        if outer is not None:
+            outer[i] = np.dot(y, y.T)  # y y' runs as one SYRK
+        else:
+            np.multiply(y, y, out=y)
+            totals = y.sum(axis=1)
+            second[i] = totals if cov.name == "diag" else totals.sum()
+    if outer is not None:
+        second[:] = pack_symmetric(outer)
+    return first, second
 
 
 def hard_statistics(
@@ -531,7 +613,7 @@ def hard_statistics(
         log_likelihood=0.0,
         total_weight=float(weight.sum()),
         n_samples=n,
-        reference=reference,
+        reference=np.tile(np.asarray(reference, np.float64), (len(resp_t), 1)),
         worst_log_density=np.inf,
         worst_point=np.zeros(d),
     )

@@ -69,7 +69,7 @@ def m_step(
         )
         for k in np.flatnonzero(empty):
             if allow_reseed and np.isfinite(stats.worst_log_density) and not reseeded:
-                centred_means[k] = stats.worst_point - stats.reference
+                centred_means[k] = stats.worst_point - stats.reference[k]
                 reseeded.append(int(k))
             else:
                 centred_means[k] = fallback[k]

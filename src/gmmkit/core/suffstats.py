@@ -27,10 +27,11 @@ class SuffStats:
     nk : ndarray of shape (K,)
         Summed (sample-weighted) responsibilities per component.
     first : ndarray of shape (K, D)
-        Sums of ``resp * (x - reference)``.
+        Sums of ``resp * (x - reference[k])``.
     second : ndarray of shape (K, Q), or (1, Q) when the covariance is tied
-        Sums of ``resp *`` quadratic features of ``x - reference`` (packed outer
-        products for full/tied, squares for diag, squared norm for spherical).
+        Sums of ``resp *`` quadratic features of ``x - reference[k]`` (packed outer
+        products for full/tied, squares for diag, squared norm for spherical); for
+        tied the pooled sum is over all rows, around the common row of ``reference``.
     log_likelihood : float
         Sum of ``weight * log p(x)`` over the rows (the complete-data term for
         labelled rows in semi-supervised fits).
@@ -38,8 +39,10 @@ class SuffStats:
         Sum of sample weights.
     n_samples : int
         Number of rows.
-    reference : ndarray of shape (D,)
-        Centre the moments are taken around; equal in both operands of ``+``.
+    reference : ndarray of shape (K, D)
+        Row ``k`` is the point component ``k``'s moments are taken around (the shared
+        reference for ordinary components, the component's previous mean for
+        ill-conditioned ones, all rows equal for tied); equal in both operands of ``+``.
     worst_log_density : float
         Lowest log-density among the rows (``inf`` if there are none).
     worst_point : ndarray of shape (D,)
