@@ -78,6 +78,20 @@ def _one_blas_thread() -> Any:
     return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
+@contextmanager
+def worker_pool(n_jobs: int, parallel: bool) -> Iterator[ThreadPoolExecutor | None]:
+    """BLAS held to one thread, and a pool of ``n_jobs`` threads when ``parallel``.
+
+    Shared by the engines that run chunks in threads (in memory and streamed).
+    """
+    with _one_blas_thread():
+        if not parallel or n_jobs == 1:
+            yield None
+        else:
+            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+                yield pool
+
+
 def default_n_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
@@ -148,16 +162,12 @@ class MemoryEngine(Engine):
             return
         self._in_session = True
         try:
-            with _one_blas_thread():
-                if self.n_jobs == 1 or self.n_samples <= self.chunk_rows:
+            with worker_pool(self.n_jobs, self.n_samples > self.chunk_rows) as pool:
+                self._pool = pool
+                try:
                     yield self
-                else:
-                    with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
-                        self._pool = pool
-                        try:
-                            yield self
-                        finally:
-                            self._pool = None
+                finally:
+                    self._pool = None
         finally:
             self._in_session = False
 

@@ -24,7 +24,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit.engines.base import Chunk, Engine, sample_positions
-from gmmkit.engines.memory import default_n_jobs
+from gmmkit.engines.memory import default_n_jobs, worker_pool
 from gmmkit.engines.sources import ChunkSource
 
 T = TypeVar("T")
@@ -309,19 +309,13 @@ class StreamingEngine(Engine):
         if self._in_session:
             yield self
             return
-        from threadpoolctl import threadpool_limits
-
         self._in_session = True
         try:
-            with threadpool_limits(limits=1, user_api="blas"):
-                if self.n_jobs == 1:
+            with worker_pool(self.n_jobs, parallel=True) as pool:
+                self._pool = pool
+                try:
                     yield self
-                    return
-                with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
-                    self._pool = pool
-                    try:
-                        yield self
-                    finally:
-                        self._pool = None
+                finally:
+                    self._pool = None
         finally:
             self._in_session = False
