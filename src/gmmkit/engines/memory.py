@@ -78,25 +78,52 @@ def _one_blas_thread() -> Any:
     return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
 
 
-@contextmanager
-def worker_pool(n_jobs: int, parallel: bool) -> Iterator[ThreadPoolExecutor | None]:
-    """BLAS held to one thread, and a pool of ``n_jobs`` threads when ``parallel``.
+class ThreadedEngine(Engine):
+    """An engine running chunks in a thread pool held for a whole session (e.g. a fit).
 
-    Shared by the engines that run chunks in threads (in memory and streamed).
+    BLAS is limited to one thread for the session: every GEMM here is block-sized, and
+    the M-step's many tiny (D x D) factorisations are several times slower with
+    threaded BLAS (badly so when other processes compete for the cores).  Sessions
+    nest: an inner ``session()`` reuses the outer pool.  Subclasses set ``n_jobs``
+    and call ``super().__init__()``.
     """
-    with _one_blas_thread():
-        if not parallel or n_jobs == 1:
-            yield None
-        else:
-            with ThreadPoolExecutor(max_workers=n_jobs) as pool:
-                yield pool
+
+    n_jobs: int
+
+    def __init__(self) -> None:
+        self._pool: ThreadPoolExecutor | None = None
+        self._in_session = False
+
+    def _parallel(self) -> bool:
+        """Whether a pool is worth starting (one block runs in the calling thread)."""
+        return True
+
+    @contextmanager
+    def session(self) -> Iterator[Engine]:
+        if self._in_session:
+            yield self
+            return
+        self._in_session = True
+        try:
+            with _one_blas_thread():
+                if self.n_jobs == 1 or not self._parallel():
+                    yield self
+                    return
+                with ThreadPoolExecutor(max_workers=self.n_jobs) as pool:
+                    self._pool = pool
+                    try:
+                        yield self
+                    finally:
+                        self._pool = None
+        finally:
+            self._in_session = False
 
 
 def default_n_jobs() -> int:
     return max(1, min(os.cpu_count() or 1, 8))
 
 
-class MemoryEngine(Engine):
+class MemoryEngine(ThreadedEngine):
     """Chunks of an in-memory (or memory-mapped) array.
 
     Parameters
@@ -122,8 +149,7 @@ class MemoryEngine(Engine):
         self.labels = labels
         self.chunk_rows = max(1, int(chunk_rows))
         self.n_jobs = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
-        self._pool: ThreadPoolExecutor | None = None
-        self._in_session = False
+        super().__init__()
 
     @property
     def n_samples(self) -> int:
@@ -148,28 +174,8 @@ class MemoryEngine(Engine):
                 start=start,
             )
 
-    @contextmanager
-    def session(self) -> Iterator[MemoryEngine]:
-        """Keep one thread pool (and the BLAS thread limit) for many passes, e.g. a whole fit.
-
-        BLAS is limited to one thread for the whole session, also when the data are a
-        single block: every GEMM here is block-sized, and the M-step's many tiny
-        (D x D) factorisations are several times slower with threaded BLAS (badly so
-        when other processes compete for the cores).
-        """
-        if self._in_session:
-            yield self
-            return
-        self._in_session = True
-        try:
-            with worker_pool(self.n_jobs, self.n_samples > self.chunk_rows) as pool:
-                self._pool = pool
-                try:
-                    yield self
-                finally:
-                    self._pool = None
-        finally:
-            self._in_session = False
+    def _parallel(self) -> bool:
+        return self.n_samples > self.chunk_rows
 
     def _map(self, func: Callable[[Chunk], T]) -> list[T]:
         if not self._in_session:

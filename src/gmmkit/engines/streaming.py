@@ -16,15 +16,14 @@ from __future__ import annotations
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future
 from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, Engine, sample_positions
-from gmmkit.engines.memory import default_n_jobs, worker_pool
+from gmmkit.engines.base import Chunk, sample_positions
+from gmmkit.engines.memory import ThreadedEngine, default_n_jobs
 from gmmkit.engines.sources import ChunkSource
 
 T = TypeVar("T")
@@ -121,7 +120,7 @@ class _Reservoir:
         return self.rows[0][order], self.positions[0][order]
 
 
-class StreamingEngine(Engine):
+class StreamingEngine(ThreadedEngine):
     """Chunks streamed from a :class:`~gmmkit.engines.sources.ChunkSource`.
 
     Parameters
@@ -156,8 +155,7 @@ class StreamingEngine(Engine):
         self._n_rows = source.n_rows
         self._validated = False
         self._passes = 0
-        self._pool: ThreadPoolExecutor | None = None
-        self._in_session = False
+        super().__init__()
 
     # ----------------------------------------------------------------- description
     @property
@@ -302,20 +300,3 @@ class StreamingEngine(Engine):
         out = np.empty((len(indices), self.n_features), dtype=self.dtype)
         out[order] = self._gather(indices[order], "take")
         return out
-
-    @contextmanager
-    def session(self) -> Iterator[StreamingEngine]:
-        """One thread pool (BLAS limited to one thread per worker) across many passes."""
-        if self._in_session:
-            yield self
-            return
-        self._in_session = True
-        try:
-            with worker_pool(self.n_jobs, parallel=True) as pool:
-                self._pool = pool
-                try:
-                    yield self
-                finally:
-                    self._pool = None
-        finally:
-            self._in_session = False
