@@ -317,7 +317,6 @@ def test_expansion_error_probe_matches_observed_error(cov_type):
         coefs,
         dtype=np.dtype(np.float32),
         reference_compute=coefs.reference.astype(np.float32),
-        weights_matrix=coefs.weights_matrix.astype(np.float32),
         weights_t=coefs.weights_t.astype(np.float32),
         whitening=None if coefs.whitening is None else coefs.whitening.astype(np.float32),
     )

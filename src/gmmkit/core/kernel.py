@@ -93,14 +93,11 @@ class KernelCoefficients:
         error above :data:`FLOAT64_TOLERANCE`): their statistics are accumulated around
         their own means.  ``None`` when there are none, and always for tied (its pooled
         second moment does not depend on the responsibilities).
-    weights_matrix : ndarray of shape (Q + D + 1, K), or (D + 1, K) when tied
-        Coefficients of the feature row; the last row holds the constants.
-    shared_quadratic : ndarray of shape (Q,) or None
-        Coefficients of the shared quadratic term (tied only).
     dtype : numpy dtype
         Compute dtype (float32 or float64).
     weights_t : ndarray of shape (K, Q + D + 1), or (K, D + 1) when tied
-        ``weights_matrix.T``, C-contiguous (the E-step GEMM's left operand).
+        Coefficients of the feature column ``[q(xc); xc; 1]`` (the last column holds the
+        constants), C-contiguous: the E-step GEMM's left operand.
     whitening : ndarray of shape (D, D) or None
         ``U.T`` with ``U`` the tied precision Cholesky factor: ``-0.5 |U.T xc|^2`` is the
         shared quadratic term (tied only).
@@ -114,8 +111,6 @@ class KernelCoefficients:
     reference: NDArray[np.float64]
     reference_compute: Array
     stats_reference: NDArray[np.float64]
-    weights_matrix: Array
-    shared_quadratic: Array | None
     dtype: np.dtype
     weights_t: Array
     whitening: Array | None = None
@@ -126,7 +121,7 @@ class KernelCoefficients:
 
     @property
     def n_components(self) -> int:
-        return int(self.weights_matrix.shape[1])
+        return int(self.weights_t.shape[0])
 
 
 def kernel_coefficients(
@@ -156,14 +151,17 @@ def kernel_coefficients(
         - 0.5 * d * log_2pi()
         - 0.5 * np.sum(centred * precision_means, axis=1)
     )
-    quad = cov.quadratic_coefficients(params.precisions_cholesky)
     linear = np.vstack([precision_means.T, constants[None, :]])
-    weights_matrix = linear if cov.shared_quadratic else np.vstack([quad, linear])
+    # tied evaluates its shared quadratic term by whitening, not by packed features
+    weights_matrix = (
+        linear
+        if cov.shared_quadratic
+        else np.vstack([cov.quadratic_coefficients(params.precisions_cholesky), linear])
+    )
 
     def build(
         compute: np.dtype, per_component: bool, inaccurate: NDArray[np.bool_] | None = None
     ) -> KernelCoefficients:
-        matrix = np.ascontiguousarray(weights_matrix, dtype=compute)
         extra: dict[str, Any] = {}
         stats_reference = np.tile(reference, (params.n_components, 1))
         if inaccurate is not None and np.any(inaccurate) and not cov.shared_quadratic:
@@ -182,10 +180,8 @@ def kernel_coefficients(
             reference=reference,
             reference_compute=reference.astype(compute),
             stats_reference=stats_reference,
-            weights_matrix=matrix,
-            shared_quadratic=quad.astype(compute) if cov.shared_quadratic else None,
             dtype=compute,
-            weights_t=np.ascontiguousarray(matrix.T),
+            weights_t=np.ascontiguousarray(weights_matrix.T, dtype=compute),
             whitening=(
                 np.ascontiguousarray(params.precisions_cholesky.T, dtype=compute)
                 if cov.shared_quadratic
@@ -337,24 +333,27 @@ def _log_joint_t(coefs: KernelCoefficients, X: Array) -> tuple[Array, Array]:
     For ``tied`` the feature block is ``[xc; 1]`` of shape (D + 1, n); otherwise the
     full ``[q(xc); xc; 1]``.
     """
-    cov = coefs.covariance
+    quadratic = coefs.whitening is None
+    phi_t = _features_t(coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic)
+    return _log_joint_of_features_t(coefs, phi_t, X.shape[1]), phi_t
+
+
+def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) -> Array:
+    """(K, n) log-joint from a feature-major block ``[q(xc); xc; 1]`` (the quadratic rows
+    may be absent for tied, which whitens ``xc`` instead)."""
+    q = phi_t.shape[0] - d - 1
+    xc_t = phi_t[q : q + d]
     if coefs.centred_offsets is not None:
-        quadratic = coefs.whitening is None
-        phi_t = _features_t(cov, X, coefs.reference_compute, coefs.dtype, quadratic)
-        q = phi_t.shape[0] - X.shape[1] - 1
-        return _centred_log_joint_t(coefs, phi_t[q : q + X.shape[1]]), phi_t
+        return _centred_log_joint_t(coefs, xc_t)
     if coefs.whitening is None:
-        phi_t = _features_t(cov, X, coefs.reference_compute, coefs.dtype, quadratic=True)
-        return np.dot(coefs.weights_t, phi_t), phi_t
-    phi_t = _features_t(cov, X, coefs.reference_compute, coefs.dtype, quadratic=False)
-    d = X.shape[1]
-    white = np.dot(coefs.whitening, phi_t[:d])
+        return np.dot(coefs.weights_t, phi_t)
+    white = np.dot(coefs.whitening, xc_t)
     np.multiply(white, white, out=white)
     quad = white.sum(axis=0)
     quad *= -0.5
-    log_prob = np.dot(coefs.weights_t, phi_t)
+    log_prob = np.dot(coefs.weights_t, phi_t[q:])
     log_prob += quad
-    return log_prob, phi_t
+    return log_prob
 
 
 def _centred_log_joint_t(coefs: KernelCoefficients, xc_t: Array) -> Array:
@@ -391,16 +390,7 @@ def log_joint(coefs: KernelCoefficients, phi: Array) -> Array:
     phi : ndarray of shape (n, Q + D + 1)
         From :func:`features`.
     """
-    if coefs.centred_offsets is not None:
-        d = coefs.centred_offsets.shape[1]
-        q = phi.shape[1] - d - 1
-        return _centred_log_joint_t(coefs, phi[:, q : q + d].T).T
-    if coefs.shared_quadratic is None:
-        return phi @ coefs.weights_matrix
-    q = len(coefs.shared_quadratic)
-    out = phi[:, q:] @ coefs.weights_matrix
-    out += (phi[:, :q] @ coefs.shared_quadratic)[:, None]
-    return out
+    return _log_joint_of_features_t(coefs, phi.T, len(coefs.reference)).T
 
 
 #: Shifted log-probabilities are raised to this floor before ``exp``: numpy's float64
