@@ -558,7 +558,7 @@ def validated_mixture_params(
         raise ModelFileError(
             f"weights_ must be non-negative and sum to one (sum = {float(weights.sum())!r})"
         )
-    if covariance_type in ("full", "tied"):
+    if cov_type.layout in ("full", "tied"):
         mats = covariances.reshape(-1, d, d)
         chols = precisions_cholesky.reshape(-1, d, d)
         scale = np.abs(mats).max(axis=(1, 2), keepdims=True)
@@ -570,7 +570,7 @@ def validated_mixture_params(
         cholesky_precision(covariances, covariance_type)
     except CovarianceError as exc:
         raise ModelFileError("covariances_ are not positive definite") from exc
-    if covariance_type in ("full", "tied"):
+    if cov_type.layout in ("full", "tied"):
         # U.T @ C @ U = I when U @ U.T is the inverse of C.
         identity = np.einsum("kji,kjl,klm->kim", chols, mats, chols)
         if np.abs(identity - np.eye(d)).max() > 1e-5:

@@ -557,11 +557,11 @@ def sample_mixture(
     cov = params.covariances
     for k, count in enumerate(counts):
         z = random_state.standard_normal((count, d))
-        if params.covariance_type == "full":
+        if params.layout == "full":
             z = z @ linalg.cholesky(cov[k], lower=True).T
-        elif params.covariance_type == "tied":
+        elif params.layout == "tied":
             z = z @ linalg.cholesky(cov, lower=True).T
-        elif params.covariance_type == "diag":
+        elif params.layout == "diag":
             z = z * np.sqrt(cov[k])
         else:
             z = z * np.sqrt(cov[k])

@@ -28,11 +28,11 @@ def full_covariances(params: MixtureParams) -> NDArray[np.float64]:
     """
     k, d = params.n_components, params.n_features
     cov = np.asarray(params.covariances, dtype=np.float64)
-    if params.covariance_type == "full":
+    if params.layout == "full":
         return cov.copy()
-    if params.covariance_type == "tied":
+    if params.layout == "tied":
         return np.broadcast_to(cov, (k, d, d)).copy()
-    if params.covariance_type == "diag":
+    if params.layout == "diag":
         out = np.zeros((k, d, d))
         out[:, np.arange(d), np.arange(d)] = cov
         return out

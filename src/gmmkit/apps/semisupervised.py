@@ -11,6 +11,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from gmmkit.core.covariance import covariance_layout
 from gmmkit.core.init import INIT_METHODS
 from gmmkit.mixture import GaussianMixture, _generator
 
@@ -196,11 +197,13 @@ def labelled_initialisation(
         weights = (counts + 1.0) / (counts.sum() + n_components)
 
     covariances += reg_covar * np.eye(d)[None]
-    if covariance_type == "full":
+    # a start in the model's layout; the first M-step imposes the model's constraints
+    layout = covariance_layout(covariance_type)
+    if layout == "full":
         precisions = np.linalg.inv(covariances)
-    elif covariance_type == "tied":
+    elif layout == "tied":
         precisions = np.linalg.inv(np.tensordot(weights, covariances, axes=1))
-    elif covariance_type == "diag":
+    elif layout == "diag":
         precisions = 1.0 / np.diagonal(covariances, axis1=1, axis2=2)
     else:
         precisions = 1.0 / np.diagonal(covariances, axis1=1, axis2=2).mean(axis=1)

@@ -43,7 +43,7 @@ def _sorted_by_mean(model: GaussianMixture) -> GaussianMixture:
     order = np.argsort(params.means[:, 0], kind="stable")
     if np.array_equal(order, np.arange(len(order))):
         return model
-    shared = params.covariance_type == "tied"
+    shared = params.layout == "tied"
     model._set_params_from(
         MixtureParams(
             weights=params.weights[order],

@@ -209,12 +209,12 @@ def _probe_rows(params: MixtureParams) -> tuple[NDArray[np.float64], NDArray[np.
     directions *= np.sqrt(d) / np.linalg.norm(directions, axis=1, keepdims=True)
     z = np.vstack([directions, -directions])  # (P, D)
     chol = params.precisions_cholesky
-    if params.covariance_type in ("full", "tied"):
+    if params.layout in ("full", "tied"):
         # x - mu = U^-T z  so that |U' (x - mu)| = |z|
         mats = np.broadcast_to(chol, (k, d, d))
         rhs = np.broadcast_to(z.T, (k, d, len(z)))
         offsets = np.linalg.solve(np.swapaxes(mats, 1, 2), rhs).transpose(0, 2, 1)
-    elif params.covariance_type == "diag":
+    elif params.layout == "diag":
         offsets = z[None, :, :] / chol[:, None, :]
     else:
         offsets = z[None, :, :] / chol[:, None, None]
@@ -261,13 +261,13 @@ def expansion_errors(coefs: KernelCoefficients, params: MixtureParams) -> NDArra
         got += (-0.5 * np.sum(white * white, axis=0)).astype(coefs.dtype)
     diff = rows - params.means[owner]
     chol = params.precisions_cholesky
-    if params.covariance_type == "full":
+    if params.layout == "full":
         # probes are grouped by component: (K, P, D) @ (K, D, D), no (K P, D, D) copy
         per = len(owner) // params.n_components
         y = np.matmul(diff.reshape(params.n_components, per, -1), chol).reshape(len(owner), -1)
-    elif params.covariance_type == "tied":
+    elif params.layout == "tied":
         y = diff @ chol
-    elif params.covariance_type == "diag":
+    elif params.layout == "diag":
         y = diff * chol[owner]
     else:
         y = diff * chol[owner][:, None]
@@ -305,7 +305,7 @@ def _features_t(
     phi_t[q + d] = 1.0
     if q:
         quad_t = phi_t[:q]
-        name = cov.name
+        name = cov.layout
         if name in ("full", "tied"):
             start = 0
             for i in range(d):
@@ -360,7 +360,7 @@ def _centred_log_joint_t(coefs: KernelCoefficients, xc_t: Array) -> Array:
     """(K, n) log-joint with every component centred on its own mean (exact, slower)."""
     assert coefs.centred_offsets is not None and coefs.centred_factors is not None
     assert coefs.centred_constants is not None
-    name = coefs.covariance.name
+    name = coefs.covariance.layout
     factors, offsets = coefs.centred_factors, coefs.centred_offsets
     n_components = len(offsets)
     out = np.empty((n_components, xc_t.shape[1]), dtype=xc_t.dtype)
@@ -549,7 +549,7 @@ def _own_mean_moments(
     cov = coefs.covariance
     d = xc_t.shape[0]
     first = np.empty((len(components), d))
-    outer = np.empty((len(components), d, d)) if cov.name == "full" else None
+    outer = np.empty((len(components), d, d)) if cov.layout == "full" else None
     second = np.empty((len(components), cov.n_quadratic(d)))
     diff_t = np.empty_like(xc_t)
     for i, k in enumerate(components):
@@ -561,7 +561,7 @@ def _own_mean_moments(
         else:
             np.multiply(y, y, out=y)
             totals = y.sum(axis=1)
-            second[i] = totals if cov.name == "diag" else totals.sum()
+            second[i] = totals if cov.layout == "diag" else totals.sum()
     if outer is not None:
         second[:] = pack_symmetric(outer)
     return first, second

@@ -74,9 +74,14 @@ def m_step(
             else:
                 centred_means[k] = fallback[k]
     covariances = cov.covariances_from_moments(
-        nk, centred_means, stats.second, stats.total_weight, reg_covar
+        nk,
+        centred_means,
+        stats.second,
+        stats.total_weight,
+        reg_covar,
+        previous=None if previous is None else previous.covariances,
     )
-    if np.any(empty) and covariance_type != "tied":
+    if np.any(empty) and cov.layout != "tied":
         full_weight = ~empty
         pooled = (
             np.tensordot(nk[full_weight], covariances[full_weight], axes=1) / nk[full_weight].sum()

@@ -10,6 +10,7 @@ from numpy.typing import NDArray
 
 from gmmkit.core.covariance import (
     cholesky_precision,
+    covariance_layout,
     covariances_from_precisions,
     get_covariance_type,
     precisions_from_cholesky,
@@ -48,6 +49,12 @@ class MixtureParams:
     @property
     def n_features(self) -> int:
         return int(self.means.shape[1])
+
+    @property
+    def layout(self) -> str:
+        """How the covariances are stored: ``"full"``, ``"tied"``, ``"diag"`` or
+        ``"spherical"`` (see :func:`gmmkit.core.covariance.covariance_layout`)."""
+        return covariance_layout(self.covariance_type)
 
     @property
     def precisions(self) -> Array:

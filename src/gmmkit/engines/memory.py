@@ -42,21 +42,24 @@ def default_chunk_rows(
     itemsize : int
         Bytes per value of the compute dtype (4 or 8).
     covariance_type : str
-        Sets the feature count: ``D (D + 1) / 2 + D + 1`` for full, ``2 D + 1`` for diag,
-        ``D + 2`` for spherical, ``2 D + 1`` for tied (centred rows and their whitening).
+        A covariance model; its layout sets the feature count: ``D (D + 1) / 2 + D + 1``
+        for full, ``2 D + 1`` for diag, ``D + 2`` for spherical, ``2 D + 1`` for tied
+        (centred rows and their whitening).
 
     Returns
     -------
     int
         Between 64 and 65536.
     """
+    from gmmkit.core.covariance import covariance_layout
+
     d = n_features
     features = {
         "full": d * (d + 1) // 2 + d + 1,
         "diag": 2 * d + 1,
         "spherical": d + 2,
         "tied": 2 * d + 1,
-    }.get(covariance_type, d * (d + 1) // 2 + d + 1)
+    }[covariance_layout(covariance_type)]
     rows = CHUNK_BYTES // max((features + n_components) * itemsize, 1)
     return int(min(max(rows, 64), 65536))
 

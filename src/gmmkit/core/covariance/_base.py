@@ -1,17 +1,21 @@
-"""Covariance structures: one small class per type, held in a registry.
+"""What every covariance model shares: packed-matrix helpers, Cholesky conversions, the
+model interface and the four *layouts* the kernel evaluates.
 
-Every class describes the same three things for its structure:
+A model (mclust's ``Sigma_k = lambda_k D_k A_k D_k'`` family, by its three-letter name)
+is stored and evaluated in one of four layouts, scikit-learn's shapes:
 
-* the *quadratic features* of centred data ``xc = x - ref`` that, together with
-  ``xc`` itself and a constant, make the Gaussian log-density linear in its
-  parameters (``log N(x) = phi(x) @ w``) -- the E-step is then one GEMM and the
-  sufficient statistics are one more (``resp.T @ phi``);
-* the coefficients ``w`` of a component given its parameters;
-* the M-step from the accumulated statistics to covariances.
+* ``spherical`` -- (K,) variances: EII, VII;
+* ``diag`` -- (K, D) variances: EEI, VEI, EVI, VVI;
+* ``tied`` -- one (D, D) matrix: EEE;
+* ``full`` -- (K, D, D) matrices: VEE, EVE, VVE, EEV, VEV, EVV, VVV.
 
-Shapes follow scikit-learn: ``full`` (K, D, D), ``tied`` (D, D), ``diag`` (K, D),
-``spherical`` (K,). ``precisions_cholesky`` has the same shape; for ``full`` and
-``tied`` it is the upper-triangular ``U`` with ``precision = U @ U.T``.
+The layout decides the *quadratic features* of centred data ``xc = x - ref`` that make
+the Gaussian log-density linear in its parameters (``log N(x) = phi(x) @ w``: the E-step
+is one GEMM and the sufficient statistics one more), the coefficients ``w`` and the
+statistics collected.  The model decides only the M-step: how the per-component
+covariances implied by the statistics are constrained, and how many free parameters
+that leaves.  ``precisions_cholesky`` has the layout's shape; for ``full`` and ``tied``
+it is the upper-triangular ``U`` with ``precision = U @ U.T``.
 """
 
 from __future__ import annotations
@@ -98,13 +102,13 @@ def _lower_cholesky(matrix: Array, message: str) -> Array:
         raise CovarianceError(message) from exc
 
 
-def _each_matrix(matrices: Array, covariance_type: str, func: Callable[[Array], Array]) -> Array:
+def _each_matrix(matrices: Array, layout: str, func: Callable[[Array], Array]) -> Array:
     """Apply ``func`` to each (D, D) matrix: ``full`` (K, D, D) or ``tied`` (D, D) in and out."""
-    mats = matrices[None] if covariance_type == "tied" else matrices
+    mats = matrices[None] if layout == "tied" else matrices
     out = np.empty_like(mats)
     for k, mat in enumerate(mats):
         out[k] = func(mat)
-    return out[0] if covariance_type == "tied" else out
+    return out[0] if layout == "tied" else out
 
 
 def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
@@ -119,13 +123,14 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
         "a covariance matrix is not positive definite (for instance caused by singleton "
         "or collapsed samples); decrease n_components or increase reg_covar"
     )
-    if covariance_type in ("full", "tied"):
+    layout = covariance_layout(covariance_type)
+    if layout in ("full", "tied"):
 
         def upper_precision_factor(cov: Array) -> Array:
             cov_chol = _lower_cholesky(cov, message)
             return linalg.solve_triangular(cov_chol, np.eye(len(cov)), lower=True).T
 
-        return _each_matrix(covariances, covariance_type, upper_precision_factor)
+        return _each_matrix(covariances, layout, upper_precision_factor)
     if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
         raise CovarianceError(message)
     return 1.0 / np.sqrt(covariances)
@@ -133,14 +138,15 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
 
 def covariances_from_precisions(precisions: Array, covariance_type: str) -> Array:
     """Covariances from precision matrices (or precision vectors/scalars)."""
-    if covariance_type in ("full", "tied"):
+    layout = covariance_layout(covariance_type)
+    if layout in ("full", "tied"):
 
         def inverse(prec: Array) -> Array:
             chol = _lower_cholesky(prec, "a precision matrix is not positive definite")
             inv_chol = linalg.solve_triangular(chol, np.eye(len(prec)), lower=True)
             return inv_chol.T @ inv_chol
 
-        return _each_matrix(precisions, covariance_type, inverse)
+        return _each_matrix(precisions, layout, inverse)
     if np.any(precisions <= 0.0):
         raise CovarianceError("a precision is not positive")
     return 1.0 / precisions
@@ -148,9 +154,10 @@ def covariances_from_precisions(precisions: Array, covariance_type: str) -> Arra
 
 def precisions_from_cholesky(precisions_cholesky: Array, covariance_type: str) -> Array:
     """``U @ U.T`` for full/tied, ``u**2`` for diag/spherical."""
-    if covariance_type == "full":
+    layout = covariance_layout(covariance_type)
+    if layout == "full":
         return np.einsum("kij,klj->kil", precisions_cholesky, precisions_cholesky)
-    if covariance_type == "tied":
+    if layout == "tied":
         return precisions_cholesky @ precisions_cholesky.T
     return precisions_cholesky**2
 
@@ -168,20 +175,55 @@ def _make_positive_definite(cov: Array, reg_covar: float) -> Array:
     return (eigvec * eigval) @ eigvec.T
 
 
+def covariance_objective(nk: Array, scatter: Array, covariances: Array, layout: str) -> float:
+    """Covariance part of the expected complete-data log-likelihood (up to a constant),
+    ``-0.5 sum_k n_k (log det Sigma_k + tr(S_k Sigma_k^-1))``.
+
+    Parameters
+    ----------
+    nk : ndarray of shape (K,)
+    scatter : ndarray
+        Per-component ``S_k = W_k / n_k`` in the layout's per-component shape: (K, D, D)
+        for full, (K, D) diagonals for diag, (K,) mean variances for spherical.
+    covariances : ndarray
+        ``Sigma_k`` in the same per-component shape.
+    layout : str
+    """
+    if layout == "full":
+        sign, logdet = np.linalg.slogdet(covariances)
+        if np.any(sign <= 0):
+            return -np.inf
+        trace = np.einsum("kij,kji->k", scatter, np.linalg.inv(covariances))
+        return float(-0.5 * nk @ (logdet + trace))
+    if layout == "diag":
+        return float(-0.5 * nk @ np.sum(np.log(covariances) + scatter / covariances, axis=1))
+    d = 1.0  # spherical: the D factor is common to both terms and to every model
+    return float(-0.5 * nk @ (d * np.log(covariances) + scatter / covariances))
+
+
 class CovarianceType(ABC):
-    """Behaviour shared by every covariance structure.
+    """A covariance model: its layout (how it is stored and evaluated) and its M-step.
 
     Attributes
     ----------
-    name : str
+    model : str
+        mclust's three-letter name (``"VVV"``, ``"EEI"``, ...).
+    layout : str
         ``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``.
+    name : str
+        The name the instance was looked up by: the model, or an alias such as
+        scikit-learn's ``"full"`` (used in messages).
     shared_quadratic : bool
         True when the quadratic term is the same for all components (``tied``): it is
         then computed once per row instead of once per component.
     """
 
-    name: ClassVar[str]
+    model: ClassVar[str]
+    layout: ClassVar[str]
     shared_quadratic: ClassVar[bool] = False
+
+    def __init__(self, name: str | None = None) -> None:
+        self.name = name or self.model
 
     # -- shapes ---------------------------------------------------------------------
     @abstractmethod
@@ -194,7 +236,7 @@ class CovarianceType(ABC):
 
     @abstractmethod
     def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
-        """Free parameters in the covariances."""
+        """Free parameters in the covariances (mclust's ``nVarParams``)."""
 
     # -- E-step ---------------------------------------------------------------------
     @abstractmethod
@@ -222,8 +264,13 @@ class CovarianceType(ABC):
         second_moments: Array,
         total_weight: float,
         reg_covar: float,
+        previous: Array | None = None,
     ) -> Array:
-        """Covariances from accumulated statistics.
+        """Covariances maximising the expected complete-data log-likelihood.
+
+        ``reg_covar`` is added to each component's scatter per unit weight (``W_k + n_k r
+        I``), which for the unconstrained layouts is scikit-learn's ``+ r`` on the
+        diagonal, and keeps every model's structure.
 
         Parameters
         ----------
@@ -238,6 +285,9 @@ class CovarianceType(ABC):
             Sum of all sample weights.
         reg_covar : float
             Added to the diagonal.
+        previous : ndarray, optional
+            The covariances the statistics were computed with: the iterative M-steps
+            start from them too, so that an EM iteration never lowers the objective.
         """
 
     def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
@@ -251,8 +301,11 @@ class CovarianceType(ABC):
         if not np.all(np.isfinite(covariances)):
             raise ValueError(f"the '{self.name}' precisions contain NaN or infinity")
 
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
 
-class _MatrixCovariance(CovarianceType):
+
+class MatrixLayout(CovarianceType):
     """Full and tied: packed outer products ``xc_i * xc_j`` (i <= j) as quadratic features."""
 
     def n_quadratic(self, n_features: int) -> int:
@@ -262,7 +315,7 @@ class _MatrixCovariance(CovarianceType):
         packed_outer_features(xc, out)
 
 
-class _VectorCovariance(CovarianceType):
+class VectorLayout(CovarianceType):
     """Diag and spherical: variances held as positive numbers instead of matrices."""
 
     def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
@@ -271,14 +324,14 @@ class _VectorCovariance(CovarianceType):
             raise ValueError(f"the '{self.name}' precisions should be positive")
 
 
-class FullCovariance(_MatrixCovariance):
-    name = "full"
+class FullLayout(MatrixLayout):
+    """(K, D, D) matrices, one per component.  Subclasses constrain the per-component
+    covariances in :meth:`constrain`; VVV leaves them as they are."""
+
+    layout = "full"
 
     def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features, n_features)
-
-    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
-        return n_components * n_features * (n_features + 1) // 2
 
     def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
         precisions = precisions_from_cholesky(precisions_cholesky, "full")
@@ -299,6 +352,7 @@ class FullCovariance(_MatrixCovariance):
         second_moments: Array,
         total_weight: float,
         reg_covar: float,
+        previous: Array | None = None,
     ) -> Array:
         d = centred_means.shape[1]
         covs = unpack_symmetric(second_moments / nk[:, None], d)
@@ -309,7 +363,17 @@ class FullCovariance(_MatrixCovariance):
             # collapsed component) so reg_covar really is the floor, as for diag
             covs[k][idx, idx] = np.maximum(covs[k][idx, idx], 0.0) + reg_covar
             covs[k] = _make_positive_definite(covs[k], reg_covar)
-        return covs
+        constrained = self.constrain(nk, covs, previous)
+        if constrained is covs:
+            return covs
+        for k in range(len(constrained)):
+            constrained[k] = _make_positive_definite(constrained[k], reg_covar)
+        return constrained
+
+    def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
+        """The model's covariances (K, D, D) from per-component ``S_k = W_k / n_k``
+        (K, D, D, regularised); may return ``scatter`` itself."""
+        return scatter
 
     def validate_covariances(self, covariances: Array, n_components: int, n_features: int) -> None:
         super().validate_covariances(covariances, n_components, n_features)
@@ -317,15 +381,14 @@ class FullCovariance(_MatrixCovariance):
             _check_symmetric_pd(mat, f"precisions_init[{k}]")
 
 
-class TiedCovariance(_MatrixCovariance):
-    name = "tied"
+class TiedLayout(MatrixLayout):
+    """One (D, D) matrix shared by all components (EEE, scikit-learn's ``tied``)."""
+
+    layout = "tied"
     shared_quadratic = True
 
     def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_features, n_features)
-
-    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
-        return n_features * (n_features + 1) // 2
 
     def quadratic_coefficients(self, precisions_cholesky: Array) -> Array:
         precision = precisions_from_cholesky(precisions_cholesky, "tied")
@@ -345,6 +408,7 @@ class TiedCovariance(_MatrixCovariance):
         second_moments: Array,
         total_weight: float,
         reg_covar: float,
+        previous: Array | None = None,
     ) -> Array:
         d = centred_means.shape[1]
         total = unpack_symmetric(second_moments.sum(axis=0), d)
@@ -359,17 +423,16 @@ class TiedCovariance(_MatrixCovariance):
         _check_symmetric_pd(covariances, "precisions_init")
 
 
-class DiagCovariance(_VectorCovariance):
-    name = "diag"
+class DiagLayout(VectorLayout):
+    """(K, D) variances; subclasses constrain them in :meth:`constrain`."""
+
+    layout = "diag"
 
     def n_quadratic(self, n_features: int) -> int:
         return n_features
 
     def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components, n_features)
-
-    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
-        return n_components * n_features
 
     def quadratic_features(self, xc: Array, out: Array) -> None:
         np.multiply(xc, xc, out=out)
@@ -390,22 +453,26 @@ class DiagCovariance(_VectorCovariance):
         second_moments: Array,
         total_weight: float,
         reg_covar: float,
+        previous: Array | None = None,
     ) -> Array:
         var = second_moments / nk[:, None] - centred_means**2
-        return np.maximum(var, 0.0) + reg_covar
+        return self.constrain(nk, np.maximum(var, 0.0) + reg_covar, previous)
+
+    def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
+        """The model's (K, D) variances from the per-component diagonal scatter."""
+        return scatter
 
 
-class SphericalCovariance(_VectorCovariance):
-    name = "spherical"
+class SphericalLayout(VectorLayout):
+    """(K,) variances; subclasses constrain them in :meth:`constrain`."""
+
+    layout = "spherical"
 
     def n_quadratic(self, n_features: int) -> int:
         return 1
 
     def covariance_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         return (n_components,)
-
-    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
-        return n_components
 
     def quadratic_features(self, xc: Array, out: Array) -> None:
         np.einsum("ij,ij->i", xc, xc, out=out[:, 0])
@@ -426,10 +493,15 @@ class SphericalCovariance(_VectorCovariance):
         second_moments: Array,
         total_weight: float,
         reg_covar: float,
+        previous: Array | None = None,
     ) -> Array:
         d = centred_means.shape[1]
         var = second_moments[:, 0] / nk / d - np.sum(centred_means**2, axis=1) / d
-        return np.maximum(var, 0.0) + reg_covar
+        return self.constrain(nk, np.maximum(var, 0.0) + reg_covar, previous)
+
+    def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
+        """The model's (K,) variances from the per-component mean variances."""
+        return scatter
 
 
 def _check_symmetric_pd(matrix: Array, name: str) -> None:
@@ -439,20 +511,32 @@ def _check_symmetric_pd(matrix: Array, name: str) -> None:
         raise ValueError(f"{name} is not positive definite")
 
 
-COVARIANCE_TYPES: dict[str, CovarianceType] = {
-    cls.name: cls()
-    for cls in (FullCovariance, TiedCovariance, DiagCovariance, SphericalCovariance)
-}
+#: Every name a model can be looked up by (models and aliases) -> its class.
+REGISTRY: dict[str, type[CovarianceType]] = {}
+_INSTANCES: dict[str, CovarianceType] = {}
+
+
+def register(cls: type[CovarianceType], *aliases: str) -> type[CovarianceType]:
+    """Make ``cls`` available under its model name and ``aliases``."""
+    for name in (cls.model, *aliases):
+        REGISTRY[name] = cls
+        _INSTANCES[name] = cls(name)
+    return cls
 
 
 def get_covariance_type(name: str) -> CovarianceType:
-    """Look up a covariance structure by name, with a clear error for unknown names."""
+    """Look up a covariance model by name or alias, with a clear error for unknown names."""
     try:
-        return COVARIANCE_TYPES[name]
+        return _INSTANCES[name]
     except (KeyError, TypeError):
         raise ValueError(
-            f"covariance_type must be one of {sorted(COVARIANCE_TYPES)}, got {name!r}"
+            f"covariance_type must be one of {sorted(_INSTANCES)}, got {name!r}"
         ) from None
+
+
+def covariance_layout(name: str) -> str:
+    """``"full"``, ``"tied"``, ``"diag"`` or ``"spherical"``: how model ``name`` is stored."""
+    return get_covariance_type(name).layout
 
 
 def log_2pi() -> float:

@@ -1,0 +1,206 @@
+"""Ellipsoidal models ``Sigma_k = lambda_k D_k A_k D_k'``: EEE (stored as one tied
+matrix) and the seven stored as (K, D, D) matrices.
+
+With variable orientation (``**V``) each ``D_k`` is the eigenvector matrix of the
+component's scatter, and the volume/shape constraint acts on its eigenvalues in
+decreasing order (Celeux & Govaert 1995).  With equal orientation and shape (``VEE``)
+``lambda_k`` and ``C = D A D'`` alternate in closed form.  With equal orientation and
+variable shape (``EVE``, ``VVE``) the common ``D`` is found by the majorisation-
+minimisation step of Browne & McNicholas (2014) alternating with the diagonal model
+in ``D``'s axes.  Every half-step maximises the expected complete-data log-likelihood,
+and the iterations start from the previous covariances too, so an M-step never lowers
+it (a generalised EM).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from gmmkit.core.covariance._base import (
+    Array,
+    FullLayout,
+    TiedLayout,
+    covariance_objective,
+    register,
+)
+from gmmkit.core.covariance.diagonal import (
+    INNER_RTOL,
+    MAX_INNER_ITER,
+    constrain_volume_shape,
+    volume_shape_objective,
+)
+
+
+def _orthogonal_dof(n_features: int) -> int:
+    return n_features * (n_features - 1) // 2
+
+
+def _eigh_descending(matrices: Array) -> tuple[Array, Array]:
+    """Eigenvalues (K, D), decreasing and floored above zero, and eigenvectors (K, D, D)."""
+    values, vectors = np.linalg.eigh(matrices)
+    values = values[:, ::-1]
+    vectors = vectors[:, :, ::-1]
+    floor = np.finfo(np.float64).tiny + 1e-300
+    return np.maximum(values, floor), vectors
+
+
+def _from_axes(vectors: Array, variances: Array) -> Array:
+    """``V_k diag(s_k) V_k'`` for (K, D, D) or (D, D) axes and (K, D) variances."""
+    if vectors.ndim == 3:
+        return np.einsum("kij,kj,klj->kil", vectors, variances, vectors)
+    return np.einsum("ij,kj,lj->kil", vectors, variances, vectors)
+
+
+class _VariableOrientation(FullLayout):
+    volume: str
+    shape: str
+
+    def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
+        values, vectors = _eigh_descending(scatter)
+        prev_values = None if previous is None else _eigh_descending(previous)[0]
+        variances = constrain_volume_shape(nk, values, self.volume, self.shape, prev_values)
+        return _from_axes(vectors, variances)
+
+
+@register
+class EEV(_VariableOrientation):
+    """Equal volume and shape, variable orientation."""
+
+    model, volume, shape = "EEV", "E", "E"
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_features + n_components * _orthogonal_dof(n_features)
+
+
+@register
+class VEV(_VariableOrientation):
+    """Variable volume, equal shape, variable orientation."""
+
+    model, volume, shape = "VEV", "V", "E"
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components + n_features - 1 + n_components * _orthogonal_dof(n_features)
+
+
+@register
+class EVV(_VariableOrientation):
+    """Equal volume, variable shape and orientation."""
+
+    model, volume, shape = "EVV", "E", "V"
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return 1 + n_components * (n_features - 1) + n_components * _orthogonal_dof(n_features)
+
+
+@register
+class VVV(FullLayout):
+    """Unconstrained (scikit-learn's ``"full"``)."""
+
+    model = "VVV"
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components * n_features * (n_features + 1) // 2
+
+
+@register
+class EEE(TiedLayout):
+    """One covariance matrix for all components (scikit-learn's ``"tied"``)."""
+
+    model = "EEE"
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_features * (n_features + 1) // 2
+
+
+@register
+class VEE(FullLayout):
+    """Variable volume, equal shape and orientation: ``Sigma_k = lambda_k C``."""
+
+    model = "VEE"
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        return n_components + n_features - 1 + _orthogonal_dof(n_features)
+
+    def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
+        starts = [scatter] if previous is None else [previous, scatter]
+        candidates = [self._alternate(nk, scatter, start) for start in starts]
+        scores = [covariance_objective(nk, scatter, c, "full") for c in candidates]
+        return candidates[int(np.argmax(scores))]
+
+    @staticmethod
+    def _alternate(nk: Array, scatter: Array, start: Array) -> Array:
+        d = scatter.shape[-1]
+        lam = np.exp(np.linalg.slogdet(start)[1] / d)
+        best = -np.inf
+        for _ in range(MAX_INNER_ITER):
+            common = np.tensordot(nk / lam, scatter, axes=1)
+            common /= np.exp(np.linalg.slogdet(common)[1] / d)
+            lam = np.einsum("kij,ji->k", scatter, np.linalg.inv(common)) / d
+            # -0.5 sum_k n_k (D log lam_k + tr(S_k C^-1) / lam_k) with det C = 1
+            objective = float(-0.5 * nk @ (d * np.log(lam) + d))
+            if objective - best <= INNER_RTOL * abs(objective):
+                break
+            best = objective
+        return lam[:, None, None] * common
+
+
+class _EqualOrientation(FullLayout):
+    """Common axes ``D`` and per-component variances along them (EVE, VVE)."""
+
+    volume: str
+
+    def n_covariance_parameters(self, n_components: int, n_features: int) -> int:
+        volumes = 1 if self.volume == "E" else n_components
+        return volumes + n_components * (n_features - 1) + _orthogonal_dof(n_features)
+
+    def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
+        starts = [np.tensordot(nk, scatter, axes=1)]
+        if previous is not None:
+            # any positive combination of the previous matrices has their common axes
+            mix = 1.0 + np.arange(len(previous)) * (np.sqrt(5.0) - 1.0) / 2.0
+            starts.insert(0, np.tensordot(mix, previous, axes=1))
+        best_value, best = -np.inf, scatter
+        for start in starts:
+            axes = np.linalg.eigh(start)[1]
+            covs = self._alternate(nk, scatter, axes)
+            value = covariance_objective(nk, scatter, covs, "full")
+            if value > best_value:
+                best_value, best = value, covs
+        return best
+
+    def _alternate(self, nk: Array, scatter: Array, axes: Array) -> Array:
+        # largest eigenvalue of each n_k S_k: the majoriser's curvature bound
+        bound = nk * np.linalg.eigvalsh(scatter)[:, -1]
+        eye = np.eye(scatter.shape[-1])
+        best = -np.inf
+        for _ in range(MAX_INNER_ITER):
+            rotated = np.einsum("ji,kjl,li->ki", axes, scatter, axes)  # diag(D' S_k D)
+            variances = constrain_volume_shape(nk, rotated, self.volume, "V")
+            objective = volume_shape_objective(nk, rotated, variances)
+            if objective - best <= INNER_RTOL * abs(objective):
+                break
+            best = objective
+            # MM step for D given the variances: maximise tr(D' H) over orthogonal D
+            weighted = bound[:, None, None] * eye - nk[:, None, None] * scatter
+            h = np.einsum("kij,jl,kl->il", weighted, axes, 1.0 / variances)
+            u, _, vt = np.linalg.svd(h)
+            axes = u @ vt
+        return _from_axes(axes, variances)
+
+
+@register
+class EVE(_EqualOrientation):
+    """Equal volume and orientation, variable shape."""
+
+    model, volume = "EVE", "E"
+
+
+@register
+class VVE(_EqualOrientation):
+    """Variable volume and shape, equal orientation."""
+
+    model, volume = "VVE", "V"
+
+
+register(VVV, "full")
+register(EEE, "tied")
