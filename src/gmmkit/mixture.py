@@ -20,7 +20,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from gmmkit.core import criteria
-from gmmkit.core.covariance import get_covariance_type
+from gmmkit.core.covariance import COVARIANCE_TYPES, get_covariance_type
 from gmmkit.core.em import EMResult, run_em
 from gmmkit.core.init import INIT_METHODS, initial_parameters
 from gmmkit.core.kernel import (
@@ -135,7 +135,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
-        "covariance_type": [StrOptions({"full", "tied", "diag", "spherical"})],
+        "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "tol": [Interval(Real, 0.0, None, closed="left")],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
