@@ -89,13 +89,30 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     ----------
     n_components : int, default=1
         Number of mixture components.
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
-    tol : float, default=1e-3
-        Convergence threshold on the change of the mean log-likelihood.
+    covariance_type : str, default="full"
+        One of mclust's fourteen models ``Sigma_k = lambda_k D_k A_k D_k'`` by name --
+        volume ``lambda``, shape ``A``, orientation ``D`` each Equal across components,
+        Variable, or the Identity: ``"EII"``, ``"VII"``, ``"EEI"``, ``"VEI"``, ``"EVI"``,
+        ``"VVI"``, ``"EEE"``, ``"VEE"``, ``"EVE"``, ``"VVE"``, ``"EEV"``, ``"VEV"``,
+        ``"EVV"``, ``"VVV"`` -- or scikit-learn's names for four of them (``"spherical"``
+        = VII, ``"diag"`` = VVI, ``"tied"`` = EEE, ``"full"`` = VVV); ``"E"``/``"V"`` for
+        one-dimensional data.  ``covariances_`` has the shape of scikit-learn's type of
+        the same storage: (K,) for EII/VII, (K, D) for the diagonal models, (D, D) for
+        EEE, (K, D, D) for the others.
+    tol : float or None, default=None
+        ``None`` (gmmkit's rule): EM stops when an iteration changes the total
+        log-likelihood by at most ``1e-9`` of its size (``|dL| <= 1e-9 (1 + |L|)``, mclust's
+        relative rule, tighter), which does not depend on N or on the data's units.  A
+        number gives scikit-learn's rule: stop when the *mean* log-likelihood changes by
+        less than ``tol`` (scikit-learn's default is ``1e-3``, which stops fits on large
+        data long before the optimum).
     reg_covar : float, default=1e-6
-        Added to the covariance diagonal, keeping covariances positive definite.
-    max_iter : int, default=100
-        EM iterations per initialisation.
+        Added to each component's scatter per unit weight: for the unconstrained models
+        exactly scikit-learn's ``+ reg_covar`` on the covariance diagonal; it keeps
+        covariances positive definite and every model's structure.
+    max_iter : int, default=1000
+        Passes over the data (EM iterations, SQUAREM's extrapolated steps included) per
+        initialisation (scikit-learn's default is 100).
     n_init : int, default=1
         Initialisations; the one with the highest final lower bound is kept.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
@@ -112,6 +129,12 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         Rows per block; by default sized so a block's features fit in cache.
     n_jobs : int, optional
         Worker threads (default: number of CPUs).
+    acceleration : {"auto", "squarem", "none"}, default="auto"
+        ``"squarem"``: SQUAREM extrapolation (Varadhan & Roland 2008) with a safeguard
+        that keeps the log-likelihood of the iterates monotone; it cuts the passes EM
+        needs on overlapping components several-fold.  ``"auto"`` uses it under the
+        default convergence rule (``tol=None``) and follows scikit-learn's plain EM path
+        when ``tol`` is a number, so scikit-learn's settings give scikit-learn's results.
 
     Attributes
     ----------
@@ -136,7 +159,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
-        "tol": [Interval(Real, 0.0, None, closed="left")],
+        "tol": [Interval(Real, 0.0, None, closed="left"), None],
+        "acceleration": [StrOptions({"auto", "squarem", "none"})],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
@@ -157,9 +181,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         n_components: int = 1,
         *,
         covariance_type: str = "full",
-        tol: float = 1e-3,
+        tol: float | None = None,
         reg_covar: float = 1e-6,
-        max_iter: int = 100,
+        max_iter: int = 1000,
         n_init: int = 1,
         init_params: str = "kmeans",
         weights_init: ArrayLike | None = None,
@@ -171,6 +195,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         verbose_interval: int = 10,
         chunk_rows: int | None = None,
         n_jobs: int | None = None,
+        acceleration: str = "auto",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -188,6 +213,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.verbose_interval = verbose_interval
         self.chunk_rows = chunk_rows
         self.n_jobs = n_jobs
+        self.acceleration = acceleration
 
     # ------------------------------------------------------------------ validation
     def _validate_X(self, X: Any, reset: bool) -> NDArray[Any]:
@@ -348,6 +374,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                     tol=self.tol,
                     max_iter=self.max_iter,
                     label_weight=label_weight,
+                    accelerate=self._accelerate(),
                     callback=self._iteration_callback(start),
                 )
                 if self.verbose:
@@ -373,6 +400,13 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = list(best.lower_bounds)
         self.reseeded_ = list(best.reseeded)
+
+    def _accelerate(self) -> bool:
+        """SQUAREM runs by default under gmmkit's convergence rule; a numeric ``tol``
+        (scikit-learn's rule) follows scikit-learn's plain EM path unless asked."""
+        if self.acceleration == "auto":
+            return self.tol is None
+        return self.acceleration == "squarem"
 
     def _iteration_callback(self, start: float) -> ProgressCallback | None:
         verbose = self._verbose_callback(start) if self.verbose else None

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
+from numpy.typing import NDArray
 
 from gmmkit.core.covariance import CovarianceError
 from gmmkit.core.kernel import KernelCoefficients, chunk_statistics, kernel_coefficients
-from gmmkit.core.mstep import m_step
+from gmmkit.core.mstep import MStepResult, m_step
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
 from gmmkit.engines.base import Chunk, Engine
@@ -58,18 +59,27 @@ def e_step(
     return engine.map_reduce(partial(_stats_of_chunk, coefs, label_weight))
 
 
+#: Default convergence rule: stop when an EM step changes the total log-likelihood by
+#: less than this fraction of it (``|dL| <= RTOL (1 + |L|)``, mclust's form with a
+#: tighter tolerance than its 1e-5).  Unlike scikit-learn's absolute change of the *mean*
+#: log-likelihood it does not depend on how the log-likelihood scales with N or with the
+#: units of the data.
+DEFAULT_RTOL = 1e-9
+
+
 def run_em(
     engine: Engine,
     params: MixtureParams,
     reg_covar: float,
-    tol: float,
+    tol: float | None,
     max_iter: int,
     label_weight: float = 1.0,
     callback: Callable[[int, float, float], None] | None = None,
     max_reseeds: int | None = None,
+    accelerate: bool = False,
+    rtol: float = DEFAULT_RTOL,
 ) -> EMResult:
-    """Expectation-maximisation from ``params`` until the mean log-likelihood changes by
-    less than ``tol`` or ``max_iter`` iterations have run (scikit-learn's rule).
+    """Expectation-maximisation from ``params`` until converged or ``max_iter`` passes.
 
     Parameters
     ----------
@@ -77,90 +87,288 @@ def run_em(
     params : MixtureParams
         Starting parameters.
     reg_covar : float
-    tol : float
+    tol : float or None
+        scikit-learn's rule: stop when the mean log-likelihood changes by less than
+        ``tol``.  ``None``: stop when the total log-likelihood changes by at most ``rtol``
+        of its size (``|dL| <= rtol (1 + |L|)``).
     max_iter : int
+        Passes over the data (E-steps), extrapolated ones included.
     label_weight : float
         Weight of labelled rows (semi-supervised fits).
     callback : callable, optional
-        Called as ``callback(n_iter, lower_bound, change)`` after every iteration.
+        Called as ``callback(n_iter, lower_bound, change)`` after every EM iteration.
     max_reseeds : int, optional
         Re-seedings of emptied components allowed (default ``2 * n_components``); past
         that an emptied component keeps its last mean with a near-zero weight.
+    accelerate : bool
+        SQUAREM (Varadhan & Roland 2008): after two EM steps, extrapolate along their
+        path and take one EM step from there; kept only when the log-likelihood there is
+        at least that after the plain steps, so the iterates' log-likelihood never
+        decreases.  Engines see only E-steps at other parameters.
+    rtol : float
 
     Returns
     -------
     EMResult
     """
-    covariance_type = params.covariance_type
-    if max_reseeds is None:
-        max_reseeds = 2 * params.n_components
-    lower_bound = -np.inf
-    lower_bounds: list[float] = []
-    reseeded: list[tuple[int, int]] = []
-    reported_empty: set[int] = set()
-    converged = False
-    n_iter = 0
+    run = _EMRun(engine, params.covariance_type, reg_covar, tol, rtol, max_iter,
+                 label_weight, callback,
+                 2 * params.n_components if max_reseeds is None else max_reseeds)
     with engine.session():
-        for n_iter in range(1, max_iter + 1):
-            previous_bound = lower_bound
-            stats = e_step(engine, params, label_weight)
-            if not np.isfinite(stats.log_likelihood):
-                raise FloatingPointError(
-                    "the log-likelihood is not finite; the data or the initial parameters "
-                    "give zero density to some rows (check for extreme values or increase "
-                    "reg_covar)"
-                )
-            allow_reseed = len(reseeded) < max_reseeds
-            try:
-                step = m_step(
-                    stats,
-                    covariance_type,
-                    reg_covar,
-                    previous=params,
-                    allow_reseed=allow_reseed,
-                )
-            except CovarianceError as exc:
-                raise ValueError(
-                    "Fitting the mixture model failed because some components have "
-                    "ill-defined empirical covariance (for instance caused by singleton "
-                    "or collapsed samples). Try to decrease the number of components, "
-                    "or increase reg_covar."
-                ) from exc
-            params = step.params
-            lower_bound = stats.log_likelihood / stats.total_weight
-            lower_bounds.append(lower_bound)
-            change = lower_bound - previous_bound
-            if callback is not None:
-                callback(n_iter, lower_bound, change)
-            kept_empty = set(step.empty) - set(step.reseeded) - reported_empty
-            if kept_empty and not allow_reseed:
-                reported_empty |= kept_empty
-                warnings.warn(
-                    f"component(s) {sorted(kept_empty)} lost all responsibility at iteration "
-                    f"{n_iter}; the re-seeding budget ({max_reseeds}) is spent, so they keep "
-                    "their last mean with zero weight (decrease n_components)",
-                    EmptyComponentWarning,
-                    stacklevel=2,
-                )
-            if step.reseeded:
-                reseeded.extend((n_iter, k) for k in step.reseeded)
-                warnings.warn(
-                    f"component(s) {list(step.reseeded)} lost all responsibility at "
-                    f"iteration {n_iter} and were re-seeded at the worst-explained sample",
-                    EmptyComponentWarning,
-                    stacklevel=2,
-                )
-                continue
-            if abs(change) < tol:
-                converged = True
-                break
-    if not params.is_finite():  # defensive: the M-step is built never to produce this
+        if accelerate:
+            run.squarem(params)
+        else:
+            run.plain(params)
+    if not run.params.is_finite():  # defensive: the M-step is built never to produce this
         raise FloatingPointError("EM produced non-finite parameters")
     return EMResult(
-        params=params,
-        converged=converged,
-        n_iter=n_iter,
-        lower_bound=lower_bound,
-        lower_bounds=lower_bounds,
-        reseeded=reseeded,
+        params=run.params,
+        converged=run.converged,
+        n_iter=run.n_iter,
+        lower_bound=run.lower_bound,
+        lower_bounds=run.lower_bounds,
+        reseeded=run.reseeded,
     )
+
+
+class _EMRun:
+    """State of one EM run: iteration count, log-likelihood record, re-seeding budget."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        covariance_type: str,
+        reg_covar: float,
+        tol: float | None,
+        rtol: float,
+        max_iter: int,
+        label_weight: float,
+        callback: Callable[[int, float, float], None] | None,
+        max_reseeds: int,
+    ) -> None:
+        self.engine = engine
+        self.covariance_type = covariance_type
+        self.reg_covar = reg_covar
+        self.tol = tol
+        self.rtol = rtol
+        self.max_iter = max_iter
+        self.label_weight = label_weight
+        self.callback = callback
+        self.max_reseeds = max_reseeds
+        self.n_iter = 0
+        self.lower_bound = -np.inf
+        self.lower_bounds: list[float] = []
+        self.reseeded: list[tuple[int, int]] = []
+        self.reported_empty: set[int] = set()
+        self.converged = False
+        self.total_weight = 1.0
+        self.params: MixtureParams
+
+    def step(self, params: MixtureParams) -> tuple[float, MStepResult]:
+        """One E-step at ``params`` (a pass over the data) and the M-step after it."""
+        self.n_iter += 1
+        stats = e_step(self.engine, params, self.label_weight)
+        self.total_weight = stats.total_weight
+        if not np.isfinite(stats.log_likelihood):
+            raise FloatingPointError(
+                "the log-likelihood is not finite; the data or the initial parameters "
+                "give zero density to some rows (check for extreme values or increase "
+                "reg_covar)"
+            )
+        allow_reseed = len(self.reseeded) < self.max_reseeds
+        try:
+            result = m_step(
+                stats, self.covariance_type, self.reg_covar, previous=params,
+                allow_reseed=allow_reseed,
+            )
+        except CovarianceError as exc:
+            raise ValueError(
+                "Fitting the mixture model failed because some components have "
+                "ill-defined empirical covariance (for instance caused by singleton "
+                "or collapsed samples). Try to decrease the number of components, "
+                "or increase reg_covar."
+            ) from exc
+        kept_empty = set(result.empty) - set(result.reseeded) - self.reported_empty
+        if kept_empty and not allow_reseed:
+            self.reported_empty |= kept_empty
+            warnings.warn(
+                f"component(s) {sorted(kept_empty)} lost all responsibility at iteration "
+                f"{self.n_iter}; the re-seeding budget ({self.max_reseeds}) is spent, so "
+                "they keep their last mean with zero weight (decrease n_components)",
+                EmptyComponentWarning,
+                stacklevel=4,
+            )
+        if result.reseeded:
+            self.reseeded.extend((self.n_iter, k) for k in result.reseeded)
+            warnings.warn(
+                f"component(s) {list(result.reseeded)} lost all responsibility at "
+                f"iteration {self.n_iter} and were re-seeded at the worst-explained sample",
+                EmptyComponentWarning,
+                stacklevel=4,
+            )
+        return stats.log_likelihood / stats.total_weight, result
+
+    def record(self, lower_bound: float, result: MStepResult) -> bool:
+        """Keep an EM iterate; True when it meets the convergence rule."""
+        change = lower_bound - self.lower_bound
+        self.lower_bound = lower_bound
+        self.lower_bounds.append(lower_bound)
+        self.params = result.params
+        if self.callback is not None:
+            self.callback(self.n_iter, lower_bound, change)
+        if result.reseeded:
+            return False
+        if self.tol is not None:
+            done = abs(change) < self.tol
+        else:
+            done = abs(change) <= self.rtol * (1.0 / self.total_weight + abs(lower_bound))
+        self.converged = bool(done)
+        return self.converged
+
+    def plain(self, params: MixtureParams) -> None:
+        self.params = params
+        while self.n_iter < self.max_iter:
+            lower_bound, result = self.step(self.params)
+            if self.record(lower_bound, result):
+                return
+
+    def squarem(self, params: MixtureParams) -> None:
+        """SQUAREM with the SqS3 step length and its adaptive upper bound (R's
+        ``SQUAREM::squarem1`` defaults: steps in [1, step_max], step_max x4 when used)."""
+        self.params = params
+        space = _ParameterSpace(params)
+        step_max = 1.0
+        start = params
+        guard, fallback = -np.inf, None
+        while self.n_iter < self.max_iter:
+            lower_bound, result = self.step(start)
+            if lower_bound < guard and fallback is not None:
+                # the step from the extrapolated point ended below the plain path
+                start, guard, fallback, step_max = fallback, -np.inf, None, 1.0
+                continue
+            if self.record(lower_bound, result) or result.reseeded:
+                start = result.params
+                if self.converged:
+                    return
+                continue
+            first = result.params
+            if self.n_iter >= self.max_iter:
+                return
+            lower_bound_1, result = self.step(first)
+            if self.record(lower_bound_1, result) or result.reseeded:
+                start = result.params
+                if self.converged:
+                    return
+                continue
+            second = result.params
+            alpha, candidate = space.extrapolate(start, first, second, step_max)
+            start, guard, fallback = second, lower_bound_1, None
+            if candidate is None or self.n_iter >= self.max_iter:
+                if alpha >= step_max:  # the bound held the step back: allow longer ones
+                    step_max *= 4.0
+                continue
+            lower_bound_x, result = self.step(candidate)
+            if np.isfinite(lower_bound_x) and lower_bound_x >= lower_bound_1 and not (
+                result.reseeded
+            ):
+                start, fallback = result.params, second
+                if alpha >= step_max:
+                    step_max *= 4.0
+            elif alpha >= step_max:
+                step_max = max(1.0, step_max / 4.0)
+
+
+class _ParameterSpace:
+    """Unconstrained coordinates of mixture parameters for extrapolation: log weights,
+    means in units of the data's spread, log-Cholesky factors (log variances) of the
+    covariances in the same units.  Any point maps back to valid parameters."""
+
+    def __init__(self, params: MixtureParams) -> None:
+        self.covariance_type = params.covariance_type
+        self.layout = params.layout
+        d = params.n_features
+        full = np.asarray(params.covariances)
+        if self.layout == "full":
+            spread = np.einsum("k,kii->i", params.weights, full)
+        elif self.layout == "tied":
+            spread = np.diag(full).copy()
+        elif self.layout == "diag":
+            spread = params.weights @ full
+        else:
+            spread = np.full(d, params.weights @ full)
+        spread = spread + params.weights @ (params.means - params.weights @ params.means) ** 2
+        self.scale = np.sqrt(np.maximum(spread, np.finfo(np.float64).tiny))
+        self.centre = params.weights @ params.means
+        self.tril = np.tril_indices(d)
+        self.diagonal = self.tril[0] == self.tril[1]
+
+    def vector(self, params: MixtureParams) -> NDArray[np.float64]:
+        with np.errstate(divide="ignore"):
+            parts = [np.log(params.weights), ((params.means - self.centre) / self.scale).ravel()]
+        cov = np.asarray(params.covariances)
+        if self.layout in ("full", "tied"):
+            scaled = cov / np.multiply.outer(self.scale, self.scale)
+            chol = np.linalg.cholesky(scaled)[..., self.tril[0], self.tril[1]]
+            chol[..., self.diagonal] = np.log(chol[..., self.diagonal])
+            parts.append(chol.ravel())
+        elif self.layout == "diag":
+            parts.append(np.log(cov / self.scale**2).ravel())
+        else:
+            parts.append(np.log(cov))
+        return np.concatenate(parts)
+
+    def params(self, vector: NDArray[np.float64], like: MixtureParams) -> MixtureParams | None:
+        k, d = like.n_components, like.n_features
+        log_w = vector[:k]
+        means = vector[k : k + k * d].reshape(k, d) * self.scale + self.centre
+        rest = vector[k + k * d :]
+        weights = np.exp(log_w - log_w.max())
+        weights /= weights.sum()
+        if self.layout in ("full", "tied"):
+            packed = rest.reshape(-1, len(self.tril[0])).copy()
+            packed[:, self.diagonal] = np.exp(packed[:, self.diagonal])
+            chol = np.zeros((len(packed), d, d))
+            chol[:, self.tril[0], self.tril[1]] = packed
+            cov = chol @ chol.transpose(0, 2, 1) * np.multiply.outer(self.scale, self.scale)
+            covariances = cov[0] if self.layout == "tied" else cov
+        elif self.layout == "diag":
+            covariances = np.exp(rest.reshape(k, d)) * self.scale**2
+        else:
+            covariances = np.exp(rest)
+        if not (np.all(np.isfinite(covariances)) and np.all(np.isfinite(means))):
+            return None
+        if weights.min() <= 1e-300:
+            return None
+        try:
+            return MixtureParams.from_covariances(
+                weights, means, covariances, self.covariance_type
+            )
+        except CovarianceError:
+            return None
+
+    def extrapolate(
+        self,
+        start: MixtureParams,
+        first: MixtureParams,
+        second: MixtureParams,
+        step_max: float,
+    ) -> tuple[float, MixtureParams | None]:
+        """SqS3 step ``alpha = |r| / |v|`` clipped to [1, step_max], and the point
+        ``theta0 + 2 alpha r + alpha^2 v`` (None when it would equal ``second`` or is not
+        a valid mixture)."""
+        try:
+            v0, v1, v2 = self.vector(start), self.vector(first), self.vector(second)
+        except np.linalg.LinAlgError:
+            return 1.0, None
+        r = v1 - v0
+        v = v2 - 2.0 * v1 + v0
+        finite = np.isfinite(r) & np.isfinite(v)
+        if not np.all(finite):
+            return 1.0, None
+        rr, vv = float(r @ r), float(v @ v)
+        if vv <= 0.0 or rr <= 0.0:
+            return 1.0, None
+        alpha = min(max(np.sqrt(rr / vv), 1.0), step_max)
+        if alpha <= 1.0:  # the extrapolated point is ``second`` itself
+            return alpha, None
+        return alpha, self.params(v0 + 2.0 * alpha * r + alpha * alpha * v, second)

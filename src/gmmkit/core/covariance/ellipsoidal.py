@@ -154,24 +154,21 @@ class _EqualOrientation(FullLayout):
         return volumes + n_components * (n_features - 1) + _orthogonal_dof(n_features)
 
     def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
-        starts = [np.tensordot(nk, scatter, axes=1)]
-        if previous is not None:
+        if previous is None:
+            start = np.tensordot(nk, scatter, axes=1)
+        else:
             # any positive combination of the previous matrices has their common axes
             mix = 1.0 + np.arange(len(previous)) * (np.sqrt(5.0) - 1.0) / 2.0
-            starts.insert(0, np.tensordot(mix, previous, axes=1))
-        best_value, best = -np.inf, scatter
-        for start in starts:
-            axes = np.linalg.eigh(start)[1]
-            covs = self._alternate(nk, scatter, axes)
-            value = covariance_objective(nk, scatter, covs, "full")
-            if value > best_value:
-                best_value, best = value, covs
-        return best
+            start = np.tensordot(mix, previous, axes=1)
+        return self._alternate(nk, scatter, np.linalg.eigh(start)[1])
 
     def _alternate(self, nk: Array, scatter: Array, axes: Array) -> Array:
-        # largest eigenvalue of each n_k S_k: the majoriser's curvature bound
-        bound = nk * np.linalg.eigvalsh(scatter)[:, -1]
+        """Variances given ``D`` in closed form, then the two majorisation steps of
+        Browne & McNicholas (2014) for ``D`` given the variances, until Q settles."""
+        weighted = nk[:, None, None] * scatter  # W_k
         eye = np.eye(scatter.shape[-1])
+        # W_k's largest eigenvalue bounds the curvature of the first majoriser
+        shifted = np.linalg.eigvalsh(weighted)[:, -1, None, None] * eye - weighted
         best = -np.inf
         for _ in range(MAX_INNER_ITER):
             rotated = np.einsum("ji,kjl,li->ki", axes, scatter, axes)  # diag(D' S_k D)
@@ -180,9 +177,13 @@ class _EqualOrientation(FullLayout):
             if objective - best <= INNER_RTOL * abs(objective):
                 break
             best = objective
-            # MM step for D given the variances: maximise tr(D' H) over orthogonal D
-            weighted = bound[:, None, None] * eye - nk[:, None, None] * scatter
-            h = np.einsum("kij,jl,kl->il", weighted, axes, 1.0 / variances)
+            inverse = 1.0 / variances
+            # (1) W_k = w_k I - (w_k I - W_k): maximise tr(D' sum_k (w_k I - W_k) D_t L_k)
+            h = np.einsum("kij,jl,kl->il", shifted, axes, inverse)
+            u, _, vt = np.linalg.svd(h)
+            axes = u @ vt
+            # (2) L_k = l_k I - (l_k I - L_k): maximise tr(D' sum_k W_k D_t (l_k I - L_k))
+            h = np.einsum("kij,jl,kl->il", weighted, axes, inverse.max(axis=1)[:, None] - inverse)
             u, _, vt = np.linalg.svd(h)
             axes = u @ vt
         return _from_axes(axes, variances)
