@@ -10,9 +10,20 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from gmmkit.core.covariance import (
+    COVARIANCE_TYPES,
+    MODEL_NAMES,
+    UNIVARIATE_MODEL_NAMES,
+    get_covariance_type,
+)
 from gmmkit.core.params import MixtureParams
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+#: One line naming the accepted covariance models, for docstrings and help texts.
+COVARIANCE_HELP = (
+    "mclust's EII, VII, EEI, VEI, EVI, VVI, EEE, VEE, EVE, VVE, EEV, VEV, EVV, VVV "
+    "(volume, shape, orientation Equal / Variable / Identity), or scikit-learn's "
+    "spherical (= VII), diag (= VVI), tied (= EEE), full (= VVV); E / V for 1-D data"
+)
 
 
 def full_covariances(params: MixtureParams) -> NDArray[np.float64]:
@@ -58,21 +69,48 @@ def check_n_components_list(n_components: Any, name: str = "n_components") -> li
     return sorted(set(values))
 
 
+def default_covariance_types(n_features: int) -> tuple[str, ...]:
+    """mclust's default models: all fourteen for ``n_features > 1``, ``("E", "V")`` for 1."""
+    return UNIVARIATE_MODEL_NAMES if n_features == 1 else MODEL_NAMES
+
+
 def check_covariance_types(covariance_types: Any) -> list[str]:
-    """Validate one covariance type or an iterable of them; keep order, drop duplicates."""
+    """Validate one covariance type or an iterable of them (any name or alias of
+    :data:`gmmkit.core.covariance.COVARIANCE_TYPES`, spelled as listed: the mclust names
+    upper-case, scikit-learn's lower-case); keep the order and the names as given, drop
+    repeats of a model under another name (``"full"`` after ``"VVV"``)."""
     if isinstance(covariance_types, str):
         covariance_types = (covariance_types,)
+    elif not isinstance(covariance_types, Iterable):
+        raise TypeError(
+            f"covariance_types must be a str or an iterable of str, got {covariance_types!r}"
+        )
     out: list[str] = []
+    seen: set[str] = set()
     for value in covariance_types:
-        if value not in COVARIANCE_TYPES:
+        if not isinstance(value, str) or value not in COVARIANCE_TYPES:
+            hint = ""
+            if isinstance(value, str) and value.upper() in MODEL_NAMES + UNIVARIATE_MODEL_NAMES:
+                hint = f" (did you mean {value.upper()!r}? mclust's names are upper-case)"
+            elif isinstance(value, str) and value.lower() in COVARIANCE_TYPES:
+                hint = f" (did you mean {value.lower()!r}?)"
             raise ValueError(
-                f"covariance type must be one of {COVARIANCE_TYPES}, got {value!r}"
+                f"covariance type must be one of {', '.join(COVARIANCE_TYPES)}, "
+                f"got {value!r}{hint}"
             )
-        if value not in out:
+        model = get_covariance_type(value).model
+        if model not in seen:
+            seen.add(model)
             out.append(value)
     if not out:
         raise ValueError("covariance_types is empty")
     return out
+
+
+def mclust_order(covariance_type: str) -> int:
+    """Position of a covariance type's model in mclust's order (aliases sort with their
+    model; ``E`` / ``V`` with EII / VII)."""
+    return MODEL_NAMES.index(get_covariance_type(covariance_type).model)
 
 
 def checked_sample_weight(

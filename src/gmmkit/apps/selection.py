@@ -1,10 +1,16 @@
 """Model selection over the number of components and covariance types (mclust's ``Mclust()``).
 
-Every candidate ``(K, covariance_type)`` is fitted, scored by BIC, AIC and ICL, and checked
-for degeneracy: a component carrying almost no samples, or one whose variance collapsed onto
-a few identical values (the "spikes" EM finds on integer-valued data, which push the
+By default, as ``Mclust()``, ``K = 1..9`` and all fourteen covariance models (EII ... VVV;
+``E`` and ``V`` for one-dimensional data) are tried.  Every candidate ``(K,
+covariance_type)`` is fitted, scored by BIC, AIC and ICL, and checked for degeneracy: a
+component carrying almost no samples, or one whose variance collapsed onto a few identical
+values (the "spikes" EM finds on integer-valued data, which push the
 likelihood and hence every criterion towards infinity).  Degenerate candidates stay in the
 table, flagged, and are never chosen while a sound candidate exists.
+
+gmmkit's criteria have scikit-learn's sign (``BIC = -2 log L + p log n``, lower is better);
+:meth:`SelectionResult.bic_table` shows them as mclust prints them: ``2 log L - p log n``,
+larger is better, one row per K and one column per model.
 """
 
 from __future__ import annotations
@@ -23,13 +29,14 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from gmmkit.apps._common import (
-    COVARIANCE_TYPES,
     WrappedMixtureMixin,
     check_covariance_types,
     check_n_components_list,
     check_not_too_many_components,
     checked_sample_weight,
+    default_covariance_types,
     full_covariances,
+    mclust_order,
 )
 from gmmkit.core import criteria
 from gmmkit.core.em import EmptyComponentWarning
@@ -37,6 +44,13 @@ from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture
 
 CRITERIA = ("bic", "aic", "icl")
+
+#: What each criterion is called in the mclust-style tables.
+CRITERION_NAMES = {
+    "bic": "Bayesian Information Criterion (BIC)",
+    "aic": "Akaike Information Criterion (AIC)",
+    "icl": "Integrated Complete-data Likelihood (ICL)",
+}
 
 #: Columns of :attr:`SelectionResult.table`, in order.
 TABLE_COLUMNS = (
@@ -90,6 +104,155 @@ class SelectionResult:
     def best_row(self) -> dict[str, Any]:
         """The table row of :attr:`best`."""
         return next(row for row in self.rows if row["best"])
+
+    def _grid(self, criterion: str | None) -> tuple[str, list[int], list[str], NDArray[np.float64]]:
+        """(criterion, Ks, covariance types in mclust's order, values in mclust's sign)."""
+        criterion = self.criterion if criterion is None else criterion
+        if criterion not in CRITERIA:
+            raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
+        ks = sorted({int(row["n_components"]) for row in self.rows})
+        types = sorted(
+            dict.fromkeys(str(row["covariance_type"]) for row in self.rows), key=mclust_order
+        )
+        values = np.full((len(ks), len(types)), np.nan)
+        for row in self.rows:
+            value = float(row[criterion])
+            if row["degenerate"] or not np.isfinite(value):
+                continue
+            i = ks.index(int(row["n_components"]))
+            values[i, types.index(str(row["covariance_type"]))] = -value
+        return criterion, ks, types, values
+
+    def criterion_table(self, criterion: str | None = None) -> Any:
+        """A criterion as mclust tabulates it: one row per K, one column per covariance
+        model (in mclust's order: EII, VII, EEI, ..., VVV), values with **mclust's sign**.
+
+        mclust's BIC is ``2 log L - p log n`` -- the negative of gmmkit's (and
+        scikit-learn's) ``bic`` -- so *larger is better* here; likewise ``2 log L - 2 p``
+        for AIC and the negative of gmmkit's ``icl`` for ICL.  A candidate whose fit
+        failed or that is flagged degenerate is NaN (mclust's NA), as mclust leaves out
+        models it cannot fit.
+
+        Parameters
+        ----------
+        criterion : {"bic", "aic", "icl"}, optional
+            Default: the criterion the selection used.
+
+        Returns
+        -------
+        pandas.DataFrame or dict
+            A DataFrame indexed by K (index name ``"K"``, columns named ``"model"``, the
+            criterion's name in ``.attrs["criterion"]``); without pandas, the same values as
+            ``{covariance_type: {K: value}}`` (``DataFrame.to_dict()``'s layout).
+        """
+        criterion, ks, types, values = self._grid(criterion)
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is an optional extra
+            return {
+                t: {k: float(values[i, j]) for i, k in enumerate(ks)} for j, t in enumerate(types)
+            }
+        frame = pd.DataFrame(
+            values, index=pd.Index(ks, name="K"), columns=pd.Index(types, name="model")
+        )
+        frame.attrs["criterion"] = criterion.upper()
+        frame.attrs["sign"] = "mclust's: larger is better (the negative of gmmkit's)"
+        return frame
+
+    def bic_table(self) -> Any:
+        """BIC as mclust prints it (``summary``/``print`` of ``mclustBIC``): rows K, columns
+        models in mclust's order, values ``2 log L - p log n`` -- the *negative* of
+        gmmkit's ``bic``, so larger is better -- and NaN where a fit failed or is
+        degenerate.  See :meth:`criterion_table`; :meth:`top_models` and
+        :meth:`format_table` give the "top 3 models" summary."""
+        return self.criterion_table("bic")
+
+    def top_models(self, n: int = 3, criterion: str | None = None) -> list[tuple[str, int, float]]:
+        """The ``n`` best sound candidates, as mclust's ``summary(BIC)`` lists them.
+
+        Returns
+        -------
+        list of (covariance_type, K, value)
+            Best first; ``value`` has mclust's sign (larger is better).  Failed and
+            degenerate candidates are left out.
+        """
+        _, ks, types, values = self._grid(criterion)
+        found = [
+            (types[j], ks[i], float(values[i, j]))
+            for j in range(len(types))
+            for i in range(len(ks))
+            if np.isfinite(values[i, j])
+        ]
+        found.sort(key=lambda item: -item[2])  # stable: ties keep mclust's order
+        return found[: max(int(n), 0)]
+
+    def format_table(self, criterion: str | None = None, n_top: int = 3, width: int = 100) -> str:
+        """The criterion table and its top models as text, laid out like mclust's
+        ``summary(mclustBIC(X))`` (this is what ``gmmkit select`` prints).
+
+        Parameters
+        ----------
+        criterion : {"bic", "aic", "icl"}, optional
+            Default: the criterion the selection used.
+        n_top : int, default=3
+            Best candidates listed under the table, with their difference to the best.
+        width : int, default=100
+            Wider tables are printed in blocks of columns, as R prints them.
+        """
+        criterion, ks, types, values = self._grid(criterion)
+        name = CRITERION_NAMES[criterion]
+        short = criterion.upper()
+        lines = [
+            f"{name}, with mclust's sign: larger is better",
+            f"(the negative of gmmkit's {criterion}; NA: the fit failed or is degenerate)",
+        ]
+        digits = _decimals(values)
+        cells = [[_cell(v, digits) for v in row] for row in values]
+        label_width = max(len(str(k)) for k in ks)
+        col_width = max([len(t) for t in types] + [len(c) for row in cells for c in row])
+        per_block = max(1, (width - label_width) // (col_width + 1))
+        for start in range(0, len(types), per_block):
+            block = range(start, min(start + per_block, len(types)))
+            lines.append(
+                " " * label_width + "".join(" " + types[j].rjust(col_width) for j in block)
+            )
+            for i, k in enumerate(ks):
+                lines.append(
+                    str(k).ljust(label_width)
+                    + "".join(" " + cells[i][j].rjust(col_width) for j in block)
+                )
+        top = self.top_models(n_top, criterion)
+        lines.append("")
+        if not top:
+            lines.append("No sound candidate: every fit failed or is degenerate.")
+            return "\n".join(lines)
+        lines.append(f"Top {len(top)} models based on the {short} criterion:")
+        heads = [f"{t},{k}" for t, k, _ in top]
+        best_value = top[0][2]
+        row_labels = [short, f"{short} diff"]
+        rows = [
+            [_cell(v, digits) for _, _, v in top],
+            [_cell(v - best_value, digits) for _, _, v in top],
+        ]
+        label_width = max(len(label) for label in row_labels)
+        col_width = max(len(c) for c in [*heads, *rows[0], *rows[1]])
+        lines.append(" " * label_width + "".join(" " + h.rjust(col_width) for h in heads))
+        for label, row in zip(row_labels, rows):
+            lines.append(label.ljust(label_width) + "".join(" " + c.rjust(col_width) for c in row))
+        return "\n".join(lines)
+
+
+def _decimals(values: NDArray[np.float64], significant: int = 7) -> int:
+    """Decimals that give the largest finite magnitude ``significant`` digits (R's print)."""
+    finite = np.abs(values[np.isfinite(values)])
+    if finite.size == 0 or finite.max() == 0:
+        return 2
+    integer_digits = int(np.floor(np.log10(finite.max()))) + 1
+    return int(min(max(significant - integer_digits, 0), 6))
+
+
+def _cell(value: float, decimals: int) -> str:
+    return f"{value:.{decimals}f}" if np.isfinite(value) else "NA"
 
 
 def _data_covariance(X: NDArray[Any], weight: NDArray[np.float64] | None) -> NDArray[np.float64]:
@@ -161,17 +324,23 @@ def _make_table(rows: list[dict[str, Any]]) -> Any:
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
+def _em_options(**settings: Any) -> dict[str, Any]:
+    """The EM settings given explicitly (not None): the others are left to
+    :class:`~gmmkit.GaussianMixture`'s own defaults."""
+    return {name: value for name, value in settings.items() if value is not None}
+
+
 def select(
     X: ArrayLike,
     n_components: Any = range(1, 10),
-    covariance_types: Any = COVARIANCE_TYPES,
+    covariance_types: Any = None,
     criterion: str = "bic",
     *,
-    n_init: int = 1,
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
-    init_params: str = "kmeans",
+    n_init: int | None = None,
+    max_iter: int | None = None,
+    tol: float | None = None,
+    reg_covar: float | None = None,
+    init_params: str | None = None,
     sample_weight: ArrayLike | None = None,
     min_component_size: float = 2.0,
     min_variance_ratio: float = 1e-4,
@@ -180,17 +349,28 @@ def select(
 ) -> SelectionResult:
     """Fit every ``(K, covariance_type)`` candidate and pick the best by an information criterion.
 
+    With the defaults this is mclust's ``Mclust(X)``: ``K = 1..9`` and all fourteen
+    covariance models.
+
     Parameters
     ----------
     X : array-like of shape (n_samples, n_features)
     n_components : int or iterable of int, default=range(1, 10)
         Candidate numbers of components.
-    covariance_types : str or iterable of str, default=("full", "tied", "diag", "spherical")
+    covariance_types : str or iterable of str, optional
+        Candidate covariance models, by mclust's names (``"EII"``, ``"VII"``, ``"EEI"``,
+        ``"VEI"``, ``"EVI"``, ``"VVI"``, ``"EEE"``, ``"VEE"``, ``"EVE"``, ``"VVE"``,
+        ``"EEV"``, ``"VEV"``, ``"EVV"``, ``"VVV"``; ``"E"``, ``"V"`` for one feature) or
+        scikit-learn's (``"spherical"``, ``"diag"``, ``"tied"``, ``"full"``).  Default, as
+        mclust's: all fourteen models, or ``("E", "V")`` when ``X`` has one feature.  A
+        model named twice (``"full"`` and ``"VVV"``) is fitted once, under its first name.
     criterion : {"bic", "aic", "icl"}, default="bic"
-        Lower is better (scikit-learn's sign).  ICL is BIC plus twice the entropy of the
-        hard classification: it prefers well-separated clusters.
-    n_init, max_iter, tol, reg_covar, init_params, n_jobs
-        Passed to every :class:`~gmmkit.GaussianMixture`.
+        Lower is better (scikit-learn's sign; :meth:`SelectionResult.bic_table` shows
+        mclust's).  ICL is BIC plus twice the entropy of the hard classification: it
+        prefers well-separated clusters.
+    n_init, max_iter, tol, reg_covar, init_params, n_jobs : optional
+        Passed to every :class:`~gmmkit.GaussianMixture`; ``None`` (the default) leaves
+        each to GaussianMixture's own default.
     sample_weight : array-like of shape (n_samples,), optional
     min_component_size : float, default=2.0
         Candidates with a component holding fewer effective samples are flagged degenerate.
@@ -204,7 +384,8 @@ def select(
     -------
     SelectionResult
         ``.best`` is the fitted model minimising the criterion among the non-degenerate
-        candidates; ``.table`` has one row per candidate.
+        candidates; ``.table`` has one row per candidate; ``.bic_table()`` is mclust's
+        view of it.
 
     Raises
     ------
@@ -222,14 +403,19 @@ def select(
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
     ks = check_n_components_list(n_components)
-    types = check_covariance_types(covariance_types)
-    if not isinstance(n_init, Integral) or n_init < 1:
+    if covariance_types is not None:
+        types = check_covariance_types(covariance_types)
+    if n_init is not None and (
+        isinstance(n_init, bool) or not isinstance(n_init, Integral) or n_init < 1
+    ):
         raise ValueError(f"n_init must be a positive integer, got {n_init!r}")
     if not min_component_size >= 0:
         raise ValueError(f"min_component_size must be >= 0, got {min_component_size!r}")
     if not 0 <= min_variance_ratio < 1:
         raise ValueError(f"min_variance_ratio must be in [0, 1), got {min_variance_ratio!r}")
     X_checked = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+    if covariance_types is None:
+        types = list(default_covariance_types(X_checked.shape[1]))
     weight = checked_sample_weight(sample_weight, X_checked)
     n_rows = X_checked.shape[0] if weight is None else int(np.count_nonzero(weight))
     check_not_too_many_components(max(ks), n_rows)
@@ -240,20 +426,20 @@ def select(
     if rs is not None and not isinstance(rs, Integral):
         rs = int(check_random_state(rs).randint(np.iinfo(np.int32).max))
 
+    em_options = _em_options(
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        init_params=init_params,
+        n_jobs=n_jobs,
+    )
     rows: list[dict[str, Any]] = []
     models: dict[tuple[int, str], GaussianMixture] = {}
     for covariance_type in types:
         for k in ks:
             model = GaussianMixture(
-                k,
-                covariance_type=covariance_type,
-                n_init=n_init,
-                max_iter=max_iter,
-                tol=tol,
-                reg_covar=reg_covar,
-                init_params=init_params,
-                random_state=rs,
-                n_jobs=n_jobs,
+                k, covariance_type=covariance_type, random_state=rs, **em_options
             )
             row: dict[str, Any] = {
                 "n_components": k,
@@ -309,7 +495,7 @@ def select(
             DegenerateMixtureWarning,
             stacklevel=2,
         )
-    if not best_row["converged"] and max_iter > 0:
+    if not best_row["converged"] and best.max_iter > 0:
         warnings.warn(
             f"the selected mixture (K={best_row['n_components']}, "
             f"{best_row['covariance_type']}) did not converge; increase max_iter or tol",
@@ -355,11 +541,13 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
     Parameters
     ----------
     n_components : int or tuple of int, default=(1, ..., 9)
-    covariance_types : str or tuple of str, default=("full", "tied", "diag", "spherical")
+    covariance_types : str or tuple of str, optional
+        Default: mclust's fourteen models (``("E", "V")`` for one feature); see
+        :func:`select`.
     criterion : {"bic", "aic", "icl"}, default="bic"
     n_init, max_iter, tol, reg_covar, init_params, min_component_size, min_variance_ratio,
     random_state, n_jobs
-        As in :func:`select`.
+        As in :func:`select` (``None``: GaussianMixture's default).
 
     Attributes
     ----------
@@ -368,7 +556,8 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
     n_components_ : int
     covariance_type_ : str
     selection_ : SelectionResult
-        The whole selection (``selection_.table`` has a row per candidate).
+        The whole selection (``selection_.table`` has a row per candidate,
+        ``selection_.bic_table()`` is mclust's view of it).
     n_features_in_ : int
     """
 
@@ -376,13 +565,13 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
         self,
         n_components: Any = tuple(range(1, 10)),
         *,
-        covariance_types: Any = COVARIANCE_TYPES,
+        covariance_types: Any = None,
         criterion: str = "bic",
-        n_init: int = 1,
-        max_iter: int = 100,
-        tol: float = 1e-3,
-        reg_covar: float = 1e-6,
-        init_params: str = "kmeans",
+        n_init: int | None = None,
+        max_iter: int | None = None,
+        tol: float | None = None,
+        reg_covar: float | None = None,
+        init_params: str | None = None,
         min_component_size: float = 2.0,
         min_variance_ratio: float = 1e-4,
         random_state: Any = None,
