@@ -112,7 +112,8 @@ def test_convergence(tmp_path):
 
 
 def test_criteria_against_k(tmp_path):
-    result = gmmkit.select(blobs(), range(1, 6), random_state=0)
+    result = gmmkit.select(blobs(), range(1, 6), ("full", "tied", "diag", "spherical"),
+                           random_state=0)
     ax = plotting.plot_criteria(result)
     assert len(ax.lines) == 4 * 2  # BIC and AIC for each covariance type
     bic_full = next(line for line in ax.lines if line.get_label() == "BIC full")
@@ -121,6 +122,8 @@ def test_criteria_against_k(tmp_path):
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
     best = result.best_row
     assert f"lowest BIC: K={best['n_components']} {best['covariance_type']}" in labels
+    # models in mclust's order (spherical = VII, diag = VVI, tied = EEE, full = VVV)
+    assert labels[:4] == ["spherical", "diag", "tied", "full"]
     saved_png(ax.figure, tmp_path / "criteria.png")
     # an AIC-only panel stars the AIC minimum at its AIC height, not the BIC choice
     aic_ax = plotting.plot_criteria(result, criteria=("aic",))
@@ -133,6 +136,40 @@ def test_criteria_against_k(tmp_path):
     selector = gmmkit.GaussianMixtureSelector((1, 2, 3), covariance_types=("diag",),
                                               random_state=0).fit(blobs())
     assert len(plotting.plot_criteria(selector, criteria=("icl",)).lines) == 1
+
+
+def test_criteria_of_all_fourteen_models_stay_apart(tmp_path):
+    """mclust's default selection in one figure: every model its own colour and marker,
+    the legend outside the axes (or below them, or inside in two columns)."""
+    from gmmkit.core.covariance import MODEL_NAMES
+
+    # quick fits (scikit-learn's plain EM rule): the figure, not the optimum, is tested
+    result = gmmkit.select(blobs()[::2], range(1, 5), tol=1e-3, init_params="kmeans",
+                           random_state=0)
+    ax = plotting.plot_criteria(result, criteria=("bic",))
+    assert len(ax.lines) == 14
+    labels = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert labels[:14] == list(MODEL_NAMES)
+    handles = ax.get_legend().legend_handles[:14]
+    styles = {(str(line.get_color()), line.get_marker()) for line in handles}
+    assert len({colour for colour, _ in styles}) == 14
+    assert len({marker for _, marker in styles}) == 14
+    # the legend sits outside, right of the axes, and the saved figure keeps all of it
+    fig = ax.figure
+    fig.canvas.draw()
+    legend_box = ax.get_legend().get_window_extent()
+    assert legend_box.x0 > ax.get_window_extent().x1
+    assert legend_box.x1 <= fig.bbox.x1 + 1
+    saved_png(fig, tmp_path / "fourteen.png")
+    fig, axes = plt.subplots(1, 3)
+    for place, other in zip(("below", "inside", None), axes):
+        plotting.plot_criteria(result, legend=place, ax=other)
+        assert len(other.lines) == 14 * 2
+        assert (other.get_legend() is None) == (place is None)
+    fig.canvas.draw()
+    assert axes[0].get_legend().get_window_extent().y1 < axes[0].get_window_extent().y0
+    with pytest.raises(ValueError, match="legend"):
+        plotting.plot_criteria(result, legend="left")
 
 
 def test_segmentation_before_after(tmp_path):

@@ -209,25 +209,72 @@ def plot_convergence(model: Any, *, ax: Any = None) -> Any:
     return ax
 
 
-def plot_criteria(
-    result: Any, *, criteria: Sequence[str] = ("bic", "aic"), ax: Any = None
-) -> Any:
-    """Information criteria against K, one line per covariance type.
+#: How :func:`plot_criteria` draws each covariance model: colour and (fillable) marker.
+#: As in mclust's BIC plot, the spherical models are grey and black; the others get
+#: distinct colours, and markers by family (triangles: diagonal; the rest: ellipsoidal).
+MODEL_STYLES: dict[str, tuple[str, str]] = {
+    "EII": ("0.55", "o"),
+    "VII": ("black", "s"),
+    "EEI": ("#1f77b4", "^"),
+    "VEI": ("#ff7f0e", "v"),
+    "EVI": ("#2ca02c", "<"),
+    "VVI": ("#d62728", ">"),
+    "EEE": ("#9467bd", "D"),
+    "VEE": ("#8c564b", "d"),
+    "EVE": ("#e377c2", "p"),
+    "VVE": ("#bcbd22", "h"),
+    "EEV": ("#17becf", "P"),
+    "VEV": ("#1a2a80", "X"),
+    "EVV": ("#b8860b", "8"),
+    "VVV": ("#00693e", "*"),
+}
 
-    Degenerate candidates are drawn with hollow markers; the selected model is starred.
+_LEGEND_PLACES = ("right", "below", "inside")
+
+
+def _model_style(covariance_type: str) -> tuple[str, str]:
+    """Colour and marker of a covariance model (aliases share their model's)."""
+    from gmmkit.core.covariance import get_covariance_type
+
+    try:
+        return MODEL_STYLES[get_covariance_type(covariance_type).model]
+    except ValueError:  # a name this version does not know (an old file): plain grey
+        return ("0.4", "o")
+
+
+def plot_criteria(
+    result: Any,
+    *,
+    criteria: Sequence[str] = ("bic", "aic"),
+    ax: Any = None,
+    legend: str | None = "right",
+) -> Any:
+    """Information criteria against K, one line per covariance model (mclust's BIC plot).
+
+    Every model has its own colour and marker (:data:`MODEL_STYLES`; the fourteen models
+    stay apart in one figure), models are listed in mclust's order, each criterion has its
+    line style (BIC solid, AIC dashed, ICL dotted), degenerate candidates are drawn with
+    hollow markers, failed fits leave a gap, and each criterion's choice is starred.  The
+    values have gmmkit's sign (lower is better; mclust plots the negative).
 
     Parameters
     ----------
     result : SelectionResult (from :func:`~gmmkit.select`) or a fitted
         :class:`~gmmkit.GaussianMixtureSelector`
     criteria : sequence of {"bic", "aic", "icl"}, default=("bic", "aic")
-        Drawn solid, dashed and dotted respectively.
     ax : matplotlib Axes, optional
+        Default: a new figure, wide enough for the legend.
+    legend : {"right", "below", "inside"} or None, default="right"
+        Where the legend goes: outside the axes on the right (one column per 16 entries),
+        outside below them in rows of up to seven (for side-by-side panels), inside the
+        axes in two columns, or nowhere.
 
     Returns
     -------
     matplotlib Axes
     """
+    from gmmkit.apps._common import mclust_order
+
     result = getattr(result, "selection_", result)
     rows = getattr(result, "rows", None)
     if rows is None:
@@ -237,39 +284,76 @@ def plot_criteria(
     for name in criteria:
         if name not in styles:
             raise ValueError(f"criteria must be among {tuple(styles)}, got {name!r}")
-    ax = _new_axes(ax)
-    cmap = _pyplot().get_cmap("tab10")
-    types = list(dict.fromkeys(row["covariance_type"] for row in rows))
-    for index, covariance_type in enumerate(types):
-        colour = cmap(index)
+    if legend is not None and legend not in _LEGEND_PLACES:
+        raise ValueError(f"legend must be one of {_LEGEND_PLACES} or None, got {legend!r}")
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    if ax is None:
+        size = (10.0, 5.0) if legend == "right" else (8.0, 6.0)
+        _, ax = _pyplot().subplots(figsize=size, layout="constrained")
+
+    def order(name: str) -> int:
+        try:
+            return mclust_order(name)
+        except ValueError:
+            return len(MODEL_STYLES)
+
+    types = sorted(dict.fromkeys(row["covariance_type"] for row in rows), key=order)
+    handles = []
+    any_degenerate = False
+    for covariance_type in types:
+        colour, marker = _model_style(covariance_type)
         mine = sorted(
             (row for row in rows if row["covariance_type"] == covariance_type),
             key=lambda row: row["n_components"],
         )
         ks = np.array([row["n_components"] for row in mine])
-        degenerate = np.array([row["degenerate"] for row in mine])
+        degenerate = np.array([bool(row["degenerate"]) for row in mine], dtype=bool)
+        any_degenerate |= bool(degenerate.any())
+        area = 70 if marker == "*" else 30
         for name in criteria:
             values = np.array([row[name] for row in mine], dtype=np.float64)
-            ax.plot(ks, values, ls=styles[name], color=colour,
+            ax.plot(ks, values, ls=styles[name], color=colour, lw=1.3,
                     label=f"{name.upper()} {covariance_type}")
-            ax.scatter(ks[~degenerate], values[~degenerate], color=colour, s=20, zorder=3)
-            ax.scatter(ks[degenerate], values[degenerate], facecolors="none",
-                       edgecolors=colour, s=30, zorder=3)
+            ax.scatter(ks[~degenerate], values[~degenerate], color=colour, marker=marker,
+                       s=area, zorder=3, linewidths=0)
+            ax.scatter(ks[degenerate], values[degenerate], facecolors="white",
+                       edgecolors=colour, marker=marker, s=area, linewidths=1.2, zorder=3)
+        handles.append(Line2D([], [], color=colour, marker=marker, ls="-", lw=1.3,
+                              ms=8 if marker == "*" else 6, label=covariance_type))
+    if len(criteria) > 1:
+        handles.extend(Line2D([], [], color="0.3", ls=styles[name], lw=1.3, label=name.upper())
+                       for name in criteria)
+    if any_degenerate:
+        handles.append(Line2D([], [], color="0.3", marker="o", mfc="white", ls="none",
+                              label="degenerate"))
     # one star per drawn criterion, at its own minimum (sound candidates first), so an
     # AIC panel never shows the BIC choice at a BIC height
     sound = [row for row in rows if not row["degenerate"]] or list(rows)
     for name in criteria:
-        best = min(sound, key=lambda row: float(row[name]))
-        ax.scatter([best["n_components"]], [best[name]], marker="*", s=250,
-                   color="gold", edgecolors="k", zorder=4,
-                   label=f"lowest {name.upper()}: K={best['n_components']} "
-                   f"{best['covariance_type']}")
-    from matplotlib.ticker import MaxNLocator
-
+        finite = [row for row in sound if np.isfinite(float(row[name]))]
+        if not finite:
+            continue
+        best = min(finite, key=lambda row: float(row[name]))
+        handles.append(
+            ax.scatter([best["n_components"]], [best[name]], marker="*", s=250,
+                       color="gold", edgecolors="k", zorder=4,
+                       label=f"lowest {name.upper()}: K={best['n_components']} "
+                       f"{best['covariance_type']}")
+        )
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("number of components")
     ax.set_ylabel(" / ".join(name.upper() for name in criteria) + " (lower is better)")
-    ax.legend(fontsize="small")
+    ax.grid(True, color="0.9", lw=0.6)
+    if legend == "right":
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  ncol=1 + (len(handles) - 1) // 16, fontsize="small", borderaxespad=0.0)
+    elif legend == "below":
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13),
+                  ncol=min(7, len(handles)), fontsize="small", borderaxespad=0.0)
+    elif legend == "inside":
+        ax.legend(handles=handles, ncol=2, fontsize="small")
     return ax
 
 
