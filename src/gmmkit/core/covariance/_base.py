@@ -22,11 +22,13 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from functools import cache
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
 from scipy import linalg
+from scipy.linalg import lapack
 
 Array = NDArray[np.floating[Any]]
 
@@ -37,8 +39,12 @@ class CovarianceError(ValueError):
     """A covariance matrix could not be made positive definite."""
 
 
+@cache
 def _triu(n_features: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
-    return np.triu_indices(n_features)
+    rows, cols = np.triu_indices(n_features)
+    rows.setflags(write=False)
+    cols.setflags(write=False)
+    return rows, cols
 
 
 def pack_symmetric(matrices: Array) -> Array:
@@ -96,10 +102,14 @@ def _quad_coefficients_from_precision(precisions: Array) -> Array:
 
 def _lower_cholesky(matrix: Array, message: str) -> Array:
     """Lower Cholesky factor of one (D, D) matrix; ``CovarianceError(message)`` if not PD."""
-    try:
-        return linalg.cholesky(matrix, lower=True)
-    except linalg.LinAlgError as exc:
-        raise CovarianceError(message) from exc
+    # LAPACK's potrf as scipy.linalg.cholesky calls it, without its per-call overhead
+    # (the M-step factors K matrices every EM iteration)
+    if not np.all(np.isfinite(matrix)):
+        raise CovarianceError(message)
+    factor, info = lapack.dpotrf(np.asarray(matrix, dtype=np.float64), lower=1, clean=1)
+    if info != 0:
+        raise CovarianceError(message)
+    return factor
 
 
 def _each_matrix(matrices: Array, layout: str, func: Callable[[Array], Array]) -> Array:
@@ -128,7 +138,11 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
 
         def upper_precision_factor(cov: Array) -> Array:
             cov_chol = _lower_cholesky(cov, message)
-            return linalg.solve_triangular(cov_chol, np.eye(len(cov)), lower=True).T
+            # trtrs is what scipy.linalg.solve_triangular runs
+            inverse, info = lapack.dtrtrs(cov_chol, np.eye(len(cov)), lower=1)
+            if info != 0:
+                raise CovarianceError(message)
+            return inverse.T
 
         return _each_matrix(covariances, layout, upper_precision_factor)
     if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
