@@ -65,6 +65,9 @@ def e_step(
 #: log-likelihood it does not depend on how the log-likelihood scales with N or with the
 #: units of the data.
 DEFAULT_RTOL = 1e-9
+#: The same rule's floor when the kernel computes in float32: its log-densities carry
+#: rounding of about 1e-7 relative, so a tighter test would never be met.
+FLOAT32_RTOL = 1e-6
 
 
 def run_em(
@@ -106,6 +109,7 @@ def run_em(
         at least that after the plain steps, so the iterates' log-likelihood never
         decreases.  Engines see only E-steps at other parameters.
     rtol : float
+        At least :data:`FLOAT32_RTOL` for float32 engines.
 
     Returns
     -------
@@ -150,7 +154,7 @@ class _EMRun:
         self.covariance_type = covariance_type
         self.reg_covar = reg_covar
         self.tol = tol
-        self.rtol = rtol
+        self.rtol = max(rtol, FLOAT32_RTOL) if engine.dtype == np.float32 else rtol
         self.max_iter = max_iter
         self.label_weight = label_weight
         self.callback = callback
