@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gmmkit
+from gmmkit.core.covariance import MODEL_NAMES
 
 CENTRES = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
 
@@ -181,19 +182,58 @@ def test_sample(files: dict[str, Path]) -> None:
 def test_select(files: dict[str, Path]) -> None:
     best = files["folder"] / "best.gmm"
     table_path = files["folder"] / "table.csv"
-    result = ok("select", files["X"], "--k", "1-5", "--covariance", "all", "--seed", 0,
+    result = ok("select", files["X"], "--k", "1-4", "--covariance", "all", "--seed", 0,
                 "-o", best, "--table", table_path)
     assert "best by BIC: 3 components" in result.stdout
+    # mclust's table: its sign, K down, the fourteen models across (in blocks), top three
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("Bayesian Information Criterion (BIC)")
+    assert "larger is better" in lines[0]
+    assert "Top 3 models based on the BIC criterion:" in result.stdout
+    headers = [line.split() for line in lines if line.split()[:1] in (["EII"], ["VVE"])]
+    assert [name for header in headers for name in header] == list(MODEL_NAMES)
     model = gmmkit.load(best)
     assert model.n_components == 3
     with open(table_path, newline="") as handle:
         table = list(csv.DictReader(handle))
-    assert len(table) == 20
+    assert len(table) == 4 * 14
     assert {"n_components", "covariance_type", "bic", "aic", "log_likelihood"} <= set(table[0])
-    assert {row["covariance_type"] for row in table} == {"full", "tied", "diag", "spherical"}
+    assert {row["covariance_type"] for row in table} == set(MODEL_NAMES)
     # the saved best model has the smallest BIC of the table
     X = np.load(files["X"])
     assert model.bic(X) == pytest.approx(min(float(row["bic"]) for row in table), rel=1e-9)
+    assert f"{-model.bic(X):.3f}" in result.stdout  # mclust's sign, in the top three
+
+
+def test_every_command_takes_every_model_name(files: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / "vev.gmm"
+    ok("fit", files["X"], "-k", 3, "--covariance", "VEV", "--seed", 0, "-o", out, "-q")
+    assert gmmkit.load(out).covariance_type == "VEV"
+    chosen = ok("select", files["X"], "--k", "2-3", "--covariance", "VVV,EII,spherical",
+                "--seed", 0, "--criterion", "icl")
+    assert chosen.stdout.splitlines()[2].split() == ["EII", "spherical", "VVV"]
+    assert "Integrated Complete-data Likelihood (ICL)" in chosen.stdout
+
+
+def test_model_names_are_spelled_as_listed() -> None:
+    """mclust's names upper-case, scikit-learn's lower-case, in every command with
+    --covariance (checked in-process: nothing is fitted)."""
+    from click.testing import CliRunner
+
+    from gmmkit.cli import cli
+
+    runner = CliRunner()
+    for command in ("fit", "anomalies", "segment"):
+        help_text = runner.invoke(cli, [command, "--help"]).output
+        assert all(name in help_text for name in ("EII", "VEV", "VVV", "full", "spherical"))
+        result = runner.invoke(cli, [command, "x.npy", "-k", "2", "-o", "y.png",
+                                     "--covariance", "vev"])
+        assert result.exit_code == 2
+        assert "'vev' is not one of" in result.output
+    result = runner.invoke(cli, ["select", "x.npy", "--covariance", "vvv,FULL"])
+    assert result.exit_code == 2
+    assert "vvv (did you mean VVV?)" in result.output
+    assert "FULL (did you mean full?)" in result.output
 
 
 def test_anomalies(files: dict[str, Path], tmp_path: Path) -> None:

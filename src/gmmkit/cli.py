@@ -21,8 +21,30 @@ from typing import Any
 import click
 import numpy as np
 
-COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+from gmmkit.apps._common import COVARIANCE_HELP
+from gmmkit.core.covariance import COVARIANCE_TYPES
+from gmmkit.mixture import GaussianMixture
+
+#: GaussianMixture's own defaults: an EM option not given on the command line is left to them.
+_GM_DEFAULTS = GaussianMixture().get_params()
+
+
+def _init_methods() -> tuple[str, ...]:
+    """The ``init_params`` values GaussianMixture accepts (from its parameter constraints)."""
+    constraint = GaussianMixture._parameter_constraints["init_params"][0]
+    options = getattr(constraint, "options", None) or {_GM_DEFAULTS["init_params"]}
+    default = _GM_DEFAULTS["init_params"]
+    return (default, *sorted(option for option in options if option != default))
+
+
+INIT_METHODS = _init_methods()
+_COVARIANCE_OPTION_HELP = f"Covariance model: {COVARIANCE_HELP}."
+
+
+def _gm_default(name: str) -> str:
+    """``show_default`` text for an option left to GaussianMixture's default."""
+    value = _GM_DEFAULTS[name]
+    return "GaussianMixture's" if value is None else f"GaussianMixture's: {value}"
 
 
 class _State:
@@ -156,18 +178,6 @@ def _format_row(values: Sequence[Any], widths: Sequence[int]) -> str:
     return "  ".join(cells)
 
 
-def _print_table(header: Sequence[str], rows: Sequence[Sequence[Any]], quiet: bool) -> None:
-    if quiet:
-        return
-    rendered = [_format_row(row, [0] * len(row)).split("  ") for row in rows]
-    widths = [
-        max([len(h), *(len(r[i].strip()) for r in rendered)]) for i, h in enumerate(header)
-    ]
-    click.echo(_format_row(header, widths))
-    for row in rows:
-        click.echo(_format_row(row, widths))
-
-
 _MAX_MEAN_COLUMNS = 8
 
 
@@ -241,15 +251,23 @@ def _parse_k(text: str) -> list[int]:
     return sorted(set(values))
 
 
-def _parse_covariances(text: str) -> list[str]:
+def _parse_covariances(text: str) -> list[str] | None:
+    """``"all"`` -> None (select's default: mclust's fourteen models, E and V for one
+    column), else the comma-separated names, spelled as listed (``VVV``, ``full``)."""
     if text.strip().lower() == "all":
-        return list(COVARIANCE_TYPES)
-    chosen = [t.strip().lower() for t in text.split(",") if t.strip()]
+        return None
+    chosen = [t.strip() for t in text.split(",") if t.strip()]
     unknown = [t for t in chosen if t not in COVARIANCE_TYPES]
     if unknown or not chosen:
+        hints = [
+            f"{t} (did you mean {t.upper() if t.upper() in COVARIANCE_TYPES else t.lower()}?)"
+            if t.upper() in COVARIANCE_TYPES or t.lower() in COVARIANCE_TYPES
+            else t
+            for t in unknown
+        ]
         raise click.BadParameter(
-            f"unknown covariance type {', '.join(unknown) or text!r}; use 'all' or a list of "
-            f"{', '.join(COVARIANCE_TYPES)}"
+            f"unknown covariance model {', '.join(hints) or repr(text)}; use 'all' or a "
+            f"comma-separated list of {', '.join(COVARIANCE_TYPES)}"
         )
     return chosen
 
@@ -278,17 +296,22 @@ def cli() -> None:
 @click.option("-k", "--n-components", type=click.IntRange(min=1), required=True,
               help="Number of mixture components.")
 @click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
-              show_default=True, help="Covariance structure.")
+              metavar="MODEL", show_default=True, help=_COVARIANCE_OPTION_HELP)
 @click.option("--columns", default=None, help="Columns to use: names or 0-based indices, "
               "comma-separated (default: all).")
-@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True,
+@click.option("--n-init", type=click.IntRange(min=1), default=None,
+              show_default=_gm_default("n_init"),
               help="EM runs from different starts; the best is kept.")
-@click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--tol", type=click.FloatRange(min=0), default=1e-3, show_default=True,
-              help="Stop when the mean log-likelihood changes by less.")
-@click.option("--reg-covar", type=click.FloatRange(min=0), default=1e-6, show_default=True)
-@click.option("--init", "init_params", type=click.Choice(INIT_METHODS), default="kmeans",
-              show_default=True)
+@click.option("--max-iter", type=click.IntRange(min=1), default=None,
+              show_default=_gm_default("max_iter"))
+@click.option("--tol", type=click.FloatRange(min=0), default=None,
+              show_default=_gm_default("tol"),
+              help="Stop when the mean log-likelihood changes by less (scikit-learn's rule); "
+              "by default GaussianMixture's own rule.")
+@click.option("--reg-covar", type=click.FloatRange(min=0), default=None,
+              show_default=_gm_default("reg_covar"))
+@click.option("--init", "init_params", type=click.Choice(INIT_METHODS), default=None,
+              show_default=_gm_default("init_params"))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the fitted model here (.gmm).")
 @_common()
@@ -297,31 +320,27 @@ def fit(
     n_components: int,
     covariance: str,
     columns: str | None,
-    n_init: int,
-    max_iter: int,
-    tol: float,
-    reg_covar: float,
-    init_params: str,
+    n_init: int | None,
+    max_iter: int | None,
+    tol: float | None,
+    reg_covar: float | None,
+    init_params: str | None,
     output: Path | None,
     quiet: bool,
     progress: str,
     seed: int | None,
 ) -> None:
     """Fit a Gaussian mixture to DATA and print a summary."""
-    from gmmkit import GaussianMixture
-
     X, names = _read(data, columns)
+    given: dict[str, Any] = {"n_init": n_init, "max_iter": max_iter, "tol": tol,
+                             "reg_covar": reg_covar, "init_params": init_params}
     model = GaussianMixture(
         n_components,
         covariance_type=covariance,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        reg_covar=reg_covar,
-        init_params=init_params,
         random_state=seed,
+        **{name: value for name, value in given.items() if value is not None},
     )
-    with _progress("fit", n_init, max_iter, quiet, progress).active():
+    with _progress("fit", model.n_init, model.max_iter, quiet, progress).active():
         model.fit(X)
     if output is not None:
         model.save(output, feature_names=names)
@@ -378,15 +397,19 @@ def predict(
 
 @cli.command()
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--k", "k_text", default="1-10", show_default=True,
+@click.option("--k", "k_text", default="1-9", show_default=True,
               help="Component counts to try: a range '1-10' or a list '2,4,8'.")
 @click.option("--covariance", "covariance_text", default="all", show_default=True,
-              help="'all' or a comma-separated list of full, tied, diag, spherical.")
+              metavar="MODELS",
+              help="Covariance models to try: 'all' (as mclust: the fourteen models, or E and "
+              f"V for one column) or a comma-separated list of {COVARIANCE_HELP}.")
 @click.option("--criterion", type=click.Choice(["bic", "aic", "icl"]), default="bic",
               show_default=True)
 @click.option("--columns", default=None, help="Columns to use (default: all).")
-@click.option("--n-init", type=click.IntRange(min=1), default=1, show_default=True)
-@click.option("--max-iter", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--n-init", type=click.IntRange(min=1), default=None,
+              show_default=_gm_default("n_init"))
+@click.option("--max-iter", type=click.IntRange(min=1), default=None,
+              show_default=_gm_default("max_iter"))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the best model here (.gmm).")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -398,22 +421,31 @@ def select(
     covariance_text: str,
     criterion: str,
     columns: str | None,
-    n_init: int,
-    max_iter: int,
+    n_init: int | None,
+    max_iter: int | None,
     output: Path | None,
     table_path: Path | None,
     quiet: bool,
     progress: str,
     seed: int | None,
 ) -> None:
-    """Choose the number of components and covariance type for DATA by BIC/AIC/ICL."""
+    """Choose the number of components and covariance model for DATA by BIC/AIC/ICL,
+    as mclust's Mclust() does (by default K = 1..9 and all fourteen models).
+
+    Prints the criterion as mclust prints it (rows K, columns models, mclust's sign:
+    larger is better; NA where a fit failed or is degenerate) and the top three models;
+    --table writes every candidate's row (gmmkit's sign: lower is better).
+    """
     import gmmkit
+    from gmmkit.apps._common import default_covariance_types
 
     ks = _parse_k(k_text)
     covariances = _parse_covariances(covariance_text)
     X, names = _read(data, columns)
-    n_fits = len(ks) * len(covariances) * n_init
-    with _progress("select", n_fits, max_iter, quiet, progress).active():
+    n_models = len(covariances or default_covariance_types(X.shape[1] if X.ndim == 2 else 1))
+    n_fits = len(ks) * n_models * (n_init or _GM_DEFAULTS["n_init"])
+    with _progress("select", n_fits, max_iter or _GM_DEFAULTS["max_iter"], quiet,
+                   progress).active():
         result = gmmkit.select(
             X,
             n_components=ks,
@@ -424,7 +456,13 @@ def select(
             random_state=seed,
         )
     header, rows = _selection_rows(result)
-    _print_table(header, rows, quiet)
+    _echo(quiet, result.format_table(criterion))
+    dropped = [row for row in result.rows if row["degenerate"]]
+    if dropped:
+        failed = sum(str(row["reason"]).startswith("fit failed") for row in dropped)
+        _echo(quiet, "")
+        _echo(quiet, f"NA: {len(dropped) - failed} degenerate and {failed} failed fits "
+                     "(--table writes the reasons)")
     best = result.best
     _echo(quiet, "")
     _echo(
@@ -475,7 +513,7 @@ def _selection_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
 @click.option("-k", "--n-components", type=click.IntRange(min=1), default=None,
               help="Mixture components (default: the detector's default).")
 @click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
-              show_default=True)
+              metavar="MODEL", show_default=True, help=_COVARIANCE_OPTION_HELP)
 @click.option("--columns", default=None, help="Columns to use (default: all).")
 @click.option("--all-rows", is_flag=True, help="Write every row with its flag, not only outliers.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -512,7 +550,7 @@ def anomalies(
     elif contamination is not None:
         options["contamination"] = contamination
     detector = gmmkit.AnomalyDetector(**options)
-    with _progress("anomalies", 1, 100, quiet, progress).active():
+    with _progress("anomalies", detector.n_init, detector.max_iter, quiet, progress).active():
         detector.fit(X)
     log_density = detector.score_samples(X)
     outlier = detector.predict(X) == -1
@@ -545,7 +583,7 @@ def anomalies(
               default=None,
               help="Also write the label map: .npy, .csv or .png (grey level = label).")
 @click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
-              show_default=True)
+              metavar="MODEL", show_default=True, help=_COVARIANCE_OPTION_HELP)
 @click.option("--spatial", type=click.FloatRange(min=0), default=None,
               help="Weight of pixel-position features, for spatially coherent segments.")
 @_common()
