@@ -28,6 +28,7 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(mixture_module, "initial_parameters", refuse)
     monkeypatch.setattr(mixture_module, "run_em", refuse)
+    monkeypatch.setattr(mixture_module, "multistart", refuse)
 
 
 def test_no_work_guard_is_effective(no_work: None) -> None:

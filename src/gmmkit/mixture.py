@@ -31,6 +31,7 @@ from gmmkit.core.kernel import (
     score_chunk,
 )
 from gmmkit.core.params import MixtureParams
+from gmmkit.core.starts import multistart
 from gmmkit.engines.base import Chunk, Engine
 from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
@@ -102,7 +103,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     tol : float or None, default=None
         ``None`` (gmmkit's rule): EM stops when an iteration changes the total
         log-likelihood by at most ``1e-9`` of its size (``|dL| <= 1e-9 (1 + |L|)``, mclust's
-        relative rule, tighter), which does not depend on N or on the data's units.  A
+        relative rule, tighter; ``1e-6`` for float32 data, whose log-densities carry
+        ``1e-7`` rounding), which does not depend on N or on the data's units.  A
         number gives scikit-learn's rule: stop when the *mean* log-likelihood changes by
         less than ``tol`` (scikit-learn's default is ``1e-3``, which stops fits on large
         data long before the optimum).
@@ -115,7 +117,16 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         initialisation (scikit-learn's default is 100).
     n_init : int, default=1
         Initialisations; the one with the highest final lower bound is kept.
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+    init_params : {"auto", "hc", "kmeans", "k-means++", "random", "random_from_data"}, \
+            default="auto"
+        ``"auto"``: several starts of different kinds (mclust's hierarchical
+        agglomeration, k-means, k-means++ draws) each get a few EM passes and the best two
+        continue to convergence (Biernacki, Celeux & Govaert's em-EM; on large data the
+        short runs use a 50 000-row sample).  ``"hc"``: mclust's model-based hierarchical
+        agglomeration alone (on at most 2000 rows).  The others are scikit-learn's single
+        starts (scikit-learn's default is ``"kmeans"``).  ``weights_init``, ``means_init``
+        and ``precisions_init`` replace what a single start gives; with all three given
+        the data are not read.
     weights_init : array-like of shape (K,), optional
     means_init : array-like of shape (K, D), optional
     precisions_init : array-like, optional
@@ -164,7 +175,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
-        "init_params": [StrOptions(set(INIT_METHODS))],
+        "init_params": [StrOptions({"auto", *INIT_METHODS})],
         "weights_init": ["array-like", None],
         "means_init": ["array-like", None],
         "precisions_init": ["array-like", None],
@@ -185,7 +196,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         reg_covar: float = 1e-6,
         max_iter: int = 1000,
         n_init: int = 1,
-        init_params: str = "kmeans",
+        init_params: str = "auto",
         weights_init: ArrayLike | None = None,
         means_init: ArrayLike | None = None,
         precisions_init: ArrayLike | None = None,
@@ -353,30 +364,48 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 start = time.perf_counter()
                 if self.verbose:
                     print(f"Initialization {init}")
-                if do_init:
-                    params = initial_parameters(
+                user_start = any(
+                    init is not None for init in (weights_init, means_init, precisions_init)
+                )
+                if do_init and self.init_params == "auto" and not user_start:
+                    result = multistart(
                         engine,
                         self.n_components,
                         self.covariance_type,
-                        self.init_params,
                         rng,
                         self.reg_covar,
-                        weights_init,
-                        means_init,
-                        precisions_init,
+                        tol=self.tol,
+                        max_iter=self.max_iter,
+                        accelerate=self._accelerate(),
+                        label_weight=label_weight,
+                        callback=self._iteration_callback(start),
                     )
                 else:
-                    params = self._params
-                result = run_em(
-                    engine,
-                    params,
-                    reg_covar=self.reg_covar,
-                    tol=self.tol,
-                    max_iter=self.max_iter,
-                    label_weight=label_weight,
-                    accelerate=self._accelerate(),
-                    callback=self._iteration_callback(start),
-                )
+                    if do_init:
+                        params = initial_parameters(
+                            engine,
+                            self.n_components,
+                            self.covariance_type,
+                            # what the user's arrays leave open comes from k-means
+                            "kmeans" if self.init_params == "auto" else self.init_params,
+                            rng,
+                            self.reg_covar,
+                            weights_init,
+                            means_init,
+                            precisions_init,
+                        )
+                    else:
+                        params = self._params
+                    result = run_em(
+                        engine,
+                        params,
+                        reg_covar=self.reg_covar,
+                        tol=self.tol,
+                        max_iter=self.max_iter,
+                        label_weight=label_weight,
+                        accelerate=self._accelerate(),
+                        callback=self._iteration_callback(start),
+                    )
                 if self.verbose:
                     state = "converged" if result.converged else "did not converge"
                     elapsed = time.perf_counter() - start

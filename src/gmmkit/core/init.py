@@ -19,7 +19,9 @@ from gmmkit.engines.base import Chunk, Engine
 
 Array = NDArray[np.floating[Any]]
 
-INIT_METHODS = ("kmeans", "k-means++", "random", "random_from_data")
+#: Starts :func:`initial_parameters` makes; ``"auto"`` (several of them, see
+#: :mod:`gmmkit.core.starts`) is chosen in the estimator.
+INIT_METHODS = ("hc", "kmeans", "k-means++", "random", "random_from_data")
 
 
 def _nearest_stats(
@@ -101,7 +103,8 @@ def initial_parameters(
     engine : Engine
     n_components : int
     covariance_type : str
-    init_params : {"kmeans", "k-means++", "random", "random_from_data"}
+    init_params : {"hc", "kmeans", "k-means++", "random", "random_from_data"}
+        ``"hc"``: mclust's model-based hierarchical agglomeration (on at most 2000 rows).
     rng : numpy Generator
     reg_covar : float
     weights_init : ndarray of shape (K,), optional
@@ -120,7 +123,12 @@ def initial_parameters(
 
     sample, sample_weight = engine.sample(10_000, rng)
     reference = np.average(np.asarray(sample, dtype=np.float64), axis=0, weights=sample_weight)
-    if init_params == "kmeans":
+    if init_params == "hc":
+        from gmmkit.core.starts import hc_parameters
+
+        params = hc_parameters(engine, n_components, covariance_type, rng, reg_covar)
+        stats = None
+    elif init_params == "kmeans":
         centres = kmeans(engine, n_components, rng)
         stats = engine.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
     elif init_params == "k-means++":
@@ -138,7 +146,8 @@ def initial_parameters(
     else:
         raise ValueError(f"init_params must be one of {INIT_METHODS}, got {init_params!r}")
 
-    params = m_step(stats, covariance_type, reg_covar, allow_reseed=False).params
+    if stats is not None:
+        params = m_step(stats, covariance_type, reg_covar, allow_reseed=False).params
     if weights_init is None and means_init is None and precisions_init is None:
         return params
     weights = params.weights if weights_init is None else np.asarray(weights_init, np.float64)

@@ -1,0 +1,173 @@
+"""Robust starting parameters: several kinds of start, short EM runs, continue the best.
+
+This is the "em-EM" strategy of Biernacki, Celeux & Govaert (2003): EM from a single
+start stops at the local optimum nearest to it, and which optimum a k-means or a
+hierarchical start lands near varies with the data.  Every start in :data:`PLAN`
+(mclust's model-based hierarchical agglomeration, k-means, several k-means++ draws)
+gets a few accelerated EM passes; the best :data:`KEEP` continue to convergence and
+the highest log-likelihood wins.  On large data the short runs use a random sample of
+:data:`SHORT_RUN_ROWS` rows, so the search costs a bounded amount whatever N is.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections import OrderedDict
+from functools import partial
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gmmkit.core.covariance import get_covariance_type
+from gmmkit.core.em import EmptyComponentWarning, EMResult, run_em
+from gmmkit.core.hc import hc_partitions
+from gmmkit.core.kernel import hard_statistics
+from gmmkit.core.mstep import m_step
+from gmmkit.core.params import MixtureParams
+from gmmkit.engines.base import Engine
+
+#: Kinds of start, in order (the k-means++ entries are independent draws).
+PLAN = ("hc", "kmeans", "k-means++", "k-means++", "k-means++", "k-means++")
+#: EM passes each start gets before the comparison.
+SHORT_PASSES = 20
+#: Starts continued to convergence.
+KEEP = 2
+#: Rows of the sample the short runs use on larger data (all rows below this).
+SHORT_RUN_ROWS = 50_000
+#: Rows the hierarchical agglomeration runs on (mclust's default subset size).
+HC_ROWS = 2000
+#: Agglomerations kept for reuse (model selection fits many K and models to one sample).
+_HC_CACHE_SIZE = 8
+_hc_cache: OrderedDict[tuple[str, int], dict[int, NDArray[np.intp]]] = OrderedDict()
+
+
+def hc_labels(X: NDArray[Any], n_components: int) -> NDArray[np.intp]:
+    """mclust's default hierarchical start for ``X``: VVV agglomeration of the scaled SVD
+    of the data (V for one-dimensional data), cut at ``n_components`` clusters.
+
+    One agglomeration serves K = 1 .. max(9, K) and is cached by the data's content, so
+    model selection over many models and K runs it once.
+    """
+    X = np.ascontiguousarray(X, dtype=np.float64)
+    digest = hashlib.blake2b(X.tobytes(), digest_size=16).hexdigest()
+    top = max(9, n_components)
+    key = (digest, top)
+    cached = _hc_cache.get(key)
+    if cached is None:
+        model = "V" if X.shape[1] == 1 else "VVV"
+        ks = range(1, min(top, len(X)) + 1)
+        cached = hc_partitions(X, ks, model=model, use="VARS" if X.shape[1] == 1 else "SVD")
+        _hc_cache[key] = cached
+        while len(_hc_cache) > _HC_CACHE_SIZE:
+            _hc_cache.popitem(last=False)
+    else:
+        _hc_cache.move_to_end(key)
+    return cached[n_components]
+
+
+def hc_rows(engine: Engine, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
+    """The rows the agglomeration sees: all of them up to :data:`HC_ROWS`, else a sample
+    (and their weights)."""
+    n = engine.n_samples
+    if n <= HC_ROWS:
+        try:
+            rows = np.asarray(engine.take(np.arange(n)))
+        except NotImplementedError:
+            pass
+        else:
+            weights = getattr(engine, "sample_weight", None)
+            if weights is None:
+                return rows, np.ones(n)
+            weights = np.asarray(weights, np.float64)
+            kept = weights > 0  # a zero-weight row is not part of the data
+            return rows[kept], weights[kept]
+    return engine.sample(HC_ROWS, rng)
+
+
+def hc_parameters(
+    engine: Engine,
+    n_components: int,
+    covariance_type: str,
+    rng: np.random.Generator,
+    reg_covar: float,
+) -> MixtureParams:
+    """Parameters of ``covariance_type`` from the hierarchical partition's classes."""
+    rows, weights = hc_rows(engine, rng)
+    if len(rows) < n_components:
+        raise ValueError(
+            f"the hierarchical start needs at least {n_components} distinct rows, "
+            f"got {len(rows)}"
+        )
+    labels = hc_labels(rows, n_components)
+    resp = np.zeros((len(rows), n_components))
+    resp[np.arange(len(rows)), labels] = 1.0
+    rows64 = np.asarray(rows, dtype=np.float64)
+    reference = np.average(rows64, axis=0, weights=weights)
+    stats = hard_statistics(
+        get_covariance_type(covariance_type), rows64, resp, reference, weights
+    )
+    return m_step(stats, covariance_type, reg_covar, allow_reseed=False).params
+
+
+def multistart(
+    engine: Engine,
+    n_components: int,
+    covariance_type: str,
+    rng: np.random.Generator,
+    reg_covar: float,
+    tol: float | None,
+    max_iter: int,
+    accelerate: bool,
+    label_weight: float = 1.0,
+    callback: Any = None,
+) -> EMResult:
+    """Fit from the best of several starts (see the module's description).
+
+    Returns
+    -------
+    EMResult
+        Of the best start's full run; ``n_iter`` counts its passes only.
+    """
+    from gmmkit.core.init import initial_parameters
+
+    short_engine = engine
+    if engine.n_samples > SHORT_RUN_ROWS:
+        from gmmkit.engines.memory import MemoryEngine
+
+        rows, weights = engine.sample(SHORT_RUN_ROWS, rng)
+        short_engine = MemoryEngine(np.asarray(rows), weights)
+    make = partial(
+        initial_parameters, short_engine, n_components, covariance_type, rng=rng,
+        reg_covar=reg_covar,
+    )
+    short: list[EMResult] = []
+    error: Exception | None = None
+    for kind in PLAN:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", EmptyComponentWarning)
+                start = make(init_params=kind)
+                short.append(
+                    run_em(
+                        short_engine, start, reg_covar, tol=None, max_iter=SHORT_PASSES,
+                        label_weight=label_weight, accelerate=True,
+                    )
+                )
+        except (ValueError, FloatingPointError) as exc:
+            error = exc
+    if not short:
+        assert error is not None
+        raise error
+    short.sort(key=lambda result: -result.lower_bound)
+    best: EMResult | None = None
+    for candidate in short[:KEEP]:
+        result = run_em(
+            engine, candidate.params, reg_covar, tol=tol, max_iter=max_iter,
+            label_weight=label_weight, accelerate=accelerate, callback=callback,
+        )
+        if best is None or result.lower_bound > best.lower_bound:
+            best = result
+    assert best is not None
+    return best
