@@ -72,3 +72,34 @@ def fit_from(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return gm.fit(X)
+
+
+def assert_model_structure(model: Any, rtol: float = 1e-6) -> None:
+    """The fitted covariances have the structure mclust's name of the model says:
+    ``Sigma_k = lambda_k D_k A_k D_k'`` with volume ``lambda``, shape ``A`` and
+    orientation ``D`` Equal across components, Variable, or the Identity."""
+    from gmmkit.apps._common import full_covariances
+    from gmmkit.core.covariance import get_covariance_type
+
+    name = get_covariance_type(model.covariance_type).model
+    covs = full_covariances(model.params_)
+    d = covs.shape[-1]
+    eigenvalues, _ = np.linalg.eigh(covs)
+    volume = np.prod(eigenvalues, axis=1) ** (1.0 / d)
+    shape = eigenvalues / volume[:, None]
+    volume_rule, shape_rule, orientation_rule = name
+    if volume_rule == "E":
+        np.testing.assert_allclose(volume, volume[0], rtol=rtol, err_msg=f"{name}: volume")
+    if shape_rule == "E":
+        np.testing.assert_allclose(shape, shape[:1].repeat(len(shape), 0), rtol=rtol,
+                                   err_msg=f"{name}: shape")
+    if shape_rule == "I":
+        np.testing.assert_allclose(shape, 1.0, rtol=rtol, err_msg=f"{name}: shape")
+    off_diagonal = ~np.eye(d, dtype=bool)
+    scale = np.abs(covs).max()
+    if orientation_rule == "I":
+        assert np.abs(covs[:, off_diagonal]).max() <= rtol * scale, f"{name}: orientation"
+    if orientation_rule == "E":
+        _, axes = np.linalg.eigh(covs[0])
+        rotated = np.einsum("ji,kjl,lm->kim", axes, covs, axes)  # D' Sigma_k D
+        assert np.abs(rotated[:, off_diagonal]).max() <= 1e-5 * scale, f"{name}: orientation"

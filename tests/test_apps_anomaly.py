@@ -11,6 +11,7 @@ from scipy.stats import multivariate_normal
 from sklearn.utils.estimator_checks import check_estimator
 
 import gmmkit
+from _helpers import assert_model_structure
 from gmmkit.apps.anomaly import lower_tail_threshold
 
 
@@ -126,3 +127,20 @@ def test_bad_input():
     detector = gmmkit.AnomalyDetector(random_state=0).fit(X)
     with pytest.raises(ValueError, match="features"):
         detector.predict(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("covariance_type", ["VEV", "EEI"])
+def test_an_mclust_model_end_to_end(tmp_path, covariance_type):
+    X, truth = planted(0, n_inliers=1500, n_outliers=15)
+    detector = gmmkit.AnomalyDetector(3, covariance_type=covariance_type,
+                                      contamination=float(np.mean(truth == -1)),
+                                      random_state=0).fit(X)
+    assert detector.mixture_.covariance_type == covariance_type
+    assert_model_structure(detector.mixture_)
+    flagged = detector.predict(X) == -1
+    assert np.sum(flagged & (truth == -1)) >= 13  # of 15 planted outliers
+    np.testing.assert_allclose(detector.decision_function(X),
+                               detector.score_samples(X) - detector.offset_)
+    detector.save(tmp_path / "detector.gmm")
+    loaded = gmmkit.load(tmp_path / "detector.gmm")
+    np.testing.assert_array_equal(loaded.decision_function(X), detector.decision_function(X))

@@ -11,6 +11,8 @@ from sklearn.decomposition import PCA
 from sklearn.utils.estimator_checks import check_estimator
 
 import gmmkit
+from _helpers import assert_model_structure
+from gmmkit.apps._common import full_covariances
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +126,32 @@ def test_passes_scikit_learn_checks():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         check_estimator(gmmkit.PCAGaussianMixtureGenerator(2, variance=0.9, random_state=0))
+
+
+def test_an_mclust_model_end_to_end(digits):
+    generator = gmmkit.PCAGaussianMixtureGenerator((2, 3), variance=0.8, covariance_type="VEV",
+                                                   tol=1e-3, random_state=0).fit(digits[:500])
+    assert generator.mixture_.covariance_type == "VEV"
+    assert_model_structure(generator.mixture_)
+    assert list(generator.selection_.bic_table().columns) == ["VEV"]
+    samples, labels = generator.sample(40, random_state=0)
+    assert samples.shape == (40, 64) and labels.shape == (40,)
+    assert samples.min() >= digits[:500].min() and samples.max() <= digits[:500].max()
+    assert np.all(np.isfinite(generator.score_samples(samples)))
+
+
+@pytest.mark.parametrize("covariance_type", ["VEV", "EEI", "EII", "EVE"])
+def test_samples_of_an_mclust_model_follow_it(covariance_type):
+    """GaussianMixture.sample (which the generator and ``gmmkit sample`` use) draws from
+    the model's covariances whatever their storage layout."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal([0, 0, 0], 1.0, (200, 3)), rng.normal([8, 0, 4], 1.0, (200, 3))])
+    model = gmmkit.GaussianMixture(2, covariance_type=covariance_type, tol=1e-3,
+                                   random_state=0).fit(X)
+    draws, labels = model.sample(40_000)
+    covariances = full_covariances(model.params_)
+    for k in range(2):
+        rows = draws[labels == k]
+        assert len(rows) / len(draws) == pytest.approx(model.weights_[k], abs=0.01)
+        np.testing.assert_allclose(rows.mean(axis=0), model.means_[k], atol=0.05)
+        np.testing.assert_allclose(np.cov(rows.T), covariances[k], atol=0.06)

@@ -10,6 +10,7 @@ from sklearn.datasets import load_sample_image
 from sklearn.metrics import adjusted_rand_score
 
 import gmmkit
+from _helpers import assert_model_structure
 from gmmkit.apps.segmentation import pixel_features
 
 
@@ -176,3 +177,13 @@ def test_bad_parameters():
         gmmkit.segment_image(image, 2, max_fit_pixels=0)
     with pytest.raises(ValueError, match="shape"):
         gmmkit.write_image("x.png", np.zeros((4, 5, 2), np.uint8))
+
+
+@pytest.mark.parametrize("covariance_type", ["VEV", "EEI"])
+def test_an_mclust_model_end_to_end(covariance_type):
+    image, truth = three_region_image()
+    result = gmmkit.segment_image(image, 3, covariance_type=covariance_type, random_state=0)
+    assert result.model.covariance_type == covariance_type
+    assert_model_structure(result.model)
+    assert adjusted_rand_score(truth.ravel(), result.labels.ravel()) == 1.0
+    assert result.image.shape == image.shape and result.image.dtype == np.uint8

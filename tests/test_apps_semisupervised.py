@@ -11,6 +11,7 @@ from scipy.stats import multivariate_normal
 from sklearn.exceptions import ConvergenceWarning
 
 import gmmkit
+from _helpers import assert_model_structure
 from gmmkit.apps.semisupervised import labelled_initialisation
 
 MEANS = np.array([(5, 5), (7, 7.5), (8, 6), (7, 5.2), (3, 3)], dtype=float)
@@ -189,3 +190,19 @@ def test_bad_parameters():
     gmmkit.SemiSupervisedGaussianMixture(5, init_params="kmeans", random_state=0).fit(
         X, np.full(len(X), -1)
     )
+
+
+@pytest.mark.parametrize("covariance_type", ["VEV", "EEI"])
+def test_an_mclust_model_end_to_end(covariance_type):
+    X, truth, y = five_gaussians(0)
+    model = gmmkit.SemiSupervisedGaussianMixture(5, covariance_type=covariance_type,
+                                                 random_state=0).fit(X, y)
+    assert model.covariance_type == covariance_type
+    assert_model_structure(model)
+    labelled = y >= 0
+    np.testing.assert_array_equal(model.transduction_[labelled], y[labelled])
+    # a constrained model of these five (variable-volume) classes is still a fair classifier
+    assert float(np.mean(model.predict(X) == truth)) > 0.7
+    *_, precisions = labelled_initialisation(
+        X, y, None, 5, covariance_type, 1e-6, np.random.default_rng(0))
+    assert precisions.shape == model.precisions_.shape

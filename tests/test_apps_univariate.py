@@ -118,3 +118,26 @@ def test_accepts_lists_columns_float32_and_weights():
 def test_bad_input(x, kwargs, error, match):
     with pytest.raises(error, match=match):
         gmmkit.fit_1d(x, **kwargs)
+
+
+def test_any_covariance_model_is_one_of_mclusts_two():
+    """In one dimension a model is E (one variance) or V (one each), by its first letter."""
+    series, _ = level_series()
+    equal = gmmkit.fit_1d(series, 3, covariance_type="EEI", random_state=0)
+    assert equal.model.covariance_type == "EEI"
+    assert np.all(equal.stds == equal.stds[0])
+    tied = gmmkit.fit_1d(series, 3, equal_variance=True, random_state=0)
+    np.testing.assert_allclose(equal.stds, tied.stds, rtol=1e-6)
+    np.testing.assert_allclose(equal.means, tied.means, rtol=1e-6)
+    variable = gmmkit.fit_1d(series, 3, covariance_type="VEV", random_state=0)
+    assert variable.model.covariance_type == "VEV"
+    assert len(np.unique(variable.stds)) == 3
+    full = gmmkit.fit_1d(series, 3, random_state=0)
+    np.testing.assert_allclose(variable.means, full.means, rtol=1e-6)
+    np.testing.assert_allclose(variable.stds, full.stds, rtol=1e-5)
+    # several models are compared, as Mclust(x) compares E and V
+    chosen = gmmkit.fit_1d(series, range(1, 5), covariance_type=("E", "V"), random_state=0)
+    assert chosen.n_components == 3
+    assert list(chosen.selection.bic_table().columns) == ["E", "V"]
+    with pytest.raises(ValueError, match="not both"):
+        gmmkit.fit_1d(series, 3, equal_variance=True, covariance_type="V")

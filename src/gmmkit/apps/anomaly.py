@@ -61,7 +61,10 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
     Parameters
     ----------
     n_components : int, default=1
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    covariance_type : str, default="full"
+        A covariance model of :class:`~gmmkit.GaussianMixture`: one of mclust's fourteen
+        (``"EII"``, ``"VII"``, ``"EEI"``, ..., ``"VEV"``, ``"EVV"``, ``"VVV"``) or
+        scikit-learn's ``"spherical"``, ``"diag"``, ``"tied"``, ``"full"`` (= VVV).
     contamination : float in (0, 0.5], default=0.01
         Expected fraction of outliers in the training data: ``offset_`` is set so that this
         (sample-weighted) fraction of the training rows falls strictly below it.  Ignored

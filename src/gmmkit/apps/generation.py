@@ -38,7 +38,10 @@ class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, Bas
         Fraction of the total variance the kept principal axes must explain.
     whiten : bool, default=False
         Scale every principal axis to unit variance before fitting.
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    covariance_type : str, default="full"
+        A covariance model of :class:`~gmmkit.GaussianMixture`: one of mclust's fourteen
+        (``"EII"``, ``"VII"``, ``"EEI"``, ..., ``"VEV"``, ``"EVV"``, ``"VVV"``) or
+        scikit-learn's ``"spherical"``, ``"diag"``, ``"tied"``, ``"full"`` (= VVV).
     criterion : {"bic", "aic", "icl"}, default="bic"
         Used when ``n_components`` holds several candidates.
     clip : bool, default=True

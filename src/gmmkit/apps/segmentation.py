@@ -123,7 +123,10 @@ def segment_image(
     image : array-like of shape (H, W) or (H, W, C)
         Unsigned integer (e.g. uint8) or float pixels.
     n_components : int
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    covariance_type : str, default="full"
+        A covariance model of :class:`~gmmkit.GaussianMixture`: one of mclust's fourteen
+        (``"EII"``, ``"VII"``, ``"EEI"``, ..., ``"VEV"``, ``"EVV"``, ``"VVV"``) or
+        scikit-learn's ``"spherical"``, ``"diag"``, ``"tied"``, ``"full"`` (= VVV).
     spatial_weight : float, default=0.0
         Append pixel positions as features (see :func:`pixel_features`) for spatially
         coherent segments; 0 segments by colour only.

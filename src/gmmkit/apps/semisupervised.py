@@ -231,8 +231,12 @@ default="labels"
         ``"labels"`` starts every class at its labelled rows (see
         :func:`labelled_initialisation`), which is deterministic; the others are
         :class:`~gmmkit.GaussianMixture`'s and ignore which class is which at the start.
-    covariance_type, tol, reg_covar, max_iter, n_init, weights_init, means_init, \
-precisions_init, random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
+    covariance_type : str, default="full"
+        Any of :class:`~gmmkit.GaussianMixture`'s covariance models: mclust's fourteen
+        (``"EII"`` ... ``"VVV"``) or scikit-learn's four names; the labelled start is
+        built in the model's storage layout and the first M-step imposes its constraints.
+    tol, reg_covar, max_iter, n_init, weights_init, means_init, precisions_init, \
+random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
         As in :class:`~gmmkit.GaussianMixture`; user-given ``*_init`` arrays replace the
         corresponding values from the labels.
 

@@ -14,7 +14,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.special import logsumexp
 
-from gmmkit.apps._common import check_n_components_list, check_not_too_many_components
+from gmmkit.apps._common import (
+    check_covariance_types,
+    check_n_components_list,
+    check_not_too_many_components,
+)
 from gmmkit.apps.selection import SelectionResult, select
 from gmmkit.core.params import MixtureParams
 from gmmkit.mixture import GaussianMixture
@@ -71,7 +75,8 @@ class UnivariateMixture:
     stds : ndarray of shape (K,)
         Standard deviations.
     selection : SelectionResult or None
-        The candidates' table when ``n_components`` was a range.
+        The candidates' table when ``n_components`` was a range (or several covariance
+        models were compared).
     """
 
     model: GaussianMixture = field(repr=False)
@@ -143,6 +148,7 @@ def fit_1d(
     n_components: Any = 2,
     *,
     equal_variance: bool = False,
+    covariance_type: Any = None,
     criterion: str = "bic",
     sample_weight: ArrayLike | None = None,
     n_init: int = 1,
@@ -162,7 +168,15 @@ def fit_1d(
     n_components : int or iterable of int, default=2
         Several values choose ``K`` by ``criterion`` with :func:`~gmmkit.select`.
     equal_variance : bool, default=False
-        One variance shared by all components (``"tied"``) instead of one each.
+        One variance shared by all components (``"tied"``) instead of one each
+        (``"full"``).
+    covariance_type : str or iterable of str, optional
+        The covariance model instead of ``equal_variance``: any of
+        :class:`~gmmkit.GaussianMixture`'s names.  In one dimension every model is one of
+        mclust's two, ``"E"`` (one variance for all components: EII, EEI, EVI, EEE, EVE,
+        EEV, EVV, ``"tied"``) or ``"V"`` (one each: VII, VEI, VVI, VEE, VVE, VEV, VVV,
+        ``"full"``, ``"diag"``, ``"spherical"``), decided by the first letter.  Several
+        names are compared by ``criterion``, as ``Mclust(x)`` compares ``("E", "V")``.
     criterion : {"bic", "aic", "icl"}, default="bic"
     sample_weight : array-like of shape (n,), optional
     n_init, max_iter, tol, reg_covar, init_params, random_state, n_jobs
@@ -175,9 +189,14 @@ def fit_1d(
     """
     X = _as_column(x)
     ks = check_n_components_list(n_components)
+    if covariance_type is None:
+        types = ["tied" if equal_variance else "full"]
+    elif equal_variance:
+        raise ValueError("give equal_variance or covariance_type, not both")
+    else:
+        types = check_covariance_types(covariance_type)
     n_rows = X.shape[0] if sample_weight is None else int(np.count_nonzero(sample_weight))
     check_not_too_many_components(max(ks), n_rows)
-    covariance_type = "tied" if equal_variance else "full"
     # the same EM settings whether one K is fitted or several are compared
     em_options: dict[str, Any] = {
         "n_init": n_init,
@@ -188,12 +207,10 @@ def fit_1d(
         "random_state": random_state,
         "n_jobs": n_jobs,
     }
-    if len(ks) > 1:
-        result = select(
-            X, ks, (covariance_type,), criterion, sample_weight=sample_weight, **em_options
-        )
+    if len(ks) > 1 or len(types) > 1:
+        result = select(X, ks, types, criterion, sample_weight=sample_weight, **em_options)
         return UnivariateMixture.from_model(result.best, result)
-    model = GaussianMixture(ks[0], covariance_type=covariance_type, **em_options).fit(
+    model = GaussianMixture(ks[0], covariance_type=types[0], **em_options).fit(
         X, sample_weight=sample_weight
     )
     return UnivariateMixture.from_model(model)
