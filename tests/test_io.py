@@ -14,9 +14,8 @@ from sklearn.exceptions import NotFittedError
 
 import gmmkit
 from gmmkit import GaussianMixture, ModelFileError
+from gmmkit.core.covariance import COVARIANCE_TYPES, UNIVARIATE_MODEL_NAMES
 from gmmkit.io import FORMAT_NAME, FORMAT_VERSION, _sha256, read_metadata
-
-COVARIANCE_TYPES = ["full", "tied", "diag", "spherical"]
 
 
 @pytest.fixture(scope="module")
@@ -26,10 +25,16 @@ def data() -> np.ndarray:
     return np.vstack([rng.normal(c, [1.0, 0.5, 2.0], size=(300, 3)) for c in centres])
 
 
+def _data_for(data: np.ndarray, covariance_type: str) -> np.ndarray:
+    """The data a model is fitted on: one column for the univariate models E and V."""
+    return data[:, :1] if covariance_type in UNIVARIATE_MODEL_NAMES else data
+
+
 @pytest.fixture(scope="module")
 def models(data: np.ndarray) -> dict[str, GaussianMixture]:
+    """One fit per covariance name: mclust's fourteen models, E/V, scikit-learn's four."""
     return {
-        ct: GaussianMixture(3, covariance_type=ct, random_state=0).fit(data)
+        ct: GaussianMixture(3, covariance_type=ct, random_state=0).fit(_data_for(data, ct))
         for ct in COVARIANCE_TYPES
     }
 
@@ -57,13 +62,17 @@ def test_round_trip_is_bit_identical(
     tmp_path: Path, data: np.ndarray, models: dict[str, GaussianMixture], covariance_type: str
 ) -> None:
     model = models[covariance_type]
+    data = _data_for(data, covariance_type)
     path, loaded = _save_and_load(tmp_path, model, "m.gmm")
+    assert loaded.covariance_type == covariance_type
+    assert read_metadata(path)["summary"]["covariance_type"] == covariance_type
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "precisions_"):
         assert np.array_equal(getattr(loaded, name), getattr(model, name)), name
+        assert getattr(loaded, name).dtype == getattr(model, name).dtype, name
     assert loaded.converged_ == model.converged_
     assert loaded.n_iter_ == model.n_iter_
     assert loaded.lower_bounds_ == model.lower_bounds_
-    assert loaded.n_features_in_ == 3
+    assert loaded.n_features_in_ == data.shape[1]
     assert np.array_equal(loaded.score_samples(data), model.score_samples(data))
     assert np.array_equal(loaded.predict_proba(data), model.predict_proba(data))
     assert np.array_equal(loaded.predict(data), model.predict(data))
@@ -349,6 +358,11 @@ BAD_EDITS = {
     ),
     "nan mean": (_set_array("means_", _with_nan), "NaN"),
     "wrong shape": (_set_array("means_", lambda m: m[:, :2].copy()), "shape"),
+    # the stored arrays are checked against the named model's layout: (K, D) for EEI
+    "other layout": (_set_field("estimator", "params", "covariance_type", "EEI"), "shape"),
+    "one-feature model": (_set_field("estimator", "params", "covariance_type", "V"), "shape"),
+    "unknown model": (_set_field("estimator", "params", "covariance_type", "vvv"),
+                      "invalid parameters"),
     "asymmetric": (_set_array("covariances_", _asymmetric), "symmetric"),
     "not pd": (_set_array("covariances_", _not_positive_definite), "positive definite"),
     "chol mismatch": (_set_array("precisions_cholesky_", _scaled), "do not match"),
@@ -426,6 +440,20 @@ def test_selector_round_trip(tmp_path: Path, data: np.ndarray) -> None:
     assert loaded.selection_.criterion == "bic"
     best = selector.selection_.best
     assert np.array_equal(loaded.selection_.best.means_, best.means_)
+    # mclust's view of the table survives too
+    assert loaded.selection_.bic_table().equals(selector.selection_.bic_table())
+    assert loaded.selection_.format_table() == selector.selection_.format_table()
+
+
+def test_selection_over_mclust_models_round_trip(tmp_path: Path, data: np.ndarray) -> None:
+    selector = gmmkit.GaussianMixtureSelector(
+        n_components=(2, 3), covariance_types=("VEV", "EEI", "EVE"), random_state=0
+    ).fit(data)
+    _, loaded = _save_and_load(tmp_path, selector, "selector.gmm")
+    assert loaded.covariance_type_ == selector.covariance_type_
+    assert loaded.best_estimator_.covariance_type == selector.covariance_type_
+    assert np.array_equal(loaded.score_samples(data), selector.score_samples(data))
+    assert list(loaded.selection_.bic_table().columns) == ["EEI", "EVE", "VEV"]
 
 
 def test_select_result_best_round_trip(tmp_path: Path, data: np.ndarray) -> None:
