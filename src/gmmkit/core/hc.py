@@ -73,6 +73,9 @@ _EPS = 2.220446049250313e-16
 #: ``rthalf`` / ``sqrthf`` in mclust.f (equal to ``sqrt(0.5)`` in double precision).
 _RTHALF = 0.7071067811865476
 
+#: Largest magnitude of the (transformed) data: beyond it sums of squares overflow.
+_MAX_ABS = 1e150
+
 #: Rows per block for the initial all-pairs costs (keeps temporaries in cache).
 _BLOCK_ELEMS = 1 << 16
 
@@ -105,8 +108,8 @@ def _r_scale(Y: FloatArray, scale: bool) -> FloatArray:
     Yc = Y - center
     if not scale:
         return Yc
-    ss = _seq_colsum_ld(Yc * Yc).astype(np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):  # as R: Inf, NaN
+        ss = _seq_colsum_ld(Yc * Yc).astype(np.float64)
         return Yc / np.sqrt(ss / max(1, n - 1))
 
 
@@ -534,9 +537,14 @@ def _det(M: FloatArray) -> FloatArray:
         c1 = M[:, 1, 0] * M[:, 2, 2] - M[:, 1, 2] * M[:, 2, 0]
         c2 = M[:, 1, 0] * M[:, 2, 1] - M[:, 1, 1] * M[:, 2, 0]
         return M[:, 0, 0] * c0 - M[:, 0, 1] * c1 + M[:, 0, 2] * c2
-    sign, logabs = np.linalg.slogdet(M)
-    with np.errstate(over="ignore"):
-        return sign * np.exp(logabs)
+    try:  # positive definite but for degenerate data; Cholesky is the cheapest
+        L = np.linalg.cholesky(M)
+    except np.linalg.LinAlgError:
+        sign, logabs = np.linalg.slogdet(M)
+        with np.errstate(over="ignore"):
+            return sign * np.exp(logabs)
+    d = np.einsum("kii->ki", L).prod(axis=1)
+    return d * d
 
 
 def _adjugate(A: FloatArray) -> tuple[FloatArray, float]:
@@ -680,7 +688,7 @@ def _first_appearance(lab: NDArray[np.intp]) -> NDArray[np.intp]:
 
 def hc_partitions(
     X: ArrayLike,
-    ks: Iterable[int],
+    ks: Iterable[int | np.integer[Any]],
     model: str = "VVV",
     use: str = "SVD",
 ) -> dict[int, NDArray[np.intp]]:
@@ -712,8 +720,9 @@ def hc_partitions(
     Raises
     ------
     ValueError
-        For non-finite data, an unknown model or transformation, "V"/"E" on data
-        with more than one (transformed) column, or a ``k`` outside ``1 .. n``.
+        For non-finite data, data beyond 1e150 in magnitude (after the transformation),
+        an unknown model or transformation, "V"/"E" on data with more than one
+        (transformed) column, or a ``k`` outside ``1 .. n``.
     """
     Y = _as_data(X)
     n = Y.shape[0]
@@ -733,6 +742,11 @@ def hc_partitions(
     if not kl:
         return {}
     Z = hc_transform(Y, use)
+    if np.abs(Z).max() > _MAX_ABS:
+        raise ValueError(
+            f"data too large in magnitude for hc (|value| > {_MAX_ABS:g} after use={use!r}); "
+            "rescale them"
+        )
     if key in ("V", "E") and Z.shape[1] != 1:
         raise ValueError(f'model "{key}" is for one-dimensional data, got {Z.shape[1]} columns')
     if n == 1:
