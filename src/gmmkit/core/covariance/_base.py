@@ -189,32 +189,6 @@ def _make_positive_definite(cov: Array, reg_covar: float) -> Array:
     return (eigvec * eigval) @ eigvec.T
 
 
-def covariance_objective(nk: Array, scatter: Array, covariances: Array, layout: str) -> float:
-    """Covariance part of the expected complete-data log-likelihood (up to a constant),
-    ``-0.5 sum_k n_k (log det Sigma_k + tr(S_k Sigma_k^-1))``.
-
-    Parameters
-    ----------
-    nk : ndarray of shape (K,)
-    scatter : ndarray
-        Per-component ``S_k = W_k / n_k`` in the layout's per-component shape: (K, D, D)
-        for full, (K, D) diagonals for diag, (K,) mean variances for spherical.
-    covariances : ndarray
-        ``Sigma_k`` in the same per-component shape.
-    layout : str
-    """
-    if layout == "full":
-        sign, logdet = np.linalg.slogdet(covariances)
-        if np.any(sign <= 0):
-            return -np.inf
-        trace = np.einsum("kij,kji->k", scatter, np.linalg.inv(covariances))
-        return float(-0.5 * nk @ (logdet + trace))
-    if layout == "diag":
-        return float(-0.5 * nk @ np.sum(np.log(covariances) + scatter / covariances, axis=1))
-    d = 1.0  # spherical: the D factor is common to both terms and to every model
-    return float(-0.5 * nk @ (d * np.log(covariances) + scatter / covariances))
-
-
 class CovarianceType(ABC):
     """A covariance model: its layout (how it is stored and evaluated) and its M-step.
 

@@ -20,7 +20,6 @@ from gmmkit.core.covariance._base import (
     Array,
     FullLayout,
     TiedLayout,
-    covariance_objective,
     register,
 )
 from gmmkit.core.covariance.diagonal import (
@@ -29,6 +28,9 @@ from gmmkit.core.covariance.diagonal import (
     constrain_volume_shape,
     volume_shape_objective,
 )
+
+#: Inner steps of the common-orientation M-step when it starts from the previous axes.
+WARM_INNER_ITER = 10
 
 
 def _orthogonal_dof(n_features: int) -> int:
@@ -122,17 +124,18 @@ class VEE(FullLayout):
         return n_components + n_features - 1 + _orthogonal_dof(n_features)
 
     def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
-        starts = [scatter] if previous is None else [previous, scatter]
-        candidates = [self._alternate(nk, scatter, start) for start in starts]
-        scores = [covariance_objective(nk, scatter, c, "full") for c in candidates]
-        return candidates[int(np.argmax(scores))]
+        # from the previous volumes (a GEM step, continued by the next EM iteration),
+        # or from each component's own volume
+        if previous is None:
+            return self._alternate(nk, scatter, scatter, MAX_INNER_ITER)
+        return self._alternate(nk, scatter, previous, WARM_INNER_ITER)
 
     @staticmethod
-    def _alternate(nk: Array, scatter: Array, start: Array) -> Array:
+    def _alternate(nk: Array, scatter: Array, start: Array, steps: int) -> Array:
         d = scatter.shape[-1]
         lam = np.exp(np.linalg.slogdet(start)[1] / d)
         best = -np.inf
-        for _ in range(MAX_INNER_ITER):
+        for _ in range(steps):
             common = np.tensordot(nk / lam, scatter, axes=1)
             common /= np.exp(np.linalg.slogdet(common)[1] / d)
             lam = np.einsum("kij,ji->k", scatter, np.linalg.inv(common)) / d
@@ -160,9 +163,12 @@ class _EqualOrientation(FullLayout):
             # any positive combination of the previous matrices has their common axes
             mix = 1.0 + np.arange(len(previous)) * (np.sqrt(5.0) - 1.0) / 2.0
             start = np.tensordot(mix, previous, axes=1)
-        return self._alternate(nk, scatter, np.linalg.eigh(start)[1])
+        # from the previous axes a few steps suffice (each one raises Q, and the next EM
+        # iteration goes on from here: an ECM step); from scratch, iterate to the end
+        steps = MAX_INNER_ITER if previous is None else WARM_INNER_ITER
+        return self._alternate(nk, scatter, np.linalg.eigh(start)[1], steps)
 
-    def _alternate(self, nk: Array, scatter: Array, axes: Array) -> Array:
+    def _alternate(self, nk: Array, scatter: Array, axes: Array, steps: int) -> Array:
         """Variances given ``D`` in closed form, then the two majorisation steps of
         Browne & McNicholas (2014) for ``D`` given the variances, until Q settles."""
         weighted = nk[:, None, None] * scatter  # W_k
@@ -170,7 +176,7 @@ class _EqualOrientation(FullLayout):
         # W_k's largest eigenvalue bounds the curvature of the first majoriser
         shifted = np.linalg.eigvalsh(weighted)[:, -1, None, None] * eye - weighted
         best = -np.inf
-        for _ in range(MAX_INNER_ITER):
+        for _ in range(steps):
             rotated = np.einsum("ji,kjl,li->ki", axes, scatter, axes)  # diag(D' S_k D)
             variances = constrain_volume_shape(nk, rotated, self.volume, "V")
             objective = volume_shape_objective(nk, rotated, variances)
