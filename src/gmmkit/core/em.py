@@ -55,7 +55,7 @@ def e_step(
     engine: Engine, params: MixtureParams, label_weight: float = 1.0
 ) -> SuffStats:
     """Statistics of all rows under ``params`` (one pass over the data)."""
-    coefs = kernel_coefficients(params, engine.dtype)
+    coefs = kernel_coefficients(params, engine.dtype, engine.n_samples)
     return engine.map_reduce(partial(_stats_of_chunk, coefs, label_weight))
 
 

@@ -124,8 +124,14 @@ class KernelCoefficients:
         return int(self.weights_t.shape[0])
 
 
+#: With at most this many rows x components in a pass, the kernel evaluates every
+#: component centred on its own mean without probing the expansion first: the probes
+#: (a few solves per component) cost more than the whole pass on such data.
+EXACT_WORK = 20_000
+
+
 def kernel_coefficients(
-    params: MixtureParams, dtype: np.dtype | type = np.float64
+    params: MixtureParams, dtype: np.dtype | type = np.float64, n_rows: int | None = None
 ) -> KernelCoefficients:
     """Feature coefficients of the weighted log-densities of all components.
 
@@ -136,6 +142,9 @@ def kernel_coefficients(
         The dtype the kernel computes in; statistics are always returned in float64.
         float32 falls back to float64 when it would lose accuracy (see
         :data:`FLOAT32_TOLERANCE`); float32 rows are then converted block by block.
+    n_rows : int, optional
+        Rows of the pass; small passes (:data:`EXACT_WORK`) take the exact centred
+        evaluation in float64 directly.
     """
     cov = get_covariance_type(params.covariance_type)
     d = params.n_features
@@ -190,6 +199,8 @@ def kernel_coefficients(
             **extra,
         )
 
+    if n_rows is not None and n_rows * params.n_components <= EXACT_WORK:
+        return build(np.dtype(np.float64), True, np.ones(params.n_components, dtype=bool))
     if np.dtype(dtype) == np.float32:
         single = build(np.dtype(np.float32), False)
         if expansion_error(single, params) <= FLOAT32_TOLERANCE:
