@@ -378,7 +378,9 @@ def select(
         Candidates with a component whose variance along some direction is below this
         fraction of the data's are flagged degenerate (collapsed onto repeated values).
     random_state : int, RandomState instance or None
-        An int is given to every candidate (so each is reproducible on its own).
+        One int seed is given to every candidate (drawn from ``random_state`` when it is
+        not an int), so each is reproducible on its own and all share one hierarchical
+        agglomeration and the same seeding samples.
 
     Returns
     -------
@@ -422,8 +424,10 @@ def select(
     total_weight = float(X_checked.shape[0] if weight is None else weight.sum())
     data_cov = _data_covariance(X_checked, weight)
 
+    # one seed for every candidate, drawn here when none is given: they then share the
+    # hierarchical agglomeration (cached by its rows) and the seeding samples
     rs = random_state
-    if rs is not None and not isinstance(rs, Integral):
+    if not isinstance(rs, Integral):
         rs = int(check_random_state(rs).randint(np.iinfo(np.int32).max))
 
     em_options = _em_options(
