@@ -25,5 +25,9 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
 
+.PHONY: bench-mclust
+bench-mclust: $(STAMP)
+	$(BIN)/python benchmarks/bench_mclust.py
+
 clean:
 	rm -rf $(VENV) demo-report .pytest_cache .mypy_cache .ruff_cache

@@ -1,11 +1,13 @@
-"""The benchmark script must keep running: ``benchmarks/run.py --quick`` end to end.
+"""The benchmark scripts must keep running: ``benchmarks/run.py --quick`` end to end, and
+``benchmarks/bench_mclust.py --quick --no-r`` on a tiny subset.
 
-Only that it runs and prints every section is checked -- speed is reported by the
-benchmark itself, never asserted in tests.
+Only that they run and print every section is checked -- speed and fit quality are
+reported by the benchmarks themselves, never asserted in tests.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+MCLUST_SCRIPT = SCRIPT.with_name("bench_mclust.py")
 
 
 @pytest.mark.slow
@@ -41,3 +44,44 @@ def test_benchmark_quick_mode_runs():
     rows = [line.split() for line in table.splitlines() if line[:1].isalpha() and "x" in line]
     rel_values = [float(tok) for row in rows for tok in row if "e-" in tok or tok == "0.0e+00"]
     assert rel_values and max(rel_values) < 1e-9, table
+
+
+def test_mclust_benchmark_quick_subset_runs(tmp_path):
+    """Two models x K = 1, 2 on faithful (2-D) and galaxies (1-D), no R: a few seconds."""
+    cases_path = tmp_path / "cases.json"
+    result = subprocess.run(
+        [sys.executable, str(MCLUST_SCRIPT), "--quick", "--no-r",
+         "--datasets", "faithful,galaxies", "--models", "EII,VVV,E,V", "--ks", "1-2",
+         "--json", str(cases_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    for line in (
+        "== Part 1. Fit quality",
+        "SUMMARY fit quality: ",
+        "Cases worse than mclust by more than 0.5",
+        "mclust could not fit",
+        "== Part 2. Model selection",
+        "SUMMARY model selection: ",
+        "== Part 3. Speed",
+        "stored mclust_seconds",
+        "SUMMARY speed: ",
+    ):
+        assert line in out, f"missing {line!r}:\n{out[-3000:]}"
+    assert "/8 cases (" in out, out[-3000:]  # 2 data sets x 2 models x 2 Ks
+    payload = json.loads(cases_path.read_text(encoding="utf-8"))
+    cases = payload["fit_quality"]["cases"]
+    assert {(c["dataset"], c["model"], c["K"]) for c in cases} == {
+        (name, model, k)
+        for name, models in (("faithful", ("EII", "VVV")), ("galaxies", ("E", "V")))
+        for model in models
+        for k in (1, 2)
+    }
+    for case in cases:
+        assert case["status"] in ("equal", "better", "worse", "error", "mclust_na")
+        assert case["error"] is not None or case["loglik"] is not None
+    assert [s["dataset"] for s in payload["model_selection"]["datasets"]] == [
+        "faithful", "galaxies"]
