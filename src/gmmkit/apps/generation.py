@@ -145,7 +145,13 @@ class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, Bas
         Z = self._project(X_checked)
         self.mixture_: GaussianMixture
         # the same EM settings whether one K is fitted or several are compared
+        # scikit-learn's settings (tol given, one k-means start): on integer-valued
+        # data such as digit images the likelihood's best optima are spikes on the grid
+        # (flagged degenerate by select); the thorough default search finds them for
+        # every K > 1, a short run from k-means does not.  A prior on the covariances
+        # (mclust's priorControl) would be the principled cure.
         em_options: dict[str, Any] = {
+            "init_params": "kmeans",
             "n_init": self.n_init,
             "max_iter": self.max_iter,
             "tol": self.tol,

@@ -111,6 +111,19 @@ def hc_parameters(
     return m_step(stats, covariance_type, reg_covar, allow_reseed=False).params
 
 
+def _seen_before(params: MixtureParams, seen: list[NDArray[Any]]) -> bool:
+    """Whether ``params``' means equal (up to order, to 1e-9 of their spread) one of the
+    ``seen`` mean arrays; appends them when not."""
+    means = params.means[np.lexsort(params.means.T[::-1])]
+    scale = 1e-9 * (np.abs(means).max() + 1.0)
+    for other in seen:
+        ordered = other[np.lexsort(other.T[::-1])]
+        if np.allclose(means, ordered, rtol=0.0, atol=scale):
+            return True
+    seen.append(params.means)
+    return False
+
+
 def multistart(
     engine: Engine,
     n_components: int,
@@ -143,12 +156,17 @@ def multistart(
         reg_covar=reg_covar,
     )
     short: list[EMResult] = []
+    seen: list[NDArray[Any]] = []
     error: Exception | None = None
-    for kind in PLAN:
+    # one component has one optimum: any start reaches it
+    plan = PLAN if n_components > 1 else PLAN[1:2]
+    for kind in plan:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", EmptyComponentWarning)
                 start = make(init_params=kind)
+                if _seen_before(start, seen):  # k-means and its ++ draws often agree
+                    continue
                 short.append(
                     run_em(
                         short_engine, start, reg_covar, tol=None, max_iter=SHORT_PASSES,
@@ -160,14 +178,55 @@ def multistart(
     if not short:
         assert error is not None
         raise error
-    short.sort(key=lambda result: -result.lower_bound)
+    # a solution with a component collapsed onto a few repeated values (the likelihood's
+    # spikes on integer-valued data) ranks after every sound one
+    short.sort(key=lambda result: (collapsed(result.params), -result.lower_bound))
+    kept: list[EMResult] = []
+    for candidate in short:
+        if len(kept) == KEEP:
+            break
+        if not _seen_before(candidate.params, [k.params.means for k in kept]):
+            kept.append(candidate)
     best: EMResult | None = None
-    for candidate in short[:KEEP]:
+    for candidate in kept:
         result = run_em(
             engine, candidate.params, reg_covar, tol=tol, max_iter=max_iter,
             label_weight=label_weight, accelerate=accelerate, callback=callback,
         )
-        if best is None or result.lower_bound > best.lower_bound:
+        if best is None or (collapsed(result.params), -result.lower_bound) < (
+            collapsed(best.params), -best.lower_bound
+        ):
             best = result
     assert best is not None
     return best
+
+
+#: A component whose variance along some direction is below this fraction of the
+#: mixture's is collapsed (the same default as model selection's degeneracy flag).
+COLLAPSE_RATIO = 1e-4
+
+
+def collapsed(params: MixtureParams) -> bool:
+    """Whether some component's variance along some direction is below
+    :data:`COLLAPSE_RATIO` of the whole mixture's along it."""
+    k, d = params.n_components, params.n_features
+    cov = np.asarray(params.covariances)
+    if params.layout == "tied":
+        return False  # one shared matrix cannot collapse onto one component's values
+    if params.layout == "full":
+        mats = cov
+    elif params.layout == "diag":
+        mats = np.zeros((k, d, d))
+        mats[:, np.arange(d), np.arange(d)] = cov
+    else:
+        mats = cov[:, None, None] * np.eye(d)
+    centre = params.weights @ params.means
+    offsets = params.means - centre
+    total = np.tensordot(params.weights, mats, axes=1) + (offsets.T * params.weights) @ offsets
+    try:
+        root = np.linalg.cholesky(total)
+    except np.linalg.LinAlgError:
+        return False
+    inverse = np.linalg.inv(root)
+    relative = inverse @ mats @ inverse.T  # L^-1 C_k L^-T: eigenvalues relative to total
+    return bool(np.linalg.eigvalsh(relative)[:, 0].min() < COLLAPSE_RATIO)
