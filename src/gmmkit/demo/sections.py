@@ -456,13 +456,20 @@ def semi_supervised(ctx: Context) -> Section:
     ])
     bayes = float(np.mean(log_joint.argmax(axis=1) == y))
 
-    unsupervised = gmmkit.GaussianMixture(5, n_init=3, random_state=ctx.seed).fit(X)
-    raw = unsupervised.predict(X)
-    confusion = np.zeros((5, 5))
-    np.add.at(confusion, (raw, y), 1)
-    rows_, cols_ = linear_sum_assignment(-confusion)  # the most favourable naming
-    mapping = dict(zip(rows_, cols_))
-    matched = np.array([mapping[label] for label in raw])
+    def best_renaming(labels: NDArray[np.intp]) -> NDArray[np.intp]:
+        confusion = np.zeros((5, 5))
+        np.add.at(confusion, (labels, y), 1)
+        rows_, cols_ = linear_sum_assignment(-confusion)  # the most favourable naming
+        mapping = dict(zip(rows_, cols_))
+        return np.array([mapping[label] for label in labels])
+
+    # the tutorials' unsupervised fit: scikit-learn's settings (k-means starts, tol=1e-3)
+    unsupervised = gmmkit.GaussianMixture(
+        5, init_params="kmeans", n_init=3, tol=1e-3, max_iter=100, random_state=ctx.seed
+    ).fit(X)
+    matched = best_renaming(unsupervised.predict(X))
+    thorough = gmmkit.GaussianMixture(5, random_state=ctx.seed).fit(X)
+    acc_thorough = float(np.mean(best_renaming(thorough.predict(X)) == y))
     semi = gmmkit.SemiSupervisedGaussianMixture(5, random_state=ctx.seed).fit(X, partial)
     predicted = semi.predict(X)
     acc_unsup = float(np.mean(matched == y))
@@ -473,7 +480,7 @@ def semi_supervised(ctx: Context) -> Section:
     labelled = partial >= 0
     for ax, labels, title in [
         (axes[0], y, "truth (10 labelled points per class ringed)"),
-        (axes[1], matched, f"unsupervised, best matching (accuracy {acc_unsup:.2f})"),
+        (axes[1], matched, f"unsupervised, scikit-learn's settings (accuracy {acc_unsup:.2f})"),
         (axes[2], predicted, f"semi-supervised (accuracy {acc_semi:.2f})"),
     ]:
         ax.scatter(X[:, 0], X[:, 1], c=labels, cmap="tab10", vmin=0, vmax=9, s=8, alpha=0.7,
@@ -491,13 +498,17 @@ def semi_supervised(ctx: Context) -> Section:
             "Five 2-D Gaussian classes of 400, 300, 180, 150 and 70 points, ten labelled "
             "points per class and the rest unlabelled (label -1). "
             "SemiSupervisedGaussianMixture keeps labelled rows in their class during EM; the "
-            "unsupervised mixture gets the most favourable renaming of its components.",
+            "unsupervised mixture gets the most favourable renaming of its components. "
+            "With scikit-learn's settings (k-means starts, EM stopped at tol=1e-3) it "
+            "merges classes; run to convergence from several starts (gmmkit's defaults) "
+            f"it finds them without labels too (accuracy {acc_thorough:.3f}).",
         ],
         [figure],
         [Table("Accuracy on all 1100 points", ["classifier", "accuracy"], [
             ["Bayes classifier with the true parameters (ceiling)", _fmt(bayes)],
             ["gmmkit SemiSupervisedGaussianMixture, 50 labels", _fmt(acc_semi)],
-            ["gmmkit GaussianMixture, no labels, best renaming", _fmt(acc_unsup)],
+            ["GaussianMixture, no labels, scikit-learn's settings, best renaming",
+             _fmt(acc_unsup)],
         ])],
     )
 
