@@ -31,7 +31,7 @@ from gmmkit.core.kernel import (
     score_chunk,
 )
 from gmmkit.core.params import MixtureParams
-from gmmkit.core.starts import multistart
+from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.engines.base import Chunk, Engine
 from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
@@ -120,10 +120,11 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     init_params : {"auto", "hc", "kmeans", "k-means++", "random", "random_from_data"}, \
             default="auto"
         ``"auto"``: several starts of different kinds (mclust's hierarchical
-        agglomeration, k-means, k-means++ draws) each get a few EM passes and the best two
-        continue to convergence (Biernacki, Celeux & Govaert's em-EM; on large data the
-        short runs use a 50 000-row sample).  ``"hc"``: mclust's model-based hierarchical
-        agglomeration alone (on at most 2000 rows).  The others are scikit-learn's single
+        agglomeration, k-means, k-means++ draws; ``n_starts``) each get ten EM passes
+        and the best third of them continue to convergence (Biernacki, Celeux &
+        Govaert's em-EM; on large data the short runs use a 50 000-row sample).
+        ``"hc"``: mclust's start alone (its hierarchical agglomeration on at most 2000
+        rows; quantile classes for one feature).  The others are scikit-learn's single
         starts (scikit-learn's default is ``"kmeans"``).  ``weights_init``, ``means_init``
         and ``precisions_init`` replace what a single start gives; with all three given
         the data are not read.
@@ -146,6 +147,10 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         needs on overlapping components several-fold.  ``"auto"`` uses it under the
         default convergence rule (``tol=None``) and follows scikit-learn's plain EM path
         when ``tol`` is a number, so scikit-learn's settings give scikit-learn's results.
+    n_starts : int, default=6
+        Starts of the ``init_params="auto"`` search, in this order: mclust's start
+        (hierarchical agglomeration; quantile classes in one dimension), k-means, then
+        k-means++ draws.  Ignored by the other ``init_params``.
 
     Attributes
     ----------
@@ -156,6 +161,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     precisions_cholesky_ : ndarray
     converged_ : bool
     n_iter_ : int
+        EM iterations of the best run (with ``init_params="auto"`` its short run
+        included); SQUAREM's extrapolated passes are not counted (``max_iter`` does).
     lower_bound_ : float
         Mean log-likelihood (sample-weighted) at the last E-step of the best run.
     lower_bounds_ : list of float
@@ -172,6 +179,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         "covariance_type": [StrOptions(set(COVARIANCE_TYPES))],
         "tol": [Interval(Real, 0.0, None, closed="left"), None],
         "acceleration": [StrOptions({"auto", "squarem", "none"})],
+        "n_starts": [Interval(Integral, 1, None, closed="left")],
         "reg_covar": [Interval(Real, 0.0, None, closed="left")],
         "max_iter": [Interval(Integral, 0, None, closed="left")],
         "n_init": [Interval(Integral, 1, None, closed="left")],
@@ -207,6 +215,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         chunk_rows: int | None = None,
         n_jobs: int | None = None,
         acceleration: str = "auto",
+        n_starts: int = DEFAULT_STARTS,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -225,6 +234,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.chunk_rows = chunk_rows
         self.n_jobs = n_jobs
         self.acceleration = acceleration
+        self.n_starts = n_starts
 
     # ------------------------------------------------------------------ validation
     def _validate_X(self, X: Any, reset: bool) -> NDArray[Any]:
@@ -379,6 +389,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                         accelerate=self._accelerate(),
                         label_weight=label_weight,
                         callback=self._iteration_callback(start),
+                        n_starts=self.n_starts,
                     )
                 else:
                     if do_init:

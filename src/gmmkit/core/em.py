@@ -32,11 +32,14 @@ class EMResult:
         Parameters after the last M-step.
     converged : bool
     n_iter : int
+        EM iterations: entries of ``lower_bounds``.
     lower_bound : float
         Mean (sample-weighted) log-likelihood at the last E-step.
     lower_bounds : list of float
         ``lower_bound`` at every iteration.
     reseeded : list of (iteration, component)
+    n_passes : int
+        Passes over the data (E-steps): ``n_iter`` plus SQUAREM's extrapolated ones.
     """
 
     params: MixtureParams
@@ -45,6 +48,7 @@ class EMResult:
     lower_bound: float
     lower_bounds: list[float] = field(default_factory=list)
     reseeded: list[tuple[int, int]] = field(default_factory=list)
+    n_passes: int = 0
 
 
 def _stats_of_chunk(coefs: KernelCoefficients, label_weight: float, chunk: Chunk) -> SuffStats:
@@ -128,10 +132,11 @@ def run_em(
     return EMResult(
         params=run.params,
         converged=run.converged,
-        n_iter=run.n_iter,
+        n_iter=len(run.lower_bounds),
         lower_bound=run.lower_bound,
         lower_bounds=run.lower_bounds,
         reseeded=run.reseeded,
+        n_passes=run.n_iter,
     )
 
 
@@ -203,7 +208,8 @@ class _EMRun:
                 stacklevel=4,
             )
         if result.reseeded:
-            self.reseeded.extend((self.n_iter, k) for k in result.reseeded)
+            # numbered as the iteration this step records (extrapolated passes are not)
+            self.reseeded.extend((len(self.lower_bounds) + 1, k) for k in result.reseeded)
             warnings.warn(
                 f"component(s) {list(result.reseeded)} lost all responsibility at "
                 f"iteration {self.n_iter} and were re-seeded at the worst-explained sample",
@@ -219,7 +225,7 @@ class _EMRun:
         self.lower_bounds.append(lower_bound)
         self.params = result.params
         if self.callback is not None:
-            self.callback(self.n_iter, lower_bound, change)
+            self.callback(len(self.lower_bounds), lower_bound, change)
         if result.reseeded:
             return False
         if self.tol is not None:

@@ -104,7 +104,8 @@ def initial_parameters(
     n_components : int
     covariance_type : str
     init_params : {"hc", "kmeans", "k-means++", "random", "random_from_data"}
-        ``"hc"``: mclust's model-based hierarchical agglomeration (on at most 2000 rows).
+        ``"hc"``: mclust's default start: its model-based hierarchical agglomeration
+        (on at most 2000 rows), or for one-dimensional data its quantile classes.
     rng : numpy Generator
     reg_covar : float
     weights_init : ndarray of shape (K,), optional

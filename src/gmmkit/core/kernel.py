@@ -44,6 +44,7 @@ engine's worker threads (measured 1.0x on two threads, ``np.dot`` 1.5-2x).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -212,13 +213,21 @@ def kernel_coefficients(
     return build(np.dtype(np.float64), True, errors > FLOAT64_TOLERANCE)
 
 
+@cache
+def _probe_directions(n_features: int) -> NDArray[np.float64]:
+    """Fixed probe directions in whitened coordinates, (P, D), at radius ``sqrt(D)``."""
+    directions = np.random.default_rng(0).normal(size=(_PROBES_PER_COMPONENT // 2, n_features))
+    directions *= np.sqrt(n_features) / np.linalg.norm(directions, axis=1, keepdims=True)
+    z = np.vstack([directions, -directions])
+    z.setflags(write=False)
+    return z
+
+
 def _probe_rows(params: MixtureParams) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
     """Points at whitened radius ``sqrt(D)`` around every component's mean, (K * P, D),
     and the component each belongs to."""
     k, d = params.n_components, params.n_features
-    directions = np.random.default_rng(0).normal(size=(_PROBES_PER_COMPONENT // 2, d))
-    directions *= np.sqrt(d) / np.linalg.norm(directions, axis=1, keepdims=True)
-    z = np.vstack([directions, -directions])  # (P, D)
+    z = _probe_directions(d)
     chol = params.precisions_cholesky
     if params.layout in ("full", "tied"):
         # x - mu = U^-T z  so that |U' (x - mu)| = |z|

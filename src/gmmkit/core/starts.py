@@ -4,9 +4,10 @@ This is the "em-EM" strategy of Biernacki, Celeux & Govaert (2003): EM from a si
 start stops at the local optimum nearest to it, and which optimum a k-means or a
 hierarchical start lands near varies with the data.  Every start in :data:`PLAN`
 (mclust's model-based hierarchical agglomeration, k-means, several k-means++ draws)
-gets a few accelerated EM passes; the best :data:`KEEP` continue to convergence and
-the highest log-likelihood wins.  On large data the short runs use a random sample of
-:data:`SHORT_RUN_ROWS` rows, so the search costs a bounded amount whatever N is.
+gets a few accelerated EM passes; the best third (:data:`KEEP_EVERY`) continue to
+convergence and the highest log-likelihood wins.  On large data the short runs use a
+random sample of :data:`SHORT_RUN_ROWS` rows, so the search costs a bounded amount
+whatever N is.
 """
 
 from __future__ import annotations
@@ -28,12 +29,15 @@ from gmmkit.core.mstep import m_step
 from gmmkit.core.params import MixtureParams
 from gmmkit.engines.base import Engine
 
-#: Kinds of start, in order (the k-means++ entries are independent draws).
+#: Kinds of start, in order: the first ``n_starts`` are used, and past the end further
+#: independent k-means++ draws.
 PLAN = ("hc", "kmeans", "k-means++", "k-means++", "k-means++", "k-means++")
+#: Starts :class:`~gmmkit.GaussianMixture` runs by default (``n_starts``).
+DEFAULT_STARTS = len(PLAN)
 #: EM passes each start gets before the comparison.
-SHORT_PASSES = 20
-#: Starts continued to convergence.
-KEEP = 2
+SHORT_PASSES = 10
+#: One start in this many (at least one) is continued to convergence.
+KEEP_EVERY = 3
 #: Rows of the sample the short runs use on larger data (all rows below this).
 SHORT_RUN_ROWS = 50_000
 #: Rows the hierarchical agglomeration runs on (mclust's default subset size).
@@ -65,6 +69,17 @@ def hc_labels(X: NDArray[Any], n_components: int) -> NDArray[np.intp]:
     else:
         _hc_cache.move_to_end(key)
     return cached[n_components]
+
+
+def quantile_labels(x: NDArray[Any], n_components: int) -> NDArray[np.intp]:
+    """mclust's start for one-dimensional data (``qclass``): classes between the
+    ``k / K`` quantiles of ``x``."""
+    edges = np.quantile(x, np.linspace(0.0, 1.0, n_components + 1)[1:-1])
+    labels = np.searchsorted(edges, x, side="left")
+    if len(np.unique(labels)) < n_components:  # ties at the quantiles: fall back to ranks
+        labels = np.minimum(np.argsort(np.argsort(x, kind="stable")) * n_components // len(x),
+                            n_components - 1)
+    return labels.astype(np.intp)
 
 
 def hc_rows(engine: Engine, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
@@ -100,7 +115,11 @@ def hc_parameters(
             f"the hierarchical start needs at least {n_components} distinct rows, "
             f"got {len(rows)}"
         )
-    labels = hc_labels(rows, n_components)
+    labels = (
+        quantile_labels(np.asarray(rows)[:, 0], n_components)
+        if rows.shape[1] == 1
+        else hc_labels(rows, n_components)
+    )
     resp = np.zeros((len(rows), n_components))
     resp[np.arange(len(rows)), labels] = 1.0
     rows64 = np.asarray(rows, dtype=np.float64)
@@ -135,13 +154,15 @@ def multistart(
     accelerate: bool,
     label_weight: float = 1.0,
     callback: Any = None,
+    n_starts: int = DEFAULT_STARTS,
 ) -> EMResult:
-    """Fit from the best of several starts (see the module's description).
+    """Fit from the best of ``n_starts`` starts (see the module's description).
 
     Returns
     -------
     EMResult
-        Of the best start's full run; ``n_iter`` counts its passes only.
+        Of the best start; ``n_iter``, ``lower_bounds`` and ``reseeded`` cover its short
+        run too when that ran on the same data (not on a sample).
     """
     from gmmkit.core.init import initial_parameters
 
@@ -159,7 +180,9 @@ def multistart(
     seen: list[NDArray[Any]] = []
     error: Exception | None = None
     # one component has one optimum: any start reaches it
-    plan = PLAN if n_components > 1 else PLAN[1:2]
+    plan = (*PLAN, *["k-means++"] * max(0, n_starts - len(PLAN)))[:n_starts]
+    if n_components == 1:
+        plan = ("kmeans",)
     for kind in plan:
         try:
             with warnings.catch_warnings():
@@ -183,16 +206,24 @@ def multistart(
     short.sort(key=lambda result: (collapsed(result.params), -result.lower_bound))
     kept: list[EMResult] = []
     for candidate in short:
-        if len(kept) == KEEP:
+        if len(kept) == max(1, n_starts // KEEP_EVERY):
             break
         if not _seen_before(candidate.params, [k.params.means for k in kept]):
             kept.append(candidate)
     best: EMResult | None = None
     for candidate in kept:
         result = run_em(
-            engine, candidate.params, reg_covar, tol=tol, max_iter=max_iter,
+            engine, candidate.params, reg_covar, tol=tol,
+            max_iter=max(max_iter - candidate.n_passes, 1) if short_engine is engine else max_iter,
             label_weight=label_weight, accelerate=accelerate, callback=callback,
         )
+        if short_engine is engine:  # one EM path on these data: report it whole
+            result.reseeded = candidate.reseeded + [
+                (iteration + candidate.n_iter, k) for iteration, k in result.reseeded
+            ]
+            result.n_iter += candidate.n_iter
+            result.n_passes += candidate.n_passes
+            result.lower_bounds[:0] = candidate.lower_bounds
         if best is None or (collapsed(result.params), -result.lower_bound) < (
             collapsed(best.params), -best.lower_bound
         ):

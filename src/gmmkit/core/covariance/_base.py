@@ -179,11 +179,9 @@ def precisions_from_cholesky(precisions_cholesky: Array, covariance_type: str) -
 def _make_positive_definite(cov: Array, reg_covar: float) -> Array:
     """Symmetrise, and clip negative eigenvalues left by rounding before adding ``reg_covar``."""
     cov = 0.5 * (cov + cov.T)
-    try:  # the usual case, and far cheaper than an eigendecomposition every iteration
-        np.linalg.cholesky(cov)
+    # the usual case, and far cheaper than an eigendecomposition every iteration
+    if np.all(np.isfinite(cov)) and lapack.dpotrf(cov, lower=1)[1] == 0:
         return cov
-    except np.linalg.LinAlgError:
-        pass
     eigval, eigvec = linalg.eigh(cov)
     eigval = np.maximum(eigval, 0.0) + max(reg_covar, np.finfo(np.float64).tiny)
     return (eigvec * eigval) @ eigvec.T
