@@ -1,5 +1,5 @@
 """The benchmark scripts must keep running: ``benchmarks/run.py --quick`` end to end, and
-``benchmarks/bench_mclust.py --quick --no-r`` on a tiny subset.
+``benchmarks/bench_mclust.py --quick --no-r`` on a tiny subset, ``bench_squarem.py --quick``.
 
 Only that they run and print every section is checked -- speed and fit quality are
 reported by the benchmarks themselves, never asserted in tests.
@@ -85,3 +85,15 @@ def test_mclust_benchmark_quick_subset_runs(tmp_path):
         assert case["error"] is not None or case["loglik"] is not None
     assert [s["dataset"] for s in payload["model_selection"]["datasets"]] == [
         "faithful", "galaxies"]
+
+
+def test_squarem_benchmark_quick_mode_runs():
+    result = subprocess.run(
+        [sys.executable, str(SCRIPT.with_name("bench_squarem.py")), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SQUAREM passes" in result.stdout
+    assert "SUMMARY SQUAREM:" in result.stdout
