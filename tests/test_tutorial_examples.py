@@ -27,7 +27,10 @@ def test_one_dimensional_three_components(seed: int, tol: float) -> None:
     """N(0, 0.35^2) x 2000, N(1, 0.2^2) x 2000, N(3, 0.3^2) x 3000: means within 0.05
     (with the default tol, and converged more tightly)."""
     X = _one_dimensional(seed)
-    model = GaussianMixture(3, tol=tol, max_iter=1000, random_state=0).fit(X)
+    # scikit-learn's settings (a tol, one k-means start): one EM path, so that the
+    # three covariance types below follow it to the same stop
+    model = GaussianMixture(3, tol=tol, max_iter=1000, init_params="kmeans",
+                            random_state=0).fit(X)
     order = np.argsort(model.means_[:, 0])
     means = model.means_[order, 0]
     np.testing.assert_allclose(means, [0.0, 1.0, 3.0], atol=0.05)
@@ -38,7 +41,7 @@ def test_one_dimensional_three_components(seed: int, tol: float) -> None:
     # the same model in every covariance type (they coincide in one dimension)
     for covariance_type in ("diag", "spherical"):
         other = GaussianMixture(3, covariance_type=covariance_type, tol=tol, max_iter=1000,
-                                random_state=0).fit(X)
+                                init_params="kmeans", random_state=0).fit(X)
         np.testing.assert_allclose(np.sort(other.means_[:, 0]), means, atol=1e-6)
 
 
@@ -103,3 +106,17 @@ def test_blobs_with_unequal_variances() -> None:
     match = [int(np.argmin(np.linalg.norm(spherical.means_ - c, axis=1))) for c in centres]
     np.testing.assert_allclose(np.sqrt(spherical.covariances_[match]), stds, rtol=0.1)
     assert spherical.bic(X) < model.bic(X)  # fewer parameters, same fit
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_one_dimensional_three_components_with_defaults(seed: int) -> None:
+    """gmmkit's defaults (several starts, converged): the same three components, and the
+    three one-dimensional spellings of the model agree to the convergence rule."""
+    X = _one_dimensional(seed)
+    fits = [GaussianMixture(3, covariance_type=c, random_state=0).fit(X)
+            for c in ("full", "diag", "V")]
+    means = np.sort(fits[0].means_[:, 0])
+    np.testing.assert_allclose(means, [0.0, 1.0, 3.0], atol=0.05)
+    for other in fits[1:]:
+        np.testing.assert_allclose(np.sort(other.means_[:, 0]), means, atol=1e-4)
+        assert abs(other.lower_bound_ - fits[0].lower_bound_) <= 1e-8 * abs(fits[0].lower_bound_)
