@@ -3,6 +3,9 @@ or the user's own weights/means/precisions."""
 
 from __future__ import annotations
 
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
@@ -81,6 +84,37 @@ def _selected_rows_stats(
     )
 
 
+#: k-means results kept for reuse: model selection starts every covariance model of one
+#: K from the same generator state on the same data, and gets the same centres.  Keyed by
+#: the data's content (arrays up to _KMEANS_CACHE_BYTES), K and the generator's state.
+_KMEANS_CACHE_SIZE = 16
+_KMEANS_CACHE_BYTES = 16 << 20
+_kmeans_cache: OrderedDict[tuple[Any, ...], tuple[Array, Mapping[str, Any]]] = OrderedDict()
+
+
+def _shared_kmeans(engine: Engine, n_components: int, rng: np.random.Generator) -> Array:
+    """:func:`kmeans`, reused when the in-memory data, ``K`` and the generator's state
+    repeat (the generator is left in the state the computation leaves it in)."""
+    X = getattr(engine, "X", None)
+    if not isinstance(X, np.ndarray) or X.nbytes > _KMEANS_CACHE_BYTES:
+        return kmeans(engine, n_components, rng)
+    digest = hashlib.blake2b(np.ascontiguousarray(X).tobytes(), digest_size=16)
+    weights = getattr(engine, "sample_weight", None)
+    if weights is not None:
+        digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
+    key = (digest.hexdigest(), X.shape, X.dtype.str, n_components, repr(rng.bit_generator.state))
+    cached = _kmeans_cache.get(key)
+    if cached is not None:
+        _kmeans_cache.move_to_end(key)
+        rng.bit_generator.state = cached[1]
+        return cached[0].copy()
+    centres = kmeans(engine, n_components, rng)
+    _kmeans_cache[key] = (centres.copy(), rng.bit_generator.state)
+    while len(_kmeans_cache) > _KMEANS_CACHE_SIZE:
+        _kmeans_cache.popitem(last=False)
+    return centres
+
+
 def initial_parameters(
     engine: Engine,
     n_components: int,
@@ -130,7 +164,7 @@ def initial_parameters(
         params = hc_parameters(engine, n_components, covariance_type, rng, reg_covar)
         stats = None
     elif init_params == "kmeans":
-        centres = kmeans(engine, n_components, rng)
+        centres = _shared_kmeans(engine, n_components, rng)
         stats = engine.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
     elif init_params == "k-means++":
         seed_rows, seed_weight = engine.sample(100_000, rng)
