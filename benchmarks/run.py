@@ -372,16 +372,23 @@ def main() -> None:
                          "", "", "", "", ""])
             continue
         X = data[w.name]
-        gk = gmmkit_model(w, random_state=0)
+        # scikit-learn's default settings on both sides, spelled out for gmmkit (whose
+        # own defaults run several starts to a tight convergence rule)
+        gk = gmmkit_model(w, random_state=0, init_params="kmeans", tol=1e-3, max_iter=100)
         t_g = best_of(lambda gk=gk, X=X: gk.fit(X), 1)
         sk = sklearn_model(w, random_state=0)
         t_s = best_of(lambda sk=sk, X=X: sk.fit(X), 1)
-        gk_ll, sk_ll = float(gk.score(X)), float(sk.score(X))
+        gd = gmmkit_model(w, random_state=0)
+        t_d = best_of(lambda gd=gd, X=X: gd.fit(X), 1)
+        gk_ll, sk_ll, gd_ll = float(gk.score(X)), float(sk.score(X)), float(gd.score(X))
         rows.append([w.name, fmt_s(t_s), f"{sk.n_iter_}", fmt_s(t_g), f"{gk.n_iter_}",
-                     f"{t_s / t_g:.1f}x", f"{sk_ll:.5f} / {gk_ll:.5f}"])
-    print("5. End-to-end default fit (kmeans init, tol=1e-3, max_iter=100), float64")
+                     f"{t_s / t_g:.1f}x", f"{sk_ll:.5f} / {gk_ll:.5f}", fmt_s(t_d),
+                     f"{gd_ll:.5f}"])
+    print("5. End-to-end fit with scikit-learn's defaults (kmeans init, tol=1e-3, max_iter=100)"
+          " on both sides, and gmmkit's own defaults, float64")
     print_table(["workload", "sklearn", "iters", "gmmkit", "iters", "ratio",
-                 "mean log-lik sklearn / gmmkit"], rows)
+                 "mean log-lik sklearn / gmmkit", "gmmkit defaults", "its mean log-lik"],
+                rows)
 
     # 6. peak memory of fixed-iteration fits
     rows = []

@@ -33,7 +33,7 @@ def test_benchmark_quick_mode_runs():
         "2. Per EM iteration",
         "3. gmmkit float32 against float64",
         "4. Inference",
-        "5. End-to-end default fit",
+        "5. End-to-end fit",
         "6. Peak RSS",
         "7. Scaling",
         "8. N=",
