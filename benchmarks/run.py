@@ -369,7 +369,7 @@ def main() -> None:
     for w in workloads:
         if w.d >= 64 and not (args.full or quick):
             rows.append([w.name, "skipped (--full): sklearn needs ~18 s per iteration",
-                         "", "", "", "", ""])
+                         "", "", "", "", "", "", ""])
             continue
         X = data[w.name]
         # scikit-learn's default settings on both sides, spelled out for gmmkit (whose
