@@ -212,24 +212,62 @@ def multistart(
             kept.append(candidate)
     best: EMResult | None = None
     for candidate in kept:
-        result = run_em(
-            engine, candidate.params, reg_covar, tol=tol,
-            max_iter=max(max_iter - candidate.n_passes, 1) if short_engine is engine else max_iter,
-            label_weight=label_weight, accelerate=accelerate, callback=callback,
-        )
-        if short_engine is engine:  # one EM path on these data: report it whole
-            result.reseeded = candidate.reseeded + [
-                (iteration + candidate.n_iter, k) for iteration, k in result.reseeded
-            ]
-            result.n_iter += candidate.n_iter
-            result.n_passes += candidate.n_passes
-            result.lower_bounds[:0] = candidate.lower_bounds
-        if best is None or (collapsed(result.params), -result.lower_bound) < (
-            collapsed(best.params), -best.lower_bound
-        ):
+        budget = max(max_iter - candidate.n_passes, 1) if short_engine is engine else max_iter
+        if best is not None:
+            # a runner-up gets as many passes as the winner needed (x RACE_FACTOR), and
+            # goes on only if it is ahead by then: a slow crawl behind the best is dropped
+            budget = min(budget, max(RACE_MIN_PASSES, RACE_FACTOR * best.n_passes))
+        result = _continue(engine, candidate, short_engine is engine, reg_covar, tol, budget,
+                           label_weight, accelerate, callback)
+        if best is not None and not result.converged and budget < max_iter:
+            if not _better(result, best):
+                continue
+            more = _continue(engine, result, True, reg_covar, tol, max_iter - result.n_passes,
+                             label_weight, accelerate, callback)
+            result = more
+        if best is None or _better(result, best):
             best = result
     assert best is not None
     return best
+
+
+#: Passes a runner-up start gets, relative to the best one's (at least RACE_MIN_PASSES).
+RACE_FACTOR = 3
+RACE_MIN_PASSES = 20
+
+
+def _better(result: EMResult, other: EMResult) -> bool:
+    """Sound before collapsed, then the higher log-likelihood."""
+    return (collapsed(result.params), -result.lower_bound) < (
+        collapsed(other.params), -other.lower_bound
+    )
+
+
+def _continue(
+    engine: Engine,
+    previous: EMResult,
+    same_path: bool,
+    reg_covar: float,
+    tol: float | None,
+    max_iter: int,
+    label_weight: float,
+    accelerate: bool,
+    callback: Any,
+) -> EMResult:
+    """EM from ``previous.params``; when ``same_path`` (the same data), the result
+    reports ``previous``'s iterations too."""
+    result = run_em(
+        engine, previous.params, reg_covar, tol=tol, max_iter=max(max_iter, 1),
+        label_weight=label_weight, accelerate=accelerate, callback=callback,
+    )
+    if same_path:
+        result.reseeded = previous.reseeded + [
+            (iteration + previous.n_iter, k) for iteration, k in result.reseeded
+        ]
+        result.n_iter += previous.n_iter
+        result.n_passes += previous.n_passes
+        result.lower_bounds[:0] = previous.lower_bounds
+    return result
 
 
 #: A component whose variance along some direction is below this fraction of the
