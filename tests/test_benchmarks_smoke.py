@@ -18,16 +18,18 @@ SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 MCLUST_SCRIPT = SCRIPT.with_name("bench_mclust.py")
 
 
-@pytest.mark.slow
-def test_benchmark_quick_mode_runs():
+def _run(script: Path, *args: str, timeout: int = 600) -> str:
+    """Run a benchmark script; its stdout, after checking it exited cleanly."""
     result = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, str(script), *args], capture_output=True, text=True, timeout=timeout
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    return result.stdout
+
+
+@pytest.mark.slow
+def test_benchmark_quick_mode_runs():
+    out = _run(SCRIPT, "--quick")
     for section in (
         "1. Machine floor",
         "2. Per EM iteration",
@@ -49,16 +51,9 @@ def test_benchmark_quick_mode_runs():
 def test_mclust_benchmark_quick_subset_runs(tmp_path):
     """Two models x K = 1, 2 on faithful (2-D) and galaxies (1-D), no R: a few seconds."""
     cases_path = tmp_path / "cases.json"
-    result = subprocess.run(
-        [sys.executable, str(MCLUST_SCRIPT), "--quick", "--no-r",
-         "--datasets", "faithful,galaxies", "--models", "EII,VVV,E,V", "--ks", "1-2",
-         "--json", str(cases_path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    out = _run(MCLUST_SCRIPT, "--quick", "--no-r", "--datasets", "faithful,galaxies",
+               "--models", "EII,VVV,E,V", "--ks", "1-2", "--json", str(cases_path),
+               timeout=300)
     for line in (
         "== Part 1. Fit quality",
         "SUMMARY fit quality: ",
@@ -88,12 +83,6 @@ def test_mclust_benchmark_quick_subset_runs(tmp_path):
 
 
 def test_squarem_benchmark_quick_mode_runs():
-    result = subprocess.run(
-        [sys.executable, str(SCRIPT.with_name("bench_squarem.py")), "--quick"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "SQUAREM passes" in result.stdout
-    assert "SUMMARY SQUAREM:" in result.stdout
+    out = _run(SCRIPT.with_name("bench_squarem.py"), "--quick")
+    assert "SQUAREM passes" in out
+    assert "SUMMARY SQUAREM:" in out
