@@ -3,8 +3,6 @@ or the user's own weights/means/precisions."""
 
 from __future__ import annotations
 
-import hashlib
-from collections import OrderedDict
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
@@ -12,6 +10,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit.core._cache import LRUCache, content_digest
 from gmmkit.core.covariance import get_covariance_type
 from gmmkit.core.kernel import hard_statistics
 from gmmkit.core.kmeans import kmeans, kmeans_plusplus, nearest_centre
@@ -87,9 +86,8 @@ def _selected_rows_stats(
 #: k-means results kept for reuse: model selection starts every covariance model of one
 #: K from the same generator state on the same data, and gets the same centres.  Keyed by
 #: the data's content (arrays up to _KMEANS_CACHE_BYTES), K and the generator's state.
-_KMEANS_CACHE_SIZE = 16
 _KMEANS_CACHE_BYTES = 16 << 20
-_kmeans_cache: OrderedDict[tuple[Any, ...], tuple[Array, Mapping[str, Any]]] = OrderedDict()
+_kmeans_cache: LRUCache[tuple[Array, Mapping[str, Any]]] = LRUCache(16)
 
 
 def _shared_kmeans(engine: Engine, n_components: int, rng: np.random.Generator) -> Array:
@@ -98,20 +96,14 @@ def _shared_kmeans(engine: Engine, n_components: int, rng: np.random.Generator) 
     X = getattr(engine, "X", None)
     if not isinstance(X, np.ndarray) or X.nbytes > _KMEANS_CACHE_BYTES:
         return kmeans(engine, n_components, rng)
-    digest = hashlib.blake2b(np.ascontiguousarray(X).tobytes(), digest_size=16)
     weights = getattr(engine, "sample_weight", None)
-    if weights is not None:
-        digest.update(np.ascontiguousarray(weights, dtype=np.float64).tobytes())
-    key = (digest.hexdigest(), X.shape, X.dtype.str, n_components, repr(rng.bit_generator.state))
+    key = (content_digest(X, weights), n_components, repr(rng.bit_generator.state))
     cached = _kmeans_cache.get(key)
     if cached is not None:
-        _kmeans_cache.move_to_end(key)
         rng.bit_generator.state = cached[1]
         return cached[0].copy()
     centres = kmeans(engine, n_components, rng)
-    _kmeans_cache[key] = (centres.copy(), rng.bit_generator.state)
-    while len(_kmeans_cache) > _KMEANS_CACHE_SIZE:
-        _kmeans_cache.popitem(last=False)
+    _kmeans_cache.put(key, (centres.copy(), rng.bit_generator.state))
     return centres
 
 

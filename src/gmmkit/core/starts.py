@@ -12,15 +12,14 @@ whatever N is.
 
 from __future__ import annotations
 
-import hashlib
 import warnings
-from collections import OrderedDict
 from functools import partial
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit.core._cache import LRUCache, content_digest
 from gmmkit.core.covariance import get_covariance_type
 from gmmkit.core.em import EmptyComponentWarning, EMResult, run_em
 from gmmkit.core.hc import hc_partitions
@@ -43,8 +42,7 @@ SHORT_RUN_ROWS = 50_000
 #: Rows the hierarchical agglomeration runs on (mclust's default subset size).
 HC_ROWS = 2000
 #: Agglomerations kept for reuse (model selection fits many K and models to one sample).
-_HC_CACHE_SIZE = 8
-_hc_cache: OrderedDict[tuple[str, int], dict[int, NDArray[np.intp]]] = OrderedDict()
+_hc_cache: LRUCache[dict[int, NDArray[np.intp]]] = LRUCache(8)
 
 
 def hc_labels(X: NDArray[Any], n_components: int) -> NDArray[np.intp]:
@@ -55,19 +53,14 @@ def hc_labels(X: NDArray[Any], n_components: int) -> NDArray[np.intp]:
     model selection over many models and K runs it once.
     """
     X = np.ascontiguousarray(X, dtype=np.float64)
-    digest = hashlib.blake2b(X.tobytes(), digest_size=16).hexdigest()
     top = max(9, n_components)
-    key = (digest, top)
+    key = (content_digest(X), top)
     cached = _hc_cache.get(key)
     if cached is None:
         model = "V" if X.shape[1] == 1 else "VVV"
         ks = range(1, min(top, len(X)) + 1)
         cached = hc_partitions(X, ks, model=model, use="VARS" if X.shape[1] == 1 else "SVD")
-        _hc_cache[key] = cached
-        while len(_hc_cache) > _HC_CACHE_SIZE:
-            _hc_cache.popitem(last=False)
-    else:
-        _hc_cache.move_to_end(key)
+        _hc_cache.put(key, cached)
     return cached[n_components]
 
 
@@ -203,7 +196,7 @@ def multistart(
         raise error
     # a solution with a component collapsed onto a few repeated values (the likelihood's
     # spikes on integer-valued data) ranks after every sound one
-    short.sort(key=lambda result: (collapsed(result.params), -result.lower_bound))
+    short.sort(key=_rank)
     kept: list[EMResult] = []
     for candidate in short:
         if len(kept) == max(1, n_starts // KEEP_EVERY):
@@ -222,9 +215,8 @@ def multistart(
         if best is not None and not result.converged and budget < max_iter:
             if not _better(result, best):
                 continue
-            more = _continue(engine, result, True, reg_covar, tol, max_iter - result.n_passes,
-                             label_weight, accelerate, callback)
-            result = more
+            result = _continue(engine, result, True, reg_covar, tol,
+                               max_iter - result.n_passes, label_weight, accelerate, callback)
         if best is None or _better(result, best):
             best = result
     assert best is not None
@@ -236,11 +228,13 @@ RACE_FACTOR = 3
 RACE_MIN_PASSES = 20
 
 
+def _rank(result: EMResult) -> tuple[bool, float]:
+    """Sort key of runs: sound before collapsed, then the higher log-likelihood."""
+    return collapsed(result.params), -result.lower_bound
+
+
 def _better(result: EMResult, other: EMResult) -> bool:
-    """Sound before collapsed, then the higher log-likelihood."""
-    return (collapsed(result.params), -result.lower_bound) < (
-        collapsed(other.params), -other.lower_bound
-    )
+    return _rank(result) < _rank(other)
 
 
 def _continue(
