@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import gmmkit
+import gmmkit.modelfile
 from gmmkit.core.covariance import MODEL_NAMES
 
 CENTRES = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
@@ -101,7 +102,7 @@ def test_fit_csv_summary_and_model(files: dict[str, Path]) -> None:
     order = np.argsort(model.means_[:, 0] + 10 * model.means_[:, 1])
     np.testing.assert_allclose(model.means_[order], CENTRES, atol=0.15)
     np.testing.assert_allclose(model.weights_, 1 / 3, atol=0.02)
-    assert gmmkit.io.read_metadata(out)["summary"]["feature_names"] == ["a", "b"]
+    assert gmmkit.modelfile.read_metadata(out)["summary"]["feature_names"] == ["a", "b"]
     # the summary's BIC is the model's BIC on the data
     X = np.load(files["X"])
     assert f"BIC {model.bic(X):.6g}" in text

@@ -13,9 +13,10 @@ import pytest
 from sklearn.exceptions import NotFittedError
 
 import gmmkit
+import gmmkit.modelfile
 from gmmkit import GaussianMixture, ModelFileError
 from gmmkit.core.covariance import COVARIANCE_TYPES, UNIVARIATE_MODEL_NAMES
-from gmmkit.io import FORMAT_NAME, FORMAT_VERSION, _sha256, read_metadata
+from gmmkit.modelfile import FORMAT_NAME, FORMAT_VERSION, _sha256, read_metadata
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +146,7 @@ def test_save_refuses_unfitted_and_foreign(tmp_path: Path, data: np.ndarray) -> 
     with pytest.raises(NotFittedError):
         GaussianMixture(2).save(tmp_path / "x.gmm")
     with pytest.raises(TypeError, match="only gmmkit estimators"):
-        gmmkit.io.save(SkGaussianMixture(2).fit(data), tmp_path / "x.gmm")
+        gmmkit.modelfile.save(SkGaussianMixture(2).fit(data), tmp_path / "x.gmm")
     assert not (tmp_path / "x.gmm").exists()
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
 

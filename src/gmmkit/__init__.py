@@ -14,8 +14,8 @@ from gmmkit.apps import (
 )
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
-from gmmkit.io import ModelFileError, load
 from gmmkit.mixture import GaussianMixture
+from gmmkit.modelfile import ModelFileError, load
 from gmmkit.readers import read_csv, read_parquet
 
 __version__ = "0.1.0"

@@ -156,7 +156,7 @@ def _progress(label: str, n_fits: int, max_iter: int, quiet: bool, mode: str) ->
 
 # ---------------------------------------------------------------------------- helpers
 def _read(path: Path, columns: str | None) -> tuple[np.ndarray, list[str] | None]:
-    from gmmkit.io import read_table
+    from gmmkit.data import read_table
 
     return read_table(path, columns)
 
@@ -372,7 +372,8 @@ def predict(
     component and the log-density (for an anomaly detector: log-density, decision value and
     an outlier flag; for a PCA generator: the log-density).
     """
-    from gmmkit.io import load, read_metadata, write_table
+    from gmmkit.data import write_table
+    from gmmkit.modelfile import load, read_metadata
 
     metadata = read_metadata(model_path)
     model = load(model_path)
@@ -471,7 +472,7 @@ def select(
         f"'{best.covariance_type}'",
     )
     if table_path is not None:
-        from gmmkit.io import write_table
+        from gmmkit.data import write_table
 
         write_table(table_path, [np.asarray([row[i] for row in rows]) for i in range(len(header))],
                     header)
@@ -537,7 +538,7 @@ def anomalies(
 ) -> None:
     """Flag the rows of DATA that a mixture finds least likely."""
     import gmmkit
-    from gmmkit.io import write_table
+    from gmmkit.data import write_table
 
     if contamination is not None and threshold is not None:
         raise click.UsageError("give --contamination or --threshold, not both")
@@ -641,7 +642,8 @@ def sample(
     seed: int | None,
 ) -> None:
     """Draw rows from a saved MODEL (grouped by component, as scikit-learn does)."""
-    from gmmkit.io import load, read_metadata, write_table
+    from gmmkit.data import write_table
+    from gmmkit.modelfile import load, read_metadata
 
     metadata = read_metadata(model_path)
     model = load(model_path)
@@ -665,7 +667,7 @@ def sample(
 @_common(seed=False)
 def info(model_path: Path, quiet: bool, progress: str) -> None:
     """Check a saved MODEL file and describe it."""
-    from gmmkit.io import load, read_metadata
+    from gmmkit.modelfile import load, read_metadata
 
     metadata = read_metadata(model_path)
     model = load(model_path)  # full validation

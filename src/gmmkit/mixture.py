@@ -35,7 +35,7 @@ from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.engines.base import Chunk, Engine
 from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
-from gmmkit.io import SaveMixin
+from gmmkit.modelfile import SaveMixin
 
 Array = NDArray[np.floating[Any]]
 

@@ -11,8 +11,8 @@ from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 
 from gmmkit.apps._common import WrappedMixtureMixin, checked_sample_weight
-from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture
+from gmmkit.modelfile import SaveMixin
 
 
 def lower_tail_threshold(

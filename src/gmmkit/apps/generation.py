@@ -17,8 +17,8 @@ from gmmkit.apps._common import (
     check_not_too_many_components,
 )
 from gmmkit.apps.selection import select
-from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture, sample_mixture
+from gmmkit.modelfile import SaveMixin
 
 
 class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, BaseEstimator):

@@ -40,8 +40,8 @@ from gmmkit.apps._common import (
 )
 from gmmkit.core import criteria
 from gmmkit.core.em import EmptyComponentWarning
-from gmmkit.io import SaveMixin
 from gmmkit.mixture import GaussianMixture
+from gmmkit.modelfile import SaveMixin
 
 CRITERIA = ("bic", "aic", "icl")
 
