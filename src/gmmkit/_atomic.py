@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import stat
 import tempfile
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -66,6 +68,187 @@ def _sync_directory(directory: Path) -> None:
 
 
 @contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """Hold back Ctrl-C (SIGINT) and SIGTERM for the duration of the block.
+
+    A signal that arrives meanwhile is re-delivered to its previous handler when the block
+    ends, so a group of renames is never cut in half. Only the main thread can install
+    handlers; elsewhere the block runs unprotected.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous: dict[int, Any] = {}
+
+    def hold(signum: int, frame: Any) -> None:
+        received.append((signum, frame))
+
+    for held in (signal.SIGINT, signal.SIGTERM):
+        try:
+            previous[held] = signal.signal(held, hold)
+        except (ValueError, OSError):  # pragma: no cover - e.g. an embedded interpreter
+            pass
+    try:
+        yield
+    finally:
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+        for signum, frame in received[:1]:
+            handler = previous.get(signum)
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
+@dataclass
+class _Staged:
+    temporary: Path
+    target: Path
+    mode: int
+    synced: bool = False
+
+
+class OutputSet:
+    """Several output files written as one: all of them appear, or none does.
+
+    Each output is first written to a temporary file in its target's directory
+    (:meth:`path` or :meth:`open`); :meth:`commit` syncs them, gives them the target's
+    permissions and renames them all over their targets; :meth:`discard` removes them.
+    Use it through :func:`staged_outputs`, which commits when its block ends normally and
+    discards on any exception (including Ctrl-C).
+
+    The renames are the only step left once every byte is on disk; they are done with
+    interrupts held back, so a Ctrl-C cannot leave some outputs replaced and others not.
+    """
+
+    def __init__(self) -> None:
+        self._staged: list[_Staged] = []
+        self._open = 0
+
+    def _stage(self, path: PathLike) -> tuple[int, _Staged]:
+        target = Path(path)
+        resolved = target.resolve()
+        if any(item.target.resolve() == resolved for item in self._staged):
+            raise ValueError(f"{target} is staged twice as an output")
+        directory = target.parent if str(target.parent) else Path(".")
+        mode = _target_mode(target)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        staged = _Staged(Path(tmp_name), target, mode)
+        self._staged.append(staged)
+        return fd, staged
+
+    def path(self, target: PathLike) -> Path:
+        """A temporary path to write ``target``'s content to, for writers that take a path.
+
+        Parameters
+        ----------
+        target : str or path-like
+            The final file; its directory must exist.
+
+        Returns
+        -------
+        Path
+            An empty file beside the target; the writer may replace it (atomically or not)
+            but must not rely on its name's suffix.
+        """
+        fd, staged = self._stage(target)
+        os.close(fd)
+        return staged.temporary
+
+    @contextlib.contextmanager
+    def open(
+        self,
+        target: PathLike,
+        mode: str = "wb",
+        *,
+        encoding: str | None = None,
+        newline: str | None = None,
+    ) -> Iterator[IO[Any]]:
+        """Open ``target``'s temporary file for writing.
+
+        Parameters
+        ----------
+        target : str or path-like
+            The final file; its directory must exist.
+        mode : {"wb", "w"}
+            Binary or text.
+        encoding, newline : str, optional
+            As for :func:`open` in text mode.
+
+        Yields
+        ------
+        file object
+            Flushed, ``fsync``-ed and closed when the block ends.
+        """
+        if mode not in ("w", "wb"):
+            raise ValueError(f"outputs are opened with mode 'w' or 'wb', got {mode!r}")
+        fd, staged = self._stage(target)
+        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        staged.synced = True
+
+    def commit(self) -> None:
+        """Move every staged file over its target (each target keeps or gets its mode)."""
+        for item in self._staged:
+            if not item.synced:
+                _sync_file(item.temporary)
+            os.chmod(item.temporary, item.mode)
+        with _interrupts_deferred():
+            for item in self._staged:
+                os.replace(item.temporary, item.target)
+            staged, self._staged = self._staged, []
+        for directory in {item.target.parent if str(item.target.parent) else Path(".")
+                          for item in staged}:
+            _sync_directory(directory)
+
+    def discard(self) -> None:
+        """Remove every staged temporary file; the targets are left as they were."""
+        staged, self._staged = self._staged, []
+        for item in staged:
+            with contextlib.suppress(OSError):
+                item.temporary.unlink()
+
+
+def _sync_file(path: Path) -> None:
+    # a writer given a path (not a handle) may not have synced it
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def staged_outputs() -> Iterator[OutputSet]:
+    """Write several files so that all of them are replaced, or none is.
+
+    Yields
+    ------
+    OutputSet
+        Hands out temporary paths / handles; committed when the block ends normally,
+        discarded (every temporary file removed, no target touched) on any exception.
+
+    Examples
+    --------
+    >>> with staged_outputs() as outputs:  # doctest: +SKIP
+    ...     model.save(outputs.path("model.gmm"))
+    ...     with outputs.open("table.csv", "w", encoding="utf-8") as handle:
+    ...         write_csv(handle)
+    """
+    outputs = OutputSet()
+    try:
+        yield outputs
+        outputs.commit()
+    except BaseException:
+        outputs.discard()
+        raise
+
+
+@contextlib.contextmanager
 def atomic_write(
     path: PathLike,
     mode: str = "wb",
@@ -74,6 +257,8 @@ def atomic_write(
     newline: str | None = None,
 ) -> Iterator[IO[Any]]:
     """Open ``path`` for writing so that it is replaced only once fully written.
+
+    The one-file case of :func:`staged_outputs`.
 
     Parameters
     ----------
@@ -92,23 +277,10 @@ def atomic_write(
     """
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_write supports modes 'w' and 'wb', got {mode!r}")
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
-    file_mode = _target_mode(target)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, file_mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    _sync_directory(directory)
+    with staged_outputs() as outputs, outputs.open(
+        path, mode, encoding=encoding, newline=newline
+    ) as handle:
+        yield handle
 
 
 def write_bytes(path: PathLike, data: bytes) -> None:
