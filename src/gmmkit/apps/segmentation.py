@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from numbers import Integral, Real
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -217,13 +217,58 @@ def read_image(path: str | os.PathLike[str]) -> NDArray[Any]:
         return np.asarray(img).copy()
 
 
-def write_image(path: str | os.PathLike[str], image: ArrayLike) -> None:
-    """Write an (H, W) or (H, W, 3|4) image with Pillow (extra ``image``).
+def image_format(path: str | os.PathLike[str]) -> str:
+    """Pillow's name of the image format a file name's extension asks for.
 
-    Float images are taken to be in [0, 1] and stored as 8-bit; the format follows the
-    file extension.
+    Parameters
+    ----------
+    path : str or path-like
+
+    Returns
+    -------
+    str
+        For example ``"PNG"`` for ``photo.png``.
+
+    Raises
+    ------
+    ValueError
+        If Pillow cannot write files with that extension.
     """
     image_module = import_optional("PIL.Image", "image")
+    suffix = os.path.splitext(os.fspath(path))[1].lower()
+    name = image_module.registered_extensions().get(suffix)
+    if name is None or name not in image_module.SAVE:
+        raise ValueError(
+            f"cannot write an image to {os.fspath(path)}: "
+            + (f"Pillow does not write {suffix!r} files" if suffix else "no file extension")
+            + " (use .png, .jpg, .tif, .bmp, ...)"
+        )
+    return str(name)
+
+
+def write_image(
+    path: str | os.PathLike[str] | IO[bytes], image: ArrayLike, *, format: str | None = None
+) -> None:
+    """Write an (H, W) or (H, W, 3|4) image with Pillow (extra ``image``).
+
+    Float images are taken to be in [0, 1] and stored as 8-bit. A file is replaced
+    atomically: it keeps its old content if writing fails.
+
+    Parameters
+    ----------
+    path : str, path-like or binary file object
+        Where to write.
+    image : array-like of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
+    format : str, optional
+        Pillow's format name (``"PNG"``, ``"JPEG"``, ...); by default the one the file
+        extension asks for (see :func:`image_format`). Required for a file object.
+    """
+    image_module = import_optional("PIL.Image", "image")
+    is_file = hasattr(path, "write")
+    if format is None:
+        if is_file:
+            raise ValueError("write_image needs format= to write to a file object")
+        format = image_format(path)  # type: ignore[arg-type]
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
@@ -237,4 +282,11 @@ def write_image(path: str | os.PathLike[str], image: ArrayLike) -> None:
         array = array.astype(np.uint8) * 255
     elif array.dtype != np.uint8 and not (array.ndim == 2 and array.dtype == np.uint16):
         raise TypeError(f"cannot write an image of dtype {array.dtype}; use uint8 or float")
-    image_module.fromarray(array).save(path)
+    picture = image_module.fromarray(array)
+    if is_file:
+        picture.save(path, format=format)
+        return
+    from gmmkit._atomic import atomic_write
+
+    with atomic_write(path, "wb") as handle:  # type: ignore[arg-type]
+        picture.save(handle, format=format)
