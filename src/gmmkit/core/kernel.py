@@ -89,6 +89,9 @@ class KernelCoefficients:
         Point each component's statistics are taken around: its own mean for the
         components in ``own_centred``, so that the M-step's ``S / n - m m'`` cancels
         nothing; the shared reference otherwise (one GEMM for all of them).
+    params : MixtureParams or None
+        The parameters the coefficients came from: rows far from every component are
+        evaluated again from them (:func:`_far_log_joint`).
     own_centred : ndarray of int or None
         Components whose expansion around the shared reference loses accuracy (probe
         error above :data:`FLOAT64_TOLERANCE`): their statistics are accumulated around
@@ -119,6 +122,7 @@ class KernelCoefficients:
     centred_offsets: Array | None = None
     centred_constants: Array | None = None
     own_centred: NDArray[np.intp] | None = None
+    params: MixtureParams | None = None
 
     @property
     def n_components(self) -> int:
@@ -197,6 +201,7 @@ def kernel_coefficients(
                 if cov.shared_quadratic
                 else None
             ),
+            params=params,
             **extra,
         )
 
@@ -432,6 +437,123 @@ def _exp_shifted_in_place(log_prob_t: Array) -> tuple[Array, Array]:
     return col_max, log_prob_t.sum(axis=0)
 
 
+#: Rows whose largest log-joint exceeds this in magnitude (or is not finite) are
+#: evaluated again by :func:`_far_log_joint`: the kernel's expansion carries an absolute
+#: rounding error of about ``eps |log-joint|``, which beyond ``1e10`` exceeds ``1e-6``
+#: and for rows far enough out swamps the differences between components (or turns
+#: into ``inf - inf``).  Such rows are rare outliers; re-evaluating them costs nothing
+#: on ordinary data (one comparison per row).
+FAR_LOG_JOINT = 1e10
+
+
+def _far_rows(col_max: Array) -> NDArray[np.intp]:
+    """Columns whose largest log-joint is not finite or beyond :data:`FAR_LOG_JOINT`."""
+    with np.errstate(invalid="ignore"):
+        return np.flatnonzero(~(np.abs(col_max) <= FAR_LOG_JOINT))
+
+
+def _far_log_joint(
+    coefs: KernelCoefficients, X: Array
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Log-joint of rows far from the components, split as ``rel + shift``.
+
+    Every row is scaled by a power of two ``s`` (exact) so that nothing overflows, and
+    the log-joint of component ``k`` is ``c_k - s^2 |y_k|^2 / 2`` with ``y_k = U_k'(x -
+    mu_k) / s``.  Differences between components are taken against the most probable
+    component ``b`` of the row without cancelling two huge numbers:
+    ``|y_k|^2 - |y_b|^2 = (y_k - y_b) . (y_k + y_b)`` with ``y_k - y_b = (U_k - U_b)' x / s
+    - (U_k' mu_k - U_b' mu_b) / s`` -- exactly the linear terms when the components share
+    one precision (tied, equal spherical or diagonal ones), and accurate to rounding of
+    the difference itself otherwise.
+
+    Parameters
+    ----------
+    coefs : KernelCoefficients
+    X : ndarray of shape (m, D)
+
+    Returns
+    -------
+    rel : ndarray of shape (K, m)
+        Log-joint minus ``shift``: finite for the most probable component of each row
+        (``-inf`` for components whose probability underflows).
+    shift : ndarray of shape (m,)
+        Common to all components of a row; ``-inf`` when the log-density itself lies
+        below the float64 range.
+    """
+    params = coefs.params
+    assert params is not None
+    chol = params.precisions_cholesky
+    n_components, d = params.n_components, params.n_features
+    reference = coefs.reference
+    xc = np.asarray(X, dtype=np.float64) - reference
+    largest = np.max(np.abs(xc), axis=1) if d else np.zeros(len(xc))
+    _, exponent = np.frexp(np.where(np.isfinite(largest) & (largest > 0), largest, 1.0))
+    s = np.ldexp(1.0, exponent)  # power of two >= largest: scaling is exact
+    xs = xc / s[:, None]
+    offsets = params.means - reference  # (K, D)
+    cov = coefs.covariance
+    log_det = np.broadcast_to(cov.log_det_cholesky(chol, d), (n_components,))
+    with np.errstate(divide="ignore"):
+        constants = np.log(params.weights) + log_det - 0.5 * d * log_2pi()
+    possible = np.isfinite(constants)
+
+    def factor(k: int) -> NDArray[np.float64]:
+        return np.asarray(chol if params.layout == "tied" else chol[k], dtype=np.float64)
+
+    def whiten(rows: NDArray[np.float64], u: NDArray[np.float64]) -> NDArray[np.float64]:
+        return rows @ u if u.ndim == 2 else rows * u
+
+    with np.errstate(over="ignore", invalid="ignore"):
+        white = np.stack(
+            [whiten(xs - offsets[k] / s[:, None], factor(k)) for k in range(n_components)]
+        )  # (K, m, D): y_k
+        r = np.sum(white * white, axis=2)
+        best = np.argmin(np.where(possible[:, None], r, np.inf), axis=0)
+        rel = np.empty((n_components, len(xs)))
+        for _ in range(2):  # a second pass if rounding of r picked the wrong best
+            for b in np.unique(best):
+                rows = np.flatnonzero(best == b)
+                xb, sb = xs[rows], s[rows]
+                mean_b = whiten(offsets[b], factor(b))
+                for k in range(n_components):
+                    delta_white = whiten(xb, factor(k) - factor(b)) - (
+                        whiten(offsets[k], factor(k)) - mean_b
+                    ) / sb[:, None]
+                    gap = np.sum(delta_white * (white[k, rows] + white[b, rows]), axis=1)
+                    rel[k, rows] = constants[k] - gap * (0.5 * sb) * sb
+            rel = np.where(np.isnan(rel), -np.inf, rel)
+            better = np.argmax(rel, axis=0)
+            if np.all(better == best):
+                break
+            best = better
+        r_best = r[best, np.arange(len(xs))]
+        shift = -r_best * (0.5 * s) * s
+    shift = np.where(np.isnan(shift), -np.inf, shift)
+    return rel, shift
+
+
+def _repair_far_rows(
+    coefs: KernelCoefficients, X: Array, log_prob_t: Array
+) -> tuple[NDArray[np.intp], NDArray[np.float64]] | None:
+    """Re-evaluate the columns of ``log_prob_t`` (K, n) that the expansion cannot give
+    accurately (:data:`FAR_LOG_JOINT`), in place, as their ``rel`` part.
+
+    Returns
+    -------
+    (rows, shift) or None
+        The re-evaluated columns and the per-row offset to add back to their
+        log-density; None when every row was fine.
+    """
+    if coefs.params is None or log_prob_t.shape[1] == 0:
+        return None
+    rows = _far_rows(log_prob_t.max(axis=0))
+    if len(rows) == 0:
+        return None
+    rel, shift = _far_log_joint(coefs, X[rows])
+    log_prob_t[:, rows] = rel
+    return rows, shift
+
+
 # --------------------------------------------------------------------------- statistics
 def chunk_statistics(
     coefs: KernelCoefficients,
@@ -463,6 +585,7 @@ def chunk_statistics(
     dtype = coefs.dtype
     tied = coefs.whitening is not None
     log_prob_t, phi_t = _log_joint_t(coefs, X)
+    far = _repair_far_rows(coefs, X, log_prob_t)
 
     labelled: NDArray[np.intp] | None = None
     if labels is not None:
@@ -474,10 +597,16 @@ def chunk_statistics(
         assert labels is not None
         known = np.asarray(labels)[labelled].astype(np.intp)
         labelled_log_density = log_prob_t[known, labelled].astype(np.float64)
+        if far is not None:
+            row_shift = np.zeros(n)
+            row_shift[far[0]] = far[1]
+            labelled_log_density += row_shift[labelled]
 
     col_max, col_sum = _exp_shifted_in_place(log_prob_t)
     log_norm = np.log(col_sum).astype(np.float64)
     log_norm += col_max
+    if far is not None:
+        log_norm[far[0]] += far[1]
 
     weight: NDArray[np.float64] | None = (
         None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -640,32 +769,50 @@ def hard_statistics(
 def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, NDArray[np.float64]]:
     """Log responsibilities (n, K) in compute dtype and log-density (n,) in float64."""
     log_prob_t, _ = _log_joint_t(coefs, X)
+    far = _repair_far_rows(coefs, X, log_prob_t)
     col_max = log_prob_t.max(axis=0)
     np.subtract(log_prob_t, col_max, out=log_prob_t)
     log_sum = np.log(np.exp(np.maximum(log_prob_t, _EXP_FLOOR[log_prob_t.dtype])).sum(axis=0))
     log_prob_t -= log_sum
     density = log_sum.astype(np.float64)
     density += col_max
+    if far is not None:
+        density[far[0]] += far[1]
     return log_prob_t.T, density
 
 
 def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Log-density ``log p(x)`` of each row, shape (n,), float64."""
     log_prob_t, _ = _log_joint_t(coefs, X)
+    far = _repair_far_rows(coefs, X, log_prob_t)
     col_max, col_sum = _exp_shifted_in_place(log_prob_t)
     density = np.log(col_sum).astype(np.float64)
     density += col_max
+    if far is not None:
+        density[far[0]] += far[1]
     return density
 
 
 def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
     """Most probable component of each row, shape (n,)."""
-    return np.argmax(_log_joint_t(coefs, X)[0], axis=0)
+    log_prob_t, _ = _log_joint_t(coefs, X)
+    _repair_far_rows(coefs, X, log_prob_t)
+    return np.argmax(log_prob_t, axis=0)
 
 
 def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Responsibilities of each row, shape (n, K), float64."""
     log_prob_t, _ = _log_joint_t(coefs, X)
+    far = _repair_far_rows(coefs, X, log_prob_t)
+    if far is not None:
+        # far rows get exact responsibilities: no floor under the exponent
+        rel = np.asarray(log_prob_t[:, far[0]], dtype=np.float64)
+        rel -= rel.max(axis=0)
+        exact = np.exp(rel)
+        exact /= exact.sum(axis=0)
     _, col_sum = _exp_shifted_in_place(log_prob_t)
     log_prob_t /= col_sum
-    return np.ascontiguousarray(log_prob_t.T, dtype=np.float64)
+    proba = np.ascontiguousarray(log_prob_t.T, dtype=np.float64)
+    if far is not None:
+        proba[far[0]] = exact.T
+    return proba
