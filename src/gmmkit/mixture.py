@@ -19,6 +19,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from gmmkit._transaction import transactional_fit
 from gmmkit.core import criteria
 from gmmkit.core.covariance import COVARIANCE_TYPES, get_covariance_type
 from gmmkit.core.em import EMResult, run_em
@@ -310,6 +311,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         return weights, means, precisions
 
     # ------------------------------------------------------------------ fitting
+    @transactional_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> Any:
         """Estimate the parameters with EM.
@@ -353,6 +355,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             n_rows = int(np.count_nonzero(weight))
             if n_rows == 0:
                 raise ValueError("sample_weight is zero for every sample")
+            weight = _normalised_weight(weight)
         if n_rows < self.n_components:
             counted = "n_samples" if weight is None else "samples with non-zero weight"
             raise ValueError(
@@ -366,6 +369,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     ) -> None:
         weights_init, means_init, precisions_init = self._checked_inits(n_features)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
+        if not do_init:
+            self._check_warm_start(n_features)
         n_init = self.n_init if do_init else 1
         rng = _generator(self.random_state)
         best: EMResult | None = None
@@ -440,6 +445,37 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = list(best.lower_bounds)
         self.reseeded_ = list(best.reseeded)
+
+    def _check_warm_start(self, n_features: int) -> None:
+        """Raise unless the previous fit's parameters can start this one.
+
+        scikit-learn silently continues from the old parameters when ``n_components``,
+        ``covariance_type`` or the number of features changed, leaving attributes that
+        disagree with the constructor parameters (and model files that cannot be read).
+        """
+        previous = self._params
+        changed = []
+        if previous.n_components != self.n_components:
+            changed.append(
+                f"n_components is {self.n_components} but the previous fit has "
+                f"{previous.n_components} components"
+            )
+        model = get_covariance_type(self.covariance_type).model
+        if get_covariance_type(previous.covariance_type).model != model:
+            changed.append(
+                f"covariance_type is {self.covariance_type!r} but the previous fit used "
+                f"{previous.covariance_type!r}"
+            )
+        if previous.n_features != n_features:
+            changed.append(
+                f"X has {n_features} features but the previous fit had {previous.n_features}"
+            )
+        if changed:
+            raise ValueError(
+                "warm_start=True continues from the previous fit, which does not match: "
+                + "; ".join(changed)
+                + ". Set warm_start=False (or refit with the previous settings)."
+            )
 
     def _accelerate(self) -> bool:
         """SQUAREM runs by default under gmmkit's convergence rule; a numeric ``tol``
@@ -594,6 +630,36 @@ def _check_squares_fit(X: NDArray[Any]) -> None:
             f"X has values up to {largest:.3g} in magnitude; their squares would overflow "
             f"{X.dtype} (limit {limit:.3g} for {X.shape[1]} features): {hint}"
         )
+
+
+def _normalised_weight(weight: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``weight`` divided by the power of two nearest below its mean.
+
+    Fits depend on the weights only through ratios, but their sums do not: weights of
+    ``1e-20`` made the total log-likelihood so small that the convergence rule
+    ``|dL| <= 1e-9 (1 + |L|)`` stopped EM at once, weights of ``1e300`` overflow it.
+    Dividing by a power of two is exact, so weights whose mean lies in ``[1, 2)``
+    (integer counts among them) are unchanged bit for bit, and any other scale gives
+    the same fit as its normalised weights.  The fitted ``lower_bound_`` is a weighted
+    *mean* and does not change.
+
+    Raises
+    ------
+    ValueError
+        When the weights span more than float64's range (the smallest non-zero weights
+        would vanish after scaling).
+    """
+    top = float(weight.max())
+    mean = top * float(np.mean(weight / top))  # no overflow for weights near 1e308
+    _, exponent = np.frexp(mean)
+    scaled = np.ldexp(weight, 1 - int(exponent))
+    positive = weight > 0
+    if np.any(scaled[positive] == 0):
+        raise ValueError(
+            "sample_weight spans more than float64's range: the smallest non-zero weights "
+            f"({float(weight[positive].min()):.3g}) vanish next to the mean ({mean:.3g})"
+        )
+    return scaled
 
 
 def _scoring_weight(sample_weight: ArrayLike | None, n_samples: int) -> NDArray[np.float64]:

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
 
+from gmmkit._transaction import transactional_fit
 from gmmkit.apps._common import WrappedMixtureMixin, checked_sample_weight
 from gmmkit.mixture import GaussianMixture
 from gmmkit.modelfile import SaveMixin
@@ -135,6 +136,7 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    @transactional_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
         self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None

@@ -11,6 +11,7 @@ from sklearn.base import BaseEstimator, DensityMixin, TransformerMixin
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from gmmkit._transaction import transactional_fit
 from gmmkit.apps._common import (
     check_covariance_types,
     check_n_components_list,
@@ -100,6 +101,7 @@ class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, Bas
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    @transactional_fit
     def fit(self, X: ArrayLike, y: Any = None) -> PCAGaussianMixtureGenerator:
         """Project on the principal axes and fit (or select) the mixture there.
 

@@ -28,6 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
+from gmmkit._transaction import transactional_fit
 from gmmkit.apps._common import (
     WrappedMixtureMixin,
     check_covariance_types,
@@ -608,6 +609,7 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
         self.random_state = random_state
         self.n_jobs = n_jobs
 
+    @transactional_fit
     def fit(
         self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
     ) -> GaussianMixtureSelector:

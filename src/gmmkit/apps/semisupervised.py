@@ -11,6 +11,7 @@ from sklearn.base import _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
+from gmmkit._transaction import transactional_fit
 from gmmkit.core.covariance import covariance_layout
 from gmmkit.core.init import INIT_METHODS
 from gmmkit.mixture import GaussianMixture, _generator
@@ -300,6 +301,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
         )
         self.alpha = alpha
 
+    @transactional_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(
         self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
