@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmmkit.core.covariance import cholesky_precision, get_covariance_type
+from gmmkit.core.covariance import CovarianceError, cholesky_precision, get_covariance_type
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
 
@@ -15,6 +15,46 @@ _EPS = float(np.finfo(np.float64).eps)
 #: A component whose summed responsibility is below this fraction of one average
 #: sample's weight is considered empty.
 EMPTY_FRACTION = 1e-8
+
+
+#: Without ``reg_covar`` a covariance is singular when a variance is below rounding of
+#: its mean (``(SINGULAR_RELATIVE * |mu|)^2``, or not a normal float), or when its
+#: correlation matrix has an eigenvalue below ``SINGULAR_RELATIVE``: rounding then
+#: decides whether a Cholesky factor exists, and the density it gives is meaningless.
+SINGULAR_RELATIVE = 1e-12
+_TINY = float(np.finfo(np.float64).tiny) * 2.0**52  # below it products go subnormal
+
+
+def _check_well_defined(covariances: np.ndarray, means: np.ndarray, layout: str) -> None:
+    """Raise :class:`CovarianceError` when a covariance is numerically singular.
+
+    Used only with ``reg_covar=0``, where scikit-learn fails on collapsed samples and
+    rounding otherwise leaves tiny positive eigenvalues (subnormal covariances and
+    precisions near ``1e300``) instead of an error.
+    """
+    k = len(means)
+    if layout in ("full", "tied"):
+        mats = np.broadcast_to(covariances, (k, *covariances.shape[-2:]))
+        variances = np.diagonal(mats, axis1=1, axis2=2)
+    elif layout == "diag":
+        mats = None
+        variances = covariances
+    else:
+        mats = None
+        variances = np.broadcast_to(np.asarray(covariances)[:, None], means.shape)
+    floor = np.maximum((SINGULAR_RELATIVE * np.abs(means)) ** 2, _TINY)
+    singular = ~np.all(variances > floor, axis=1)
+    if mats is not None and not np.any(singular):
+        scale = 1.0 / np.sqrt(variances)
+        correlations = mats * scale[:, :, None] * scale[:, None, :]
+        smallest = np.linalg.eigvalsh(correlations)[:, 0]
+        singular = ~(smallest > SINGULAR_RELATIVE)
+    if np.any(singular):
+        raise CovarianceError(
+            f"the covariance of component(s) {np.flatnonzero(singular).tolist()} is "
+            "ill-defined: singular (collapsed or linearly dependent samples) and "
+            "reg_covar=0; increase reg_covar (e.g. 1e-6) or decrease n_components"
+        )
 
 
 @dataclass(frozen=True)
@@ -93,9 +133,12 @@ def m_step(
         nk = nk.copy()
         nk[reseeded] = max(mean_weight, 10.0 * _EPS)
     weights = nk / nk.sum()
+    means = stats.reference + centred_means
+    if reg_covar == 0.0:
+        _check_well_defined(covariances, means, cov.layout)
     params = MixtureParams(
         weights=weights,
-        means=stats.reference + centred_means,
+        means=means,
         covariances=covariances,
         precisions_cholesky=cholesky_precision(covariances, covariance_type),
         covariance_type=covariance_type,
