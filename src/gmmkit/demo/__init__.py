@@ -16,6 +16,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+from gmmkit._atomic import write_text
 from gmmkit.demo.html import Figure, Section, Table, render
 
 __all__ = ["DemoError", "Figure", "Section", "Table", "build_report"]
@@ -64,7 +65,8 @@ def build_report(
     Parameters
     ----------
     out_dir : str or Path
-        Created if needed; existing report files are overwritten.
+        Created if needed; existing report files are replaced, each atomically (a
+        file is complete or keeps its old content).
     fast : bool, default=False
         Smaller data and ranges (same figures), for tests.
     seed : int, default=0
@@ -113,7 +115,7 @@ def build_report(
         "generated data; nothing downloaded.",
     ]
     index = out / "index.html"
-    index.write_text(render("gmmkit demo report", meta, sections), encoding="utf-8")
+    write_text(index, render("gmmkit demo report", meta, sections))
     # the same content for machines (and the tests): titles, tables, figures, timings
     summary = {
         "meta": meta,
@@ -121,7 +123,7 @@ def build_report(
         "seconds": total,
         "sections": [dataclasses.asdict(section) for section in sections],
     }
-    (out / "report.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    write_text(out / "report.json", json.dumps(summary, indent=1))
     failed = [s.title for s in sections if s.error is not None]
     if failed:
         raise DemoError(f"report written to {index}, but sections failed: {', '.join(failed)}")

@@ -47,9 +47,14 @@ class Context:
         """Write a matplotlib figure as ``name.png`` and close it."""
         import matplotlib.pyplot as plt
 
+        from gmmkit._atomic import atomic_write
+
         filename = f"{name}.png"
-        fig.savefig(self.out_dir / filename, dpi=100, bbox_inches="tight")
-        plt.close(fig)
+        try:
+            with atomic_write(self.out_dir / filename, "wb") as handle:
+                fig.savefig(handle, format="png", dpi=100, bbox_inches="tight")
+        finally:
+            plt.close(fig)
         return Figure(filename, caption)
 
 
