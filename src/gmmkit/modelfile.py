@@ -64,11 +64,14 @@ a :class:`ValueError`.
 from __future__ import annotations
 
 import hashlib
+import inspect
+import itertools
 import json
 import math
 import os
+import struct
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +92,6 @@ _ALLOWED_CLASSES: dict[str, str] = {
     "GaussianMixtureSelector": "gmmkit.apps.selection",
     "PCAGaussianMixtureGenerator": "gmmkit.apps.generation",
 }
-
-#: Scalar fitted attributes that must be finite numbers, per class.
-_FINITE_SCALARS: dict[str, tuple[str, ...]] = {"AnomalyDetector": ("offset_",)}
 
 #: Fitted attributes recomputed on load instead of stored.
 _DERIVED_ATTRIBUTES = {"precisions_"}
@@ -136,7 +136,7 @@ class SaveMixin:
 # ---------------------------------------------------------------------------- encoding
 def _allowed_class(name: str) -> type:
     if not isinstance(name, str) or name not in _ALLOWED_CLASSES:
-        raise ModelFileError(f"unknown estimator class {name!r} in model file")
+        raise ModelFileError(f"unknown estimator class {_short(name)} in model file")
     import importlib
 
     module = importlib.import_module(_ALLOWED_CLASSES[name])
@@ -239,6 +239,47 @@ def _find_mixture(estimator: Any) -> Any:
     return None
 
 
+def _summary(estimator: Any, feature_names: Sequence[str] | None) -> dict[str, Any]:
+    """The metadata's ``summary`` of an estimator (``feature_names`` unless it has its own).
+
+    Raises
+    ------
+    ValueError
+        If ``feature_names`` does not name each feature once.
+    """
+    mixture = _find_mixture(estimator)
+    summary: dict[str, Any] = {
+        "covariance_type": None,
+        "n_components": None,
+        "n_features": None,
+        "dtype": None,
+        "feature_names": None,
+    }
+    if mixture is not None:
+        summary.update(
+            covariance_type=mixture.covariance_type,
+            n_components=int(mixture.means_.shape[0]),
+            n_features=int(getattr(estimator, "n_features_in_", mixture.means_.shape[1])),
+            dtype=str(mixture.means_.dtype),
+        )
+    names = getattr(estimator, "feature_names_in_", None)
+    if names is None and mixture is not None:
+        names = getattr(mixture, "feature_names_in_", None)
+    if names is None and feature_names is not None:
+        if isinstance(feature_names, (str, bytes)) or not isinstance(feature_names, Iterable):
+            raise TypeError("feature_names must be a sequence of strings")
+        names = list(feature_names)
+    if names is not None:
+        names = [str(n) for n in names]
+        n_features = summary["n_features"]
+        if n_features is not None and len(names) != n_features:
+            raise ValueError(
+                f"feature_names has {len(names)} names but the model has {n_features} features"
+            )
+        summary["feature_names"] = names
+    return summary
+
+
 def _write_npz(handle: Any, members: dict[str, NDArray[Any]]) -> None:
     """What :func:`numpy.savez` writes, with fixed member timestamps so that saving the
     same model twice gives the same bytes."""
@@ -267,6 +308,11 @@ def save(estimator: Any, path: PathLike, *, feature_names: Sequence[str] | None 
         If ``estimator`` is not a gmmkit estimator or holds values the format cannot store.
     sklearn.exceptions.NotFittedError
         If ``estimator`` is not fitted.
+    ModelFileError
+        A :class:`ValueError`: the model is inconsistent (its parameters disagree with its
+        fitted attributes, its covariances break their model's constraints, a value is
+        outside the format's limits ...), so that :func:`load` would refuse the file. The
+        checks are :func:`load`'s own, run on what would be written; nothing is written.
     """
     from sklearn.utils.validation import check_is_fitted
 
@@ -275,34 +321,7 @@ def save(estimator: Any, path: PathLike, *, feature_names: Sequence[str] | None 
     arrays: dict[str, NDArray[Any]] = {}
     description = _describe(estimator, "estimator", arrays)
 
-    mixture = _find_mixture(estimator)
-    summary: dict[str, Any] = {
-        "covariance_type": None,
-        "n_components": None,
-        "n_features": None,
-        "dtype": None,
-        "feature_names": None,
-    }
-    if mixture is not None:
-        summary.update(
-            covariance_type=mixture.covariance_type,
-            n_components=int(mixture.means_.shape[0]),
-            n_features=int(getattr(estimator, "n_features_in_", mixture.means_.shape[1])),
-            dtype=str(mixture.means_.dtype),
-        )
-    names = getattr(estimator, "feature_names_in_", None)
-    if names is None and mixture is not None:
-        names = getattr(mixture, "feature_names_in_", None)
-    if names is None and feature_names is not None:
-        names = list(feature_names)
-    if names is not None:
-        names = [str(n) for n in names]
-        n_features = summary["n_features"]
-        if n_features is not None and len(names) != n_features:
-            raise ValueError(
-                f"feature_names has {len(names)} names but the model has {n_features} features"
-            )
-        summary["feature_names"] = names
+    summary = _summary(estimator, feature_names)
 
     from gmmkit import __version__
 
@@ -318,16 +337,178 @@ def save(estimator: Any, path: PathLike, *, feature_names: Sequence[str] | None 
         "summary": summary,
     }
     meta_bytes = json.dumps(metadata, allow_nan=False, sort_keys=True).encode("utf-8")
-    members: dict[str, NDArray[Any]] = {_META_MEMBER: np.frombuffer(meta_bytes, dtype=np.uint8)}
+    raw = np.frombuffer(meta_bytes, dtype=np.uint8)
+    # The loader's own checks, on exactly what would be written: a model that load()
+    # would refuse is never saved.
+    try:
+        _checked_model(raw, arrays)
+    except ModelFileError as exc:
+        raise ModelFileError(f"cannot save this {type(estimator).__name__}: {exc}") from exc
+    members: dict[str, NDArray[Any]] = {_META_MEMBER: raw}
     members.update(sorted(arrays.items()))
 
     with atomic_write(path, "wb") as handle:
         _write_npz(handle, members)
 
 
-# ---------------------------------------------------------------------------- decoding
-def _read_members(path: PathLike) -> tuple[dict[str, Any], dict[str, NDArray[Any]]]:
-    """Metadata and arrays of a model file, checked against each other."""
+# ---------------------------------------------------------------------------- limits
+#: At most this many members in a model file (a model has a handful of arrays).
+MAX_MEMBERS = 1024
+#: At most this many bytes of JSON metadata.
+MAX_METADATA_BYTES = 16 * 2**20
+#: At most this many ``[`` and ``{`` characters in the metadata (bounds the objects that
+#: parsing it creates).
+MAX_JSON_CONTAINERS = 100_000
+#: At most this many levels of nested JSON arrays and objects.
+MAX_JSON_DEPTH = 64
+#: At most this many characters in any string of the metadata (keys included).
+MAX_STRING_LENGTH = 65_536
+#: Integers in the metadata lie in [-MAX_INT, MAX_INT].
+MAX_INT = 2**63 - 1
+#: At most this many elements in a stored ``range``.
+MAX_RANGE_LENGTH = 65_536
+#: Longest ``.npy`` header read (numpy's own default).
+MAX_NPY_HEADER = 10_000
+#: Relative tolerance of the covariance-model constraints (equal volumes, shapes, ...).
+CONSTRAINT_RTOL = 1e-6
+
+#: Array dtypes a model file may hold: (kind, item size). Byte order little or native.
+_ALLOWED_DTYPES = frozenset(
+    {("b", 1), ("i", 1), ("i", 2), ("i", 4), ("i", 8), ("u", 1), ("u", 2), ("u", 4), ("u", 8),
+     ("f", 4), ("f", 8)}
+)  # fmt: skip
+_METADATA_KEYS = {"format", "format_version", "gmmkit_version", "estimator", "arrays", "summary"}
+_QUOTE_LIMIT = 80
+
+
+def _short(value: Any, limit: int = _QUOTE_LIMIT) -> str:
+    """``repr(value)``, cut to ``limit`` characters: what an error message quotes of a file."""
+    if isinstance(value, str) and len(value) > 4 * limit:
+        value = value[: 4 * limit]  # repr of a huge string costs as much as the string
+    text = repr(value) if not isinstance(value, (dict, list, tuple)) else _container_repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _container_repr(value: Any) -> str:
+    """A short description of a container (its repr could be as large as the file)."""
+    return f"<{type(value).__name__} of {len(value)} items>"
+
+
+def _short_text(text: object, limit: int = 300) -> str:
+    """A message from elsewhere (an exception's text), cut to ``limit`` characters."""
+    text = str(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ---------------------------------------------------------------------------- reading
+def _check_layout(archive: zipfile.ZipFile, handle: Any, size: int) -> list[zipfile.ZipInfo]:
+    """Members of a ZIP archive, after checking that reading them costs no more than the
+    file's size: few enough, stored, each one's local header and data inside the file,
+    none overlapping another (which :mod:`zipfile` does not detect)."""
+    infos = archive.infolist()
+    if len(infos) > MAX_MEMBERS:
+        raise ModelFileError(f"has {len(infos)} members (a model file has at most {MAX_MEMBERS})")
+    end_of_data = min(size, getattr(archive, "start_dir", size))
+    spans: list[tuple[int, int, str]] = []
+    names: set[str] = set()
+    total = 0
+    for info in infos:
+        name = info.filename
+        if name in names:
+            raise ModelFileError(f"has two members named {_short(name)}")
+        names.add(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            raise ModelFileError("has compressed members; it was not written by gmmkit")
+        if info.flag_bits & 0x1:
+            raise ModelFileError(f"member {_short(name)} is encrypted")
+        if info.file_size != info.compress_size:
+            raise ModelFileError(
+                f"member {_short(name)} declares {info.file_size} bytes but stores "
+                f"{info.compress_size}"
+            )
+        total += info.file_size
+        if total > size:
+            raise ModelFileError(
+                f"members declare more bytes than the file holds ({size} bytes); it is corrupt"
+            )
+        handle.seek(info.header_offset)
+        header = handle.read(30)
+        if len(header) != 30 or header[:4] != _ZIP_MAGIC:
+            raise ModelFileError(f"member {_short(name)} has no valid local header")
+        name_length, extra_length = struct.unpack("<HH", header[26:30])
+        start = info.header_offset
+        end = start + 30 + name_length + extra_length + info.compress_size
+        if end > end_of_data:
+            raise ModelFileError(f"member {_short(name)} extends past the end of its data")
+        spans.append((start, end, name))
+    spans.sort()
+    for (_, end, first), (start, _, second) in itertools.pairwise(spans):
+        if start < end:
+            raise ModelFileError(
+                f"members {_short(first)} and {_short(second)} overlap; the archive is corrupt "
+                "or crafted"
+            )
+    return infos
+
+
+def _check_dtype(dtype: np.dtype[Any], key: str) -> None:
+    """Refuse array dtypes outside the allow-list (objects, float16/128, complex, ...)."""
+    if dtype.hasobject:
+        raise ModelFileError(
+            f"array {_short(key)} holds pickled Python objects (dtype object); gmmkit never "
+            "loads pickles because they can run code"
+        )
+    byteorder_ok = dtype.isnative or dtype.byteorder in "<|"
+    if (
+        dtype.names is not None
+        or dtype.subdtype is not None
+        or (dtype.kind, dtype.itemsize) not in _ALLOWED_DTYPES
+        or not byteorder_ok
+    ):
+        raise ModelFileError(
+            f"array {_short(key)} has unsupported dtype {_short(dtype.str)} (allowed: bool, "
+            "int8-int64, uint8-uint64, float32, float64; little-endian or native)"
+        )
+
+
+def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> NDArray[Any]:
+    """One ``.npy`` member, its header checked before its data is read: allowed dtype,
+    non-negative shape, and exactly as many data bytes as the shape needs."""
+    with archive.open(info) as member:
+        try:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(member, MAX_NPY_HEADER)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(member, MAX_NPY_HEADER)
+            else:
+                raise ModelFileError(f"member {_short(key)} has .npy version {version}")
+        except ValueError as exc:
+            if isinstance(exc, ModelFileError):
+                raise
+            raise ModelFileError(
+                f"member {_short(key)} is not a valid .npy array ({_short_text(exc, 120)})"
+            ) from exc
+        shape, fortran_order, dtype = header
+        _check_dtype(dtype, key)
+        if not all(isinstance(n, int) and n >= 0 for n in shape) or len(shape) > 32:
+            raise ModelFileError(f"array {_short(key)} has an invalid shape {_short(shape)}")
+        n_bytes = math.prod(shape) * dtype.itemsize
+        available = info.file_size - member.tell()
+        if n_bytes != available:
+            raise ModelFileError(
+                f"array {_short(key)} declares shape {_short(shape)} ({n_bytes} bytes) but "
+                f"holds {available} bytes"
+            )
+        data = member.read(n_bytes)  # the CRC is checked on reaching the end
+        if len(data) != n_bytes:
+            raise ModelFileError(f"array {_short(key)} is truncated")
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran_order else "C")
+    return np.array(array, order="C")
+
+
+def _read_members(path: PathLike) -> tuple[NDArray[np.uint8], dict[str, NDArray[Any]]]:
+    """The raw metadata member and the arrays of a model file, read with bounded cost."""
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"model file not found: {file}")
@@ -344,133 +525,546 @@ def _read_members(path: PathLike) -> tuple[dict[str, Any], dict[str, NDArray[Any
             raise ModelFileError(f"{file} is a plain .npy array, not a gmmkit model file")
         raise ModelFileError(f"{file} is not a gmmkit model file (not a ZIP/.npz archive)")
 
+    members: dict[str, NDArray[Any]] = {}
     try:
-        with zipfile.ZipFile(file) as archive_index:
-            # gmmkit writes stored (uncompressed) members only, so nothing read can be
-            # larger than the file itself (no decompression bombs).
-            if any(info.compress_type != zipfile.ZIP_STORED for info in archive_index.infolist()):
-                raise ModelFileError(
-                    f"{file} has compressed members; it was not written by gmmkit"
-                )
-        with np.load(file, allow_pickle=False) as archive:
-            names = set(archive.files)
-            if _META_MEMBER not in names:
-                raise ModelFileError(
-                    f"{file} is an .npz archive but not a gmmkit model file (no metadata)"
-                )
-            raw = archive[_META_MEMBER]
-            contents = {key: archive[key] for key in names if key != _META_MEMBER}
-    except ModelFileError:
-        raise
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise ModelFileError(
-                f"{file} contains pickled data; gmmkit never loads pickles because they can "
-                "run code"
-            ) from exc
-        raise ModelFileError(f"{file} is corrupt: {exc}") from exc
+        with open(file, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            with zipfile.ZipFile(handle) as archive:
+                infos = _check_layout(archive, handle, size)
+                if not any(info.filename == f"{_META_MEMBER}.npy" for info in infos):
+                    raise ModelFileError(
+                        "is a ZIP/.npz archive but not a gmmkit model file (no metadata)"
+                    )
+                for info in infos:
+                    if not info.filename.endswith(".npy"):
+                        raise ModelFileError(f"member {_short(info.filename)} is not an .npy array")
+                    key = info.filename[: -len(".npy")]
+                    if key == _META_MEMBER and info.file_size > MAX_METADATA_BYTES + 4096:
+                        raise ModelFileError(
+                            f"metadata is {info.file_size} bytes (at most {MAX_METADATA_BYTES})"
+                        )
+                    members[key] = _read_npy(archive, info, key)
+    except ModelFileError as exc:
+        text = str(exc)
+        raise ModelFileError(
+            f"{file} {text}" if text.startswith("is ") else f"{file}: {text}"
+        ) from exc
     except (zipfile.BadZipFile, OSError, EOFError, KeyError, zipfile.LargeZipFile) as exc:
-        raise ModelFileError(f"{file} is truncated or corrupt ({exc})") from exc
-    except Exception as exc:  # zlib.error and friends from a damaged archive
-        raise ModelFileError(f"{file} is corrupt ({type(exc).__name__}: {exc})") from exc
+        raise ModelFileError(f"{file} is truncated or corrupt ({_short_text(exc)})") from exc
+    except Exception as exc:  # struct.error and friends from a damaged archive
+        raise ModelFileError(
+            f"{file} is corrupt ({type(exc).__name__}: {_short_text(exc)})"
+        ) from exc
+    return members.pop(_META_MEMBER), members
 
-    for key, member in [(_META_MEMBER, raw), *contents.items()]:
-        if not isinstance(member, np.ndarray):
-            raise ModelFileError(f"{file} is corrupt: member {key!r} is not an .npy array")
+
+def _reject_constant(name: str) -> Any:
+    raise ModelFileError(f"metadata holds the non-standard JSON constant {name}")
+
+
+def _field(path: Sequence[Any]) -> str:
+    """A dotted field name for messages, each part and the whole bounded in length."""
+    parts = [str(p) if len(str(p)) <= 40 else str(p)[:37] + "..." for p in path]
+    text = ".".join(parts) or "metadata"
+    return text if len(text) <= 200 else "..." + text[-197:]
+
+
+def _check_json_limits(metadata: Any) -> None:
+    """Depth, string lengths, integer sizes and finite numbers throughout the metadata."""
+    stack: list[tuple[Any, tuple[Any, ...]]] = [(metadata, ())]
+    while stack:
+        value, path = stack.pop()
+        if len(path) > MAX_JSON_DEPTH:
+            raise ModelFileError(
+                f"metadata is nested more than {MAX_JSON_DEPTH} levels deep (at "
+                f"{_field(path[:8])}...)"
+            )
+        if isinstance(value, str):
+            if len(value) > MAX_STRING_LENGTH:
+                raise ModelFileError(
+                    f"{_field(path)} holds a string of {len(value)} characters (at most "
+                    f"{MAX_STRING_LENGTH})"
+                )
+        elif isinstance(value, bool) or value is None:
+            pass
+        elif isinstance(value, int):
+            if not -MAX_INT <= value <= MAX_INT:
+                raise ModelFileError(f"{_field(path)} holds an integer too large for a model file")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ModelFileError(f"{_field(path)} holds a number out of range ({value})")
+        elif isinstance(value, list):
+            stack.extend((item, (*path, i)) for i, item in enumerate(value))
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if len(key) > MAX_STRING_LENGTH:
+                    raise ModelFileError(
+                        f"{_field(path)} has a key of {len(key)} characters (at most "
+                        f"{MAX_STRING_LENGTH})"
+                    )
+                stack.append((item, (*path, key)))
+        else:  # pragma: no cover - json.loads makes nothing else
+            raise ModelFileError(f"{_field(path)} holds an unexpected value")
+
+
+def _parse_metadata(raw: NDArray[Any]) -> dict[str, Any]:
+    """The metadata object from the bytes of its member, within the size limits."""
     if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise ModelFileError(f"{file}: metadata member has the wrong type")
+        raise ModelFileError("metadata member has the wrong type")
+    if raw.size > MAX_METADATA_BYTES:
+        raise ModelFileError(f"metadata is {raw.size} bytes (at most {MAX_METADATA_BYTES})")
+    containers = int(np.count_nonzero((raw == ord("[")) | (raw == ord("{"))))
+    if containers > MAX_JSON_CONTAINERS:
+        raise ModelFileError(
+            f"metadata has {containers} JSON arrays/objects (at most {MAX_JSON_CONTAINERS})"
+        )
     try:
-        metadata = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ModelFileError(f"{file}: metadata is not valid JSON ({exc})") from exc
+        metadata = json.loads(raw.tobytes().decode("utf-8"), parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ModelFileError(f"metadata is nested more than {MAX_JSON_DEPTH} levels deep") from exc
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, too many digits
+        if isinstance(exc, ModelFileError):
+            raise
+        raise ModelFileError(f"metadata is not valid JSON ({_short_text(exc, 120)})") from exc
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{file} is not a gmmkit model file (format is not {FORMAT_NAME})")
+        raise ModelFileError(f"is not a gmmkit model file (format is not {FORMAT_NAME})")
+    _check_json_limits(metadata)
     version = metadata.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ModelFileError(f"{file}: invalid format_version {version!r}")
+        raise ModelFileError(f"invalid format_version {_short(version)}")
     if version > FORMAT_VERSION:
         raise ModelFileError(
-            f"{file} uses format version {version}, newer than this gmmkit reads "
+            f"uses format version {version}, newer than this gmmkit reads "
             f"({FORMAT_VERSION}); upgrade gmmkit"
         )
+    unknown = sorted(set(metadata) - _METADATA_KEYS)
+    if unknown:
+        raise ModelFileError(f"metadata has unknown fields {_short(unknown[0])}")
     for key in ("estimator", "arrays", "summary"):
         if not isinstance(metadata.get(key), dict):
-            raise ModelFileError(f"{file}: metadata has no '{key}' object")
-
-    declared = metadata["arrays"]
-    if set(declared) != set(contents):
-        missing = sorted(set(declared) - set(contents))
-        extra = sorted(set(contents) - set(declared))
+            raise ModelFileError(f"metadata has no '{key}' object")
+    if not isinstance(metadata.get("gmmkit_version"), str) or len(metadata["gmmkit_version"]) > 64:
         raise ModelFileError(
-            f"{file}: arrays do not match the metadata (missing {missing}, unexpected {extra})"
+            f"gmmkit_version must be a short string, got {_short(metadata.get('gmmkit_version'))}"
         )
-    for key, arr in contents.items():
+    return metadata
+
+
+def _check_declared_arrays(declared: dict[str, Any], arrays: dict[str, NDArray[Any]]) -> None:
+    """Every array member is declared in the metadata, with its dtype, shape and checksum."""
+    if set(declared) != set(arrays):
+        missing = sorted(set(declared) - set(arrays))
+        extra = sorted(set(arrays) - set(declared))
+        raise ModelFileError(
+            f"arrays do not match the metadata (missing {_short(missing[:3])}, unexpected "
+            f"{_short(extra[:3])})"
+        )
+    for key, arr in arrays.items():
         spec = declared[key]
-        if not isinstance(spec, dict):
-            raise ModelFileError(f"{file}: bad description of array {key!r}")
-        if arr.dtype.kind not in "biuf":
-            raise ModelFileError(f"{file}: array {key!r} has unsupported dtype {arr.dtype}")
-        if spec.get("dtype") != arr.dtype.str or spec.get("shape") != list(arr.shape):
+        _check_dtype(arr.dtype, key)
+        if not isinstance(spec, dict) or set(spec) != {"dtype", "shape", "sha256"}:
+            raise ModelFileError(f"bad description of array {_short(key)}")
+        if spec["dtype"] != arr.dtype.str or spec["shape"] != list(arr.shape):
             raise ModelFileError(
-                f"{file}: array {key!r} is {arr.dtype.str} {list(arr.shape)}, metadata says "
-                f"{spec.get('dtype')} {spec.get('shape')}"
+                f"array {_short(key)} is {arr.dtype.str} {list(arr.shape)}, metadata says "
+                f"{_short(spec['dtype'])} {_short(spec['shape'])}"
             )
-        if spec.get("sha256") != _sha256(arr):
-            raise ModelFileError(f"{file}: array {key!r} is corrupt (checksum mismatch)")
-    return metadata, contents
+        if spec["sha256"] != _sha256(arr):
+            raise ModelFileError(f"array {_short(key)} is corrupt (checksum mismatch)")
 
 
-def _decode(value: Any, arrays: dict[str, NDArray[Any]], used: set[str]) -> Any:
+# ---------------------------------------------------------------------------- decoding
+def _decode(value: Any, where: str, arrays: dict[str, NDArray[Any]], used: set[str]) -> Any:
+    """A value of ``params`` or ``attributes`` at field ``where`` (see the module docstring).
+
+    Array members are named by the field that holds them, so each is referred to once.
+    """
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):
-        return [_decode(v, arrays, used) for v in value]
+        return [_decode(v, f"{where}.{i}", arrays, used) for i, v in enumerate(value)]
     if not isinstance(value, dict) or len(value) != 1:
-        raise ModelFileError(f"unexpected value in model file: {value!r:.80}")
-    (tag, payload), = value.items()
+        raise ModelFileError(f"{where}: unexpected value {_short(value)}")
+    ((tag, payload),) = value.items()
     if tag == "__array__":
-        if not isinstance(payload, str) or payload not in arrays:
-            raise ModelFileError(f"model file refers to a missing array {payload!r}")
+        if payload != where or payload not in arrays or payload in used:
+            raise ModelFileError(f"{where} refers to a missing array {_short(payload)}")
         used.add(payload)
         return arrays[payload]
     if tag == "__float__":
         if payload not in ("nan", "inf", "-inf"):
-            raise ModelFileError(f"bad float {payload!r} in model file")
+            raise ModelFileError(f"{where}: bad float {_short(payload)}")
         return float(payload)
     if tag == "__tuple__" and isinstance(payload, list):
-        return tuple(_decode(v, arrays, used) for v in payload)
+        return tuple(_decode(v, f"{where}.{i}", arrays, used) for i, v in enumerate(payload))
     if tag == "__range__" and isinstance(payload, list) and len(payload) == 3:
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in payload):
-            raise ModelFileError("bad range in model file")
-        return range(*payload)
+        if not all(_is_int(v) for v in payload) or payload[2] == 0:
+            raise ModelFileError(f"{where}: bad range {_short(payload)}")
+        result = range(*payload)
+        if len(result) > MAX_RANGE_LENGTH:
+            raise ModelFileError(
+                f"{where}: range of {len(result)} values (at most {MAX_RANGE_LENGTH})"
+            )
+        return result
     if tag == "__dict__" and isinstance(payload, dict):
-        return {str(k): _decode(v, arrays, used) for k, v in payload.items()}
+        return {k: _decode(v, f"{where}.{k}", arrays, used) for k, v in payload.items()}
     if tag == "__strarray__" and isinstance(payload, list):
         if not all(isinstance(v, str) for v in payload):
-            raise ModelFileError("bad string array in model file")
+            raise ModelFileError(f"{where}: bad string array")
         return np.asarray(payload, dtype=object)
     if tag == "__estimator__" and isinstance(payload, dict):
-        return _build(payload, arrays, used)
+        return _build(payload, where, arrays, used)
     if tag == "__selection__" and isinstance(payload, dict):
-        return _selection_result(payload, arrays, used)
-    raise ModelFileError(f"unknown value tag {tag!r} in model file")
+        return _selection_result(payload, where, arrays, used)
+    raise ModelFileError(f"{where}: unknown value tag {_short(tag)}")
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+# ---------------------------------------------------------------------------- schema
+#: A check of one decoded value: ``check(value, field)`` raises ModelFileError if bad.
+Check = Callable[[Any, str], None]
+
+
+def _integer(minimum: int | None = None, maximum: int | None = None) -> Check:
+    def check(value: Any, field: str) -> None:
+        if (
+            not _is_int(value)
+            or (minimum is not None and value < minimum)
+            or (maximum is not None and value > maximum)
+        ):
+            bounds = f" >= {minimum}" if minimum is not None else ""
+            bounds += f" and <= {maximum}" if maximum is not None else ""
+            raise ModelFileError(f"{field} must be an integer{bounds}, got {_short(value)}")
+
+    return check
+
+
+def _real(minimum: float | None = None, *, minus_inf: bool = False, nan: bool = False) -> Check:
+    def check(value: Any, field: str) -> None:
+        ok = _is_real(value) and (
+            math.isfinite(value)
+            or (minus_inf and value == -math.inf)
+            or (nan and math.isnan(value))
+        )
+        if ok and minimum is not None and value < minimum:
+            ok = False
+        if not ok:
+            what = "a finite number" + ("" if minimum is None else f" >= {minimum}")
+            what += " or -inf" if minus_inf else ""
+            what += " or nan" if nan else ""
+            raise ModelFileError(f"{field} must be {what}, got {_short(value)}")
+
+    return check
+
+
+def _boolean(value: Any, field: str) -> None:
+    if not isinstance(value, bool):
+        raise ModelFileError(f"{field} must be true or false, got {_short(value)}")
+
+
+def _string(value: Any, field: str) -> None:
+    if not isinstance(value, str):
+        raise ModelFileError(f"{field} must be a string, got {_short(value)}")
+
+
+def _one_of(*choices: Any) -> Check:
+    def check(value: Any, field: str) -> None:
+        if not isinstance(value, (str, int)) or value not in choices:
+            raise ModelFileError(
+                f"{field} must be one of {', '.join(map(str, choices))}, got {_short(value)}"
+            )
+
+    return check
+
+
+def _optional(inner: Check) -> Check:
+    def check(value: Any, field: str) -> None:
+        if value is not None:
+            inner(value, field)
+
+    return check
+
+
+def _list_of(item: Check, *, length: int | None = None, tuples: bool = False) -> Check:
+    kind = tuple if tuples else list
+
+    def check(value: Any, field: str) -> None:
+        if not isinstance(value, kind) or (length is not None and len(value) != length):
+            size = "" if length is None else f" of {length}"
+            raise ModelFileError(f"{field} must be a {kind.__name__}{size}, got {_short(value)}")
+        for i, v in enumerate(value):
+            item(v, f"{field}.{i}")
+
+    return check
+
+
+def _array(kinds: str, ndim: int | None = None) -> Check:
+    """An ndarray of one of the dtype ``kinds`` (``f``: floating point, finite)."""
+    names = {"f": "floating-point", "iu": "integer", "b": "boolean"}
+
+    def check(value: Any, field: str) -> None:
+        if not isinstance(value, np.ndarray) or value.dtype.kind not in kinds:
+            raise ModelFileError(
+                f"model file lacks a {names.get(kinds, kinds)} array '{field}' (got "
+                f"{_short(value)})"
+            )
+        if ndim is not None and value.ndim != ndim:
+            raise ModelFileError(f"{field} must be {ndim}-dimensional, got shape {value.shape}")
+        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            raise ModelFileError(f"'{field}' in the model file contains NaN or infinity")
+
+    return check
+
+
+def _numeric_init(value: Any, field: str) -> None:
+    """A user-given initial array (``means_init`` ...): numbers, finite."""
+    if value is None:
+        return
+    try:
+        array = np.asarray(value)
+    except ValueError as exc:  # ragged lists
+        raise ModelFileError(f"{field} must be a numeric array") from exc
+    if array.dtype.kind not in "biuf" or not np.all(np.isfinite(array)):
+        raise ModelFileError(f"{field} must be a finite numeric array, got {_short(value)}")
+
+
+def _strings(value: Any, field: str) -> None:
+    if not (
+        isinstance(value, np.ndarray)
+        and value.ndim == 1
+        and value.dtype == object
+        and all(isinstance(v, str) for v in value)
+    ):
+        raise ModelFileError(f"{field} must be an array of strings, got {_short(value)}")
+
+
+def _covariance_name(value: Any, field: str) -> None:
+    from gmmkit.core.covariance import COVARIANCE_TYPES
+
+    _one_of(*COVARIANCE_TYPES)(value, field)
+
+
+def _covariance_names(value: Any, field: str) -> None:
+    if isinstance(value, str):
+        _covariance_name(value, field)
+    else:
+        _list_of(_covariance_name)(list(value) if isinstance(value, tuple) else value, field)
+        if not value:
+            raise ModelFileError(f"{field} is empty")
+
+
+def _component_counts(value: Any, field: str) -> None:
+    """``n_components`` of a selector: a positive int, or a non-empty collection of them."""
+    if _is_int(value):
+        _integer(1)(value, field)
+        return
+    if not isinstance(value, (tuple, list, range)) or len(value) == 0:
+        raise ModelFileError(
+            f"{field} must be an int or a non-empty list of ints, got {_short(value)}"
+        )
+    if isinstance(value, range):
+        if value[0] < 1 or value[-1] < 1:
+            raise ModelFileError(f"{field} must hold integers >= 1")
+        return
+    for i, k in enumerate(value):
+        _integer(1)(k, f"{field}.{i}")
+
+
+def _estimator_of(class_name: str) -> Check:
+    def check(value: Any, field: str) -> None:
+        if type(value).__name__ != class_name or not type(value).__module__.startswith("gmmkit"):
+            raise ModelFileError(
+                f"{field} must be a {class_name}, got {_short(type(value).__name__)}"
+            )
+
+    return check
+
+
+def _selection(value: Any, field: str) -> None:
+    if type(value).__name__ != "SelectionResult":
+        raise ModelFileError(f"{field} must be a model-selection result, got {_short(value)}")
+
+
+_RANDOM_STATE = _optional(_integer(0, 2**32 - 1))
+_MIXTURE_ATTRIBUTES: dict[str, Check] = {
+    "weights_": _array("f", 1),
+    "means_": _array("f", 2),
+    "covariances_": _array("f"),
+    "precisions_cholesky_": _array("f"),
+    "converged_": _boolean,
+    "n_iter_": _integer(0),
+    "lower_bound_": _real(minus_inf=True),
+    "lower_bounds_": _list_of(_real(minus_inf=True)),
+    "reseeded_": _list_of(_list_of(_integer(0), length=2, tuples=True)),
+    "n_features_in_": _integer(1),
+    "feature_names_in_": _strings,
+}
+_MIXTURE_PARAMS: dict[str, Check] = {
+    "weights_init": _numeric_init,
+    "means_init": _numeric_init,
+    "precisions_init": _numeric_init,
+}
+
+
+class _Schema:
+    """What one estimator class may hold: checks of its parameters (beyond scikit-learn's
+    own ``_parameter_constraints``) and of its fitted attributes, which attributes it must
+    have, and which are accepted at all (any other is refused)."""
+
+    def __init__(
+        self,
+        attributes: dict[str, Check],
+        required: Sequence[str],
+        params: dict[str, Check] | None = None,
+    ) -> None:
+        self.attributes = attributes
+        self.required = tuple(required)
+        self.params = params or {}
+
+
+_MIXTURE_REQUIRED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+#: Per class: the fitted attributes it really has (see each class's docstring) and checks.
+_SCHEMAS: dict[str, _Schema] = {
+    "GaussianMixture": _Schema(_MIXTURE_ATTRIBUTES, _MIXTURE_REQUIRED, _MIXTURE_PARAMS),
+    "SemiSupervisedGaussianMixture": _Schema(
+        {**_MIXTURE_ATTRIBUTES, "classes_": _array("iu", 1), "transduction_": _array("iu", 1)},
+        _MIXTURE_REQUIRED,
+        _MIXTURE_PARAMS,
+    ),
+    "AnomalyDetector": _Schema(
+        {
+            "mixture_": _estimator_of("GaussianMixture"),
+            "offset_": _real(),
+            "n_iter_": _integer(0),
+            "converged_": _boolean,
+            "n_features_in_": _integer(1),
+            "feature_names_in_": _strings,
+        },
+        ("mixture_", "offset_"),
+    ),
+    "GaussianMixtureSelector": _Schema(
+        {
+            "best_estimator_": _estimator_of("GaussianMixture"),
+            "n_components_": _integer(1),
+            "covariance_type_": _covariance_name,
+            "selection_": _selection,
+            "n_features_in_": _integer(1),
+            "feature_names_in_": _strings,
+        },
+        ("best_estimator_", "selection_"),
+        {
+            "n_components": _component_counts,
+            "covariance_types": _optional(_covariance_names),
+            "criterion": _one_of("bic", "aic", "icl"),
+            "n_init": _optional(_integer(1)),
+            "max_iter": _optional(_integer(0)),
+            "tol": _optional(_real(0.0)),
+            "reg_covar": _optional(_real(0.0)),
+            "init_params": _optional(_string),
+            "n_starts": _optional(_integer(1)),
+            "min_component_size": _real(0.0),
+            "min_variance_ratio": _real(0.0),
+            "random_state": _RANDOM_STATE,
+            "n_jobs": _optional(_integer()),
+        },
+    ),
+    "PCAGaussianMixtureGenerator": _Schema(
+        {
+            "mean_": _array("f", 1),
+            "components_": _array("f", 2),
+            "explained_variance_": _array("f", 1),
+            "scale_": _array("f", 1),
+            "data_min_": _array("f", 1),
+            "data_max_": _array("f", 1),
+            "n_pca_components_": _integer(1),
+            "mixture_": _estimator_of("GaussianMixture"),
+            "n_components_": _integer(1),
+            "n_iter_": _integer(0),
+            "selection_": _optional(_selection),
+            "n_features_in_": _integer(1),
+            "feature_names_in_": _strings,
+        },
+        (
+            "mean_",
+            "components_",
+            "explained_variance_",
+            "scale_",
+            "data_min_",
+            "data_max_",
+            "n_pca_components_",
+            "mixture_",
+        ),
+        {
+            "n_components": _component_counts,
+            "variance": _real(0.0),
+            "whiten": _boolean,
+            "covariance_type": _covariance_name,
+            "criterion": _one_of("bic", "aic", "icl"),
+            "clip": _boolean,
+            "n_init": _integer(1),
+            "max_iter": _integer(0),
+            "tol": _real(0.0),
+            "reg_covar": _real(0.0),
+            "random_state": _RANDOM_STATE,
+            "n_jobs": _optional(_integer()),
+        },
+    ),
+}
+
+
+def _selection_row(value: Any, field: str) -> None:
+    from gmmkit.apps.selection import TABLE_COLUMNS
+
+    if not isinstance(value, dict) or set(value) != set(TABLE_COLUMNS):
+        raise ModelFileError(
+            f"{field} must be a table row with the columns {', '.join(TABLE_COLUMNS)}"
+        )
+    checks: dict[str, Check] = {
+        "n_components": _integer(1),
+        "covariance_type": _covariance_name,
+        "log_likelihood": _real(minus_inf=True, nan=True),
+        "n_parameters": _integer(0),
+        "bic": _real(nan=True),
+        "aic": _real(nan=True),
+        "icl": _real(nan=True),
+        "converged": _boolean,
+        "n_iter": _integer(0),
+        "min_weight": _real(0.0, nan=True),
+        "degenerate": _boolean,
+        "reason": _string,
+        "best": _boolean,
+    }
+    for key, check in checks.items():
+        check(value[key], f"{field}.{key}")
 
 
 def _selection_result(
-    payload: dict[str, Any], arrays: dict[str, NDArray[Any]], used: set[str]
+    payload: dict[str, Any], where: str, arrays: dict[str, NDArray[Any]], used: set[str]
 ) -> Any:
-    from gmmkit.apps.selection import SelectionResult, _make_table
-    from gmmkit.mixture import GaussianMixture
+    from gmmkit.apps.selection import TABLE_COLUMNS, SelectionResult, _make_table
 
-    best = _decode(payload.get("best"), arrays, used)
-    rows = _decode(payload.get("rows"), arrays, used)
-    criterion = payload.get("criterion")
-    if not isinstance(best, GaussianMixture):
-        raise ModelFileError("selection result without a best GaussianMixture")
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise ModelFileError("selection result rows must be a list of objects")
-    if not isinstance(criterion, str):
-        raise ModelFileError("selection result without a criterion")
+    if set(payload) != {"criterion", "rows", "best"}:
+        raise ModelFileError(f"{where}: a selection result has criterion, rows and best")
+    best = _decode(payload["best"], f"{where}.best", arrays, used)
+    rows = _decode(payload["rows"], f"{where}.rows", arrays, used)
+    criterion = payload["criterion"]
+    _estimator_of("GaussianMixture")(best, f"{where}.best")
+    _list_of(_selection_row)(rows, f"{where}.rows")
+    rows = [{column: row[column] for column in TABLE_COLUMNS} for row in rows]  # table order
+    _one_of("bic", "aic", "icl")(criterion, f"{where}.criterion")
+    best_rows = [row for row in rows if row["best"]]
+    if len(best_rows) != 1 or (
+        best_rows[0]["n_components"],
+        best_rows[0]["covariance_type"],
+    ) != (best.n_components, best.covariance_type):
+        raise ModelFileError(f"{where}.rows must mark the best model's row, and only it")
     return SelectionResult(
         best=best,
         table=_make_table(rows),
@@ -480,39 +1074,95 @@ def _selection_result(
     )
 
 
-def _build(description: dict[str, Any], arrays: dict[str, NDArray[Any]], used: set[str]) -> Any:
-    cls = _allowed_class(description.get("class"))  # type: ignore[arg-type]
-    params = description.get("params")
-    attributes = description.get("attributes")
+def _build(
+    description: dict[str, Any], where: str, arrays: dict[str, NDArray[Any]], used: set[str]
+) -> Any:
+    """The estimator described at ``where``, every parameter and attribute checked."""
+    if set(description) != {"class", "params", "attributes"}:
+        raise ModelFileError(f"{where}: an estimator has exactly class, params and attributes")
+    name = description["class"]
+    cls = _allowed_class(name)
+    params = description["params"]
+    attributes = description["attributes"]
     if not isinstance(params, dict) or not isinstance(attributes, dict):
-        raise ModelFileError("estimator description lacks 'params' or 'attributes'")
-    decoded_params = {str(k): _decode(v, arrays, used) for k, v in params.items()}
+        raise ModelFileError(f"{where}: estimator description lacks 'params' or 'attributes'")
+    schema = _SCHEMAS.get(name)
+    accepted = set(inspect.signature(cls).parameters)
+    decoded_params = {}
+    for key, value in params.items():
+        field = f"{where}.params.{key}"
+        if key not in accepted:
+            raise ModelFileError(
+                f"model file has invalid parameters for {name}: unknown parameter {_short(key)}"
+            )
+        decoded_params[key] = _decode(value, field, arrays, used)
+        if schema is not None and key in schema.params:
+            schema.params[key](decoded_params[key], field)
     try:
         estimator = cls(**decoded_params)
         if hasattr(estimator, "_parameter_constraints"):
             estimator._validate_params()
     except Exception as exc:
         raise ModelFileError(
-            f"model file has invalid parameters for {cls.__name__}: {exc}"
+            f"model file has invalid parameters for {name}: {_short_text(exc)}"
         ) from exc
     for key, value in attributes.items():
-        if not (isinstance(key, str) and key.endswith("_") and not key.startswith("_")):
-            raise ModelFileError(f"model file has an invalid attribute name {key!r}")
-        if hasattr(type(estimator), key):  # a method or property of the class
-            raise ModelFileError(f"model file has an invalid attribute name {key!r}")
-        setattr(estimator, key, _decode(value, arrays, used))
+        field = f"{where}.attributes.{key}"
+        if not (key.endswith("_") and not key.startswith("_")) or hasattr(cls, key):
+            raise ModelFileError(f"model file has an invalid attribute name {_short(key)}")
+        if schema is not None and key not in schema.attributes:
+            raise ModelFileError(
+                f"model file has an invalid attribute name {_short(key)}: a {name} has no "
+                "such fitted attribute"
+            )
+        decoded = _decode(value, field, arrays, used)
+        if schema is not None:
+            schema.attributes[key](decoded, field)
+        setattr(estimator, key, decoded)
+    if schema is not None:
+        for key in schema.required:
+            if key not in attributes:
+                raise ModelFileError(f"{where}: a fitted {name} needs the attribute '{key}'")
     _after_load(estimator)
     return estimator
 
 
 # ---------------------------------------------------------------------------- validation
-def _array(estimator: Any, name: str) -> NDArray[np.float64]:
+def _float_attribute(estimator: Any, name: str) -> NDArray[np.float64]:
     value = getattr(estimator, name, None)
-    if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
-        raise ModelFileError(f"model file lacks a floating-point array '{name}'")
-    if not np.all(np.isfinite(value)):
-        raise ModelFileError(f"'{name}' in the model file contains NaN or infinity")
+    _array("f")(value, name)
+    assert isinstance(value, np.ndarray)
     return value
+
+
+def _constraint_summary(cov_type: Any) -> str:
+    """The covariance model's own one-line description (``"Equal volume, spherical"``)."""
+    doc = " ".join((type(cov_type).__doc__ or "").split())
+    return doc.split(":")[0].split(".")[0]
+
+
+def _check_constraints(cov_type: Any, covariances: NDArray[Any]) -> None:
+    """Covariances satisfy their model's constraints (equal volumes, shapes, orientations).
+
+    The model's own M-step projection (``constrain``: the constrained covariances closest,
+    in likelihood, to given ones) leaves covariances that satisfy the constraints as they
+    are; anything it moves by more than :data:`CONSTRAINT_RTOL`, relative to the largest
+    entry of each component's covariance, violates them.
+    """
+    constrain = getattr(cov_type, "constrain", None)
+    if constrain is None:  # tied: one matrix, no constraint beyond its shape
+        return
+    covs = np.asarray(covariances, dtype=np.float64)
+    k = covs.shape[0]
+    projected = constrain(np.ones(k), covs.copy(), covs.copy())
+    scale = np.abs(covs).reshape(k, -1).max(axis=1)
+    moved = np.abs(np.asarray(projected) - covs).reshape(k, -1).max(axis=1)
+    if not np.all(moved <= CONSTRAINT_RTOL * scale):
+        raise ModelFileError(
+            f"covariances_ do not satisfy the constraints of covariance_type "
+            f"'{cov_type.name}' ({cov_type.model}: {_constraint_summary(cov_type)}), "
+            f"relative tolerance {CONSTRAINT_RTOL:g}"
+        )
 
 
 def validated_mixture_params(
@@ -525,8 +1175,8 @@ def validated_mixture_params(
     """Check stored mixture parameters and return them as :class:`MixtureParams`.
 
     Checks shapes, finiteness, weights (non-negative, summing to one), covariances
-    (symmetric, positive definite) and that the precision Cholesky factors invert the
-    covariances.
+    (symmetric, positive definite, satisfying the covariance model's constraints) and that
+    the precision Cholesky factors invert the covariances.
 
     Raises
     ------
@@ -538,7 +1188,14 @@ def validated_mixture_params(
     try:
         cov_type = get_covariance_type(covariance_type)
     except (KeyError, ValueError) as exc:
-        raise ModelFileError(f"unknown covariance type {covariance_type!r}") from exc
+        raise ModelFileError(f"unknown covariance type {_short(covariance_type)}") from exc
+    for name, arr in (
+        ("weights_", weights),
+        ("means_", means),
+        ("covariances_", covariances),
+        ("precisions_cholesky_", precisions_cholesky),
+    ):
+        _array("f")(arr, name)
     if means.ndim != 2 or means.shape[0] < 1 or means.shape[1] < 1:
         raise ModelFileError(f"means_ should have shape (K, D), got {means.shape}")
     k, d = means.shape
@@ -571,6 +1228,7 @@ def validated_mixture_params(
             raise ModelFileError("precisions_cholesky_ do not match covariances_")
     elif not np.allclose(precisions_cholesky * np.sqrt(covariances), 1.0, rtol=0, atol=1e-8):
         raise ModelFileError("precisions_cholesky_ do not match covariances_")
+    _check_constraints(cov_type, covariances)
     return MixtureParams(
         weights=weights,
         means=means,
@@ -582,7 +1240,7 @@ def validated_mixture_params(
 
 def _check_generator(generator: Any) -> None:
     """Shapes of a PCAGaussianMixtureGenerator's projection agree with its mixture."""
-    mean = _array(generator, "mean_")
+    mean = _float_attribute(generator, "mean_")
     n_pca = generator.mixture_.means_.shape[1]
     d = mean.shape[0] if mean.ndim == 1 else -1
     expected = {
@@ -594,11 +1252,26 @@ def _check_generator(generator: Any) -> None:
         "data_max_": (d,),
     }
     for name, shape in expected.items():
-        actual = _array(generator, name).shape
+        actual = _float_attribute(generator, name).shape
         if actual != shape:
             raise ModelFileError(f"{name} should have shape {shape}, got {actual}")
     if generator.n_pca_components_ != n_pca or generator.n_features_in_ != d:
         raise ModelFileError("n_pca_components_ / n_features_in_ do not match the arrays")
+    if np.any(generator.scale_ <= 0):
+        raise ModelFileError("scale_ must be positive")
+
+
+def _same_mixture(first: Any, second: Any) -> bool:
+    return first.get_params() == second.get_params() and all(
+        np.array_equal(getattr(first, name), getattr(second, name))
+        for name in ("weights_", "means_", "covariances_")
+    )
+
+
+def _check_agrees(estimator: Any, name: str, expected: Any, source: str) -> None:
+    value = getattr(estimator, name, expected)
+    if value != expected:
+        raise ModelFileError(f"{name} is {_short(value)} but {source} says {_short(expected)}")
 
 
 def _after_load(estimator: Any) -> None:
@@ -607,46 +1280,91 @@ def _after_load(estimator: Any) -> None:
 
     if isinstance(estimator, GaussianMixture):
         params = validated_mixture_params(
-            _array(estimator, "weights_"),
-            _array(estimator, "means_"),
-            _array(estimator, "covariances_"),
-            _array(estimator, "precisions_cholesky_"),
+            _float_attribute(estimator, "weights_"),
+            _float_attribute(estimator, "means_"),
+            _float_attribute(estimator, "covariances_"),
+            _float_attribute(estimator, "precisions_cholesky_"),
             estimator.covariance_type,
         )
         k, d = params.means.shape
         if k != estimator.n_components:
             raise ModelFileError(
-                f"model has {k} components but n_components is {estimator.n_components}"
+                f"model has {k} components but n_components is {_short(estimator.n_components)}"
             )
         n_features_in = getattr(estimator, "n_features_in_", d)
         if n_features_in != d:
-            raise ModelFileError(f"n_features_in_ is {n_features_in} but means_ has {d} columns")
-        names = getattr(estimator, "feature_names_in_", None)
-        if names is not None and len(names) != d:
-            raise ModelFileError(f"feature_names_in_ has {len(names)} names for {d} features")
+            raise ModelFileError(
+                f"n_features_in_ is {_short(n_features_in)} but means_ has {d} columns"
+            )
+        for _iteration, component in getattr(estimator, "reseeded_", []):
+            if component >= k:
+                raise ModelFileError(f"reseeded_ names component {component} of {k}")
+        for name in ("classes_", "transduction_"):
+            labels = getattr(estimator, name, None)
+            if labels is not None and (np.any(labels < 0) or np.any(labels >= k)):
+                raise ModelFileError(f"{name} holds labels outside 0..{k - 1}")
+        classes = getattr(estimator, "classes_", None)
+        if classes is not None and len(classes) != k:
+            raise ModelFileError(f"classes_ has {len(classes)} entries for {k} components")
         estimator._set_params_from(params)
+    names = getattr(estimator, "feature_names_in_", None)
+    n_features = getattr(estimator, "n_features_in_", None)
+    if names is not None and n_features is not None and len(names) != n_features:
+        raise ModelFileError(f"feature_names_in_ has {len(names)} names for {n_features} features")
     for name, value in _fitted_attributes(estimator).items():
         if isinstance(value, np.ndarray) and value.dtype.kind == "f":
             if not np.all(np.isfinite(value)):
                 raise ModelFileError(f"'{name}' in the model file contains NaN or infinity")
-    if type(estimator).__name__ == "PCAGaussianMixtureGenerator":
+    class_name = type(estimator).__name__
+    if class_name == "PCAGaussianMixtureGenerator":
         _check_generator(estimator)
-    for name in _FINITE_SCALARS.get(type(estimator).__name__, ()):
-        value = getattr(estimator, name, None)
-        if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ModelFileError(f"'{name}' must be a finite number, got {value!r}")
-    # Wrappers whose mixture sees the input columns as they are (not a projection).
-    for name in ("mixture_", "best_estimator_"):
-        nested = getattr(estimator, name, None)
-        if not isinstance(nested, GaussianMixture) or isinstance(estimator, GaussianMixture):
-            continue
-        if type(estimator).__name__ == "PCAGaussianMixtureGenerator":
-            continue
-        if getattr(estimator, "n_features_in_", nested.n_features_in_) != nested.n_features_in_:
-            raise ModelFileError(f"n_features_in_ does not match {name}")
+    mixture = getattr(estimator, "mixture_", None) or getattr(estimator, "best_estimator_", None)
+    if isinstance(mixture, GaussianMixture) and not isinstance(estimator, GaussianMixture):
+        if class_name != "PCAGaussianMixtureGenerator":
+            # a wrapper whose mixture sees the input columns as they are (not a projection)
+            _check_agrees(estimator, "n_features_in_", mixture.n_features_in_, "the mixture")
+        _check_agrees(estimator, "n_components_", mixture.n_components, "the mixture")
+        _check_agrees(estimator, "covariance_type_", mixture.covariance_type, "the mixture")
+        _check_agrees(estimator, "n_iter_", getattr(mixture, "n_iter_", None), "the mixture")
+        _check_agrees(estimator, "converged_", getattr(mixture, "converged_", None), "the mixture")
+        selection = getattr(estimator, "selection_", None)
+        if selection is not None and not _same_mixture(selection.best, mixture):
+            raise ModelFileError("selection_.best is not the estimator's mixture")
     hook: Callable[[], None] | None = getattr(estimator, "_after_load", None)
     if hook is not None:
         hook()
+
+
+def _checked_model(
+    raw: NDArray[Any], arrays: dict[str, NDArray[Any]]
+) -> tuple[dict[str, Any], Any]:
+    """The metadata and the estimator a model file's members describe, after every check.
+
+    :func:`load` runs this on what it read, :func:`save` on what it is about to write.
+    """
+    metadata = _parse_metadata(raw)
+    _check_declared_arrays(metadata["arrays"], arrays)
+    used: set[str] = set()
+    try:
+        estimator = _build(metadata["estimator"], "estimator", arrays, used)
+    except RecursionError as exc:  # pragma: no cover - the depth limit comes first
+        raise ModelFileError("metadata is nested too deeply") from exc
+    unused = sorted(set(arrays) - used)
+    if unused:
+        raise ModelFileError(f"unreferenced arrays {_short(unused[:3])}")
+    summary = metadata["summary"]
+    try:
+        expected = _summary(estimator, summary.get("feature_names"))
+    except (TypeError, ValueError) as exc:
+        raise ModelFileError(f"summary.feature_names: {_short_text(exc, 120)}") from exc
+    if summary != expected:
+        wrong = sorted(
+            key
+            for key in set(summary) | set(expected)
+            if summary.get(key, ...) != expected.get(key, ...)
+        )
+        raise ModelFileError(f"summary.{_short(wrong[0])[1:-1]} does not match the model")
+    return metadata, estimator
 
 
 def load(path: PathLike) -> Any:
@@ -666,29 +1384,33 @@ def load(path: PathLike) -> Any:
     FileNotFoundError
         If ``path`` does not exist.
     ModelFileError
-        If the file is truncated, corrupt, foreign, pickled or fails validation.
+        If the file is truncated, corrupt, foreign, pickled, exceeds the format's limits
+        or fails validation.
     """
-    metadata, arrays = _read_members(path)
-    used: set[str] = set()
+    raw, arrays = _read_members(path)
     try:
-        estimator = _build(metadata["estimator"], arrays, used)
+        return _checked_model(raw, arrays)[1]
     except ModelFileError as exc:
-        raise ModelFileError(f"{path}: {exc}") from exc
-    except RecursionError as exc:
-        raise ModelFileError(f"{path}: metadata is nested too deeply") from exc
-    unused = sorted(set(arrays) - used)
-    if unused:
-        raise ModelFileError(f"{path}: unreferenced arrays {unused}")
-    return estimator
+        text = str(exc)
+        raise ModelFileError(
+            f"{path} {text}" if text.startswith("is ") else f"{path}: {text}"
+        ) from exc
 
 
 def read_metadata(path: PathLike) -> dict[str, Any]:
-    """Metadata of a model file (format, versions, summary) after checking its integrity.
+    """Metadata of a model file (format, versions, summary) after checking it as
+    :func:`load` does.
 
     Returns
     -------
     dict
         The JSON metadata described in :mod:`gmmkit.modelfile`.
     """
-    metadata, _ = _read_members(path)
-    return metadata
+    raw, arrays = _read_members(path)
+    try:
+        return _checked_model(raw, arrays)[0]
+    except ModelFileError as exc:
+        text = str(exc)
+        raise ModelFileError(
+            f"{path} {text}" if text.startswith("is ") else f"{path}: {text}"
+        ) from exc
