@@ -256,9 +256,9 @@ class DaskEngine(Engine):
         persist = self.persist if self.persist is not None else active_client() is not None
         if persist:
             collections = dask.persist(*collections)
-        from threadpoolctl import threadpool_limits
+        from gmmkit.engines.memory import one_blas_thread
 
-        with threadpool_limits(limits=1, user_api="blas"):  # for dask's local threads
+        with one_blas_thread():  # for dask's local threads; shared with concurrent fits
             self._session = collections
             try:
                 yield self

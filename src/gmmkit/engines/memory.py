@@ -8,6 +8,7 @@ blocks is faster than nested threading.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -65,20 +66,41 @@ def default_chunk_rows(
 
 
 _BLAS_CONTROLLER: Any = None
+_BLAS_LOCK = threading.Lock()
+_BLAS_USERS = 0
+_BLAS_LIMITER: Any = None
 
 
-def _one_blas_thread() -> Any:
-    """Context manager limiting BLAS to one thread.
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """Limit BLAS to one thread while any fit in the process is inside this block.
 
-    A cached ``ThreadpoolController`` makes entering it cost microseconds, not the
-    milliseconds of ``threadpool_limits`` (which re-scans the loaded libraries).
+    threadpoolctl's limits are process-global: two threads that each enter and leave
+    their own limiter restore each other's settings in the wrong order (eight
+    concurrent fits left BLAS at one thread for good).  One limiter is shared instead,
+    under a lock with a count of users; the first user sets the limit and the last
+    one to leave restores the settings found on entry.  Every engine (in memory,
+    streamed, dask) uses this one.  A cached ``ThreadpoolController`` makes entering
+    cost microseconds, not the milliseconds of ``threadpool_limits`` (which re-scans
+    the loaded libraries).
     """
-    global _BLAS_CONTROLLER
-    if _BLAS_CONTROLLER is None:
-        from threadpoolctl import ThreadpoolController
+    global _BLAS_CONTROLLER, _BLAS_USERS, _BLAS_LIMITER
+    with _BLAS_LOCK:
+        if _BLAS_USERS == 0:
+            if _BLAS_CONTROLLER is None:
+                from threadpoolctl import ThreadpoolController
 
-        _BLAS_CONTROLLER = ThreadpoolController()
-    return _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+                _BLAS_CONTROLLER = ThreadpoolController()
+            _BLAS_LIMITER = _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
+        _BLAS_USERS += 1
+    try:
+        yield
+    finally:
+        with _BLAS_LOCK:
+            _BLAS_USERS -= 1
+            if _BLAS_USERS == 0:
+                limiter, _BLAS_LIMITER = _BLAS_LIMITER, None
+                limiter.restore_original_limits()
 
 
 class ThreadedEngine(Engine):
@@ -108,7 +130,7 @@ class ThreadedEngine(Engine):
             return
         self._in_session = True
         try:
-            with _one_blas_thread():
+            with one_blas_thread():
                 if self.n_jobs == 1 or not self._parallel():
                     yield self
                     return
