@@ -108,6 +108,7 @@ class _Staged:
     target: Path
     mode: int
     synced: bool = False
+    in_place: bool = False  # a device or a pipe, written directly
 
 
 class OutputSet:
@@ -121,17 +122,31 @@ class OutputSet:
 
     The renames are the only step left once every byte is on disk; they are done with
     interrupts held back, so a Ctrl-C cannot leave some outputs replaced and others not.
+
+    A target that is a symbolic link is written where the link points (the link stays).
+    A target that exists but is not a regular file (``/dev/null``, a named pipe,
+    ``/dev/stdout``) is written directly: renaming over it would replace the device.
     """
 
     def __init__(self) -> None:
         self._staged: list[_Staged] = []
-        self._open = 0
 
-    def _stage(self, path: PathLike) -> tuple[int, _Staged]:
+    def _stage(self, path: PathLike) -> tuple[int | None, _Staged]:
+        """Record an output; the descriptor of its new temporary file (None: in place)."""
         target = Path(path)
         resolved = target.resolve()
         if any(item.target.resolve() == resolved for item in self._staged):
             raise ValueError(f"{target} is staged twice as an output")
+        try:
+            is_regular = stat.S_ISREG(os.stat(target).st_mode)
+        except FileNotFoundError:
+            is_regular = True  # a new file (or a dangling link: created where it points)
+        if not is_regular and not target.is_dir():
+            staged = _Staged(target, target, 0, synced=True, in_place=True)
+            self._staged.append(staged)
+            return None, staged
+        if target.is_symlink():
+            target = resolved
         directory = target.parent if str(target.parent) else Path(".")
         mode = _target_mode(target)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
@@ -154,7 +169,8 @@ class OutputSet:
             but must not rely on its name's suffix.
         """
         fd, staged = self._stage(target)
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         return staged.temporary
 
     @contextlib.contextmanager
@@ -185,32 +201,37 @@ class OutputSet:
         if mode not in ("w", "wb"):
             raise ValueError(f"outputs are opened with mode 'w' or 'wb', got {mode!r}")
         fd, staged = self._stage(target)
+        if fd is None:
+            fd = os.open(staged.target, os.O_WRONLY)
         with os.fdopen(fd, mode, encoding=encoding, newline=newline) as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if not staged.in_place:
+                os.fsync(handle.fileno())
         staged.synced = True
 
     def commit(self) -> None:
         """Move every staged file over its target (each target keeps or gets its mode)."""
-        for item in self._staged:
+        renamed = [item for item in self._staged if not item.in_place]
+        for item in renamed:
             if not item.synced:
                 _sync_file(item.temporary)
             os.chmod(item.temporary, item.mode)
         with _interrupts_deferred():
-            for item in self._staged:
+            for item in renamed:
                 os.replace(item.temporary, item.target)
-            staged, self._staged = self._staged, []
+            self._staged = []
         for directory in {item.target.parent if str(item.target.parent) else Path(".")
-                          for item in staged}:
+                          for item in renamed}:
             _sync_directory(directory)
 
     def discard(self) -> None:
         """Remove every staged temporary file; the targets are left as they were."""
         staged, self._staged = self._staged, []
         for item in staged:
-            with contextlib.suppress(OSError):
-                item.temporary.unlink()
+            if not item.in_place:
+                with contextlib.suppress(OSError):
+                    item.temporary.unlink()
 
 
 def _sync_file(path: Path) -> None:
