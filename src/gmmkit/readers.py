@@ -42,24 +42,31 @@ def read_csv(
     columns: Sequence[str | int] | None = None,
     *,
     header: bool | None = None,
-    delimiter: str = ",",
+    delimiter: str | None = None,
 ) -> CSVSource:
     """A chunked source over a CSV file (plain, ``.gz`` or ``.bz2``), parsed as float64.
+
+    The file is read by the rules of :func:`gmmkit.data.read_table` and gives the same
+    columns, values and errors: UTF-8 text (a byte-order mark is skipped), ``#``
+    comments, every line with the header's number of fields, unique header names.
 
     Parameters
     ----------
     path : str or Path
     columns : list of str or int, optional
-        Columns to use: names (when the file has a header) or positions.
+        Columns to use: names (when the file has a header) or 0-based positions.
     header : bool, optional
         Whether the first line holds column names; detected by default (a header is a
         first line with any field that is not a number).
-    delimiter : str, default ","
+    delimiter : str, optional
+        Detected from the first line by default: tab, comma, semicolon, else runs of
+        blanks.
 
     Returns
     -------
     CSVSource
-        Empty fields and ``NA`` are missing values: they stop the fit with a ValueError
-        naming the row.
+        A problem in the file (an empty or non-numeric field, NaN, a line with too many
+        or too few fields, text that is not UTF-8) stops the first pass over it with a
+        :class:`~gmmkit.data.DataFileError` (a ValueError) naming the line.
     """
     return CSVSource(path, columns, header=header, delimiter=delimiter)

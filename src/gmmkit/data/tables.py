@@ -4,7 +4,7 @@ into arrays, and write result columns as CSV (atomically)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,145 +12,66 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit._atomic import atomic_write
+from gmmkit.data.text import DataFileError, TextLayout, find_problem, read_layout
+from gmmkit.data.text import select_columns as _select_columns
+
+__all__ = ["DataFileError", "read_table", "write_table"]
 
 PathLike = str | os.PathLike[str]
-
-
-class DataFileError(ValueError):
-    """A data file cannot be read as a numeric table."""
 
 
 _TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".dat"}
 
 
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _delimiter(first_line: str, suffix: str) -> str | None:
-    if suffix == ".tsv" or "\t" in first_line:
-        return "\t"
-    for candidate in (",", ";"):
-        if candidate in first_line:
-            return candidate
-    return None  # runs of whitespace
-
-
-def _split(line: str, delimiter: str | None) -> list[str]:
-    import csv
-
-    if delimiter is None:
-        return line.split()
-    return [field.strip() for field in next(csv.reader([line], delimiter=delimiter))]
-
-
-def _select_columns(
-    columns: Sequence[str | int] | str | None, names: list[str] | None, n_columns: int, file: Path
-) -> list[int]:
-    """Column indices from names and/or 0-based indices."""
-    if columns is None:
-        return list(range(n_columns))
-    if isinstance(columns, str):
-        columns = [c.strip() for c in columns.split(",") if c.strip()]
-    if len(columns) == 0:
-        raise DataFileError(f"{file}: no columns selected")
-    indices: list[int] = []
-    for column in columns:
-        if names is not None and isinstance(column, str) and column in names:
-            indices.append(names.index(column))
-            continue
-        try:
-            index = int(column)
-        except (TypeError, ValueError):
-            known = ", ".join(names) if names else f"0..{n_columns - 1} (the file has no header)"
-            raise DataFileError(f"{file}: unknown column {column!r} (columns: {known})") from None
-        if not 0 <= index < n_columns:
-            raise DataFileError(
-                f"{file}: column index {index} out of range (the file has {n_columns} columns)"
-            )
-        indices.append(index)
-    if len(set(indices)) != len(indices):
-        raise DataFileError(f"{file}: a column is selected twice")
-    return indices
-
-
-def _first_bad_cell(
-    file: Path, delimiter: str | None, header: bool, indices: list[int], names: list[str]
-) -> str:
-    """Locate the first cell ``numpy.loadtxt`` could not read (slow; only after an error)."""
-    with open(file, encoding="utf-8") as handle:
-        seen_header = not header
-        n_fields = None
-        for line_number, line in enumerate(handle, start=1):
-            stripped = line.split("#", 1)[0].strip()
-            if not stripped:
-                continue
-            fields = _split(stripped, delimiter)
-            if not seen_header:
-                seen_header = True
-                n_fields = len(fields)
-                continue
-            if n_fields is None:
-                n_fields = len(fields)
-            if len(fields) != n_fields:
-                return f"line {line_number} has {len(fields)} fields, expected {n_fields}"
-            for index in indices:
-                if index >= len(fields) or not _is_number(fields[index]):
-                    value = fields[index] if index < len(fields) else ""
-                    what = "is empty" if value == "" else f"has {value!r}, not a number"
-                    return f"line {line_number}, column {names[index]!r} {what}"
-    return "unreadable content"
-
-
 def _read_text(
     file: Path, columns: Sequence[str | int] | str | None
 ) -> tuple[NDArray[np.float64], list[str] | None]:
-    with open(file, encoding="utf-8") as handle:
-        first = ""
-        first_line_number = 0
-        for first_line_number, line in enumerate(handle, start=1):  # noqa: B007
-            first = line.split("#", 1)[0].strip()
-            if first:
-                break
-    if not first:
-        raise DataFileError(f"{file} is empty")
-    delimiter = _delimiter(first, file.suffix.lower())
-    fields = _split(first, delimiter)
-    header = not all(_is_number(f) for f in fields)
-    names = [f or f"column{i}" for i, f in enumerate(fields)] if header else None
-    indices = _select_columns(columns, names, len(fields), file)
-    shown = names or [str(i) for i in range(len(fields))]
+    """The whole table through ``numpy.loadtxt``; any failure (and any NaN or infinity)
+    is explained by the line-by-line check that :class:`~gmmkit.engines.sources.CSVSource`
+    shares, so both readers give the same errors."""
+    layout = read_layout(file)
+    indices = _select_columns(columns, layout.names, layout.n_fields, file)
     try:
-        data = _loadtxt(file, delimiter, first_line_number if header else 0, indices)
-    except ValueError:
-        problem = _first_bad_cell(file, delimiter, header, indices, shown)
-        raise DataFileError(f"{file}: {problem}") from None
+        data = _loadtxt(layout, indices)
+    except (ValueError, UnicodeDecodeError):
+        raise find_problem(layout, indices) from None
     if data.shape[0] == 0:
         raise DataFileError(f"{file} has no data rows")
-    return data, ([shown[i] for i in indices] if header else None)
+    if data.shape[1] != layout.n_fields:  # the first data line set loadtxt's count
+        raise find_problem(layout, indices)
+    data = data[:, indices] if len(indices) < layout.n_fields else data
+    if not np.isfinite(data).all():
+        raise find_problem(layout, indices)
+    return np.ascontiguousarray(data), ([layout.labels[i] for i in indices] if layout.header
+                                        else None)
 
 
-def _loadtxt(
-    file: Path, delimiter: str | None, skiprows: int, indices: list[int]
-) -> NDArray[np.float64]:
+def _skip_field(text: str) -> float:
+    return 0.0
+
+
+def _loadtxt(layout: TextLayout, indices: list[int]) -> NDArray[np.float64]:
+    """Every field is read, so a line with a field too many or too few is an error
+    (``usecols`` would silently drop extra fields); unselected fields are skipped
+    unparsed, so they may hold text."""
     import warnings
 
+    selected = set(indices)
+    skipped: dict[int | str, Callable[[str], Any]] = {
+        j: _skip_field for j in range(layout.n_fields) if j not in selected
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
         return np.loadtxt(
-            file,
+            layout.file,
             dtype=np.float64,
-            delimiter=delimiter,
-            skiprows=skiprows,
-            usecols=indices,
+            delimiter=layout.delimiter,
+            skiprows=layout.skip_lines,
+            converters=skipped or None,
             ndmin=2,
             comments="#",
-            quotechar='"' if delimiter is not None else None,
-            encoding="utf-8",
+            quotechar='"' if layout.delimiter is not None else None,
+            encoding="utf-8-sig",
         )
 
 
@@ -219,8 +140,11 @@ def read_table(
 ) -> tuple[NDArray[np.float64], list[str] | None]:
     """Read a numeric table from ``.csv``/``.tsv``/``.txt``, ``.npy`` or ``.parquet``.
 
-    Text files: the delimiter (tab, comma, semicolon or whitespace) is taken from the first
-    line, which is a header when any of its fields is not a number; ``#`` starts a comment.
+    Text files are UTF-8 (a byte-order mark is skipped): the delimiter (tab, comma,
+    semicolon or whitespace) is taken from the first line, which is a header when any of
+    its fields is not a number; ``#`` starts a comment; every line must have the header's
+    number of fields.  :func:`gmmkit.read_csv` streams the same files with the same rules
+    (:mod:`gmmkit.data.text`).
 
     Parameters
     ----------
@@ -238,8 +162,10 @@ def read_table(
     ------
     FileNotFoundError
     DataFileError
-        For a non-numeric or empty cell (naming its line and column), an unknown column,
-        NaN or infinite values, ragged rows or an unsupported file type.
+        For a non-numeric or empty cell (naming its line and column), a line with too
+        many or too few fields (naming the line), a header naming a column twice, text
+        that is not UTF-8, an unknown column, NaN or infinite values or an unsupported
+        file type.
     """
     file = Path(path)
     if not file.exists():

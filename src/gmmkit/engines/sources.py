@@ -307,41 +307,28 @@ class ParquetSource(ChunkSource):
                     yield _batch_to_array(batch, self.dtype)
 
 
-def _first_line(path: Path) -> str:
-    opener: Callable[..., Any] = open
-    if path.suffix == ".gz":
-        import gzip
-
-        opener = gzip.open
-    elif path.suffix == ".bz2":
-        import bz2
-
-        opener = bz2.open
-    with opener(path, "rt", newline="") as handle:
-        return str(handle.readline()).rstrip("\r\n")
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text.strip().strip('"').strip("'"))
-    except ValueError:
-        return False
-    return True
-
-
 class CSVSource(ChunkSource):
-    """Blocks of a CSV file parsed by pyarrow's streaming reader, as float64.
+    """Blocks of a delimited text file parsed by pyarrow's streaming reader, as float64.
+
+    The file follows exactly the rules of :func:`gmmkit.data.read_table`
+    (:mod:`gmmkit.data.text`): UTF-8 with or without a byte-order mark, ``#`` comments,
+    a header detected from the first line, every line with the header's number of
+    fields, every selected field a finite number.  The first full pass checks all of it
+    and stops at the first problem with the same :class:`~gmmkit.data.DataFileError`
+    ``read_table`` raises (naming the line); later passes trust the file.
 
     Parameters
     ----------
     path : str or Path
         Plain, ``.gz`` or ``.bz2``.
     columns : list of str or int, optional
-        Columns to use (names if the file has a header, or positions).
+        Columns to use (names if the file has a header, or 0-based positions).
     header : bool or None
         Whether the first line holds column names; by default it does when any of
         its fields is not a number.
-    delimiter : str, default ","
+    delimiter : str or None
+        Detected from the first line by default (tab, comma, semicolon, else runs of
+        blanks), as ``read_table`` does.
     block_bytes : int
         Bytes of text parsed per block.
     """
@@ -351,34 +338,29 @@ class CSVSource(ChunkSource):
         path: str | os.PathLike[str],
         columns: Sequence[str | int] | None = None,
         header: bool | None = None,
-        delimiter: str = ",",
+        delimiter: str | None = None,
         block_bytes: int = 4 << 20,
     ) -> None:
         _require_pyarrow("read_csv")
+        from gmmkit.data.text import read_layout, select_columns
+
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no such CSV file: {self.path}")
-        line = _first_line(self.path)
-        if not line.strip():
-            raise ValueError(f"{self.path} is empty or starts with a blank line")
-        fields = line.split(delimiter)
-        if header is None:
-            header = not all(_is_number(f) for f in fields)
-        self.header = bool(header)
-        if self.header:
-            names = [f.strip().strip('"') for f in fields]
-            if len(set(names)) != len(names):
-                raise ValueError(f"the header of {self.path} repeats a column name: {names}")
-        else:
-            names = [f"column_{j}" for j in range(len(fields))]
-        self._all_names = names
-        self.columns = _select_columns(names, columns, str(self.path))
-        self.n_features = len(self.columns)
+        self.layout = read_layout(self.path, delimiter=delimiter, header=header)
+        self.header = self.layout.header
+        self._indices = select_columns(
+            columns, self.layout.names, self.layout.n_fields, self.path
+        )
+        self._all_names = [f"f{j}" for j in range(self.layout.n_fields)]
+        self.columns = [self.layout.labels[j] for j in self._indices]
+        self.n_features = len(self._indices)
         self.dtype = np.dtype(np.float64)
         self.feature_names = tuple(self.columns) if self.header else None
         self.n_rows = None
-        self.delimiter = delimiter
+        self.delimiter = self.layout.delimiter
         self.block_bytes = int(block_bytes)
+        self._checked = False
 
     @property
     def description(self) -> str:
@@ -388,25 +370,50 @@ class CSVSource(ChunkSource):
         pa = _require_pyarrow("read_csv")
         from pyarrow import csv
 
-        try:
-            reader = csv.open_csv(
-                self.path,
-                read_options=csv.ReadOptions(
-                    column_names=self._all_names,
-                    skip_rows=1 if self.header else 0,
-                    block_size=self.block_bytes,
-                ),
-                parse_options=csv.ParseOptions(delimiter=self.delimiter),
-                convert_options=csv.ConvertOptions(
-                    include_columns=self.columns,
-                    column_types=dict.fromkeys(self.columns, pa.float64()),
-                ),
-            )
-            with reader:
-                for batch in reader:
-                    yield _batch_to_array(batch, self.dtype)
-        except pa.ArrowInvalid as exc:
-            raise ValueError(f"cannot parse {self.path} as numbers: {exc}") from exc
+        from gmmkit.data.text import DataFileError, NormalisedText, find_problem
+
+        check = not self._checked
+        selected = [self._all_names[j] for j in self._indices]
+        rows = 0
+        failure: Exception | None = None
+        with NormalisedText(self.layout, self.block_bytes, check_utf8=check) as text:
+            try:
+                reader = csv.open_csv(
+                    text,
+                    read_options=csv.ReadOptions(
+                        column_names=self._all_names, block_size=self.block_bytes
+                    ),
+                    parse_options=csv.ParseOptions(
+                        delimiter=self.delimiter or ",",
+                        quote_char='"' if self.delimiter is not None else False,
+                    ),
+                    convert_options=csv.ConvertOptions(
+                        include_columns=selected,
+                        column_types=dict.fromkeys(selected, pa.float64()),
+                        null_values=[],  # an empty field is an error, as in read_table
+                        strings_can_be_null=False,
+                    ),
+                )
+                with reader:
+                    for batch in reader:
+                        block = _batch_to_array(batch, self.dtype)
+                        if check and not np.isfinite(block).all():
+                            failure = ValueError("NaN or infinity")
+                            break
+                        rows += len(block)
+                        yield block
+            except (pa.ArrowInvalid, DataFileError) as exc:
+                failure = exc
+        if failure is not None:
+            # the shared line-by-line check names the first problem, as read_table does
+            problem = find_problem(self.layout, self._indices)
+            if str(problem).endswith("unreadable content"):
+                problem = DataFileError(f"{self.path}: unreadable content ({failure})")
+            raise problem
+        if check:
+            if rows == 0:
+                raise DataFileError(f"{self.path} has no data rows")
+            self._checked = True
 
 
 class IterableSource(ChunkSource):
