@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sized
 from numbers import Integral
 from typing import Any
 
@@ -50,23 +50,76 @@ def full_covariances(params: MixtureParams) -> NDArray[np.float64]:
     return cov[:, None, None] * np.eye(d)[None]
 
 
-def check_n_components_list(n_components: Any, name: str = "n_components") -> list[int]:
-    """Validate a positive int or an iterable of positive ints; return a sorted unique list."""
+def check_n_components_list(
+    n_components: Any, name: str = "n_components", n_samples: int | None = None
+) -> list[int]:
+    """Validate a positive int or an iterable of positive ints; return a sorted unique list.
+
+    Parameters
+    ----------
+    n_components : int or iterable of int
+    name : str, default="n_components"
+        How the argument is called in error messages.
+    n_samples : int, optional
+        The number of (non-zero weight) samples: no K may exceed it. Checked before any
+        list is built, so that ``range(1, 10**12)`` fails at once instead of filling the
+        memory: a ``range`` in O(1), a sized collection by its maximum, any other iterable
+        while it is read (it can then hold at most ``n_samples`` distinct values).
+
+    Returns
+    -------
+    list of int
+        Sorted, without repeats.
+    """
     if isinstance(n_components, Integral) and not isinstance(n_components, bool):
         values = [int(n_components)]
+    elif isinstance(n_components, range):
+        if len(n_components) == 0:
+            raise ValueError(f"{name} is empty")
+        # a range's ends bound it; builtin min()/max() would iterate over all of it
+        ends = (n_components[0], n_components[-1])
+        if min(ends) < 1:
+            raise ValueError(f"{name} must be >= 1, got {min(ends)}")
+        if n_samples is not None:
+            _check_largest_k(max(ends), n_samples, name)
+        return sorted(n_components)
     elif isinstance(n_components, Iterable) and not isinstance(n_components, str):
-        values = []
+        if n_samples is not None and isinstance(n_components, Sized):
+            try:
+                largest = max(n_components)
+            except (TypeError, ValueError):
+                pass  # not comparable or empty: reported below, value by value
+            else:
+                if isinstance(largest, Integral) and not isinstance(largest, bool):
+                    _check_largest_k(int(largest), n_samples, name)
+        distinct: set[int] = set()
         for value in n_components:
             if isinstance(value, bool) or not isinstance(value, Integral):
                 raise TypeError(f"{name} must hold integers, got {value!r}")
-            values.append(int(value))
+            k = int(value)
+            if k < 1:
+                raise ValueError(f"{name} must be >= 1, got {k}")
+            if n_samples is not None:
+                _check_largest_k(k, n_samples, name)
+            distinct.add(k)
+        values = list(distinct)
     else:
         raise TypeError(f"{name} must be an int or an iterable of ints, got {n_components!r}")
     if not values:
         raise ValueError(f"{name} is empty")
     if min(values) < 1:
         raise ValueError(f"{name} must be >= 1, got {min(values)}")
-    return sorted(set(values))
+    if n_samples is not None:
+        _check_largest_k(max(values), n_samples, name)
+    return sorted(values)
+
+
+def _check_largest_k(k: int, n_samples: int, name: str) -> None:
+    if k > n_samples:
+        raise ValueError(
+            f"{name} asks for up to K={k} components, which is larger than the number of "
+            f"samples ({n_samples}); a mixture needs at least one sample per component"
+        )
 
 
 def default_covariance_types(n_features: int) -> tuple[str, ...]:

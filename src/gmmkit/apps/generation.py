@@ -15,7 +15,6 @@ from gmmkit._transaction import transactional_fit
 from gmmkit.apps._common import (
     check_covariance_types,
     check_n_components_list,
-    check_not_too_many_components,
 )
 from gmmkit.apps.selection import select
 from gmmkit.mixture import GaussianMixture, sample_mixture
@@ -114,12 +113,11 @@ class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, Bas
         -------
         self
         """
-        ks = check_n_components_list(self.n_components)
         (covariance_type,) = check_covariance_types(self.covariance_type)
         if not isinstance(self.variance, Real) or not 0 < self.variance <= 1:
             raise ValueError(f"variance must be in (0, 1], got {self.variance!r}")
         X_checked = validate_data(self, X, dtype=np.float64, ensure_min_samples=2, reset=True)
-        check_not_too_many_components(max(ks), X_checked.shape[0])
+        ks = check_n_components_list(self.n_components, n_samples=X_checked.shape[0])
 
         self.mean_: NDArray[np.float64] = X_checked.mean(axis=0)
         centred = X_checked - self.mean_

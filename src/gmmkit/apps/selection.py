@@ -33,7 +33,6 @@ from gmmkit.apps._common import (
     WrappedMixtureMixin,
     check_covariance_types,
     check_n_components_list,
-    check_not_too_many_components,
     checked_sample_weight,
     default_covariance_types,
     full_covariances,
@@ -361,7 +360,8 @@ def select(
     ----------
     X : array-like of shape (n_samples, n_features)
     n_components : int or iterable of int, default=range(1, 10)
-        Candidate numbers of components.
+        Candidate numbers of components; none may exceed the number of (non-zero weight)
+        rows of ``X`` (checked before the candidates are listed).
     covariance_types : str or iterable of str, optional
         Candidate covariance models, by mclust's names (``"EII"``, ``"VII"``, ``"EEI"``,
         ``"VEI"``, ``"EVI"``, ``"VVI"``, ``"EEE"``, ``"VEE"``, ``"EVE"``, ``"VVE"``,
@@ -416,7 +416,6 @@ def select(
     """
     if criterion not in CRITERIA:
         raise ValueError(f"criterion must be one of {CRITERIA}, got {criterion!r}")
-    ks = check_n_components_list(n_components)
     if covariance_types is not None:
         types = check_covariance_types(covariance_types)
     if n_init is not None and (
@@ -432,7 +431,8 @@ def select(
         types = list(default_covariance_types(X_checked.shape[1]))
     weight = checked_sample_weight(sample_weight, X_checked)
     n_rows = X_checked.shape[0] if weight is None else int(np.count_nonzero(weight))
-    check_not_too_many_components(max(ks), n_rows)
+    # K is bounded by the rows before the candidates are listed: range(1, 10**12) fails here
+    ks = check_n_components_list(n_components, n_samples=n_rows)
     total_weight = float(X_checked.shape[0] if weight is None else weight.sum())
     data_cov = _data_covariance(X_checked, weight)
 

@@ -17,7 +17,6 @@ from scipy.special import logsumexp
 from gmmkit.apps._common import (
     check_covariance_types,
     check_n_components_list,
-    check_not_too_many_components,
 )
 from gmmkit.apps.selection import SelectionResult, select
 from gmmkit.core.params import MixtureParams
@@ -188,7 +187,6 @@ def fit_1d(
         Components sorted by increasing mean.
     """
     X = _as_column(x)
-    ks = check_n_components_list(n_components)
     if covariance_type is None:
         types = ["tied" if equal_variance else "full"]
     elif equal_variance:
@@ -196,7 +194,7 @@ def fit_1d(
     else:
         types = check_covariance_types(covariance_type)
     n_rows = X.shape[0] if sample_weight is None else int(np.count_nonzero(sample_weight))
-    check_not_too_many_components(max(ks), n_rows)
+    ks = check_n_components_list(n_components, n_samples=n_rows)
     # the same EM settings whether one K is fitted or several are compared
     em_options: dict[str, Any] = {
         "n_init": n_init,
