@@ -8,7 +8,9 @@ shows the full traceback instead.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
 import time
 import traceback
@@ -21,6 +23,7 @@ from typing import Any
 import click
 import numpy as np
 
+from gmmkit._atomic import OutputSet, staged_outputs
 from gmmkit.apps._common import COVARIANCE_HELP
 from gmmkit.core.covariance import COVARIANCE_TYPES
 from gmmkit.mixture import GaussianMixture
@@ -229,9 +232,13 @@ def _model_columns(
     return X
 
 
-def _parse_k(text: str) -> list[int]:
-    """``"1-10"``, ``"2,4,8"`` or ``"3"`` -> list of component counts."""
-    values: list[int] = []
+def _parse_k(text: str) -> list[range]:
+    """``"1-10"``, ``"2,4,8"`` or ``"3"`` -> ranges of component counts.
+
+    Ranges, not a list: ``1-100000000`` is checked against the number of rows
+    (:func:`_k_values`) before anything that large is built.
+    """
+    spans: list[range] = []
     try:
         for part in text.split(","):
             part = part.strip()
@@ -239,16 +246,28 @@ def _parse_k(text: str) -> list[int]:
                 low, high = (int(p) for p in part.split("-", 1))
                 if high < low:
                     raise ValueError
-                values.extend(range(low, high + 1))
+                spans.append(range(low, high + 1))
             elif part:
-                values.append(int(part))
+                spans.append(range(int(part), int(part) + 1))
     except ValueError:
         raise click.BadParameter(
             f"{text!r} is not a list of component counts like '1-10' or '2,4,8'"
         ) from None
-    if not values or min(values) < 1:
+    if not spans or min(span[0] for span in spans) < 1:
         raise click.BadParameter(f"{text!r}: component counts must be at least 1")
-    return sorted(set(values))
+    return spans
+
+
+def _k_values(spans: list[range], text: str, n_rows: int, source: Path) -> list[int]:
+    """The component counts of ``--k``, sorted, once none exceeds the number of rows."""
+    largest = max(span[-1] for span in spans)
+    if largest > n_rows:
+        raise click.BadParameter(
+            f"{text!r} asks for up to K={largest} components but {source} has {n_rows} "
+            "rows; K cannot exceed the number of rows",
+            param_hint="'--k'",
+        )
+    return sorted({k for span in spans for k in span})
 
 
 def _parse_covariances(text: str) -> list[str] | None:
@@ -270,6 +289,106 @@ def _parse_covariances(text: str) -> list[str] | None:
             f"comma-separated list of {', '.join(COVARIANCE_TYPES)}"
         )
     return chosen
+
+
+# ---------------------------------------------------------------------------- outputs
+def _same_file(a: Path, b: Path) -> bool:
+    """Whether two paths name one file (through ``./``, ``..``, symbolic or hard links)."""
+    try:
+        if a.resolve() == b.resolve():
+            return True
+    except (OSError, RuntimeError):  # a symlink loop
+        pass
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _output_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be written, or None when it can."""
+    if path.is_dir():
+        return f"{path} is a directory"
+    if path.exists() and not path.is_file():  # a device or a pipe, written in place
+        return None if os.access(path, os.W_OK) else f"{path} is not writable"
+    # the file is written beside it (where it points, for a symbolic link), then renamed
+    parent = path.resolve().parent if path.is_symlink() else path.parent
+    if not parent.is_dir():
+        if parent.exists():
+            return f"cannot write {path}: {parent} is not a directory"
+        return f"cannot write {path}: directory {parent} does not exist"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot write {path}: directory {parent} is not writable"
+    return None
+
+
+def _check_outputs(
+    inputs: Sequence[Path | None], outputs: Sequence[tuple[str, Path | None]]
+) -> None:
+    """Fail before any work if an output cannot be written.
+
+    Parameters
+    ----------
+    inputs : sequence of Path or None
+        The command's input files; no output may be one of them.
+    outputs : sequence of (option, Path or None)
+        Each output option and its path (None or ``-``: not written / stdout); the
+        paths must differ from each other.
+
+    Raises
+    ------
+    click.BadParameter
+        Naming the option, the path and the problem.
+    """
+    given = [(option, path) for option, path in outputs if path is not None and str(path) != "-"]
+    for option, path in given:
+        problem = _output_problem(path)
+        if problem is None:
+            source = next((p for p in inputs if p is not None and _same_file(path, p)), None)
+            if source is not None:
+                problem = f"{path} is the input file {source}; writing it would replace the input"
+        if problem is not None:
+            raise click.BadParameter(problem, param_hint=f"'{option}'")
+    for i, (option, path) in enumerate(given):
+        for other_option, other in given[:i]:
+            if _same_file(path, other):
+                raise click.UsageError(
+                    f"{other_option} {other} and {option} {path} are the same file; "
+                    "give each output its own file"
+                )
+
+
+@contextmanager
+def _writing(*targets: Path | None) -> Iterator[OutputSet]:
+    """Stage a command's output files: all of them are written, or none is.
+
+    Yields
+    ------
+    OutputSet
+        Hands out temporary paths / handles for ``targets``; renamed over them together
+        when the block ends. An OSError (a full disk, ...) becomes one line naming them.
+    """
+    names = ", ".join(str(t) for t in targets if t is not None and str(t) != "-")
+    try:
+        with staged_outputs() as outputs:
+            yield outputs
+    except OSError as exc:
+        if not names:
+            raise
+        reason = exc.strerror or str(exc)
+        raise click.ClickException(
+            f"could not write {names}: {reason}; no output file was changed"
+        ) from exc
+
+
+def _image_format(path: Path, option: str) -> str:
+    """Pillow's format for an image output, or a usage error before any work."""
+    from gmmkit.apps.segmentation import image_format
+
+    try:
+        return image_format(path)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint=f"'{option}'") from None
 
 
 # ---------------------------------------------------------------------------- commands
@@ -331,6 +450,7 @@ def fit(
     seed: int | None,
 ) -> None:
     """Fit a Gaussian mixture to DATA and print a summary."""
+    _check_outputs([data], [("--output", output)])
     X, names = _read(data, columns)
     given: dict[str, Any] = {"n_init": n_init, "max_iter": max_iter, "tol": tol,
                              "reg_covar": reg_covar, "init_params": init_params}
@@ -343,7 +463,8 @@ def fit(
     with _progress("fit", model.n_init, model.max_iter, quiet, progress).active():
         model.fit(X)
     if output is not None:
-        model.save(output, feature_names=names)
+        with _writing(output):
+            model.save(output, feature_names=names)
     for line in _summary(model, X, names, str(data)):
         _echo(quiet, line)
     if output is not None:
@@ -375,6 +496,7 @@ def predict(
     from gmmkit.data import write_table
     from gmmkit.modelfile import load, read_metadata
 
+    _check_outputs([model_path, data], [("--output", output)])
     metadata = read_metadata(model_path)
     model = load(model_path)
     X, data_names = _read(data, columns)
@@ -391,7 +513,8 @@ def predict(
         names = ["log_density", "decision", "outlier"]
     else:  # a density model without components to report (PCA generator)
         cols, names = [log_density], ["log_density"]
-    write_table(output, cols, names)
+    with _writing(output):
+        write_table(output, cols, names)
     if output is not None:
         _echo(quiet, f"{len(X)} rows written to {output}")
 
@@ -440,9 +563,11 @@ def select(
     import gmmkit
     from gmmkit.apps._common import default_covariance_types
 
-    ks = _parse_k(k_text)
+    k_spans = _parse_k(k_text)
     covariances = _parse_covariances(covariance_text)
+    _check_outputs([data], [("--output", output), ("--table", table_path)])
     X, names = _read(data, columns)
+    ks = _k_values(k_spans, k_text, X.shape[0], data)
     n_models = len(covariances or default_covariance_types(X.shape[1] if X.ndim == 2 else 1))
     n_fits = len(ks) * n_models * (n_init or _GM_DEFAULTS["n_init"])
     with _progress("select", n_fits, max_iter or _GM_DEFAULTS["max_iter"], quiet,
@@ -471,13 +596,16 @@ def select(
         f"best by {criterion.upper()}: {best.n_components} components, covariance "
         f"'{best.covariance_type}'",
     )
-    if table_path is not None:
-        from gmmkit.data import write_table
+    from gmmkit.data import write_table
 
-        write_table(table_path, [np.asarray([row[i] for row in rows]) for i in range(len(header))],
-                    header)
+    with _writing(table_path, output) as outputs:
+        if table_path is not None:
+            write_table(outputs.path(table_path),
+                        [np.asarray([row[i] for row in rows]) for i in range(len(header))],
+                        header)
+        if output is not None:
+            best.save(outputs.path(output), feature_names=names)
     if output is not None:
-        best.save(output, feature_names=names)
         _echo(quiet, f"best model saved to {output}")
 
 
@@ -542,6 +670,7 @@ def anomalies(
 
     if contamination is not None and threshold is not None:
         raise click.UsageError("give --contamination or --threshold, not both")
+    _check_outputs([data], [("--output", output), ("--save-model", save_model)])
     X, names = _read(data, columns)
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if n_components is not None:
@@ -564,9 +693,11 @@ def anomalies(
     feature_names = _feature_names(names, X.shape[1])
     columns_out.extend(X[keep].T)
     header.extend(feature_names)
-    write_table(output, columns_out, header)
-    if save_model is not None:
-        detector.save(save_model, feature_names=names)
+    with _writing(output, save_model) as outputs:
+        if save_model is not None:
+            detector.save(outputs.path(save_model), feature_names=names)
+        # stdout (no --output) last: once the model is staged
+        write_table(None if output is None else outputs.path(output), columns_out, header)
     message = f"{int(outlier.sum())} of {len(X)} rows flagged as outliers"
     if output is not None:
         _echo(quiet, f"{message}; written to {output}")
@@ -604,23 +735,37 @@ def segment(
 
     if not image_path.exists():
         raise FileNotFoundError(f"image file not found: {image_path}")
+    _check_outputs([image_path], [("--output", output), ("--labels", labels_path)])
+    output_format = _image_format(output, "--output")
+    labels_suffix = None if labels_path is None else labels_path.suffix.lower()
+    labels_format = None
+    if labels_path is not None and labels_suffix not in (".npy", ".csv"):
+        labels_format = _image_format(labels_path, "--labels")
+        if n_components > 65536:
+            raise click.BadParameter(
+                f"a label image holds at most 65536 labels, not {n_components}; "
+                "write the labels as .npy or .csv",
+                param_hint="'--labels'",
+            )
     image = gmmkit.read_image(image_path)
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if spatial is not None:
         options["spatial_weight"] = spatial
     with _progress("segment", 1, 100, quiet, progress).active():
         result = gmmkit.segment_image(image, n_components, **options)
-    gmmkit.write_image(output, result.image)
     labels = np.asarray(result.labels)
-    if labels_path is not None:
-        suffix = labels_path.suffix.lower()
-        if suffix == ".npy":
-            np.save(labels_path, labels, allow_pickle=False)
-        elif suffix == ".csv":
-            np.savetxt(labels_path, labels, fmt="%d", delimiter=",")
-        else:
-            dtype = np.uint8 if n_components <= 256 else np.uint16
-            gmmkit.write_image(labels_path, labels.astype(dtype))
+    with _writing(output, labels_path) as outputs:
+        with outputs.open(output) as handle:
+            gmmkit.write_image(handle, result.image, format=output_format)
+        if labels_path is not None:
+            with outputs.open(labels_path) as handle:
+                if labels_suffix == ".npy":
+                    np.save(handle, labels, allow_pickle=False)
+                elif labels_suffix == ".csv":
+                    np.savetxt(handle, labels, fmt="%d", delimiter=",")
+                else:
+                    dtype = np.uint8 if n_components <= 256 else np.uint16
+                    gmmkit.write_image(handle, labels.astype(dtype), format=labels_format)
     _echo(quiet, f"{image.shape[1]}x{image.shape[0]} image in {n_components} segments "
                  f"written to {output}")
 
@@ -645,6 +790,7 @@ def sample(
     from gmmkit.data import write_table
     from gmmkit.modelfile import load, read_metadata
 
+    _check_outputs([model_path], [("--output", output)])
     metadata = read_metadata(model_path)
     model = load(model_path)
     if not hasattr(model, "sample"):
@@ -657,7 +803,8 @@ def sample(
     if with_labels:
         cols.append(np.asarray(y, dtype=np.int64))
         names.append("component")
-    write_table(output, cols, names)
+    with _writing(output):
+        write_table(output, cols, names)
     if output is not None:
         _echo(quiet, f"{n_samples} samples written to {output}")
 
@@ -690,6 +837,15 @@ def demo(out_dir: Path, fast: bool, quiet: bool, progress: str, seed: int | None
     """Build the HTML demo report (figures on bundled and generated data)."""
     from gmmkit.demo import build_report
 
+    existing = out_dir  # the report folder is created below its nearest existing ancestor
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise click.BadParameter(f"cannot create {out_dir}: {existing} is not a directory",
+                                 param_hint="'--out'")
+    if existing.is_dir() and not os.access(existing, os.W_OK | os.X_OK):
+        raise click.BadParameter(f"cannot write into {existing}: not writable",
+                                 param_hint="'--out'")
     start = time.perf_counter()
     index = build_report(
         out_dir,
@@ -717,9 +873,20 @@ def _show_warning(
     click.echo(f"gmmkit: warning: {_one_line(str(message))}", err=True)
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised so that staged output files are removed on the way out."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Run the command line; exit status 0 on success, 1 on an error, 2 on a usage error."""
+    """Run the command line; exit status 0 on success, 1 on an error, 2 on a usage error,
+    130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers
+        signal.signal(signal.SIGTERM, _terminate)
     if "--debug" in args:
         _State.debug = True
     quiet = "-q" in args or "--quiet" in args
@@ -755,6 +922,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         except KeyboardInterrupt:
             click.echo("gmmkit: interrupted", err=True)
             code = 130
+        except _Terminated:
+            click.echo("gmmkit: terminated", err=True)
+            code = 143
         except Exception as exc:
             if _State.debug:
                 traceback.print_exc()
