@@ -19,6 +19,53 @@ from numpy.typing import NDArray
 T = TypeVar("T")
 
 
+class NonNumericError(TypeError, ValueError):
+    """Input that is not numbers (a string column, an object array).
+
+    A ValueError, as scikit-learn raises for in-memory arrays of strings, and a
+    TypeError, since the dtype is at fault.
+    """
+
+
+def squares_limit(dtype: Any, n_features: int) -> float:
+    """Largest magnitude whose squared deviations cannot overflow ``dtype``.
+
+    The kernel forms products of centred features and sums them over blocks of up to
+    ~1e6 rows in the data's own dtype: beyond ``sqrt(max / (4 D 2^20))`` (about 1e151
+    for float64, 1e16 for float32) they would turn into inf and then NaN.
+    """
+    info = np.finfo(dtype)
+    return float(np.sqrt(float(info.max) / (4.0 * max(int(n_features), 1) * 2.0**20)))
+
+
+def check_block(X: NDArray[Any], start: int, where: str = "X") -> None:
+    """The checks in-memory input gets, for one block of streamed rows.
+
+    One ``isfinite`` pass and one min/max pass: raise a ValueError naming the first row
+    (``start`` is the block's first row in the whole data set) that holds NaN or
+    infinity, or a value whose square would overflow (see :func:`squares_limit`).
+    """
+    if X.dtype.kind != "f" or X.size == 0:
+        return
+    if not np.isfinite(X).all():
+        bad = ~np.isfinite(X).all(axis=1)
+        row = int(np.argmax(bad))
+        kind = "NaN" if np.isnan(X[row]).any() else "infinity"
+        raise ValueError(f"Input {where} contains {kind} (first at row {start + row})")
+    limit = squares_limit(X.dtype, X.shape[1])
+    if max(float(np.max(X)), -float(np.min(X))) > limit:  # np.abs(X) would copy X
+        row = int(np.argmax(np.any(np.abs(X) > limit, axis=1)))
+        largest = float(np.max(np.abs(X[row])))
+        hint = "rescale X (e.g. StandardScaler)"
+        if X.dtype == np.float32:
+            hint += " or pass float64 data"
+        raise ValueError(
+            f"{where} has values up to {largest:.3g} in magnitude (first at row "
+            f"{start + row}); their squares would overflow {X.dtype} (limit {limit:.3g} "
+            f"for {X.shape[1]} features): {hint}"
+        )
+
+
 @dataclass(frozen=True)
 class Chunk:
     """A block of consecutive rows.

@@ -34,9 +34,15 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, Engine, sample_positions
+from gmmkit.engines.base import (
+    Chunk,
+    Engine,
+    NonNumericError,
+    check_block,
+    sample_positions,
+    squares_limit,
+)
 from gmmkit.engines.sources import compute_dtype
-from gmmkit.engines.streaming import check_finite_block
 
 T = TypeVar("T")
 
@@ -95,7 +101,7 @@ def _reduce_block(
     check: bool,
 ) -> Any:
     if check:
-        check_finite_block(X, start)
+        check_block(X, start)
     total = None
     for chunk in _chunks_of_block(X, weight, labels, start, chunk_rows):
         result = func(chunk)
@@ -118,7 +124,7 @@ def _rows_block(
     block_info: Any = None,
 ) -> NDArray[Any]:
     start = int(block_info[0]["array-location"][0][0]) if block_info else 0
-    check_finite_block(X, start)
+    check_block(X, start)
     parts = [func(c) for c in _chunks_of_block(X, None, None, start, chunk_rows)]
     if not parts:
         return func(Chunk(X=X, sample_weight=None, labels=None, start=start))
@@ -148,13 +154,23 @@ def as_dask_array(X: Any) -> tuple[Any, tuple[str, ...] | None]:
     if isinstance(X, dd.Series):
         X = X.to_frame()
     if isinstance(X, dd.DataFrame):
-        non_numeric = [
-            str(c) for c, t in X.dtypes.items() if not np.issubdtype(np.dtype(t), np.number)
-        ]
-        if non_numeric:
-            raise TypeError(f"columns {non_numeric} are not numeric")
+        from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+        dtypes = list(X.dtypes.items())
+        for column, column_dtype in dtypes:
+            # pandas' own test: extension dtypes (string[pyarrow], category) are not numpy's
+            numeric = is_numeric_dtype(column_dtype) or is_bool_dtype(column_dtype)
+            if not numeric or getattr(column_dtype, "kind", "f") == "c":
+                raise NonNumericError(
+                    f"column {str(column)!r} of the dask DataFrame holds {column_dtype}, "
+                    "not numbers; only numeric columns can be fitted (select them, e.g. "
+                    "df[[...]])"
+                )
         if all(isinstance(c, str) for c in X.columns):
             names = tuple(X.columns)
+        if not all(str(t) in ("float32", "float64") for _, t in dtypes):
+            # integers, booleans and nullable extension types (<NA> becomes NaN)
+            X = X.astype(np.float64)
         X = X.to_dask_array(lengths=True)
     if not isinstance(X, da.Array):
         raise TypeError(f"expected a dask array or DataFrame, got {type(X).__name__}")
@@ -342,14 +358,19 @@ class DaskEngine(Engine):
             got = _compute(X[index], weight[index])
             rows = np.asarray(got[0])
             weights = np.asarray(got[1], np.float64)
-        if not self._validated and rows.dtype.kind == "f" and not np.isfinite(rows).all():
-            # the sample holds a bad row: find the data's first one, for a useful message
-            import dask.array as da
+        if not self._validated:
+            try:
+                check_block(rows, 0)
+            except ValueError:
+                # the sample holds a bad row: find the data's first one, for a useful message
+                import dask.array as da
 
-            bad_rows = ~da.isfinite(X).all(axis=1)
-            first = int(da.argmax(bad_rows).compute())
-            (bad_row,) = _compute(X[first : first + 1])
-            check_finite_block(np.asarray(bad_row), first, "X")
+                limit = squares_limit(self.dtype, self.n_features)
+                bad_rows = ~(da.isfinite(X) & (abs(X) <= limit)).all(axis=1)
+                first = int(da.argmax(bad_rows).compute())
+                (bad_row,) = _compute(X[first : first + 1])
+                check_block(np.asarray(bad_row), first)
+                raise
         self._report("sample", began)
         return rows, weights
 

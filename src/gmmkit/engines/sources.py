@@ -26,6 +26,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit.engines.base import NonNumericError
+
 #: A memory map's processed pages are released in spans of at least this many bytes.
 RELEASE_BYTES = 32 << 20
 #: Spans closer than this to the reading position are kept (chunks still in flight).
@@ -38,7 +40,7 @@ def compute_dtype(dtype: Any) -> np.dtype:
     if dtype in (np.dtype(np.float32), np.dtype(np.float64)):
         return dtype
     if dtype.kind not in "biuf":
-        raise TypeError(f"X must be numeric, got dtype {dtype}")
+        raise NonNumericError(f"X must be numeric, got dtype {dtype}")
     return np.dtype(np.float64)
 
 
@@ -240,8 +242,12 @@ def _arrow_dtype(schema_types: Sequence[Any], names: Sequence[str], where: str) 
     pa = _require_pyarrow(where)
     all_float32 = True
     for name, arrow_type in zip(names, schema_types):
-        if not (pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type)):
-            raise TypeError(
+        if not (
+            pa.types.is_integer(arrow_type)
+            or pa.types.is_floating(arrow_type)
+            or pa.types.is_boolean(arrow_type)
+        ):
+            raise NonNumericError(
                 f"column {name!r} of {where} has type {arrow_type}; only numeric columns "
                 "can be fitted (select columns with columns=[...])"
             )

@@ -7,8 +7,9 @@ bounded number in flight, and folded in row order.  The statistics of a pass are
 therefore bit-identical to the in-memory engine's on the same data, and memory holds
 only a few chunks at a time, whatever the number of rows.
 
-The first pass over a source checks every chunk for NaN and infinity (and counts rows
-when the source cannot tell); later passes trust it.
+The first pass over a source gives every chunk the checks in-memory input gets (NaN,
+infinity, values whose squares overflow: :func:`~gmmkit.engines.base.check_block`) and
+counts rows when the source cannot tell; later passes trust it.
 """
 
 from __future__ import annotations
@@ -22,21 +23,11 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, sample_positions
+from gmmkit.engines.base import Chunk, check_block, sample_positions
 from gmmkit.engines.memory import ThreadedEngine, default_n_jobs
 from gmmkit.engines.sources import ChunkSource
 
 T = TypeVar("T")
-
-
-def check_finite_block(X: NDArray[Any], start: int, where: str = "X") -> None:
-    """Raise a ValueError naming the first row holding NaN or infinity, if any."""
-    if X.dtype.kind != "f" or X.size == 0 or np.isfinite(X).all():
-        return
-    bad = ~np.isfinite(X).all(axis=1)
-    row = start + int(np.argmax(bad))
-    kind = "NaN" if np.isnan(X[bad][0]).any() else "infinity"
-    raise ValueError(f"Input {where} contains {kind} (first at row {row})")
 
 
 def _rechunk(
@@ -191,7 +182,7 @@ class StreamingEngine(ThreadedEngine):
             self.source.blocks(self.chunk_rows), self.chunk_rows, self.dtype
         ):
             if validate:
-                check_finite_block(X, start)
+                check_block(X, start)
             stop = start + len(X)
             yield Chunk(
                 X=X,
@@ -247,18 +238,24 @@ class StreamingEngine(ThreadedEngine):
                     if not future.cancelled():
                         future.exception()
 
+    def _no_rows(self) -> str:
+        return (
+            f"Found array with 0 sample(s) (shape=(0, {self.n_features})) while a minimum "
+            f"of 1 is required ({self.source.description or 'the data source'} has no rows)"
+        )
+
     def map_reduce(self, func: Callable[[Chunk], T]) -> T:
         total: Any = None
         for result in self._map(func, "reduce"):
             total = result if total is None else total + result
         if total is None:
-            raise ValueError("the data source yielded no rows")
+            raise ValueError(self._no_rows())
         return total
 
     def map_rows(self, func: Callable[[Chunk], NDArray[Any]]) -> NDArray[Any]:
         parts = list(self._map(func, "rows"))
         if not parts:
-            raise ValueError("the data source yielded no rows")
+            raise ValueError(self._no_rows())
         return np.concatenate(parts, axis=0)
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
