@@ -471,9 +471,12 @@ def _check_dtype(dtype: np.dtype[Any], key: str) -> None:
         )
 
 
-def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> NDArray[Any]:
+def _read_npy(
+    archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str, max_bytes: int | None = None
+) -> NDArray[Any]:
     """One ``.npy`` member, its header checked before its data is read: allowed dtype,
-    non-negative shape, and exactly as many data bytes as the shape needs."""
+    non-negative shape, exactly as many data bytes as the shape needs (and at most
+    ``max_bytes``)."""
     with archive.open(info) as member:
         try:
             version = np.lib.format.read_magic(member)
@@ -494,6 +497,8 @@ def _read_npy(archive: zipfile.ZipFile, info: zipfile.ZipInfo, key: str) -> NDAr
         if not all(isinstance(n, int) and n >= 0 for n in shape) or len(shape) > 32:
             raise ModelFileError(f"array {_short(key)} has an invalid shape {_short(shape)}")
         n_bytes = math.prod(shape) * dtype.itemsize
+        if max_bytes is not None and n_bytes > max_bytes:
+            raise ModelFileError(f"metadata is {n_bytes} bytes (at most {max_bytes})")
         available = info.file_size - member.tell()
         if n_bytes != available:
             raise ModelFileError(
@@ -539,11 +544,8 @@ def _read_members(path: PathLike) -> tuple[NDArray[np.uint8], dict[str, NDArray[
                     if not info.filename.endswith(".npy"):
                         raise ModelFileError(f"member {_short(info.filename)} is not an .npy array")
                     key = info.filename[: -len(".npy")]
-                    if key == _META_MEMBER and info.file_size > MAX_METADATA_BYTES + 4096:
-                        raise ModelFileError(
-                            f"metadata is {info.file_size} bytes (at most {MAX_METADATA_BYTES})"
-                        )
-                    members[key] = _read_npy(archive, info, key)
+                    limit = MAX_METADATA_BYTES if key == _META_MEMBER else None
+                    members[key] = _read_npy(archive, info, key, limit)
     except ModelFileError as exc:
         text = str(exc)
         raise ModelFileError(
