@@ -10,8 +10,9 @@ file, with fixed member timestamps so the same model always gives the same bytes
 ``__gmmkit__.npy``
     A 1-D ``uint8`` array holding UTF-8 JSON, the *metadata* (below).
 ``<name>.npy``
-    One numeric array (dtype kind ``b``, ``i``, ``u`` or ``f``) per entry of
-    ``metadata["arrays"]``; names are dotted paths such as ``attributes.means_``.
+    One numeric array (a dtype from the allow-list below) per entry of
+    ``metadata["arrays"]``, named by the dotted path of the one field that refers to it,
+    such as ``estimator.attributes.means_``.
 
 The metadata object has these keys:
 
@@ -52,13 +53,65 @@ finite floats, strings, lists) or one of these tagged objects:
 Floats are written with Python's shortest round-trip representation and arrays byte for
 byte, so a loaded model gives bit-identical predictions.
 
-Loading never executes anything from the file: arrays are read with
-``numpy.load(..., allow_pickle=False)``, the estimator class comes from the allow-list,
-and the content is validated before a model is returned -- array checksums, shapes,
-finite values, weights non-negative and summing to one, covariances symmetric and
-positive definite, precision Cholesky factors consistent with the covariances. Any
-failure (a truncated, corrupt, foreign or pickled file) raises :class:`ModelFileError`,
-a :class:`ValueError`.
+Loading never executes anything from the file, and never costs memory or time out of
+proportion to the file's size. A reader (this one does) checks, and refuses with
+:class:`ModelFileError` (a :class:`ValueError`) whatever fails:
+
+*The archive*, before any member is read: at most :data:`MAX_MEMBERS` (1024) members,
+each stored (``ZIP_STORED``, unencrypted) with equal declared and stored sizes, named
+``*.npy`` and named once; the declared sizes sum to at most the file's size; each
+member's local header (30 bytes + name + extra field, at its directory offset) and data
+lie inside the file, before the central directory; and no two members' byte ranges
+overlap (which :mod:`zipfile` does not check: overlapping members would let a small file
+be read many times over).
+
+*Each member*, from its ``.npy`` header (format 1.0 or 2.0, header at most
+:data:`MAX_NPY_HEADER` bytes) before its data is read: a dtype from the allow-list --
+``bool``, ``int8``..``int64``, ``uint8``..``uint64``, ``float32``, ``float64``,
+little-endian or native (no objects/pickles, ``float16``, long double, complex or
+structured dtypes) -- a shape of non-negative integers whose product times the item size
+is exactly the member's data size; the metadata member holds at most
+:data:`MAX_METADATA_BYTES` (16 MiB). Arrays are read with their CRC checked, never with
+pickle.
+
+*The metadata*: valid UTF-8 JSON without ``NaN``/``Infinity`` constants, at most
+:data:`MAX_JSON_CONTAINERS` (100 000) ``[``/``{`` characters (counted before parsing),
+nested at most :data:`MAX_JSON_DEPTH` (64) levels, strings and keys at most
+:data:`MAX_STRING_LENGTH` (65 536) characters, integers within +-(2**63 - 1), finite
+numbers, ``range`` values of at most :data:`MAX_RANGE_LENGTH` elements; only the keys
+listed above; every array member declared with its dtype, shape and checksum, and
+referred to exactly once, from the field it is named after.
+
+*The estimator*, against a schema per class (``_SCHEMAS``: the fitted attributes each
+class documents and really has). Parameters go through the class's own scikit-learn
+``_parameter_constraints`` where it has them, and through the schema's checks
+(``n_components``, ``criterion``, ``random_state``, initial arrays ...). Attributes must
+be names the class has (any other is refused), of the right type: floating-point arrays
+of the right dimension with finite values (``weights_``, ``means_``, ``mean_`` ...),
+integer arrays (``classes_``, ``transduction_``), non-negative integers (``n_iter_``)
+and positive ones (``n_features_in_``, ``n_components_``), booleans (``converged_``),
+finite floats (``offset_``; ``lower_bound_`` may be ``-inf``), lists of pairs
+(``reseeded_``), string arrays (``feature_names_in_``), nested estimators of the right
+class (``mixture_`` and ``best_estimator_`` are ``GaussianMixture``), model-selection
+results whose rows have the table's columns and one best row (the best model's).
+Required attributes must be present. Then the content: weights non-negative and summing
+to one; shapes agreeing with each other and with the covariance model's layout;
+covariances symmetric and positive definite *and satisfying their covariance model's
+constraints* (equal volumes, shapes or orientations across components; checked with the
+model's own M-step projection, which must leave them unchanged within a relative
+tolerance of :data:`CONSTRAINT_RTOL`, 1e-6); precision Cholesky factors inverting the
+covariances; ``n_components``, ``n_features_in_``, ``feature_names_in_``,
+``n_components_``, ``covariance_type_``, ``n_iter_`` and ``converged_`` agreeing with the
+fitted mixture; a selector's or generator's ``selection_.best`` being its mixture; and
+the ``summary`` being exactly what the model implies.
+
+Error messages quote at most about 80 characters of anything read from the file, so a
+hostile file cannot make a huge message. Classes added with :func:`register_estimator`
+have no schema: their attributes get the generic checks only.
+
+:func:`save` runs the same checks, on exactly what it is about to write, before writing
+anything: a model that :func:`load` would refuse (its parameters disagreeing with its
+fitted attributes, say) is never saved; the error names the field.
 """
 
 from __future__ import annotations
@@ -111,6 +164,8 @@ def register_estimator(name: str, module: str) -> None:
     """Allow model files to name the class ``name`` defined in ``module`` (a gmmkit module).
 
     Only gmmkit modules are accepted, so a file can never make gmmkit import other code.
+    Such a class has no schema: its parameters and attributes get the format's generic
+    checks only (limits, array dtypes, finite floating-point arrays).
     """
     if not module.startswith("gmmkit."):
         raise ValueError(f"only gmmkit classes can be registered, got module {module!r}")
