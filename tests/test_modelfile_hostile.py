@@ -51,7 +51,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, data: np.ndarray) -> dict[st
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         estimators: dict[str, Any] = {
-            "GaussianMixture": GaussianMixture(3, random_state=0).fit(data),
+            "GaussianMixture": GaussianMixture(3, random_state=0, n_starts=1).fit(data),
             "SemiSupervisedGaussianMixture": gmmkit.SemiSupervisedGaussianMixture(
                 3, random_state=0
             ).fit(data, partial),
@@ -65,7 +65,7 @@ def files(tmp_path_factory: pytest.TempPathFactory, data: np.ndarray) -> dict[st
         }
         for model in MODEL_NAMES:
             estimators[model] = GaussianMixture(
-                3, covariance_type=model, random_state=0, max_iter=30
+                3, covariance_type=model, random_state=0, max_iter=30, n_starts=1
             ).fit(data)
     paths = {}
     for name, estimator in estimators.items():
@@ -693,7 +693,7 @@ def test_covariance_model_constraints(tmp_path: Path, files: dict[str, Path], mo
 
 
 def test_equal_variance_model_with_unequal_variances(tmp_path: Path, data: np.ndarray) -> None:
-    model = GaussianMixture(2, covariance_type="EII", random_state=0).fit(data)
+    model = GaussianMixture(2, covariance_type="EII", random_state=0, n_starts=1).fit(data)
     path = tmp_path / "eii.gmm"
     model.save(path)
 
@@ -729,7 +729,7 @@ def _save_refused(estimator: Any, path: Path, match: str) -> None:
 
 
 def _fitted(data: np.ndarray, **kwargs: Any) -> GaussianMixture:
-    return GaussianMixture(3, random_state=0, max_iter=20, **kwargs).fit(data)
+    return GaussianMixture(3, random_state=0, max_iter=20, n_starts=1, **kwargs).fit(data)
 
 
 def test_save_refuses_parameters_disagreeing_with_the_fit(tmp_path: Path, data: np.ndarray) -> None:
