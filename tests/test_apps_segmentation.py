@@ -176,7 +176,7 @@ def test_bad_parameters():
     with pytest.raises(ValueError, match="max_fit_pixels"):
         gmmkit.segment_image(image, 2, max_fit_pixels=0)
     with pytest.raises(ValueError, match="shape"):
-        gmmkit.write_image("x.png", np.zeros((4, 5, 2), np.uint8))
+        gmmkit.write_image("x.png", np.zeros((4, 5, 5), np.uint8))  # (H, W, 2) is grey + alpha
 
 
 @pytest.mark.parametrize("covariance_type", ["VEV", "EEI"])

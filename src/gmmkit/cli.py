@@ -732,6 +732,7 @@ def segment(
 ) -> None:
     """Segment IMAGE into colour components and write the recoloured image."""
     import gmmkit
+    from gmmkit.apps.segmentation import check_writable
 
     if not image_path.exists():
         raise FileNotFoundError(f"image file not found: {image_path}")
@@ -748,6 +749,7 @@ def segment(
                 param_hint="'--labels'",
             )
     image = gmmkit.read_image(image_path)
+    check_writable(image, output_format)  # e.g. RGBA as JPEG: fail before the fit
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if spatial is not None:
         options["spatial_weight"] = spatial

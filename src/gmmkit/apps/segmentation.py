@@ -201,20 +201,112 @@ def segment_image(
     )
 
 
-def read_image(path: str | os.PathLike[str]) -> NDArray[Any]:
-    """Read an image file with Pillow (extra ``image``).
+#: Pillow modes read_image converts before reading the pixels (see read_image).
+_CONVERTED_MODES = {
+    "1": "L",
+    "La": "LA",
+    "RGBa": "RGBA",
+    "PA": "RGBA",
+    "RGBX": "RGB",
+    "CMYK": "RGB",
+    "YCbCr": "RGB",
+    "LAB": "RGB",
+    "HSV": "RGB",
+}
 
-    Palette images are converted to RGB; grey images give (H, W), colour images (H, W, C).
+
+def _unit_interval(values: NDArray[Any], mode: str, where: str) -> NDArray[np.float32]:
+    """Float intensities in [0, 1]: kept when already there, else scaled by their range."""
+    values = np.asarray(values, dtype=np.float32)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{where}: the mode {mode!r} image contains NaN or infinity")
+    low, high = float(values.min()), float(values.max())
+    if low < 0.0 or high > 1.0:
+        values = ((values - low) / (high - low if high > low else 1.0)).astype(np.float32)
+    return values
+
+
+def image_pixels(img: Any, where: str = "image") -> NDArray[Any]:
+    """The pixels of an open Pillow image, in a form :func:`segment_image` fits and
+    :func:`write_image` writes back.
+
+    * ``L``, ``LA``, ``RGB``, ``RGBA``: as stored (uint8).
+    * ``1`` becomes ``L`` (0 or 255); ``P`` becomes ``RGBA`` when it has a transparent
+      colour, else ``RGB``; ``PA`` becomes ``RGBA``; ``CMYK``, ``YCbCr``, ``LAB``,
+      ``HSV`` and ``RGBX`` become ``RGB``; premultiplied ``RGBa`` and ``La`` become
+      ``RGBA`` and ``LA``.
+    * Alpha is kept as a feature: transparent regions form segments of their own (their
+      colour values are often arbitrary) and the recoloured image keeps them transparent.
+    * ``I;16`` (16-bit grey, any byte order): uint16, scaled by 1/65535 for the fit.
+    * ``I`` (32-bit integers): uint16 when the values fit 16 bits, else float in [0, 1]
+      scaled by the value range; ``F`` (float): float in [0, 1], scaled by the value
+      range unless already within it (segmenting is unaffected by the scaling).
+
+    Any other mode is rejected with a ValueError naming it.
+    """
+    mode = str(img.mode)
+    if mode == "P":
+        mode = "RGBA" if "transparency" in img.info else "RGB"
+        img = img.convert(mode)
+    elif mode in _CONVERTED_MODES:
+        img = img.convert(_CONVERTED_MODES[mode])
+    elif mode.startswith("I;16") and mode != "I;16S":
+        return np.asarray(img).astype(np.uint16)
+    elif mode == "I":
+        values = np.asarray(img)
+        if values.size and values.min() >= 0 and values.max() <= np.iinfo(np.uint16).max:
+            return values.astype(np.uint16)
+        return _unit_interval(values, mode, where)
+    elif mode == "F":
+        return _unit_interval(np.asarray(img), mode, where)
+    elif mode not in ("L", "LA", "RGB", "RGBA"):
+        raise ValueError(
+            f"{where}: cannot segment an image of mode {mode!r}; convert it to RGB, RGBA, "
+            "L or I;16 first"
+        )
+    return np.asarray(img).copy()
+
+
+def read_image(path: str | os.PathLike[str]) -> NDArray[Any]:
+    """Read an image file with Pillow (extra ``image``), in a form every image mode
+    segments sensibly (see :func:`image_pixels` for the rule per mode).
 
     Returns
     -------
-    ndarray of shape (H, W) or (H, W, C), dtype as stored (usually uint8)
+    ndarray of shape (H, W) or (H, W, C)
+        uint8 for 8-bit images (C = 2 grey + alpha, 3 RGB, 4 RGBA), uint16 for 16-bit
+        grey, float32 in [0, 1] for float images.
+
+    Raises
+    ------
+    ValueError
+        For an image mode without a sensible rule, naming the mode.
     """
     image_module = import_optional("PIL.Image", "image")
     with image_module.open(path) as img:
-        if img.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV"):
-            img = img.convert("RGBA" if "A" in img.mode or "transparency" in img.info else "RGB")
-        return np.asarray(img).copy()
+        return image_pixels(img, os.fspath(path))
+
+
+def check_writable(image: ArrayLike, format: str) -> None:
+    """Raise a ValueError, before any work, when :func:`write_image` cannot store an
+    image of this shape and dtype (the segmented image has the input's) as ``format``.
+
+    Parameters
+    ----------
+    image : array-like of shape (H, W) or (H, W, C)
+    format : str
+        Pillow's format name, e.g. from :func:`image_format`.
+    """
+    import io
+
+    array = np.asarray(image)
+    try:
+        write_image(io.BytesIO(), array[:1, :1], format=format)
+    except (OSError, KeyError, ValueError, TypeError) as exc:
+        raise ValueError(
+            f"cannot write the segmented image as {format}: {exc} (choose an output "
+            "format that can hold it, e.g. .png or .tif)"
+        ) from None
 
 
 def image_format(path: str | os.PathLike[str]) -> str:
@@ -249,7 +341,7 @@ def image_format(path: str | os.PathLike[str]) -> str:
 def write_image(
     path: str | os.PathLike[str] | IO[bytes], image: ArrayLike, *, format: str | None = None
 ) -> None:
-    """Write an (H, W) or (H, W, 3|4) image with Pillow (extra ``image``).
+    """Write an (H, W) or (H, W, 2|3|4) image with Pillow (extra ``image``).
 
     Float images are taken to be in [0, 1] and stored as 8-bit. A file is replaced
     atomically: it keeps its old content if writing fails.
@@ -258,7 +350,8 @@ def write_image(
     ----------
     path : str, path-like or binary file object
         Where to write.
-    image : array-like of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4)
+    image : array-like of shape (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4)
+        Grey, grey + alpha, RGB or RGBA.
     format : str, optional
         Pillow's format name (``"PNG"``, ``"JPEG"``, ...); by default the one the file
         extension asks for (see :func:`image_format`). Required for a file object.
@@ -272,9 +365,10 @@ def write_image(
     array = np.asarray(image)
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[:, :, 0]
-    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (2, 3, 4)):
         raise ValueError(
-            f"image must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {array.shape}"
+            "image must have shape (H, W), (H, W, 1), (H, W, 2), (H, W, 3) or (H, W, 4), "
+            f"got {array.shape}"
         )
     if array.dtype.kind == "f":
         array = np.clip(np.rint(array * 255.0), 0, 255).astype(np.uint8)
