@@ -3,6 +3,7 @@ streamed arrays and data frames, and images of every common Pillow mode."""
 
 from __future__ import annotations
 
+import gzip
 import subprocess
 import sys
 from pathlib import Path
@@ -180,6 +181,10 @@ def test_read_table_and_read_csv_agree(tmp_path: Path, layout: str) -> None:
     np.testing.assert_array_equal(_streamed(path), data)
     source = gmmkit.read_csv(path)
     assert (list(source.feature_names) if source.feature_names else None) == names
+    packed = tmp_path / (name + ".gz")
+    packed.write_bytes(gzip.compress(text.encode()))
+    np.testing.assert_array_equal(read_table(packed)[0], data)
+    np.testing.assert_array_equal(_streamed(packed), data)
 
 
 def test_valid_file_gives_identical_fits(tmp_path: Path) -> None:

@@ -12,7 +12,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit._atomic import atomic_write
-from gmmkit.data.text import DataFileError, TextLayout, find_problem, read_layout
+from gmmkit.data.text import (
+    DataFileError,
+    TextLayout,
+    find_problem,
+    read_layout,
+    text_suffix,
+)
 from gmmkit.data.text import select_columns as _select_columns
 
 __all__ = ["DataFileError", "read_table", "write_table"]
@@ -138,7 +144,8 @@ def _read_parquet(
 def read_table(
     path: PathLike, columns: Sequence[str | int] | str | None = None
 ) -> tuple[NDArray[np.float64], list[str] | None]:
-    """Read a numeric table from ``.csv``/``.tsv``/``.txt``, ``.npy`` or ``.parquet``.
+    """Read a numeric table from ``.csv``/``.tsv``/``.txt`` (also ``.gz``/``.bz2``
+    compressed), ``.npy`` or ``.parquet``.
 
     Text files are UTF-8 (a byte-order mark is skipped): the delimiter (tab, comma,
     semicolon or whitespace) is taken from the first line, which is a header when any of
@@ -173,7 +180,7 @@ def read_table(
     if file.is_dir():
         raise DataFileError(f"{file} is a directory, not a data file")
     suffix = file.suffix.lower()
-    if suffix in _TEXT_SUFFIXES:
+    if text_suffix(file) in _TEXT_SUFFIXES:  # also compressed: .csv.gz, .csv.bz2
         data, names = _read_text(file, columns)
     elif suffix == ".npy":
         data, names = _read_npy(file, columns)

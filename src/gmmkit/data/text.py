@@ -39,6 +39,14 @@ _BOM = b"\xef\xbb\xbf"
 _MAX_HEADER_BYTES = 1 << 20
 
 
+def text_suffix(file: Path) -> str:
+    """The file's type suffix, lower case, behind a ``.gz`` / ``.bz2`` one."""
+    suffixes = [suffix.lower() for suffix in file.suffixes]
+    if len(suffixes) > 1 and suffixes[-1] in (".gz", ".bz2"):
+        return suffixes[-2]
+    return suffixes[-1] if suffixes else ""
+
+
 def open_binary(file: Path) -> io.BufferedIOBase:
     """The file's bytes, decompressed when it ends in ``.gz`` or ``.bz2``."""
     suffix = file.suffix.lower()
@@ -176,11 +184,8 @@ def read_layout(
                 break
     if not first:
         raise DataFileError(f"{file} is empty")
-    suffix = file.suffixes[-2].lower() if file.suffix.lower() in (".gz", ".bz2") and len(
-        file.suffixes
-    ) > 1 else file.suffix.lower()
     if delimiter is None:
-        delimiter = sniff_delimiter(first, suffix)
+        delimiter = sniff_delimiter(first, text_suffix(file))
     fields = split_fields(first, delimiter)
     if header is None:
         header = not all(is_number(f) for f in fields)
