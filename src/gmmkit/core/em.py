@@ -74,6 +74,18 @@ DEFAULT_RTOL = 1e-9
 FLOAT32_RTOL = 1e-6
 
 
+def squarem_pays(n_samples: int, params: MixtureParams) -> bool:
+    """Whether SQUAREM's saved passes are worth its own work and memory.
+
+    An extrapolation costs ``K D^3`` (log-Cholesky coordinates of three iterates and
+    back) and holds four parameter sets of ``K D^2`` numbers; a pass over the data
+    costs ``N K D^2`` for full and tied covariances.  With fewer rows than features
+    (wide data: N = 50, D = 2000 held 1 GB of (D, D) matrices) a pass is the cheaper
+    of the two and plain EM is faster.  Diagonal and spherical models always gain.
+    """
+    return params.layout not in ("full", "tied") or n_samples >= params.n_features
+
+
 def run_em(
     engine: Engine,
     params: MixtureParams,
@@ -111,7 +123,8 @@ def run_em(
         SQUAREM (Varadhan & Roland 2008): after two EM steps, extrapolate along their
         path and take one EM step from there; kept only when the log-likelihood there is
         at least that after the plain steps, so the iterates' log-likelihood never
-        decreases.  Engines see only E-steps at other parameters.
+        decreases.  Engines see only E-steps at other parameters.  Plain EM runs instead
+        when a pass costs less than the extrapolation (:func:`squarem_pays`).
     rtol : float
         At least :data:`FLOAT32_RTOL` for float32 engines.
 
@@ -123,7 +136,7 @@ def run_em(
                  label_weight, callback,
                  2 * params.n_components if max_reseeds is None else max_reseeds)
     with engine.session():
-        if accelerate:
+        if accelerate and squarem_pays(engine.n_samples, params):
             run.squarem(params)
         else:
             run.plain(params)

@@ -89,6 +89,10 @@ class KernelCoefficients:
         Point each component's statistics are taken around: its own mean for the
         components in ``own_centred``, so that the M-step's ``S / n - m m'`` cancels
         nothing; the shared reference otherwise (one GEMM for all of them).
+    quadratic : bool
+        Whether blocks carry the packed quadratic features: False when every component
+        is evaluated and accumulated centred on its own mean (small passes, wide data),
+        and ``weights_t`` then holds only the linear and constant columns.
     params : MixtureParams or None
         The parameters the coefficients came from: rows far from every component are
         evaluated again from them (:func:`_far_log_joint`).
@@ -123,6 +127,7 @@ class KernelCoefficients:
     centred_constants: Array | None = None
     own_centred: NDArray[np.intp] | None = None
     params: MixtureParams | None = None
+    quadratic: bool = True
 
     @property
     def n_components(self) -> int:
@@ -133,6 +138,12 @@ class KernelCoefficients:
 #: component centred on its own mean without probing the expansion first: the probes
 #: (a few solves per component) cost more than the whole pass on such data.
 EXACT_WORK = 20_000
+
+#: With more packed quadratic features than this (``D > 511`` for full and tied) the
+#: kernel evaluates every component centred on its own mean: a block of ``D (D + 1) /
+#: 2`` features per row costs 16 MB a row at ``D = 2000`` (GBs for a block), while the
+#: centred evaluation is ``K`` GEMMs on (D, n) blocks, as fast per flop.
+WIDE_QUADRATIC = 2**17
 
 
 def kernel_coefficients(
@@ -166,10 +177,14 @@ def kernel_coefficients(
         - 0.5 * np.sum(centred * precision_means, axis=1)
     )
     linear = np.vstack([precision_means.T, constants[None, :]])
-    # tied evaluates its shared quadratic term by whitening, not by packed features
+    exact = (
+        n_rows is not None and n_rows * params.n_components <= EXACT_WORK
+    ) or cov.n_quadratic(d) > WIDE_QUADRATIC
+    # tied evaluates its shared quadratic term by whitening, not by packed features; the
+    # exact centred evaluation needs no quadratic coefficients at all
     weights_matrix = (
         linear
-        if cov.shared_quadratic
+        if cov.shared_quadratic or exact
         else np.vstack([cov.quadratic_coefficients(params.precisions_cholesky), linear])
     )
 
@@ -202,10 +217,11 @@ def kernel_coefficients(
                 else None
             ),
             params=params,
+            quadratic=not exact,
             **extra,
         )
 
-    if n_rows is not None and n_rows * params.n_components <= EXACT_WORK:
+    if exact:
         return build(np.dtype(np.float64), True, np.ones(params.n_components, dtype=bool))
     if np.dtype(dtype) == np.float32:
         single = build(np.dtype(np.float32), False)
@@ -358,7 +374,7 @@ def _log_joint_t(coefs: KernelCoefficients, X: Array) -> tuple[Array, Array]:
     For ``tied`` the feature block is ``[xc; 1]`` of shape (D + 1, n); otherwise the
     full ``[q(xc); xc; 1]``.
     """
-    quadratic = coefs.whitening is None
+    quadratic = coefs.whitening is None and coefs.quadratic
     phi_t = _features_t(coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic)
     return _log_joint_of_features_t(coefs, phi_t, X.shape[1]), phi_t
 
@@ -652,9 +668,9 @@ def chunk_statistics(
         # around the shared reference, in one GEMM as above
         log_prob_t *= scale
         nk = log_prob_t.sum(axis=1).astype(np.float64)
-        q = phi_t.shape[0] - d - 1
+        q = phi_t.shape[0] - d - 1  # 0 when the block carries no quadratic features
         first = np.empty((len(nk), d))
-        second = np.empty((len(nk), q))
+        second = np.empty((len(nk), coefs.covariance.n_quadratic(d)))
         rest = np.setdiff1d(np.arange(len(nk)), own)
         if len(rest):
             moments = np.dot(phi_t, log_prob_t[rest].T).T.astype(np.float64)
@@ -742,13 +758,21 @@ def hard_statistics(
     sample_weight : ndarray of shape (n,), optional
     """
     n, d = X.shape
-    phi_t = _features_t(cov, X, np.asarray(reference, np.float64), np.dtype(np.float64), True)
+    wide = cov.layout in ("full", "tied") and cov.n_quadratic(d) > WIDE_QUADRATIC
+    # wide data: (D, D) scatter GEMMs instead of a (D^2 / 2, n) block of features
+    phi_t = _features_t(
+        cov, X, np.asarray(reference, np.float64), np.dtype(np.float64), not wide
+    )
     resp = np.asarray(resp, dtype=np.float64)
     weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
     resp_t = resp.T * weight
     q = phi_t.shape[0] - d - 1
     moments = resp_t @ phi_t.T
-    if cov.shared_quadratic:
+    if wide:
+        xc_t = phi_t[:d]
+        rows = [weight] if cov.shared_quadratic else list(resp_t)
+        second = pack_symmetric(np.stack([np.dot(xc_t * r, xc_t.T) for r in rows]))
+    elif cov.shared_quadratic:
         second = (phi_t[:q] @ weight)[None, :]
     else:
         second = moments[:, :q]
