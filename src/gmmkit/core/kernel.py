@@ -375,8 +375,10 @@ def _log_joint_t(coefs: KernelCoefficients, X: Array) -> tuple[Array, Array]:
     full ``[q(xc); xc; 1]``.
     """
     quadratic = coefs.whitening is None and coefs.quadratic
-    phi_t = _features_t(coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic)
-    return _log_joint_of_features_t(coefs, phi_t, X.shape[1]), phi_t
+    # rows far out may overflow here; :func:`_repair_far_rows` evaluates them again
+    with np.errstate(over="ignore", invalid="ignore"):
+        phi_t = _features_t(coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic)
+        return _log_joint_of_features_t(coefs, phi_t, X.shape[1]), phi_t
 
 
 def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) -> Array:
