@@ -149,9 +149,12 @@ class OutputSet:
             target = resolved
         directory = target.parent if str(target.parent) else Path(".")
         mode = _target_mode(target)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-        staged = _Staged(Path(tmp_name), target, mode)
-        self._staged.append(staged)
+        with _interrupts_deferred():  # a Ctrl-C between creating and recording would leak it
+            fd, tmp_name = tempfile.mkstemp(
+                prefix=f".{target.name}.", suffix=".tmp", dir=directory
+            )
+            staged = _Staged(Path(tmp_name), target, mode)
+            self._staged.append(staged)
         return fd, staged
 
     def path(self, target: PathLike) -> Path:

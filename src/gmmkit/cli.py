@@ -887,8 +887,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Run the command line; exit status 0 on success, 1 on an error, 2 on a usage error,
     130 when interrupted (Ctrl-C) and 143 when terminated (SIGTERM)."""
     args = list(sys.argv[1:] if argv is None else argv)
+    previous_sigterm: Any = None
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
-        signal.signal(signal.SIGTERM, _terminate)
+        previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
     if "--debug" in args:
         _State.debug = True
     quiet = "-q" in args or "--quiet" in args
@@ -935,6 +936,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 message = f"{type(exc).__name__}: {message} (run with --debug for details)"
             click.echo(f"gmmkit: error: {message}", err=True)
             code = 1
+    if previous_sigterm is not None:  # main() may be called in-process (tests, notebooks)
+        signal.signal(signal.SIGTERM, previous_sigterm)
     sys.exit(code)
 
 
