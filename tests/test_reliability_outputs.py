@@ -12,6 +12,7 @@ from __future__ import annotations
 import errno
 import itertools
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -593,3 +594,33 @@ def test_cli_huge_k_fails_at_once(inputs: dict[str, Path]) -> None:
     assert "MemoryError" not in line
     assert time.perf_counter() - start < 30  # the interpreter's start-up included
     assert not (inputs["folder"] / "never.csv").exists()
+
+
+def test_cli_real_full_disk(inputs: dict[str, Path], tmp_path: Path) -> None:
+    """A real full disk: a 64 KiB tmpfs in a private mount namespace (skipped where the
+    system does not allow mounting one). ``sample`` writes ~0.7 MB of CSV into it."""
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        pytest.skip("no unshare(1)")
+    mount_point = tmp_path / "small"
+    mount_point.mkdir()
+    script = (
+        'mount -t tmpfs -o size=64k tmpfs "$1" || exit 77\n'
+        'printf "old content" > "$1/out.csv"\n'
+        '"$2" -m gmmkit.cli sample "$3" -n 20000 --seed 0 -o "$1/out.csv" 2>"$1/../stderr"\n'
+        'echo "rc=$?"\n'
+        'ls -A "$1"\n'
+        'cat "$1/out.csv"\n'
+    )
+    flags = "-m" if ROOT else "-rm"
+    result = subprocess.run([unshare, flags, "sh", "-c", script, "sh", str(mount_point),
+                             sys.executable, str(inputs["model"])],
+                            capture_output=True, text=True, timeout=120)
+    if result.returncode == 77 or not result.stdout.startswith("rc="):
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()[:200]}")
+    rc_line, *listing = result.stdout.splitlines()
+    stderr = (tmp_path / "stderr").read_text().strip()
+    assert rc_line == "rc=1", stderr
+    assert "\n" not in stderr and "No space left on device" in stderr and "out.csv" in stderr
+    # the directory holds only the old file (no temporary), which kept its content
+    assert listing == ["out.csv", "old content"]
