@@ -4,6 +4,11 @@ Commands: ``fit``, ``predict``, ``select``, ``anomalies``, ``segment``, ``sample
 and ``demo``; ``gmmkit COMMAND --help`` describes each. Errors print one line on stderr
 (``gmmkit: error: ...``) and exit with status 1 (2 for a bad command line); ``--debug``
 shows the full traceback instead.
+
+A command does all of its work or none of it: its output paths are checked before any
+data is read (the folder exists and is writable, the output is not a folder, not an input
+file, not another output), and its output files are staged and renamed together at the
+end, so a failure or Ctrl-C leaves every output as it was.
 """
 
 from __future__ import annotations
