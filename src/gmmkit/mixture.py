@@ -151,7 +151,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     n_starts : int, default=6
         Starts of the ``init_params="auto"`` search, in this order: mclust's start
         (hierarchical agglomeration; quantile classes in one dimension), k-means, then
-        k-means++ draws.  Ignored by the other ``init_params``.
+        k-means++ draws.  Ignored by the other ``init_params``.  With fewer rows than
+        features and full or tied covariances only the first two run, without SQUAREM
+        (there an M-step costs more than the passes they save).
 
     Attributes
     ----------
