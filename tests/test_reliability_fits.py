@@ -22,6 +22,7 @@ from gmmkit import (
     GaussianMixtureSelector,
     PCAGaussianMixtureGenerator,
     SemiSupervisedGaussianMixture,
+    select,
 )
 from gmmkit.core.params import MixtureParams
 from gmmkit.mixture import fit_progress
@@ -275,6 +276,26 @@ def test_sample_weight_beyond_float_range_fails_clearly() -> None:
     with pytest.raises(ValueError, match="sample_weight"):
         GaussianMixture(2, random_state=0).fit(X, sample_weight=weight)
 
+
+
+def test_criteria_with_weights_below_one_observation_fail_clearly() -> None:
+    """BIC counts weights as observations (n = sum w); below n = 1 its penalty p log n
+    changes sign and would pick the most complex model, so it is refused up front."""
+    X = _blobs(200)
+    tiny = np.full(len(X), 1e-300)
+    model = GaussianMixture(2, init_params="kmeans", random_state=0).fit(X, sample_weight=tiny)
+    with pytest.raises(ValueError, match=r"sum to .*n >= 1"):
+        model.bic(X, sample_weight=tiny)
+    with pytest.raises(ValueError, match=r"sum to .*n >= 1"):
+        model.icl(X, sample_weight=tiny)
+    assert np.isfinite(model.aic(X, sample_weight=tiny))  # AIC has no n
+    with pytest.raises(ValueError, match=r"sum to .*n >= 1"):
+        select(X, range(1, 3), sample_weight=tiny)
+    # rescaled to count the rows, the same weights select as unweighted data does
+    counts = tiny / tiny.sum() * len(X)
+    unit = select(X, range(1, 4), covariance_types=["VVV"], sample_weight=counts)
+    plain = select(X, range(1, 4), covariance_types=["VVV"])
+    assert unit.best.n_components == plain.best.n_components
 
 # ----------------------------------------------------------------- 5. reg_covar=0
 def _degenerate_cases() -> dict[str, tuple[np.ndarray, int]]:

@@ -434,6 +434,7 @@ def select(
     # K is bounded by the rows before the candidates are listed: range(1, 10**12) fails here
     ks = check_n_components_list(n_components, n_samples=n_rows)
     total_weight = float(X_checked.shape[0] if weight is None else weight.sum())
+    criteria.check_sample_count(total_weight)
     data_cov = _data_covariance(X_checked, weight)
 
     # one seed for every candidate, drawn here when none is given: they then share the

@@ -18,8 +18,28 @@ def n_parameters(n_components: int, n_features: int, covariance_type: str) -> in
     )
 
 
+def check_sample_count(n_samples: float) -> None:
+    """Refuse a sample size below one observation for BIC/ICL.
+
+    Weights count observations (an integer weight acts as repeated rows), so ``n`` is
+    their sum; with ``n < 1`` the penalty ``p log n`` changes sign and BIC would prefer the
+    most complex model.
+
+    Raises
+    ------
+    ValueError
+    """
+    if not n_samples >= 1.0:
+        raise ValueError(
+            f"the sample weights sum to {n_samples:.3g}: BIC and ICL count weights as "
+            "observations (n = sum of weights) and need n >= 1; rescale sample_weight "
+            "(e.g. to sum to the number of rows)"
+        )
+
+
 def bic(total_log_likelihood: float, n_params: int, n_samples: float) -> float:
-    """Bayesian information criterion ``-2 log L + p log n``."""
+    """Bayesian information criterion ``-2 log L + p log n`` (``n`` >= 1 observations)."""
+    check_sample_count(n_samples)
     return float(-2.0 * total_log_likelihood + n_params * np.log(n_samples))
 
 
