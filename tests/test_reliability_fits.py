@@ -268,6 +268,53 @@ def test_sample_weight_scale_changes_nothing() -> None:
     assert abs(unweighted.lower_bound_ - reference.lower_bound_) < 0.5  # same scale
 
 
+
+@pytest.mark.parametrize("engine", ["memmap", "dask"])
+def test_streamed_sample_weight_scale_changes_nothing(engine: str, tmp_path: Any) -> None:
+    """The out-of-core and dask engines scale weights as the in-memory path does (weights
+    of 1e-300 collapsed both components onto the grand mean after two passes)."""
+    X = _blobs(300)
+    weight = np.random.default_rng(6).uniform(0.5, 2.0, len(X))
+    if engine == "memmap":
+        np.save(tmp_path / "x.npy", X)
+        data: Any = np.load(tmp_path / "x.npy", mmap_mode="r")
+        wrap: Any = np.asarray
+    else:
+        da = pytest.importorskip("dask.array")
+        data = da.from_array(X, chunks=150)
+        wrap = lambda w: da.from_array(w, chunks=150)  # noqa: E731
+    reference = GaussianMixture(2, init_params="kmeans", random_state=0).fit(
+        X, sample_weight=weight
+    )
+    order = np.argsort(reference.means_[:, 0])
+    for scale in (1e-300, 1e-20, 1e300):
+        model = GaussianMixture(2, init_params="kmeans", random_state=0)
+        model.fit(data, sample_weight=wrap(weight * scale))
+        mine = np.argsort(model.means_[:, 0])
+        np.testing.assert_allclose(model.means_[mine], reference.means_[order], rtol=1e-6)
+        assert model.lower_bound_ == pytest.approx(reference.lower_bound_, rel=1e-8)
+
+
+def test_weight_summary_in_parts_matches_the_whole() -> None:
+    """Scale from slices (with a running maximum) equals the scale of the whole vector,
+    also for weights near the top of float64's range."""
+    from fractions import Fraction as F
+
+    from gmmkit.core.weights import WeightSummary, weight_scale
+
+    rng = np.random.default_rng(7)
+    for magnitude in (1e-300, 1e-5, 1.0, 3e7, 1e307):
+        weight = rng.uniform(0.0, 2.0, 1000) * magnitude
+        weight[rng.integers(0, 1000, 50)] = 0.0
+        summary = WeightSummary()
+        for part in np.array_split(weight, 7):
+            summary.add(part)
+        scale = summary.scale()
+        assert scale == weight_scale(weight)
+        exact_mean = sum(F(float(w)) for w in weight) / len(weight)
+        assert 1 <= exact_mean * F(scale) < 2  # a power of two bringing the mean to [1, 2)
+        assert math.frexp(scale)[0] == 0.5
+
 def test_sample_weight_beyond_float_range_fails_clearly() -> None:
     X = _blobs()
     weight = np.ones(len(X))

@@ -33,6 +33,7 @@ from gmmkit.core.kernel import (
 )
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
+from gmmkit.core.weights import weight_scale
 from gmmkit.engines.base import Chunk, Engine
 from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
@@ -635,33 +636,16 @@ def _check_squares_fit(X: NDArray[Any]) -> None:
 
 
 def _normalised_weight(weight: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``weight`` divided by the power of two nearest below its mean.
-
-    Fits depend on the weights only through ratios, but their sums do not: weights of
-    ``1e-20`` made the total log-likelihood so small that the convergence rule
-    ``|dL| <= 1e-9 (1 + |L|)`` stopped EM at once, weights of ``1e300`` overflow it.
-    Dividing by a power of two is exact, so weights whose mean lies in ``[1, 2)``
-    (integer counts among them) are unchanged bit for bit, and any other scale gives
-    the same fit as its normalised weights.  The fitted ``lower_bound_`` is a weighted
-    *mean* and does not change.
+    """``weight`` times the power of two of :func:`gmmkit.core.weights.weight_scale`
+    (exact; weights whose mean lies in ``[1, 2)`` are unchanged bit for bit).
 
     Raises
     ------
     ValueError
-        When the weights span more than float64's range (the smallest non-zero weights
-        would vanish after scaling).
+        When the weights span more than float64's range.
     """
-    top = float(weight.max())
-    mean = top * float(np.mean(weight / top))  # no overflow for weights near 1e308
-    _, exponent = np.frexp(mean)
-    scaled = np.ldexp(weight, 1 - int(exponent))
-    positive = weight > 0
-    if np.any(scaled[positive] == 0):
-        raise ValueError(
-            "sample_weight spans more than float64's range: the smallest non-zero weights "
-            f"({float(weight[positive].min()):.3g}) vanish next to the mean ({mean:.3g})"
-        )
-    return scaled
+    scale = weight_scale(weight)
+    return weight if scale == 1.0 else weight * scale
 
 
 def _scoring_weight(sample_weight: ArrayLike | None, n_samples: int) -> NDArray[np.float64]:

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from gmmkit.core.weights import WeightSummary
 from gmmkit.engines.base import Engine
 from gmmkit.engines.dask_engine import DaskEngine, is_dask_collection
 from gmmkit.engines.memory import default_chunk_rows
@@ -37,9 +38,10 @@ def _print_line(line: str) -> None:
     print(line, flush=True)
 
 
-def _checked_stream_weight(weight: Any, n_rows: int | None) -> tuple[Any, int]:
+def _checked_stream_weight(weight: Any, n_rows: int | None) -> tuple[Any, int, float]:
     """Sample weights as float64 (a memory map stays mapped), validated slice by slice;
-    returns them and the number of rows with non-zero weight."""
+    returns them, the number of rows with non-zero weight and the power of two that
+    brings them to a common scale (:mod:`gmmkit.core.weights`)."""
     if not isinstance(weight, np.memmap):
         weight = np.asarray(weight, dtype=np.float64)
     if weight.ndim != 1:
@@ -47,6 +49,7 @@ def _checked_stream_weight(weight: Any, n_rows: int | None) -> tuple[Any, int]:
     if n_rows is not None and len(weight) != n_rows:
         raise ValueError(f"sample_weight.shape == ({len(weight)},), expected ({n_rows},)!")
     nonzero = 0
+    summary = WeightSummary()
     for start in range(0, len(weight), _CHECK_ROWS):
         part = np.asarray(weight[start : start + _CHECK_ROWS], dtype=np.float64)
         if not np.all(np.isfinite(part)):
@@ -54,17 +57,18 @@ def _checked_stream_weight(weight: Any, n_rows: int | None) -> tuple[Any, int]:
         if np.any(part < 0):
             raise ValueError("Negative values in data passed to sample_weight")
         nonzero += int(np.count_nonzero(part))
+        summary.add(part)
     if nonzero == 0:
         raise ValueError("sample_weight is zero for every sample")
-    return weight, nonzero
+    return weight, nonzero, summary.scale()
 
 
 def _checked_dask_weight(engine: DaskEngine) -> int:
     import dask
 
     weight = engine.sample_weight
-    non_finite, negative, nonzero = dask.compute(
-        (~np.isfinite(weight)).any(), (weight < 0).any(), (weight != 0).sum()
+    non_finite, negative, nonzero, top = dask.compute(
+        (~np.isfinite(weight)).any(), (weight < 0).any(), (weight != 0).sum(), weight.max()
     )
     if bool(non_finite):
         raise ValueError("sample_weight contains NaN or infinity")
@@ -72,6 +76,15 @@ def _checked_dask_weight(engine: DaskEngine) -> int:
         raise ValueError("Negative values in data passed to sample_weight")
     if int(nonzero) == 0:
         raise ValueError("sample_weight is zero for every sample")
+    relative_sum, smallest = dask.compute(
+        (weight / top).sum(), weight[weight > 0].min()
+    )
+    summary = WeightSummary()
+    summary.count, summary.top = len(weight), float(top)
+    summary.relative_sum, summary.smallest_positive = float(relative_sum), float(smallest)
+    scale = summary.scale()
+    if scale != 1.0:  # a power of two: exact, and lazy like the weights themselves
+        engine.sample_weight = weight * scale
     return int(nonzero)
 
 
@@ -138,12 +151,19 @@ def as_engine(
         )
         weight = None
         nonzero = -1
+        weight_scale = 1.0
         if sample_weight is not None:
-            weight, nonzero = _checked_stream_weight(sample_weight, source.n_rows)
+            weight, nonzero, weight_scale = _checked_stream_weight(sample_weight, source.n_rows)
         if labels is not None and not isinstance(labels, np.memmap):
             labels = np.asarray(labels)
         streaming = StreamingEngine(
-            source, weight, labels, chunk_rows=rows, n_jobs=n_jobs, progress=progress
+            source,
+            weight,
+            labels,
+            chunk_rows=rows,
+            n_jobs=n_jobs,
+            progress=progress,
+            weight_scale=weight_scale,
         )
         engine = streaming
         n_rows = source.n_rows

@@ -126,6 +126,8 @@ class StreamingEngine(ThreadedEngine):
         ``2 * n_jobs``.
     progress : callable (str) -> None, optional
         Receives one line per pass over the data (rows, seconds, throughput).
+    weight_scale : float
+        Power of two every weight is multiplied by (see :mod:`gmmkit.core.weights`).
     """
 
     def __init__(
@@ -136,9 +138,11 @@ class StreamingEngine(ThreadedEngine):
         chunk_rows: int = 4096,
         n_jobs: int | None = None,
         progress: Callable[[str], None] | None = None,
+        weight_scale: float = 1.0,
     ) -> None:
         self.source = source
         self.sample_weight = sample_weight
+        self.weight_scale = float(weight_scale)
         self.labels = labels
         self.chunk_rows = max(1, int(chunk_rows))
         self.n_jobs = default_n_jobs() if n_jobs is None else max(1, int(n_jobs))
@@ -168,6 +172,10 @@ class StreamingEngine(ThreadedEngine):
     def feature_names(self) -> tuple[str, ...] | None:
         return self.source.feature_names
 
+    def _weights(self, start: int, stop: int) -> NDArray[np.float64]:
+        weight = np.asarray(self.sample_weight[start:stop], dtype=np.float64)
+        return weight if self.weight_scale == 1.0 else weight * self.weight_scale
+
     def scan(self) -> None:
         """One pass that counts the rows and checks them for NaN and infinity."""
         for _ in self._chunks("scan"):
@@ -188,7 +196,7 @@ class StreamingEngine(ThreadedEngine):
                 X=X,
                 sample_weight=None
                 if self.sample_weight is None
-                else np.asarray(self.sample_weight[start:stop], dtype=np.float64),
+                else self._weights(start, stop),
                 labels=None if self.labels is None else np.asarray(self.labels[start:stop]),
                 start=start,
             )
