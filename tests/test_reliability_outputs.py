@@ -452,6 +452,26 @@ def test_preflight_unwritable_image_format(inputs: dict[str, Path], tripwires: N
                                   inputs["folder"] / labels), inputs, capsys, ".xyz")
 
 
+
+def test_label_image_too_deep_for_its_format_is_refused_before_the_fit(
+    inputs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """More than 256 segments need 16-bit labels, which JPEG cannot hold: refused before
+    the fit (it used to fail after it); PNG holds them."""
+
+    def trip(*args: Any, **kwargs: Any) -> Any:
+        raise WorkStarted("segment fitted before checking its label format")
+
+    monkeypatch.setattr(gmmkit, "segment_image", trip)
+    code, err = _main(["segment", inputs["image"], "-k", 300, "-o", tmp_path / "s.png",
+                       "--labels", tmp_path / "l.jpg"], capsys)
+    assert code == 2 and "l.jpg" in err and "JPEG" in err
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(WorkStarted):  # a PNG label map passes the check and reaches the fit
+        cli.main([str(a) for a in ["segment", inputs["image"], "-k", 300, "-o",
+                                   tmp_path / "s.png", "--labels", tmp_path / "l.png"]])
+
 def test_reported_bugs_end_to_end(inputs: dict[str, Path], tmp_path: Path,
                                   monkeypatch: pytest.MonkeyPatch,
                                   capsys: pytest.CaptureFixture[str]) -> None:

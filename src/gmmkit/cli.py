@@ -755,6 +755,15 @@ def segment(
             )
     image = gmmkit.read_image(image_path)
     check_writable(image, output_format)  # e.g. RGBA as JPEG: fail before the fit
+    label_dtype = np.uint8 if n_components <= 256 else np.uint16
+    if labels_format is not None:  # e.g. 16-bit labels as JPEG
+        try:
+            check_writable(np.zeros((1, 1), label_dtype), labels_format)
+        except ValueError as exc:
+            raise click.BadParameter(
+                f"{labels_path}: {exc}".replace("segmented image", "label image"),
+                param_hint="'--labels'",
+            ) from None
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if spatial is not None:
         options["spatial_weight"] = spatial
@@ -771,8 +780,7 @@ def segment(
                 elif labels_suffix == ".csv":
                     np.savetxt(handle, labels, fmt="%d", delimiter=",")
                 else:
-                    dtype = np.uint8 if n_components <= 256 else np.uint16
-                    gmmkit.write_image(handle, labels.astype(dtype), format=labels_format)
+                    gmmkit.write_image(handle, labels.astype(label_dtype), format=labels_format)
     _echo(quiet, f"{image.shape[1]}x{image.shape[0]} image in {n_components} segments "
                  f"written to {output}")
 
