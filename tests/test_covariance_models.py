@@ -15,6 +15,7 @@ from gmmkit.core.covariance import (
     MODEL_NAMES,
     get_covariance_type,
     pack_symmetric,
+    unpack_symmetric,
 )
 from gmmkit.core.kernel import kernel_coefficients, score_chunk
 from gmmkit.core.params import MixtureParams
@@ -229,3 +230,45 @@ def test_log_likelihood_at_mclusts_parameters_equals_mclusts(case: int) -> None:
     )
     total = float(score_chunk(kernel_coefficients(params), X).sum())
     assert abs(total - entry["loglik_at_params"]) <= 1e-9 * abs(entry["loglik_at_params"])
+
+
+@pytest.mark.parametrize("d", [1, 5, 63, 64, 97])
+def test_pack_unpack_symmetric_match_triangle_indices(d: int) -> None:
+    """Both (un)packing paths (fancy indexing below 64 features, row slices from 64 on)
+    give numpy's upper triangle, row by row, and invert each other."""
+    rng = np.random.default_rng(d)
+    a = rng.normal(size=(3, d, d))
+    sym = a + a.transpose(0, 2, 1)
+    rows, cols = np.triu_indices(d)
+    packed = pack_symmetric(sym)
+    np.testing.assert_array_equal(packed, sym[:, rows, cols])
+    np.testing.assert_array_equal(unpack_symmetric(packed, d), sym)
+
+
+def test_full_m_step_repairs_an_indefinite_scatter_from_rounding() -> None:
+    """The unconstrained full M-step factors each covariance once; a scatter left
+    indefinite by rounding (reg_covar=0 is refused as singular, so a tiny reg_covar) is
+    repaired by clipping eigenvalues, giving a positive-definite covariance."""
+    from gmmkit.core.mstep import m_step
+    from gmmkit.core.suffstats import SuffStats
+
+    rng = np.random.default_rng(0)
+    d = 4
+    basis = np.linalg.qr(rng.normal(size=(d, d)))[0]
+    scatter = (basis * np.array([1.0, 1.0, 1.0, -1e-13])) @ basis.T  # indefinite by a hair
+    nk = np.array([10.0])
+    stats = SuffStats(
+        nk=nk,
+        first=np.zeros((1, d)),
+        second=pack_symmetric(scatter[None] * nk[:, None, None]),
+        log_likelihood=0.0,
+        total_weight=10.0,
+        n_samples=10,
+        reference=np.zeros((1, d)),
+        worst_log_density=-np.inf,
+        worst_point=np.zeros(d),
+    )
+    params = m_step(stats, "VVV", reg_covar=1e-15).params
+    eigvals = np.linalg.eigvalsh(params.covariances[0])
+    assert eigvals.min() > 0
+    np.testing.assert_allclose(params.covariances[0], scatter, atol=1e-12)

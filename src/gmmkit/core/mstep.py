@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gmmkit.core.covariance import CovarianceError, cholesky_precision, get_covariance_type
+from gmmkit.core.covariance import (
+    CovarianceError,
+    cholesky_precision,
+    get_covariance_type,
+    repair_positive_definite,
+)
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
 
@@ -136,11 +141,17 @@ def m_step(
     means = stats.reference + centred_means
     if reg_covar == 0.0:
         _check_well_defined(covariances, means, cov.layout)
+    try:
+        precisions_cholesky = cholesky_precision(covariances, covariance_type)
+    except CovarianceError:
+        # rounding left a (near-)singular matrix indefinite: clip its eigenvalues
+        covariances = repair_positive_definite(covariances, covariance_type, reg_covar)
+        precisions_cholesky = cholesky_precision(covariances, covariance_type)
     params = MixtureParams(
         weights=weights,
         means=means,
         covariances=covariances,
-        precisions_cholesky=cholesky_precision(covariances, covariance_type),
+        precisions_cholesky=precisions_cholesky,
         covariance_type=covariance_type,
     )
     return MStepResult(

@@ -19,6 +19,7 @@ from gmmkit.core.covariance._base import (
     pack_symmetric,
     packed_outer_features,
     precisions_from_cholesky,
+    repair_positive_definite,
     unpack_symmetric,
 )
 
@@ -53,5 +54,6 @@ __all__ = [
     "pack_symmetric",
     "packed_outer_features",
     "precisions_from_cholesky",
+    "repair_positive_definite",
     "unpack_symmetric",
 ]
