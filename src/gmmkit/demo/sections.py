@@ -5,6 +5,7 @@ computed here is evaluation against known truth (agreement scores, accuracies, t
 
 from __future__ import annotations
 
+import functools
 import time
 import warnings
 from collections.abc import Callable
@@ -397,18 +398,77 @@ def segmentation(ctx: Context) -> Section:
 
 
 # ---------------------------------------------------------------------------- digits
-def generated_digits(ctx: Context) -> Section:
+#: The digits recipe: PCA keeping 85% of the variance (17 axes on the bundled digits), then
+#: full-covariance mixtures for these K, the one with the lowest AIC kept.  The tutorial
+#: (VanderPlas' Python Data Science Handbook) keeps 99% (41 axes) and tries K = 50..400;
+#: fewer axes leave fewer noisy directions for each component to model, so a few dozen
+#: components already give recognisable digits in about two seconds.  The same settings in
+#: fast mode: the figure the tests check is the figure the report shows.
+DIGITS_VARIANCE = 0.85
+DIGITS_K = tuple(range(10, 81, 10))
+DIGITS_CRITERION = "aic"
+
+
+def digit_samples(seed: int = 0, n_samples: int = 100) -> tuple[Any, NDArray[np.float64]]:
+    """Fit the demo's digits generator and draw the samples its figure shows.
+
+    Parameters
+    ----------
+    seed : int, default=0
+        The report's seed (fit and sampling).
+    n_samples : int, default=100
+
+    Returns
+    -------
+    generator : PCAGaussianMixtureGenerator
+        Fitted on all 1797 of scikit-learn's 8x8 digits.
+    samples : ndarray of shape (n_samples, 64)
+        Pixel intensities 0..16, one generated digit per row.
+    """
     from sklearn.datasets import load_digits
 
     import gmmkit
+
+    digits = load_digits()
+    generator = gmmkit.PCAGaussianMixtureGenerator(
+        n_components=DIGITS_K, variance=DIGITS_VARIANCE, criterion=DIGITS_CRITERION,
+        random_state=seed,
+    ).fit(digits.data)
+    samples, _ = generator.sample(n_samples, random_state=seed)
+    return generator, samples
+
+
+def digit_confidence(samples: NDArray[np.float64]) -> float:
+    """Mean top class probability a logistic regression on the real digits gives ``samples``.
+
+    The classifier (scikit-learn's LogisticRegression on intensities scaled to 0..1) is
+    trained on all 1797 bundled digits; it gives real digits about 0.92 and uniform noise
+    about 0.6, so the number says how digit-like generated images are.
+    """
+    probabilities = _digit_classifier().predict_proba(np.asarray(samples) / 16.0)
+    return float(np.mean(probabilities.max(axis=1)))
+
+
+@functools.cache
+def _digit_classifier() -> Any:
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    digits = load_digits()
+    # a small problem: one BLAS thread fits it in a tenth of a second, while several
+    # threads on a busy machine take seconds
+    with threadpool_limits(1):
+        return LogisticRegression(max_iter=1000).fit(digits.data / 16.0, digits.target)
+
+
+def generated_digits(ctx: Context) -> Section:
+    from sklearn.datasets import load_digits
+
     from gmmkit import plotting
 
     digits = load_digits()
-    candidates = range(4, 7, 2) if ctx.fast else range(2, 21, 2)
-    generator = gmmkit.PCAGaussianMixtureGenerator(
-        n_components=candidates, variance=0.99, criterion="bic", random_state=ctx.seed
-    ).fit(digits.data)
-    samples, _ = generator.sample(100, random_state=ctx.seed)
+    generator, samples = digit_samples(ctx.seed)
     real = ctx.save(plotting.plot_image_grid(digits.data[:100], image_shape=(8, 8)),
                     "digits_real", "100 of the 1797 bundled 8x8 handwritten digits.")
     generated = ctx.save(plotting.plot_image_grid(samples, image_shape=(8, 8)),
@@ -416,20 +476,35 @@ def generated_digits(ctx: Context) -> Section:
                          "mapped back from PCA space.")
     train = float(np.mean(generator.score_samples(digits.data)))
     new = float(np.mean(generator.score_samples(samples)))
+    confidence_real = digit_confidence(digits.data[:100])
+    confidence_new = digit_confidence(samples)
+    k_chosen = generator.mixture_.n_components
     return Section(
         "digits",
         "Generating handwritten digits",
         [
             "The tutorials' recipe: project the 64-pixel digits on the principal axes "
-            "keeping 99% of the variance, choose K by BIC, fit, sample in PCA space and map "
-            "back (gmmkit.PCAGaussianMixtureGenerator).",
+            f"keeping {DIGITS_VARIANCE:.0%} of the variance, fit full-covariance mixtures "
+            f"for K = {', '.join(map(str, DIGITS_K))} and keep the one with the lowest "
+            f"{DIGITS_CRITERION.upper()}, sample in PCA space and map back "
+            "(gmmkit.PCAGaussianMixtureGenerator). The Python Data Science Handbook keeps "
+            "99% of the variance (41 axes) and tries K = 50..400; with 85% (fewer, "
+            "less noisy axes) a few dozen components give clean digits in seconds. "
+            "BIC, which penalises parameters more, picks fewer components (less distinct "
+            "digits).",
+            "To check that the samples look like digits, a logistic regression trained on "
+            "the 1797 real digits classifies them: the table gives its mean probability "
+            "for the class it picks (real digits about 0.92, uniform noise about 0.6).",
         ],
         [real, generated],
-        [Table("Model", ["PCA axes", "K candidates", "K chosen (BIC)",
-                         "mean log-density, training digits", "mean log-density, generated"],
+        [Table("Model", ["PCA axes", "K candidates", f"K chosen ({DIGITS_CRITERION.upper()})",
+                         "mean log-density, training digits", "mean log-density, generated",
+                         "classifier confidence, real digits",
+                         "classifier confidence, generated"],
                [[str(generator.n_pca_components_),
-                 f"{min(candidates)}..{max(candidates)}", str(generator.mixture_.n_components),
-                 _fmt(train, 5), _fmt(new, 5)]])],
+                 f"{min(DIGITS_K)}..{max(DIGITS_K)}", str(k_chosen),
+                 _fmt(train, 5), _fmt(new, 5), f"{confidence_real:.3f}",
+                 f"{confidence_new:.3f}"]])],
     )
 
 
