@@ -170,11 +170,16 @@ def test_every_covariance_type_and_a_class_without_labels(covariance_type):
 @pytest.mark.parametrize(
     ("y_change", "error", "match"),
     [
-        (lambda y: np.where(y == 0, 5, y), ValueError, "out of range"),
-        (lambda y: np.where(y == 0, -2, y), ValueError, "out of range"),
+        # six classes for five components
+        (lambda y: np.r_[y[:-1], 5], ValueError, "6 classes but n_components is 5"),
+        # five classes but not 0..4, and a component without labels: which class is it?
+        (lambda y: np.where(y > 0, y + 10, -1), ValueError, "a component without labelled"),
         (lambda y: y[:-1], ValueError, "shape"),
         (lambda y: y + 0.5, ValueError, "integer"),
-        (lambda y: y.astype(str), TypeError, "integer"),
+        (lambda y: np.where(y == 0, np.nan, y), ValueError, "NaN"),
+        (lambda y: np.where(y == 0, None, y.astype(object)), ValueError, "None"),
+        (lambda y: np.where(y == 0, "a", y.astype(object)), TypeError, "cannot be sorted"),
+        (lambda y: y.astype(complex), TypeError, "class labels"),
         (lambda y: np.full_like(y, -1), ValueError, "labelled row"),
         (lambda y: None, ValueError, "y is required"),
     ],
@@ -183,6 +188,88 @@ def test_bad_labels(y_change, error, match):
     X, _, y = five_gaussians(0)
     with pytest.raises(error, match=match):
         gmmkit.SemiSupervisedGaussianMixture(5).fit(X, y_change(y))
+
+
+def test_no_labels_and_no_n_components():
+    X, _, _ = five_gaussians(0)
+    with pytest.raises(ValueError, match="give n_components"):
+        gmmkit.SemiSupervisedGaussianMixture(init_params="kmeans").fit(X, np.full(len(X), -1))
+
+
+NAMES = np.array(["wide", "north", "east", "south", "small"])  # deliberately unsorted
+
+
+def named_labels(y):
+    """``y`` with class ``k`` renamed ``NAMES[k]``; ``"-1"`` marks unlabelled rows, as NumPy
+    writes a -1 among strings."""
+    return np.where(y >= 0, NAMES[np.maximum(y, 0)], "-1")
+
+
+def test_string_labels_give_the_same_model_as_integers():
+    X, _, y = five_gaussians(0)
+    y_named = named_labels(y)
+    assert y_named.dtype.kind == "U" and "-1" in set(y_named)
+    by_index = gmmkit.SemiSupervisedGaussianMixture(5, random_state=0).fit(X, y)
+    named = gmmkit.SemiSupervisedGaussianMixture(random_state=0).fit(X, y_named)
+    order = np.argsort(NAMES)  # component k of ``named`` is class sorted(NAMES)[k]
+    np.testing.assert_array_equal(named.classes_, np.sort(NAMES))
+    np.testing.assert_allclose(named.means_, by_index.means_[order], rtol=1e-9)
+    np.testing.assert_allclose(named.weights_, by_index.weights_[order], rtol=1e-9)
+    predicted = named.predict(X)
+    assert predicted.dtype.kind == "U"
+    np.testing.assert_array_equal(predicted, NAMES[by_index.predict(X)])
+    proba = named.predict_proba(X)
+    np.testing.assert_allclose(proba, by_index.predict_proba(X)[:, order], rtol=1e-9)
+    np.testing.assert_array_equal(named.classes_[proba.argmax(axis=1)], predicted)
+    labelled = y >= 0
+    np.testing.assert_array_equal(named.transduction_[labelled], y_named[labelled])
+    np.testing.assert_array_equal(named.transduction_, NAMES[by_index.transduction_])
+    drawn, drawn_labels = named.sample(50)
+    assert drawn.shape == (50, 2) and set(drawn_labels) <= set(NAMES)
+
+
+@pytest.mark.parametrize(
+    "convert",
+    [
+        lambda y: y.astype(object),  # strings and the integer -1 in an object array
+        lambda y: list(y),  # a Python list of strings, "-1" for unlabelled rows
+    ],
+)
+def test_object_and_list_labels(convert):
+    X, _, y = five_gaussians(1)
+    y_named = named_labels(y).astype(object)
+    y_named[y < 0] = -1
+    model = gmmkit.SemiSupervisedGaussianMixture(random_state=0).fit(X, convert(y_named))
+    np.testing.assert_array_equal(model.classes_, np.sort(NAMES))
+    labelled = y >= 0
+    np.testing.assert_array_equal(model.transduction_[labelled], y_named[labelled])
+
+
+def test_integer_labels_that_are_not_0_to_k():
+    X, _, y = five_gaussians(2)
+    shifted = np.where(y >= 0, 10 * y + 7, -1)
+    model = gmmkit.SemiSupervisedGaussianMixture(random_state=0).fit(X, shifted)
+    reference = gmmkit.SemiSupervisedGaussianMixture(5, random_state=0).fit(X, y)
+    np.testing.assert_array_equal(model.classes_, [7, 17, 27, 37, 47])
+    np.testing.assert_array_equal(model.predict(X), 10 * reference.predict(X) + 7)
+    # fewer distinct labels than n_components=None finds: one component per class
+    three = np.where(np.isin(y, [0, 1, 2]), y, -1)
+    assert len(gmmkit.SemiSupervisedGaussianMixture(random_state=0).fit(X, three).classes_) == 3
+    # n_components=5 with labels 0..2 keeps classes 3 and 4 as components without labels
+    five = gmmkit.SemiSupervisedGaussianMixture(5, random_state=0).fit(X, three)
+    np.testing.assert_array_equal(five.classes_, np.arange(5))
+
+
+def test_model_file_round_trip_with_string_classes(tmp_path):
+    X, _, y = five_gaussians(0)
+    model = gmmkit.SemiSupervisedGaussianMixture(random_state=0).fit(X, named_labels(y))
+    model.save(tmp_path / "named.gmm")
+    loaded = gmmkit.load(tmp_path / "named.gmm")
+    np.testing.assert_array_equal(loaded.classes_, model.classes_)
+    np.testing.assert_array_equal(loaded.transduction_, model.transduction_)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    assert loaded.n_components is None
 
 
 def test_bad_parameters():

@@ -507,9 +507,11 @@ WRONG_TYPES: dict[str, list[tuple[tuple[str, ...], Any, str]]] = {
         ((*PARAM, "n_components"), [3], "invalid parameters"),
     ],
     "SemiSupervisedGaussianMixture": [
-        ((*ATTR, "classes_"), {"__strarray__": ["a", "b", "c"]}, "integer array"),
-        ((*ATTR, "transduction_"), 3, "integer array"),
-        ((*ATTR, "classes_"), None, "integer array"),
+        ((*ATTR, "classes_"), {"__strarray__": ["a", "b"]}, "classes_ has 2 entries"),
+        ((*ATTR, "classes_"), {"__strarray__": ["a", "b", "a"]}, "label twice"),
+        ((*ATTR, "classes_"), {"__strarray__": ["a", "b", "c"]}, "not in classes_"),
+        ((*ATTR, "transduction_"), 3, "transduction_ must be an array of class labels"),
+        ((*ATTR, "classes_"), None, "classes_ must be an array of class labels"),
     ],
     "AnomalyDetector": [
         ((*ATTR, "mixture_"), "hello", "mixture_ must be a GaussianMixture"),

@@ -275,12 +275,16 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         labels: NDArray[np.intp] | None = None,
     ) -> Engine:
         rows = self.chunk_rows or default_chunk_rows(
-            X.shape[1], self.n_components, X.dtype.itemsize, self.covariance_type
+            X.shape[1], self._n_fit_components(), X.dtype.itemsize, self.covariance_type
         )
         return MemoryEngine(X, sample_weight, labels, chunk_rows=rows, n_jobs=self.n_jobs)
 
+    def _n_fit_components(self) -> int:
+        """Components of this fit (a subclass may take them from ``y``)."""
+        return int(self.n_components)
+
     def _checked_inits(self, n_features: int) -> tuple[Array | None, Array | None, Array | None]:
-        k = self.n_components
+        k = self._n_fit_components()
         weights = means = precisions = None
         if self.weights_init is not None:
             weights = np.asarray(self.weights_init, dtype=np.float64)
@@ -359,11 +363,11 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             if n_rows == 0:
                 raise ValueError("sample_weight is zero for every sample")
             weight = _normalised_weight(weight)
-        if n_rows < self.n_components:
+        if n_rows < self._n_fit_components():
             counted = "n_samples" if weight is None else "samples with non-zero weight"
             raise ValueError(
                 f"Expected n_samples >= n_components but got n_components = "
-                f"{self.n_components}, {counted} = {n_rows}"
+                f"{self._n_fit_components()}, {counted} = {n_rows}"
             )
         return weight
 
@@ -388,7 +392,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 if do_init and self.init_params == "auto" and not user_start:
                     result = multistart(
                         engine,
-                        self.n_components,
+                        self._n_fit_components(),
                         self.covariance_type,
                         rng,
                         self.reg_covar,
@@ -403,7 +407,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                     if do_init:
                         params = initial_parameters(
                             engine,
-                            self.n_components,
+                            self._n_fit_components(),
                             self.covariance_type,
                             # what the user's arrays leave open comes from k-means
                             "kmeans" if self.init_params == "auto" else self.init_params,
@@ -458,9 +462,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         """
         previous = self._params
         changed = []
-        if previous.n_components != self.n_components:
+        if previous.n_components != self._n_fit_components():
             changed.append(
-                f"n_components is {self.n_components} but the previous fit has "
+                f"n_components is {self._n_fit_components()} but the previous fit has "
                 f"{previous.n_components} components"
             )
         model = get_covariance_type(self.covariance_type).model
@@ -589,7 +593,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     # ------------------------------------------------------------------ criteria
     def _n_parameters(self) -> int:
         d = self.means_.shape[1]
-        return criteria.n_parameters(self.n_components, d, self.covariance_type)
+        return criteria.n_parameters(self.means_.shape[0], d, self.covariance_type)
 
     def bic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""

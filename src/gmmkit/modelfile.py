@@ -88,22 +88,23 @@ class documents and really has). Parameters go through the class's own scikit-le
 (``n_components``, ``criterion``, ``random_state``, initial arrays ...). Attributes must
 be names the class has (any other is refused), of the right type: floating-point arrays
 of the right dimension with finite values (``weights_``, ``means_``, ``mean_`` ...),
-integer arrays (``classes_``, ``transduction_``), non-negative integers (``n_iter_``)
-and positive ones (``n_features_in_``, ``n_components_``), booleans (``converged_``),
-finite floats (``offset_``; ``lower_bound_`` may be ``-inf``), lists of pairs
-(``reseeded_``), string arrays (``feature_names_in_``), nested estimators of the right
-class (``mixture_`` and ``best_estimator_`` are ``GaussianMixture``), model-selection
-results whose rows have the table's columns and one best row (the best model's).
-Required attributes must be present. Then the content: weights non-negative and summing
-to one; shapes agreeing with each other and with the covariance model's layout;
-covariances symmetric and positive definite *and satisfying their covariance model's
-constraints* (equal volumes, shapes or orientations across components; checked with the
-model's own M-step projection, which must leave them unchanged within a relative
-tolerance of :data:`CONSTRAINT_RTOL`, 1e-6); precision Cholesky factors inverting the
-covariances; ``n_components``, ``n_features_in_``, ``feature_names_in_``,
-``n_components_``, ``covariance_type_``, ``n_iter_`` and ``converged_`` agreeing with the
-fitted mixture; a selector's or generator's ``selection_.best`` being its mixture; and
-the ``summary`` being exactly what the model implies.
+class labels (``classes_``, ``transduction_``: numeric or string arrays), non-negative
+integers (``n_iter_``) and positive ones (``n_features_in_``, ``n_components_``),
+booleans (``converged_``), finite floats (``offset_``; ``lower_bound_`` may be
+``-inf``), lists of pairs (``reseeded_``), string arrays (``feature_names_in_``),
+nested estimators of the right class (``mixture_`` and ``best_estimator_`` are
+``GaussianMixture``), model-selection results whose rows have the table's columns and
+one best row (the best model's). Required attributes must be present. Then the
+content: weights non-negative and summing to one; shapes agreeing with each other and
+with the covariance model's layout; covariances symmetric and positive definite *and
+satisfying their covariance model's constraints* (equal volumes, shapes or orientations
+across components; checked with the model's own M-step projection, which must leave
+them unchanged within a relative tolerance of :data:`CONSTRAINT_RTOL`, 1e-6); precision
+Cholesky factors inverting the covariances; ``n_components``, ``n_features_in_``,
+``feature_names_in_``, ``n_components_``, ``covariance_type_``, ``n_iter_`` and
+``converged_`` agreeing with the fitted mixture; a selector's or generator's
+``selection_.best`` being its mixture; and the ``summary`` being exactly what the model
+implies.
 
 Error messages quote at most about 80 characters of anything read from the file, so a
 hostile file cannot make a huge message. Classes added with :func:`register_estimator`
@@ -902,6 +903,20 @@ def _strings(value: Any, field: str) -> None:
         raise ModelFileError(f"{field} must be an array of strings, got {_short(value)}")
 
 
+def _class_labels(value: Any, field: str) -> None:
+    """Class labels (``classes_``, ``transduction_``): a 1-D array of integers, booleans,
+    finite floats or strings."""
+    if isinstance(value, np.ndarray) and value.dtype == object:
+        _strings(value, field)
+    elif not isinstance(value, np.ndarray) or value.dtype.kind not in "biuf":
+        raise ModelFileError(
+            f"{field} must be an array of class labels (numbers or strings), got "
+            f"{_short(value)}"
+        )
+    else:
+        _array(value.dtype.kind, 1)(value, field)
+
+
 def _covariance_name(value: Any, field: str) -> None:
     from gmmkit.core.covariance import COVARIANCE_TYPES
 
@@ -991,7 +1006,7 @@ _MIXTURE_REQUIRED = ("weights_", "means_", "covariances_", "precisions_cholesky_
 _SCHEMAS: dict[str, _Schema] = {
     "GaussianMixture": _Schema(_MIXTURE_ATTRIBUTES, _MIXTURE_REQUIRED, _MIXTURE_PARAMS),
     "SemiSupervisedGaussianMixture": _Schema(
-        {**_MIXTURE_ATTRIBUTES, "classes_": _array("iu", 1), "transduction_": _array("iu", 1)},
+        {**_MIXTURE_ATTRIBUTES, "classes_": _class_labels, "transduction_": _class_labels},
         _MIXTURE_REQUIRED,
         _MIXTURE_PARAMS,
     ),
@@ -1344,7 +1359,7 @@ def _after_load(estimator: Any) -> None:
             estimator.covariance_type,
         )
         k, d = params.means.shape
-        if k != estimator.n_components:
+        if estimator.n_components is not None and k != estimator.n_components:
             raise ModelFileError(
                 f"model has {k} components but n_components is {_short(estimator.n_components)}"
             )
@@ -1356,13 +1371,15 @@ def _after_load(estimator: Any) -> None:
         for _iteration, component in getattr(estimator, "reseeded_", []):
             if component >= k:
                 raise ModelFileError(f"reseeded_ names component {component} of {k}")
-        for name in ("classes_", "transduction_"):
-            labels = getattr(estimator, name, None)
-            if labels is not None and (np.any(labels < 0) or np.any(labels >= k)):
-                raise ModelFileError(f"{name} holds labels outside 0..{k - 1}")
         classes = getattr(estimator, "classes_", None)
-        if classes is not None and len(classes) != k:
-            raise ModelFileError(f"classes_ has {len(classes)} entries for {k} components")
+        if classes is not None:
+            if len(classes) != k:
+                raise ModelFileError(f"classes_ has {len(classes)} entries for {k} components")
+            if len(set(classes.tolist())) != k:
+                raise ModelFileError("classes_ holds a label twice")
+            labels = getattr(estimator, "transduction_", None)
+            if labels is not None and not set(labels.tolist()) <= set(classes.tolist()):
+                raise ModelFileError("transduction_ holds labels that are not in classes_")
         estimator._set_params_from(params)
     names = getattr(estimator, "feature_names_in_", None)
     n_features = getattr(estimator, "n_features_in_", None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from numbers import Real
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
 import numpy as np
@@ -19,40 +19,119 @@ from gmmkit.mixture import GaussianMixture, _generator
 Array = NDArray[np.floating[Any]]
 
 
-def check_partial_labels(y: Any, n_samples: int, n_components: int) -> NDArray[np.intp]:
-    """Validate scikit-learn's semi-supervised labels: a class in ``0..K-1`` or ``-1``.
+#: The label of an unlabelled row, as in scikit-learn's semi-supervised estimators (the
+#: string ``"-1"`` in arrays of strings, where NumPy turns a ``-1`` among strings into it).
+UNLABELLED = -1
+
+
+def _unlabelled_mask(labels: NDArray[Any]) -> NDArray[np.bool_]:
+    """Rows marked unlabelled (``-1``), after refusing labels that are no class at all."""
+    kind = labels.dtype.kind
+    if kind == "f":
+        if not np.all(np.isfinite(labels)):
+            raise ValueError("y contains NaN or infinity; mark unlabelled rows with -1")
+        if np.any(labels != np.round(labels)):
+            raise ValueError(
+                "y holds non-integer numbers: class labels are integers, strings or other "
+                "discrete values (-1 for unlabelled rows), not continuous values"
+            )
+        return np.asarray(labels == UNLABELLED)
+    if kind in "iu":
+        return np.asarray(labels == UNLABELLED)
+    if kind == "b":
+        return np.zeros(labels.shape, dtype=bool)
+    if kind == "U":
+        return np.asarray(labels == str(UNLABELLED))
+    if kind == "S":
+        return np.asarray(labels == str(UNLABELLED).encode())
+    if kind == "O":
+        mask = np.zeros(labels.shape, dtype=bool)
+        for i, value in enumerate(labels.tolist()):
+            if value is None or (isinstance(value, float) and not np.isfinite(value)):
+                raise ValueError(
+                    "y contains None, NaN or infinity; mark unlabelled rows with -1"
+                )
+            if isinstance(value, str):
+                mask[i] = value == str(UNLABELLED)
+            elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+                value, (bool, np.bool_)
+            ):
+                mask[i] = value == UNLABELLED
+        return mask
+    raise TypeError(
+        f"y must hold class labels (integers, strings, booleans...), got dtype {labels.dtype}"
+    )
+
+
+def encode_partial_labels(
+    y: Any, n_samples: int, n_components: int | None
+) -> tuple[NDArray[Any], NDArray[np.intp]]:
+    """Classes and per-row class indices of scikit-learn semi-supervised labels.
+
+    ``y`` holds a class label for labelled rows -- any sortable hashable values, as for a
+    scikit-learn classifier: integers, strings, booleans -- and ``-1`` for unlabelled rows
+    (the string ``"-1"`` in an array of strings).
+
+    The classes are the sorted distinct labels.  With ``n_components`` given and larger
+    than their number, the labels must be integers in ``0..n_components-1`` and the
+    classes are all of ``0..n_components-1``: a class without labelled rows is still a
+    component (found by constrained k-means).
 
     Parameters
     ----------
     y : array-like of shape (n_samples,)
     n_samples : int
-    n_components : int
+    n_components : int or None
+        ``None``: one component per distinct label.
 
     Returns
     -------
-    ndarray of shape (n_samples,), intp
+    classes : ndarray of shape (K,)
+        Sorted, of ``y``'s dtype (integers for the ``0..n_components-1`` case).
+    codes : ndarray of shape (n_samples,), intp
+        Index into ``classes`` of each row's label, ``-1`` for unlabelled rows.
     """
     if y is None:
         raise ValueError(
-            "y is required: a class in 0..n_components-1 for labelled rows and -1 for "
-            "unlabelled rows"
+            "y is required: a class label for labelled rows and -1 for unlabelled rows"
         )
     labels = np.asarray(y)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels.ravel()
     if labels.ndim != 1 or labels.shape[0] != n_samples:
         raise ValueError(f"y should have shape ({n_samples},), got {labels.shape}")
-    if labels.dtype.kind == "f":
-        if not np.all(np.isfinite(labels)) or np.any(labels != np.round(labels)):
-            raise ValueError("y must hold integer class labels (or -1 for unlabelled rows)")
-    elif labels.dtype.kind not in "iu":
-        raise TypeError(f"y must hold integer class labels, got dtype {labels.dtype}")
-    labels = labels.astype(np.intp)
-    bad = (labels < -1) | (labels >= n_components)
-    if np.any(bad):
+    unlabelled = _unlabelled_mask(labels)
+    known = labels[~unlabelled]
+    try:
+        present = np.unique(known)
+    except TypeError as exc:
+        raise TypeError(
+            "y mixes labels that cannot be sorted together (such as strings and numbers)"
+        ) from exc
+    if n_components is None:
+        if len(present) == 0:
+            raise ValueError(
+                "y labels no row (all are -1): give n_components to fit unlabelled data"
+            )
+        classes = present
+    elif len(present) > n_components:
         raise ValueError(
-            f"labels out of range: y must be -1 (unlabelled) or in 0..{n_components - 1}, "
-            f"got {sorted(set(labels[bad].tolist()))[:10]}"
+            f"y names {len(present)} classes but n_components is {n_components}: each "
+            "class is one component (n_components=None takes the classes from y)"
         )
-    return labels
+    elif labels.dtype.kind in "iuf" and bool(np.all((present >= 0) & (present < n_components))):
+        classes = np.arange(n_components, dtype=labels.dtype)
+    elif len(present) == n_components:
+        classes = present
+    else:
+        raise ValueError(
+            f"y names {len(present)} classes for n_components={n_components}: a component "
+            "without labelled rows is a class only when the labels are integers in "
+            f"0..{n_components - 1} (or set n_components to the number of classes)"
+        )
+    codes = np.full(n_samples, -1, dtype=np.intp)
+    codes[~unlabelled] = np.searchsorted(classes, known)
+    return classes, codes
 
 
 def _weighted_scatter(X: Array, weight: Array, mean: Array) -> Array:
@@ -214,17 +293,24 @@ def labelled_initialisation(
 class SemiSupervisedGaussianMixture(GaussianMixture):
     """Gaussian mixture fitted by EM where some rows have a known component.
 
-    ``fit(X, y)`` follows scikit-learn's semi-supervised convention: ``y`` holds a class in
-    ``0..n_components-1`` for labelled rows and ``-1`` for unlabelled ones.  Component ``k``
-    *is* class ``k``: a labelled row keeps responsibility one for its class throughout EM
-    and counts ``alpha`` times as much as an unlabelled row, and the likelihood maximised
-    is the labelled rows' complete-data likelihood times the unlabelled rows' mixture
-    likelihood.  ``predict`` returns class labels.
+    ``fit(X, y)`` takes labels as a scikit-learn classifier does -- any sortable hashable
+    class labels (integers, strings, booleans) -- with scikit-learn's semi-supervised
+    convention for unlabelled rows: ``-1`` (the string ``"-1"`` in an array of strings;
+    ``None`` and NaN are refused).  ``classes_`` are the sorted distinct labels, and
+    component ``k`` *is* class ``classes_[k]``: a labelled row keeps responsibility one for
+    its class throughout EM and counts ``alpha`` times as much as an unlabelled row, and
+    the likelihood maximised is the labelled rows' complete-data likelihood times the
+    unlabelled rows' mixture likelihood.  ``predict`` returns labels from ``classes_``;
+    ``predict_proba``'s columns are in ``classes_`` order.  ``score`` is the mean
+    log-density, as for any mixture (not the accuracy a classifier's ``score`` gives).
 
     Parameters
     ----------
-    n_components : int, default=1
-        Number of classes (components).
+    n_components : int or None, default=None
+        Number of classes (components).  ``None``: one per distinct label in ``y``.  A
+        number larger than that makes room for classes without labelled rows, which
+        needs integer labels in ``0..n_components-1`` (``classes_`` is then all of
+        ``0..n_components-1``).
     alpha : float, default=1.0
         Weight of a labelled row relative to an unlabelled one (> 0).
     init_params : {"labels", "kmeans", "k-means++", "random", "random_from_data"}, \
@@ -243,8 +329,9 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
 
     Attributes
     ----------
-    classes_ : ndarray of shape (n_components,)
-        ``0..n_components-1``.
+    classes_ : ndarray of shape (K,)
+        The class of each component: the sorted distinct labels of ``y`` (or
+        ``0..n_components-1``, see ``n_components``).
     transduction_ : ndarray of shape (n_samples,)
         Class of every training row: the given label where there was one, the most
         probable class elsewhere.
@@ -256,13 +343,14 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
 
     _parameter_constraints: ClassVar[dict[str, list[Any]]] = {
         **GaussianMixture._parameter_constraints,
+        "n_components": [Interval(Integral, 1, None, closed="left"), None],
         "alpha": [Interval(Real, 0.0, None, closed="neither")],
         "init_params": [StrOptions({*INIT_METHODS, "labels"})],
     }
 
     def __init__(
         self,
-        n_components: int = 1,
+        n_components: int | None = None,
         *,
         alpha: float = 1.0,
         covariance_type: str = "full",
@@ -282,7 +370,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
         n_jobs: int | None = None,
     ) -> None:
         super().__init__(
-            n_components,
+            n_components,  # type: ignore[arg-type]
             covariance_type=covariance_type,
             tol=tol,
             reg_covar=reg_covar,
@@ -312,7 +400,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
         ----------
         X : array-like of shape (n_samples, n_features)
         y : array-like of shape (n_samples,)
-            Class in ``0..n_components-1``, or ``-1`` for an unlabelled row.
+            Class label of a labelled row, ``-1`` for an unlabelled one.
         sample_weight : array-like of shape (n_samples,), optional
 
         Returns
@@ -320,7 +408,8 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
         self
         """
         X_checked = self._validate_X(X, reset=True)
-        labels = check_partial_labels(y, X_checked.shape[0], self.n_components)
+        classes, labels = encode_partial_labels(y, X_checked.shape[0], self.n_components)
+        self._n_classes = len(classes)
         weight = self._checked_sample_weight(sample_weight, X_checked)
         self._label_init: tuple[Array, Array, Array] | None = None
         if self.init_params == "labels":
@@ -333,7 +422,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
                 X_checked,
                 labels,
                 weight,
-                self.n_components,
+                self._n_classes,
                 self.covariance_type,
                 self.reg_covar,
                 _generator(self.random_state),
@@ -341,16 +430,34 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
         engine = self._engine(X_checked, weight, labels)
         self._fit_engine(engine, X_checked.shape[1], label_weight=float(self.alpha))
         self._label_init = None
-        self.classes_ = np.arange(self.n_components)
-        transduction = self.predict(X_checked)
+        self.classes_ = classes
+        components = super().predict(X_checked)
         known = labels >= 0
-        transduction[known] = labels[known]
-        self.transduction_ = transduction
+        components[known] = labels[known]
+        self.transduction_ = classes[components]
         return self
+
+    def _n_fit_components(self) -> int:
+        n_classes: int | None = getattr(self, "_n_classes", None)
+        if n_classes is None and hasattr(self, "classes_"):  # loaded from a model file
+            n_classes = len(self.classes_)
+        return int(self.n_components if n_classes is None else n_classes)
+
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
+        """Most probable class of each row (labels from :attr:`classes_`), shape
+        (n_samples,)."""
+        components = super().predict(X)
+        return np.asarray(self.classes_[components])
+
+    def sample(self, n_samples: int = 1) -> tuple[NDArray[np.float64], NDArray[Any]]:
+        """Draw rows from the fitted mixture; ``y`` is the class (from :attr:`classes_`) of
+        each drawn row, rows grouped by class.  See :meth:`GaussianMixture.sample`."""
+        X, components = super().sample(n_samples)
+        return X, np.asarray(self.classes_[components])
 
     def fit_predict(
         self, X: ArrayLike, y: ArrayLike | None = None, sample_weight: ArrayLike | None = None
-    ) -> NDArray[np.intp]:
+    ) -> NDArray[Any]:
         """Fit, then return :attr:`transduction_` (the class of every training row)."""
         self.fit(X, y, sample_weight=sample_weight)
         check_is_fitted(self)
