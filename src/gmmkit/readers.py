@@ -5,7 +5,7 @@ what these functions return and stream it chunk by chunk, one pass per EM iterat
 
     gm = GaussianMixture(16).fit(gmmkit.read_parquet("big.parquet", columns=["a", "b"]))
 
-pyarrow (the ``parquet`` extra) is imported only when a reader is called.
+pyarrow is imported only when a reader is called.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from gmmkit.engines.sources import CSVSource, ParquetSource
 
 
 def read_parquet(
-    path: str | os.PathLike[str], columns: Sequence[str | int] | None = None
+    path: str | os.PathLike[str], columns: Sequence[str | int] | str | None = None
 ) -> ParquetSource:
     """A chunked source over a Parquet file, or a directory of ``*.parquet`` files.
 
@@ -26,8 +26,9 @@ def read_parquet(
     Parameters
     ----------
     path : str or Path
-    columns : list of str or int, optional
-        Numeric columns to use, by name or position; all columns by default.
+    columns : str or list of str or int, optional
+        Numeric columns to use, by name or position, with ranges ``"0-12"`` and
+        exclusions ``"^label"`` (:func:`gmmkit.data.parse_columns`); all by default.
 
     Returns
     -------
@@ -39,12 +40,13 @@ def read_parquet(
 
 def read_csv(
     path: str | os.PathLike[str],
-    columns: Sequence[str | int] | None = None,
+    columns: Sequence[str | int] | str | None = None,
     *,
     header: bool | None = None,
     delimiter: str | None = None,
 ) -> CSVSource:
-    """A chunked source over a CSV file (plain, ``.gz`` or ``.bz2``), parsed as float64.
+    """A chunked source over a CSV file (plain or compressed: ``.gz``, ``.bz2``, ``.zst``,
+    ``.lz4``), parsed as float64 by pyarrow's CSV reader.
 
     The file is read by the rules of :func:`gmmkit.data.read_table` and gives the same
     columns, values and errors: UTF-8 text (a byte-order mark is skipped), ``#``
@@ -53,8 +55,9 @@ def read_csv(
     Parameters
     ----------
     path : str or Path
-    columns : list of str or int, optional
-        Columns to use: names (when the file has a header) or 0-based positions.
+    columns : str or list of str or int, optional
+        Columns to use: names (when the file has a header) or 0-based positions, with
+        ranges ``"0-12"`` and exclusions ``"^label"`` (:func:`gmmkit.data.parse_columns`).
     header : bool, optional
         Whether the first line holds column names; detected by default (a header is a
         first line with any field that is not a number).

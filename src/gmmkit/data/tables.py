@@ -4,7 +4,7 @@ into arrays, and write result columns as CSV (atomically)."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +12,9 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit._atomic import atomic_write
-from gmmkit.data.text import (
-    DataFileError,
-    TextLayout,
-    find_problem,
-    read_layout,
-    text_suffix,
-)
-from gmmkit.data.text import select_columns as _select_columns
+from gmmkit.data.columns import ColumnSpec, parse_columns
+from gmmkit.data.reader import TextReader
+from gmmkit.data.text import COMPRESSION_SUFFIXES, DataFileError, read_layout, text_suffix
 
 __all__ = ["DataFileError", "read_table", "write_table"]
 
@@ -30,59 +25,18 @@ _TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".dat"}
 
 
 def _read_text(
-    file: Path, columns: Sequence[str | int] | str | None
+    file: Path, columns: ColumnSpec
 ) -> tuple[NDArray[np.float64], list[str] | None]:
-    """The whole table through ``numpy.loadtxt``; any failure (and any NaN or infinity)
-    is explained by the line-by-line check that :class:`~gmmkit.engines.sources.CSVSource`
-    shares, so both readers give the same errors."""
+    """The whole table through pyarrow's parser, exactly as
+    :class:`~gmmkit.engines.sources.CSVSource` streams it (:class:`TextReader`)."""
     layout = read_layout(file)
-    indices = _select_columns(columns, layout.names, layout.n_fields, file)
-    try:
-        data = _loadtxt(layout, indices)
-    except (ValueError, UnicodeDecodeError):
-        raise find_problem(layout, indices) from None
-    if data.shape[0] == 0:
-        raise DataFileError(f"{file} has no data rows")
-    if data.shape[1] != layout.n_fields:  # the first data line set loadtxt's count
-        raise find_problem(layout, indices)
-    data = data[:, indices] if len(indices) < layout.n_fields else data
-    if not np.isfinite(data).all():
-        raise find_problem(layout, indices)
-    return np.ascontiguousarray(data), ([layout.labels[i] for i in indices] if layout.header
-                                        else None)
-
-
-def _skip_field(text: str) -> float:
-    return 0.0
-
-
-def _loadtxt(layout: TextLayout, indices: list[int]) -> NDArray[np.float64]:
-    """Every field is read, so a line with a field too many or too few is an error
-    (``usecols`` would silently drop extra fields); unselected fields are skipped
-    unparsed, so they may hold text."""
-    import warnings
-
-    selected = set(indices)
-    skipped: dict[int | str, Callable[[str], Any]] = {
-        j: _skip_field for j in range(layout.n_fields) if j not in selected
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "input contained no data"
-        return np.loadtxt(
-            layout.file,
-            dtype=np.float64,
-            delimiter=layout.delimiter,
-            skiprows=layout.skip_lines,
-            converters=skipped or None,
-            ndmin=2,
-            comments="#",
-            quotechar='"' if layout.delimiter is not None else None,
-            encoding="utf-8-sig",
-        )
+    indices = parse_columns(columns, layout.names, layout.n_fields, file)
+    data = TextReader(layout, indices).read()
+    return data, ([layout.labels[i] for i in indices] if layout.header else None)
 
 
 def _read_npy(
-    file: Path, columns: Sequence[str | int] | str | None
+    file: Path, columns: ColumnSpec
 ) -> tuple[NDArray[np.float64], list[str] | None]:
     try:
         data = np.load(file, allow_pickle=False, mmap_mode="r")
@@ -102,7 +56,7 @@ def _read_npy(
         data = data[:, None]
     if data.ndim != 2:
         raise DataFileError(f"{file} holds a {data.ndim}-D array; expected rows x columns")
-    indices = _select_columns(columns, None, data.shape[1], file)
+    indices = parse_columns(columns, None, data.shape[1], file)
     out = np.asarray(data[:, indices], dtype=np.float64)
     if out.shape[0] == 0:
         raise DataFileError(f"{file} has no data rows")
@@ -110,39 +64,37 @@ def _read_npy(
 
 
 def _read_parquet(
-    file: Path, columns: Sequence[str | int] | str | None
+    path: Path, columns: ColumnSpec
 ) -> tuple[NDArray[np.float64], list[str] | None]:
-    try:
-        import pyarrow.parquet as pq
-        import pyarrow.types as pat
-    except ImportError:
-        raise ImportError(
-            "reading .parquet needs pyarrow: pip install 'gmmkit[parquet]'"
-        ) from None
-    try:
-        schema = pq.read_schema(file)
-    except Exception as exc:
-        raise DataFileError(f"{file} is not a readable Parquet file ({exc})") from None
-    names = list(schema.names)
-    indices = _select_columns(columns, names, len(names), file)
-    selected = [names[i] for i in indices]
-    table = pq.read_table(file, columns=selected)
-    arrays = []
-    for name in selected:
+    import pyarrow.types as pat
+
+    from gmmkit.data.parquet import parquet_columns, parquet_files
+
+    files = parquet_files(path)
+    selected, types = parquet_columns(files, columns, path)
+    for name, arrow_type in zip(selected, types):
+        if not (pat.is_integer(arrow_type) or pat.is_floating(arrow_type)
+                or pat.is_boolean(arrow_type)):
+            raise DataFileError(f"{path}: column {name!r} holds {arrow_type}, not numbers")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables(
+        [pq.read_table(file, columns=selected) for file in files], promote_options="permissive"
+    )
+    data = np.empty((table.num_rows, len(selected)), dtype=np.float64)
+    for j, name in enumerate(selected):
         column = table.column(name)
-        if not (pat.is_integer(column.type) or pat.is_floating(column.type)
-                or pat.is_boolean(column.type)):
-            raise DataFileError(f"{file}: column {name!r} holds {column.type}, not numbers")
         if column.null_count:
-            raise DataFileError(f"{file}: column {name!r} has {column.null_count} missing values")
-        arrays.append(column.to_numpy().astype(np.float64))
-    if not arrays or len(arrays[0]) == 0:
-        raise DataFileError(f"{file} has no data rows")
-    return np.column_stack(arrays), selected
+            raise DataFileError(f"{path}: column {name!r} has {column.null_count} missing values")
+        data[:, j] = column.to_numpy()
+    if len(data) == 0:
+        raise DataFileError(f"{path} has no data rows")
+    return data, selected
 
 
 def read_table(
-    path: PathLike, columns: Sequence[str | int] | str | None = None
+    path: PathLike, columns: ColumnSpec = None
 ) -> tuple[NDArray[np.float64], list[str] | None]:
     """Read a numeric table from ``.csv``/``.tsv``/``.txt`` (also ``.gz``/``.bz2``
     compressed), ``.npy`` or ``.parquet``.
@@ -177,19 +129,20 @@ def read_table(
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"data file not found: {file}")
-    if file.is_dir():
-        raise DataFileError(f"{file} is a directory, not a data file")
     suffix = file.suffix.lower()
-    if text_suffix(file) in _TEXT_SUFFIXES:  # also compressed: .csv.gz, .csv.bz2
+    if suffix == ".parquet" or (file.is_dir() and any(file.glob("*.parquet"))):
+        data, names = _read_parquet(file, columns)
+    elif file.is_dir():
+        raise DataFileError(f"{file} is a directory without .parquet files, not a data file")
+    elif text_suffix(file) in _TEXT_SUFFIXES:  # also compressed: .csv.gz, .csv.zst
         data, names = _read_text(file, columns)
     elif suffix == ".npy":
         data, names = _read_npy(file, columns)
-    elif suffix == ".parquet":
-        data, names = _read_parquet(file, columns)
     else:
         raise DataFileError(
-            f"{file}: unsupported file type {suffix or '(none)'!r}; use .csv, .tsv, .txt, "
-            ".npy or .parquet"
+            f"{file}: unsupported file type {suffix or '(none)'!r}; use .csv, .tsv, .txt "
+            f"(also compressed: {', '.join(COMPRESSION_SUFFIXES)}), .npy, .parquet or a "
+            "directory of .parquet files"
         )
     finite = np.isfinite(data)
     if not finite.all():

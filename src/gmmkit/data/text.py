@@ -1,9 +1,10 @@
 """Delimited text files: the rules every text reader of gmmkit shares.
 
-:func:`~gmmkit.data.read_table` (the whole file, parsed by ``numpy.loadtxt``) and
-:class:`~gmmkit.engines.sources.CSVSource` (streamed, parsed by pyarrow) use fast parsers,
-but both take the file's layout from :func:`read_layout` and explain every failure with
-:func:`find_problem`, one line-by-line check of the same rules:
+:func:`~gmmkit.data.read_table` (the whole file) and
+:class:`~gmmkit.engines.sources.CSVSource` (streamed) both parse with pyarrow through
+:class:`~gmmkit.data.reader.TextReader`; they take the file's layout from
+:func:`read_layout` and explain every failure with :func:`find_problem`, one
+line-by-line check of the same rules:
 
 * the text is UTF-8 (a leading byte-order mark is skipped);
 * blank lines and everything after ``#`` are ignored;
@@ -21,11 +22,9 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 PathLike = str | os.PathLike[str]
 
@@ -39,26 +38,28 @@ _BOM = b"\xef\xbb\xbf"
 _MAX_HEADER_BYTES = 1 << 20
 
 
+#: Compressed text, decompressed by pyarrow (the suffixes it detects).
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4")
+
+
 def text_suffix(file: Path) -> str:
-    """The file's type suffix, lower case, behind a ``.gz`` / ``.bz2`` one."""
+    """The file's type suffix, lower case, behind a compression suffix (``.csv.gz``)."""
     suffixes = [suffix.lower() for suffix in file.suffixes]
-    if len(suffixes) > 1 and suffixes[-1] in (".gz", ".bz2"):
+    if len(suffixes) > 1 and suffixes[-1] in COMPRESSION_SUFFIXES:
         return suffixes[-2]
     return suffixes[-1] if suffixes else ""
 
 
-def open_binary(file: Path) -> io.BufferedIOBase:
-    """The file's bytes, decompressed when it ends in ``.gz`` or ``.bz2``."""
-    suffix = file.suffix.lower()
-    if suffix == ".gz":
-        import gzip
+def open_binary(file: Path) -> io.BufferedReader:
+    """The file's bytes, decompressed (by pyarrow) when its name ends in a compression
+    suffix (:data:`COMPRESSION_SUFFIXES`)."""
+    import pyarrow as pa
 
-        return gzip.open(file, "rb")
-    if suffix == ".bz2":
-        import bz2
-
-        return bz2.open(file, "rb")
-    return open(file, "rb")
+    try:
+        stream = pa.input_stream(str(file), compression="detect")
+    except pa.ArrowException as exc:
+        raise DataFileError(f"{file} cannot be opened ({exc})") from None
+    return io.BufferedReader(stream, buffer_size=1 << 16)
 
 
 def not_utf8(file: Path, offset: int, byte: int) -> DataFileError:
@@ -210,42 +211,6 @@ def read_layout(
     )
 
 
-def select_columns(
-    columns: Sequence[str | int] | str | None,
-    names: Sequence[str] | None,
-    n_columns: int,
-    file: Path,
-) -> list[int]:
-    """0-based column indices from names and/or indices (a string is split on commas);
-    all columns when ``columns`` is None."""
-    if columns is None:
-        return list(range(n_columns))
-    if isinstance(columns, str):
-        columns = [c.strip() for c in columns.split(",") if c.strip()]
-    if len(columns) == 0:
-        raise DataFileError(f"{file}: no columns selected")
-    indices: list[int] = []
-    for column in columns:
-        if names is not None and isinstance(column, str) and column in names:
-            indices.append(list(names).index(column))
-            continue
-        try:
-            if isinstance(column, bool):
-                raise TypeError
-            index = int(column)
-        except (TypeError, ValueError):
-            known = ", ".join(names) if names else f"0..{n_columns - 1} (the file has no header)"
-            raise DataFileError(f"{file}: unknown column {column!r} (columns: {known})") from None
-        if not 0 <= index < n_columns:
-            raise DataFileError(
-                f"{file}: column index {index} out of range (the file has {n_columns} columns)"
-            )
-        indices.append(index)
-    if len(set(indices)) != len(indices):
-        raise DataFileError(f"{file}: a column is selected twice")
-    return indices
-
-
 def find_problem(layout: TextLayout, indices: Sequence[int]) -> DataFileError:
     """The first place where the file breaks the shared rules, as an error.
 
@@ -287,63 +252,3 @@ def find_problem(layout: TextLayout, indices: Sequence[int]) -> DataFileError:
     if rows == 0:
         return DataFileError(f"{file} has no data rows")
     return DataFileError(f"{file}: unreadable content")
-
-
-class NormalisedText(io.RawIOBase):
-    """The data lines of a text table as plain CSV bytes, for a CSV parser without
-    comments or blank-run delimiters (pyarrow).
-
-    Reads whole lines after the layout's ``skip_lines``; drops ``#`` comments; for a
-    blank-separated file turns runs of blanks into commas; when ``check_utf8``, raises
-    :class:`DataFileError` at the first byte that is not UTF-8.  Work per block is a
-    few C-level scans, and nothing when a block has no ``#``.
-    """
-
-    def __init__(self, layout: TextLayout, block_bytes: int, check_utf8: bool) -> None:
-        super().__init__()
-        self.layout = layout
-        self.block_bytes = max(1 << 12, int(block_bytes))
-        self.check_utf8 = check_utf8
-        self._handle = open_binary(layout.file)
-        self._offset = 0
-        for _ in range(layout.skip_lines):
-            self._offset += len(self._handle.readline())
-        self._pending = b""
-        self._position = 0
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._handle.close()
-        super().close()
-
-    def _next_block(self) -> bytes:
-        block = self._handle.read(self.block_bytes)
-        if not block:
-            self._eof = True
-            return b""
-        if not block.endswith(b"\n"):
-            block += self._handle.readline()
-        if self.check_utf8:
-            _decode(block, self._offset, self.layout.file)
-        start = self._offset
-        self._offset += len(block)
-        if start == 0 and block.startswith(_BOM):
-            block = block[len(_BOM):]
-        if b"#" in block:
-            block = re.sub(rb"#[^\n]*", b"", block)
-        if self.layout.delimiter is None:
-            block = re.sub(rb"(?m)^[ \t\f\v]+|[ \t\f\v\r]+$", b"", block)
-            block = re.sub(rb"[ \t\f\v]+", b",", block)
-        return block
-
-    def readinto(self, buffer: Any) -> int:
-        view = memoryview(buffer).cast("B")
-        while self._position >= len(self._pending) and not self._eof:
-            self._pending, self._position = self._next_block(), 0
-        n = min(len(view), len(self._pending) - self._position)
-        view[:n] = self._pending[self._position : self._position + n]
-        self._position += n
-        return n

@@ -9,7 +9,7 @@ them, so memory stays independent of the number of rows.
   2-D array-like that can be sliced by rows (h5py, zarr).  Pages of a memory map that
   have been processed are handed back to the OS, so the resident set stays small.
 * :class:`ParquetSource` — the row groups of one Parquet file or a directory of them
-  (pyarrow, the ``parquet`` extra).
+  (pyarrow).
 * :class:`CSVSource` — pyarrow's streaming CSV reader, every column parsed as float64.
 * :class:`IterableSource` — any callable returning a fresh iterator of 2-D blocks.
 """
@@ -196,38 +196,9 @@ def _require_pyarrow(what: str) -> Any:
         import pyarrow
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(
-            f"{what} needs pyarrow; install it with `pip install gmmkit[parquet]`"
+            f"{what} needs pyarrow, a dependency of gmmkit; reinstall it: `pip install pyarrow`"
         ) from exc
     return pyarrow
-
-
-def _select_columns(
-    names: Sequence[str], columns: Sequence[str | int] | None, where: str
-) -> list[str]:
-    if columns is None:
-        return list(names)
-    if isinstance(columns, str | int):
-        raise TypeError(f"columns must be a list of names or positions, got {columns!r}")
-    selected = []
-    for column in columns:
-        if isinstance(column, bool) or not isinstance(column, str | int | np.integer):
-            raise TypeError(f"columns must be names or positions, got {column!r}")
-        if isinstance(column, str):
-            if column not in names:
-                raise ValueError(f"column {column!r} not found in {where}; it has {list(names)}")
-            selected.append(column)
-        else:
-            if not -len(names) <= int(column) < len(names):
-                raise ValueError(
-                    f"column position {column} out of range for {where} "
-                    f"with {len(names)} columns"
-                )
-            selected.append(names[int(column)])
-    if not selected:
-        raise ValueError("columns selects no column")
-    if len(set(selected)) != len(selected):
-        raise ValueError(f"columns repeats a column: {selected}")
-    return selected
 
 
 def _batch_to_array(batch: Any, dtype: np.dtype) -> NDArray[Any]:
@@ -266,36 +237,23 @@ class ParquetSource(ChunkSource):
         Columns to use (names or positions); all by default.  They must be numeric.
     """
 
-    def __init__(self, path: str | os.PathLike[str], columns: Sequence[str | int] | None = None):
-        pa = _require_pyarrow("read_parquet")
+    def __init__(
+        self, path: str | os.PathLike[str], columns: Sequence[str | int] | str | None = None
+    ) -> None:
+        _require_pyarrow("read_parquet")
         import pyarrow.parquet as pq
 
+        from gmmkit.data.parquet import parquet_columns, parquet_files
+
         root = Path(path)
-        if root.is_dir():
-            files = sorted(p for p in root.iterdir() if p.suffix == ".parquet")
-            if not files:
-                raise ValueError(f"no .parquet file in directory {root}")
-        elif root.exists():
-            files = [root]
-        else:
-            raise FileNotFoundError(f"no such Parquet file or directory: {root}")
+        files = parquet_files(root)
         self.files = files
-        schema = pq.read_schema(files[0])
-        names = list(schema.names)
-        self.columns = _select_columns(names, columns, str(root))
-        for other in files[1:]:
-            other_names = pq.read_schema(other).names
-            missing = [c for c in self.columns if c not in other_names]
-            if missing:
-                raise ValueError(f"{other} lacks columns {missing}")
-        self.dtype = _arrow_dtype(
-            [schema.field(c).type for c in self.columns], self.columns, str(root)
-        )
+        self.columns, types = parquet_columns(files, columns, root)
+        self.dtype = _arrow_dtype(types, self.columns, str(root))
         self.n_features = len(self.columns)
         self.feature_names = tuple(self.columns)
         self.n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         self._path = root
-        del pa
 
     @property
     def description(self) -> str:
@@ -342,23 +300,25 @@ class CSVSource(ChunkSource):
     def __init__(
         self,
         path: str | os.PathLike[str],
-        columns: Sequence[str | int] | None = None,
+        columns: Sequence[str | int] | str | None = None,
         header: bool | None = None,
         delimiter: str | None = None,
         block_bytes: int = 4 << 20,
     ) -> None:
         _require_pyarrow("read_csv")
-        from gmmkit.data.text import read_layout, select_columns
+        from gmmkit.data.columns import parse_columns
+        from gmmkit.data.reader import TextReader
+        from gmmkit.data.text import read_layout
 
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"no such CSV file: {self.path}")
         self.layout = read_layout(self.path, delimiter=delimiter, header=header)
         self.header = self.layout.header
-        self._indices = select_columns(
+        self._indices = parse_columns(
             columns, self.layout.names, self.layout.n_fields, self.path
         )
-        self._all_names = [f"f{j}" for j in range(self.layout.n_fields)]
+        self._reader = TextReader(self.layout, self._indices)
         self.columns = [self.layout.labels[j] for j in self._indices]
         self.n_features = len(self._indices)
         self.dtype = np.dtype(np.float64)
@@ -373,53 +333,9 @@ class CSVSource(ChunkSource):
         return f"csv {self.path}"
 
     def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
-        pa = _require_pyarrow("read_csv")
-        from pyarrow import csv
-
-        from gmmkit.data.text import DataFileError, NormalisedText, find_problem
-
         check = not self._checked
-        selected = [self._all_names[j] for j in self._indices]
-        rows = 0
-        failure: Exception | None = None
-        with NormalisedText(self.layout, self.block_bytes, check_utf8=check) as text:
-            try:
-                reader = csv.open_csv(
-                    text,
-                    read_options=csv.ReadOptions(
-                        column_names=self._all_names, block_size=self.block_bytes
-                    ),
-                    parse_options=csv.ParseOptions(
-                        delimiter=self.delimiter or ",",
-                        quote_char='"' if self.delimiter is not None else False,
-                    ),
-                    convert_options=csv.ConvertOptions(
-                        include_columns=selected,
-                        column_types=dict.fromkeys(selected, pa.float64()),
-                        null_values=[],  # an empty field is an error, as in read_table
-                        strings_can_be_null=False,
-                    ),
-                )
-                with reader:
-                    for batch in reader:
-                        block = _batch_to_array(batch, self.dtype)
-                        if check and not np.isfinite(block).all():
-                            failure = ValueError("NaN or infinity")
-                            break
-                        rows += len(block)
-                        yield block
-            except (pa.ArrowInvalid, DataFileError) as exc:
-                failure = exc
-        if failure is not None:
-            # the shared line-by-line check names the first problem, as read_table does
-            problem = find_problem(self.layout, self._indices)
-            if str(problem).endswith("unreadable content"):
-                problem = DataFileError(f"{self.path}: unreadable content ({failure})")
-            raise problem
-        if check:
-            if rows == 0:
-                raise DataFileError(f"{self.path} has no data rows")
-            self._checked = True
+        yield from self._reader.blocks(self.block_bytes, check=check)
+        self._checked = True
 
 
 class IterableSource(ChunkSource):
