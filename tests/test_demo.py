@@ -16,8 +16,8 @@ pytest.importorskip("matplotlib")
 PIL = pytest.importorskip("PIL.Image")
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-SECTION_KEYS = ["one-d", "blobs", "moons", "criteria", "anomalies", "segmentation", "digits",
-                "semi-supervised", "timing"]
+SECTION_KEYS = ["one-d", "exam-scores", "blobs", "moons", "criteria", "anomalies",
+                "segmentation", "digits", "semi-supervised", "timing"]
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +142,20 @@ def test_generated_digits_look_like_digits(report: dict[str, Any]) -> None:
     assert float(_column(table, "classifier confidence, generated")[0]) == pytest.approx(
         confidence, abs=2e-3)
     assert (report["out"] / "digits_generated.png").exists()
+
+
+def test_exam_scores_defaults_compared(report: dict[str, Any]) -> None:
+    table = _table(report, "exam-scores")
+    truth, ours, theirs = table["rows"]
+    assert [truth[0].split()[0], ours[0], theirs[0]] == ["truth", "gmmkit", "scikit-learn"]
+    loglik = dict(zip(("truth", "gmmkit", "sklearn"),
+                      (float(row[5]) for row in table["rows"])))
+    # the maximum-likelihood fit scores the sample at least as well as the true density
+    assert loglik["gmmkit"] >= loglik["truth"] - 1e-6
+    assert loglik["gmmkit"] >= loglik["sklearn"] - 1e-6
+    for column in ("means", "sds", "weights"):
+        fitted = [float(v) for v in _column(table, column)[1].split(", ")]
+        true = [float(v) for v in _column(table, column)[0].split(", ")]
+        np.testing.assert_allclose(fitted, true, rtol=0.02)
+    assert all(float(s) > 0 for s in _column(table, "seconds")[1:])
+    assert (report["out"] / "exam_scores.png").exists()
