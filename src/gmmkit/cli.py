@@ -14,6 +14,7 @@ end, so a failure or Ctrl-C leaves every output as it was.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import signal
 import sys
@@ -23,30 +24,19 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from gmmkit._atomic import OutputSet, staged_outputs
-from gmmkit.apps._common import COVARIANCE_HELP
-from gmmkit.core.covariance import COVARIANCE_TYPES
-from gmmkit.mixture import GaussianMixture
+from gmmkit._cli_constants import COVARIANCE_HELP, COVARIANCE_TYPES, GM_DEFAULTS, INIT_METHODS
 
-#: GaussianMixture's own defaults: an EM option not given on the command line is left to them.
-_GM_DEFAULTS = GaussianMixture().get_params()
+if TYPE_CHECKING:  # NumPy and the library are imported only when a command runs
+    import numpy as np
 
-
-def _init_methods() -> tuple[str, ...]:
-    """The ``init_params`` values GaussianMixture accepts (from its parameter constraints)."""
-    constraint = GaussianMixture._parameter_constraints["init_params"][0]
-    options = getattr(constraint, "options", None) or {_GM_DEFAULTS["init_params"]}
-    default = _GM_DEFAULTS["init_params"]
-    return (default, *sorted(option for option in options if option != default))
-
-
-INIT_METHODS = _init_methods()
 _COVARIANCE_OPTION_HELP = f"Covariance model: {COVARIANCE_HELP}."
+#: GaussianMixture's own defaults: an EM option not given on the command line is left to them.
+_GM_DEFAULTS = GM_DEFAULTS
 
 
 def _gm_default(name: str) -> str:
@@ -57,6 +47,8 @@ def _gm_default(name: str) -> str:
 
 class _State:
     debug = bool(os.environ.get("GMMKIT_DEBUG"))
+    #: the rich console of the progress display while it is shown (warnings go through it)
+    console: Any = None
 
 
 def _set_debug(ctx: click.Context, param: click.Parameter, value: bool) -> None:
@@ -100,66 +92,195 @@ def _echo(quiet: bool, message: str = "") -> None:
         click.echo(message)
 
 
-# ---------------------------------------------------------------------------- progress
-class _Progress:
-    """A one-line progress bar fed by :func:`gmmkit.mixture.fit_progress`.
+def _plural(count: int, noun: str, plural: str | None = None) -> str:
+    """``"1 row"``, ``"2 rows"``: a count and its noun, singular or plural."""
+    return f"{count} {noun if count == 1 else plural or noun + 's'}"
 
-    ``n_fits`` EM runs of up to ``max_iter`` iterations each are expected; a run that
-    converges early jumps to its end. Shows the run, the iteration and the change of the
-    mean log-likelihood.
+
+def _article(word: str) -> str:
+    """``"an AnomalyDetector"``, ``"a GaussianMixture"``."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
+# ---------------------------------------------------------------------------- progress
+class _Display:
+    """What a command shows on stderr while it works, drawn with ``rich.progress``.
+
+    One line per step (reading, initialising, EM, predicting, writing) with a spinner, a
+    tick when done and its elapsed time; EM also gets a bar, the run, the iteration and
+    the change of the mean log-likelihood (fed by :func:`gmmkit.mixture.fit_progress`).
+    Shown when stderr is a terminal (``--progress auto``), always (``always``: drawn as
+    on a terminal, e.g. for a CI log) or never (``never`` or ``--quiet``). While it is
+    shown, warnings are printed through its console, on lines of their own above it.
+
+    Parameters
+    ----------
+    quiet : bool
+        ``--quiet``: show nothing.
+    mode : {"auto", "always", "never"}
+        ``--progress``.
     """
 
-    width = 24
+    def __init__(self, quiet: bool, mode: str) -> None:
+        self.enabled = not quiet and (
+            mode == "always" or (mode == "auto" and sys.stderr.isatty())
+        )
+        self.progress: Any = None
+        self.task: Any = None
+        self.description = ""
 
-    def __init__(self, label: str, n_fits: int, max_iter: int, enabled: bool) -> None:
+    def __enter__(self) -> _Display:
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+            from rich.table import Column
+
+            # --progress always on a pipe or file (a CI log): drawn as on a wide terminal
+            width = None if sys.stderr.isatty() else 160
+            console = Console(file=sys.stderr, force_terminal=True, highlight=False, width=width)
+            self.progress = Progress(
+                SpinnerColumn(finished_text="[green]✓[/]",
+                              table_column=Column(no_wrap=True, min_width=1)),
+                TimeElapsedColumn(table_column=Column(no_wrap=True, min_width=7)),
+                TextColumn("{task.description}",
+                           table_column=Column(no_wrap=True, overflow="ellipsis", ratio=2)),
+                _EMBarColumn(bar_width=20, table_column=Column(no_wrap=True)),
+                # the EM details take what the line has left (cut short on a narrow one)
+                TextColumn("{task.fields[detail]}",
+                           table_column=Column(no_wrap=True, overflow="ellipsis", ratio=3)),
+                expand=True,
+                console=console,
+                redirect_stdout=False,  # stdout carries data (CSV), never the display
+                redirect_stderr=False,
+            )
+            self.progress.start()
+            _State.console = console
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self.stop(failed=exc_type is not None or sys.exc_info()[0] is not None)
+
+    def stop(self, failed: bool = False) -> None:
+        """End the current step and take the display down (before writing to stdout)."""
+        if self.progress is None:
+            return
+        self._end_step(failed)
+        self.progress.stop()
+        self.progress = None
+        _State.console = None
+
+    def _end_step(self, failed: bool = False) -> None:
+        if self.task is None:
+            return
+        if failed:
+            self.progress.stop_task(self.task)
+            self.progress.update(self.task, description=f"{self.description} [red](failed)[/]")
+        else:
+            self.progress.update(self.task, total=1, completed=1)
+        self.task = None
+
+    def step(self, description: str) -> None:
+        """End the current step and start the next: ``"reading data.csv"``, ...
+
+        Parameters
+        ----------
+        description : str
+            What the step does (rich markup is escaped).
+        """
+        if self.progress is None:
+            return
+        from rich.markup import escape
+
+        self._end_step()
+        self.description = escape(description)
+        self.task = self.progress.add_task(self.description, total=None, detail="")
+
+    @contextmanager
+    def em(self, label: str, n_fits: int, max_iter: int) -> Iterator[None]:
+        """Show the EM runs of the ``with`` block as one step with a bar.
+
+        Parameters
+        ----------
+        label : str
+            The command (``"fit"``, ``"select"``, ...).
+        n_fits : int
+            EM runs expected (a run that converges early jumps to its end).
+        max_iter : int
+            Iterations each run may take.
+        """
+        if self.progress is None:
+            yield
+            return
+        from gmmkit.mixture import fit_progress
+
+        self._end_step()
+        self.description = f"{label}: EM"
+        self.task = self.progress.add_task(
+            f"{label}: initialising", total=max(n_fits, 1) * max(max_iter, 1), detail="",
+            em=True,
+        )
+        tracker = _EMTracker(self.progress, self.task, label, n_fits, max_iter)
+        with fit_progress(tracker):
+            yield
+        self.progress.update(self.task, detail=tracker.final_detail())
+        self._end_step()
+
+
+class _EMTracker:
+    """The ``fit_progress`` callback that moves a display's EM step."""
+
+    def __init__(self, progress: Any, task: Any, label: str, n_fits: int, max_iter: int):
+        self.progress = progress
+        self.task = task
         self.label = label
         self.n_fits = max(n_fits, 1)
         self.max_iter = max(max_iter, 1)
-        self.enabled = enabled
         self.fit = 0
         self.last_iter = 0
-        self.last_draw = 0.0
-        self.drawn = False
+        self.last_bound = math.nan
+        self.last_text = ""
 
     def __call__(self, n_iter: int, lower_bound: float, change: float) -> None:
         if n_iter <= self.last_iter:
             self.fit += 1
         self.last_iter = n_iter
-        now = time.monotonic()
-        if now - self.last_draw < 0.1 and n_iter > 1:
-            return
-        self.last_draw = now
-        done = min(1.0, (min(self.fit, self.n_fits - 1) + n_iter / self.max_iter) / self.n_fits)
-        bar = "#" * int(done * self.width)
-        fit = f" fit {self.fit + 1}/{self.n_fits}" if self.n_fits > 1 else ""
-        change_text = f"{change:+.2e}" if np.isfinite(change) else "n/a"
-        line = (
-            f"\r{self.label} [{bar:<{self.width}}] {done:4.0%}{fit} iteration {n_iter} "
-            f"log-likelihood {lower_bound:.6g} (change {change_text})"
+        self.last_bound = lower_bound
+        run = min(self.fit, self.n_fits - 1)
+        change_text = f"{change:+.2e}" if math.isfinite(change) else "n/a"
+        runs = f"run {self.fit + 1}/{self.n_fits}, " if self.n_fits > 1 else ""
+        self.last_text = (
+            f"{runs}iteration {n_iter}, log-likelihood {lower_bound:.6g} (change {change_text})"
         )
-        sys.stderr.write(line.ljust(100)[:120])
-        sys.stderr.flush()
-        self.drawn = True
+        self.progress.update(
+            self.task,
+            description=f"{self.label}: EM",
+            completed=run * self.max_iter + min(n_iter, self.max_iter),
+            detail=self.last_text,
+        )
 
-    @contextmanager
-    def active(self) -> Iterator[None]:
-        from gmmkit.mixture import fit_progress
-
-        if not self.enabled:
-            yield
-            return
-        try:
-            with fit_progress(self):
-                yield
-        finally:
-            if self.drawn:
-                sys.stderr.write("\r" + " " * 120 + "\r")
-                sys.stderr.flush()
+    def final_detail(self) -> str:
+        if not self.last_iter:
+            return ""
+        runs = f"{self.fit + 1} run{'s' if self.fit else ''}, the last"
+        return f"{runs} {self.last_iter} iterations, log-likelihood {self.last_bound:.6g}"
 
 
-def _progress(label: str, n_fits: int, max_iter: int, quiet: bool, mode: str) -> _Progress:
-    enabled = not quiet and (mode == "always" or (mode == "auto" and sys.stderr.isatty()))
-    return _Progress(label, n_fits, max_iter, enabled)
+def _EMBarColumn(**options: Any) -> Any:
+    """A rich BarColumn drawn for the EM step only (steps have no measurable length)."""
+    from rich.progress import BarColumn
+    from rich.text import Text
+
+    class EMBar(BarColumn):
+        def render(self, task: Any) -> Any:
+            return super().render(task) if task.fields.get("em") else Text("")
+
+    return EMBar(**options)
+
+
+def _display(quiet: bool, mode: str) -> _Display:
+    """A command's :class:`_Display`, taken down when the command ends (or fails)."""
+    display = _Display(quiet, mode)
+    return click.get_current_context().with_resource(display)
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -174,6 +295,8 @@ def _feature_names(names: list[str] | None, n_features: int) -> list[str]:
 
 
 def _format_row(values: Sequence[Any], widths: Sequence[int]) -> str:
+    import numpy as np
+
     cells = []
     for value, width in zip(values, widths):
         if isinstance(value, float):
@@ -455,7 +578,11 @@ def fit(
     seed: int | None,
 ) -> None:
     """Fit a Gaussian mixture to DATA and print a summary."""
+    from gmmkit.mixture import GaussianMixture
+
     _check_outputs([data], [("--output", output)])
+    show = _display(quiet, progress)
+    show.step(f"reading {data}")
     X, names = _read(data, columns)
     given: dict[str, Any] = {"n_init": n_init, "max_iter": max_iter, "tol": tol,
                              "reg_covar": reg_covar, "init_params": init_params}
@@ -465,11 +592,13 @@ def fit(
         random_state=seed,
         **{name: value for name, value in given.items() if value is not None},
     )
-    with _progress("fit", model.n_init, model.max_iter, quiet, progress).active():
+    with show.em("fit", model.n_init, model.max_iter):
         model.fit(X)
     if output is not None:
+        show.step(f"writing {output}")
         with _writing(output):
             model.save(output, feature_names=names)
+    show.stop()
     for line in _summary(model, X, names, str(data)):
         _echo(quiet, line)
     if output is not None:
@@ -498,14 +627,20 @@ def predict(
     component and the log-density (for an anomaly detector: log-density, decision value and
     an outlier flag; for a PCA generator: the log-density).
     """
+    import numpy as np
+
     from gmmkit.data import write_table
     from gmmkit.modelfile import load, read_metadata
 
     _check_outputs([model_path, data], [("--output", output)])
+    show = _display(quiet, progress)
+    show.step(f"reading {model_path}")
     metadata = read_metadata(model_path)
     model = load(model_path)
+    show.step(f"reading {data}")
     X, data_names = _read(data, columns)
     X = _model_columns(X, data_names, metadata, columns)
+    show.step(f"predicting {len(X)} row{'s' if len(X) != 1 else ''}")
     log_density = model.score_samples(X)
     if hasattr(model, "predict_proba"):
         proba = model.predict_proba(X)
@@ -518,10 +653,21 @@ def predict(
         names = ["log_density", "decision", "outlier"]
     else:  # a density model without components to report (PCA generator)
         cols, names = [log_density], ["log_density"]
+    if output is None or str(output) == "-":
+        show.stop()  # the rows go to stdout: the display must not run through them
+    else:
+        show.step(f"writing {output}")
     with _writing(output):
         write_table(output, cols, names)
+    show.stop()
     if output is not None:
-        _echo(quiet, f"{len(X)} rows written to {output}")
+        where = "stdout" if str(output) == "-" else str(output)
+        message = f"{_plural(len(X), 'row')} written to {where}"
+        if where == "stdout":
+            if not quiet:
+                click.echo(message, err=True)  # stdout holds the rows
+        else:
+            _echo(quiet, message)
 
 
 @cli.command()
@@ -565,18 +711,21 @@ def select(
     larger is better; NA where a fit failed or is degenerate) and the top three models;
     --table writes every candidate's row (gmmkit's sign: lower is better).
     """
+    import numpy as np
+
     import gmmkit
     from gmmkit.apps._common import default_covariance_types
 
     k_spans = _parse_k(k_text)
     covariances = _parse_covariances(covariance_text)
     _check_outputs([data], [("--output", output), ("--table", table_path)])
+    show = _display(quiet, progress)
+    show.step(f"reading {data}")
     X, names = _read(data, columns)
     ks = _k_values(k_spans, k_text, X.shape[0], data)
     n_models = len(covariances or default_covariance_types(X.shape[1] if X.ndim == 2 else 1))
     n_fits = len(ks) * n_models * (n_init or _GM_DEFAULTS["n_init"])
-    with _progress("select", n_fits, max_iter or _GM_DEFAULTS["max_iter"], quiet,
-                   progress).active():
+    with show.em("select", n_fits, max_iter or _GM_DEFAULTS["max_iter"]):
         result = gmmkit.select(
             X,
             n_components=ks,
@@ -586,6 +735,7 @@ def select(
             max_iter=max_iter,
             random_state=seed,
         )
+    show.stop()
     header, rows = _selection_rows(result)
     _echo(quiet, result.format_table(criterion))
     dropped = [row for row in result.rows if row["degenerate"]]
@@ -620,6 +770,8 @@ _TRAILING_COLUMNS = ("min_weight", "reason", "best")
 
 def _selection_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
     """Header and rows of a selection result's table (whichever columns it has)."""
+    import numpy as np
+
     from gmmkit.apps.selection import TABLE_COLUMNS
 
     rows = [dict(row) for row in result.rows]
@@ -670,12 +822,16 @@ def anomalies(
     seed: int | None,
 ) -> None:
     """Flag the rows of DATA that a mixture finds least likely."""
+    import numpy as np
+
     import gmmkit
     from gmmkit.data import write_table
 
     if contamination is not None and threshold is not None:
         raise click.UsageError("give --contamination or --threshold, not both")
     _check_outputs([data], [("--output", output), ("--save-model", save_model)])
+    show = _display(quiet, progress)
+    show.step(f"reading {data}")
     X, names = _read(data, columns)
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if n_components is not None:
@@ -685,8 +841,9 @@ def anomalies(
     elif contamination is not None:
         options["contamination"] = contamination
     detector = gmmkit.AnomalyDetector(**options)
-    with _progress("anomalies", detector.n_init, detector.max_iter, quiet, progress).active():
+    with show.em("anomalies", detector.n_init, detector.max_iter):
         detector.fit(X)
+    show.step(f"scoring {_plural(len(X), 'row')}")
     log_density = detector.score_samples(X)
     outlier = detector.predict(X) == -1
     keep = np.ones(len(X), bool) if all_rows else outlier
@@ -698,6 +855,10 @@ def anomalies(
     feature_names = _feature_names(names, X.shape[1])
     columns_out.extend(X[keep].T)
     header.extend(feature_names)
+    if output is None:
+        show.stop()  # the rows go to stdout: the display must not run through them
+    else:
+        show.step(f"writing {output}")
     with _writing(output, save_model) as outputs:
         if save_model is not None:
             detector.save(outputs.path(save_model), feature_names=names)
@@ -736,6 +897,8 @@ def segment(
     seed: int | None,
 ) -> None:
     """Segment IMAGE into colour components and write the recoloured image."""
+    import numpy as np
+
     import gmmkit
     from gmmkit.apps.segmentation import check_writable
 
@@ -753,6 +916,8 @@ def segment(
                 "write the labels as .npy or .csv",
                 param_hint="'--labels'",
             )
+    show = _display(quiet, progress)
+    show.step(f"reading {image_path}")
     image = gmmkit.read_image(image_path)
     check_writable(image, output_format)  # e.g. RGBA as JPEG: fail before the fit
     label_dtype = np.uint8 if n_components <= 256 else np.uint16
@@ -767,9 +932,10 @@ def segment(
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if spatial is not None:
         options["spatial_weight"] = spatial
-    with _progress("segment", 1, 100, quiet, progress).active():
+    with show.em("segment", 1, 100):
         result = gmmkit.segment_image(image, n_components, **options)
     labels = np.asarray(result.labels)
+    show.step(f"writing {output}" + ("" if labels_path is None else f" and {labels_path}"))
     with _writing(output, labels_path) as outputs:
         with outputs.open(output) as handle:
             gmmkit.write_image(handle, result.image, format=output_format)
@@ -781,6 +947,7 @@ def segment(
                     np.savetxt(handle, labels, fmt="%d", delimiter=",")
                 else:
                     gmmkit.write_image(handle, labels.astype(label_dtype), format=labels_format)
+    show.stop()
     _echo(quiet, f"{image.shape[1]}x{image.shape[0]} image in {n_components} segments "
                  f"written to {output}")
 
@@ -802,6 +969,8 @@ def sample(
     seed: int | None,
 ) -> None:
     """Draw rows from a saved MODEL (grouped by component, as scikit-learn does)."""
+    import numpy as np
+
     from gmmkit.data import write_table
     from gmmkit.modelfile import load, read_metadata
 
@@ -885,7 +1054,11 @@ def _show_warning(
     file: Any = None,
     line: str | None = None,
 ) -> None:
-    click.echo(f"gmmkit: warning: {_one_line(str(message))}", err=True)
+    text = f"gmmkit: warning: {_one_line(str(message))}"
+    if _State.console is not None:  # above the progress display, never glued onto it
+        _State.console.print(text, markup=False, highlight=False, soft_wrap=True)
+    else:
+        click.echo(text, err=True)
 
 
 class _Terminated(BaseException):
