@@ -101,10 +101,22 @@ def test_density_models_beat_two_clusters(report: dict[str, Any]) -> None:
     assert np.all(eight > two + 0.3)
 
 
-def test_anomalies_found(report: dict[str, Any]) -> None:
+def test_anomalies_with_a_guessed_contamination(report: dict[str, Any]) -> None:
     table = _table(report, "anomalies")
-    assert float(_column(table, "precision")[0]) >= 0.9
-    assert float(_column(table, "recall")[0]) >= 0.9
+    guess, default = table["rows"]
+    assert "0.05" in guess[0] and "0.01" in default[0]
+    rows, planted = int(guess[1]), int(guess[2])
+    assert planted == round(0.02 * rows)
+    # contamination is not the planted fraction: the flags are the guessed share of rows,
+    # so precision and recall cannot both be 1 by construction
+    for row, share in ((guess, 0.05), (default, 0.01)):
+        assert abs(int(row[3]) - share * rows) <= 1
+    precision = [float(v) for v in _column(table, "precision")]
+    recall = [float(v) for v in _column(table, "recall")]
+    # too high a guess: every planted outlier found, but most flags are ordinary points
+    assert recall[0] >= 0.9 and precision[0] <= planted / int(guess[3]) + 1e-9
+    # the default flags the most isolated rows: nearly all planted, but only half of them
+    assert precision[1] >= 0.9 and recall[1] <= int(default[3]) / planted + 1e-9
 
 
 def test_semi_supervised_near_bayes(report: dict[str, Any]) -> None:
