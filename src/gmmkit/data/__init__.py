@@ -1,7 +1,18 @@
-"""Data files: numeric tables in (``read_table``, ``parse_columns``) and result columns
-out (``write_table``)."""
+"""Data files: numeric tables in (``read_table``, or ``open_table`` streaming what does
+not fit in memory; ``parse_columns`` for every column selection) and result columns out
+(``write_table``, ``TableWriter``)."""
 
 from gmmkit.data.columns import parse_columns
-from gmmkit.data.tables import DataFileError, read_table, write_table
+from gmmkit.data.streams import open_table, row_blocks, take_columns
+from gmmkit.data.tables import DataFileError, TableWriter, read_table, write_table
 
-__all__ = ["DataFileError", "parse_columns", "read_table", "write_table"]
+__all__ = [
+    "DataFileError",
+    "TableWriter",
+    "open_table",
+    "parse_columns",
+    "read_table",
+    "row_blocks",
+    "take_columns",
+    "write_table",
+]

@@ -161,8 +161,77 @@ def _cell(value: Any, integer: bool) -> str:
     if isinstance(value, (int, np.integer)) or (integer and isinstance(value, float)):
         return str(int(value))
     if isinstance(value, (float, np.floating)):
-        return f"{float(value):.10g}"
+        return repr(float(value))
     return str(value)
+
+
+class TableWriter:
+    """CSV written block by block: a header row, then the rows of every :meth:`write`.
+
+    Numeric blocks go through pyarrow's CSV writer (2M rows x 7 columns: about 1 s,
+    against 30 s for ``pandas.DataFrame.to_csv``).  A file is replaced only once the
+    ``with`` block ends without an exception (:func:`gmmkit._atomic.atomic_write`); with
+    ``path`` None or ``-`` the rows go to stdout.
+
+    Parameters
+    ----------
+    path : str, path-like or None
+    names : sequence of str
+        The header.
+
+    Notes
+    -----
+    Integer and boolean columns are written as integers (booleans as 0/1); floats with
+    the shortest text that reads back to the same value (up to 17 significant digits;
+    ``nan``, ``inf``, ``-inf``); anything else (strings) as text, quoted where needed.
+    """
+
+    def __init__(self, path: PathLike | None, names: Sequence[str]) -> None:
+        self.path = None if path is None or str(path) == "-" else path
+        self.names = list(names)
+        self._stack: Any = None
+        self._handle: Any = None
+        self._buffered: Any = None
+
+    def __enter__(self) -> TableWriter:
+        import contextlib
+        import io
+        import sys
+
+        self._stack = contextlib.ExitStack()
+        if self.path is not None:
+            self._handle = self._stack.enter_context(atomic_write(self.path, "wb"))
+        else:
+            sys.stdout.flush()
+            self._handle = getattr(sys.stdout, "buffer", None)
+            if self._handle is None:  # a text-only stdout (some notebooks, test runners)
+                self._buffered = self._handle = io.BytesIO()
+        self._handle.write(_header(self.names))
+        return self
+
+    def write(self, data: Sequence[NDArray[Any]]) -> None:
+        """Append rows, given as one array of shape (n_rows,) per column."""
+        if len(data) != len(self.names):
+            raise ValueError("write_table needs one name per column")
+        columns = [np.asarray(col) for col in data]
+        if len({len(col) for col in columns}) > 1:
+            raise ValueError(
+                f"write_table needs columns of one length, got {[len(c) for c in columns]}"
+            )
+        _write_rows(self._handle, columns)
+
+    def __exit__(self, *exc_info: Any) -> None:
+        import sys
+
+        try:
+            if self.path is None:
+                if self._buffered is not None:
+                    sys.stdout.write(self._buffered.getvalue().decode("utf-8"))
+                    self._buffered = None
+                (sys.stdout if self._handle is None else self._handle).flush()
+                sys.stdout.flush()
+        finally:
+            self._stack.__exit__(*exc_info)
 
 
 def write_table(
@@ -173,35 +242,53 @@ def write_table(
     Parameters
     ----------
     path : str, path-like or None
+        Replaced only once fully written.
     data : sequence of ndarray of shape (n_rows,)
-        Integer and boolean columns are written as integers, floats with 10 significant
-        digits, anything else (strings) as text.
+        Formats as :class:`TableWriter`: integers exact, floats in the shortest text that
+        reads back to the same value.
     names : sequence of str
     """
-    import sys
-
     if len(data) != len(names):
         raise ValueError("write_table needs one name per column")
-    columns = [np.asarray(col) for col in data]
-    if path is None or str(path) == "-":
-        _write_csv(sys.stdout, columns, names)
-        sys.stdout.flush()
-        return
-    with atomic_write(path, "w", encoding="utf-8", newline="") as handle:
-        _write_csv(handle, columns, names)
+    with TableWriter(path, names) as writer:
+        writer.write(data)
 
 
-def _write_csv(handle: Any, columns: list[NDArray[Any]], names: Sequence[str]) -> None:
+def _header(names: Sequence[str]) -> bytes:
     import csv
+    import io
 
-    numeric = all(col.dtype.kind in "biuf" for col in columns)
-    if numeric:
-        formats = ["%d" if col.dtype.kind in "biu" else "%.10g" for col in columns]
-        table = np.column_stack([col.astype(np.float64) for col in columns])
-        np.savetxt(handle, table, fmt=formats, delimiter=",", header=",".join(names), comments="")
+    line = io.StringIO()
+    csv.writer(line, lineterminator="\n").writerow(names)
+    return line.getvalue().encode("utf-8")
+
+
+def _write_rows(handle: Any, columns: list[NDArray[Any]]) -> None:
+    """CSV rows to a binary handle: pyarrow for numbers, the csv module otherwise."""
+    if all(col.dtype.kind in "biuf" for col in columns):
+        import pyarrow as pa
+        from pyarrow import csv as pa_csv
+
+        arrays = []
+        for col in columns:
+            if col.dtype.kind == "b":
+                col = col.astype(np.int8)
+            elif col.dtype == np.float16:
+                col = col.astype(np.float32)
+            arrays.append(pa.array(col))
+        table = pa.table(arrays, names=[f"c{j}" for j in range(len(arrays))])
+        pa_csv.write_csv(
+            table, handle, pa_csv.WriteOptions(include_header=False, quoting_style="none")
+        )
         return
-    writer = csv.writer(handle, lineterminator="\n")
-    writer.writerow(names)
-    integer = [col.dtype.kind in "biu" for col in columns]
-    for row in zip(*(col.tolist() for col in columns)):
-        writer.writerow([_cell(v, i) for v, i in zip(row, integer)])
+    import csv
+    import io
+
+    text = io.TextIOWrapper(handle, encoding="utf-8", newline="", write_through=True)
+    try:
+        writer = csv.writer(text, lineterminator="\n")
+        integer = [col.dtype.kind in "biu" for col in columns]
+        for row in zip(*(col.tolist() for col in columns)):
+            writer.writerow([_cell(v, i) for v, i in zip(row, integer)])
+    finally:
+        text.detach()  # the handle stays open for the next block
