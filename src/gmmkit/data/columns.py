@@ -128,7 +128,10 @@ def parse_columns(
     chosen: list[int] = []
     excluded: set[int] = set()
     has_inclusions = False
-    for item in _items(columns):
+    items = _items(columns)
+    if not items:
+        raise DataFileError(f"{where}: no columns selected")
+    for item in items:
         if isinstance(item, str) and item.startswith("^") and item not in resolver.position:
             excluded.update(resolver.item(item[1:].strip()))
             continue

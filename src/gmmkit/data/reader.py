@@ -60,7 +60,7 @@ class _CleanText:
 
     def read(self, size: int = -1) -> bytes:
         while True:
-            raw = self._handle.read(max(size, 1 << 16))
+            raw = self._handle.read(size if size > 0 else 1 << 16)
             if self._first:
                 self._first = False
                 if raw.startswith(_BOM):
