@@ -284,10 +284,15 @@ def _display(quiet: bool, mode: str) -> _Display:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _read(path: Path, columns: str | None) -> tuple[np.ndarray, list[str] | None]:
-    from gmmkit.data import read_table
+def _read(path: Path, columns: str | None, *, stream: bool = True) -> tuple[Any, list[str] | None]:
+    """The data as an array, or (``stream``) as a streaming source when it would not fit
+    in memory (:func:`gmmkit.data.open_table`); walk either with
+    :func:`gmmkit.data.row_blocks`."""
+    from gmmkit import data as data_files
 
-    return read_table(path, columns)
+    if not stream:
+        return data_files.read_table(path, columns)
+    return data_files.open_table(path, columns)
 
 
 def _feature_names(names: list[str] | None, n_features: int) -> list[str]:
@@ -314,8 +319,9 @@ _MAX_MEAN_COLUMNS = 8
 
 def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) -> list[str]:
     """Lines describing a fitted GaussianMixture on its training data."""
-    n, d = X.shape
-    total = float(model.score(X)) * n
+    log_density = model.score_samples(X)  # X may be a streaming source: one pass
+    n, d = len(log_density), model.n_features_in_
+    total = float(log_density.sum())
     state = "converged" if model.converged_ else "did NOT converge"
     lines = [
         f"GaussianMixture: {model.n_components} components, covariance '{model.covariance_type}', "
@@ -342,22 +348,43 @@ def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) ->
 
 
 def _model_columns(
-    X: np.ndarray, data_names: list[str] | None, metadata: dict[str, Any], columns: str | None
-) -> np.ndarray:
+    X: Any, data_names: list[str] | None, metadata: dict[str, Any], columns: str | None
+) -> Any:
     """The data columns a saved model was fitted on (by name when both sides have names)."""
     summary = metadata.get("summary", {})
     model_names = summary.get("feature_names")
     n_features = summary.get("n_features")
+    from gmmkit.data import take_columns
+
     if columns is None and model_names and data_names:
         if all(name in data_names for name in model_names):
-            return X[:, [data_names.index(name) for name in model_names]]
-    if n_features is not None and X.shape[1] != n_features:
+            return take_columns(X, [data_names.index(name) for name in model_names])
+    width = X.shape[1] if hasattr(X, "shape") else X.n_features  # an array or a source
+    if n_features is not None and width != n_features:
         expected = f" ({', '.join(model_names)})" if model_names else ""
         raise click.UsageError(
             f"the model expects {n_features} columns{expected} but the data has "
-            f"{X.shape[1]}; choose them with --columns"
+            f"{width}; choose them with --columns"
         )
     return X
+
+
+def _prediction_columns(model: Any, X: np.ndarray) -> tuple[list[np.ndarray], list[str]]:
+    """``predict``'s output columns for the rows of ``X``, and their names."""
+    import numpy as np
+
+    log_density = model.score_samples(X)
+    if hasattr(model, "predict_proba"):
+        proba = model.predict_proba(X)
+        labels = model.predict(X)
+        names = ["label", *(f"p{k}" for k in range(proba.shape[1])), "log_density"]
+        return [labels, *proba.T, log_density], names
+    if hasattr(model, "decision_function"):
+        outlier = (model.predict(X) == -1).astype(np.int64)
+        return [log_density, model.decision_function(X), outlier], [
+            "log_density", "decision", "outlier"]
+    # a density model without components to report (PCA generator)
+    return [log_density], ["log_density"]
 
 
 def _parse_k(text: str) -> list[range]:
@@ -627,9 +654,9 @@ def predict(
     component and the log-density (for an anomaly detector: log-density, decision value and
     an outlier flag; for a PCA generator: the log-density).
     """
-    import numpy as np
+    import contextlib
 
-    from gmmkit.data import write_table
+    from gmmkit.data import TableWriter, row_blocks
     from gmmkit.modelfile import load, read_metadata
 
     _check_outputs([model_path, data], [("--output", output)])
@@ -640,29 +667,24 @@ def predict(
     show.step(f"reading {data}")
     X, data_names = _read(data, columns)
     X = _model_columns(X, data_names, metadata, columns)
-    show.step(f"predicting {len(X)} row{'s' if len(X) != 1 else ''}")
-    log_density = model.score_samples(X)
-    if hasattr(model, "predict_proba"):
-        proba = model.predict_proba(X)
-        labels = model.predict(X)
-        cols = [labels, *proba.T, log_density]
-        names = ["label", *(f"p{k}" for k in range(proba.shape[1])), "log_density"]
-    elif hasattr(model, "decision_function"):
-        outlier = (model.predict(X) == -1).astype(np.int64)
-        cols = [log_density, model.decision_function(X), outlier]
-        names = ["log_density", "decision", "outlier"]
-    else:  # a density model without components to report (PCA generator)
-        cols, names = [log_density], ["log_density"]
     if output is None or str(output) == "-":
         show.stop()  # the rows go to stdout: the display must not run through them
     else:
-        show.step(f"writing {output}")
-    with _writing(output):
-        write_table(output, cols, names)
+        show.step(f"predicting and writing {output}")
+    n_rows = 0
+    names: list[str] = []
+    with _writing(output), contextlib.ExitStack() as stack:
+        writer = None
+        for block in row_blocks(X, 1 << 18):  # flat memory for a streamed file
+            cols, names = _prediction_columns(model, block)
+            if writer is None:
+                writer = stack.enter_context(TableWriter(output, names))
+            writer.write(cols)
+            n_rows += len(block)
     show.stop()
     if output is not None:
         where = "stdout" if str(output) == "-" else str(output)
-        message = f"{_plural(len(X), 'row')} written to {where}"
+        message = f"{_plural(n_rows, 'row')} written to {where}"
         if where == "stdout":
             if not quiet:
                 click.echo(message, err=True)  # stdout holds the rows
@@ -721,7 +743,7 @@ def select(
     _check_outputs([data], [("--output", output), ("--table", table_path)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    X, names = _read(data, columns)
+    X, names = _read(data, columns, stream=False)  # every model fits in memory
     ks = _k_values(k_spans, k_text, X.shape[0], data)
     n_models = len(covariances or default_covariance_types(X.shape[1] if X.ndim == 2 else 1))
     n_fits = len(ks) * n_models * (n_init or _GM_DEFAULTS["n_init"])
@@ -825,14 +847,15 @@ def anomalies(
     import numpy as np
 
     import gmmkit
-    from gmmkit.data import write_table
+    from gmmkit.data import TableWriter, row_blocks
 
     if contamination is not None and threshold is not None:
         raise click.UsageError("give --contamination or --threshold, not both")
     _check_outputs([data], [("--output", output), ("--save-model", save_model)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    X, names = _read(data, columns)
+    # AnomalyDetector validates X as an array: it cannot stream a source yet
+    X, names = _read(data, columns, stream=False)
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if n_components is not None:
         options["n_components"] = n_components
@@ -843,28 +866,30 @@ def anomalies(
     detector = gmmkit.AnomalyDetector(**options)
     with show.em("anomalies", detector.n_init, detector.max_iter):
         detector.fit(X)
-    show.step(f"scoring {_plural(len(X), 'row')}")
-    log_density = detector.score_samples(X)
-    outlier = detector.predict(X) == -1
-    keep = np.ones(len(X), bool) if all_rows else outlier
-    columns_out = [np.flatnonzero(keep) + 1, log_density[keep]]
-    header = ["row", "log_density"]
-    if all_rows:
-        columns_out.append(outlier.astype(np.int64))
-        header.append("outlier")
-    feature_names = _feature_names(names, X.shape[1])
-    columns_out.extend(X[keep].T)
-    header.extend(feature_names)
+    header = ["row", "log_density", *(["outlier"] if all_rows else []),
+              *_feature_names(names, detector.n_features_in_)]
     if output is None:
         show.stop()  # the rows go to stdout: the display must not run through them
     else:
-        show.step(f"writing {output}")
+        show.step(f"scoring and writing {output}")
+    n_rows = n_flagged = 0
     with _writing(output, save_model) as outputs:
         if save_model is not None:
             detector.save(outputs.path(save_model), feature_names=names)
         # stdout (no --output) last: once the model is staged
-        write_table(None if output is None else outputs.path(output), columns_out, header)
-    message = f"{int(outlier.sum())} of {len(X)} rows flagged as outliers"
+        with TableWriter(None if output is None else outputs.path(output), header) as writer:
+            for block in row_blocks(X, 1 << 18):  # flat memory for a streamed file
+                log_density = detector.score_samples(block)
+                outlier = detector.predict(block) == -1
+                keep = np.ones(len(block), bool) if all_rows else outlier
+                columns_out = [np.flatnonzero(keep) + 1 + n_rows, log_density[keep]]
+                if all_rows:
+                    columns_out.append(outlier.astype(np.int64))
+                columns_out.extend(block[keep].T)
+                writer.write(columns_out)
+                n_rows += len(block)
+                n_flagged += int(outlier.sum())
+    message = f"{n_flagged} of {n_rows} rows flagged as outliers"
     if output is not None:
         _echo(quiet, f"{message}; written to {output}")
     elif not quiet:
