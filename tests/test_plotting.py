@@ -65,9 +65,17 @@ def test_density_1d(tmp_path):
 def test_clusters_with_ellipses_for_every_covariance_type(tmp_path, covariance_type):
     X = blobs()
     model = gmmkit.GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
-    ax = plotting.plot_clusters(model, X)
+    ax = plotting.plot_clusters(X, model)
     ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
     assert len(ellipses) == 3 * 3  # 1, 2 and 3 sigma for each component
+    # every radius opaque (3-sigma as visible as 1-sigma over dense points), drawn above
+    # the points, told apart by line style and named in the legend
+    assert all(e.get_alpha() in (None, 1.0) and e.get_zorder() > 2 for e in ellipses)
+    assert len({e.get_linestyle() for e in ellipses}) == 3
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert legend[:3] == ["1-sigma ellipse", "2-sigma ellipse", "3-sigma ellipse"]
+    assert legend[3:] == ["component 0", "component 1", "component 2"]
+    assert ax.get_xlabel() == "feature 0" and ax.get_ylabel() == "feature 1"
     assert len(ax.collections) == 1 and len(ax.collections[0].get_offsets()) == len(X)
     # geometry: the 1-sigma ellipse has full axes 2*sqrt(eigenvalues) of the covariance
     cov = model.covariances_
@@ -91,7 +99,7 @@ def test_clusters_with_ellipses_for_every_covariance_type(tmp_path, covariance_t
 def test_clusters_in_two_of_many_dimensions(tmp_path):
     X = np.hstack([blobs(), np.random.default_rng(1).normal(size=(350, 2))])
     model = gmmkit.GaussianMixture(3, random_state=0).fit(X)
-    ax = plotting.plot_clusters(model, X, dims=(1, 2), sigmas=(2,))
+    ax = plotting.plot_clusters(X, model, dims=(1, 2), sigmas=(2,))
     ellipses = [p for p in ax.patches if isinstance(p, Ellipse)]
     assert len(ellipses) == 3
     marginal = model.covariances_[0][np.ix_([1, 2], [1, 2])]
@@ -100,6 +108,32 @@ def test_clusters_in_two_of_many_dimensions(tmp_path):
         2 * 2 * np.sqrt(np.linalg.eigvalsh(marginal))[::-1],
     )
     saved_png(ax.figure, tmp_path / "clusters_dims.png")
+
+
+def test_axis_labels_come_from_the_data_names():
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(blobs(), columns=["height", "weight"])
+    model = gmmkit.GaussianMixture(3, random_state=0).fit(frame)
+    ax = plotting.plot_clusters(frame, model)
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("height", "weight")
+    # a plain array plotted with a model fitted on a DataFrame: the model's names
+    with pytest.warns(UserWarning, match="feature names"):  # scikit-learn's, on predict
+        ax = plotting.plot_clusters(frame.to_numpy(), model, dims=(1, 0))
+    assert (ax.get_xlabel(), ax.get_ylabel()) == ("weight", "height")
+    scores = pd.Series(blobs()[:, 0], name="exam score")
+    fit = gmmkit.GaussianMixture(2, random_state=0).fit(scores.to_frame())
+    assert plotting.plot_density_1d(scores, fit).get_xlabel() == "exam score"
+    assert plotting.plot_density_1d(scores.to_numpy(), fit).get_xlabel() == "exam score"
+    plain = gmmkit.GaussianMixture(2, random_state=0).fit(blobs()[:, :1])
+    assert plotting.plot_density_1d(blobs()[:, 0], plain).get_xlabel() == "x"
+
+
+def test_clusters_accepts_the_old_argument_order_with_a_warning():
+    X = blobs()
+    model = gmmkit.GaussianMixture(3, random_state=0).fit(X)
+    with pytest.warns(DeprecationWarning, match="data first"):
+        ax = plotting.plot_clusters(model, X)
+    assert len(ax.collections[0].get_offsets()) == len(X)
 
 
 def test_convergence(tmp_path):
@@ -181,8 +215,9 @@ def test_segmentation_before_after(tmp_path):
     image = np.clip(image + rng.normal(0, 10, image.shape), 0, 255).astype(np.uint8)
     result = gmmkit.segment_image(image, 3, random_state=0)
     fig = plotting.plot_segmentation(image, result)
-    assert len(fig.axes) == 3
-    assert all(len(ax.images) == 1 for ax in fig.axes)
+    assert len(fig.axes) == 4  # original, segmentation, labels and the labels' colour bar
+    assert all(len(ax.images) == 1 for ax in fig.axes[:3])
+    assert fig.axes[3].get_ylabel() == "component"
     np.testing.assert_array_equal(fig.axes[1].images[0].get_array(), result.image)
     saved_png(fig, tmp_path / "segmentation.png")
     grey = image[:, :, 0]
@@ -211,11 +246,11 @@ def test_bad_input():
     with pytest.raises(ValueError, match="1-feature"):
         plotting.plot_density_1d(X[:, 0], model)
     with pytest.raises(ValueError, match="shape"):
-        plotting.plot_clusters(model, X[:, :1])
+        plotting.plot_clusters(X[:, :1], model)
     with pytest.raises(ValueError, match="dims"):
-        plotting.plot_clusters(model, X, dims=(0, 0))
+        plotting.plot_clusters(X, model, dims=(0, 0))
     with pytest.raises(ValueError, match="not fitted"):
-        plotting.plot_clusters(gmmkit.GaussianMixture(2), X)
+        plotting.plot_clusters(X, gmmkit.GaussianMixture(2))
     with pytest.raises(TypeError, match="GaussianMixture"):
         plotting.plot_convergence(object())
     with pytest.raises(TypeError, match="SelectionResult"):

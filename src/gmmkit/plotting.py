@@ -8,10 +8,17 @@ subclass), or anything holding one -- :class:`~gmmkit.GaussianMixtureSelector`
 (``best_estimator_``), :class:`~gmmkit.AnomalyDetector` and
 :class:`~gmmkit.PCAGaussianMixtureGenerator` (``mixture_``), a selection / segmentation /
 1-D result (``best`` / ``model``).
+
+Every function that plots data with a model takes the data first and the model second
+(``plot_density_1d(x, model)``, ``plot_clusters(X, model)``, ``plot_segmentation(image,
+result)``), then keyword-only options, ``ax`` among them.  Axis labels come from the
+data's names: a pandas DataFrame's columns or a Series' name, else the model's
+``feature_names_in_``, else ``feature 0``, ``feature 1``, ...
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +46,27 @@ def _mixture_of(obj: Any) -> GaussianMixture:
     raise TypeError(
         f"expected a fitted GaussianMixture or an object holding one, got {type(obj).__name__}"
     )
+
+
+def _holds_mixture(obj: Any) -> bool:
+    if isinstance(obj, GaussianMixture):
+        return True
+    return any(isinstance(getattr(obj, attribute, None), GaussianMixture)
+               for attribute in ("best_estimator_", "mixture_", "best", "model"))
+
+
+def _feature_names(data: Any, mixture: GaussianMixture, n_features: int) -> list[str]:
+    """Column names of a DataFrame (or a Series' name), else the model's, else numbers."""
+    columns = getattr(data, "columns", None)
+    if columns is not None and len(columns) == n_features:
+        return [str(name) for name in columns]
+    name = getattr(data, "name", None)
+    if n_features == 1 and name is not None and not callable(name):
+        return [str(name)]
+    fitted = getattr(mixture, "feature_names_in_", None)
+    if fitted is not None and len(fitted) == n_features:
+        return [str(name) for name in fitted]
+    return [f"feature {j}" for j in range(n_features)]
 
 
 def _new_axes(ax: Any) -> Any:
@@ -80,6 +108,9 @@ def plot_density_1d(
         raise ValueError(
             f"plot_density_1d needs a 1-feature mixture, got {mixture.means_.shape[1]} features"
         )
+    (x_label,) = _feature_names(x, mixture, 1)
+    if x_label == "feature 0":
+        x_label = "x"
     values = np.asarray(x, dtype=np.float64)
     if values.ndim == 2 and values.shape[1] == 1:
         values = values[:, 0]
@@ -92,13 +123,16 @@ def plot_density_1d(
     low = min(values.min(), float(np.min(means - 4 * stds)))
     high = max(values.max(), float(np.max(means + 4 * stds)))
     grid = np.linspace(low, high, n_points)
-    ax.plot(grid, np.exp(mixture.score_samples(grid[:, None])), color="k", lw=2, label="mixture")
+    with warnings.catch_warnings():  # the grid has no names, whatever the model was fitted on
+        warnings.filterwarnings("ignore", "X does not have valid feature names")
+        density = np.exp(mixture.score_samples(grid[:, None]))
+    ax.plot(grid, density, color="k", lw=2, label="mixture")
     if components:
         for k in np.argsort(means):
             z = (grid - means[k]) / stds[k]
             density = mixture.weights_[k] * np.exp(-0.5 * z * z) / (stds[k] * np.sqrt(2 * np.pi))
             ax.plot(grid, density, ls="--", lw=1.2, label=f"component {k}")
-    ax.set_xlabel("x")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("density")
     ax.legend(fontsize="small")
     return ax
@@ -113,24 +147,30 @@ def _ellipse_geometry(cov: NDArray[np.float64]) -> tuple[float, float, float]:
 
 
 def plot_clusters(
+    X: Any,
     model: Any,
-    X: ArrayLike,
     *,
     ax: Any = None,
     dims: Sequence[int] = (0, 1),
     sigmas: Sequence[float] = (1, 2, 3),
     labels: ArrayLike | None = None,
     point_size: float = 8.0,
+    legend: bool = True,
 ) -> Any:
     """Scatter of 2-D data coloured by component, with n-sigma ellipses of every component.
 
     Works for every covariance type; with more than two features the two ``dims`` are
-    shown, with each component's marginal covariance in them.
+    shown, with each component's marginal covariance in them.  The ellipses are drawn
+    opaque with a white outline and a line style per radius (solid, dashed, dotted), so
+    the 3-sigma ones stay visible over dense points.
 
     Parameters
     ----------
+    X : array-like or DataFrame of shape (n_samples, n_features)
+        A DataFrame's column names label the axes.
     model : fitted mixture (or an object holding one)
-    X : array-like of shape (n_samples, n_features)
+        The order ``plot_clusters(model, X)`` of earlier versions still works, with a
+        ``DeprecationWarning``.
     ax : matplotlib Axes, optional
     dims : pair of int, default=(0, 1)
     sigmas : sequence of float, default=(1, 2, 3)
@@ -138,13 +178,22 @@ def plot_clusters(
     labels : array-like of shape (n_samples,), optional
         Colours of the points; by default ``model.predict(X)``.
     point_size : float, default=8.0
+    legend : bool, default=True
+        A legend of the ellipse radii and (up to ten) component colours.
 
     Returns
     -------
     matplotlib Axes
     """
+    from matplotlib import patheffects
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Ellipse
 
+    if _holds_mixture(X) and not _holds_mixture(model):
+        warnings.warn("plot_clusters(model, X) is deprecated: pass the data first, "
+                      "plot_clusters(X, model), as every gmmkit plot does",
+                      DeprecationWarning, stacklevel=2)
+        X, model = model, X
     mixture = _mixture_of(model)
     data = np.asarray(X, dtype=np.float64)
     n_features = mixture.means_.shape[1]
@@ -154,7 +203,7 @@ def plot_clusters(
     if len(dims) != 2 or len(set(dims)) != 2 or not all(0 <= d < n_features for d in dims):
         raise ValueError(f"dims must be two distinct features in 0..{n_features - 1}, got {dims}")
     if labels is None:
-        labels = mixture.predict(data)
+        labels = mixture.predict(X)
     labels = np.asarray(labels)
     if labels.shape != (data.shape[0],):
         raise ValueError(f"labels should have shape ({data.shape[0]},), got {labels.shape}")
@@ -162,21 +211,32 @@ def plot_clusters(
     cmap = _pyplot().get_cmap("tab10" if mixture.n_components <= 10 else "tab20")
     colours = [cmap(k % cmap.N) for k in range(mixture.n_components)]
     point_colours = [colours[int(k) % len(colours)] for k in labels]
-    ax.scatter(data[:, dims[0]], data[:, dims[1]], s=point_size, c=point_colours, alpha=0.6,
+    ax.scatter(data[:, dims[0]], data[:, dims[1]], s=point_size, c=point_colours, alpha=0.45,
                linewidths=0)
     covariances = full_covariances(mixture.params_)[:, dims][:, :, dims]
+    styles = ("-", "--", ":", "-.")
+    halo = [patheffects.withStroke(linewidth=3.6, foreground="white")]
     for k in range(mixture.n_components):
         width, height, angle = _ellipse_geometry(covariances[k])
         centre = (mixture.means_[k, dims[0]], mixture.means_[k, dims[1]])
-        for sigma in sigmas:
+        for i, sigma in enumerate(sigmas):
             ax.add_patch(
                 Ellipse(centre, sigma * width, sigma * height, angle=angle, fill=False,
-                        edgecolor=colours[k], lw=1.5, alpha=max(0.25, 1.0 - 0.25 * sigma))
+                        edgecolor=colours[k], lw=1.8, ls=styles[i % len(styles)],
+                        path_effects=halo, zorder=3)
             )
-        ax.plot(*centre, marker="x", color="k", ms=7)
-    ax.set_xlabel(f"feature {dims[0]}")
-    ax.set_ylabel(f"feature {dims[1]}")
+        ax.plot(*centre, marker="x", color="k", ms=7, zorder=4)
+    names = _feature_names(X, mixture, n_features)
+    ax.set_xlabel(names[dims[0]])
+    ax.set_ylabel(names[dims[1]])
     ax.set_title(f"{mixture.n_components} components, {mixture.covariance_type} covariance")
+    if legend:
+        handles = [Line2D([], [], color="0.2", lw=1.8, ls=styles[i % len(styles)],
+                          label=f"{sigma:g}-sigma ellipse") for i, sigma in enumerate(sigmas)]
+        if mixture.n_components <= 10:
+            handles += [Line2D([], [], color=colours[k], marker="o", ls="none",
+                               label=f"component {k}") for k in range(mixture.n_components)]
+        ax.legend(handles=handles, fontsize="small", loc="best", framealpha=0.85)
     ax.autoscale_view()
     return ax
 
@@ -202,6 +262,7 @@ def plot_convergence(model: Any, *, ax: Any = None) -> Any:
 
     ax.plot(np.arange(1, bounds.size + 1), bounds, marker="o", ms=3)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.ticklabel_format(axis="y", useOffset=False)  # values readable without an offset
     ax.set_xlabel("EM iteration")
     ax.set_ylabel("mean log-likelihood")
     state = "converged" if mixture.converged_ else "not converged"
@@ -399,12 +460,17 @@ def plot_segmentation(image: ArrayLike, result: Any, *, show_labels: bool = True
     k = int(labels.max()) + 1
     axes[1].imshow(_as_display_image(recoloured), cmap=cmap)
     axes[1].set_title(f"{k} components (component means)")
-    if show_labels:
-        axes[2].imshow(labels, cmap="tab20", interpolation="nearest")
-        axes[2].set_title("labels")
     for ax in axes:
         ax.set_axis_off()
-    fig.tight_layout()
+    if show_labels:
+        shown = axes[2].imshow(labels, cmap="tab20" if k > 10 else "tab10", vmin=-0.5,
+                               vmax=(20 if k > 10 else 10) - 0.5, interpolation="nearest")
+        axes[2].set_title("labels")
+        bar = fig.colorbar(shown, ax=axes[2], shrink=0.6, label="component")
+        bar.set_ticks(range(min(k, 20)) if k <= 20 else np.linspace(0, k - 1, 6).round())
+        bar.ax.set_ylim(-0.5, min(k, 20) - 0.5)
+    else:
+        fig.tight_layout()
     return fig
 
 
