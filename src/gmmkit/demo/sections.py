@@ -232,10 +232,12 @@ def blobs_vs_kmeans(ctx: Context) -> Section:
     X, y = make_blobs(n_samples=n, random_state=170)
     stretched = X @ np.array([[0.60834549, -0.63667341], [-0.40887718, 0.85253229]])
     X_var, y_var = make_blobs(n_samples=n, cluster_std=[1.0, 2.5, 0.5], random_state=170)
-    datasets = [("anisotropic blobs", stretched, y), ("unequal spreads", X_var, y_var)]
+    datasets = [("round blobs", X, y), ("anisotropic blobs", stretched, y),
+                ("unequal spreads", X_var, y_var)]
 
     plt = _plt()
-    fig, axes = plt.subplots(2, 2, figsize=(12, 10))
+    fig, axes = plt.subplots(3, 2, figsize=(12, 15))
+    curves, curve_axes = plt.subplots(1, 3, figsize=(15, 4))
     rows = []
     for i, (name, data, truth) in enumerate(datasets):
         kmeans = KMeans(3, n_init=10, random_state=ctx.seed).fit(data)
@@ -247,25 +249,37 @@ def blobs_vs_kmeans(ctx: Context) -> Section:
                    s=8, alpha=0.6, linewidths=0)
         ax.scatter(*kmeans.cluster_centers_.T, marker="x", color="k", s=60)
         ax.set_title(f"{name}: k-means (ARI {ari_km:.2f})")
-        plotting.plot_clusters(mixture, data, ax=axes[i, 1])
+        plotting.plot_clusters(data, mixture, ax=axes[i, 1])
         axes[i, 1].set_title(f"{name}: gmmkit, full covariances (ARI {ari_gm:.2f})")
         for ax in axes[i]:
             ax.set_aspect("equal", adjustable="datalim")
-        rows.append([name, _fmt(ari_km), _fmt(ari_gm)])
-    figure = ctx.save(fig, "blobs", "k-means (left) assumes round clusters of equal size; a "
-                      "Gaussian mixture (right, 1/2/3-sigma ellipses) learns each cluster's "
-                      "shape and spread.")
+            ax.set_xlabel("x1")
+            ax.set_ylabel("x2")
+        plotting.plot_convergence(mixture, ax=curve_axes[i])
+        curve_axes[i].set_title(f"{name}: {curve_axes[i].get_title()}", fontsize="medium")
+        rows.append([name, _fmt(ari_km), _fmt(ari_gm), str(mixture.n_iter_)])
+    fig.tight_layout()
+    curves.tight_layout()
+    figure = ctx.save(fig, "blobs", "k-means (left) assumes round clusters of equal size: "
+                      "right on the round blobs, wrong on the others; a Gaussian mixture "
+                      "(right; solid, dashed and dotted lines: 1, 2 and 3-sigma ellipses) "
+                      "learns each cluster's shape and spread.")
+    convergence = ctx.save(curves, "blobs_convergence", "Mean log-likelihood at every EM "
+                           "iteration of each 2-D mixture above (the start kept of three): "
+                           "it never decreases, rises fast, then flattens until gmmkit's "
+                           "stopping rule is met.")
     return Section(
         "blobs",
         "Elongated and unequal clusters: mixture vs k-means",
         [
-            "scikit-learn's k-means-assumptions data: three blobs sheared by a linear map, "
-            "and three blobs with standard deviations 1, 2.5 and 0.5. The adjusted Rand index "
-            "(ARI, 1 = perfect) compares each clustering with the true blobs.",
+            "scikit-learn's k-means-assumptions data: three round blobs of equal spread "
+            "(where k-means does as well), the same blobs sheared by a linear map, and three "
+            "blobs with standard deviations 1, 2.5 and 0.5. The adjusted Rand index (ARI, "
+            "1 = perfect) compares each clustering with the true blobs.",
         ],
-        [figure],
+        [figure, convergence],
         [Table("Agreement with the true clusters (adjusted Rand index)",
-               ["data", "k-means", "gmmkit GaussianMixture"], rows)],
+               ["data", "k-means", "gmmkit GaussianMixture", "EM iterations"], rows)],
     )
 
 
@@ -293,9 +307,9 @@ def moons_and_circles(ctx: Context) -> Section:
         samples8, _ = eight.sample(n)
         samples16, _ = sixteen.sample(n)
         ari = _ari(truth, two.predict(data))
-        plotting.plot_clusters(two, data, ax=axes[i, 0])
+        plotting.plot_clusters(data, two, ax=axes[i, 0])
         axes[i, 0].set_title(f"{name}: 2 clusters (ARI {ari:.2f})")
-        plotting.plot_clusters(eight, data, ax=axes[i, 1], sigmas=(1, 2))
+        plotting.plot_clusters(data, eight, ax=axes[i, 1], sigmas=(1, 2))
         axes[i, 1].set_title(f"{name}: 8-component density model")
         for ax, samples, k in ((axes[i, 2], samples8, 8), (axes[i, 3], samples16, 16)):
             ax.scatter(samples[:, 0], samples[:, 1], s=6, color="tab:orange", alpha=0.7,
@@ -487,18 +501,23 @@ def segmentation(ctx: Context) -> Section:
     from gmmkit import plotting
 
     photo = load_sample_image("china.jpg")
+    flower = load_sample_image("flower.jpg")
     if ctx.fast:
         photo = np.ascontiguousarray(photo[::4, ::4])
+        flower = np.ascontiguousarray(flower[::4, ::4])
     ks = (2, 3, 7, 20)
     results = {}
     rows = []
-    for k in ks:
+    for name, image, k in [*(("china.jpg", photo, k) for k in ks), ("flower.jpg", flower, 3)]:
         start = time.perf_counter()
-        results[k] = gmmkit.segment_image(photo, k, random_state=ctx.seed)
+        result = gmmkit.segment_image(image, k, random_state=ctx.seed)
         seconds = time.perf_counter() - start
-        model = results[k].model
-        rows.append([str(k), f"{seconds:.2f}", str(model.n_iter_),
-                     "yes" if model.converged_ else "no"])
+        if name == "china.jpg":
+            results[k] = result
+        else:
+            flower_result = result
+        rows.append([name, str(k), f"{seconds:.2f}", str(result.model.n_iter_),
+                     "yes" if result.model.converged_ else "no"])
     plt = _plt()
     fig, axes = plt.subplots(2, 3, figsize=(15, 7.6))
     axes[0, 0].imshow(photo)
@@ -506,26 +525,33 @@ def segmentation(ctx: Context) -> Section:
     for ax, k in zip([axes[0, 1], axes[0, 2], axes[1, 0], axes[1, 1]], ks):
         ax.imshow(results[k].image)
         ax.set_title(f"k = {k}")
-    axes[1, 2].imshow(results[7].labels, cmap="tab10", interpolation="nearest")
+    label_map = axes[1, 2].imshow(results[7].labels, cmap="tab10", vmin=-0.5, vmax=9.5,
+                                  interpolation="nearest")
     axes[1, 2].set_title("label map, k = 7")
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.tight_layout()
+    bar = fig.colorbar(label_map, ax=axes[1, 2], shrink=0.8, label="component")
+    bar.set_ticks(range(7))
+    bar.ax.set_ylim(-0.5, 6.5)
     grid = ctx.save(fig, "segmentation", "Every pixel recoloured with its component's mean "
                     "colour, for 2, 3, 7 and 20 components.")
     detail = ctx.save(plotting.plot_segmentation(photo, results[3]), "segmentation_k3",
                       "gmmkit.plotting.plot_segmentation for k = 3: original, segmentation "
                       "and label map.")
+    flower_figure = ctx.save(plotting.plot_segmentation(flower, flower_result),
+                             "segmentation_flower", "The other bundled photo, flower.jpg, "
+                             "with k = 3: the petals, the leaves and the dark background.")
     return Section(
         "segmentation",
         "Image segmentation",
         [
-            "scikit-learn's bundled photo china.jpg, segmented by colour with "
-            "gmmkit.segment_image(photo, k): a mixture over the RGB values of all "
-            f"{photo.shape[0] * photo.shape[1]:,} pixels.",
+            "scikit-learn's bundled photos china.jpg and flower.jpg, segmented by colour "
+            "with gmmkit.segment_image(photo, k): a mixture over the RGB values of all "
+            f"{photo.shape[0] * photo.shape[1]:,} pixels of each.",
         ],
-        [grid, detail],
-        [Table("Fits", ["k", "seconds", "EM iterations", "converged"], rows)],
+        [grid, detail, flower_figure],
+        [Table("Fits", ["photo", "k", "seconds", "EM iterations", "converged"], rows)],
     )
 
 
