@@ -86,7 +86,10 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     constructor parameters, methods and fitted attributes, computed in cache-sized row
     blocks in parallel threads, with ``sample_weight`` support (integer weights act
     exactly as repeated rows) and float32 data computed in float32 while statistics
-    accumulate in float64.
+    accumulate in float64.  As in scikit-learn, float32 data give float32 fitted arrays
+    (``weights_``, ``means_``, ``covariances_``, ``precisions_``,
+    ``precisions_cholesky_``: the float64 M-step's result rounded), and ``predict_proba``
+    / ``score_samples`` return float32 when the model and ``X`` are float32.
 
     Parameters
     ----------
@@ -446,7 +449,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 ConvergenceWarning,
                 stacklevel=3,
             )
-        self._set_params_from(best.params)
+        # scikit-learn's dtype rule: float32 data give float32 fitted arrays (the EM
+        # statistics and M-step ran in float64; the model is their rounding)
+        self._set_params_from(_params_as(best.params, engine.dtype))
         self.converged_ = best.converged
         self.n_iter_ = best.n_iter
         self.lower_bound_ = best.lower_bound
@@ -541,21 +546,29 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         return self.fit(X, y, sample_weight=sample_weight).predict(X)
 
     # ------------------------------------------------------------------ inference
-    def _apply(self, X: ArrayLike, func: Any) -> NDArray[Any]:
+    def _apply(self, X: ArrayLike, func: Any, sklearn_dtype: bool = False) -> NDArray[Any]:
+        """``func(coefs, chunk)`` over the rows of ``X``; with ``sklearn_dtype`` a
+        floating-point result is float32 when ``X`` and the model are (scikit-learn's
+        ``result_type(X, model)``), float64 otherwise."""
         check_is_fitted(self)
         engine = self._out_of_core_engine(X, None, reset=False)
         if engine is None:
             engine = self._engine(self._validate_X(X, reset=False))
         coefs = kernel_coefficients(self._params, engine.dtype)
-        return engine.map_rows(lambda chunk: func(coefs, chunk))
+        result = engine.map_rows(lambda chunk: func(coefs, chunk))
+        if sklearn_dtype:
+            dtype = np.result_type(engine.dtype, self._params.means.dtype)
+            result = result.astype(dtype, copy=False)
+        return result
 
-    def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
-        """Log-density of each row under the mixture, shape (n_samples,)."""
-        return self._apply(X, _score_rows)
+    def score_samples(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
+        """Log-density of each row under the mixture, shape (n_samples,); float32 when the
+        model and ``X`` are float32, as in scikit-learn."""
+        return self._apply(X, _score_rows, sklearn_dtype=True)
 
     def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
         """Mean (sample-weighted) log-density of the rows."""
-        log_density = self.score_samples(X)
+        log_density = self._apply(X, _score_rows)
         if sample_weight is None:
             return float(log_density.mean())
         w = _scoring_weight(sample_weight, len(log_density))
@@ -565,9 +578,10 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         """Most probable component of each row, shape (n_samples,)."""
         return self._apply(X, _predict_rows)
 
-    def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
-        """Responsibilities of each component for each row, shape (n_samples, K)."""
-        return self._apply(X, _proba_rows)
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
+        """Responsibilities of each component for each row, shape (n_samples, K); float32
+        when the model and ``X`` are float32, as in scikit-learn."""
+        return self._apply(X, _proba_rows, sklearn_dtype=True)
 
     def sample(self, n_samples: int = 1) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
         """Draw rows from the fitted mixture.
@@ -597,24 +611,37 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
 
     def bic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
-        log_density = self.score_samples(X)
+        log_density = self._apply(X, _score_rows)
         w = _scoring_weight(sample_weight, len(log_density))
         return criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
 
     def aic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
-        log_density = self.score_samples(X)
+        log_density = self._apply(X, _score_rows)
         w = _scoring_weight(sample_weight, len(log_density))
         return criteria.aic(float(w @ log_density), self._n_parameters())
 
     def icl(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Integrated completed likelihood on ``X``: BIC plus twice the classification
         entropy of the hard assignment (lower is better)."""
-        log_density = self.score_samples(X)
+        log_density = self._apply(X, _score_rows)
         map_log_resp = self._apply(X, _map_log_resp_rows)
         w = _scoring_weight(sample_weight, len(log_density))
         value = criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
         return criteria.icl(value, float(w @ map_log_resp))
+
+
+def _params_as(params: MixtureParams, dtype: np.dtype[Any]) -> MixtureParams:
+    """``params`` with its arrays rounded to ``dtype`` (unchanged for float64)."""
+    if np.dtype(dtype) == params.means.dtype:
+        return params
+    return MixtureParams(
+        weights=params.weights.astype(dtype),
+        means=params.means.astype(dtype),
+        covariances=params.covariances.astype(dtype),
+        precisions_cholesky=params.precisions_cholesky.astype(dtype),
+        covariance_type=params.covariance_type,
+    )
 
 
 def _check_squares_fit(X: NDArray[Any]) -> None:

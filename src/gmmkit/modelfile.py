@@ -1293,12 +1293,24 @@ def validated_mixture_params(
         cholesky_precision(covariances, covariance_type)
     except CovarianceError as exc:
         raise ModelFileError("covariances_ are not positive definite") from exc
+    # float32 models (fitted on float32 data) store C and U each rounded to float32: U'CU
+    # then differs from I by about eps32 * cond(C), bounded by ||C||_F trace(UU')
+    single = np.result_type(covariances, precisions_cholesky) == np.float32
+    rounding = float(np.finfo(np.float32).eps) if single else 0.0
     if cov_type.layout in ("full", "tied"):
         # U.T @ C @ U = I when U @ U.T is the inverse of C.
-        identity = np.einsum("kji,kjl,klm->kim", chols, mats, chols)
-        if np.abs(identity - np.eye(d)).max() > 1e-5:
+        wide = (mats.astype(np.float64), chols.astype(np.float64))
+        identity = np.einsum("kji,kjl,klm->kim", wide[1], wide[0], wide[1])
+        condition = np.linalg.norm(wide[0], axis=(1, 2)) * (wide[1] ** 2).sum(axis=(1, 2))
+        limit = np.maximum(1e-5, 16.0 * d * rounding * condition)
+        if np.any(np.abs(identity - np.eye(d)).max(axis=(1, 2)) > limit):
             raise ModelFileError("precisions_cholesky_ do not match covariances_")
-    elif not np.allclose(precisions_cholesky * np.sqrt(covariances), 1.0, rtol=0, atol=1e-8):
+    elif not np.allclose(
+        precisions_cholesky.astype(np.float64) * np.sqrt(covariances.astype(np.float64)),
+        1.0,
+        rtol=0,
+        atol=max(1e-8, 8.0 * rounding),
+    ):
         raise ModelFileError("precisions_cholesky_ do not match covariances_")
     _check_constraints(cov_type, covariances)
     return MixtureParams(

@@ -175,11 +175,11 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         if self.threshold is not None:
             self.offset_ = float(self.threshold)
         else:
-            scores = mixture.score_samples(X_checked)
+            scores = np.asarray(mixture.score_samples(X_checked), dtype=np.float64)
             self.offset_ = lower_tail_threshold(scores, float(self.contamination), weight)
         return self
 
-    def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
+    def score_samples(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Log-density of each row under the fitted mixture (higher is more normal).
 
         Returns
@@ -189,7 +189,7 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         X_checked = self._checked(X)
         return self.mixture_.score_samples(X_checked)
 
-    def decision_function(self, X: ArrayLike) -> NDArray[np.float64]:
+    def decision_function(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """``score_samples(X) - offset_``: negative for outliers, shape (n_samples,)."""
         return self.score_samples(X) - self.offset_
 

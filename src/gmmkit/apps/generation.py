@@ -191,7 +191,7 @@ class PCAGaussianMixtureGenerator(SaveMixin, DensityMixin, TransformerMixin, Bas
             )
         return (Z * self.scale_) @ self.components_ + self.mean_
 
-    def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
+    def score_samples(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Log-density of each row's PCA coordinates under the mixture, shape (n_samples,).
 
         A density on the principal subspace (the discarded directions are ignored), in the

@@ -661,12 +661,12 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
         """Select, then label the rows of ``X``, shape (n_samples,)."""
         return self.fit(X, y, sample_weight=sample_weight).predict(X)
 
-    def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Responsibilities, shape (n_samples, n_components_)."""
         X_checked = self._checked(X)
         return self.best_estimator_.predict_proba(X_checked)
 
-    def score_samples(self, X: ArrayLike) -> NDArray[np.float64]:
+    def score_samples(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Log-density of each row, shape (n_samples,)."""
         X_checked = self._checked(X)
         return self.best_estimator_.score_samples(X_checked)

@@ -1,0 +1,128 @@
+"""float32 data give float32 fitted arrays and outputs, with scikit-learn's dtype rules
+(checked against scikit-learn on the same input), while statistics accumulate in float64;
+float32 models round-trip through model files bit for bit."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+import gmmkit
+from gmmkit import GaussianMixture
+from gmmkit.modelfile import read_metadata
+
+ARRAYS = ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_")
+SKLEARN_TYPES = ("full", "tied", "diag", "spherical")
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, np.ndarray]:
+    X, _ = make_blobs(n_samples=400, centers=3, n_features=3, cluster_std=2.0, random_state=5)
+    return X, X.astype(np.float32)
+
+
+@pytest.mark.parametrize("covariance_type", SKLEARN_TYPES)
+def test_fitted_arrays_and_outputs_have_sklearns_dtypes(
+    data: tuple[np.ndarray, np.ndarray], covariance_type: str
+) -> None:
+    X64, X32 = data
+    for X in (X64, X32):
+        ours = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+        theirs = SklearnGaussianMixture(3, covariance_type=covariance_type,
+                                        random_state=0).fit(X)
+        for name in ARRAYS:
+            assert getattr(ours, name).dtype == getattr(theirs, name).dtype == X.dtype, name
+        # outputs: result_type(X, model), for every pairing of model and input dtypes
+        for Z in (X64, X32):
+            for method in ("predict_proba", "score_samples"):
+                assert getattr(ours, method)(Z).dtype == getattr(theirs, method)(Z).dtype, (
+                    method, X.dtype, Z.dtype
+                )
+            assert ours.predict(Z).dtype == theirs.predict(Z).dtype
+            assert isinstance(ours.score(Z), float)
+
+
+def test_float32_fit_matches_the_float64_fit(data: tuple[np.ndarray, np.ndarray]) -> None:
+    """Statistics accumulate in float64: the same 20 EM passes over the same float32
+    values, computed in float32 or in float64, reach the same parameters to within the
+    float32 kernel's error (log-densities to ~1e-6)."""
+    _, X32 = data
+    settings = dict(init_params="kmeans", tol=0.0, max_iter=20, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tol=0: exactly max_iter passes
+        single = GaussianMixture(3, **settings).fit(X32)
+        double = GaussianMixture(3, **settings).fit(X32.astype(np.float64))
+    for name in ("weights_", "means_", "covariances_"):
+        np.testing.assert_allclose(getattr(single, name), getattr(double, name), rtol=2e-5)
+    # the model is its float32 arrays: params_ holds the same values
+    np.testing.assert_array_equal(single.means_, single.params_.means)
+    assert abs(float(single.weights_.astype(np.float64).sum()) - 1.0) < 1e-6
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical", "VEV", "EII"])
+def test_float32_model_file_round_trip_is_bit_exact(
+    tmp_path: Path, data: np.ndarray, covariance_type: str
+) -> None:
+    _, X32 = data
+    model = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X32)
+    path = tmp_path / "m.gmm"
+    model.save(path)
+    loaded = gmmkit.load(path)
+    for name in ARRAYS:
+        original, again = getattr(model, name), getattr(loaded, name)
+        assert again.dtype == original.dtype == np.float32
+        assert again.tobytes() == original.tobytes(), name
+    np.testing.assert_array_equal(loaded.score_samples(X32), model.score_samples(X32))
+    np.testing.assert_array_equal(loaded.predict_proba(X32), model.predict_proba(X32))
+    assert read_metadata(path)["summary"]["dtype"] == "float32"
+
+
+def test_ill_conditioned_float32_model_loads(tmp_path: Path) -> None:
+    """Rounding C and its precision factor U to float32 leaves U'CU - I of order
+    eps32 * cond(C); the loader allows for that instead of refusing the model."""
+    Z = np.random.default_rng(0).normal(size=(2000, 3))
+    X = np.column_stack([Z[:, 0], Z[:, 0] + 0.01 * Z[:, 1], Z[:, 2]])  # cond(C) ~ 4e4
+    model = GaussianMixture(2, random_state=0).fit(X.astype(np.float32))
+    assert model.means_.dtype == np.float32
+    U = model.precisions_cholesky_.astype(np.float64)
+    C = model.covariances_.astype(np.float64)
+    error = np.abs(np.einsum("kji,kjl,klm->kim", U, C, U) - np.eye(3)).max()
+    assert error > 1e-5  # beyond what a float64 model may show
+    path = tmp_path / "ill.gmm"
+    model.save(path)
+    loaded = gmmkit.load(path)
+    assert loaded.covariances_.tobytes() == model.covariances_.tobytes()
+
+
+def test_semisupervised_float32(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
+    _, X32 = data
+    y = np.full(len(X32), -1, dtype=object)
+    y[:30] = np.where(X32[:30, 0] > np.median(X32[:, 0]), "right", "left")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = gmmkit.SemiSupervisedGaussianMixture(random_state=0).fit(X32, y)
+    for name in ARRAYS:
+        assert getattr(model, name).dtype == np.float32
+    assert model.predict_proba(X32).dtype == np.float32
+    model.save(tmp_path / "s.gmm")
+    loaded = gmmkit.load(tmp_path / "s.gmm")
+    np.testing.assert_array_equal(loaded.predict(X32), model.predict(X32))
+    assert loaded.means_.tobytes() == model.means_.tobytes()
+
+
+def test_wrappers_follow_the_mixture(data: tuple[np.ndarray, np.ndarray]) -> None:
+    _, X32 = data
+    detector = gmmkit.AnomalyDetector(n_components=3, random_state=0).fit(X32)
+    assert detector.mixture_.means_.dtype == np.float32
+    assert detector.score_samples(X32).dtype == np.float32
+    assert isinstance(detector.offset_, float)
+    selector = gmmkit.GaussianMixtureSelector(
+        n_components=[2, 3], covariance_types=["VVV"], random_state=0
+    ).fit(X32)
+    assert selector.best_estimator_.means_.dtype == np.float32
+    assert selector.predict_proba(X32).dtype == np.float32
