@@ -314,7 +314,60 @@ def _format_row(values: Sequence[Any], widths: Sequence[int]) -> str:
     return "  ".join(cells)
 
 
-_MAX_MEAN_COLUMNS = 8
+#: data columns whose means and standard deviations the component tables show
+_MAX_TABLE_COLUMNS = 4
+
+
+def _standard_deviations(mixture: Any) -> np.ndarray:
+    """Each component's standard deviation along each column, shape (K, D).
+
+    The square roots of the covariance diagonals, whatever the covariance model stores.
+    """
+    import numpy as np
+
+    from gmmkit.core.covariance import covariance_layout
+
+    k, d = mixture.means_.shape
+    cov = np.asarray(mixture.covariances_, dtype=np.float64)
+    layout = covariance_layout(mixture.covariance_type)
+    if layout == "full":
+        variances = np.diagonal(cov, axis1=1, axis2=2)
+    elif layout == "tied":
+        variances = np.broadcast_to(np.diag(cov), (k, d))
+    elif layout == "diag":
+        variances = cov
+    else:  # spherical: one variance per component
+        variances = np.broadcast_to(cov.reshape(k, 1), (k, d))
+    return np.sqrt(variances)
+
+
+def _component_table(mixture: Any, names: list[str] | None) -> list[str]:
+    """Lines of a table: each component's weight, means and standard deviations.
+
+    Components are numbered from 0, as in ``predict``'s ``label`` column.
+    """
+    k, d = mixture.means_.shape
+    shown = min(d, _MAX_TABLE_COLUMNS)
+    columns = _feature_names(names, d)[:shown]
+    sds = _standard_deviations(mixture)
+    header = ["component", "weight"]
+    for c in columns:
+        header += [f"mean[{c}]", f"sd[{c}]"]
+    rows = []
+    for j in range(k):
+        row: list[Any] = [j, float(mixture.weights_[j])]
+        for i in range(shown):
+            row += [float(mixture.means_[j, i]), float(sds[j, i])]
+        rows.append(row)
+    rendered = [[_format_row([v], [0]) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in rendered)]) for i, h in enumerate(header)]
+    lines = [_format_row(header, widths), *(_format_row(row, widths) for row in rows)]
+    lines.append("(components numbered from 0, as predict's label column; sd: standard "
+                 "deviation)")
+    if shown < d:
+        lines.append(f"(means and standard deviations of {_plural(d - shown, 'more column')} "
+                     "not shown)")
+    return lines
 
 
 def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) -> list[str]:
@@ -323,28 +376,16 @@ def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) ->
     n, d = len(log_density), model.n_features_in_
     total = float(log_density.sum())
     state = "converged" if model.converged_ else "did NOT converge"
-    lines = [
-        f"GaussianMixture: {model.n_components} components, covariance '{model.covariance_type}', "
-        f"{n} rows x {d} columns from {source}",
-        f"EM {state} after {model.n_iter_} iterations",
+    return [
+        f"GaussianMixture: {_plural(model.n_components, 'component')}, covariance "
+        f"'{model.covariance_type}', {_plural(n, 'row')} x {_plural(d, 'column')} "
+        f"from {source}",
+        f"EM {state} after {_plural(model.n_iter_, 'iteration')}",
         f"log-likelihood {total:.6g} (mean {total / n:.6g} per row)",
         f"BIC {model.bic(X):.6g}   AIC {model.aic(X):.6g}",
         "",
+        *_component_table(model, names),
     ]
-    shown = min(d, _MAX_MEAN_COLUMNS)
-    columns = _feature_names(names, d)[:shown]
-    header = ["component", "weight", *(f"mean[{c}]" for c in columns)]
-    rows = [
-        [k, float(model.weights_[k]), *(float(v) for v in model.means_[k, :shown])]
-        for k in range(model.n_components)
-    ]
-    rendered = [[_format_row([v], [0]) for v in row] for row in rows]
-    widths = [max([len(h), *(len(r[i]) for r in rendered)]) for i, h in enumerate(header)]
-    lines.append(_format_row(header, widths))
-    lines.extend(_format_row(row, widths) for row in rows)
-    if shown < d:
-        lines.append(f"(means of {d - shown} more columns not shown)")
-    return lines
 
 
 def _model_columns(
@@ -684,7 +725,8 @@ def predict(
     show.stop()
     if output is not None:
         where = "stdout" if str(output) == "-" else str(output)
-        message = f"{_plural(n_rows, 'row')} written to {where}"
+        note = " (labels: components numbered from 0)" if "label" in names else ""
+        message = f"{_plural(n_rows, 'row')} written to {where}, one per data row in order{note}"
         if where == "stdout":
             if not quiet:
                 click.echo(message, err=True)  # stdout holds the rows
@@ -889,7 +931,8 @@ def anomalies(
                 writer.write(columns_out)
                 n_rows += len(block)
                 n_flagged += int(outlier.sum())
-    message = f"{n_flagged} of {n_rows} rows flagged as outliers"
+    message = (f"{n_flagged} of {_plural(n_rows, 'row')} flagged as outliers "
+               "(column 'row' counts data rows from 1)")
     if output is not None:
         _echo(quiet, f"{message}; written to {output}")
     elif not quiet:
@@ -904,7 +947,8 @@ def anomalies(
               help="Segmented image to write (.png, .jpg, ...).")
 @click.option("--labels", "labels_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None,
-              help="Also write the label map: .npy, .csv or .png (grey level = label).")
+              help="Also write the label map: .npy, .csv, or an image (.png: pixel value = "
+              "label, shown in distinct colours up to 256 labels).")
 @click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
               metavar="MODEL", show_default=True, help=_COVARIANCE_OPTION_HELP)
 @click.option("--spatial", type=click.FloatRange(min=0), default=None,
@@ -971,7 +1015,8 @@ def segment(
                 elif labels_suffix == ".csv":
                     np.savetxt(handle, labels, fmt="%d", delimiter=",")
                 else:
-                    gmmkit.write_image(handle, labels.astype(label_dtype), format=labels_format)
+                    gmmkit.write_image(handle, labels.astype(label_dtype), format=labels_format,
+                                       palette=True)
     show.stop()
     _echo(quiet, f"{image.shape[1]}x{image.shape[0]} image in {n_components} segments "
                  f"written to {output}")
@@ -1027,13 +1072,52 @@ def info(model_path: Path, quiet: bool, progress: str) -> None:
 
     metadata = read_metadata(model_path)
     model = load(model_path)  # full validation
+    if quiet:
+        return
     summary = metadata["summary"]
-    _echo(quiet, f"{model_path}: {type(model).__name__} (format {metadata['format']} "
-                 f"v{metadata['format_version']}, written by gmmkit {metadata['gmmkit_version']})")
+    name = type(model).__name__
+    click.echo(f"{model_path}: {_article(name)} (format {metadata['format']} "
+               f"v{metadata['format_version']}, written by gmmkit {metadata['gmmkit_version']})")
     for key in ("n_components", "covariance_type", "n_features", "feature_names"):
         if summary.get(key) is not None:
             value = summary[key]
-            _echo(quiet, f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
+            click.echo(f"  {key}: {', '.join(value) if isinstance(value, list) else value}")
+    for line in _model_details(model):
+        click.echo(f"  {line}")
+    mixture = _find_mixture(model)
+    if mixture is not None and hasattr(mixture, "means_"):
+        click.echo("")
+        for line in _component_table(mixture, summary.get("feature_names")):
+            click.echo(line)
+
+
+def _find_mixture(model: Any) -> Any:
+    """The GaussianMixture a model is or holds, or None."""
+    from gmmkit.modelfile import _find_mixture as find
+
+    return find(model)
+
+
+def _model_details(model: Any) -> list[str]:
+    """``info``'s lines on a model's fit: convergence, criteria, a detector's threshold."""
+    lines = []
+    mixture = _find_mixture(model)
+    fitted = model if hasattr(model, "converged_") else mixture
+    if fitted is not None and hasattr(fitted, "converged_"):
+        state = "converged" if fitted.converged_ else "did NOT converge"
+        lines.append(f"EM: {state} after {_plural(int(fitted.n_iter_), 'iteration')}")
+    if mixture is not None and getattr(mixture, "lower_bound_", None) is not None:
+        lines.append(f"mean log-likelihood per training row: {mixture.lower_bound_:.6g}")
+    if mixture is not None and hasattr(mixture, "_n_parameters"):
+        lines.append(f"free parameters: {mixture._n_parameters()} (BIC and AIC need the "
+                     "data too: 'gmmkit fit' prints them)")
+    if hasattr(model, "offset_"):
+        how = (f"fixed (threshold={model.threshold:g})" if getattr(model, "threshold", None)
+               is not None else f"contamination {getattr(model, 'contamination', 0):g} "
+               "of the training rows below it")
+        lines.append(f"threshold: log-density {model.offset_:.6g} ({how}); a row below it "
+                     "is an outlier")
+    return lines
 
 
 @cli.command()
@@ -1062,8 +1146,8 @@ def demo(out_dir: Path, fast: bool, quiet: bool, progress: str, seed: int | None
         seed=0 if seed is None else seed,
         log=None if quiet else (lambda message: click.echo(message, err=True)),
     )
-    click.echo(f"demo report written to {index.resolve()} "
-               f"({time.perf_counter() - start:.0f} s)")
+    _echo(quiet, f"demo report written to {index.resolve()} "
+                 f"({time.perf_counter() - start:.0f} s)")
 
 
 # ---------------------------------------------------------------------------- entry point

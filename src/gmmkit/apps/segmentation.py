@@ -338,8 +338,47 @@ def image_format(path: str | os.PathLike[str]) -> str:
     return str(name)
 
 
+#: matplotlib's ``tab10`` colours, then the light shades of ``tab20``: twenty categorical
+#: colours told apart at a glance (RGB, 0-255).
+_CATEGORICAL_COLOURS = (
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
+    (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
+)  # fmt: skip
+#: Pillow formats that store a palette ('P' mode) image losslessly.
+_PALETTE_FORMATS = ("PNG", "GIF", "BMP", "TIFF")
+
+
+def label_palette(n_labels: int = 256) -> NDArray[np.uint8]:
+    """Distinct colours for labels ``0 .. n_labels - 1``, shape (n_labels, 3), uint8 RGB.
+
+    The twenty colours of matplotlib's ``tab10`` and ``tab20`` first, then hues spaced by
+    the golden ratio at three levels of saturation and brightness; no colour repeats for
+    up to 256 labels.
+    """
+    import colorsys
+
+    colours: list[tuple[int, ...]] = list(_CATEGORICAL_COLOURS[:n_labels])
+    golden = (5**0.5 - 1) / 2
+    i = 0
+    while len(colours) < n_labels:
+        level = (i // 3) % 3
+        hue = (i * golden) % 1.0
+        rgb = colorsys.hsv_to_rgb(hue, (0.55, 0.85, 0.4)[level], (0.95, 0.75, 0.6)[i % 3])
+        colour = tuple(round(255 * c) for c in rgb)
+        i += 1
+        if colour not in colours:
+            colours.append(colour)
+    return np.asarray(colours, dtype=np.uint8).reshape(n_labels, 3)
+
+
 def write_image(
-    path: str | os.PathLike[str] | IO[bytes], image: ArrayLike, *, format: str | None = None
+    path: str | os.PathLike[str] | IO[bytes],
+    image: ArrayLike,
+    *,
+    format: str | None = None,
+    palette: bool = False,
 ) -> None:
     """Write an (H, W) or (H, W, 2|3|4) image with Pillow (extra ``image``).
 
@@ -355,6 +394,11 @@ def write_image(
     format : str, optional
         Pillow's format name (``"PNG"``, ``"JPEG"``, ...); by default the one the file
         extension asks for (see :func:`image_format`). Required for a file object.
+    palette : bool, default=False
+        Write an (H, W) uint8 label map as a palette image with :func:`label_palette`'s
+        colours: pixel value ``i`` stays label ``i`` (the palette index, read back as is)
+        but shows as a distinct colour. Only for PNG, GIF, BMP and TIFF; other formats,
+        and labels above 255 (uint16), are written as grey levels.
     """
     image_module = import_optional("PIL.Image", "image")
     is_file = hasattr(path, "write")
@@ -377,6 +421,8 @@ def write_image(
     elif array.dtype != np.uint8 and not (array.ndim == 2 and array.dtype == np.uint16):
         raise TypeError(f"cannot write an image of dtype {array.dtype}; use uint8 or float")
     picture = image_module.fromarray(array)
+    if palette and array.ndim == 2 and array.dtype == np.uint8 and format in _PALETTE_FORMATS:
+        picture.putpalette(label_palette(256).tobytes())  # the 'L' image becomes 'P'
     if is_file:
         picture.save(path, format=format)
         return
