@@ -309,7 +309,7 @@ def moons_and_circles(ctx: Context) -> Section:
         ari = _ari(truth, two.predict(data))
         plotting.plot_clusters(data, two, ax=axes[i, 0])
         axes[i, 0].set_title(f"{name}: 2 clusters (ARI {ari:.2f})")
-        plotting.plot_clusters(data, eight, ax=axes[i, 1], sigmas=(1, 2))
+        plotting.plot_clusters(data, eight, ax=axes[i, 1], sigmas=(1, 2), legend=False)
         axes[i, 1].set_title(f"{name}: 8-component density model")
         for ax, samples, k in ((axes[i, 2], samples8, 8), (axes[i, 3], samples16, 16)):
             ax.scatter(samples[:, 0], samples[:, 1], s=6, color="tab:orange", alpha=0.7,
@@ -320,6 +320,8 @@ def moons_and_circles(ctx: Context) -> Section:
             ax.set_xlim(low[0], high[0])
             ax.set_ylim(low[1], high[1])
             ax.set_aspect("equal", adjustable="box")
+            ax.set_xlabel("x1")
+            ax.set_ylabel("x2")
         rows.append([
             name,
             _fmt(ari),
