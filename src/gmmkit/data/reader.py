@@ -144,7 +144,10 @@ class TextReader:
         n_rows = len(columns[0]) if columns else 0
         out = np.empty((n_rows, len(columns)), dtype=np.float64)
         for j, column in enumerate(columns):
-            out[:, j] = column.to_numpy()
+            start = 0
+            for chunk in getattr(column, "chunks", [column]):  # no concatenated copy
+                out[start : start + len(chunk), j] = chunk.to_numpy(zero_copy_only=False)
+                start += len(chunk)
         return out
 
     def _blocks(self, clean: bool, block_bytes: int, check: bool) -> Iterator[NDArray[Any]]:
