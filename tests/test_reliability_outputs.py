@@ -92,6 +92,7 @@ def tripwires(monkeypatch: pytest.MonkeyPatch) -> None:
         raise WorkStarted("the command read or fitted before checking its outputs")
 
     monkeypatch.setattr(gmmkit.data, "read_table", trip)
+    monkeypatch.setattr(gmmkit.data, "open_table", trip)
     monkeypatch.setattr(gmmkit.modelfile, "load", trip)
     monkeypatch.setattr(gmmkit.modelfile, "read_metadata", trip)
     monkeypatch.setattr(gmmkit, "read_image", trip)
