@@ -372,3 +372,15 @@ def test_clone_and_params() -> None:
     assert copy.get_params() == model.get_params()
     sklearn_names = set(SklearnGaussianMixture().get_params())
     assert sklearn_names <= set(model.get_params())
+
+
+@pytest.mark.parametrize("max_iter", [1, 3, 5, 12])
+def test_default_multistart_never_exceeds_max_iter(max_iter: int) -> None:
+    """The em-EM search's short runs count against max_iter: n_iter_ <= max_iter even
+    when max_iter is below the short runs' 10 passes (it reported 9 for max_iter=5)."""
+    X = np.random.default_rng(0).normal(size=(500, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GaussianMixture(3, tol=0, max_iter=max_iter, random_state=0).fit(X)
+    assert 1 <= model.n_iter_ <= max_iter
+    assert len(model.lower_bounds_) == model.n_iter_

@@ -186,6 +186,8 @@ def multistart(
     elif _wide(engine.n_samples, engine.n_features, covariance_type):
         plan = plan[:WIDE_STARTS]
     n_kept = max(1, len(plan) // KEEP_EVERY)
+    # a fit never runs more than max_iter passes on the data, short runs included
+    short_passes = min(SHORT_PASSES, max_iter) if short_engine is engine else SHORT_PASSES
     for kind in plan:
         try:
             with warnings.catch_warnings():
@@ -195,7 +197,7 @@ def multistart(
                     continue
                 short.append(
                     run_em(
-                        short_engine, start, reg_covar, tol=None, max_iter=SHORT_PASSES,
+                        short_engine, start, reg_covar, tol=None, max_iter=short_passes,
                         label_weight=label_weight, accelerate=True,
                     )
                 )
@@ -211,7 +213,11 @@ def multistart(
     kept = short
     best: EMResult | None = None
     for candidate in kept:
-        budget = max(max_iter - candidate.n_passes, 1) if short_engine is engine else max_iter
+        budget = max_iter - candidate.n_passes if short_engine is engine else max_iter
+        if budget <= 0:  # max_iter spent on the short runs: keep the best of them
+            if best is None or _better(candidate, best):
+                best = candidate
+            continue
         if best is not None:
             # a runner-up gets as many passes as the winner needed (x RACE_FACTOR), and
             # goes on only if it is ahead by then: a slow crawl behind the best is dropped
