@@ -35,6 +35,10 @@ if TYPE_CHECKING:  # NumPy and the library are imported only when a command runs
     import numpy as np
 
 _COVARIANCE_OPTION_HELP = f"Covariance model: {COVARIANCE_HELP}."
+_COLUMNS_HELP = (
+    "Columns to use: names, 0-based indices, ranges a-b and exclusions ^name or ^a-b, "
+    "comma-separated, e.g. 0-12 or ^label"
+)
 #: GaussianMixture's own defaults: an EM option not given on the command line is left to them.
 _GM_DEFAULTS = GM_DEFAULTS
 
@@ -612,8 +616,7 @@ def cli() -> None:
               help="Number of mixture components.")
 @click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
               metavar="MODEL", show_default=True, help=_COVARIANCE_OPTION_HELP)
-@click.option("--columns", default=None, help="Columns to use: names or 0-based indices, "
-              "comma-separated (default: all).")
+@click.option("--columns", default=None, help=f"{_COLUMNS_HELP} (default: all).")
 @click.option("--n-init", type=click.IntRange(min=1), default=None,
               show_default=_gm_default("n_init"),
               help="EM runs from different starts; the best is kept.")
@@ -676,8 +679,9 @@ def fit(
 @cli.command()
 @click.argument("model_path", metavar="MODEL", type=click.Path(path_type=Path))
 @click.argument("data", type=click.Path(path_type=Path))
-@click.option("--columns", default=None, help="Columns to use (default: the model's columns "
-              "by name when both files have names, else all).")
+@click.option("--columns", default=None,
+              help=f"{_COLUMNS_HELP} (default: the model's columns by name when both files "
+              "have names, else all).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CSV file to write (default: stdout).")
 @_common(seed=False)
@@ -744,7 +748,7 @@ def predict(
               f"V for one column) or a comma-separated list of {COVARIANCE_HELP}.")
 @click.option("--criterion", type=click.Choice(["bic", "aic", "icl"]), default="bic",
               show_default=True)
-@click.option("--columns", default=None, help="Columns to use (default: all).")
+@click.option("--columns", default=None, help=f"{_COLUMNS_HELP} (default: all).")
 @click.option("--n-init", type=click.IntRange(min=1), default=None,
               show_default=_gm_default("n_init"))
 @click.option("--max-iter", type=click.IntRange(min=1), default=None,
@@ -864,7 +868,7 @@ def _selection_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
               help="Mixture components (default: the detector's default).")
 @click.option("--covariance", type=click.Choice(COVARIANCE_TYPES), default="full",
               metavar="MODEL", show_default=True, help=_COVARIANCE_OPTION_HELP)
-@click.option("--columns", default=None, help="Columns to use (default: all).")
+@click.option("--columns", default=None, help=f"{_COLUMNS_HELP} (default: all).")
 @click.option("--all-rows", is_flag=True, help="Write every row with its flag, not only outliers.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CSV of flagged rows (default: stdout).")
