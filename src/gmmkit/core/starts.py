@@ -215,6 +215,8 @@ def multistart(
     for candidate in kept:
         budget = max_iter - candidate.n_passes if short_engine is engine else max_iter
         if budget <= 0:  # max_iter spent on the short runs: keep the best of them
+            if tol is not None:  # they stopped by the default rule, not the caller's tol
+                candidate.converged = False
             if best is None or _better(candidate, best):
                 best = candidate
             continue
