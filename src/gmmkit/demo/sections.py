@@ -728,6 +728,8 @@ def semi_supervised(ctx: Context) -> Section:
         ax.scatter(*X[labelled].T, s=50, facecolors="none", edgecolors="k", linewidths=1)
         ax.set_title(title)
         ax.set_aspect("equal")
+        ax.set_xlabel("x1")
+    axes[0].set_ylabel("x2")
     figure = ctx.save(fig, "semi_supervised", "Five overlapping Gaussian classes. Without "
                       "labels EM explains the data with differently placed components; fifty "
                       "labels pin each component to its class.")
