@@ -34,7 +34,7 @@ from gmmkit.core.kernel import (
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.core.weights import weight_scale
-from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.base import Chunk, Engine, squares_limit
 from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 from gmmkit.modelfile import SaveMixin
@@ -645,16 +645,11 @@ def _params_as(params: MixtureParams, dtype: np.dtype[Any]) -> MixtureParams:
 
 
 def _check_squares_fit(X: NDArray[Any]) -> None:
-    """Raise if squared deviations of ``X`` could overflow its dtype.
-
-    The kernel forms products of centred features and sums them over blocks of up to
-    ~1e6 rows in the data's own dtype; values beyond ``sqrt(max / (4 D 2^20))`` (about
-    1e151 for float64, 1e16 for float32) would turn into inf and then NaN.
-    """
+    """Raise if squared deviations of ``X`` could overflow its dtype (the limit of
+    :func:`gmmkit.engines.base.squares_limit`, which streamed blocks get too)."""
     if X.size == 0:
         return
-    info = np.finfo(X.dtype)
-    limit = float(np.sqrt(float(info.max) / (4.0 * X.shape[1] * 2.0**20)))
+    limit = squares_limit(X.dtype, X.shape[1])
     largest = max(float(np.max(X)), -float(np.min(X)))  # np.abs(X) would copy X
     if largest > limit:
         hint = "rescale X (e.g. StandardScaler)"
