@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 import tracemalloc
 import warnings
 from fractions import Fraction
@@ -413,7 +414,19 @@ def test_concurrent_fits_restore_blas_threads() -> None:
             for info in threadpool_info()
         )
 
+    from gmmkit.engines import memory
+
+    def idle() -> None:
+        """Wait (bounded) until no fit anywhere in the process holds the shared limiter:
+        threads left running by earlier tests (dask workers) must not be mistaken for
+        a leak, nor hide one."""
+        deadline = time.monotonic() + 60
+        while memory._BLAS_USERS and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert memory._BLAS_USERS == 0, "a fit outside this test still holds BLAS"
+
     X = np.random.default_rng(7).normal(size=(3000, 4))
+    idle()
     before = settings()
     errors: list[BaseException] = []
 
@@ -432,4 +445,5 @@ def test_concurrent_fits_restore_blas_threads() -> None:
             for thread in threads:
                 thread.join()
         assert not errors
+        idle()
         assert settings() == before
