@@ -34,7 +34,7 @@ from gmmkit.core.kernel import (
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.core.weights import weight_scale
-from gmmkit.engines.base import Chunk, Engine, squares_limit
+from gmmkit.engines.base import Chunk, Engine, check_squares
 from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 from gmmkit.modelfile import SaveMixin
@@ -252,7 +252,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             ensure_min_samples=2 if reset else 1,
             reset=reset,
         )
-        _check_squares_fit(X_checked)
+        check_squares(X_checked)  # the check streamed blocks get too
         return X_checked
 
     def _out_of_core_engine(self, X: Any, sample_weight: Any, reset: bool) -> Engine | None:
@@ -642,23 +642,6 @@ def _params_as(params: MixtureParams, dtype: np.dtype[Any]) -> MixtureParams:
         precisions_cholesky=params.precisions_cholesky.astype(dtype),
         covariance_type=params.covariance_type,
     )
-
-
-def _check_squares_fit(X: NDArray[Any]) -> None:
-    """Raise if squared deviations of ``X`` could overflow its dtype (the limit of
-    :func:`gmmkit.engines.base.squares_limit`, which streamed blocks get too)."""
-    if X.size == 0:
-        return
-    limit = squares_limit(X.dtype, X.shape[1])
-    largest = max(float(np.max(X)), -float(np.min(X)))  # np.abs(X) would copy X
-    if largest > limit:
-        hint = "rescale X (e.g. StandardScaler)"
-        if X.dtype == np.float32:
-            hint += " or pass float64 data"
-        raise ValueError(
-            f"X has values up to {largest:.3g} in magnitude; their squares would overflow "
-            f"{X.dtype} (limit {limit:.3g} for {X.shape[1]} features): {hint}"
-        )
 
 
 def _normalised_weight(weight: NDArray[np.float64]) -> NDArray[np.float64]:

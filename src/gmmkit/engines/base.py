@@ -52,6 +52,15 @@ def check_block(X: NDArray[Any], start: int, where: str = "X") -> None:
         row = int(np.argmax(bad))
         kind = "NaN" if np.isnan(X[row]).any() else "infinity"
         raise ValueError(f"Input {where} contains {kind} (first at row {start + row})")
+    check_squares(X, start, where)
+
+
+def check_squares(X: NDArray[Any], start: int = 0, where: str = "X") -> None:
+    """Raise a ValueError naming the first row (``start`` is the block's first row in the
+    whole data set) whose values' squares would overflow ``X``'s dtype (see
+    :func:`squares_limit`); in memory and streamed alike."""
+    if X.dtype.kind != "f" or X.size == 0:
+        return
     limit = squares_limit(X.dtype, X.shape[1])
     if max(float(np.max(X)), -float(np.min(X))) > limit:  # np.abs(X) would copy X
         row = int(np.argmax(np.any(np.abs(X) > limit, axis=1)))
