@@ -1453,6 +1453,20 @@ def _checked_model(
     return metadata, estimator
 
 
+def _checked_file(path: PathLike) -> tuple[dict[str, Any], Any]:
+    """Metadata and estimator of the model file ``path`` after every check, with the
+    file named in any :class:`ModelFileError` (what :func:`load` and
+    :func:`read_metadata` share)."""
+    raw, arrays = _read_members(path)
+    try:
+        return _checked_model(raw, arrays)
+    except ModelFileError as exc:
+        text = str(exc)
+        raise ModelFileError(
+            f"{path} {text}" if text.startswith("is ") else f"{path}: {text}"
+        ) from exc
+
+
 def load(path: PathLike) -> Any:
     """Read an estimator written by :func:`save` / ``estimator.save(path)``.
 
@@ -1473,14 +1487,7 @@ def load(path: PathLike) -> Any:
         If the file is truncated, corrupt, foreign, pickled, exceeds the format's limits
         or fails validation.
     """
-    raw, arrays = _read_members(path)
-    try:
-        return _checked_model(raw, arrays)[1]
-    except ModelFileError as exc:
-        text = str(exc)
-        raise ModelFileError(
-            f"{path} {text}" if text.startswith("is ") else f"{path}: {text}"
-        ) from exc
+    return _checked_file(path)[1]
 
 
 def read_metadata(path: PathLike) -> dict[str, Any]:
@@ -1492,11 +1499,4 @@ def read_metadata(path: PathLike) -> dict[str, Any]:
     dict
         The JSON metadata described in :mod:`gmmkit.modelfile`.
     """
-    raw, arrays = _read_members(path)
-    try:
-        return _checked_model(raw, arrays)[0]
-    except ModelFileError as exc:
-        text = str(exc)
-        raise ModelFileError(
-            f"{path} {text}" if text.startswith("is ") else f"{path}: {text}"
-        ) from exc
+    return _checked_file(path)[0]
