@@ -24,17 +24,11 @@ from gmmkit.core import criteria
 from gmmkit.core.covariance import COVARIANCE_TYPES, get_covariance_type
 from gmmkit.core.em import EMResult, run_em
 from gmmkit.core.init import INIT_METHODS, initial_parameters
-from gmmkit.core.kernel import (
-    kernel_coefficients,
-    log_resp_and_density,
-    predict_chunk,
-    proba_chunk,
-    score_chunk,
-)
+from gmmkit.core.kernel import kernel_coefficients
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.core.weights import weight_scale
-from gmmkit.engines.base import Chunk, Engine, check_squares
+from gmmkit.engines.base import Engine, check_squares
 from gmmkit.engines.dispatch import as_engine, check_engine_features
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 from gmmkit.modelfile import SaveMixin
@@ -60,23 +54,6 @@ def _generator(random_state: Any) -> np.random.Generator:
     """A NumPy Generator from scikit-learn's ``random_state`` conventions."""
     rs = check_random_state(random_state)
     return np.random.default_rng(int(rs.randint(np.iinfo(np.int32).max)))
-
-
-def _score_rows(coefs: Any, chunk: Chunk) -> NDArray[np.float64]:
-    return score_chunk(coefs, chunk.X)
-
-
-def _predict_rows(coefs: Any, chunk: Chunk) -> NDArray[np.intp]:
-    return predict_chunk(coefs, chunk.X)
-
-
-def _proba_rows(coefs: Any, chunk: Chunk) -> NDArray[np.float64]:
-    return proba_chunk(coefs, chunk.X)
-
-
-def _map_log_resp_rows(coefs: Any, chunk: Chunk) -> NDArray[np.float64]:
-    log_resp, _ = log_resp_and_density(coefs, chunk.X)
-    return np.max(log_resp, axis=1).astype(np.float64)
 
 
 class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
@@ -158,6 +135,14 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         k-means++ draws.  Ignored by the other ``init_params``.  With fewer rows than
         features and full or tied covariances only the first two run, without SQUAREM
         (there an M-step costs more than the passes they save).
+    device : str or torch.device, optional
+        Compute the E-steps with PyTorch on this device (``"cuda"``, ``"cuda:1"``,
+        ``"cpu"``; needs ``pip install 'gmmkit[torch]'``): the chunk kernel runs there and
+        returns float64 statistics, the M-step stays on the host, and the results equal
+        the NumPy engine's.  NumPy input is copied to the device once when it fits in
+        half its free memory, otherwise streamed through it in chunks.  A
+        ``torch.Tensor`` ``X`` is fitted where it lies without this setting, and
+        ``predict`` / ``predict_proba`` / ``score_samples`` of a tensor return tensors.
 
     Attributes
     ----------
@@ -200,6 +185,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "chunk_rows": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
+        "device": "no_validation",  # a name or torch.device, checked by torch
     }
 
     def __init__(
@@ -223,6 +209,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         n_jobs: int | None = None,
         acceleration: str = "auto",
         n_starts: int = DEFAULT_STARTS,
+        device: Any = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -242,6 +229,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.n_jobs = n_jobs
         self.acceleration = acceleration
         self.n_starts = n_starts
+        self.device = device
 
     # ------------------------------------------------------------------ validation
     def _validate_X(self, X: Any, reset: bool) -> NDArray[Any]:
@@ -266,6 +254,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             n_jobs=self.n_jobs,
             verbose=self.verbose,
             min_samples=2 if reset else 1,
+            device=getattr(self, "device", None),
+            covariance_type=self.covariance_type,
         )
         if engine is not None:
             check_engine_features(self, engine, reset=reset)
@@ -277,6 +267,13 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         sample_weight: NDArray[np.float64] | None = None,
         labels: NDArray[np.intp] | None = None,
     ) -> Engine:
+        if getattr(self, "device", None) is not None:
+            from gmmkit.engines.torch_engine import TorchEngine
+
+            return TorchEngine(
+                X, sample_weight, labels, device=self.device, chunk_rows=self.chunk_rows,
+                n_components=self._n_fit_components(), covariance_type=self.covariance_type,
+            )
         rows = self.chunk_rows or default_chunk_rows(
             X.shape[1], self._n_fit_components(), X.dtype.itemsize, self.covariance_type
         )
@@ -546,29 +543,40 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         return self.fit(X, y, sample_weight=sample_weight).predict(X)
 
     # ------------------------------------------------------------------ inference
-    def _apply(self, X: ArrayLike, func: Any, sklearn_dtype: bool = False) -> NDArray[Any]:
-        """``func(coefs, chunk)`` over the rows of ``X``; with ``sklearn_dtype`` a
-        floating-point result is float32 when ``X`` and the model are (scikit-learn's
-        ``result_type(X, model)``), float64 otherwise."""
+    def _apply(
+        self, X: ArrayLike, kind: str, sklearn_dtype: bool = False, host: bool = False
+    ) -> Any:
+        """The per-row kernel ``kind`` (:meth:`Engine.kernel_rows`) over the rows of
+        ``X``; with ``sklearn_dtype`` a floating-point result is float32 when ``X`` and the
+        model are (scikit-learn's ``result_type(X, model)``), float64 otherwise.  A
+        tensor ``X`` gives a tensor on its device unless ``host``."""
         check_is_fitted(self)
         engine = self._out_of_core_engine(X, None, reset=False)
         if engine is None:
             engine = self._engine(self._validate_X(X, reset=False))
         coefs = kernel_coefficients(self._params, engine.dtype)
-        result = engine.map_rows(lambda chunk: func(coefs, chunk))
+        result = engine.kernel_rows(coefs, kind)
+        dtype = np.result_type(engine.dtype, self._params.means.dtype)
+        if not isinstance(result, np.ndarray):  # a tensor
+            if host:
+                return result.cpu().numpy()
+            if sklearn_dtype and dtype == np.float32:
+                import torch
+
+                result = result.to(torch.float32)
+            return result
         if sklearn_dtype:
-            dtype = np.result_type(engine.dtype, self._params.means.dtype)
             result = result.astype(dtype, copy=False)
         return result
 
     def score_samples(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Log-density of each row under the mixture, shape (n_samples,); float32 when the
         model and ``X`` are float32, as in scikit-learn."""
-        return self._apply(X, _score_rows, sklearn_dtype=True)
+        return self._apply(X, "score", sklearn_dtype=True)
 
     def score(self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None) -> float:
         """Mean (sample-weighted) log-density of the rows."""
-        log_density = self._apply(X, _score_rows)
+        log_density = self._apply(X, "score", host=True)
         if sample_weight is None:
             return float(log_density.mean())
         w = _scoring_weight(sample_weight, len(log_density))
@@ -576,12 +584,12 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
 
     def predict(self, X: ArrayLike) -> NDArray[np.intp]:
         """Most probable component of each row, shape (n_samples,)."""
-        return self._apply(X, _predict_rows)
+        return self._apply(X, "predict")
 
     def predict_proba(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
         """Responsibilities of each component for each row, shape (n_samples, K); float32
         when the model and ``X`` are float32, as in scikit-learn."""
-        return self._apply(X, _proba_rows, sklearn_dtype=True)
+        return self._apply(X, "proba", sklearn_dtype=True)
 
     def sample(self, n_samples: int = 1) -> tuple[NDArray[np.float64], NDArray[np.intp]]:
         """Draw rows from the fitted mixture.
@@ -611,21 +619,21 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
 
     def bic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Bayesian information criterion on ``X`` (lower is better)."""
-        log_density = self._apply(X, _score_rows)
+        log_density = self._apply(X, "score", host=True)
         w = _scoring_weight(sample_weight, len(log_density))
         return criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
 
     def aic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Akaike information criterion on ``X`` (lower is better)."""
-        log_density = self._apply(X, _score_rows)
+        log_density = self._apply(X, "score", host=True)
         w = _scoring_weight(sample_weight, len(log_density))
         return criteria.aic(float(w @ log_density), self._n_parameters())
 
     def icl(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
         """Integrated completed likelihood on ``X``: BIC plus twice the classification
         entropy of the hard assignment (lower is better)."""
-        log_density = self._apply(X, _score_rows)
-        map_log_resp = self._apply(X, _map_log_resp_rows)
+        log_density = self._apply(X, "score", host=True)
+        map_log_resp = self._apply(X, "map_log_resp", host=True)
         w = _scoring_weight(sample_weight, len(log_density))
         value = criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
         return criteria.icl(value, float(w @ map_log_resp))

@@ -5,17 +5,16 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit.core.covariance import CovarianceError
-from gmmkit.core.kernel import KernelCoefficients, chunk_statistics, kernel_coefficients
+from gmmkit.core.kernel import kernel_coefficients
 from gmmkit.core.mstep import MStepResult, m_step
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
-from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.base import Engine
 
 
 class EmptyComponentWarning(UserWarning):
@@ -51,16 +50,12 @@ class EMResult:
     n_passes: int = 0
 
 
-def _stats_of_chunk(coefs: KernelCoefficients, label_weight: float, chunk: Chunk) -> SuffStats:
-    return chunk_statistics(coefs, chunk.X, chunk.sample_weight, chunk.labels, label_weight)
-
-
 def e_step(
     engine: Engine, params: MixtureParams, label_weight: float = 1.0
 ) -> SuffStats:
     """Statistics of all rows under ``params`` (one pass over the data)."""
     coefs = kernel_coefficients(params, engine.dtype, engine.n_samples)
-    return engine.map_reduce(partial(_stats_of_chunk, coefs, label_weight))
+    return engine.kernel_statistics(coefs, label_weight)
 
 
 #: Default convergence rule: stop when an EM step changes the total log-likelihood by

@@ -157,11 +157,11 @@ def initial_parameters(
         stats = None
     elif init_params == "kmeans":
         centres = _shared_kmeans(engine, n_components, rng)
-        stats = engine.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
+        stats = engine.nearest_statistics(covariance_type, centres, reference)
     elif init_params == "k-means++":
         seed_rows, seed_weight = engine.sample(100_000, rng)
         centres = kmeans_plusplus(seed_rows, n_components, rng, seed_weight)
-        stats = engine.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
+        stats = engine.nearest_statistics(covariance_type, centres, reference)
     elif init_params == "random":
         seed = int(rng.integers(2**63 - 1))
         stats = engine.map_reduce(

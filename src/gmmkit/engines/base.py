@@ -11,10 +11,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
+
+if TYPE_CHECKING:
+    from gmmkit.core.kernel import KernelCoefficients
+    from gmmkit.core.suffstats import SuffStats
 
 T = TypeVar("T")
 
@@ -182,3 +187,53 @@ class Engine(ABC):
     def take(self, indices: NDArray[np.intp]) -> NDArray[Any]:
         """Rows at the given positions, in the given order."""
         raise NotImplementedError(f"{type(self).__name__} cannot take rows by index")
+
+    # Kernel hooks: what the EM core asks of an engine.  By default the NumPy chunk
+    # kernel runs over :meth:`map_reduce` / :meth:`map_rows`; an engine whose rows live
+    # elsewhere (a torch device) evaluates the same formulation there instead.
+    def kernel_statistics(self, coefs: KernelCoefficients, label_weight: float = 1.0) -> SuffStats:
+        """E-step statistics of all rows under ``coefs`` (one pass over the data).
+
+        Parameters
+        ----------
+        coefs : KernelCoefficients
+            From :func:`gmmkit.core.kernel.kernel_coefficients`.
+        label_weight : float
+            Weight of labelled rows (semi-supervised fits).
+        """
+        return self.map_reduce(partial(_chunk_statistics, coefs, label_weight))
+
+    def kernel_rows(self, coefs: KernelCoefficients, kind: str) -> Any:
+        """Per-row results under ``coefs``: ``"score"`` (log-density, (n,)),
+        ``"predict"`` (most probable component, (n,)), ``"proba"`` (responsibilities,
+        (n, K)) or ``"map_log_resp"`` (largest log responsibility, (n,))."""
+        return self.map_rows(partial(_chunk_rows, coefs, kind))
+
+    def nearest_statistics(
+        self, covariance_type: str, centres: NDArray[Any], reference: NDArray[Any]
+    ) -> SuffStats:
+        """Statistics of every row assigned to its nearest centre (k-means starts)."""
+        from gmmkit.core.init import _nearest_stats
+
+        return self.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
+
+
+def _chunk_statistics(coefs: KernelCoefficients, label_weight: float, chunk: Chunk) -> SuffStats:
+    from gmmkit.core.kernel import chunk_statistics
+
+    return chunk_statistics(coefs, chunk.X, chunk.sample_weight, chunk.labels, label_weight)
+
+
+def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[Any]:
+    from gmmkit.core import kernel
+
+    if kind == "score":
+        return kernel.score_chunk(coefs, chunk.X)
+    if kind == "predict":
+        return kernel.predict_chunk(coefs, chunk.X)
+    if kind == "proba":
+        return kernel.proba_chunk(coefs, chunk.X)
+    if kind == "map_log_resp":
+        log_resp, _ = kernel.log_resp_and_density(coefs, chunk.X)
+        return np.max(log_resp, axis=1).astype(np.float64)
+    raise ValueError(f"unknown per-row kernel {kind!r}")

@@ -8,6 +8,7 @@ the first pass, never by materialising the data.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,54 @@ def is_out_of_core(X: Any) -> bool:
         isinstance(X, np.memmap | ChunkSource)
         or is_dask_collection(X)
         or (callable(X) and not hasattr(X, "shape"))
+    )
+
+
+def is_torch_tensor(X: Any) -> bool:
+    """True for a ``torch.Tensor`` (without importing torch: a tensor exists only once
+    torch is imported)."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(X, torch.Tensor)
+
+
+def _torch_engine(
+    X: Any,
+    sample_weight: Any,
+    labels: Any,
+    *,
+    device: Any,
+    n_components: int | None,
+    covariance_type: str,
+    chunk_rows: int | None,
+    min_samples: int,
+) -> Engine:
+    """A :class:`~gmmkit.engines.torch_engine.TorchEngine` on a checked tensor."""
+    from gmmkit.engines.torch_engine import TorchEngine, checked_tensor
+
+    X = checked_tensor(X, min_samples)
+    n_rows = int(X.shape[0])
+    weight = None
+    nonzero = n_rows
+    if sample_weight is not None:
+        if is_torch_tensor(sample_weight):
+            sample_weight = sample_weight.detach().cpu().numpy()
+        weight, nonzero, scale = _checked_stream_weight(sample_weight, n_rows)
+        weight = np.asarray(weight, dtype=np.float64) * scale
+    if n_components is not None and nonzero < n_components:
+        raise ValueError(
+            f"Expected n_samples >= n_components but got n_components = {n_components}, "
+            f"n_samples = {nonzero}"
+        )
+    if is_torch_tensor(labels):
+        labels = labels.detach().cpu().numpy()
+    return TorchEngine(
+        X,
+        weight,
+        None if labels is None else np.asarray(labels),
+        device=device,
+        chunk_rows=chunk_rows,
+        n_components=n_components or 1,
+        covariance_type=covariance_type,
     )
 
 
@@ -98,12 +147,14 @@ def as_engine(
     n_jobs: int | None = None,
     verbose: int = 0,
     min_samples: int = 1,
+    device: Any = None,
+    covariance_type: str = "full",
 ) -> Engine | None:
     """An out-of-core or Dask engine for ``X``, or None for ordinary in-memory input.
 
     Parameters
     ----------
-    X : numpy.memmap, ChunkSource, callable, dask array or dask DataFrame
+    X : numpy.memmap, ChunkSource, callable, dask array, dask DataFrame or torch.Tensor
         A memmap (``np.load(path, mmap_mode="r")``), a source from
         :func:`gmmkit.read_parquet` / :func:`gmmkit.read_csv`, a callable returning an
         iterator of (n_i, D) blocks, or a dask collection of shape (N, D).
@@ -120,11 +171,21 @@ def as_engine(
         When non-zero, print one line per pass over the data.
     min_samples : int
         Fewest rows accepted (2 for fitting, as scikit-learn).
+    device : str or torch.device, optional
+        For a ``torch.Tensor`` ``X``: the device to compute on (default: where it lies).
+    covariance_type : str
+        Sizes the torch engine's chunks.
 
     Returns
     -------
     Engine or None
+        A :class:`~gmmkit.engines.torch_engine.TorchEngine` for a ``torch.Tensor``.
     """
+    if is_torch_tensor(X):
+        return _torch_engine(
+            X, sample_weight, labels, device=device, n_components=n_components,
+            covariance_type=covariance_type, chunk_rows=chunk_rows, min_samples=min_samples,
+        )
     if not is_out_of_core(X):
         return None
     progress: Callable[[str], None] | None = _print_line if verbose else None

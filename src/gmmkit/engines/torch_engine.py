@@ -1,0 +1,681 @@
+"""Torch engine: the chunk kernel runs where the data are (a CUDA device or the CPU).
+
+The engine evaluates exactly the formulation of :mod:`gmmkit.core.kernel`, from the same
+:class:`~gmmkit.core.kernel.KernelCoefficients`: the feature expansion ``[q(xc); xc; 1]``
+and one GEMM for the log-joint (the whitening GEMM for tied, every component centred on
+its own mean where the probes ask for it), a log-sum-exp with the same exponent floor,
+the far-row repair (on the host, for the rare rows it concerns), and one statistics GEMM
+taken in float64 -- the moments of the components in ``own_centred`` around their own
+means.  Sums stay on the device across chunks; one float64
+:class:`~gmmkit.core.suffstats.SuffStats` comes back per pass, and the M-step runs on
+the host as for every other engine.
+
+Input: a ``torch.Tensor`` is used where it lies; a NumPy array is copied to the device
+once when it fits in the device-memory budget, otherwise streamed through it chunk by
+chunk on every pass.  ``torch`` is imported only when this module is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from gmmkit.core.covariance import get_covariance_type
+from gmmkit.core.kernel import FAR_LOG_JOINT, KernelCoefficients, _far_log_joint
+from gmmkit.core.suffstats import SuffStats
+from gmmkit.engines.base import Chunk, Engine, sample_positions, squares_limit
+from gmmkit.engines.memory import default_chunk_rows, one_blas_thread
+
+try:
+    import torch
+except ImportError as exc:  # pragma: no cover - exercised only without torch
+    raise ImportError(
+        "the torch engine (device=..., or torch.Tensor input) needs PyTorch: "
+        "pip install 'gmmkit[torch]'"
+    ) from exc
+
+T = TypeVar("T")
+
+#: Bytes of the (n, F + K) blocks of one device chunk (float64 statistics operands
+#: included) on a CUDA device: large enough that kernel launches are amortised.
+CUDA_CHUNK_BYTES = 256 << 20
+
+#: Fraction of the free device memory a NumPy array may take to be copied to the
+#: device once; larger arrays stream through it on every pass.
+DEVICE_MEMORY_FRACTION = 0.5
+
+#: The kernel's exponent floor (``exp`` of it next to 1 changes no sum), as in
+#: :mod:`gmmkit.core.kernel`.
+_EXP_FLOOR = {torch.float64: -600.0, torch.float32: -80.0}
+
+_TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+def torch_dtype(dtype: Any) -> torch.dtype:
+    """The torch dtype of a NumPy float32/float64 dtype."""
+    return _TORCH_DTYPES[np.dtype(dtype)]
+
+
+def numpy_dtype(dtype: torch.dtype) -> np.dtype:
+    return np.dtype(np.float32) if dtype == torch.float32 else np.dtype(np.float64)
+
+
+def resolve_device(device: Any) -> torch.device:
+    """``torch.device`` of a name or device, with a clear error for an absent CUDA."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device={device!r} is not a torch device: {exc}") from exc
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} was given but torch.cuda.is_available() is False "
+            f"(torch {torch.__version__}); use device='cpu' or a CUDA build of torch"
+        )
+    return resolved
+
+
+def checked_tensor(X: torch.Tensor, min_samples: int = 1, where: str = "X") -> torch.Tensor:
+    """A 2-D float32/float64 tensor of finite values whose squares cannot overflow.
+
+    Integer and boolean tensors become float64, half precision float32 (as scikit-learn
+    converts arrays).  Raises ValueError naming the first offending row.
+    """
+    if X.is_complex():
+        raise ValueError(f"Complex data not supported: {where} is a {X.dtype} tensor")
+    if X.dtype not in (torch.float32, torch.float64):
+        X = X.to(torch.float32 if X.is_floating_point() else torch.float64)
+    if X.ndim != 2:
+        raise ValueError(
+            f"Expected 2D array, got {X.ndim}D tensor of shape {tuple(X.shape)} instead: "
+            "reshape your data (X.reshape(-1, 1) for a single feature)"
+        )
+    n, d = X.shape
+    if d < 1:
+        raise ValueError(
+            f"Found array with 0 feature(s) (shape=({n}, 0)) while a minimum of 1 is required."
+        )
+    if n < min_samples:
+        raise ValueError(
+            f"Found array with {n} sample(s) (shape=({n}, {d})) while a minimum of "
+            f"{min_samples} is required."
+        )
+    finite = torch.isfinite(X).all(dim=1)
+    if not bool(finite.all()):
+        row = int(torch.nonzero(~finite)[0, 0])
+        kind = "NaN" if bool(torch.isnan(X[row]).any()) else "infinity"
+        raise ValueError(f"Input {where} contains {kind} (first at row {row})")
+    limit = squares_limit(numpy_dtype(X.dtype), d)
+    largest = X.abs().amax(dim=1)
+    if bool((largest > limit).any()):
+        row = int(torch.nonzero(largest > limit)[0, 0])
+        hint = "rescale X (e.g. StandardScaler)"
+        if X.dtype == torch.float32:
+            hint += " or pass float64 data"
+        raise ValueError(
+            f"{where} has values up to {float(largest[row]):.3g} in magnitude (first at row "
+            f"{row}); their squares would overflow {numpy_dtype(X.dtype)} (limit {limit:.3g} "
+            f"for {d} features): {hint}"
+        )
+    return X.contiguous()
+
+
+@dataclass(frozen=True)
+class _Kernel:
+    """:class:`KernelCoefficients` on the device."""
+
+    coefs: KernelCoefficients
+    dtype: torch.dtype
+    layout: str
+    quadratic: bool
+    reference: torch.Tensor  # (D,)
+    weights: torch.Tensor  # (F, K): the E-step GEMM's right operand
+    whitening: torch.Tensor | None  # (D, D) = U.T
+    factors: torch.Tensor | None
+    offsets: torch.Tensor | None
+    constants: torch.Tensor | None
+    own: torch.Tensor | None
+    rest: torch.Tensor | None
+    triu: tuple[torch.Tensor, torch.Tensor]
+    n_quadratic: int
+
+    @classmethod
+    def of(cls, coefs: KernelCoefficients, device: torch.device) -> _Kernel:
+        dtype = torch_dtype(coefs.dtype)
+
+        def put(array: Any) -> torch.Tensor | None:
+            if array is None:
+                return None
+            return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
+
+        d = len(coefs.reference)
+        rows, cols = np.triu_indices(d)
+        own = rest = None
+        if coefs.own_centred is not None:
+            own_np = np.asarray(coefs.own_centred, dtype=np.int64)
+            rest_np = np.setdiff1d(np.arange(coefs.n_components), own_np)
+            own = torch.as_tensor(own_np, device=device)
+            rest = torch.as_tensor(rest_np, device=device)
+        weights = put(coefs.weights_t)
+        assert weights is not None
+        reference = put(coefs.reference_compute)
+        assert reference is not None
+        return cls(
+            coefs=coefs,
+            dtype=dtype,
+            layout=coefs.covariance.layout,
+            quadratic=coefs.whitening is None and coefs.quadratic,
+            reference=reference,
+            weights=weights.T.contiguous(),
+            whitening=put(coefs.whitening),
+            factors=put(coefs.centred_factors),
+            offsets=put(coefs.centred_offsets),
+            constants=put(coefs.centred_constants),
+            own=own,
+            rest=rest,
+            triu=(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)),
+            n_quadratic=coefs.covariance.n_quadratic(d),
+        )
+
+    # ------------------------------------------------------------------ E-step
+    def features(self, X: torch.Tensor) -> torch.Tensor:
+        """``[q(xc), xc, 1]`` of shape (n, F) in the compute dtype."""
+        xc = X.to(self.dtype) - self.reference
+        parts = [xc, torch.ones((len(xc), 1), dtype=self.dtype, device=xc.device)]
+        if self.quadratic:
+            if self.layout in ("full", "tied"):
+                quad = xc[:, self.triu[0]] * xc[:, self.triu[1]]
+            elif self.layout == "diag":
+                quad = xc * xc
+            else:
+                quad = (xc * xc).sum(dim=1, keepdim=True)
+            parts.insert(0, quad)
+        return torch.cat(parts, dim=1)
+
+    def log_joint(self, phi: torch.Tensor, d: int) -> torch.Tensor:
+        """(n, K) ``log(pi_k N(x | k))`` from the feature block."""
+        q = phi.shape[1] - d - 1
+        xc = phi[:, q : q + d]
+        if self.offsets is not None:
+            return self._centred_log_joint(xc)
+        if self.whitening is None:
+            return phi @ self.weights
+        white = xc @ self.whitening.T
+        quad = (white * white).sum(dim=1)
+        return phi[:, q:] @ self.weights + (-0.5 * quad)[:, None]
+
+    def _centred_log_joint(self, xc: torch.Tensor) -> torch.Tensor:
+        assert self.factors is not None and self.offsets is not None
+        assert self.constants is not None
+        out = torch.empty((len(xc), len(self.offsets)), dtype=xc.dtype, device=xc.device)
+        for k in range(len(self.offsets)):
+            diff = xc - self.offsets[k]
+            if self.layout == "full":
+                y = diff @ self.factors[k]
+            elif self.layout == "tied":
+                y = diff @ self.factors
+            else:
+                y = diff * self.factors[k]
+            out[:, k] = (y * y).sum(dim=1)
+        return out * -0.5 + self.constants
+
+    def repaired_log_joint(
+        self, X: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        """Log-joint (n, K), the feature block, and the far rows re-evaluated on the host
+        by the numpy kernel's own :func:`_far_log_joint` (their indices and the per-row
+        offset to add back), as :func:`gmmkit.core.kernel._repair_far_rows` does."""
+        phi = self.features(X)
+        log_prob = self.log_joint(phi, X.shape[1])
+        if len(X) == 0:
+            return log_prob, phi, None
+        col_max = log_prob.amax(dim=1)
+        far_mask = ~(col_max.abs() <= FAR_LOG_JOINT)
+        if not bool(far_mask.any()):
+            return log_prob, phi, None
+        rows = torch.nonzero(far_mask)[:, 0]
+        rel, shift = _far_log_joint(self.coefs, X[rows].cpu().numpy())
+        log_prob[rows] = torch.as_tensor(rel.T, device=X.device).to(self.dtype)
+        return log_prob, phi, (rows, torch.as_tensor(shift, device=X.device))
+
+    def exp_shifted(
+        self, log_prob: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``exp(max(log_prob - row max, floor))``, its row maxima and row sums."""
+        col_max = log_prob.amax(dim=1)
+        shifted = (log_prob - col_max[:, None]).clamp_min_(_EXP_FLOOR[self.dtype]).exp_()
+        return shifted, col_max, shifted.sum(dim=1)
+
+    # ------------------------------------------------------------------ statistics
+    def statistics(
+        self,
+        X: torch.Tensor,
+        weight: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        label_weight: float,
+    ) -> _DeviceStats:
+        """One chunk's statistics as device tensors (see
+        :func:`gmmkit.core.kernel.chunk_statistics`, which this follows step by step)."""
+        n, d = X.shape
+        tied = self.whitening is not None
+        log_prob, phi, far = self.repaired_log_joint(X)
+        f64 = torch.float64
+
+        labelled = known = labelled_log_density = None
+        if labels is not None:
+            labelled = torch.nonzero(labels >= 0)[:, 0]
+            if len(labelled) == 0:
+                labelled = None
+            else:
+                known = labels[labelled]
+                labelled_log_density = log_prob[labelled, known].to(f64)
+                if far is not None:
+                    row_shift = torch.zeros(n, dtype=f64, device=X.device)
+                    row_shift[far[0]] = far[1]
+                    labelled_log_density = labelled_log_density + row_shift[labelled]
+
+        resp, col_max, col_sum = self.exp_shifted(log_prob)
+        log_norm = torch.log(col_sum).to(f64) + col_max
+        if far is not None:
+            log_norm[far[0]] += far[1]
+
+        if labelled is not None:
+            assert known is not None and labelled_log_density is not None
+            weight = torch.ones(n, dtype=f64, device=X.device) if weight is None else weight.clone()
+            weight[labelled] *= label_weight
+            log_norm[labelled] = labelled_log_density
+            resp[labelled] = 0.0
+            resp[labelled, known] = 1.0
+            col_sum[labelled] = 1.0
+
+        scale = torch.reciprocal(col_sum)
+        if weight is not None:
+            scale = scale * weight.to(self.dtype)
+
+        second: torch.Tensor
+        if tied:
+            xc = phi[:, :d]
+            weighted = xc if weight is None else xc * weight.to(self.dtype)[:, None]
+            pooled = weighted.to(f64).T @ xc.to(f64)
+            second = pooled[self.triu[0], self.triu[1]][None, :]
+        if self.own is None:
+            if phi.shape[1] < resp.shape[1]:
+                phi = phi * scale[:, None]
+            else:
+                resp = resp * scale[:, None]
+            moments = (phi.to(f64).T @ resp.to(f64)).T  # (K, F)
+            q = 0 if tied else phi.shape[1] - d - 1
+            if not tied:
+                second = moments[:, :q]
+            nk = moments[:, -1]
+            first = moments[:, q : q + d]
+        else:
+            assert self.rest is not None
+            resp = resp * scale[:, None]
+            nk = resp.sum(dim=0).to(f64)
+            q = phi.shape[1] - d - 1
+            k = resp.shape[1]
+            first = torch.empty((k, d), dtype=f64, device=X.device)
+            second = torch.empty((k, self.n_quadratic), dtype=f64, device=X.device)
+            if len(self.rest):
+                moments = (phi.T @ resp[:, self.rest]).T.to(f64)
+                first[self.rest] = moments[:, q : q + d]
+                second[self.rest] = moments[:, :q]
+            own_first, own_second = self._own_mean_moments(phi[:, q : q + d], resp)
+            first[self.own] = own_first
+            second[self.own] = own_second
+
+        if weight is None:
+            candidates = log_norm
+            log_likelihood = log_norm.sum()
+            total_weight = torch.tensor(float(n), dtype=f64, device=X.device)
+        else:
+            weight64 = weight.to(f64)
+            candidates = torch.where(weight64 > 0, log_norm, torch.inf)
+            log_likelihood = weight64 @ log_norm
+            total_weight = weight64.sum()
+        if n:
+            worst = torch.argmin(candidates)
+            worst_value = candidates[worst]
+            worst_point = X[worst].to(f64)
+        else:
+            worst_value = torch.tensor(torch.inf, dtype=f64, device=X.device)
+            worst_point = torch.zeros(d, dtype=f64, device=X.device)
+        return _DeviceStats(
+            nk, first, second, log_likelihood, total_weight, n, worst_value, worst_point
+        )
+
+    def _own_mean_moments(
+        self, xc: torch.Tensor, resp: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Moments of the ``own`` components around their own means (see
+        :func:`gmmkit.core.kernel._own_mean_moments`)."""
+        assert self.own is not None and self.offsets is not None
+        firsts, seconds = [], []
+        for k in self.own.tolist():
+            diff = xc - self.offsets[k]
+            firsts.append(diff.T @ resp[:, k])
+            y = diff * torch.sqrt(resp[:, k])[:, None]
+            if self.layout == "full":
+                outer = y.T @ y
+                seconds.append(outer[self.triu[0], self.triu[1]])
+            else:
+                totals = (y * y).sum(dim=0)
+                seconds.append(totals if self.layout == "diag" else totals.sum()[None])
+        return (
+            torch.stack(firsts).to(torch.float64),
+            torch.stack(seconds).to(torch.float64),
+        )
+
+    # ------------------------------------------------------------------ per row
+    def rows(self, X: torch.Tensor, kind: str) -> torch.Tensor:
+        """Per-row results of :func:`gmmkit.core.kernel.score_chunk` ("score"),
+        ``predict_chunk`` ("predict"), ``proba_chunk`` ("proba"), or the largest log
+        responsibility of :func:`~gmmkit.core.kernel.log_resp_and_density`
+        ("map_log_resp")."""
+        log_prob, _, far = self.repaired_log_joint(X)
+        f64 = torch.float64
+        if kind == "predict":
+            return log_prob.argmax(dim=1)
+        if kind == "map_log_resp":
+            col_max = log_prob.amax(dim=1)
+            shifted = log_prob - col_max[:, None]
+            log_sum = torch.log(shifted.clamp_min(_EXP_FLOOR[self.dtype]).exp().sum(dim=1))
+            return (shifted - log_sum[:, None]).amax(dim=1).to(f64)
+        exact = None
+        if kind == "proba" and far is not None:
+            rel = log_prob[far[0]].to(f64)
+            rel = rel - rel.amax(dim=1, keepdim=True)
+            exact = rel.exp()
+            exact = exact / exact.sum(dim=1, keepdim=True)
+        resp, col_max, col_sum = self.exp_shifted(log_prob)
+        if kind == "score":
+            density = torch.log(col_sum).to(f64) + col_max
+            if far is not None:
+                density[far[0]] += far[1]
+            return density
+        if kind != "proba":
+            raise ValueError(f"unknown per-row kernel {kind!r}")
+        proba = (resp / col_sum[:, None]).to(f64)
+        if exact is not None and far is not None:
+            proba[far[0]] = exact
+        return proba
+
+
+@dataclass
+class _DeviceStats:
+    """A chunk's statistics on the device (float64 tensors)."""
+
+    nk: torch.Tensor
+    first: torch.Tensor
+    second: torch.Tensor
+    log_likelihood: torch.Tensor
+    total_weight: torch.Tensor
+    n_samples: int
+    worst_value: torch.Tensor
+    worst_point: torch.Tensor
+
+
+def _total(parts: list[_DeviceStats], reference: NDArray[np.float64]) -> SuffStats:
+    """Sum of the chunks' statistics in order, brought to the host once."""
+
+    def host(t: torch.Tensor) -> NDArray[np.float64]:
+        return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+    nk, first, second = parts[0].nk, parts[0].first, parts[0].second
+    log_likelihood, total_weight = parts[0].log_likelihood, parts[0].total_weight
+    for p in parts[1:]:
+        nk, first, second = nk + p.nk, first + p.first, second + p.second
+        log_likelihood = log_likelihood + p.log_likelihood
+        total_weight = total_weight + p.total_weight
+    worst_values = torch.stack([p.worst_value for p in parts])
+    # the first chunk holding the lowest value, as SuffStats.__add__ keeps
+    worst = int(torch.argmin(worst_values))
+    return SuffStats(
+        nk=host(nk),
+        first=host(first),
+        second=host(second),
+        log_likelihood=float(log_likelihood),
+        total_weight=float(total_weight),
+        n_samples=sum(p.n_samples for p in parts),
+        reference=reference,
+        worst_log_density=float(worst_values[worst]),
+        worst_point=host(parts[worst].worst_point),
+    )
+
+
+def is_tensor(X: Any) -> bool:
+    return isinstance(X, torch.Tensor)
+
+
+class TorchEngine(Engine):
+    """Rows on a torch device, or a NumPy array streamed through one.
+
+    Parameters
+    ----------
+    X : torch.Tensor or ndarray of shape (N, D)
+        A tensor (checked, float32/float64) stays where it lies unless ``device`` names
+        another device.  An array (already validated) is copied to the device once when
+        it takes at most ``memory_budget`` bytes, otherwise streamed chunk by chunk on
+        every pass.
+    sample_weight : ndarray of shape (N,), optional
+        Validated float64 weights (on the host; copied to the device with the data).
+    labels : ndarray of shape (N,), optional
+        Known components (``-1`` unknown), semi-supervised fits.
+    device : str or torch.device, optional
+        Default: the tensor's own device; for arrays, CUDA when available, else CPU.
+    chunk_rows : int, optional
+        Rows per kernel call.  Default: blocks of about :data:`CUDA_CHUNK_BYTES` on a
+        CUDA device, the CPU engines' cache-sized blocks on the CPU.
+    memory_budget : int, optional
+        Bytes an array may occupy on the device; default :data:`DEVICE_MEMORY_FRACTION`
+        of the free device memory (unlimited on the CPU, where tensors share the
+        array's memory).
+    n_components, covariance_type :
+        Size the default chunks.
+    """
+
+    def __init__(
+        self,
+        X: Any,
+        sample_weight: NDArray[np.float64] | None = None,
+        labels: NDArray[np.intp] | None = None,
+        *,
+        device: Any = None,
+        chunk_rows: int | None = None,
+        memory_budget: int | None = None,
+        n_components: int = 1,
+        covariance_type: str = "full",
+    ) -> None:
+        if device is None:
+            device = X.device if is_tensor(X) else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(device)
+        self.sample_weight = sample_weight
+        self.labels = labels
+        self.returns_tensors = is_tensor(X)
+        self._host: NDArray[Any] | None = None
+        if is_tensor(X):
+            self.X = X.to(self.device)
+        else:
+            X = np.asarray(X)
+            if memory_budget is None:
+                memory_budget = self._default_budget()
+            if X.nbytes <= memory_budget:
+                self.X = torch.as_tensor(X, device=self.device)
+            else:
+                self._host = X
+                self.X = None
+        shape = self.X.shape if self.X is not None else self._host.shape  # type: ignore[union-attr]
+        self._n, self._d = int(shape[0]), int(shape[1])
+        self._dtype = numpy_dtype(self.X.dtype) if self.X is not None else np.dtype(X.dtype)
+        if chunk_rows is None:
+            if self.device.type == "cuda":
+                f = get_covariance_type(covariance_type).n_quadratic(self._d) + self._d + 1
+                chunk_rows = max(1024, CUDA_CHUNK_BYTES // (3 * 8 * (f + n_components)))
+            else:
+                chunk_rows = default_chunk_rows(
+                    self._d, n_components, self._dtype.itemsize, covariance_type
+                )
+        if memory_budget is not None and self.X is None:
+            row_bytes = self._d * self._dtype.itemsize
+            chunk_rows = min(chunk_rows, max(1, memory_budget // max(row_bytes, 1)))
+        self.chunk_rows = max(1, int(chunk_rows))
+        self._weight_device = (
+            None if sample_weight is None or self.X is None
+            else torch.as_tensor(sample_weight, dtype=torch.float64, device=self.device)
+        )
+        self._labels_device = (
+            None if labels is None or self.X is None
+            else torch.as_tensor(np.asarray(labels, np.int64), device=self.device)
+        )
+
+    def _default_budget(self) -> int:
+        if self.device.type == "cuda":
+            free, _ = torch.cuda.mem_get_info(self.device)
+            return int(free * DEVICE_MEMORY_FRACTION)
+        return np.iinfo(np.int64).max
+
+    @property
+    def n_samples(self) -> int:
+        return self._n
+
+    @property
+    def n_features(self) -> int:
+        return self._d
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self._dtype
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the rows stream through the device on every pass."""
+        return self.X is None
+
+    @contextmanager
+    def session(self) -> Iterator[Engine]:
+        # the host runs only M-steps: K small factorisations, fastest on one BLAS thread
+        with one_blas_thread():
+            yield self
+
+    def _device_chunks(
+        self,
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
+        """(start, rows, weights, labels) on the device, chunk by chunk."""
+        for start in range(0, self._n, self.chunk_rows):
+            stop = min(start + self.chunk_rows, self._n)
+            if self.X is not None:
+                X = self.X[start:stop]
+                weight = None if self._weight_device is None else self._weight_device[start:stop]
+                labels = None if self._labels_device is None else self._labels_device[start:stop]
+            else:
+                assert self._host is not None
+                X = torch.as_tensor(self._host[start:stop], device=self.device)
+                weight = None if self.sample_weight is None else torch.as_tensor(
+                    self.sample_weight[start:stop], dtype=torch.float64, device=self.device
+                )
+                labels = None if self.labels is None else torch.as_tensor(
+                    np.asarray(self.labels[start:stop], np.int64), device=self.device
+                )
+            yield start, X, weight, labels
+
+    def chunks(self) -> Iterator[Chunk]:
+        """Host (NumPy) chunks, for the kernels that have no device version."""
+        for start, X, _, _ in self._device_chunks():
+            stop = start + len(X)
+            yield Chunk(
+                X=X.cpu().numpy(),
+                sample_weight=None if self.sample_weight is None
+                else self.sample_weight[start:stop],
+                labels=None if self.labels is None else np.asarray(self.labels[start:stop]),
+                start=start,
+            )
+
+    # ------------------------------------------------------------------ generic
+    def map_reduce(self, func: Callable[[Chunk], T]) -> T:
+        return reduce(lambda a, b: a + b, (func(c) for c in self.chunks()))  # type: ignore[operator]
+
+    def map_rows(self, func: Callable[[Chunk], NDArray[Any]]) -> NDArray[Any]:
+        return np.concatenate([func(c) for c in self.chunks()], axis=0)
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
+        positions, weights = sample_positions(self._n, self.sample_weight, n, rng)
+        return self.take(positions), weights
+
+    def take(self, indices: NDArray[np.intp]) -> NDArray[Any]:
+        if self.X is None:
+            assert self._host is not None
+            return np.asarray(self._host[indices])
+        index = torch.as_tensor(np.asarray(indices, np.int64), device=self.device)
+        return self.X[index].cpu().numpy()
+
+    # ------------------------------------------------------------------ kernels
+    def kernel_statistics(self, coefs: KernelCoefficients, label_weight: float = 1.0) -> SuffStats:
+        kernel = _Kernel.of(coefs, self.device)
+        parts = [
+            kernel.statistics(X, weight, labels, label_weight)
+            for _, X, weight, labels in self._device_chunks()
+        ]
+        return _total(parts, coefs.stats_reference)
+
+    def kernel_rows(self, coefs: KernelCoefficients, kind: str) -> Any:
+        kernel = _Kernel.of(coefs, self.device)
+        parts = [kernel.rows(X, kind) for _, X, _, _ in self._device_chunks()]
+        result = torch.cat(parts) if parts else torch.empty(0, device=self.device)
+        return result if self.returns_tensors else result.cpu().numpy()
+
+    def nearest_statistics(
+        self, covariance_type: str, centres: NDArray[Any], reference: NDArray[Any]
+    ) -> SuffStats:
+        """Statistics of every row assigned to its nearest centre, on the device (see
+        :func:`gmmkit.core.init._nearest_stats` and
+        :func:`gmmkit.core.kernel.hard_statistics`)."""
+        cov = get_covariance_type(covariance_type)
+        f64 = torch.float64
+        ref = torch.as_tensor(np.asarray(reference, np.float64), device=self.device)
+        cc = torch.as_tensor(np.asarray(centres, np.float64), device=self.device) - ref
+        k, d = cc.shape
+        rows, cols = (torch.as_tensor(a, device=self.device) for a in np.triu_indices(d))
+        layout = cov.layout
+        nk = torch.zeros(k, dtype=f64, device=self.device)
+        first = torch.zeros((k, d), dtype=f64, device=self.device)
+        q = cov.n_quadratic(d)
+        second = torch.zeros((1 if cov.shared_quadratic else k, q), dtype=f64, device=self.device)
+        total = torch.zeros((), dtype=f64, device=self.device)
+        for _, X, weight, _ in self._device_chunks():
+            xc = X.to(f64) - ref
+            # nearest centre, by the same sums as gmmkit.core.kmeans.squared_distances
+            d2 = (xc * xc).sum(dim=1)[:, None] - 2.0 * (xc @ cc.T)
+            d2 += (cc * cc).sum(dim=1)[None, :]
+            labels = d2.clamp_min_(0.0).argmin(dim=1)
+            w = torch.ones(len(xc), dtype=f64, device=self.device) if weight is None else weight
+            if layout in ("full", "tied"):
+                quad = xc[:, rows] * xc[:, cols]
+            elif layout == "diag":
+                quad = xc * xc
+            else:
+                quad = (xc * xc).sum(dim=1, keepdim=True)
+            nk.index_add_(0, labels, w)
+            first.index_add_(0, labels, xc * w[:, None])
+            if cov.shared_quadratic:
+                second[0] += w @ quad
+            else:
+                second.index_add_(0, labels, quad * w[:, None])
+            total += w.sum()
+        ref_np = np.asarray(reference, np.float64)
+        return SuffStats(
+            nk=nk.cpu().numpy(),
+            first=first.cpu().numpy(),
+            second=second.cpu().numpy(),
+            log_likelihood=0.0,
+            total_weight=float(total),
+            n_samples=self._n,
+            reference=np.tile(ref_np, (k, 1)),
+            worst_log_density=np.inf,
+            worst_point=np.zeros(d),
+        )
