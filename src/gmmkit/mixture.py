@@ -185,7 +185,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         "verbose_interval": [Interval(Integral, 1, None, closed="left")],
         "chunk_rows": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
-        "device": "no_validation",  # a name or torch.device, checked by torch
+        "device": [str, None, object],  # a name or a torch.device, checked by torch
     }
 
     def __init__(

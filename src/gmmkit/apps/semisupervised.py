@@ -323,7 +323,7 @@ default="labels"
         (``"EII"`` ... ``"VVV"``) or scikit-learn's four names; the labelled start is
         built in the model's storage layout and the first M-step imposes its constraints.
     tol, reg_covar, max_iter, n_init, weights_init, means_init, precisions_init, \
-random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
+random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs, device
         As in :class:`~gmmkit.GaussianMixture`; user-given ``*_init`` arrays replace the
         corresponding values from the labels.
 
@@ -368,6 +368,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
         verbose_interval: int = 10,
         chunk_rows: int | None = None,
         n_jobs: int | None = None,
+        device: Any = None,
     ) -> None:
         super().__init__(
             n_components,  # type: ignore[arg-type]
@@ -386,6 +387,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs
             verbose_interval=verbose_interval,
             chunk_rows=chunk_rows,
             n_jobs=n_jobs,
+            device=device,
         )
         self.alpha = alpha
 

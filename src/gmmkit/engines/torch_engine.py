@@ -50,6 +50,10 @@ CUDA_CHUNK_BYTES = 256 << 20
 #: device once; larger arrays stream through it on every pass.
 DEVICE_MEMORY_FRACTION = 0.5
 
+#: A fixed device-memory budget in bytes for NumPy input, overriding
+#: :data:`DEVICE_MEMORY_FRACTION` (and the CPU's unlimited one) when set.
+MEMORY_BUDGET: int | None = None
+
 #: The kernel's exponent floor (``exp`` of it next to 1 changes no sum), as in
 #: :mod:`gmmkit.core.kernel`.
 _EXP_FLOOR = {torch.float64: -600.0, torch.float32: -80.0}
@@ -535,6 +539,8 @@ class TorchEngine(Engine):
         )
 
     def _default_budget(self) -> int:
+        if MEMORY_BUDGET is not None:
+            return int(MEMORY_BUDGET)
         if self.device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(self.device)
             return int(free * DEVICE_MEMORY_FRACTION)
