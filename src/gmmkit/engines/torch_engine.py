@@ -44,7 +44,7 @@ T = TypeVar("T")
 
 #: Bytes of the (n, F + K) blocks of one device chunk (float64 statistics operands
 #: included) on a CUDA device: large enough that kernel launches are amortised.
-CUDA_CHUNK_BYTES = 256 << 20
+CUDA_CHUNK_BYTES = 1 << 30
 
 #: Fraction of the free device memory a NumPy array may take to be copied to the
 #: device once; larger arrays stream through it on every pass.
@@ -189,17 +189,20 @@ class _Kernel:
     # ------------------------------------------------------------------ E-step
     def features(self, X: torch.Tensor) -> torch.Tensor:
         """``[q(xc), xc, 1]`` of shape (n, F) in the compute dtype."""
-        xc = X.to(self.dtype) - self.reference
-        parts = [xc, torch.ones((len(xc), 1), dtype=self.dtype, device=xc.device)]
-        if self.quadratic:
+        n, d = X.shape
+        q = self.n_quadratic if self.quadratic else 0
+        phi = torch.empty((n, q + d + 1), dtype=self.dtype, device=X.device)
+        xc = phi[:, q : q + d]
+        torch.sub(X.to(self.dtype), self.reference, out=xc)
+        phi[:, q + d] = 1.0
+        if q:
             if self.layout in ("full", "tied"):
-                quad = xc[:, self.triu[0]] * xc[:, self.triu[1]]
+                torch.mul(xc[:, self.triu[0]], xc[:, self.triu[1]], out=phi[:, :q])
             elif self.layout == "diag":
-                quad = xc * xc
+                torch.mul(xc, xc, out=phi[:, :q])
             else:
-                quad = (xc * xc).sum(dim=1, keepdim=True)
-            parts.insert(0, quad)
-        return torch.cat(parts, dim=1)
+                torch.sum(xc * xc, dim=1, keepdim=True, out=phi[:, :q])
+        return phi
 
     def log_joint(self, phi: torch.Tensor, d: int) -> torch.Tensor:
         """(n, K) ``log(pi_k N(x | k))`` from the feature block."""
