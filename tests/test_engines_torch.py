@@ -161,10 +161,11 @@ def test_statistics_equal_with_weights_labels_and_far_rows() -> None:
 def test_sample_weight_equals_the_numpy_engine() -> None:
     X = _blobs(3000, seed=2)
     weight = np.random.default_rng(3).integers(0, 4, len(X)).astype(float)
-    expected = GaussianMixture(4, random_state=0).fit(X, sample_weight=weight)
-    got = GaussianMixture(4, random_state=0, device="cpu").fit(X, sample_weight=weight)
+    settings: dict[str, Any] = dict(random_state=0, init_params="kmeans", max_iter=40)
+    expected = GaussianMixture(4, **settings).fit(X, sample_weight=weight)
+    got = GaussianMixture(4, device="cpu", **settings).fit(X, sample_weight=weight)
     _assert_same_fit(got, expected, 1e-10)
-    tensor = GaussianMixture(4, random_state=0).fit(
+    tensor = GaussianMixture(4, **settings).fit(
         torch.from_numpy(X), sample_weight=torch.from_numpy(weight)
     )
     _assert_same_fit(tensor, expected, 1e-10)
@@ -182,11 +183,11 @@ def test_semi_supervised_labels_equal_the_numpy_engine() -> None:
 def test_matches_scikit_learn_at_identical_start() -> None:
     """An independent reference: scikit-learn's EM from the same parameters, same rule."""
     X = _blobs(5000, seed=7)
-    start = SklearnGaussianMixture(4, max_iter=1, random_state=0).fit(X)
-    inits = dict(weights_init=start.weights_, means_init=start.means_,
-                 precisions_init=start.precisions_)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        start = SklearnGaussianMixture(4, max_iter=1, random_state=0).fit(X)
+        inits = dict(weights_init=start.weights_, means_init=start.means_,
+                     precisions_init=start.precisions_)
         reference = SklearnGaussianMixture(4, tol=1e-10, max_iter=15, **inits).fit(X)
     got = _fit(torch.from_numpy(X), 4, tol=1e-10, max_iter=15, acceleration="none", **inits)
     for name in ("weights_", "means_", "covariances_"):
@@ -211,6 +212,21 @@ def test_float32_close_to_the_numpy_engine(covariance_type: str) -> None:
     proba = got.predict_proba(torch.from_numpy(X))
     assert proba.dtype == torch.float32
     np.testing.assert_allclose(proba.numpy(), expected.predict_proba(X), atol=1e-4)
+
+
+def test_float32_ignores_a_global_tf32_setting() -> None:
+    """TF32/bf16 products (a global torch setting) would break the float32 probes' error
+    bound: the engine computes its GEMMs in full float32 and leaves the setting as found."""
+    X = _blobs(6000).astype(np.float32)
+    expected = _fit(X, 4, init_params="kmeans", max_iter=30)
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("medium")
+    try:
+        got = _fit(torch.from_numpy(X), 4, init_params="kmeans", max_iter=30)
+        assert torch.get_float32_matmul_precision() == "medium"
+    finally:
+        torch.set_float32_matmul_precision(previous)
+    np.testing.assert_allclose(got.means_, expected.means_, rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------- hard data

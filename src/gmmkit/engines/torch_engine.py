@@ -456,6 +456,19 @@ def _total(parts: list[_DeviceStats], reference: NDArray[np.float64]) -> SuffSta
     )
 
 
+@contextmanager
+def _ieee_float32() -> Iterator[None]:
+    """float32 GEMMs in full float32 while the kernel runs: TF32 or bf16 products (which
+    a user may have enabled globally) carry ~1e-3 relative error, far above what the
+    kernel's precision probes allow for float32 evaluation."""
+    previous = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision("highest")
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
 def is_tensor(X: Any) -> bool:
     return isinstance(X, torch.Tensor)
 
@@ -626,15 +639,17 @@ class TorchEngine(Engine):
     # ------------------------------------------------------------------ kernels
     def kernel_statistics(self, coefs: KernelCoefficients, label_weight: float = 1.0) -> SuffStats:
         kernel = _Kernel.of(coefs, self.device)
-        parts = [
-            kernel.statistics(X, weight, labels, label_weight)
-            for _, X, weight, labels in self._device_chunks()
-        ]
-        return _total(parts, coefs.stats_reference)
+        with _ieee_float32():
+            parts = [
+                kernel.statistics(X, weight, labels, label_weight)
+                for _, X, weight, labels in self._device_chunks()
+            ]
+            return _total(parts, coefs.stats_reference)
 
     def kernel_rows(self, coefs: KernelCoefficients, kind: str) -> Any:
         kernel = _Kernel.of(coefs, self.device)
-        parts = [kernel.rows(X, kind) for _, X, _, _ in self._device_chunks()]
+        with _ieee_float32():
+            parts = [kernel.rows(X, kind) for _, X, _, _ in self._device_chunks()]
         result = torch.cat(parts) if parts else torch.empty(0, device=self.device)
         return result if self.returns_tensors else result.cpu().numpy()
 
