@@ -197,7 +197,12 @@ class _Kernel:
         phi[:, q + d] = 1.0
         if q:
             if self.layout in ("full", "tied"):
-                torch.mul(xc[:, self.triu[0]], xc[:, self.triu[1]], out=phi[:, :q])
+                # row i of the packed upper triangle: xc_i * xc_{i..D-1}, written in place
+                # (two gathers of (n, Q) would move three times the bytes)
+                start = 0
+                for i in range(d):
+                    torch.mul(xc[:, i : i + 1], xc[:, i:], out=phi[:, start : start + d - i])
+                    start += d - i
             elif self.layout == "diag":
                 torch.mul(xc, xc, out=phi[:, :q])
             else:
