@@ -237,23 +237,30 @@ class _Kernel:
         return out * -0.5 + self.constants
 
     def repaired_log_joint(
-        self, X: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None]:
+        self, X: torch.Tensor, repair: bool = True
+    ) -> tuple[
+        torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None
+    ]:
         """Log-joint (n, K), the feature block, and the far rows re-evaluated on the host
         by the numpy kernel's own :func:`_far_log_joint` (their indices and the per-row
-        offset to add back), as :func:`gmmkit.core.kernel._repair_far_rows` does."""
+        offset to add back), as :func:`gmmkit.core.kernel._repair_far_rows` does.
+
+        Without ``repair`` nothing waits for the device: the last item is then a device
+        flag, true when the block has far rows (and the results are to be recomputed)."""
         phi = self.features(X)
         log_prob = self.log_joint(phi, X.shape[1])
         if len(X) == 0:
-            return log_prob, phi, None
+            return log_prob, phi, None, None
         col_max = log_prob.amax(dim=1)
         far_mask = ~(col_max.abs() <= FAR_LOG_JOINT)
+        if not repair:
+            return log_prob, phi, None, far_mask.any()
         if not bool(far_mask.any()):
-            return log_prob, phi, None
+            return log_prob, phi, None, None
         rows = torch.nonzero(far_mask)[:, 0]
         rel, shift = _far_log_joint(self.coefs, X[rows].cpu().numpy())
         log_prob[rows] = torch.as_tensor(rel.T, device=X.device).to(self.dtype)
-        return log_prob, phi, (rows, torch.as_tensor(shift, device=X.device))
+        return log_prob, phi, (rows, torch.as_tensor(shift, device=X.device)), None
 
     def exp_shifted(
         self, log_prob: torch.Tensor
@@ -270,12 +277,15 @@ class _Kernel:
         weight: torch.Tensor | None,
         labels: torch.Tensor | None,
         label_weight: float,
+        repair: bool = True,
     ) -> _DeviceStats:
         """One chunk's statistics as device tensors (see
-        :func:`gmmkit.core.kernel.chunk_statistics`, which this follows step by step)."""
+        :func:`gmmkit.core.kernel.chunk_statistics`, which this follows step by step).
+        Without ``repair`` (no wait for the device) they hold garbage when ``far_rows``
+        turns out true, and are to be recomputed with it."""
         n, d = X.shape
         tied = self.whitening is not None
-        log_prob, phi, far = self.repaired_log_joint(X)
+        log_prob, phi, far, far_rows = self.repaired_log_joint(X, repair)
         f64 = torch.float64
 
         labelled = known = labelled_log_density = None
@@ -359,7 +369,8 @@ class _Kernel:
             worst_value = torch.tensor(torch.inf, dtype=f64, device=X.device)
             worst_point = torch.zeros(d, dtype=f64, device=X.device)
         return _DeviceStats(
-            nk, first, second, log_likelihood, total_weight, n, worst_value, worst_point
+            nk, first, second, log_likelihood, total_weight, n, worst_value, worst_point,
+            far_rows,
         )
 
     def _own_mean_moments(
@@ -390,7 +401,7 @@ class _Kernel:
         ``predict_chunk`` ("predict"), ``proba_chunk`` ("proba"), or the largest log
         responsibility of :func:`~gmmkit.core.kernel.log_resp_and_density`
         ("map_log_resp")."""
-        log_prob, _, far = self.repaired_log_joint(X)
+        log_prob, _, far, _ = self.repaired_log_joint(X)
         f64 = torch.float64
         if kind == "predict":
             return log_prob.argmax(dim=1)
@@ -431,6 +442,7 @@ class _DeviceStats:
     n_samples: int
     worst_value: torch.Tensor
     worst_point: torch.Tensor
+    far_rows: torch.Tensor | None = None
 
 
 def _total(parts: list[_DeviceStats], reference: NDArray[np.float64]) -> SuffStats:
@@ -595,21 +607,26 @@ class TorchEngine(Engine):
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]]:
         """(start, rows, weights, labels) on the device, chunk by chunk."""
         for start in range(0, self._n, self.chunk_rows):
-            stop = min(start + self.chunk_rows, self._n)
-            if self.X is not None:
-                X = self.X[start:stop]
-                weight = None if self._weight_device is None else self._weight_device[start:stop]
-                labels = None if self._labels_device is None else self._labels_device[start:stop]
-            else:
-                assert self._host is not None
-                X = torch.as_tensor(self._host[start:stop], device=self.device)
-                weight = None if self.sample_weight is None else torch.as_tensor(
-                    self.sample_weight[start:stop], dtype=torch.float64, device=self.device
-                )
-                labels = None if self.labels is None else torch.as_tensor(
-                    np.asarray(self.labels[start:stop], np.int64), device=self.device
-                )
-            yield start, X, weight, labels
+            yield self._device_chunk(start)
+
+    def _device_chunk(
+        self, start: int
+    ) -> tuple[int, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        stop = min(start + self.chunk_rows, self._n)
+        if self.X is not None:
+            X = self.X[start:stop]
+            weight = None if self._weight_device is None else self._weight_device[start:stop]
+            labels = None if self._labels_device is None else self._labels_device[start:stop]
+        else:
+            assert self._host is not None
+            X = torch.as_tensor(self._host[start:stop], device=self.device)
+            weight = None if self.sample_weight is None else torch.as_tensor(
+                self.sample_weight[start:stop], dtype=torch.float64, device=self.device
+            )
+            labels = None if self.labels is None else torch.as_tensor(
+                np.asarray(self.labels[start:stop], np.int64), device=self.device
+            )
+        return start, X, weight, labels
 
     def chunks(self) -> Iterator[Chunk]:
         """Host (NumPy) chunks, for the kernels that have no device version."""
@@ -645,10 +662,18 @@ class TorchEngine(Engine):
     def kernel_statistics(self, coefs: KernelCoefficients, label_weight: float = 1.0) -> SuffStats:
         kernel = _Kernel.of(coefs, self.device)
         with _ieee_float32():
-            parts = [
-                kernel.statistics(X, weight, labels, label_weight)
-                for _, X, weight, labels in self._device_chunks()
-            ]
+            # the chunks are queued without waiting for the device; the few that hold rows
+            # too far out for the expansion are then recomputed with the host's repair
+            starts, parts = [], []
+            for start, X, weight, labels in self._device_chunks():
+                starts.append(start)
+                parts.append(kernel.statistics(X, weight, labels, label_weight, repair=False))
+            flags = [p.far_rows for p in parts if p.far_rows is not None]
+            if flags and bool(torch.stack(flags).any()):
+                for i, part in enumerate(parts):
+                    if part.far_rows is not None and bool(part.far_rows):
+                        _, X, weight, labels = self._device_chunk(starts[i])
+                        parts[i] = kernel.statistics(X, weight, labels, label_weight)
             return _total(parts, coefs.stats_reference)
 
     def kernel_rows(self, coefs: KernelCoefficients, kind: str) -> Any:
