@@ -506,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="about how long one CPU end-to-end fit may take")
     parser.add_argument("--max-iter", type=int, default=100,
                         help="passes of an end-to-end fit at most")
+    parser.add_argument("--rows", type=int, default=10**7,
+                        help="N of the two cases (default 10^7)")
     args = parser.parse_args(argv)
     if torch is None:
         print("torch is not installed: nothing to benchmark (pip install 'gmmkit[torch]')")
@@ -535,7 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # pragma: no cover
         b.say(f"GEMM rate not measured: {_short(exc)}")
     cases = [(20_000, 16, 8), (20_000, 3, 5)] if args.quick else [
-        (10**7, 16, 32), (10**7, 3, 20)]
+        (args.rows, 16, 32), (args.rows, 3, 20)]
     for n, d, k in cases:
         run_case(b, n, d, k, rate)
     table(b)
