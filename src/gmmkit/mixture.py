@@ -29,7 +29,7 @@ from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.core.weights import weight_scale
 from gmmkit.engines.base import Engine, check_squares
-from gmmkit.engines.dispatch import as_engine, check_engine_features
+from gmmkit.engines.dispatch import as_engine, check_engine_features, is_torch_tensor
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 from gmmkit.modelfile import SaveMixin
 
@@ -557,7 +557,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         coefs = kernel_coefficients(self._params, engine.dtype)
         result = engine.kernel_rows(coefs, kind)
         dtype = np.result_type(engine.dtype, self._params.means.dtype)
-        if not isinstance(result, np.ndarray):  # a tensor
+        if is_torch_tensor(result):
             if host:
                 return result.cpu().numpy()
             if sklearn_dtype and dtype == np.float32:

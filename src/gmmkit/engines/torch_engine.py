@@ -355,7 +355,7 @@ class _Kernel:
         if weight is None:
             candidates = log_norm
             log_likelihood = log_norm.sum()
-            total_weight = torch.tensor(float(n), dtype=f64, device=X.device)
+            total_weight: torch.Tensor | float = float(n)  # no host-to-device copy
         else:
             weight64 = weight.to(f64)
             candidates = torch.where(weight64 > 0, log_norm, torch.inf)
@@ -438,7 +438,7 @@ class _DeviceStats:
     first: torch.Tensor
     second: torch.Tensor
     log_likelihood: torch.Tensor
-    total_weight: torch.Tensor
+    total_weight: torch.Tensor | float
     n_samples: int
     worst_value: torch.Tensor
     worst_point: torch.Tensor
