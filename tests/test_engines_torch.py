@@ -158,6 +158,24 @@ def test_statistics_equal_with_weights_labels_and_far_rows() -> None:
         np.testing.assert_array_equal(got.worst_point, expected.worst_point)
 
 
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_kmeans_assignment_statistics_on_the_device(covariance_type: str) -> None:
+    """The k-means start's hard-assignment statistics equal the host computation."""
+    X = _blobs(5000, seed=8)
+    weight = np.random.default_rng(2).uniform(0.0, 2.0, len(X))
+    centres = X[[0, 10, 20, 30]]
+    reference = X.mean(axis=0)
+    expected = MemoryEngine(X, weight).nearest_statistics(covariance_type, centres, reference)
+    got = TorchEngine(X, weight, device="cpu", chunk_rows=1500).nearest_statistics(
+        covariance_type, centres, reference
+    )
+    for name in ("nk", "first", "second", "reference"):
+        a, b = getattr(got, name), getattr(expected, name)
+        assert a.shape == b.shape, name
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max())
+    assert got.total_weight == pytest.approx(expected.total_weight, rel=1e-13)
+
+
 def test_sample_weight_equals_the_numpy_engine() -> None:
     X = _blobs(3000, seed=2)
     weight = np.random.default_rng(3).integers(0, 4, len(X)).astype(float)

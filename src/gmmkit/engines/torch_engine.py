@@ -699,7 +699,13 @@ class TorchEngine(Engine):
         nk = torch.zeros(k, dtype=f64, device=self.device)
         first = torch.zeros((k, d), dtype=f64, device=self.device)
         q = cov.n_quadratic(d)
-        second = torch.zeros((1 if cov.shared_quadratic else k, q), dtype=f64, device=self.device)
+        matrices = layout in ("full", "tied")
+        # full and tied: (D, D) scatter GEMMs per component (or pooled), packed at the end;
+        # never an (n, D (D + 1) / 2) block of features, which wide data cannot afford
+        second = torch.zeros(
+            (1 if cov.shared_quadratic else k, *((d, d) if matrices else (q,))),
+            dtype=f64, device=self.device,
+        )
         total = torch.zeros((), dtype=f64, device=self.device)
         for _, X, weight, _ in self._device_chunks():
             xc = X.to(f64) - ref
@@ -708,19 +714,20 @@ class TorchEngine(Engine):
             d2 += (cc * cc).sum(dim=1)[None, :]
             labels = d2.clamp_min_(0.0).argmin(dim=1)
             w = torch.ones(len(xc), dtype=f64, device=self.device) if weight is None else weight
-            if layout in ("full", "tied"):
-                quad = xc[:, rows] * xc[:, cols]
-            elif layout == "diag":
-                quad = xc * xc
-            else:
-                quad = (xc * xc).sum(dim=1, keepdim=True)
             nk.index_add_(0, labels, w)
-            first.index_add_(0, labels, xc * w[:, None])
-            if cov.shared_quadratic:
-                second[0] += w @ quad
-            else:
-                second.index_add_(0, labels, quad * w[:, None])
+            weighted = xc * w[:, None]
+            first.index_add_(0, labels, weighted)
             total += w.sum()
+            if cov.shared_quadratic:
+                second[0] += weighted.T @ xc
+            elif matrices:
+                for j in range(k):
+                    second[j] += (weighted * (labels == j)[:, None]).T @ xc
+            else:
+                quad = xc * xc if layout == "diag" else (xc * xc).sum(dim=1, keepdim=True)
+                second.index_add_(0, labels, quad * w[:, None])
+        if matrices:
+            second = second[:, rows, cols]
         ref_np = np.asarray(reference, np.float64)
         return SuffStats(
             nk=nk.cpu().numpy(),
