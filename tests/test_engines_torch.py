@@ -318,3 +318,31 @@ def test_device_without_torch_is_a_clear_error(monkeypatch: Any) -> None:
     monkeypatch.delitem(sys.modules, "gmmkit.engines.torch_engine")
     with pytest.raises(ImportError, match=r"gmmkit\[torch\]"):
         GaussianMixture(2, device="cpu").fit(_blobs(100))
+
+
+# --------------------------------------------------------------------------- benchmark
+@pytest.mark.slow
+def test_gpu_benchmark_quick_mode_runs(tmp_path: Any) -> None:
+    """benchmarks/bench_gpu.py cannot rot: --quick runs every section on CPU torch (its
+    times are reported by the script, never asserted)."""
+    import re
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    out_file = tmp_path / "table.txt"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--out", str(out_file)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = result.stdout.split("## Summary")[1]
+    for method in ("gmmkit-torch (cpu)", "gmmkit-cpu", "scikit-learn", "gmmx", "pomegranate"):
+        rows = [line for line in summary.splitlines()
+                if re.search(rf"float(32|64)\s+{re.escape(method)}", line)]
+        assert len(rows) == 4, method  # two cases x two dtypes
+    for line in summary.splitlines():
+        if "gmmkit-" in line:
+            assert "failed" not in line and "skipped" not in line, line
+    assert "% of fp32 GEMM" in summary
+    assert out_file.read_text().strip().endswith(result.stdout.strip().splitlines()[-1])
