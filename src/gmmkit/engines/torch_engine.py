@@ -17,7 +17,7 @@ chunk on every pass.  ``torch`` is imported only when this module is.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import reduce
@@ -144,6 +144,7 @@ class _Kernel:
     offsets: torch.Tensor | None
     constants: torch.Tensor | None
     own: torch.Tensor | None
+    centred_components: list[int] | None
     rest: torch.Tensor | None
     triu: tuple[torch.Tensor, torch.Tensor]
     n_quadratic: int
@@ -165,6 +166,7 @@ class _Kernel:
             rest_np = np.setdiff1d(np.arange(coefs.n_components), own_np)
             own = torch.as_tensor(own_np, device=device)
             rest = torch.as_tensor(rest_np, device=device)
+        centred = getattr(coefs, "centred_components", None)
         weights = put(coefs.weights_t)
         assert weights is not None
         reference = put(coefs.reference_compute)
@@ -181,6 +183,9 @@ class _Kernel:
             offsets=put(coefs.centred_offsets),
             constants=put(coefs.centred_constants),
             own=own,
+            # a kernel that centres only some components on their own means (the others
+            # keep the expansion GEMM) names them; without the field, all of them
+            centred_components=None if centred is None else [int(k) for k in centred],
             rest=rest,
             triu=(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)),
             n_quadratic=coefs.covariance.n_quadratic(d),
@@ -213,19 +218,29 @@ class _Kernel:
         """(n, K) ``log(pi_k N(x | k))`` from the feature block."""
         q = phi.shape[1] - d - 1
         xc = phi[:, q : q + d]
-        if self.offsets is not None:
-            return self._centred_log_joint(xc)
+        if self.offsets is not None and self.centred_components is None:
+            return self._centred_log_joint(xc, range(len(self.offsets)))
         if self.whitening is None:
-            return phi @ self.weights
-        white = xc @ self.whitening.T
-        quad = (white * white).sum(dim=1)
-        return phi[:, q:] @ self.weights + (-0.5 * quad)[:, None]
+            log_prob = phi @ self.weights
+        else:
+            white = xc @ self.whitening.T
+            quad = (white * white).sum(dim=1)
+            log_prob = phi[:, q:] @ self.weights + (-0.5 * quad)[:, None]
+        if self.offsets is not None and self.centred_components is not None:
+            # the expansion's columns of the inaccurate components are replaced
+            self._centred_log_joint(xc, self.centred_components, log_prob)
+        return log_prob
 
-    def _centred_log_joint(self, xc: torch.Tensor) -> torch.Tensor:
+    def _centred_log_joint(
+        self, xc: torch.Tensor, components: Iterable[int], out: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Columns ``components`` of the (n, K) log-joint evaluated centred on each
+        component's own mean: ``(x - ref) - (mu_k - ref)`` first, then ``U_k'``."""
         assert self.factors is not None and self.offsets is not None
         assert self.constants is not None
-        out = torch.empty((len(xc), len(self.offsets)), dtype=xc.dtype, device=xc.device)
-        for k in range(len(self.offsets)):
+        if out is None:
+            out = torch.empty((len(xc), len(self.offsets)), dtype=xc.dtype, device=xc.device)
+        for k in components:
             diff = xc - self.offsets[k]
             if self.layout == "full":
                 y = diff @ self.factors[k]
@@ -233,8 +248,8 @@ class _Kernel:
                 y = diff @ self.factors
             else:
                 y = diff * self.factors[k]
-            out[:, k] = (y * y).sum(dim=1)
-        return out * -0.5 + self.constants
+            out[:, k] = (y * y).sum(dim=1) * -0.5 + self.constants[k]
+        return out
 
     def repaired_log_joint(
         self, X: torch.Tensor, repair: bool = True
