@@ -144,3 +144,73 @@ def test_an_mclust_model_end_to_end(tmp_path, covariance_type):
     detector.save(tmp_path / "detector.gmm")
     loaded = gmmkit.load(tmp_path / "detector.gmm")
     np.testing.assert_array_equal(loaded.decision_function(X), detector.decision_function(X))
+
+
+# ----------------------------------------------------------------------------- out of core
+def _streamed_inputs(X, tmp_path, kind):
+    if kind == "memmap":
+        np.save(tmp_path / "x.npy", X)
+        return np.load(tmp_path / "x.npy", mmap_mode="r")
+    if kind == "csv":
+        # shortest round-trip text, so the file holds exactly X
+        (tmp_path / "x.csv").write_text(
+            "a,b\n" + "".join(f"{a!r},{b!r}\n" for a, b in X.tolist())
+        )
+        return gmmkit.read_csv(tmp_path / "x.csv")
+    if kind == "blocks":
+        return lambda: (X[i : i + 700] for i in range(0, len(X), 700))
+    da = pytest.importorskip("dask.array")
+    return da.from_array(X, chunks=(900, 2))
+
+
+@pytest.mark.parametrize("kind", ["memmap", "csv", "blocks", "dask"])
+@pytest.mark.parametrize("contamination", [0.003, 0.05])
+def test_streamed_fit_sets_the_in_memory_threshold(tmp_path, kind, contamination):
+    X, _ = planted(5, n_inliers=3000, n_outliers=30)
+    options = {"n_components": 3, "contamination": contamination, "random_state": 0}
+    in_memory = gmmkit.AnomalyDetector(**options).fit(X)
+    streamed = gmmkit.AnomalyDetector(**options).fit(_streamed_inputs(X, tmp_path, kind))
+    np.testing.assert_allclose(streamed.mixture_.means_, in_memory.mixture_.means_,
+                               rtol=1e-12, atol=1e-12)
+    assert streamed.offset_ == pytest.approx(in_memory.offset_, rel=1e-12, abs=1e-12)
+    # and the cut does what it says, on scipy's log-densities of the training rows
+    mixture = streamed.mixture_
+    reference = logsumexp(
+        [np.log(mixture.weights_[k])
+         + multivariate_normal(mixture.means_[k], mixture.covariances_[k]).logpdf(X)
+         for k in range(3)],
+        axis=0,
+    )
+    assert np.sum(reference < streamed.offset_) == int(contamination * len(X))
+    assert streamed.n_features_in_ == 2
+    assert hasattr(streamed, "feature_names_in_") == (kind == "csv")
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_streamed_fit_with_weights_sets_the_in_memory_threshold(tmp_path, dtype):
+    X, _ = planted(6, n_inliers=2000, n_outliers=20)
+    X = X.astype(dtype)
+    rng = np.random.default_rng(0)
+    weight = rng.exponential(size=len(X)) * (rng.random(len(X)) > 0.1)
+    options = {"n_components": 3, "contamination": 0.02, "random_state": 0}
+    in_memory = gmmkit.AnomalyDetector(**options).fit(X, sample_weight=weight)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "w.npy", weight)
+    streamed = gmmkit.AnomalyDetector(**options).fit(
+        np.load(tmp_path / "x.npy", mmap_mode="r"),
+        sample_weight=np.load(tmp_path / "w.npy", mmap_mode="r"),
+    )
+    assert streamed.offset_ == pytest.approx(in_memory.offset_, rel=1e-12, abs=1e-12)
+    # streamed scoring and prediction, checked against the fit's features
+    memmap = np.load(tmp_path / "x.npy", mmap_mode="r")
+    np.testing.assert_array_equal(streamed.predict(memmap), streamed.predict(X))
+    with pytest.raises(ValueError, match="features"):
+        streamed.score_samples(np.load(tmp_path / "x.npy", mmap_mode="r")[:, :1])
+
+
+def test_streamed_fit_with_a_fixed_threshold(tmp_path):
+    X, _ = planted(4, n_inliers=500, n_outliers=5)
+    np.save(tmp_path / "x.npy", X)
+    detector = gmmkit.AnomalyDetector(n_components=3, threshold=-9.0, random_state=0)
+    detector.fit(np.load(tmp_path / "x.npy", mmap_mode="r"))
+    assert detector.offset_ == -9.0

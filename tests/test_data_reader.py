@@ -24,6 +24,7 @@ from gmmkit.data import (
     streams,
     write_table,
 )
+from gmmkit.data.reader import TextReader
 from gmmkit.engines.sources import ChunkSource, CSVSource, ParquetSource
 
 rng = np.random.default_rng(3)
@@ -254,11 +255,62 @@ def test_cli_streams_large_files_with_identical_results(
                                      "--contamination", "0.05"], capsys)
         assert code == 0, err
         outputs[mode] = [*summary, (tmp_path / f"{mode}.csv").read_text(), anomalies]
-    kinds = [type(x) for x in spy_open_table]  # fit and predict (anomalies reads whole)
-    assert kinds[:2] == [np.ndarray] * 2
-    assert all(issubclass(kind, ChunkSource) for kind in kinds[2:]) and len(kinds) == 4
+    kinds = [type(x) for x in spy_open_table]  # fit, predict and anomalies
+    assert kinds[:3] == [np.ndarray] * 3
+    assert all(issubclass(kind, ChunkSource) for kind in kinds[3:]) and len(kinds) == 6
     assert outputs["streamed"] == outputs["memory"]
     assert outputs["memory"][-1].count("\n") == 1 + 15  # header and 5 % of 300 rows
+
+
+class WholeFileRead(AssertionError):
+    """Raised by a tripwire: a command read a whole data file into memory."""
+
+
+def _trip_whole_reads(monkeypatch: pytest.MonkeyPatch, block_rows: list[int]) -> None:
+    """Stream every table, refuse whole-file reads, parse text in 64 KiB blocks and
+    record their rows in ``block_rows``."""
+    monkeypatch.setattr(streams, "MAX_IN_MEMORY_BYTES", 1)
+
+    def whole(*args: Any, **kwargs: Any) -> Any:
+        raise WholeFileRead(f"read_table{args}")
+
+    monkeypatch.setattr(gmmkit.data, "read_table", whole)
+    monkeypatch.setattr(gmmkit.data.tables, "read_table", whole)
+    original = TextReader.blocks
+
+    def small_blocks(self: Any, block_bytes: int, check: bool) -> Any:
+        for block in original(self, 1 << 16, check):
+            block_rows.append(len(block))
+            yield block
+
+    monkeypatch.setattr(TextReader, "blocks", small_blocks)
+
+
+def test_cli_anomalies_streams_a_large_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    X = np.vstack([rng.normal(0.0, 1.0, (2500, 2)), rng.normal(6.0, 0.5, (2500, 2))])
+    data = tmp_path / "d.csv"
+    data.write_bytes(_csv_bytes(X, "a,b"))
+    args = ["anomalies", data, "-k", "2", "--seed", "0", "--contamination", "0.01",
+            "--all-rows"]
+    outputs = {}
+    block_rows: list[int] = []
+    for mode in ("memory", "streamed"):
+        folder = tmp_path / mode
+        folder.mkdir()
+        if mode == "streamed":  # tripwires: no whole-file read, only small text blocks
+            _trip_whole_reads(monkeypatch, block_rows)
+        code, out, err = _run(
+            [*args, "-o", folder / "out.csv", "--save-model", folder / "model.gmm"], capsys)
+        assert code == 0, err
+        outputs[mode] = [out.replace(str(folder), ""), (folder / "out.csv").read_text(),
+                         gmmkit.load(folder / "model.gmm").offset_]
+    assert outputs["streamed"] == outputs["memory"]
+    assert "50 of 5000 rows flagged" in outputs["memory"][0]
+    # every pass (EM, threshold, scoring) read the file in blocks of under 2000 rows
+    assert max(block_rows) < 2000 and sum(block_rows) % len(X) == 0
+    assert sum(block_rows) // len(X) > 5
 
 
 def test_cli_reads_a_parquet_directory(

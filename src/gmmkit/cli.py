@@ -299,6 +299,17 @@ def _read(path: Path, columns: str | None, *, stream: bool = True) -> tuple[Any,
     return data_files.open_table(path, columns)
 
 
+def _without_names(X: Any) -> Any:
+    """``X``, or a streaming source of it that does not name its columns."""
+    if getattr(X, "feature_names", None) is None:
+        return X
+    import copy
+
+    nameless = copy.copy(X)
+    nameless.feature_names = None
+    return nameless
+
+
 def _feature_names(names: list[str] | None, n_features: int) -> list[str]:
     return list(names) if names else [f"x{i}" for i in range(n_features)]
 
@@ -900,8 +911,9 @@ def anomalies(
     _check_outputs([data], [("--output", output), ("--save-model", save_model)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    # AnomalyDetector validates X as an array: it cannot stream a source yet
-    X, names = _read(data, columns, stream=False)
+    X, names = _read(data, columns)
+    # the columns' names stay here, as for an array: the detector scores plain blocks
+    X = _without_names(X)
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if n_components is not None:
         options["n_components"] = n_components

@@ -9,46 +9,17 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from sklearn.base import BaseEstimator, OutlierMixin, _fit_context
 from sklearn.utils._param_validation import Interval
+from sklearn.utils.validation import check_is_fitted
 
 from gmmkit._transaction import transactional_fit
 from gmmkit.apps._common import WrappedMixtureMixin, checked_sample_weight
+from gmmkit.core.kernel import kernel_coefficients, score_chunk
+from gmmkit.core.tail import lower_tail_threshold, streamed_lower_tail_threshold
+from gmmkit.engines.dispatch import is_out_of_core
 from gmmkit.mixture import GaussianMixture
 from gmmkit.modelfile import SaveMixin
 
-
-def lower_tail_threshold(
-    values: NDArray[np.float64], fraction: float, weight: NDArray[np.float64] | None = None
-) -> float:
-    """A cut such that the rows strictly below it carry at most ``fraction`` of the weight.
-
-    The cut lies midway between the largest value inside the tail and the next larger value,
-    so recomputing the values with different rounding (another row block, a repeated row)
-    does not move a row across it.  With unit weights and distinct values exactly
-    ``floor(fraction * n)`` rows lie below; an integer weight acts exactly as repeating
-    the row.
-
-    Parameters
-    ----------
-    values : ndarray of shape (n,)
-    fraction : float in [0, 1)
-    weight : ndarray of shape (n,), optional
-
-    Returns
-    -------
-    float
-    """
-    w = np.ones(len(values)) if weight is None else np.asarray(weight, np.float64)
-    # equal values share one side of the cut; rows of zero weight do not exist
-    distinct, inverse = np.unique(values[w > 0], return_inverse=True)
-    cumulative = np.cumsum(np.bincount(inverse, weights=w[w > 0]))
-    # a tiny relative slack keeps float rounding of cumulative sums from moving the cut
-    limit = fraction * cumulative[-1] * (1.0 + 1e-12)
-    first_inside = min(int(np.searchsorted(cumulative, limit, side="right")), len(distinct) - 1)
-    above = float(distinct[first_inside])
-    if first_inside == 0:
-        # nothing in the tail: cut just below the smallest value
-        return above - max(abs(above) * 1e-9, 1e-12)
-    return 0.5 * (float(distinct[first_inside - 1]) + above)
+__all__ = ["AnomalyDetector", "lower_tail_threshold"]
 
 
 class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimator):
@@ -146,6 +117,12 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            Or data streamed chunk by chunk, never loaded whole, as
+            :meth:`GaussianMixture.fit <gmmkit.GaussianMixture.fit>` takes it: a
+            ``numpy.memmap``, a source from :func:`gmmkit.read_csv` /
+            :func:`gmmkit.read_parquet`, a callable returning an iterator of blocks, or a
+            dask array / DataFrame.  The threshold is then found in a few more passes and
+            equals the in-memory one.
         y : ignored
         sample_weight : array-like of shape (n_samples,), optional
 
@@ -155,9 +132,22 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         """
         if self.threshold is not None and not np.isfinite(self.threshold):
             raise ValueError(f"threshold must be finite, got {self.threshold!r}")
+        if is_out_of_core(X):
+            return self._fit_out_of_core(X, sample_weight)
         X_checked = self._validate_fit_X(X)
         weight = checked_sample_weight(sample_weight, X_checked)
-        mixture = GaussianMixture(
+        mixture = self._new_mixture()
+        mixture.fit(X_checked, sample_weight=weight)
+        self._set_mixture(mixture)
+        if self.threshold is not None:
+            self.offset_ = float(self.threshold)
+        else:
+            scores = np.asarray(mixture.score_samples(X_checked), dtype=np.float64)
+            self.offset_ = lower_tail_threshold(scores, float(self.contamination), weight)
+        return self
+
+    def _new_mixture(self) -> GaussianMixture:
+        return GaussianMixture(
             self.n_components,
             covariance_type=self.covariance_type,
             tol=self.tol,
@@ -168,15 +158,39 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
             random_state=self.random_state,
             n_jobs=self.n_jobs,
         )
-        mixture.fit(X_checked, sample_weight=weight)
+
+    def _set_mixture(self, mixture: GaussianMixture) -> None:
         self.mixture_ = mixture
         self.n_iter_ = int(mixture.n_iter_)
         self.converged_ = bool(mixture.converged_)
+
+    def _fit_out_of_core(self, X: Any, sample_weight: Any) -> AnomalyDetector:
+        """``fit`` on data streamed chunk by chunk: the mixture's EM passes, then a few
+        more passes that find the training rows' lower-tail cut exactly (the in-memory
+        ``offset_``; :func:`~gmmkit.core.tail.streamed_lower_tail_threshold`)."""
+        mixture = self._new_mixture()
+        mixture.fit(X, sample_weight=sample_weight)
+        self._set_mixture(mixture)
+        self.n_features_in_ = mixture.n_features_in_
+        if hasattr(mixture, "feature_names_in_"):
+            self.feature_names_in_ = mixture.feature_names_in_
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
         if self.threshold is not None:
             self.offset_ = float(self.threshold)
-        else:
-            scores = np.asarray(mixture.score_samples(X_checked), dtype=np.float64)
-            self.offset_ = lower_tail_threshold(scores, float(self.contamination), weight)
+            return self
+        engine = mixture._out_of_core_engine(X, sample_weight, reset=False)
+        assert engine is not None
+        coefs = kernel_coefficients(mixture.params_, engine.dtype)
+        # score_samples' dtype rule: float32 scores for a float32 model on float32 data
+        rounded = np.result_type(engine.dtype, mixture.params_.means.dtype)
+
+        def log_density(rows: NDArray[Any]) -> NDArray[np.float64]:
+            return score_chunk(coefs, rows).astype(rounded).astype(np.float64)
+
+        self.offset_ = streamed_lower_tail_threshold(
+            engine, log_density, float(self.contamination)
+        )
         return self
 
     def score_samples(self, X: ArrayLike) -> NDArray[np.floating[Any]]:
@@ -186,6 +200,9 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         -------
         ndarray of shape (n_samples,)
         """
+        if is_out_of_core(X):  # streamed, checked against the fit by the mixture
+            check_is_fitted(self)
+            return self.mixture_.score_samples(X)
         X_checked = self._checked(X)
         return self.mixture_.score_samples(X_checked)
 
