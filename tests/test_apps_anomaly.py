@@ -201,6 +201,19 @@ def test_streamed_fit_with_weights_sets_the_in_memory_threshold(tmp_path, dtype)
         sample_weight=np.load(tmp_path / "w.npy", mmap_mode="r"),
     )
     assert streamed.offset_ == pytest.approx(in_memory.offset_, rel=1e-12, abs=1e-12)
+    assert streamed.mixture_.n_samples_fit_ == len(X)
+    assert streamed.mixture_.sample_weight_sum_ == pytest.approx(weight.sum(), rel=1e-12)
+    if dtype == np.float64:  # dask data and weights
+        da = pytest.importorskip("dask.array")
+        on_dask = gmmkit.AnomalyDetector(**options).fit(
+            da.from_array(X, chunks=(700, 2)), sample_weight=da.from_array(weight, chunks=700)
+        )
+        # (its weighted k-means start differs from the in-memory one: compare the cut
+        # with the in-memory cut of its own density)
+        scores = np.asarray(on_dask.mixture_.score_samples(X))
+        assert on_dask.offset_ == pytest.approx(
+            lower_tail_threshold(scores, 0.02, weight), rel=1e-12, abs=1e-12)
+        assert on_dask.mixture_.sample_weight_sum_ == pytest.approx(weight.sum(), rel=1e-12)
     # streamed scoring and prediction, checked against the fit's features
     memmap = np.load(tmp_path / "x.npy", mmap_mode="r")
     np.testing.assert_array_equal(streamed.predict(memmap), streamed.predict(X))

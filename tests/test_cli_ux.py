@@ -178,6 +178,51 @@ def test_info_gaussian_mixture(data: dict[str, Path]) -> None:
     assert f"{model.weights_[0]:.6g}" in text and f"{model.means_[0, 0]:.6g}" in text
 
 
+def _printed(name: str, text: str) -> str:
+    match = re.search(rf"\b{name} (\S+)", text)
+    assert match, text
+    return match.group(1)
+
+
+def test_info_prints_the_training_criteria(data: dict[str, Path]) -> None:
+    X = np.load(data["X"])
+    text = run("info", data["model"]).stdout
+    model = gmmkit.load(data["model"])
+    assert model.n_samples_fit_ == len(X) and model.sample_weight_sum_ == len(X)
+    assert _printed("BIC", text) == f"{model.bic(X):.6g}"
+    assert _printed("AIC", text) == f"{model.aic(X):.6g}"
+    assert "300 training rows" in text
+    # weighted: n is the weights' sum, as in bic(X, sample_weight)
+    weight = np.random.default_rng(0).integers(1, 4, len(X)).astype(float)
+    weighted = GaussianMixture(2, random_state=0).fit(X, sample_weight=weight)
+    weighted.save(data["folder"] / "weighted.gmm")
+    text = run("info", data["folder"] / "weighted.gmm").stdout
+    assert _printed("BIC", text) == f"{weighted.bic(X, sample_weight=weight):.6g}"
+    assert _printed("AIC", text) == f"{weighted.aic(X, sample_weight=weight):.6g}"
+    assert f"total sample weight {weight.sum():.6g}" in text
+
+
+def test_info_on_a_file_without_the_training_size(data: dict[str, Path]) -> None:
+    model = gmmkit.load(data["model"])  # as files written before the size was recorded
+    del model.n_samples_fit_, model.sample_weight_sum_
+    model.save(data["folder"] / "older.gmm")
+    text = run("info", data["folder"] / "older.gmm").stdout
+    assert "BIC, AIC: unavailable" in text and "older gmmkit" in text
+    assert "BIC " not in text.replace("BIC, AIC", "")
+
+
+def test_info_selector_criteria_from_its_table(data: dict[str, Path]) -> None:
+    X = np.load(data["X"])
+    selector = gmmkit.GaussianMixtureSelector(n_components=[1, 2], covariance_types=["VVV"],
+                                              random_state=0).fit(X)
+    selector.save(data["folder"] / "selector.gmm")
+    text = run("info", data["folder"] / "selector.gmm").stdout
+    best = selector.best_estimator_
+    assert _printed("BIC", text) == f"{best.bic(X):.6g}"
+    assert _printed("AIC", text) == f"{best.aic(X):.6g}"
+    assert _printed("ICL", text) == f"{best.icl(X):.6g}"
+
+
 def test_info_anomaly_detector(data: dict[str, Path]) -> None:
     path = data["folder"] / "detector.gmm"
     run("anomalies", data["X"], "--seed", 0, "--save-model", path, "-o",

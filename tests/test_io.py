@@ -74,6 +74,8 @@ def test_round_trip_is_bit_identical(
     assert loaded.n_iter_ == model.n_iter_
     assert loaded.lower_bounds_ == model.lower_bounds_
     assert loaded.n_features_in_ == data.shape[1]
+    assert loaded.n_samples_fit_ == model.n_samples_fit_ == len(data)
+    assert loaded.sample_weight_sum_ == model.sample_weight_sum_ == len(data)
     assert np.array_equal(loaded.score_samples(data), model.score_samples(data))
     assert np.array_equal(loaded.predict_proba(data), model.predict_proba(data))
     assert np.array_equal(loaded.predict(data), model.predict(data))

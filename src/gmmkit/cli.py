@@ -1125,8 +1125,8 @@ def _model_details(model: Any) -> list[str]:
     if mixture is not None and getattr(mixture, "lower_bound_", None) is not None:
         lines.append(f"mean log-likelihood per training row: {mixture.lower_bound_:.6g}")
     if mixture is not None and hasattr(mixture, "_n_parameters"):
-        lines.append(f"free parameters: {mixture._n_parameters()} (BIC and AIC need the "
-                     "data too: 'gmmkit fit' prints them)")
+        lines.append(f"free parameters: {mixture._n_parameters()}")
+        lines.extend(_criteria_lines(model, mixture))
     if hasattr(model, "offset_"):
         how = (f"fixed (threshold={model.threshold:g})" if getattr(model, "threshold", None)
                is not None else f"contamination {getattr(model, 'contamination', 0):g} "
@@ -1134,6 +1134,42 @@ def _model_details(model: Any) -> list[str]:
         lines.append(f"threshold: log-density {model.offset_:.6g} ({how}); a row below it "
                      "is an outlier")
     return lines
+
+
+def _criteria_lines(model: Any, mixture: Any) -> list[str]:
+    """``info``'s lines on BIC, AIC and ICL (lower is better) of a saved model.
+
+    A selector's come from its table (computed on the training data after the fit);
+    otherwise BIC and AIC come from the mean log-likelihood of the last EM iteration
+    (``lower_bound_``) and the training data's size, recorded since the model files
+    this version writes (ICL would need each row's classification: not stored).
+    """
+    from gmmkit.core import criteria
+
+    selection = getattr(model, "selection_", None)
+    if selection is not None and hasattr(selection, "best_row"):
+        row = selection.best_row
+        return [f"BIC {float(row['bic']):.6g}   AIC {float(row['aic']):.6g}   ICL "
+                f"{float(row['icl']):.6g}   (lower is better; from the selection table)"]
+    if not hasattr(mixture, "n_samples_fit_"):
+        if type(mixture).__name__ == "SemiSupervisedGaussianMixture":
+            return ["BIC, AIC: not defined for a semi-supervised fit here (its likelihood "
+                    "mixes labelled and unlabelled rows)"]
+        return ["BIC, AIC: unavailable: this file was written by an older gmmkit, which did "
+                "not record the number of training rows (refit, or 'gmmkit fit' prints them)"]
+    n_rows, total = int(mixture.n_samples_fit_), float(mixture.sample_weight_sum_)
+    log_likelihood = float(mixture.lower_bound_) * total
+    n_params = mixture._n_parameters()
+    size = _plural(n_rows, "training row")
+    if total != n_rows:
+        size += f", total sample weight {total:.6g}"
+    try:
+        bic = f"BIC {criteria.bic(log_likelihood, n_params, total):.6g}   "
+    except ValueError:  # weights summing below one observation
+        bic = "BIC unavailable (sample weights sum below 1)   "
+    return [f"{bic}AIC {criteria.aic(log_likelihood, n_params):.6g}   (lower is better)",
+            f"  from {size} and the log-likelihood at the last EM iteration, "
+            f"{log_likelihood:.6g}"]
 
 
 @cli.command()

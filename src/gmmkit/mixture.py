@@ -159,6 +159,11 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         Mean log-likelihood (sample-weighted) at the last E-step of the best run.
     lower_bounds_ : list of float
         Its value at every iteration of the best run.
+    n_samples_fit_ : int
+        Rows of the training data.
+    sample_weight_sum_ : float
+        Their total sample weight (``n_samples_fit_`` without weights): the ``n`` of BIC,
+        whose log-likelihood is about ``lower_bound_ * sample_weight_sum_``.
     reseeded_ : list of (iteration, component)
         Components that emptied and were re-seeded during the best run.
     n_features_in_ : int
@@ -341,11 +346,20 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         streamed = self._out_of_core_engine(X, sample_weight, reset=True)
         if streamed is not None:
             self._fit_engine(streamed, streamed.n_features)
+            self._set_training_size(streamed.n_samples, sample_weight)
             return self
         X_checked = self._validate_X(X, reset=True)
         weight = self._checked_sample_weight(sample_weight, X_checked)
         self._fit_engine(self._engine(X_checked, weight), X_checked.shape[1])
+        self._set_training_size(X_checked.shape[0], sample_weight)
         return self
+
+    def _set_training_size(self, n_rows: int, sample_weight: Any) -> None:
+        """Record the training data's size (what BIC needs besides ``lower_bound_``)."""
+        self.n_samples_fit_ = int(n_rows)
+        self.sample_weight_sum_ = float(n_rows) if sample_weight is None else _weight_sum(
+            sample_weight
+        )
 
     def _checked_sample_weight(
         self, sample_weight: ArrayLike | None, X: NDArray[Any]
@@ -663,6 +677,20 @@ def _normalised_weight(weight: NDArray[np.float64]) -> NDArray[np.float64]:
     """
     scale = weight_scale(weight)
     return weight if scale == 1.0 else weight * scale
+
+
+def _weight_sum(sample_weight: Any) -> float:
+    """Sum of validated sample weights: an array, a memory map (summed in slices) or a
+    dask vector."""
+    if hasattr(sample_weight, "dask"):
+        return float(sample_weight.sum().compute())
+    if not isinstance(sample_weight, np.memmap):
+        return float(np.sum(np.asarray(sample_weight, dtype=np.float64)))
+    step = 1 << 20
+    return float(sum(
+        np.sum(np.asarray(sample_weight[i : i + step], dtype=np.float64))
+        for i in range(0, len(sample_weight), step)
+    ))
 
 
 def _scoring_weight(sample_weight: ArrayLike | None, n_samples: int) -> NDArray[np.float64]:

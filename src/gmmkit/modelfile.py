@@ -89,8 +89,9 @@ class documents and really has). Parameters go through the class's own scikit-le
 be names the class has (any other is refused), of the right type: floating-point arrays
 of the right dimension with finite values (``weights_``, ``means_``, ``mean_`` ...),
 class labels (``classes_``, ``transduction_``: numeric or string arrays), non-negative
-integers (``n_iter_``) and positive ones (``n_features_in_``, ``n_components_``),
-booleans (``converged_``), finite floats (``offset_``; ``lower_bound_`` may be
+integers (``n_iter_``) and positive ones (``n_features_in_``, ``n_components_``,
+``n_samples_fit_``), booleans (``converged_``), finite floats (``offset_``,
+``sample_weight_sum_`` non-negative; ``lower_bound_`` may be
 ``-inf``), lists of pairs (``reseeded_``), string arrays (``feature_names_in_``),
 nested estimators of the right class (``mixture_`` and ``best_estimator_`` are
 ``GaussianMixture``), model-selection results whose rows have the table's columns and
@@ -977,6 +978,9 @@ _MIXTURE_ATTRIBUTES: dict[str, Check] = {
     "reseeded_": _list_of(_list_of(_integer(0), length=2, tuples=True)),
     "n_features_in_": _integer(1),
     "feature_names_in_": _strings,
+    # the training data's size; files written before gmmkit recorded it lack both
+    "n_samples_fit_": _integer(1),
+    "sample_weight_sum_": _real(0.0),
 }
 _MIXTURE_PARAMS: dict[str, Check] = {
     "weights_init": _numeric_init,
