@@ -25,7 +25,8 @@ from gmmkit.data import (
     write_table,
 )
 from gmmkit.data.reader import TextReader
-from gmmkit.engines.sources import ChunkSource, CSVSource, ParquetSource
+from gmmkit.data.sources import CSVSource, ParquetSource
+from gmmkit.engines.sources import ChunkSource
 
 rng = np.random.default_rng(3)
 BLOBS = np.vstack([rng.normal(0.0, 1.0, (150, 3)), rng.normal(6.0, 1.0, (150, 3))])
@@ -211,6 +212,17 @@ def test_open_table_streams_above_the_limit(tmp_path: Path) -> None:
     assert isinstance(mapped, np.memmap)
     with pytest.raises(DataFileError, match=r"column subset of a \.npy file"):
         open_table(tmp_path / "t.npy", "0", max_in_memory_bytes=1000)
+
+
+def test_file_sources_keep_their_old_import_path() -> None:
+    import gmmkit.data.sources as moved
+    import gmmkit.engines
+    from gmmkit.engines.sources import CSVSource as OldCSV
+    from gmmkit.engines.sources import ParquetSource as OldParquet
+
+    assert OldCSV is moved.CSVSource is gmmkit.engines.CSVSource is CSVSource
+    assert OldParquet is moved.ParquetSource is gmmkit.engines.ParquetSource
+    assert issubclass(moved.CSVSource, ChunkSource)
 
 
 def test_estimated_size_follows_the_rows(tmp_path: Path) -> None:

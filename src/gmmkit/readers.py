@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 
-from gmmkit.engines.sources import CSVSource, ParquetSource
+from gmmkit.data.sources import CSVSource, ParquetSource
 
 
 def read_parquet(

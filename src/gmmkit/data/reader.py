@@ -1,7 +1,7 @@
 """The one text reader: pyarrow's multi-threaded CSV parser, in blocks.
 
 :func:`~gmmkit.data.read_table` (the whole file) and
-:class:`~gmmkit.engines.sources.CSVSource` (streamed, pass after pass) both take their
+:class:`~gmmkit.data.sources.CSVSource` (streamed, pass after pass) both take their
 rows from :class:`TextReader`, so a file gives them the same values and the same errors.
 
 pyarrow reads the file itself (decompressing ``.gz``, ``.bz2``, ``.zst``, ``.lz4``, and

@@ -3,7 +3,7 @@
 :func:`open_table` is what the command line reads data with: the same files and
 columns as :func:`~gmmkit.data.read_table`, but a table whose parsed array would take
 more than :data:`MAX_IN_MEMORY_BYTES` comes back as a
-:class:`~gmmkit.engines.sources.CSVSource` / :class:`~gmmkit.engines.sources.ParquetSource`
+:class:`~gmmkit.data.sources.CSVSource` / :class:`~gmmkit.data.sources.ParquetSource`
 (or a memory map for ``.npy``), which every estimator streams chunk by chunk.
 :func:`row_blocks` walks either kind in row blocks, so a consumer has one loop for both.
 """
@@ -146,7 +146,7 @@ def open_table(
         selected, _ = parquet_columns(parquet_files(file), columns, file)
         if estimated_bytes(file, len(selected)) <= limit:
             return read_table(file, selected)
-        from gmmkit.engines.sources import ParquetSource
+        from gmmkit.data.sources import ParquetSource
 
         return ParquetSource(file, selected), selected
     if text_suffix(file) in _TEXT_SUFFIXES:
@@ -154,7 +154,7 @@ def open_table(
         indices = parse_columns(columns, layout.names, layout.n_fields, file)
         if estimated_bytes(file, len(indices)) <= limit:
             return read_table(file, indices)
-        from gmmkit.engines.sources import CSVSource
+        from gmmkit.data.sources import CSVSource
 
         source = CSVSource(file, indices, header=layout.header, delimiter=layout.delimiter)
         return source, (list(source.columns) if layout.header else None)
@@ -215,7 +215,7 @@ def take_columns(X: Any, indices: list[int]) -> Any:
     -------
     ndarray or the same kind of source
     """
-    from gmmkit.engines.sources import CSVSource, ParquetSource
+    from gmmkit.data.sources import CSVSource, ParquetSource
 
     if isinstance(X, CSVSource):
         chosen = [X._indices[i] for i in indices]

@@ -28,7 +28,7 @@ def _read_text(
     file: Path, columns: ColumnSpec
 ) -> tuple[NDArray[np.float64], list[str] | None]:
     """The whole table through pyarrow's parser, exactly as
-    :class:`~gmmkit.engines.sources.CSVSource` streams it (:class:`TextReader`)."""
+    :class:`~gmmkit.data.sources.CSVSource` streams it (:class:`TextReader`)."""
     layout = read_layout(file)
     indices = parse_columns(columns, layout.names, layout.n_fields, file)
     data = TextReader(layout, indices).read()

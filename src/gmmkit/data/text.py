@@ -1,7 +1,7 @@
 """Delimited text files: the rules every text reader of gmmkit shares.
 
 :func:`~gmmkit.data.read_table` (the whole file) and
-:class:`~gmmkit.engines.sources.CSVSource` (streamed) both parse with pyarrow through
+:class:`~gmmkit.data.sources.CSVSource` (streamed) both parse with pyarrow through
 :class:`~gmmkit.data.reader.TextReader`; they take the file's layout from
 :func:`read_layout` and explain every failure with :func:`find_problem`, one
 line-by-line check of the same rules:

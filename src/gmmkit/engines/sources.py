@@ -5,22 +5,22 @@ yields consecutive row blocks on every pass.  :class:`~gmmkit.engines.streaming.
 StreamingEngine` turns those blocks into fixed-size chunks and maps the EM kernel over
 them, so memory stays independent of the number of rows.
 
+* :class:`ChunkSource` — what every source provides.
 * :class:`ArraySource` — a ``numpy.memmap`` (``np.load(path, mmap_mode="r")``) or any
   2-D array-like that can be sliced by rows (h5py, zarr).  Pages of a memory map that
   have been processed are handed back to the OS, so the resident set stays small.
-* :class:`ParquetSource` — the row groups of one Parquet file or a directory of them
-  (pyarrow).
-* :class:`CSVSource` — pyarrow's streaming CSV reader, every column parsed as float64.
 * :class:`IterableSource` — any callable returning a fresh iterator of 2-D blocks.
+
+The file sources, :class:`~gmmkit.data.sources.ParquetSource` and
+:class:`~gmmkit.data.sources.CSVSource`, live with the data readers in
+:mod:`gmmkit.data.sources`; they can still be imported from here.
 """
 
 from __future__ import annotations
 
 import mmap
-import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -190,154 +190,6 @@ class ArraySource(ChunkSource):
             releaser.finish()
 
 
-# ----------------------------------------------------------------------------- files
-def _require_pyarrow(what: str) -> Any:
-    try:
-        import pyarrow
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            f"{what} needs pyarrow, a dependency of gmmkit; reinstall it: `pip install pyarrow`"
-        ) from exc
-    return pyarrow
-
-
-def _batch_to_array(batch: Any, dtype: np.dtype) -> NDArray[Any]:
-    """A pyarrow RecordBatch of numeric columns as an (n, D) array; nulls become NaN."""
-    out = np.empty((batch.num_rows, batch.num_columns), dtype=dtype)
-    for j in range(batch.num_columns):
-        out[:, j] = batch.column(j).to_numpy(zero_copy_only=False)
-    return out
-
-
-def _arrow_dtype(schema_types: Sequence[Any], names: Sequence[str], where: str) -> np.dtype:
-    pa = _require_pyarrow(where)
-    all_float32 = True
-    for name, arrow_type in zip(names, schema_types):
-        if not (
-            pa.types.is_integer(arrow_type)
-            or pa.types.is_floating(arrow_type)
-            or pa.types.is_boolean(arrow_type)
-        ):
-            raise NonNumericError(
-                f"column {name!r} of {where} has type {arrow_type}; only numeric columns "
-                "can be fitted (select columns with columns=[...])"
-            )
-        all_float32 &= pa.types.is_float32(arrow_type)
-    return np.dtype(np.float32 if all_float32 else np.float64)
-
-
-class ParquetSource(ChunkSource):
-    """Row groups of a Parquet file, or of every ``*.parquet`` file in a directory
-    (in name order).
-
-    Parameters
-    ----------
-    path : str or Path
-    columns : list of str or int, optional
-        Columns to use (names or positions); all by default.  They must be numeric.
-    """
-
-    def __init__(
-        self, path: str | os.PathLike[str], columns: Sequence[str | int] | str | None = None
-    ) -> None:
-        _require_pyarrow("read_parquet")
-        import pyarrow.parquet as pq
-
-        from gmmkit.data.parquet import parquet_columns, parquet_files
-
-        root = Path(path)
-        files = parquet_files(root)
-        self.files = files
-        self.columns, types = parquet_columns(files, columns, root)
-        self.dtype = _arrow_dtype(types, self.columns, str(root))
-        self.n_features = len(self.columns)
-        self.feature_names = tuple(self.columns)
-        self.n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-        self._path = root
-
-    @property
-    def description(self) -> str:
-        return f"parquet {self._path}"
-
-    def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
-        import pyarrow.parquet as pq
-
-        # batches of a multiple of the chunk size, near 1 Mi cells
-        step = max(1, int(rows_hint))
-        batch_rows = step * max(1, (1 << 20) // max(step * self.n_features, 1))
-        for file in self.files:
-            with pq.ParquetFile(file) as reader:
-                for batch in reader.iter_batches(batch_size=batch_rows, columns=self.columns):
-                    yield _batch_to_array(batch, self.dtype)
-
-
-class CSVSource(ChunkSource):
-    """Blocks of a delimited text file parsed by pyarrow's streaming reader, as float64.
-
-    The file follows exactly the rules of :func:`gmmkit.data.read_table`
-    (:mod:`gmmkit.data.text`): UTF-8 with or without a byte-order mark, ``#`` comments,
-    a header detected from the first line, every line with the header's number of
-    fields, every selected field a finite number.  The first full pass checks all of it
-    and stops at the first problem with the same :class:`~gmmkit.data.DataFileError`
-    ``read_table`` raises (naming the line); later passes trust the file.
-
-    Parameters
-    ----------
-    path : str or Path
-        Plain, ``.gz`` or ``.bz2``.
-    columns : list of str or int, optional
-        Columns to use (names if the file has a header, or 0-based positions).
-    header : bool or None
-        Whether the first line holds column names; by default it does when any of
-        its fields is not a number.
-    delimiter : str or None
-        Detected from the first line by default (tab, comma, semicolon, else runs of
-        blanks), as ``read_table`` does.
-    block_bytes : int
-        Bytes of text parsed per block.
-    """
-
-    def __init__(
-        self,
-        path: str | os.PathLike[str],
-        columns: Sequence[str | int] | str | None = None,
-        header: bool | None = None,
-        delimiter: str | None = None,
-        block_bytes: int = 4 << 20,
-    ) -> None:
-        _require_pyarrow("read_csv")
-        from gmmkit.data.columns import parse_columns
-        from gmmkit.data.reader import TextReader
-        from gmmkit.data.text import read_layout
-
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise FileNotFoundError(f"no such CSV file: {self.path}")
-        self.layout = read_layout(self.path, delimiter=delimiter, header=header)
-        self.header = self.layout.header
-        self._indices = parse_columns(
-            columns, self.layout.names, self.layout.n_fields, self.path
-        )
-        self._reader = TextReader(self.layout, self._indices)
-        self.columns = [self.layout.labels[j] for j in self._indices]
-        self.n_features = len(self._indices)
-        self.dtype = np.dtype(np.float64)
-        self.feature_names = tuple(self.columns) if self.header else None
-        self.n_rows = None
-        self.delimiter = self.layout.delimiter
-        self.block_bytes = int(block_bytes)
-        self._checked = False
-
-    @property
-    def description(self) -> str:
-        return f"csv {self.path}"
-
-    def blocks(self, rows_hint: int) -> Iterator[NDArray[Any]]:
-        check = not self._checked
-        yield from self._reader.blocks(self.block_bytes, check=check)
-        self._checked = True
-
-
 class IterableSource(ChunkSource):
     """Blocks from a factory: a callable returning a fresh iterator of 2-D arrays.
 
@@ -379,3 +231,12 @@ class IterableSource(ChunkSource):
                     f"must have shape (n, {self.n_features})"
                 )
             yield array
+
+
+def __getattr__(name: str) -> Any:
+    """The file sources moved to :mod:`gmmkit.data.sources`; old imports keep working."""
+    if name in ("CSVSource", "ParquetSource"):
+        from gmmkit.data import sources
+
+        return getattr(sources, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
