@@ -1,12 +1,15 @@
-"""Data and comparisons shared by the out-of-core engine tests (streaming, Dask).
+"""Helpers shared by test modules.
 
-Both compare an out-of-core fit with the in-memory fit of the same rows started from the
-same parameters, on the same three-cluster data.
+Data and comparisons for the out-of-core engine tests (streaming, Dask): both compare an
+out-of-core fit with the in-memory fit of the same rows started from the same
+parameters, on the same three-cluster data.  :func:`set_field` edits model-file
+metadata for the model-file tests.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -103,3 +106,16 @@ def assert_model_structure(model: Any, rtol: float = 1e-6) -> None:
         _, axes = np.linalg.eigh(covs[0])
         rotated = np.einsum("ji,kjl,lm->kim", axes, covs, axes)  # D' Sigma_k D
         assert np.abs(rotated[:, off_diagonal]).max() <= 1e-5 * scale, f"{name}: orientation"
+
+
+def set_field(path: Sequence[str], value: Any) -> Callable[[dict, dict], None]:
+    """An edit of a model file's metadata, ``edit(metadata, arrays)``, that sets the
+    entry at ``path`` (keys from the top of the metadata) to ``value``."""
+
+    def edit(meta: dict, arrays: dict) -> None:
+        target = meta
+        for step in path[:-1]:
+            target = target[step]
+        target[path[-1]] = value
+
+    return edit

@@ -14,6 +14,7 @@ from sklearn.exceptions import NotFittedError
 
 import gmmkit
 import gmmkit.modelfile
+from _helpers import set_field
 from gmmkit import GaussianMixture, ModelFileError
 from gmmkit.core.covariance import COVARIANCE_TYPES, UNIVARIATE_MODEL_NAMES
 from gmmkit.modelfile import FORMAT_NAME, FORMAT_VERSION, _sha256, read_metadata
@@ -310,18 +311,6 @@ def _set_array(name: str, change: Any) -> Any:
     return edit
 
 
-def _set_field(*path_and_value: Any) -> Any:
-    *path, value = path_and_value
-
-    def edit(meta: dict, arrays: dict) -> None:
-        target = meta
-        for step in path[:-1]:
-            target = target[step]
-        target[path[-1]] = value
-
-    return edit
-
-
 def _asymmetric(c: np.ndarray) -> np.ndarray:
     c[0, 0, 1] += 0.1
     return c
@@ -346,14 +335,14 @@ BAD_EDITS = {
     "bad version": (_set_meta("format_version", "one"), "format_version"),
     "other format": (_set_meta("format", "something-else"), "not a gmmkit model"),
     "no estimator": (_set_meta("estimator", None), "estimator"),
-    "unknown class": (_set_field("estimator", "class", "Popen"), "unknown estimator class"),
-    "dotted class": (_set_field("estimator", "class", "os.system"), "unknown estimator class"),
-    "invalid param": (_set_field("estimator", "params", "n_components", 0), "invalid parameters"),
-    "unknown param": (_set_field("estimator", "params", "evil", 1), "invalid parameters"),
-    "k mismatch": (_set_field("estimator", "params", "n_components", 4), "components"),
-    "private attr": (_set_field("estimator", "attributes", "_params", 1), "attribute name"),
-    "property attr": (_set_field("estimator", "attributes", "params_", 1), "attribute name"),
-    "unknown tag": (_set_field("estimator", "attributes", "converged_", {"__x__": 1}), "tag"),
+    "unknown class": (set_field(("estimator", "class"), "Popen"), "unknown estimator class"),
+    "dotted class": (set_field(("estimator", "class"), "os.system"), "unknown estimator class"),
+    "invalid param": (set_field(("estimator", "params", "n_components"), 0), "invalid parameters"),
+    "unknown param": (set_field(("estimator", "params", "evil"), 1), "invalid parameters"),
+    "k mismatch": (set_field(("estimator", "params", "n_components"), 4), "components"),
+    "private attr": (set_field(("estimator", "attributes", "_params"), 1), "attribute name"),
+    "property attr": (set_field(("estimator", "attributes", "params_"), 1), "attribute name"),
+    "unknown tag": (set_field(("estimator", "attributes", "converged_"), {"__x__": 1}), "tag"),
     "weights sum": (_set_array("weights_", lambda w: w * 1.1), "sum to one"),
     "negative weight": (
         _set_array("weights_", lambda w: np.array([-0.1, w[1], w[2] + w[0] + 0.1])),
@@ -362,9 +351,9 @@ BAD_EDITS = {
     "nan mean": (_set_array("means_", _with_nan), "NaN"),
     "wrong shape": (_set_array("means_", lambda m: m[:, :2].copy()), "shape"),
     # the stored arrays are checked against the named model's layout: (K, D) for EEI
-    "other layout": (_set_field("estimator", "params", "covariance_type", "EEI"), "shape"),
-    "one-feature model": (_set_field("estimator", "params", "covariance_type", "V"), "shape"),
-    "unknown model": (_set_field("estimator", "params", "covariance_type", "vvv"),
+    "other layout": (set_field(("estimator", "params", "covariance_type"), "EEI"), "shape"),
+    "one-feature model": (set_field(("estimator", "params", "covariance_type"), "V"), "shape"),
+    "unknown model": (set_field(("estimator", "params", "covariance_type"), "vvv"),
                       "invalid parameters"),
     "asymmetric": (_set_array("covariances_", _asymmetric), "symmetric"),
     "not pd": (_set_array("covariances_", _not_positive_definite), "positive definite"),

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 import gmmkit
+from _helpers import set_field
 from gmmkit import GaussianMixture, ModelFileError
 from gmmkit.core.covariance import MODEL_NAMES, cholesky_precision
 from gmmkit.modelfile import (
@@ -117,16 +118,6 @@ def _craft(src: Path, dst: Path, edit: Callable[[dict, dict], Any], *, deep: int
     _write(dst, meta, arrays)  # fixes meta["arrays"]
     text = json.dumps(meta).replace(f'"{DEEP}"', "[" * deep + "1" + "]" * deep)
     return _write(dst, None, arrays, text=text)
-
-
-def _setter(path: tuple[str, ...], value: Any) -> Callable[[dict, dict], None]:
-    def edit(meta: dict, arrays: dict) -> None:
-        target = meta
-        for step in path[:-1]:
-            target = target[step]
-        target[path[-1]] = value
-
-    return edit
 
 
 ATTR = ("estimator", "attributes")
@@ -397,7 +388,8 @@ def test_allowed_integer_and_float32_arrays_load(tmp_path: Path, files: dict[str
 def test_deep_nesting(
     tmp_path: Path, files: dict[str, Path], path: tuple[str, ...], levels: int, match: str
 ) -> None:
-    bad = _craft(files["GaussianMixture"], tmp_path / "deep.gmm", _setter(path, DEEP), deep=levels)
+    bad = _craft(files["GaussianMixture"], tmp_path / "deep.gmm", set_field(path, DEEP),
+                 deep=levels)
     _refused(bad, match)
 
 
@@ -418,7 +410,7 @@ def test_deep_nesting(
 def test_metadata_limits(
     tmp_path: Path, files: dict[str, Path], path: tuple[str, ...], value: Any, match: str
 ) -> None:
-    bad = _craft(files["GaussianMixture"], tmp_path / "limits.gmm", _setter(path, value))
+    bad = _craft(files["GaussianMixture"], tmp_path / "limits.gmm", set_field(path, value))
     _refused(bad, match)
 
 
@@ -458,12 +450,12 @@ def test_long_values_under_the_limit_give_short_messages(
         ((*ATTR, "converged_"), {"__float__": long}, "bad float"),
         (("summary", "covariance_type"), long, "summary.covariance_type"),
     ]:
-        bad = _craft(files["GaussianMixture"], tmp_path / "long.gmm", _setter(path, value))
+        bad = _craft(files["GaussianMixture"], tmp_path / "long.gmm", set_field(path, value))
         _refused(bad, match)
 
 
 def test_unknown_top_level_field(tmp_path: Path, files: dict[str, Path]) -> None:
-    bad = _craft(files["GaussianMixture"], tmp_path / "u.gmm", _setter(("extra",), 1))
+    bad = _craft(files["GaussianMixture"], tmp_path / "u.gmm", set_field(("extra",), 1))
     _refused(bad, "unknown fields 'extra'")
 
 
@@ -562,7 +554,7 @@ def test_wrong_attribute_and_parameter_types(
     tmp_path: Path, files: dict[str, Path], cls: str, index: int
 ) -> None:
     path, value, match = WRONG_TYPES[cls][index]
-    edit = _setter(path, value)
+    edit = set_field(path, value)
 
     def edit_and_drop_unused(meta: dict, arrays: dict) -> None:
         edit(meta, arrays)
@@ -631,7 +623,7 @@ def test_selection_rows(tmp_path: Path, files: dict[str, Path]) -> None:
         (bad_value, r"rows\.1\.n_parameters must be an integer"),
         ("rows", "rows must be a list"),
     ]:
-        bad = _craft(files["GaussianMixtureSelector"], tmp_path / "r.gmm", _setter(rows, value))
+        bad = _craft(files["GaussianMixtureSelector"], tmp_path / "r.gmm", set_field(rows, value))
         _refused(bad, match)
 
 
@@ -655,7 +647,8 @@ def test_summary_must_agree_with_the_model(tmp_path: Path, files: dict[str, Path
         ("feature_names", "abcd"),
         ("n_features", None),
     ]:
-        bad = _craft(files["GaussianMixture"], tmp_path / "s.gmm", _setter(("summary", key), value))
+        bad = _craft(files["GaussianMixture"], tmp_path / "s.gmm",
+                     set_field(("summary", key), value))
         _refused(bad, f"summary.{key}")
 
 
