@@ -37,6 +37,11 @@ def test_fitted_arrays_and_outputs_have_sklearns_dtypes(
                                         random_state=0).fit(X)
         for name in ARRAYS:
             assert getattr(ours, name).dtype == getattr(theirs, name).dtype == X.dtype, name
+        # bounds: np.float32 for float32 data, a float (np.float64 there) otherwise
+        expected = np.float32 if X.dtype == np.float32 else float
+        for bound in (ours.lower_bound_, theirs.lower_bound_, *ours.lower_bounds_,
+                      *theirs.lower_bounds_):
+            assert isinstance(bound, expected), (X.dtype, type(bound))
         # outputs: result_type(X, model), for every pairing of model and input dtypes
         for Z in (X64, X32):
             for method in ("predict_proba", "score_samples"):
@@ -79,6 +84,9 @@ def test_float32_model_file_round_trip_is_bit_exact(
         assert again.tobytes() == original.tobytes(), name
     np.testing.assert_array_equal(loaded.score_samples(X32), model.score_samples(X32))
     np.testing.assert_array_equal(loaded.predict_proba(X32), model.predict_proba(X32))
+    assert type(loaded.lower_bound_) is np.float32 and loaded.lower_bound_ == model.lower_bound_
+    assert loaded.lower_bounds_ == model.lower_bounds_
+    assert all(type(b) is np.float32 for b in loaded.lower_bounds_)
     assert read_metadata(path)["summary"]["dtype"] == "float32"
 
 

@@ -156,7 +156,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         EM iterations of the best run (with ``init_params="auto"`` its short run
         included); SQUAREM's extrapolated passes are not counted (``max_iter`` does).
     lower_bound_ : float
-        Mean log-likelihood (sample-weighted) at the last E-step of the best run.
+        Mean log-likelihood (sample-weighted) at the last E-step of the best run
+        (``np.float32`` for float32 data, as in scikit-learn).
     lower_bounds_ : list of float
         Its value at every iteration of the best run.
     n_samples_fit_ : int
@@ -465,8 +466,10 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self._set_params_from(_params_as(best.params, engine.dtype))
         self.converged_ = best.converged
         self.n_iter_ = best.n_iter
-        self.lower_bound_ = best.lower_bound
-        self.lower_bounds_ = list(best.lower_bounds)
+        # scikit-learn's types: np.float32 bounds for float32 data
+        bound: Any = np.float32 if engine.dtype == np.float32 else float
+        self.lower_bound_ = bound(best.lower_bound)
+        self.lower_bounds_ = [bound(value) for value in best.lower_bounds]
         self.reseeded_ = list(best.reseeded)
 
     def _check_warm_start(self, n_features: int) -> None:

@@ -1384,6 +1384,11 @@ def _after_load(estimator: Any) -> None:
             raise ModelFileError(
                 f"n_features_in_ is {_short(n_features_in)} but means_ has {d} columns"
             )
+        if params.means.dtype == np.float32:  # float32 fits keep np.float32 bounds
+            if isinstance(getattr(estimator, "lower_bound_", None), float):
+                estimator.lower_bound_ = np.float32(estimator.lower_bound_)
+            if isinstance(getattr(estimator, "lower_bounds_", None), list):
+                estimator.lower_bounds_ = [np.float32(v) for v in estimator.lower_bounds_]
         for _iteration, component in getattr(estimator, "reseeded_", []):
             if component >= k:
                 raise ModelFileError(f"reseeded_ names component {component} of {k}")
