@@ -512,3 +512,24 @@ def test_compressed_and_deeply_nested_files(tmp_path: Path, model_file: Path) ->
         np.savez(handle, **members)
     with pytest.raises(ModelFileError):
         gmmkit.load(nested)
+
+
+def test_training_size_is_recorded_for_every_input_kind(tmp_path: Path) -> None:
+    """n_samples_fit_ and sample_weight_sum_ (what `gmmkit info` needs for BIC) from
+    arrays, memory maps and torch tensors, with and without weights."""
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(0, 1, (100, 2)), rng.normal(5, 1, (100, 2))])
+    weight = rng.integers(1, 4, len(X)).astype(float)
+    np.save(tmp_path / "x.npy", X)
+    np.save(tmp_path / "w.npy", weight)
+    inputs: list[tuple[Any, Any]] = [
+        (X, None), (X, weight.tolist()),
+        (np.load(tmp_path / "x.npy", mmap_mode="r"), np.load(tmp_path / "w.npy", mmap_mode="r")),
+    ]
+    torch = pytest.importorskip("torch")
+    inputs.append((torch.as_tensor(X), torch.as_tensor(weight)))
+    for data, w in inputs:
+        model = GaussianMixture(2, random_state=0, max_iter=5).fit(data, sample_weight=w)
+        assert model.n_samples_fit_ == len(X)
+        expected = len(X) if w is None else weight.sum()
+        assert model.sample_weight_sum_ == expected

@@ -683,10 +683,12 @@ def _normalised_weight(weight: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def _weight_sum(sample_weight: Any) -> float:
-    """Sum of validated sample weights: an array, a memory map (summed in slices) or a
-    dask vector."""
+    """Sum of validated sample weights: an array, a memory map (summed in slices), a
+    torch tensor or a dask vector."""
     if hasattr(sample_weight, "dask"):
         return float(sample_weight.sum().compute())
+    if is_torch_tensor(sample_weight):
+        sample_weight = sample_weight.detach().cpu().numpy()
     if not isinstance(sample_weight, np.memmap):
         return float(np.sum(np.asarray(sample_weight, dtype=np.float64)))
     step = 1 << 20
