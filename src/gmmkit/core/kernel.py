@@ -110,9 +110,15 @@ class KernelCoefficients:
         ``U.T`` with ``U`` the tied precision Cholesky factor: ``-0.5 |U.T xc|^2`` is the
         shared quadratic term (tied only).
     centred_factors, centred_offsets, centred_constants : ndarray or None
-        Set when the expansion would lose accuracy (:data:`FLOAT64_TERM_LIMIT`): the
+        Set when the expansion would lose accuracy for some component (probe error
+        above :data:`FLOAT64_TOLERANCE`) or is skipped (small or wide passes): the
         precision Cholesky factors, ``mu_k - reference`` (K, D) and ``log pi_k +
-        log det U_k - D/2 log 2 pi`` (K,), for per-component centred evaluation.
+        log det U_k - D/2 log 2 pi`` (K,) of every component, for per-component
+        centred evaluation.  Evaluating every component this way is always exact.
+    centred_components : ndarray of int or None
+        With ``centred_offsets`` set, the components the kernel evaluates centred on
+        their own means; the others keep the one expansion GEMM (``weights_t`` then
+        holds every component's quadratic coefficients).  ``None``: all of them.
     """
 
     covariance: CovarianceType
@@ -128,6 +134,7 @@ class KernelCoefficients:
     own_centred: NDArray[np.intp] | None = None
     params: MixtureParams | None = None
     quadratic: bool = True
+    centred_components: NDArray[np.intp] | None = None
 
     @property
     def n_components(self) -> int:
@@ -192,11 +199,18 @@ def kernel_coefficients(
         compute: np.dtype, per_component: bool, inaccurate: NDArray[np.bool_] | None = None
     ) -> KernelCoefficients:
         extra: dict[str, Any] = {}
+        # every component centred: blocks need no quadratic features
+        no_quadratic = exact or (
+            per_component and inaccurate is not None and bool(np.all(inaccurate))
+        )
         stats_reference = np.tile(reference, (params.n_components, 1))
         if inaccurate is not None and np.any(inaccurate) and not cov.shared_quadratic:
             stats_reference[inaccurate] = params.means[inaccurate]
             extra["own_centred"] = np.flatnonzero(inaccurate)
         if per_component:
+            if not exact and inaccurate is not None and not np.all(inaccurate):
+                # only the inaccurate components pay for the centred evaluation
+                extra["centred_components"] = np.flatnonzero(inaccurate)
             extra |= {
                 "centred_factors": np.ascontiguousarray(params.precisions_cholesky, compute),
                 "centred_offsets": np.ascontiguousarray(centred, dtype=compute),
@@ -210,14 +224,16 @@ def kernel_coefficients(
             reference_compute=reference.astype(compute),
             stats_reference=stats_reference,
             dtype=compute,
-            weights_t=np.ascontiguousarray(weights_matrix.T, dtype=compute),
+            weights_t=np.ascontiguousarray(
+                (linear if no_quadratic else weights_matrix).T, dtype=compute
+            ),
             whitening=(
                 np.ascontiguousarray(params.precisions_cholesky.T, dtype=compute)
                 if cov.shared_quadratic
                 else None
             ),
             params=params,
-            quadratic=not exact,
+            quadratic=not no_quadratic,
             **extra,
         )
 
@@ -386,41 +402,61 @@ def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) ->
     may be absent for tied, which whitens ``xc`` instead)."""
     q = phi_t.shape[0] - d - 1
     xc_t = phi_t[q : q + d]
-    if coefs.centred_offsets is not None:
+    centred = coefs.centred_offsets is not None
+    if centred and coefs.centred_components is None:
         return _centred_log_joint_t(coefs, xc_t)
     if coefs.whitening is None:
-        return np.dot(coefs.weights_t, phi_t)
-    white = np.dot(coefs.whitening, xc_t)
-    np.multiply(white, white, out=white)
-    quad = white.sum(axis=0)
-    quad *= -0.5
-    log_prob = np.dot(coefs.weights_t, phi_t[q:])
-    log_prob += quad
+        log_prob = np.dot(coefs.weights_t, phi_t)
+    else:
+        white = np.dot(coefs.whitening, xc_t)
+        np.multiply(white, white, out=white)
+        quad = white.sum(axis=0)
+        quad *= -0.5
+        log_prob = np.dot(coefs.weights_t, phi_t[q:])
+        log_prob += quad
+    if centred:
+        # the expansion's rows of the inaccurate components are replaced: one GEMM row
+        # each is cheaper than splitting the GEMM by component
+        _centred_log_joint_t(coefs, xc_t, coefs.centred_components, log_prob)
     return log_prob
 
 
-def _centred_log_joint_t(coefs: KernelCoefficients, xc_t: Array) -> Array:
-    """(K, n) log-joint with every component centred on its own mean (exact, slower)."""
+def _centred_log_joint_t(
+    coefs: KernelCoefficients,
+    xc_t: Array,
+    components: NDArray[np.intp] | None = None,
+    out: Array | None = None,
+) -> Array:
+    """(K, n) log-joint with components centred on their own means (exact, slower).
+
+    ``components`` (default all) are written into their rows of ``out`` (a new (K, n)
+    block by default); the other rows are left as they are.
+    """
     assert coefs.centred_offsets is not None and coefs.centred_factors is not None
     assert coefs.centred_constants is not None
     name = coefs.covariance.layout
     factors, offsets = coefs.centred_factors, coefs.centred_offsets
     n_components = len(offsets)
-    out = np.empty((n_components, xc_t.shape[1]), dtype=xc_t.dtype)
-    for k in range(n_components):
-        diff = xc_t - offsets[k][:, None]
+    if out is None:
+        out = np.empty((n_components, xc_t.shape[1]), dtype=xc_t.dtype)
+    which = range(n_components) if components is None else components
+    diff = np.empty_like(xc_t)
+    y = np.empty_like(xc_t) if name in ("full", "tied") else diff
+    for k in which:
+        np.subtract(xc_t, offsets[k][:, None], out=diff)
         if name == "full":
-            y = np.dot(factors[k].T, diff)
+            np.dot(factors[k].T, diff, out=y)
         elif name == "tied":
-            y = np.dot(factors.T, diff)
+            np.dot(factors.T, diff, out=y)
         elif name == "diag":
-            y = diff * factors[k][:, None]
+            diff *= factors[k][:, None]
         else:
-            y = diff * factors[k]
+            diff *= factors[k]
         np.multiply(y, y, out=y)
-        np.sum(y, axis=0, out=out[k])
-    out *= -0.5
-    out += coefs.centred_constants[:, None]
+        row = out[k]
+        np.sum(y, axis=0, out=row)
+        row *= -0.5
+        row += coefs.centred_constants[k]
     return out
 
 
@@ -650,7 +686,21 @@ def chunk_statistics(
         pooled = np.dot(_as_float64(weighted), _as_float64(xc_t).T)
         second = pack_symmetric(pooled)[None, :]
     own = coefs.own_centred
-    if own is None:
+    q = 0 if tied else phi_t.shape[0] - d - 1  # 0 when the block carries no quadratics
+    own_moments = None
+    if own is not None:
+        # ill-conditioned components: moments around their own means, from the
+        # unscaled centred rows and their weighted responsibilities
+        own_moments = _own_mean_moments(
+            coefs, phi_t[q : q + d], log_prob_t[own] * scale, np.arange(len(own)), own
+        )
+    if not tied and own is not None and len(own) == len(log_prob_t):
+        # every component around its own mean: no statistics GEMM
+        log_prob_t *= scale
+        nk = log_prob_t.sum(axis=1).astype(np.float64)
+        first = np.empty((len(nk), d))
+        second = np.empty((len(nk), coefs.covariance.n_quadratic(d)))
+    else:
         if phi_t.shape[0] < log_prob_t.shape[0]:
             phi_t *= scale
         else:
@@ -660,25 +710,13 @@ def chunk_statistics(
         # reference cancel in the M-step (S / n - m m'), and float32 accumulation over a
         # block cost 1e-4 relative in covariances of clusters 15 widths from it
         moments = np.dot(_as_float64(phi_t), _as_float64(log_prob_t).T).T  # (K, F)
-        q = 0 if tied else phi_t.shape[0] - d - 1
         if not tied:
             second = moments[:, :q]
         nk = moments[:, -1].copy()
         first = moments[:, q : q + d].copy()
-    else:
-        # ill-conditioned components: moments around their own means; the others
-        # around the shared reference, in one GEMM as above
-        log_prob_t *= scale
-        nk = log_prob_t.sum(axis=1).astype(np.float64)
-        q = phi_t.shape[0] - d - 1  # 0 when the block carries no quadratic features
-        first = np.empty((len(nk), d))
-        second = np.empty((len(nk), coefs.covariance.n_quadratic(d)))
-        rest = np.setdiff1d(np.arange(len(nk)), own)
-        if len(rest):
-            moments = np.dot(phi_t, log_prob_t[rest].T).T.astype(np.float64)
-            first[rest] = moments[:, q : q + d]
-            second[rest] = moments[:, :q]
-        first[own], second[own] = _own_mean_moments(coefs, phi_t[q : q + d], log_prob_t, own)
+    if own_moments is not None:
+        assert own is not None
+        first[own], second[own] = own_moments
 
     if n:
         if weight is None:
@@ -709,15 +747,19 @@ def _as_float64(block: Array) -> NDArray[np.float64]:
 
 
 def _own_mean_moments(
-    coefs: KernelCoefficients, xc_t: Array, resp_t: Array, components: NDArray[np.intp]
+    coefs: KernelCoefficients,
+    xc_t: Array,
+    resp_t: Array,
+    rows: NDArray[np.intp],
+    components: NDArray[np.intp],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """First and second moments of ``components`` around their own means (their rows
     of ``coefs.stats_reference``): (len(components), D) and (len(components), Q).
 
-    ``xc_t`` (D, n) holds the float64 rows minus the shared reference, ``resp_t`` (K, n)
-    the weighted responsibilities (non-negative).  ``xc - (mu_k - ref)`` carries only
-    ``eps |x - ref|`` absolute, and nothing as large as ``|x - ref|^2`` enters a sum
-    that later cancels.
+    ``xc_t`` (D, n) holds the float64 rows minus the shared reference; row
+    ``rows[i]`` of ``resp_t`` (., n) the weighted responsibilities (non-negative) of
+    ``components[i]``.  ``xc - (mu_k - ref)`` carries only ``eps |x - ref|`` absolute,
+    and nothing as large as ``|x - ref|^2`` enters a sum that later cancels.
     """
     assert coefs.centred_offsets is not None
     cov = coefs.covariance
@@ -726,10 +768,10 @@ def _own_mean_moments(
     outer = np.empty((len(components), d, d)) if cov.layout == "full" else None
     second = np.empty((len(components), cov.n_quadratic(d)))
     diff_t = np.empty_like(xc_t)
-    for i, k in enumerate(components):
+    for i, (r, k) in enumerate(zip(rows, components)):
         np.subtract(xc_t, coefs.centred_offsets[k][:, None], out=diff_t)
-        first[i] = np.dot(diff_t, resp_t[k])
-        y = diff_t * np.sqrt(resp_t[k])
+        first[i] = np.dot(diff_t, resp_t[r])
+        y = diff_t * np.sqrt(resp_t[r])
         if outer is not None:
             outer[i] = np.dot(y, y.T)  # y y' runs as one SYRK
         else:
