@@ -239,12 +239,13 @@ def kernel_coefficients(
 
     if exact:
         return build(np.dtype(np.float64), True, np.ones(params.n_components, dtype=bool))
+    probes = _probe_rows(params)
     if np.dtype(dtype) == np.float32:
         single = build(np.dtype(np.float32), False)
-        if expansion_error(single, params) <= FLOAT32_TOLERANCE:
+        if np.max(expansion_errors(single, params, probes), initial=0.0) <= FLOAT32_TOLERANCE:
             return single
     double = build(np.dtype(np.float64), False)
-    errors = expansion_errors(double, params)
+    errors = expansion_errors(double, params, probes)
     if not np.any(errors > FLOAT64_TOLERANCE):
         return double
     return build(np.dtype(np.float64), True, errors > FLOAT64_TOLERANCE)
@@ -267,10 +268,10 @@ def _probe_rows(params: MixtureParams) -> tuple[NDArray[np.float64], NDArray[np.
     z = _probe_directions(d)
     chol = params.precisions_cholesky
     if params.layout in ("full", "tied"):
-        # x - mu = U^-T z  so that |U' (x - mu)| = |z|
-        mats = np.broadcast_to(chol, (k, d, d))
-        rhs = np.broadcast_to(z.T, (k, d, len(z)))
-        offsets = np.linalg.solve(np.swapaxes(mats, 1, 2), rhs).transpose(0, 2, 1)
+        # x - mu = U^-T z = Sigma U z, so that |U' (x - mu)| = |z| (to rounding: only
+        # the probes' places depend on it, and multiplying costs a fraction of solving)
+        mats = np.broadcast_to(np.matmul(params.covariances, chol), (k, d, d))
+        offsets = np.matmul(z, np.swapaxes(mats, 1, 2))  # (K, P, D)
     elif params.layout == "diag":
         offsets = z[None, :, :] / chol[:, None, :]
     else:
@@ -296,10 +297,16 @@ def expansion_error(coefs: KernelCoefficients, params: MixtureParams) -> float:
     return float(errors.max()) if len(errors) else 0.0
 
 
-def expansion_errors(coefs: KernelCoefficients, params: MixtureParams) -> NDArray[np.float64]:
+def expansion_errors(
+    coefs: KernelCoefficients,
+    params: MixtureParams,
+    probes: tuple[NDArray[np.float64], NDArray[np.intp]] | None = None,
+) -> NDArray[np.float64]:
     """Per-component :func:`expansion_error`, shape (K,): the largest error at each
-    component's own probes over the common scale (0 where none is finite)."""
-    rows, owner = _probe_rows(params)
+    component's own probes over the common scale (0 where none is finite).
+
+    ``probes``: :func:`_probe_rows` of ``params`` when already at hand."""
+    rows, owner = _probe_rows(params) if probes is None else probes
     rows = rows.astype(coefs.dtype).astype(np.float64)  # the points the kernel sees
     d = params.n_features
     phi_t = _features_t(
