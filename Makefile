@@ -28,6 +28,7 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_convergence.py
 
 .PHONY: bench-mclust
 bench-mclust: $(STAMP)
