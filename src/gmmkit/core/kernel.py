@@ -27,8 +27,10 @@ Precision: the expansion around one reference point cancels terms as large as
 ``|x - ref|' |P| |x - ref|``.  :func:`kernel_coefficients` measures the resulting
 error at probe points of every component and picks the cheapest accurate evaluation:
 float32 expansion (float32 data, error within 1e-5 of the log-densities), float64
-expansion, or -- for near-singular or very distant components -- every component
-centred on its own mean (scikit-learn's formulation).  The statistics of the components
+expansion, or -- for near-singular or very distant components -- those components
+centred on their own means (scikit-learn's formulation), their rows of the expansion
+GEMM's output overwritten, while every other component keeps the one GEMM.  The
+statistics of the components
 whose own probes show the error (except for tied, whose pooled second moment does not
 depend on the responsibilities) are then also taken around their current means
 (``SuffStats.reference`` row ``k``), so the M-step's ``S / n - m m'`` has ``m ~ 0`` at
