@@ -534,3 +534,28 @@ def test_mixed_path_covariances_of_tight_components_match_centred_reference(cov_
         np.testing.assert_allclose(new.means[j], mean, rtol=1e-13)
         np.testing.assert_allclose(new.covariances[j], want, rtol=1e-7,
                                    atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag", "spherical"])
+def test_every_component_inaccurate_skips_quadratic_features(cov_type):
+    """When every component's expansion loses accuracy the blocks carry no quadratic
+    features and no statistics GEMM runs; the results still equal brute force."""
+    params, X = _mixed_accuracy_params(cov_type)
+    tight = {
+        "full": params.covariances * 1e-8,
+        "diag": params.covariances * 1e-8,
+        "spherical": params.covariances * 1e-8,
+    }[cov_type]
+    params = MixtureParams.from_covariances(params.weights, params.means, tight, cov_type)
+    coefs = kernel_coefficients(params, np.float64, n_rows=len(X) * 100)
+    assert coefs.centred_offsets is not None and coefs.centred_components is None
+    assert not coefs.quadratic
+    np.testing.assert_array_equal(coefs.own_centred, np.arange(params.n_components))
+    ref = _reference_statistics(params, X, np.ones(len(X)), reference=params.means)
+    stats = chunk_statistics(coefs, X)
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-12)
+    np.testing.assert_allclose(stats.nk, ref["nk"], rtol=1e-9, atol=1e-12 * len(X))
+    for name in ("first", "second"):
+        want = ref[name]
+        np.testing.assert_allclose(getattr(stats, name), want, rtol=1e-8,
+                                   atol=1e-10 * np.abs(want).max())
