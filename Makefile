@@ -28,6 +28,11 @@ test: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/bench_convergence.py
+
+.PHONY: bench-peers
+bench-peers: $(STAMP)
+	$(BIN)/python benchmarks/peers.py --install
 
 .PHONY: bench-mclust
 bench-mclust: $(STAMP)

@@ -86,3 +86,17 @@ def test_squarem_benchmark_quick_mode_runs():
     out = _run(SCRIPT.with_name("bench_squarem.py"), "--quick")
     assert "SQUAREM passes" in out
     assert "SUMMARY SQUAREM:" in out
+
+
+@pytest.mark.slow
+def test_convergence_benchmark_quick_subset_runs():
+    """bench_convergence.py on the two smallest quick workloads: the table prints every
+    column, with a ratio and a share of the floor for each row."""
+    out = _run(SCRIPT.with_name("bench_convergence.py"), "--quick", "--only", "exam,diag",
+               "--sklearn-iters", "2", timeout=300)
+    table = out.split("Fits to convergence")[1]
+    for column in ("early/iter", "late/iter", "sklearn late", "ratio late", "of floor late"):
+        assert column in table, out[-3000:]
+    rows = [line for line in table.splitlines() if line.startswith(("1-D", "diag"))]
+    assert len(rows) == 4, table  # two workloads x float64, float32
+    assert all(line.count("x ") >= 2 and "%" in line for line in rows), table

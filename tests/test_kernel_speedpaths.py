@@ -416,3 +416,146 @@ def test_far_components_do_not_change_sums_through_the_exp_floor():
     np.testing.assert_allclose(log_resp, exact, rtol=1e-10)
     np.testing.assert_allclose(density, _reference_score(params, X), rtol=1e-12)
     assert proba_chunk(coefs, X).min() < 1e-250
+
+
+def _mixed_accuracy_params(cov_type: str) -> tuple[MixtureParams, np.ndarray]:
+    """Six components: two that the shared-reference expansion cannot evaluate to
+    1e-12 (a near-singular one and one far out in its own widths), four ordinary ones;
+    and rows drawn from all six, pixel-like (integer-valued colours near 0..255)."""
+    rng = np.random.default_rng(21)
+    d, k = 3, 6
+    means = np.array([
+        [120.0, 130.0, 110.0], [40.0, 60.0, 50.0], [200.0, 190.0, 170.0],
+        [90.0, 150.0, 60.0], [250.0, 250.0, 250.0], [5.0, 3.0, 240.0],
+    ])
+    spreads = np.array([30.0, 20.0, 25.0, 15.0, 1e-3, 0.05])
+    if cov_type == "full":
+        a = rng.normal(size=(k, d, d))
+        cov = (a @ a.transpose(0, 2, 1) + np.eye(d)) * spreads[:, None, None] ** 2 / d
+    elif cov_type == "tied":
+        cov = np.diag([1e-4, 1e-4, 4.0])
+    elif cov_type == "diag":
+        cov = rng.uniform(0.5, 1.5, size=(k, d)) * spreads[:, None] ** 2
+    else:
+        cov = spreads**2
+    params = MixtureParams.from_covariances(
+        np.array([0.25, 0.2, 0.2, 0.15, 0.1, 0.1]), means, cov, cov_type
+    )
+    dense = _dense_covariances(params)
+    labels = rng.integers(0, k, size=900)
+    X = np.stack([rng.multivariate_normal(means[j], dense[j]) for j in labels])
+    X[labels == 4] = np.round(X[labels == 4], 3)  # nearly constant colour
+    return params, X
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", ["plain", "weighted", "labelled"])
+def test_mixed_accurate_and_inaccurate_components_match_brute_force(cov_type, dtype, case):
+    """Only the components whose expansion loses accuracy are evaluated centred on
+    their own means; the others keep the one GEMM.  Log-likelihood, statistics (the
+    inaccurate components' around their own means), scores, responsibilities and
+    predictions equal a brute-force float64 computation from SciPy's densities."""
+    from gmmkit.core.kernel import FLOAT64_TOLERANCE, expansion_errors
+
+    params, X = _mixed_accuracy_params(cov_type)
+    k = params.n_components
+    rng = np.random.default_rng(5)
+    weight = rng.uniform(0.2, 3.0, size=len(X)) if case == "weighted" else np.ones(len(X))
+    labels = None
+    if case == "labelled":
+        labels = np.where(rng.uniform(size=len(X)) < 0.2, rng.integers(0, k, len(X)), -1)
+    Xd = X.astype(dtype)
+    coefs = kernel_coefficients(params, dtype, n_rows=len(X) * 100)  # not a small pass
+    assert coefs.dtype == np.float64  # float32 falls back: the expansion would cancel
+    errors = expansion_errors(
+        dataclasses.replace(coefs, centred_offsets=None, centred_components=None), params
+    )
+    inaccurate = np.flatnonzero(errors > FLOAT64_TOLERANCE)
+    # the premise: a true mix (tied has one shared precision, so all or none)
+    assert 0 < len(inaccurate) < k or cov_type == "tied"
+    if 0 < len(inaccurate) < k:
+        np.testing.assert_array_equal(coefs.centred_components, inaccurate)
+        assert coefs.quadratic
+    if cov_type != "tied":
+        np.testing.assert_array_equal(coefs.own_centred, inaccurate)
+    centres = np.tile(coefs.reference, (k, 1))
+    if cov_type != "tied":
+        centres[inaccurate] = params.means[inaccurate]
+    Xref = Xd.astype(np.float64)  # the rows the kernel sees
+    ref = _reference_statistics(params, Xref, weight, labels, 2.0, reference=centres)
+    stats = chunk_statistics(
+        coefs, Xd, None if case == "plain" else weight, labels, label_weight=2.0
+    )
+    np.testing.assert_array_equal(stats.reference, centres)
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-12)
+    scale = ref["nk"].max()
+    np.testing.assert_allclose(stats.nk, ref["nk"], rtol=1e-10, atol=1e-12 * scale)
+    for name in ("first", "second"):
+        got, want = getattr(stats, name), ref[name]
+        for j in range(len(want)):
+            tol = 1e-10 * np.abs(want[j]).max() + 1e-300
+            np.testing.assert_allclose(got[j], want[j], rtol=1e-9, atol=tol)
+    exact_joint = _reference_log_joint(params, Xref)
+    density = logsumexp(exact_joint, axis=1)
+    np.testing.assert_allclose(score_chunk(coefs, Xd), density, rtol=1e-12,
+                               atol=1e-12 * np.abs(density).mean())
+    resp = np.exp(exact_joint - logsumexp(exact_joint, axis=1, keepdims=True))
+    np.testing.assert_allclose(proba_chunk(coefs, Xd), resp, atol=1e-11)
+    clear = np.sort(resp, axis=1)[:, -2] < 0.45  # rows without a near tie
+    np.testing.assert_array_equal(predict_chunk(coefs, Xd)[clear],
+                                  np.argmax(exact_joint, axis=1)[clear])
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag"])
+def test_mixed_path_covariances_of_tight_components_match_centred_reference(cov_type):
+    """End to end through the engine (several chunks, two threads): the M-step's
+    covariance of a near-constant component far from the reference, from statistics
+    taken around its own mean, equals the weighted covariance of its rows computed
+    directly (centred two-pass formula in float64)."""
+    from gmmkit.core.mstep import m_step
+
+    params, X = _mixed_accuracy_params(cov_type)
+    X = np.vstack([X] * 4)
+    engine = MemoryEngine(X, chunk_rows=512, n_jobs=2)
+    stats = e_step(engine, params)
+    assert engine.n_samples * params.n_components > 20_000  # not the small-pass path
+    coefs = kernel_coefficients(params, np.float64, engine.n_samples)
+    assert coefs.centred_components is not None
+    new = m_step(stats, cov_type, reg_covar=0.0, previous=params).params
+    log_prob = _reference_log_joint(params, X)
+    resp = np.exp(log_prob - logsumexp(log_prob, axis=1, keepdims=True))
+    for j in coefs.centred_components:
+        r = resp[:, j]
+        mean = r @ X / r.sum()
+        xc = X - mean
+        cov = (xc * r[:, None]).T @ xc / r.sum()
+        want = cov if cov_type == "full" else np.diag(cov)
+        np.testing.assert_allclose(new.means[j], mean, rtol=1e-13)
+        np.testing.assert_allclose(new.covariances[j], want, rtol=1e-7,
+                                   atol=1e-9 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag", "spherical"])
+def test_every_component_inaccurate_skips_quadratic_features(cov_type):
+    """When every component's expansion loses accuracy the blocks carry no quadratic
+    features and no statistics GEMM runs; the results still equal brute force."""
+    params, X = _mixed_accuracy_params(cov_type)
+    tight = {
+        "full": params.covariances * 1e-8,
+        "diag": params.covariances * 1e-8,
+        "spherical": params.covariances * 1e-8,
+    }[cov_type]
+    params = MixtureParams.from_covariances(params.weights, params.means, tight, cov_type)
+    coefs = kernel_coefficients(params, np.float64, n_rows=len(X) * 100)
+    assert coefs.centred_offsets is not None and coefs.centred_components is None
+    assert not coefs.quadratic
+    np.testing.assert_array_equal(coefs.own_centred, np.arange(params.n_components))
+    ref = _reference_statistics(params, X, np.ones(len(X)), reference=params.means)
+    stats = chunk_statistics(coefs, X)
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-12)
+    np.testing.assert_allclose(stats.nk, ref["nk"], rtol=1e-9, atol=1e-12 * len(X))
+    for name in ("first", "second"):
+        want = ref[name]
+        np.testing.assert_allclose(getattr(stats, name), want, rtol=1e-8,
+                                   atol=1e-10 * np.abs(want).max())

@@ -27,8 +27,10 @@ Precision: the expansion around one reference point cancels terms as large as
 ``|x - ref|' |P| |x - ref|``.  :func:`kernel_coefficients` measures the resulting
 error at probe points of every component and picks the cheapest accurate evaluation:
 float32 expansion (float32 data, error within 1e-5 of the log-densities), float64
-expansion, or -- for near-singular or very distant components -- every component
-centred on its own mean (scikit-learn's formulation).  The statistics of the components
+expansion, or -- for near-singular or very distant components -- those components
+centred on their own means (scikit-learn's formulation), their rows of the expansion
+GEMM's output overwritten, while every other component keeps the one GEMM.  The
+statistics of the components
 whose own probes show the error (except for tied, whose pooled second moment does not
 depend on the responsibilities) are then also taken around their current means
 (``SuffStats.reference`` row ``k``), so the M-step's ``S / n - m m'`` has ``m ~ 0`` at
@@ -110,9 +112,15 @@ class KernelCoefficients:
         ``U.T`` with ``U`` the tied precision Cholesky factor: ``-0.5 |U.T xc|^2`` is the
         shared quadratic term (tied only).
     centred_factors, centred_offsets, centred_constants : ndarray or None
-        Set when the expansion would lose accuracy (:data:`FLOAT64_TERM_LIMIT`): the
+        Set when the expansion would lose accuracy for some component (probe error
+        above :data:`FLOAT64_TOLERANCE`) or is skipped (small or wide passes): the
         precision Cholesky factors, ``mu_k - reference`` (K, D) and ``log pi_k +
-        log det U_k - D/2 log 2 pi`` (K,), for per-component centred evaluation.
+        log det U_k - D/2 log 2 pi`` (K,) of every component, for per-component
+        centred evaluation.  Evaluating every component this way is always exact.
+    centred_components : ndarray of int or None
+        With ``centred_offsets`` set, the components the kernel evaluates centred on
+        their own means; the others keep the one expansion GEMM (``weights_t`` then
+        holds every component's quadratic coefficients).  ``None``: all of them.
     """
 
     covariance: CovarianceType
@@ -128,6 +136,7 @@ class KernelCoefficients:
     own_centred: NDArray[np.intp] | None = None
     params: MixtureParams | None = None
     quadratic: bool = True
+    centred_components: NDArray[np.intp] | None = None
 
     @property
     def n_components(self) -> int:
@@ -192,11 +201,18 @@ def kernel_coefficients(
         compute: np.dtype, per_component: bool, inaccurate: NDArray[np.bool_] | None = None
     ) -> KernelCoefficients:
         extra: dict[str, Any] = {}
+        # every component centred: blocks need no quadratic features
+        no_quadratic = exact or (
+            per_component and inaccurate is not None and bool(np.all(inaccurate))
+        )
         stats_reference = np.tile(reference, (params.n_components, 1))
         if inaccurate is not None and np.any(inaccurate) and not cov.shared_quadratic:
             stats_reference[inaccurate] = params.means[inaccurate]
             extra["own_centred"] = np.flatnonzero(inaccurate)
         if per_component:
+            if not exact and inaccurate is not None and not np.all(inaccurate):
+                # only the inaccurate components pay for the centred evaluation
+                extra["centred_components"] = np.flatnonzero(inaccurate)
             extra |= {
                 "centred_factors": np.ascontiguousarray(params.precisions_cholesky, compute),
                 "centred_offsets": np.ascontiguousarray(centred, dtype=compute),
@@ -210,25 +226,28 @@ def kernel_coefficients(
             reference_compute=reference.astype(compute),
             stats_reference=stats_reference,
             dtype=compute,
-            weights_t=np.ascontiguousarray(weights_matrix.T, dtype=compute),
+            weights_t=np.ascontiguousarray(
+                (linear if no_quadratic else weights_matrix).T, dtype=compute
+            ),
             whitening=(
                 np.ascontiguousarray(params.precisions_cholesky.T, dtype=compute)
                 if cov.shared_quadratic
                 else None
             ),
             params=params,
-            quadratic=not exact,
+            quadratic=not no_quadratic,
             **extra,
         )
 
     if exact:
         return build(np.dtype(np.float64), True, np.ones(params.n_components, dtype=bool))
+    probes = _probe_rows(params)
     if np.dtype(dtype) == np.float32:
         single = build(np.dtype(np.float32), False)
-        if expansion_error(single, params) <= FLOAT32_TOLERANCE:
+        if np.max(expansion_errors(single, params, probes), initial=0.0) <= FLOAT32_TOLERANCE:
             return single
     double = build(np.dtype(np.float64), False)
-    errors = expansion_errors(double, params)
+    errors = expansion_errors(double, params, probes)
     if not np.any(errors > FLOAT64_TOLERANCE):
         return double
     return build(np.dtype(np.float64), True, errors > FLOAT64_TOLERANCE)
@@ -251,10 +270,10 @@ def _probe_rows(params: MixtureParams) -> tuple[NDArray[np.float64], NDArray[np.
     z = _probe_directions(d)
     chol = params.precisions_cholesky
     if params.layout in ("full", "tied"):
-        # x - mu = U^-T z  so that |U' (x - mu)| = |z|
-        mats = np.broadcast_to(chol, (k, d, d))
-        rhs = np.broadcast_to(z.T, (k, d, len(z)))
-        offsets = np.linalg.solve(np.swapaxes(mats, 1, 2), rhs).transpose(0, 2, 1)
+        # x - mu = U^-T z = Sigma U z, so that |U' (x - mu)| = |z| (to rounding: only
+        # the probes' places depend on it, and multiplying costs a fraction of solving)
+        mats = np.broadcast_to(np.matmul(params.covariances, chol), (k, d, d))
+        offsets = np.matmul(z, np.swapaxes(mats, 1, 2))  # (K, P, D)
     elif params.layout == "diag":
         offsets = z[None, :, :] / chol[:, None, :]
     else:
@@ -280,10 +299,16 @@ def expansion_error(coefs: KernelCoefficients, params: MixtureParams) -> float:
     return float(errors.max()) if len(errors) else 0.0
 
 
-def expansion_errors(coefs: KernelCoefficients, params: MixtureParams) -> NDArray[np.float64]:
+def expansion_errors(
+    coefs: KernelCoefficients,
+    params: MixtureParams,
+    probes: tuple[NDArray[np.float64], NDArray[np.intp]] | None = None,
+) -> NDArray[np.float64]:
     """Per-component :func:`expansion_error`, shape (K,): the largest error at each
-    component's own probes over the common scale (0 where none is finite)."""
-    rows, owner = _probe_rows(params)
+    component's own probes over the common scale (0 where none is finite).
+
+    ``probes``: :func:`_probe_rows` of ``params`` when already at hand."""
+    rows, owner = _probe_rows(params) if probes is None else probes
     rows = rows.astype(coefs.dtype).astype(np.float64)  # the points the kernel sees
     d = params.n_features
     phi_t = _features_t(
@@ -386,41 +411,68 @@ def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) ->
     may be absent for tied, which whitens ``xc`` instead)."""
     q = phi_t.shape[0] - d - 1
     xc_t = phi_t[q : q + d]
-    if coefs.centred_offsets is not None:
-        return _centred_log_joint_t(coefs, xc_t)
+    centred = coefs.centred_offsets is not None
+    if centred and coefs.centred_components is None:
+        return _centred_log_joint_t(coefs, phi_t[q:])
     if coefs.whitening is None:
-        return np.dot(coefs.weights_t, phi_t)
-    white = np.dot(coefs.whitening, xc_t)
-    np.multiply(white, white, out=white)
-    quad = white.sum(axis=0)
-    quad *= -0.5
-    log_prob = np.dot(coefs.weights_t, phi_t[q:])
-    log_prob += quad
+        log_prob = np.dot(coefs.weights_t, phi_t)
+    else:
+        white = np.dot(coefs.whitening, xc_t)
+        np.multiply(white, white, out=white)
+        quad = white.sum(axis=0)
+        quad *= -0.5
+        log_prob = np.dot(coefs.weights_t, phi_t[q:])
+        log_prob += quad
+    if centred:
+        # the expansion's rows of the inaccurate components are replaced: one GEMM row
+        # each is cheaper than splitting the GEMM by component
+        _centred_log_joint_t(coefs, phi_t[q:], coefs.centred_components, log_prob)
     return log_prob
 
 
-def _centred_log_joint_t(coefs: KernelCoefficients, xc_t: Array) -> Array:
-    """(K, n) log-joint with every component centred on its own mean (exact, slower)."""
+def _centred_log_joint_t(
+    coefs: KernelCoefficients,
+    linear_t: Array,
+    components: NDArray[np.intp] | None = None,
+    out: Array | None = None,
+) -> Array:
+    """(K, n) log-joint with components centred on their own means (exact, slower).
+
+    ``linear_t`` (D + 1, n) is the block ``[xc; 1]``.  ``components`` (default all) are
+    written into their rows of ``out`` (a new (K, n) block by default); the other rows
+    are left as they are.
+    """
     assert coefs.centred_offsets is not None and coefs.centred_factors is not None
     assert coefs.centred_constants is not None
     name = coefs.covariance.layout
     factors, offsets = coefs.centred_factors, coefs.centred_offsets
-    n_components = len(offsets)
-    out = np.empty((n_components, xc_t.shape[1]), dtype=xc_t.dtype)
-    for k in range(n_components):
-        diff = xc_t - offsets[k][:, None]
+    n_components, d = offsets.shape
+    n = linear_t.shape[1]
+    if out is None:
+        out = np.empty((n_components, n), dtype=linear_t.dtype)
+    which = np.arange(n_components) if components is None else components
+    constants = coefs.centred_constants
+    # (x - ref) - (mu_k - ref) first, then U_k': the difference is exact to rounding of
+    # ``x - ref``; scikit-learn's ``U_k' x - U_k' mu_k`` (one stacked GEMM) measured
+    # 3-10x the error on a near-constant component far from the reference
+    xc_t = linear_t[:d]
+    diff = np.empty_like(xc_t)
+    y = np.empty_like(xc_t) if name in ("full", "tied") else diff
+    for k in which:
+        np.subtract(xc_t, offsets[k][:, None], out=diff)
         if name == "full":
-            y = np.dot(factors[k].T, diff)
+            np.dot(factors[k].T, diff, out=y)
         elif name == "tied":
-            y = np.dot(factors.T, diff)
+            np.dot(factors.T, diff, out=y)
         elif name == "diag":
-            y = diff * factors[k][:, None]
+            diff *= factors[k][:, None]
         else:
-            y = diff * factors[k]
+            diff *= factors[k]
         np.multiply(y, y, out=y)
-        np.sum(y, axis=0, out=out[k])
-    out *= -0.5
-    out += coefs.centred_constants[:, None]
+        row = out[k]
+        np.sum(y, axis=0, out=row)
+        row *= -0.5
+        row += constants[k]
     return out
 
 
@@ -650,7 +702,19 @@ def chunk_statistics(
         pooled = np.dot(_as_float64(weighted), _as_float64(xc_t).T)
         second = pack_symmetric(pooled)[None, :]
     own = coefs.own_centred
-    if own is None:
+    q = 0 if tied else phi_t.shape[0] - d - 1  # 0 when the block carries no quadratics
+    own_moments = None
+    if own is not None:
+        # ill-conditioned components: moments around their own means, from the
+        # unscaled centred rows and their weighted responsibilities
+        own_moments = _own_mean_moments(coefs, phi_t[q : q + d], log_prob_t[own] * scale, own)
+    if not tied and own is not None and len(own) == len(log_prob_t):
+        # every component around its own mean: no statistics GEMM
+        log_prob_t *= scale
+        nk = log_prob_t.sum(axis=1).astype(np.float64)
+        first = np.empty((len(nk), d))
+        second = np.empty((len(nk), coefs.covariance.n_quadratic(d)))
+    else:
         if phi_t.shape[0] < log_prob_t.shape[0]:
             phi_t *= scale
         else:
@@ -660,25 +724,13 @@ def chunk_statistics(
         # reference cancel in the M-step (S / n - m m'), and float32 accumulation over a
         # block cost 1e-4 relative in covariances of clusters 15 widths from it
         moments = np.dot(_as_float64(phi_t), _as_float64(log_prob_t).T).T  # (K, F)
-        q = 0 if tied else phi_t.shape[0] - d - 1
         if not tied:
             second = moments[:, :q]
         nk = moments[:, -1].copy()
         first = moments[:, q : q + d].copy()
-    else:
-        # ill-conditioned components: moments around their own means; the others
-        # around the shared reference, in one GEMM as above
-        log_prob_t *= scale
-        nk = log_prob_t.sum(axis=1).astype(np.float64)
-        q = phi_t.shape[0] - d - 1  # 0 when the block carries no quadratic features
-        first = np.empty((len(nk), d))
-        second = np.empty((len(nk), coefs.covariance.n_quadratic(d)))
-        rest = np.setdiff1d(np.arange(len(nk)), own)
-        if len(rest):
-            moments = np.dot(phi_t, log_prob_t[rest].T).T.astype(np.float64)
-            first[rest] = moments[:, q : q + d]
-            second[rest] = moments[:, :q]
-        first[own], second[own] = _own_mean_moments(coefs, phi_t[q : q + d], log_prob_t, own)
+    if own_moments is not None:
+        assert own is not None
+        first[own], second[own] = own_moments
 
     if n:
         if weight is None:
@@ -709,15 +761,15 @@ def _as_float64(block: Array) -> NDArray[np.float64]:
 
 
 def _own_mean_moments(
-    coefs: KernelCoefficients, xc_t: Array, resp_t: Array, components: NDArray[np.intp]
+    coefs: KernelCoefficients, xc_t: Array, resp: Array, components: NDArray[np.intp]
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """First and second moments of ``components`` around their own means (their rows
     of ``coefs.stats_reference``): (len(components), D) and (len(components), Q).
 
-    ``xc_t`` (D, n) holds the float64 rows minus the shared reference, ``resp_t`` (K, n)
-    the weighted responsibilities (non-negative).  ``xc - (mu_k - ref)`` carries only
-    ``eps |x - ref|`` absolute, and nothing as large as ``|x - ref|^2`` enters a sum
-    that later cancels.
+    ``xc_t`` (D, n) holds the float64 rows minus the shared reference; ``resp``
+    (len(components), n) the components' weighted responsibilities (non-negative).
+    ``xc - (mu_k - ref)`` carries only ``eps |x - ref|`` absolute, and nothing as large
+    as ``|x - ref|^2`` enters a sum that later cancels.
     """
     assert coefs.centred_offsets is not None
     cov = coefs.covariance
@@ -726,15 +778,16 @@ def _own_mean_moments(
     outer = np.empty((len(components), d, d)) if cov.layout == "full" else None
     second = np.empty((len(components), cov.n_quadratic(d)))
     diff_t = np.empty_like(xc_t)
+    root = np.sqrt(resp)
     for i, k in enumerate(components):
         np.subtract(xc_t, coefs.centred_offsets[k][:, None], out=diff_t)
-        first[i] = np.dot(diff_t, resp_t[k])
-        y = diff_t * np.sqrt(resp_t[k])
+        first[i] = np.dot(diff_t, resp[i])
+        diff_t *= root[i]
         if outer is not None:
-            outer[i] = np.dot(y, y.T)  # y y' runs as one SYRK
+            np.dot(diff_t, diff_t.T, out=outer[i])  # y y' runs as one SYRK
         else:
-            np.multiply(y, y, out=y)
-            totals = y.sum(axis=1)
+            np.multiply(diff_t, diff_t, out=diff_t)
+            totals = diff_t.sum(axis=1)
             second[i] = totals if cov.layout == "diag" else totals.sum()
     if outer is not None:
         second[:] = pack_symmetric(outer)
