@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy import stats as scipy_stats
@@ -359,6 +359,7 @@ def test_chunk_statistics_match_their_definition(
     covariance_type=covariance_types,
     init_params=st.sampled_from(["kmeans", "k-means++"]),
 )
+@example(seed=1747955, n=59, d=1, k=2, covariance_type="full", init_params="kmeans")
 def test_integer_sample_weight_equals_repeated_rows(
     seed: int, n: int, d: int, k: int, covariance_type: str, init_params: str
 ) -> None:
@@ -369,8 +370,11 @@ def test_integer_sample_weight_equals_repeated_rows(
         weight[: k + 1] = 1
     repeated = np.repeat(X, weight, axis=0)
     with _quiet():
+        # max_iter caps the slowly converging fits: at hundreds of iterations the change
+        # per step shrinks so slowly that rounding (weights vs repeats) moves the step at
+        # which the stopping rule is met (seen: 466 against 467 iterations)
         settings_ = dict(covariance_type=covariance_type, init_params=init_params,
-                         random_state=seed % 1000)
+                         random_state=seed % 1000, max_iter=60)
         weighted = GaussianMixture(k, **settings_).fit(X, sample_weight=weight)
         expanded = GaussianMixture(k, **settings_).fit(repeated)
     assert weighted.n_iter_ == expanded.n_iter_
