@@ -291,12 +291,15 @@ def _display(quiet: bool, mode: str) -> _Display:
 def _read(path: Path, columns: str | None, *, stream: bool = True) -> tuple[Any, list[str] | None]:
     """The data as an array, or (``stream``) as a streaming source when it would not fit
     in memory (:func:`gmmkit.data.open_table`); walk either with
-    :func:`gmmkit.data.row_blocks`."""
+    :func:`gmmkit.data.row_blocks`.  The column names come back beside the data, never
+    on a source: a model fitted on a streamed file then matches one fitted on the same
+    file in memory, and scoring plain row blocks later warns about no feature names."""
     from gmmkit import data as data_files
 
     if not stream:
         return data_files.read_table(path, columns)
-    return data_files.open_table(path, columns)
+    X, names = data_files.open_table(path, columns)
+    return _without_names(X), names
 
 
 def _without_names(X: Any) -> Any:
@@ -912,8 +915,6 @@ def anomalies(
     show = _display(quiet, progress)
     show.step(f"reading {data}")
     X, names = _read(data, columns)
-    # the columns' names stay here, as for an array: the detector scores plain blocks
-    X = _without_names(X)
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if n_components is not None:
         options["n_components"] = n_components
