@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import reduce
+from functools import cache, reduce
 from typing import Any, TypeVar
 
 import numpy as np
@@ -131,14 +131,21 @@ def checked_tensor(X: torch.Tensor, min_samples: int = 1, where: str = "X") -> t
 
 @dataclass(frozen=True)
 class _Kernel:
-    """:class:`KernelCoefficients` on the device."""
+    """:class:`KernelCoefficients` on the device.
+
+    Blocks are feature-major, as in :mod:`gmmkit.core.kernel`: the features ``Phi.T``
+    (F, n) and the log-joint (K, n), so that every elementwise step writes contiguous
+    rows and every reduction over components or features runs across the rows (coalesced
+    on a GPU; row-major (n, K) blocks reduce over a short last dimension, and the packed
+    products would be written as strided column slices).
+    """
 
     coefs: KernelCoefficients
     dtype: torch.dtype
     layout: str
     quadratic: bool
-    reference: torch.Tensor  # (D,)
-    weights: torch.Tensor  # (F, K): the E-step GEMM's right operand
+    reference: torch.Tensor  # (D, 1)
+    weights_t: torch.Tensor  # (K, F): the E-step GEMM's left operand
     whitening: torch.Tensor | None  # (D, D) = U.T
     factors: torch.Tensor | None
     offsets: torch.Tensor | None
@@ -159,7 +166,6 @@ class _Kernel:
             return torch.as_tensor(np.ascontiguousarray(array), dtype=dtype, device=device)
 
         d = len(coefs.reference)
-        rows, cols = np.triu_indices(d)
         own = rest = None
         if coefs.own_centred is not None:
             own_np = np.asarray(coefs.own_centred, dtype=np.int64)
@@ -167,9 +173,9 @@ class _Kernel:
             own = torch.as_tensor(own_np, device=device)
             rest = torch.as_tensor(rest_np, device=device)
         centred = getattr(coefs, "centred_components", None)
-        weights = put(coefs.weights_t)
-        assert weights is not None
-        reference = put(coefs.reference_compute)
+        weights_t = put(coefs.weights_t)
+        assert weights_t is not None
+        reference = put(np.asarray(coefs.reference_compute).reshape(d, 1))
         assert reference is not None
         return cls(
             coefs=coefs,
@@ -177,7 +183,7 @@ class _Kernel:
             layout=coefs.covariance.layout,
             quadratic=coefs.whitening is None and coefs.quadratic,
             reference=reference,
-            weights=weights.T.contiguous(),
+            weights_t=weights_t,
             whitening=put(coefs.whitening),
             factors=put(coefs.centred_factors),
             offsets=put(coefs.centred_offsets),
@@ -187,103 +193,115 @@ class _Kernel:
             # keep the expansion GEMM) names them; without the field, all of them
             centred_components=None if centred is None else [int(k) for k in centred],
             rest=rest,
-            triu=(torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)),
+            triu=_triu_indices(d, device),
             n_quadratic=coefs.covariance.n_quadratic(d),
         )
 
     # ------------------------------------------------------------------ E-step
-    def features(self, X: torch.Tensor) -> torch.Tensor:
-        """``[q(xc), xc, 1]`` of shape (n, F) in the compute dtype."""
+    def features_t(self, X: torch.Tensor) -> torch.Tensor:
+        """``[q(xc); xc; 1]`` of shape (F, n) in the compute dtype."""
         n, d = X.shape
         q = self.n_quadratic if self.quadratic else 0
-        phi = torch.empty((n, q + d + 1), dtype=self.dtype, device=X.device)
-        xc = phi[:, q : q + d]
-        torch.sub(X.to(self.dtype), self.reference, out=xc)
-        phi[:, q + d] = 1.0
+        phi_t = torch.empty((q + d + 1, n), dtype=self.dtype, device=X.device)
+        xc_t = phi_t[q : q + d]
+        torch.sub(X.to(self.dtype).T, self.reference, out=xc_t)
+        phi_t[q + d] = 1.0
         if q:
             if self.layout in ("full", "tied"):
-                # row i of the packed upper triangle: xc_i * xc_{i..D-1}, written in place
-                # (two gathers of (n, Q) would move three times the bytes)
+                # row i of the packed upper triangle: xc_i * xc_{i..D-1}, one contiguous
+                # (D - i, n) block written in place
                 start = 0
                 for i in range(d):
-                    torch.mul(xc[:, i : i + 1], xc[:, i:], out=phi[:, start : start + d - i])
+                    torch.mul(xc_t[i], xc_t[i:], out=phi_t[start : start + d - i])
                     start += d - i
             elif self.layout == "diag":
-                torch.mul(xc, xc, out=phi[:, :q])
+                torch.mul(xc_t, xc_t, out=phi_t[:q])
             else:
-                torch.sum(xc * xc, dim=1, keepdim=True, out=phi[:, :q])
-        return phi
+                torch.sum(xc_t * xc_t, dim=0, keepdim=True, out=phi_t[:q])
+        return phi_t
 
-    def log_joint(self, phi: torch.Tensor, d: int) -> torch.Tensor:
-        """(n, K) ``log(pi_k N(x | k))`` from the feature block."""
-        q = phi.shape[1] - d - 1
-        xc = phi[:, q : q + d]
+    def log_joint_t(self, phi_t: torch.Tensor, d: int) -> torch.Tensor:
+        """(K, n) ``log(pi_k N(x | k))`` from the feature block."""
+        q = phi_t.shape[0] - d - 1
+        xc_t = phi_t[q : q + d]
         if self.offsets is not None and self.centred_components is None:
-            return self._centred_log_joint(xc, range(len(self.offsets)))
+            return self._centred_log_joint_t(xc_t, range(len(self.offsets)))
         if self.whitening is None:
-            log_prob = phi @ self.weights
+            log_prob = self.weights_t @ phi_t
         else:
-            white = xc @ self.whitening.T
-            quad = (white * white).sum(dim=1)
-            log_prob = phi[:, q:] @ self.weights + (-0.5 * quad)[:, None]
+            white = self.whitening @ xc_t
+            quad = white.mul_(white).sum(dim=0)
+            log_prob = self.weights_t @ phi_t[q:]
+            log_prob += quad.mul_(-0.5)
         if self.offsets is not None and self.centred_components is not None:
-            # the expansion's columns of the inaccurate components are replaced
-            self._centred_log_joint(xc, self.centred_components, log_prob)
+            # the expansion's rows of the inaccurate components are replaced
+            self._centred_log_joint_t(xc_t, self.centred_components, log_prob)
         return log_prob
 
-    def _centred_log_joint(
-        self, xc: torch.Tensor, components: Iterable[int], out: torch.Tensor | None = None
+    def _centred_log_joint_t(
+        self, xc_t: torch.Tensor, components: Iterable[int], out: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Columns ``components`` of the (n, K) log-joint evaluated centred on each
+        """Rows ``components`` of the (K, n) log-joint evaluated centred on each
         component's own mean: ``(x - ref) - (mu_k - ref)`` first, then ``U_k'``."""
         assert self.factors is not None and self.offsets is not None
         assert self.constants is not None
         if out is None:
-            out = torch.empty((len(xc), len(self.offsets)), dtype=xc.dtype, device=xc.device)
+            out = torch.empty(
+                (len(self.offsets), xc_t.shape[1]), dtype=xc_t.dtype, device=xc_t.device
+            )
         for k in components:
-            diff = xc - self.offsets[k]
+            diff = xc_t - self.offsets[k][:, None]
             if self.layout == "full":
-                y = diff @ self.factors[k]
+                y = self.factors[k].T @ diff
             elif self.layout == "tied":
-                y = diff @ self.factors
+                y = self.factors.T @ diff
             else:
-                y = diff * self.factors[k]
-            out[:, k] = (y * y).sum(dim=1) * -0.5 + self.constants[k]
+                y = diff * self.factors[k].reshape(-1, 1)
+            torch.sum(y.mul_(y), dim=0, out=out[k])
+            out[k] *= -0.5
+            out[k] += self.constants[k]
         return out
 
-    def repaired_log_joint(
+    def repaired_log_joint_t(
         self, X: torch.Tensor, repair: bool = True
     ) -> tuple[
-        torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor] | None, torch.Tensor | None
+        torch.Tensor,
+        torch.Tensor,
+        torch.Tensor,
+        tuple[torch.Tensor, torch.Tensor] | None,
+        torch.Tensor | None,
     ]:
-        """Log-joint (n, K), the feature block, and the far rows re-evaluated on the host
-        by the numpy kernel's own :func:`_far_log_joint` (their indices and the per-row
-        offset to add back), as :func:`gmmkit.core.kernel._repair_far_rows` does.
+        """Log-joint (K, n), the feature block (F, n), the per-row maxima of the
+        log-joint (n,), and the far rows re-evaluated on the host by the numpy kernel's
+        own :func:`_far_log_joint` (their indices and the per-row offset to add back), as
+        :func:`gmmkit.core.kernel._repair_far_rows` does.
 
-        Without ``repair`` nothing waits for the device: the last item is then a device
-        flag, true when the block has far rows (and the results are to be recomputed)."""
-        phi = self.features(X)
-        log_prob = self.log_joint(phi, X.shape[1])
+        The row maxima (taken once: they serve both the far-row test and the
+        log-sum-exp's shift) include the repaired rows.  Without ``repair`` nothing
+        waits for the device: the last item is then a device flag, true when the block
+        has far rows (and the results are to be recomputed)."""
+        phi_t = self.features_t(X)
+        log_prob = self.log_joint_t(phi_t, X.shape[1])
+        col_max = log_prob.amax(dim=0)
         if len(X) == 0:
-            return log_prob, phi, None, None
-        col_max = log_prob.amax(dim=1)
+            return log_prob, phi_t, col_max, None, None
         far_mask = ~(col_max.abs() <= FAR_LOG_JOINT)
         if not repair:
-            return log_prob, phi, None, far_mask.any()
+            return log_prob, phi_t, col_max, None, far_mask.any()
         if not bool(far_mask.any()):
-            return log_prob, phi, None, None
+            return log_prob, phi_t, col_max, None, None
         rows = torch.nonzero(far_mask)[:, 0]
         rel, shift = _far_log_joint(self.coefs, X[rows].cpu().numpy())
-        log_prob[rows] = torch.as_tensor(rel.T, device=X.device).to(self.dtype)
-        return log_prob, phi, (rows, torch.as_tensor(shift, device=X.device)), None
+        log_prob[:, rows] = torch.as_tensor(rel, device=X.device).to(self.dtype)
+        col_max[rows] = log_prob[:, rows].amax(dim=0)
+        far = (rows, torch.as_tensor(shift, device=X.device))
+        return log_prob, phi_t, col_max, far, None
 
-    def exp_shifted(
-        self, log_prob: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``exp(max(log_prob - row max, floor))``, its row maxima and row sums."""
-        col_max = log_prob.amax(dim=1)
-        shifted = (log_prob - col_max[:, None]).clamp_min_(_EXP_FLOOR[self.dtype]).exp_()
-        return shifted, col_max, shifted.sum(dim=1)
+    def exp_shifted_(self, log_prob: torch.Tensor, col_max: torch.Tensor) -> torch.Tensor:
+        """Replace the (K, n) block by ``exp(max(log_prob - row max, floor))`` in place;
+        returns its sums over the components (n,)."""
+        log_prob.sub_(col_max).clamp_min_(_EXP_FLOOR[self.dtype]).exp_()
+        return log_prob.sum(dim=0)
 
     # ------------------------------------------------------------------ statistics
     def statistics(
@@ -300,7 +318,7 @@ class _Kernel:
         turns out true, and are to be recomputed with it."""
         n, d = X.shape
         tied = self.whitening is not None
-        log_prob, phi, far, far_rows = self.repaired_log_joint(X, repair)
+        log_prob, phi_t, col_max, far, far_rows = self.repaired_log_joint_t(X, repair)
         f64 = torch.float64
 
         labelled = known = labelled_log_density = None
@@ -310,13 +328,14 @@ class _Kernel:
                 labelled = None
             else:
                 known = labels[labelled]
-                labelled_log_density = log_prob[labelled, known].to(f64)
+                labelled_log_density = log_prob[known, labelled].to(f64)
                 if far is not None:
                     row_shift = torch.zeros(n, dtype=f64, device=X.device)
                     row_shift[far[0]] = far[1]
                     labelled_log_density = labelled_log_density + row_shift[labelled]
 
-        resp, col_max, col_sum = self.exp_shifted(log_prob)
+        col_sum = self.exp_shifted_(log_prob, col_max)
+        resp = log_prob  # the shifted exponentials, not yet divided by their sums
         log_norm = torch.log(col_sum).to(f64) + col_max
         if far is not None:
             log_norm[far[0]] += far[1]
@@ -326,44 +345,53 @@ class _Kernel:
             weight = torch.ones(n, dtype=f64, device=X.device) if weight is None else weight.clone()
             weight[labelled] *= label_weight
             log_norm[labelled] = labelled_log_density
-            resp[labelled] = 0.0
-            resp[labelled, known] = 1.0
+            resp[:, labelled] = 0.0
+            resp[known, labelled] = 1.0
             col_sum[labelled] = 1.0
 
+        # responsibilities * weight = exp_shifted * (weight / col_sum): the scale is
+        # folded into the smaller of the two GEMM operands
         scale = torch.reciprocal(col_sum)
         if weight is not None:
-            scale = scale * weight.to(self.dtype)
+            scale *= weight.to(self.dtype)
 
         second: torch.Tensor
         if tied:
-            xc = phi[:, :d]
-            weighted = xc if weight is None else xc * weight.to(self.dtype)[:, None]
-            pooled = weighted.to(f64).T @ xc.to(f64)
+            xc_t = phi_t[:d]
+            weighted = xc_t if weight is None else xc_t * weight.to(self.dtype)
+            pooled = weighted.to(f64) @ xc_t.to(f64).T
             second = pooled[self.triu[0], self.triu[1]][None, :]
         if self.own is None:
-            if phi.shape[1] < resp.shape[1]:
-                phi = phi * scale[:, None]
+            # the statistics GEMM runs in float64 even for float32 blocks (moments around
+            # the shared reference cancel in the M-step); the scaling writes its float64
+            # operand directly (computed in the block's dtype, as the numpy kernel's
+            # in-place scaling followed by the conversion), so the scaled operand
+            # costs one pass instead of two
+            if phi_t.shape[0] < resp.shape[0]:
+                phi64 = _scaled(phi_t, scale)
+                resp64 = resp.to(f64)
             else:
-                resp = resp * scale[:, None]
-            moments = (phi.to(f64).T @ resp.to(f64)).T  # (K, F)
-            q = 0 if tied else phi.shape[1] - d - 1
+                phi64 = phi_t.to(f64)
+                resp64 = _scaled(resp, scale)
+            moments = resp64 @ phi64.T  # (K, F)
+            q = 0 if tied else phi_t.shape[0] - d - 1
             if not tied:
                 second = moments[:, :q]
             nk = moments[:, -1]
             first = moments[:, q : q + d]
         else:
             assert self.rest is not None
-            resp = resp * scale[:, None]
-            nk = resp.sum(dim=0).to(f64)
-            q = phi.shape[1] - d - 1
-            k = resp.shape[1]
+            resp *= scale
+            nk = resp.sum(dim=1).to(f64)
+            q = phi_t.shape[0] - d - 1
+            k = resp.shape[0]
             first = torch.empty((k, d), dtype=f64, device=X.device)
             second = torch.empty((k, self.n_quadratic), dtype=f64, device=X.device)
             if len(self.rest):
-                moments = (phi.T @ resp[:, self.rest]).T.to(f64)
+                moments = (resp[self.rest] @ phi_t.T).to(f64)
                 first[self.rest] = moments[:, q : q + d]
                 second[self.rest] = moments[:, :q]
-            own_first, own_second = self._own_mean_moments(phi[:, q : q + d], resp)
+            own_first, own_second = self._own_mean_moments(phi_t[q : q + d], resp)
             first[self.own] = own_first
             second[self.own] = own_second
 
@@ -389,21 +417,21 @@ class _Kernel:
         )
 
     def _own_mean_moments(
-        self, xc: torch.Tensor, resp: torch.Tensor
+        self, xc_t: torch.Tensor, resp: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Moments of the ``own`` components around their own means (see
-        :func:`gmmkit.core.kernel._own_mean_moments`)."""
+        :func:`gmmkit.core.kernel._own_mean_moments`); ``xc_t`` (D, n), ``resp`` (K, n)."""
         assert self.own is not None and self.offsets is not None
         firsts, seconds = [], []
         for k in self.own.tolist():
-            diff = xc - self.offsets[k]
-            firsts.append(diff.T @ resp[:, k])
-            y = diff * torch.sqrt(resp[:, k])[:, None]
+            diff = xc_t - self.offsets[k][:, None]
+            firsts.append(diff @ resp[k])
+            y = diff * torch.sqrt(resp[k])
             if self.layout == "full":
-                outer = y.T @ y
+                outer = y @ y.T
                 seconds.append(outer[self.triu[0], self.triu[1]])
             else:
-                totals = (y * y).sum(dim=0)
+                totals = y.mul_(y).sum(dim=1)
                 seconds.append(totals if self.layout == "diag" else totals.sum()[None])
         return (
             torch.stack(firsts).to(torch.float64),
@@ -416,22 +444,21 @@ class _Kernel:
         ``predict_chunk`` ("predict"), ``proba_chunk`` ("proba"), or the largest log
         responsibility of :func:`~gmmkit.core.kernel.log_resp_and_density`
         ("map_log_resp")."""
-        log_prob, _, far, _ = self.repaired_log_joint(X)
+        log_prob, _, col_max, far, _ = self.repaired_log_joint_t(X)
         f64 = torch.float64
         if kind == "predict":
-            return log_prob.argmax(dim=1)
-        if kind == "map_log_resp":
-            col_max = log_prob.amax(dim=1)
-            shifted = log_prob - col_max[:, None]
-            log_sum = torch.log(shifted.clamp_min(_EXP_FLOOR[self.dtype]).exp().sum(dim=1))
-            return (shifted - log_sum[:, None]).amax(dim=1).to(f64)
+            return log_prob.argmax(dim=0)
         exact = None
         if kind == "proba" and far is not None:
-            rel = log_prob[far[0]].to(f64)
-            rel = rel - rel.amax(dim=1, keepdim=True)
+            rel = log_prob[:, far[0]].to(f64)
+            rel = rel - rel.amax(dim=0)
             exact = rel.exp()
-            exact = exact / exact.sum(dim=1, keepdim=True)
-        resp, col_max, col_sum = self.exp_shifted(log_prob)
+            exact = exact / exact.sum(dim=0)
+        if kind == "map_log_resp":
+            shifted = log_prob.sub_(col_max)
+            log_sum = torch.log(shifted.clamp_min(_EXP_FLOOR[self.dtype]).exp_().sum(dim=0))
+            return (shifted - log_sum).amax(dim=0).to(f64)
+        col_sum = self.exp_shifted_(log_prob, col_max)
         if kind == "score":
             density = torch.log(col_sum).to(f64) + col_max
             if far is not None:
@@ -439,10 +466,30 @@ class _Kernel:
             return density
         if kind != "proba":
             raise ValueError(f"unknown per-row kernel {kind!r}")
-        proba = (resp / col_sum[:, None]).to(f64)
+        proba = (log_prob / col_sum).to(f64)
         if exact is not None and far is not None:
-            proba[far[0]] = exact
-        return proba
+            proba[:, far[0]] = exact
+        return proba.T
+
+
+def _scaled(block: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``block * scale`` (scale broadcast over the block's rows) as float64, computed in
+    the block's own dtype and written once."""
+    if block.dtype == torch.float64:
+        return block.mul_(scale)
+    out = torch.empty(block.shape, dtype=torch.float64, device=block.device)
+    return torch.mul(block, scale, out=out)
+
+
+@cache
+def _triu_index_arrays(d: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    rows, cols = np.triu_indices(d)
+    return rows, cols
+
+
+def _triu_indices(d: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    rows, cols = _triu_index_arrays(d)
+    return torch.as_tensor(rows, device=device), torch.as_tensor(cols, device=device)
 
 
 @dataclass
