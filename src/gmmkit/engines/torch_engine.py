@@ -42,8 +42,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 
 T = TypeVar("T")
 
-#: Bytes of the (n, F + K) blocks of one device chunk (float64 statistics operands
-#: included) on a CUDA device: large enough that kernel launches are amortised.
+#: Bytes of the (F + K, n) blocks of one device chunk (float64 statistics operands
+#: included) on a CUDA device: large enough that kernel launches are amortised (a chunk
+#: takes about 40 launches, whatever its size).
 CUDA_CHUNK_BYTES = 1 << 30
 
 #: Fraction of the free device memory a NumPy array may take to be copied to the
@@ -508,11 +509,7 @@ class _DeviceStats:
 
 
 def _total(parts: list[_DeviceStats], reference: NDArray[np.float64]) -> SuffStats:
-    """Sum of the chunks' statistics in order, brought to the host once."""
-
-    def host(t: torch.Tensor) -> NDArray[np.float64]:
-        return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
-
+    """Sum of the chunks' statistics in order, brought to the host in one transfer."""
     nk, first, second = parts[0].nk, parts[0].first, parts[0].second
     log_likelihood, total_weight = parts[0].log_likelihood, parts[0].total_weight
     for p in parts[1:]:
@@ -520,18 +517,29 @@ def _total(parts: list[_DeviceStats], reference: NDArray[np.float64]) -> SuffSta
         log_likelihood = log_likelihood + p.log_likelihood
         total_weight = total_weight + p.total_weight
     worst_values = torch.stack([p.worst_value for p in parts])
+    worst_points = torch.stack([p.worst_point for p in parts])
+    blocks = [nk, first, second, log_likelihood, worst_values, worst_points]
+    if isinstance(total_weight, torch.Tensor):
+        blocks.append(total_weight)
+    flat = torch.cat([b.detach().reshape(-1).to(torch.float64) for b in blocks])
+    values = iter(np.split(flat.cpu().numpy(), np.cumsum([b.numel() for b in blocks])[:-1]))
+    nk_h, first_h, second_h, ll_h, worst_values_h, worst_points_h = (
+        next(values) for _ in range(6)
+    )
+    if isinstance(total_weight, torch.Tensor):
+        total_weight = float(next(values)[0])
     # the first chunk holding the lowest value, as SuffStats.__add__ keeps
-    worst = int(torch.argmin(worst_values))
+    worst = int(np.argmin(worst_values_h))
     return SuffStats(
-        nk=host(nk),
-        first=host(first),
-        second=host(second),
-        log_likelihood=float(log_likelihood),
+        nk=nk_h.copy(),
+        first=first_h.reshape(first.shape).copy(),
+        second=second_h.reshape(second.shape).copy(),
+        log_likelihood=float(ll_h[0]),
         total_weight=float(total_weight),
         n_samples=sum(p.n_samples for p in parts),
         reference=reference,
-        worst_log_density=float(worst_values[worst]),
-        worst_point=host(parts[worst].worst_point),
+        worst_log_density=float(worst_values_h[worst]),
+        worst_point=worst_points_h.reshape(worst_points.shape)[worst].copy(),
     )
 
 
@@ -615,7 +623,10 @@ class TorchEngine(Engine):
         if chunk_rows is None:
             if self.device.type == "cuda":
                 f = get_covariance_type(covariance_type).n_quadratic(self._d) + self._d + 1
-                chunk_rows = max(1024, CUDA_CHUNK_BYTES // (3 * 8 * (f + n_components)))
+                # per row: the (F + K) blocks in the compute dtype and their float64
+                # copies for the statistics GEMM
+                row_bytes = (self._dtype.itemsize + 8) * (f + n_components)
+                chunk_rows = max(1024, CUDA_CHUNK_BYTES // row_bytes)
             else:
                 chunk_rows = default_chunk_rows(
                     self._d, n_components, self._dtype.itemsize, covariance_type
