@@ -5,6 +5,12 @@ Run from the repository root (gmmkit need not be installed)::
 
     PYTHONPATH=src python3 benchmarks/bench_gpu.py --out gpu-table.txt
     PYTHONPATH=src python3 benchmarks/bench_gpu.py --quick      # tiny, CPU torch
+    PYTHONPATH=src python3 benchmarks/bench_gpu.py --only torch [--profile]   # seconds
+
+``--only torch`` times gmmkit-torch alone on both cases (no peers, no end-to-end fits):
+per EM iteration, one E-step pass with fixed coefficients (device work, synchronised),
+and the host's coefficients (precision probes) per iteration; ``--profile`` adds the
+torch.profiler table of one pass's device kernels.
 
 Cases: N = 10^7 rows, full covariances, D = 16 / K = 32 and D = 3 / K = 20, in float32 and
 float64.  Every library starts from the same parameters.  Per-iteration time is one E-step
@@ -500,6 +506,49 @@ def table(b: Bench) -> None:
     b.say("(iters: EM iterations of the end-to-end fit; * = stopped by the cap, not converged)")
 
 
+def torch_micro(b: Bench, n: int, d: int, k: int, profile: bool) -> None:
+    """gmmkit-torch alone: per-iteration, per-pass and host-coefficient times."""
+    from gmmkit.core.kernel import kernel_coefficients
+    from gmmkit.engines.torch_engine import TorchEngine
+
+    X64, _ = make_data(n, d, k, b.device)
+    for dtype in (torch.float32, torch.float64):
+        X = X64.to(dtype=dtype)
+        params = start_params(X[:100_000].cpu().numpy(), k)
+        engine = TorchEngine(X, device=b.device, n_components=k)
+        iters = 3 if b.quick else 10
+        per = gmmkit_per_iter(engine, params, iters)
+        t = time.perf_counter()
+        for _ in range(iters):
+            coefs = kernel_coefficients(params, np.dtype(str(dtype).split(".")[-1]), n)
+        host = (time.perf_counter() - t) / iters
+        engine.kernel_statistics(coefs)
+        _sync()
+        t = time.perf_counter()
+        for _ in range(iters):
+            engine.kernel_statistics(coefs)
+        _sync()
+        one_pass = (time.perf_counter() - t) / iters
+        b.say(f"  gmmkit-torch {str(dtype)[6:]:8s} N={n:.0e} D={d} K={k}: per-iter "
+              f"{1e3 * per:7.1f} ms  pass {1e3 * one_pass:7.1f} ms  coefficients "
+              f"{1e3 * host:5.1f} ms  ({coefs.dtype} kernel, {engine.chunk_rows} rows a chunk)")
+        if profile:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            activities = [ProfilerActivity.CPU]
+            if torch.cuda.is_available():
+                activities.append(ProfilerActivity.CUDA)
+            with torch_profile(activities=activities) as prof:
+                engine.kernel_statistics(coefs)
+                _sync()
+            key = "self_cuda_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+            b.say(prof.key_averages().table(sort_by=key, row_limit=14, max_name_column_width=40))
+        del engine, X
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
@@ -512,6 +561,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="passes of an end-to-end fit at most")
     parser.add_argument("--rows", type=int, default=10**7,
                         help="N of the two cases (default 10^7)")
+    parser.add_argument("--only", choices=["torch"],
+                        help="time only gmmkit-torch (per iteration, per pass, host part)")
+    parser.add_argument("--profile", action="store_true",
+                        help="with --only torch: the device kernels of one pass")
     args = parser.parse_args(argv)
     if torch is None:
         print("torch is not installed: nothing to benchmark (pip install 'gmmkit[torch]')")
@@ -542,9 +595,13 @@ def main(argv: list[str] | None = None) -> int:
         b.say(f"GEMM rate not measured: {_short(exc)}")
     cases = [(4_000, 16, 8), (4_000, 3, 5)] if args.quick else [
         (args.rows, 16, 32), (args.rows, 3, 20)]
-    for n, d, k in cases:
-        run_case(b, n, d, k, rate)
-    table(b)
+    if args.only == "torch":
+        for n, d, k in cases:
+            torch_micro(b, n, d, k, args.profile)
+    else:
+        for n, d, k in cases:
+            run_case(b, n, d, k, rate)
+        table(b)
     b.say(f"total {time.perf_counter() - b.start:.0f} s")
     if args.out:
         with open(args.out, "w") as fh:

@@ -346,3 +346,22 @@ def test_gpu_benchmark_quick_mode_runs(tmp_path: Any) -> None:
             assert "failed" not in line and "skipped" not in line, line
     assert "% of fp32 GEMM" in summary
     assert out_file.read_text().strip().endswith(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_gpu_benchmark_torch_only_mode_runs() -> None:
+    """The lead's quick device check (``--only torch --profile``) runs too: four timing
+    lines (two cases x two dtypes) with the profiler's table after each."""
+    import subprocess
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "--quick", "--only", "torch", "--profile"],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = [line for line in result.stdout.splitlines() if "per-iter" in line]
+    assert len(lines) == 4, result.stdout[-3000:]
+    assert all("pass" in line and "coefficients" in line for line in lines)
+    assert result.stdout.count("Self CPU time total") == 4
