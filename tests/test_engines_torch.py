@@ -158,6 +158,45 @@ def test_statistics_equal_with_weights_labels_and_far_rows() -> None:
         np.testing.assert_array_equal(got.worst_point, expected.worst_point)
 
 
+def test_per_row_kernels_equal_the_numpy_engine() -> None:
+    """score / predict / proba / largest log responsibility of every row, with rows too
+    far out for the expansion and a near-singular component, as the numpy kernel gives
+    them (the torch kernel's feature-major blocks are transposed back for (n, K))."""
+    from gmmkit.core.covariance import get_covariance_type
+    from gmmkit.core.kernel import kernel_coefficients
+
+    X = _blobs(3000)
+    X[:3] = [[1e9, 0.0, 0.0], [0.0, -3e8, 1e8], [1e12, 1e12, -1e12]]
+    means = np.array([[-8.0, 8.0, 5.0], [0.0, 0.0, 0.0], [5.0, -2.0, 1.0], [20.0, 0.0, 2.0]])
+    cov = np.array([np.eye(3) * s for s in (1.0, 2.0, 0.5, 1.0)])
+    for singular in (False, True):
+        if singular:
+            cov[3] = np.diag([1.0, 1.0, 1e-9])
+        for model in ("full", "tied", "diag", "spherical"):
+            layout = get_covariance_type(model).layout
+            covariances = {
+                "full": cov,
+                "tied": cov[1],
+                "diag": np.array([np.diag(c) for c in cov]),
+                "spherical": np.array([np.mean(np.diag(c)) for c in cov]),
+            }[layout]
+            params = MixtureParams.from_covariances(
+                np.array([0.1, 0.4, 0.3, 0.2]), means, covariances, model
+            )
+            coefs = kernel_coefficients(params, np.float64)
+            expected_engine = MemoryEngine(X, chunk_rows=700)
+            got_engine = TorchEngine(X, device="cpu", chunk_rows=1100)
+            for kind in ("score", "predict", "proba", "map_log_resp"):
+                expected = expected_engine.kernel_rows(coefs, kind)
+                got = got_engine.kernel_rows(coefs, kind)
+                assert got.shape == expected.shape, (model, kind)
+                if kind == "predict":
+                    np.testing.assert_array_equal(got, expected, err_msg=model)
+                else:
+                    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-12,
+                                               err_msg=f"{model} {kind} {singular}")
+
+
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
 def test_kmeans_assignment_statistics_on_the_device(covariance_type: str) -> None:
     """The k-means start's hard-assignment statistics equal the host computation."""
