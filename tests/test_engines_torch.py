@@ -404,3 +404,22 @@ def test_gpu_benchmark_torch_only_mode_runs() -> None:
     assert len(lines) == 4, result.stdout[-3000:]
     assert all("pass" in line and "coefficients" in line for line in lines)
     assert result.stdout.count("Self CPU time total") == 4
+
+
+def test_float32_rows_under_a_float64_kernel_equal_the_numpy_engine() -> None:
+    """float32 data whose coefficients fall back to float64 (here: asked for directly)
+    give the numpy kernel's float64 statistics."""
+    from gmmkit.core.kernel import kernel_coefficients
+
+    X = _blobs(2000).astype(np.float32)
+    params = MixtureParams.from_covariances(
+        np.array([0.5, 0.5]), np.array([[0.0, 1.0, 2.0], [5.0, -2.0, 1.0]]),
+        np.array([np.eye(3), 2.0 * np.eye(3)]), "full",
+    )
+    coefs = kernel_coefficients(params, np.float64)
+    expected = MemoryEngine(X, chunk_rows=500).kernel_statistics(coefs)
+    got = TorchEngine(X, device="cpu", chunk_rows=900).kernel_statistics(coefs)
+    for name in ("nk", "first", "second"):
+        np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-11,
+                                   err_msg=name)
+    assert got.log_likelihood == pytest.approx(expected.log_likelihood, rel=1e-12)

@@ -205,7 +205,10 @@ class _Kernel:
         q = self.n_quadratic if self.quadratic else 0
         phi_t = torch.empty((q + d + 1, n), dtype=self.dtype, device=X.device)
         xc_t = phi_t[q : q + d]
-        torch.sub(X.to(self.dtype).T, self.reference, out=xc_t)
+        # float32 rows under a float64 kernel are promoted by the subtraction itself
+        # (exactly, as a conversion would), without a converted copy of the chunk
+        rows_t = X.T if self.dtype == torch.float64 else X.to(self.dtype).T
+        torch.sub(rows_t, self.reference, out=xc_t)
         phi_t[q + d] = 1.0
         if q:
             if self.layout in ("full", "tied"):
