@@ -383,7 +383,7 @@ class Run:
 def _torch_row(r: Run) -> Row:
     from gmmkit.engines.torch_engine import TorchEngine
 
-    engine = TorchEngine(r.X_dev, device=r.b.device)
+    engine = TorchEngine(r.X_dev, device=r.b.device, n_components=r.k)  # chunks as in a fit
     per = gmmkit_per_iter(engine, r.params, r.gpu_iters)
     del engine
     note = ""
