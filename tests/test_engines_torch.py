@@ -423,3 +423,27 @@ def test_float32_rows_under_a_float64_kernel_equal_the_numpy_engine() -> None:
         np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-11,
                                    err_msg=name)
     assert got.log_likelihood == pytest.approx(expected.log_likelihood, rel=1e-12)
+
+
+def test_reused_blocks_are_per_thread() -> None:
+    """The kernel's reused blocks (``_Workspace``) are per thread: two threads passing over
+    one engine at once get the statistics of a lone pass each."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gmmkit.core.kernel import kernel_coefficients
+
+    X = _blobs(6000)
+    engine = TorchEngine(X, device="cpu", chunk_rows=700)
+    coefs = [
+        kernel_coefficients(MixtureParams.from_covariances(
+            np.array([0.5, 0.5]), means, np.array([np.eye(3), 2.0 * np.eye(3)]), "full",
+        ), np.float64)
+        for means in (np.array([[0.0, 1.0, 2.0], [5.0, -2.0, 1.0]]),
+                      np.array([[-8.0, 8.0, 5.0], [1.0, 1.0, 1.0]]))
+    ]
+    alone = [engine.kernel_statistics(c).second for c in coefs]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            together = list(pool.map(lambda c: engine.kernel_statistics(c).second, coefs))
+            for a, b in zip(together, alone, strict=True):
+                np.testing.assert_array_equal(a, b)
