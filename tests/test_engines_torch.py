@@ -4,6 +4,7 @@ directly at identical starting parameters."""
 
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from typing import Any
@@ -26,6 +27,12 @@ from gmmkit.engines.memory import MemoryEngine  # noqa: E402
 from gmmkit.engines.torch_engine import TorchEngine  # noqa: E402
 
 FITTED = ("weights_", "means_", "covariances_", "precisions_cholesky_")
+
+
+#: Where the engine runs: the CPU build of torch in CI; on a machine with a GPU,
+#: ``GMMKIT_TEST_TORCH_DEVICE=cuda pytest tests/test_engines_torch.py`` runs every
+#: comparison with the NumPy engine on the device.
+DEVICE = os.environ.get("GMMKIT_TEST_TORCH_DEVICE", "cpu")
 
 
 @pytest.fixture(autouse=True)
@@ -72,13 +79,13 @@ def test_every_model_equals_the_numpy_engine(covariance_type: str, monkeypatch: 
         covariance_type=covariance_type, init_params="kmeans", max_iter=25
     )
     expected = _fit(X, 4, **settings)
-    resident = _fit(X, 4, device="cpu", **settings)
+    resident = _fit(X, 4, device=DEVICE, **settings)
     _assert_same_fit(resident, expected, 1e-10)
     from_tensor = _fit(torch.from_numpy(X), 4, **settings)
     _assert_same_fit(from_tensor, expected, 1e-10)
     monkeypatch.setattr(torch_engine, "MEMORY_BUDGET", X.nbytes // 4)
-    assert TorchEngine(X, device="cpu").streamed
-    streamed = _fit(X, 4, device="cpu", **settings)
+    assert TorchEngine(X, device=DEVICE).streamed
+    streamed = _fit(X, 4, device=DEVICE, **settings)
     _assert_same_fit(streamed, expected, 1e-10)
 
 
@@ -88,7 +95,7 @@ def test_default_start_equals_the_numpy_engine(covariance_type: str) -> None:
     # data, where the kernel evaluates every component centred on its own mean
     X = _blobs(400, d=2, centers=3, seed=4)
     expected = _fit(X, 3, covariance_type=covariance_type)
-    got = _fit(X, 3, covariance_type=covariance_type, device="cpu")
+    got = _fit(X, 3, covariance_type=covariance_type, device=DEVICE)
     _assert_same_fit(got, expected, 1e-10)
 
 
@@ -113,7 +120,7 @@ def test_the_torch_kernel_runs(monkeypatch: Any) -> None:
     monkeypatch.setattr(TorchEngine, "kernel_statistics", stats)
     monkeypatch.setattr(TorchEngine, "nearest_statistics", nearest)
     monkeypatch.setattr(TorchEngine, "chunks", chunks)
-    model = _fit(_blobs(3000), 4, init_params="kmeans", device="cpu", max_iter=10,
+    model = _fit(_blobs(3000), 4, init_params="kmeans", device=DEVICE, max_iter=10,
                  acceleration="none")
     assert calls["stats"] == model.n_iter_ >= 2
     assert calls["nearest"] == 1
@@ -146,7 +153,7 @@ def test_statistics_equal_with_weights_labels_and_far_rows() -> None:
             np.array([0.1, 0.4, 0.3, 0.2]), means, covariances, model
         )
         expected = e_step(MemoryEngine(X, weight, labels, chunk_rows=1000), params, 0.5)
-        got = e_step(TorchEngine(X, weight, labels, device="cpu", chunk_rows=2500), params, 0.5)
+        got = e_step(TorchEngine(X, weight, labels, device=DEVICE, chunk_rows=2500), params, 0.5)
         for name in ("nk", "first", "second"):
             a, b = getattr(got, name), getattr(expected, name)
             np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-11 * np.abs(b).max(),
@@ -185,7 +192,7 @@ def test_per_row_kernels_equal_the_numpy_engine() -> None:
             )
             coefs = kernel_coefficients(params, np.float64)
             expected_engine = MemoryEngine(X, chunk_rows=700)
-            got_engine = TorchEngine(X, device="cpu", chunk_rows=1100)
+            got_engine = TorchEngine(X, device=DEVICE, chunk_rows=1100)
             for kind in ("score", "predict", "proba", "map_log_resp"):
                 expected = expected_engine.kernel_rows(coefs, kind)
                 got = got_engine.kernel_rows(coefs, kind)
@@ -205,7 +212,7 @@ def test_kmeans_assignment_statistics_on_the_device(covariance_type: str) -> Non
     centres = X[[0, 10, 20, 30]]
     reference = X.mean(axis=0)
     expected = MemoryEngine(X, weight).nearest_statistics(covariance_type, centres, reference)
-    got = TorchEngine(X, weight, device="cpu", chunk_rows=1500).nearest_statistics(
+    got = TorchEngine(X, weight, device=DEVICE, chunk_rows=1500).nearest_statistics(
         covariance_type, centres, reference
     )
     for name in ("nk", "first", "second", "reference"):
@@ -220,7 +227,7 @@ def test_sample_weight_equals_the_numpy_engine() -> None:
     weight = np.random.default_rng(3).integers(0, 4, len(X)).astype(float)
     settings: dict[str, Any] = dict(random_state=0, init_params="kmeans", max_iter=40)
     expected = GaussianMixture(4, **settings).fit(X, sample_weight=weight)
-    got = GaussianMixture(4, device="cpu", **settings).fit(X, sample_weight=weight)
+    got = GaussianMixture(4, device=DEVICE, **settings).fit(X, sample_weight=weight)
     _assert_same_fit(got, expected, 1e-10)
     tensor = GaussianMixture(4, **settings).fit(
         torch.from_numpy(X), sample_weight=torch.from_numpy(weight)
@@ -232,7 +239,7 @@ def test_semi_supervised_labels_equal_the_numpy_engine() -> None:
     X, y = make_blobs(n_samples=3000, n_features=2, centers=3, random_state=6)
     partial = np.where(np.random.default_rng(0).uniform(size=len(y)) < 0.05, y, -1)
     expected = SemiSupervisedGaussianMixture(alpha=2.0, tol=1e-6).fit(X, partial)
-    got = SemiSupervisedGaussianMixture(alpha=2.0, tol=1e-6, device="cpu").fit(X, partial)
+    got = SemiSupervisedGaussianMixture(alpha=2.0, tol=1e-6, device=DEVICE).fit(X, partial)
     _assert_same_fit(got, expected, 1e-10)
     np.testing.assert_array_equal(got.transduction_, expected.transduction_)
 
@@ -328,7 +335,7 @@ def test_predictions_are_tensors_for_tensor_input() -> None:
     assert model.bic(tensor) == pytest.approx(model.bic(X), rel=1e-12)
     assert model.icl(tensor) == pytest.approx(model.icl(X), rel=1e-12)
     # numpy input with a device set gives numpy arrays
-    model.set_params(device="cpu")
+    model.set_params(device=DEVICE)
     assert isinstance(model.predict_proba(X), np.ndarray)
 
 
@@ -418,7 +425,7 @@ def test_float32_rows_under_a_float64_kernel_equal_the_numpy_engine() -> None:
     )
     coefs = kernel_coefficients(params, np.float64)
     expected = MemoryEngine(X, chunk_rows=500).kernel_statistics(coefs)
-    got = TorchEngine(X, device="cpu", chunk_rows=900).kernel_statistics(coefs)
+    got = TorchEngine(X, device=DEVICE, chunk_rows=900).kernel_statistics(coefs)
     for name in ("nk", "first", "second"):
         np.testing.assert_allclose(getattr(got, name), getattr(expected, name), rtol=1e-11,
                                    err_msg=name)
@@ -433,7 +440,7 @@ def test_reused_blocks_are_per_thread() -> None:
     from gmmkit.core.kernel import kernel_coefficients
 
     X = _blobs(6000)
-    engine = TorchEngine(X, device="cpu", chunk_rows=700)
+    engine = TorchEngine(X, device=DEVICE, chunk_rows=700)
     coefs = [
         kernel_coefficients(MixtureParams.from_covariances(
             np.array([0.5, 0.5]), means, np.array([np.eye(3), 2.0 * np.eye(3)]), "full",
