@@ -238,3 +238,27 @@ def test_log_likelihood_never_decreases(seed: int, rate: float, covariance_type:
     # covariances and can lower the likelihood of a near-singular component), so only
     # rounding may show
     assert np.all(np.diff(bounds) >= -1e-12 * (1 + np.abs(bounds[1:]))), bounds
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_many_missing_coordinates_per_row(covariance_type: str) -> None:
+    """Rows missing up to 9 of 10 coordinates (both factorisation paths of the
+    conditional precisions)."""
+    rng = np.random.default_rng(5)
+    d = 10
+    X = np.vstack([
+        rng.normal(size=(150, d)) @ (np.eye(d) + 0.4 * rng.normal(size=(d, d)))
+        + 4.0 * rng.normal(size=d)
+        for _ in range(2)
+    ])
+    X[rng.random(X.shape) < 0.45] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        gm = GaussianMixture(2, covariance_type=covariance_type, missing="marginalize",
+                             random_state=0).fit(X)
+    counts = np.isnan(X).sum(axis=1)
+    assert counts.max() >= 8 and np.any((counts > 0) & (counts <= 4))
+    np.testing.assert_allclose(gm.score_samples(X), _reference_log_density(gm.params_, X),
+                               rtol=1e-10, atol=1e-9)
+    bounds = np.asarray(gm.lower_bounds_)
+    assert np.isfinite(bounds).all()

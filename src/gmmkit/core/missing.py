@@ -85,9 +85,10 @@ class _Conditional:
     variance : ndarray of shape (K, n, D) or None
         Conditional variances of the missing coordinates (0 where observed): diagonal
         and spherical layouts.
-    groups : list of (rows, missing_index, covariance)
-        Full and tied layouts: rows (r,), their missing coordinates (r, s) and the
-        conditional covariances (K or 1, r, s, s), for rows with ``s`` missing values.
+    groups : list of (rows, pattern_of_row, pattern_index, covariance)
+        Full and tied layouts, for the rows with ``s`` missing values: the rows (r,), the
+        pattern of each (r,), each pattern's missing coordinates (p, s) and conditional
+        covariances ``P_mm^-1`` (s, s, K or 1, p).
     unobserved : ndarray of bool, shape (n,)
         Rows with nothing observed: their ``log_joint`` is exactly ``log pi_k``.
     """
@@ -95,7 +96,7 @@ class _Conditional:
     log_joint: NDArray[np.float64]
     residual: NDArray[np.float64]
     variance: NDArray[np.float64] | None
-    groups: list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]]
+    groups: list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]]
     unobserved: NDArray[np.bool_]
 
 
@@ -134,6 +135,89 @@ def _pattern_groups(
     return groups
 
 
+def _vector_log_joint(
+    params: MixtureParams, X: Array, missing: NDArray[np.bool_], centre: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """Diagonal and spherical layouts: the (K, n) log-joint of the observed coordinates as
+    one GEMM, ``[o * xc^2, o * xc, o] @ W`` with ``xc = x - centre`` and ``o`` the
+    observed mask, and that feature block (n, 3 D) and the observed mask as floats."""
+    means = np.asarray(params.means, dtype=np.float64) - centre
+    chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    factor = np.broadcast_to(chol[:, None] if params.layout == "spherical" else chol,
+                             means.shape)
+    precision = factor * factor  # (K, D)
+    observed = (~missing).astype(np.float64)
+    xc = np.asarray(X, dtype=np.float64) - centre
+    xc *= observed
+    features = np.hstack([xc * xc, xc, observed])  # (n, 3 D)
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(np.asarray(params.weights, dtype=np.float64))
+    coefficients = np.hstack([
+        -0.5 * precision,
+        precision * means,
+        np.log(factor) - 0.5 * log_2pi() - 0.5 * precision * means * means,
+    ])  # (K, 3 D)
+    log_joint = np.dot(coefficients, features.T)
+    log_joint += log_weights[:, None]
+    return log_joint, features, observed
+
+
+#: Up to this many missing coordinates the conditional precisions are factorised by
+#: loops over their entries vectorised over patterns; beyond it by LAPACK per matrix.
+_LOOPED_SIZE = 4
+
+
+def _cholesky(block: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Lower Cholesky factors of a stack of small matrices stored matrix-index first,
+    (s, s, B): a loop over the entries, each step one operation on a contiguous vector of
+    B (LAPACK pays microseconds per matrix, and there is one per missingness pattern and
+    component)."""
+    s = block.shape[0]
+    lower = np.zeros_like(block)
+    for j in range(s):
+        pivot = block[j, j].copy()
+        for k in range(j):
+            pivot -= lower[j, k] * lower[j, k]
+        if not np.all(pivot > 0.0):
+            raise np.linalg.LinAlgError("a conditional precision is not positive definite")
+        np.sqrt(pivot, out=lower[j, j])
+        for i in range(j + 1, s):
+            value = block[i, j].copy()
+            for k in range(j):
+                value -= lower[i, k] * lower[j, k]
+            np.divide(value, lower[j, j], out=lower[i, j])
+    return lower
+
+
+def _lower_inverse(lower: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Inverses of lower-triangular matrices stored as (s, s, B), by forward
+    substitution on contiguous vectors of B."""
+    s = lower.shape[0]
+    inverse = np.zeros_like(lower)
+    for i in range(s):
+        np.divide(1.0, lower[i, i], out=inverse[i, i])
+        for j in range(i):
+            value = lower[i, j] * inverse[j, j]
+            for k in range(j + 1, i):
+                value += lower[i, k] * inverse[k, j]
+            np.multiply(value, -inverse[i, i], out=inverse[i, j])
+    return inverse
+
+
+def _gram(factor: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``F' F`` for lower-triangular ``F`` stored as (s, s, B)."""
+    s = factor.shape[0]
+    out = np.empty_like(factor)
+    for i in range(s):
+        for j in range(i + 1):
+            value = factor[i, i] * factor[i, j]
+            for k in range(i + 1, s):
+                value = value + factor[k, i] * factor[k, j]
+            out[i, j] = value
+            out[j, i] = value
+    return out
+
+
 def _conditional(params: MixtureParams, X: Array, missing: NDArray[np.bool_]) -> _Conditional:
     """Marginal log-densities, conditional means and covariances of rows ``X`` (n, D)
     with ``missing`` (n, D) coordinates (their values in ``X`` are ignored)."""
@@ -141,47 +225,68 @@ def _conditional(params: MixtureParams, X: Array, missing: NDArray[np.bool_]) ->
     means = np.asarray(params.means, dtype=np.float64)
     chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
     n = X.shape[0]
+    n_components = len(means)
     observed = ~missing
     with np.errstate(divide="ignore"):
         log_weights = np.log(np.asarray(params.weights, dtype=np.float64))
+    n_observed = observed.sum(axis=1)
+    unobserved = n_observed == 0
     # z = x - mu_k on observed coordinates, 0 on missing ones: (K, n, D)
     residual = X[None, :, :] - means[:, None, :]
     residual *= observed
-    n_observed = observed.sum(axis=1)
     if params.layout in ("diag", "spherical"):
+        log_joint, _, _ = _vector_log_joint(params, X, missing, np.zeros(X.shape[1]))
+        log_joint[:, unobserved] = log_weights[:, None]
         factor = np.broadcast_to(chol[:, None] if params.layout == "spherical" else chol,
                                  means.shape)
-        white = residual * factor[:, None, :]
-        quad = np.einsum("knd,knd->kn", white, white)
-        log_det = np.dot(np.log(factor), observed.T.astype(np.float64))  # (K, n)
-        log_joint = (
-            log_weights[:, None] + log_det - 0.5 * n_observed * log_2pi() - 0.5 * quad
-        )
         variance = (1.0 / factor**2)[:, None, :] * missing
-        unobserved = n_observed == 0
-        log_joint[:, unobserved] = log_weights[:, None]
         return _Conditional(log_joint, residual, variance, [], unobserved)
 
     upper = chol[None] if params.layout == "tied" else chol  # (K or 1, D, D)
     precision = np.matmul(upper, upper.transpose(0, 2, 1))
     log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
-    gradient = np.matmul(residual, precision)  # P z, (K, n, D)
-    log_det_pmm = np.zeros((len(means), n))
+    shared = len(upper) == 1
+    gradient = np.empty_like(residual)  # P z, (K, n, D)
+    for k in range(n_components):
+        np.dot(residual[k], precision[0 if shared else k], out=gradient[k])
+    # the observed coordinates' Mahalanobis distance is the Schur complement
+    # z' P z - g_m' P_mm^-1 g_m (the joint form minimised over the missing coordinates)
+    quad = np.einsum("knd,knd->kn", residual, gradient)
+    log_det_pmm = np.zeros((n_components, n))
     groups = []
+    n_shared = len(upper)
     for rows, pattern_of_row, pattern_index, row_index in _pattern_groups(missing):
+        size, n_patterns = pattern_index.shape[1], len(pattern_index)
+        # P_mm of every pattern and component, matrix index first: (s, s, K or 1, p)
         block = precision[:, pattern_index[:, :, None], pattern_index[:, None, :]]
-        lower = np.linalg.cholesky(block)  # (K or 1, p, s, s)
-        log_det = 2.0 * np.sum(np.log(np.diagonal(lower, axis1=2, axis2=3)), axis=2)
-        inverse = np.linalg.inv(block)
-        inverse = 0.5 * (inverse + inverse.swapaxes(2, 3))
-        covariance = inverse[:, pattern_of_row]  # (K or 1, r, s, s)
-        g_missing = np.take_along_axis(gradient[:, rows], row_index[None], axis=2)
-        delta = -np.matmul(covariance, g_missing[..., None])[..., 0]  # (K, r, s)
-        residual[:, rows[:, None], row_index] = delta
+        block = np.ascontiguousarray(block.transpose(2, 3, 0, 1)).reshape(
+            size, size, n_shared * n_patterns
+        )
+        if size <= _LOOPED_SIZE:
+            lower = _cholesky(block)
+            diagonal = np.stack([lower[i, i] for i in range(size)])
+            covariance = _gram(_lower_inverse(lower))
+        else:  # LAPACK per matrix: fewer Python steps than s^3 / 3 vector operations
+            stacked = np.ascontiguousarray(block.transpose(2, 0, 1))
+            diagonal = np.diagonal(np.linalg.cholesky(stacked), axis1=1, axis2=2).T
+            covariance = np.linalg.inv(stacked).transpose(1, 2, 0)
+        log_det = 2.0 * np.sum(np.log(diagonal), axis=0).reshape(n_shared, n_patterns)
+        covariance = covariance.reshape(size, size, n_shared, n_patterns)
+        per_row = covariance[:, :, :, pattern_of_row]  # (s, s, K or 1, r)
+        g_missing = np.ascontiguousarray(
+            gradient[:, rows[:, None], row_index].transpose(2, 0, 1)
+        )  # (s, K, r)
+        solved = np.empty_like(g_missing)  # P_mm^-1 g_m
+        for i in range(size):
+            value = per_row[i, 0] * g_missing[0]
+            for j in range(1, size):
+                value += per_row[i, j] * g_missing[j]
+            solved[i] = value
+        quad[:, rows] -= np.einsum("skr,skr->kr", g_missing, solved)
+        residual[:, rows[:, None], row_index] = -solved.transpose(1, 2, 0)
         log_det_pmm[:, rows] = log_det[:, pattern_of_row]
-        groups.append((rows, row_index, covariance))
-    white = np.matmul(residual, upper)
-    quad = np.einsum("knd,knd->kn", white, white)
+        groups.append((rows, pattern_of_row, pattern_index, covariance))
+    np.maximum(quad, 0.0, out=quad)  # rounding of the difference
     log_joint = (
         log_weights[:, None]
         + log_det_upper[:, None]
@@ -189,7 +294,6 @@ def _conditional(params: MixtureParams, X: Array, missing: NDArray[np.bool_]) ->
         - 0.5 * n_observed * log_2pi()
         - 0.5 * quad
     )
-    unobserved = n_observed == 0
     log_joint[:, unobserved] = log_weights[:, None]  # the marginal over nothing is 1
     return _Conditional(log_joint, residual, None, groups, unobserved)
 
@@ -295,8 +399,16 @@ def _incomplete_statistics(
     params = coefs.params
     assert params is not None
     n, d = X.shape
-    cond = _conditional(params, X, missing)
-    log_joint = cond.log_joint
+    layout = coefs.covariance.layout
+    vector = layout in ("diag", "spherical")
+    means = np.asarray(params.means, np.float64)
+    if vector:
+        centre = coefs.reference
+        log_joint, features, _ = _vector_log_joint(params, X, missing, centre)
+        cond = None
+    else:
+        cond = _conditional(params, X, missing)
+        log_joint = cond.log_joint
     log_norm = logsumexp(log_joint, axis=0)
     with np.errstate(invalid="ignore"):
         resp = np.exp(log_joint - log_norm)
@@ -314,38 +426,61 @@ def _incomplete_statistics(
             resp[known, labelled] = 1.0
     resp_w = resp * weight
     nk = resp_w.sum(axis=1)
-    offsets = np.asarray(params.means, np.float64) - coefs.stats_reference  # (K, D)
-    centred = cond.residual
-    centred += offsets[:, None, :]  # xhat_k - reference_k
-    first = np.einsum("kn,knd->kd", resp_w, centred)
-    layout = coefs.covariance.layout
-    if layout in ("full", "tied"):
-        scatter = np.matmul((centred * resp_w[:, :, None]).transpose(0, 2, 1), centred)
+    offsets = means - coefs.stats_reference  # (K, D)
+    if vector:
+        # with a = reference_k - centre, o the observed mask, xc = o (x - centre):
+        # xhat - reference_k = xc - o a + (1 - o) (mu_k - reference_k), and the expected
+        # squares add the variances (1 - o) sigma_k^2 of the missing coordinates
+        sums = np.dot(resp_w, features)  # (K, 3 D): [o xc^2, o xc, o] summed
+        squares, linear, seen = sums[:, :d], sums[:, d : 2 * d], sums[:, 2 * d :]
+        unseen = nk[:, None] - seen
+        shift = coefs.stats_reference - centre
+        chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
+        factor = np.broadcast_to(chol[:, None] if layout == "spherical" else chol, means.shape)
+        first = linear - seen * shift + unseen * offsets
+        second_d = (
+            squares - 2.0 * shift * linear + seen * shift * shift
+            + unseen * (offsets * offsets + 1.0 / (factor * factor))
+        )
+        second = second_d if layout == "diag" else second_d.sum(axis=1, keepdims=True)
+    else:
+        assert cond is not None
+        centred = cond.residual
+        centred += offsets[:, None, :]  # xhat_k - reference_k
+        first = np.einsum("kn,knd->kd", resp_w, centred)
+        scatter = np.empty((len(nk), d, d))
+        for k in range(len(nk)):
+            np.dot((centred[k] * resp_w[k][:, None]).T, centred[k], out=scatter[k])
         flat = scatter.reshape(len(nk), d * d)
-        for rows, index, covariance in cond.groups:
-            weighted = covariance * resp_w[:, rows, None, None]  # (K, r, s, s)
-            cells = index[:, :, None] * d + index[:, None, :]  # (r, s, s)
-            for comp in range(len(nk)):
-                flat[comp] += np.bincount(
-                    cells.ravel(), weights=weighted[comp].ravel(), minlength=d * d
-                )
+        n_components = len(nk)
+        for rows, pattern_of_row, pattern_index, covariance in cond.groups:
+            # sum the responsibilities of each pattern's rows, then add the patterns'
+            # conditional covariances into the (m, m) blocks: sum_rows r C
+            n_patterns = len(pattern_index)
+            per_pattern = np.stack([
+                np.bincount(pattern_of_row, weights=resp_w[k, rows], minlength=n_patterns)
+                for k in range(n_components)
+            ])  # (K, p)
+            weighted = covariance * per_pattern  # (s, s, K, p)
+            cells = pattern_index[:, :, None] * d + pattern_index[:, None, :]  # (p, s, s)
+            cells = cells.transpose(1, 2, 0)[:, :, None, :] + (
+                np.arange(n_components)[:, None] * (d * d)
+            )  # (s, s, K, p)
+            flat += np.bincount(
+                cells.ravel(), weights=weighted.ravel(), minlength=n_components * d * d
+            ).reshape(n_components, d * d)
         if layout == "tied":
             scatter = scatter.sum(axis=0, keepdims=True)
         second = pack_symmetric(scatter)
-    else:
-        assert cond.variance is not None
-        squares = centred * centred + cond.variance
-        if layout == "diag":
-            second = np.einsum("kn,knd->kd", resp_w, squares)
-        else:
-            second = np.einsum("kn,kn->k", resp_w, squares.sum(axis=2))[:, None]
     positive = weight > 0
     if np.any(positive):
         candidates = np.where(positive, log_norm, np.inf)
         worst = int(np.argmin(candidates))
         worst_value = float(candidates[worst])
         best = int(np.argmax(log_joint[:, worst]))
-        worst_point = centred[best, worst] + coefs.stats_reference[best]
+        worst_point = np.where(missing[worst], means[best], np.asarray(X[worst], np.float64))
+        if cond is not None:
+            worst_point = cond.residual[best, worst] + coefs.stats_reference[best]
     else:
         worst_value, worst_point = np.inf, np.zeros(d)
     return SuffStats(
@@ -527,7 +662,8 @@ def conditional_mixture(
     m = len(features)
     if params.layout in ("full", "tied"):
         if groups and n:
-            covariance = np.broadcast_to(groups[0][2][:, 0], (params.n_components, m, m))
+            first_pattern = groups[0][3][:, :, :, 0].transpose(2, 0, 1)  # (K or 1, m, m)
+            covariance = np.broadcast_to(first_pattern, (params.n_components, m, m))
         else:
             covariance = np.zeros((params.n_components, m, m))
     else:
