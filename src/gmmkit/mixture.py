@@ -687,6 +687,53 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             )
         return sample_mixture(self._params, int(n_samples), check_random_state(self.random_state))
 
+    def condition(self, values: ArrayLike, given: ArrayLike) -> Any:
+        """The distribution of the other features given the values of some: again a
+        Gaussian mixture, for every row of ``values``.
+
+        Parameters
+        ----------
+        values : array-like of shape (n_rows, n_given) or (n_given,)
+            Known values of the features ``given``.
+        given : array-like of int (n_given,) or bool (n_features,)
+            Which features are known (indices, or a mask).
+
+        Returns
+        -------
+        ConditionalMixture
+            ``features`` (the others, in order), ``weights`` (n_rows, K) posterior
+            component probabilities, ``means`` (n_rows, K, M) and ``covariances`` (K, M, M)
+            of each component's conditional Gaussian; ``mean`` and ``covariance`` of the
+            whole conditional mixture, and ``sample()``.  Regressing feature ``j`` on
+            the others is ``condition(X[:, others], others).mean``.
+        """
+        from gmmkit.core.missing import conditional_mixture
+
+        check_is_fitted(self)
+        d = self._params.n_features
+        index = np.asarray(given)
+        if index.dtype == bool:
+            if index.shape != (d,):
+                raise ValueError(f"a boolean 'given' must have shape ({d},), got {index.shape}")
+            index = np.flatnonzero(index)
+        index = index.astype(np.intp).reshape(-1)
+        if len(np.unique(index)) != len(index) or np.any((index < 0) | (index >= d)):
+            raise ValueError(
+                f"'given' must hold distinct feature indices in [0, {d}), got {index.tolist()}"
+            )
+        rows = np.asarray(values, dtype=np.float64)
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        if rows.ndim != 2 or rows.shape[1] != len(index):
+            raise ValueError(
+                f"values must have shape (n_rows, {len(index)}) for {len(index)} given "
+                f"feature(s), got {np.shape(values)}"
+            )
+        if not np.all(np.isfinite(rows)):
+            raise ValueError("values contain NaN or infinity")
+        order = np.argsort(index)
+        return conditional_mixture(self._params, rows[:, order], index[order])
+
     # ------------------------------------------------------------------ criteria
     def _n_parameters(self) -> int:
         d = self.means_.shape[1]

@@ -636,15 +636,69 @@ def _psd_factor(covariances: NDArray[np.float64]) -> NDArray[np.float64]:
     return np.asarray(eigvec * np.sqrt(np.maximum(eigval, 0.0))[:, None, :])
 
 
-def condition(
-    params: MixtureParams, X: Array, missing: NDArray[np.bool_]
-) -> tuple[NDArray[np.float64], NDArray[np.float64], list[tuple[Any, ...]], _Conditional]:
-    """Posterior weights (n, K), conditional means of all coordinates (K, n, D) and the
-    raw conditional quantities of rows with one or more ``missing`` coordinates."""
-    cond = _conditional(params, X, missing)
-    weights = _proba(cond)
-    filled = cond.residual + np.asarray(params.means, np.float64)[:, None, :]
-    return weights, filled, cond.groups, cond
+def conditional_expectation(
+    params: MixtureParams, X: Array, missing: NDArray[np.bool_], random_state: Any = None,
+    draw: bool = False,
+) -> NDArray[np.float64]:
+    """``X`` (n, D) with its ``missing`` cells replaced by their conditional expectation
+    given the row's observed cells under the mixture -- or, with ``draw``, by one draw
+    from their conditional distribution (a component drawn from the posterior
+    weights, then the component's conditional Gaussian).  float64, a new array."""
+    out = np.array(X, dtype=np.float64)
+    rows = np.flatnonzero(missing.any(axis=1))
+    if len(rows) == 0:
+        return out
+    rng = None
+    if draw:
+        from sklearn.utils import check_random_state
+
+        rng = check_random_state(random_state)
+    blocks = _blocks(len(rows), params.n_components, params.n_features)
+    for start in blocks:
+        block = rows[start : start + blocks.step]
+        mask = missing[block]
+        cond = _conditional(params, np.where(mask, 0.0, out[block]), mask)
+        weights = _proba(cond)  # (r, K)
+        filled = cond.residual + np.asarray(params.means, np.float64)[:, None, :]
+        if rng is None:
+            values = np.einsum("nk,knd->nd", weights, filled)
+        else:
+            values = _draw(params, cond, weights, filled, mask, rng)
+        out[block] = np.where(mask, values, out[block])
+    return out
+
+
+def _draw(
+    params: MixtureParams,
+    cond: _Conditional,
+    weights: NDArray[np.float64],
+    filled: NDArray[np.float64],
+    missing: NDArray[np.bool_],
+    rng: Any,
+) -> NDArray[np.float64]:
+    """One draw of every row's missing cells from its conditional mixture, (n, D)."""
+    n = len(weights)
+    cumulative = np.cumsum(weights, axis=1)
+    picks = np.minimum(
+        (rng.uniform(size=(n, 1)) * cumulative[:, -1:] > cumulative).sum(axis=1),
+        weights.shape[1] - 1,
+    )
+    rows = np.arange(n)
+    values = filled[picks, rows].copy()  # conditional means of the drawn components
+    noise = rng.standard_normal(values.shape)
+    if cond.variance is not None:
+        values += np.sqrt(cond.variance[picks, rows]) * noise
+        return values
+    for group_rows, pattern_of_row, pattern_index, covariance in cond.groups:
+        size, n_shared, n_patterns = covariance.shape[0], covariance.shape[2], covariance.shape[3]
+        stacked = covariance.reshape(size, size, -1).transpose(2, 0, 1)  # (Kp p, s, s)
+        factors = _psd_factor(stacked).reshape(n_shared, n_patterns, size, size)
+        component = 0 if n_shared == 1 else picks[group_rows]
+        factor = factors[component, pattern_of_row]  # (r, s, s)
+        index = pattern_index[pattern_of_row]  # (r, s)
+        shift = np.einsum("rij,rj->ri", factor, noise[group_rows[:, None], index])
+        values[group_rows[:, None], index] += shift
+    return values
 
 
 def conditional_mixture(
@@ -660,7 +714,10 @@ def conditional_mixture(
     missing = np.ones((n, d), dtype=bool)
     missing[:, given] = False
     features = np.flatnonzero(missing[0]) if n else np.setdiff1d(np.arange(d), given)
-    weights, filled, groups, cond = condition(params, X, missing)
+    cond = _conditional(params, X, missing)
+    weights = _proba(cond)
+    filled = cond.residual + np.asarray(params.means, np.float64)[:, None, :]
+    groups = cond.groups
     means = filled[:, :, features].transpose(1, 0, 2)
     m = len(features)
     if params.layout in ("full", "tied"):
@@ -758,7 +815,7 @@ __all__ = [
     "ConditionalMixture",
     "ObservedSummary",
     "chunk_statistics_missing",
-    "condition",
+    "conditional_expectation",
     "conditional_mixture",
     "filled_chunk",
     "map_log_resp_rows",
