@@ -289,6 +289,11 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         finds them; ``engine`` itself when there are none."""
         if not self._marginalize():
             return engine
+        if type(engine).__name__ == "TorchEngine":
+            raise ValueError(
+                "missing='marginalize' runs on the NumPy engines (in memory, streamed, "
+                "Dask); it is not available with device= or torch.Tensor input yet"
+            )
         if not fit:
             params = self._params
             fill = np.asarray(params.weights, np.float64) @ np.asarray(params.means, np.float64)
@@ -318,6 +323,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             min_samples=2 if reset else 1,
             device=getattr(self, "device", None),
             covariance_type=self.covariance_type,
+            allow_nan=self._marginalize(),
         )
         if engine is not None:
             check_engine_features(self, engine, reset=reset)

@@ -167,7 +167,13 @@ def sample_positions(
 
 
 class Engine(ABC):
-    """A source of row chunks that can map a function over them and combine results."""
+    """A source of row chunks that can map a function over them and combine results.
+
+    ``allow_nan``: engines that validate their blocks (streaming, Dask) let NaN through
+    when set (estimators with ``missing="marginalize"`` set it); infinity never.
+    """
+
+    allow_nan: bool = False
 
     @property
     @abstractmethod
