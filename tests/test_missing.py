@@ -262,3 +262,15 @@ def test_many_missing_coordinates_per_row(covariance_type: str) -> None:
                                rtol=1e-10, atol=1e-9)
     bounds = np.asarray(gm.lower_bounds_)
     assert np.isfinite(bounds).all()
+
+
+def test_model_file_keeps_the_choice(tmp_path) -> None:
+    from gmmkit import load
+
+    _, Xm = _data()
+    gm = _fit(Xm, "diag")
+    path = tmp_path / "m.gmm"
+    gm.save(path)
+    loaded = load(path)
+    assert loaded.missing == "marginalize"
+    np.testing.assert_array_equal(loaded.score_samples(Xm), gm.score_samples(Xm))
