@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import logsumexp
 
 from gmmkit.core.covariance import log_2pi, pack_symmetric
 from gmmkit.core.kernel import (
@@ -68,6 +67,16 @@ def nan_error_hint() -> str:
         "; to fit and predict with missing values (NaN) by marginalising over them, "
         "pass missing='marginalize'"
     )
+
+
+def logsumexp(values: NDArray[np.float64], axis: int = 0) -> NDArray[np.float64]:
+    """``log(sum(exp(values)))`` along ``axis`` without overflow (rows of ``-inf`` give
+    ``-inf``); scipy's version spends more on array-API dispatch than on the sum here."""
+    top = np.max(values, axis=axis, keepdims=True)
+    safe = np.where(np.isfinite(top), top, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(values - safe), axis=axis, keepdims=True)) + safe
+    return np.squeeze(out, axis=axis)
 
 
 # --------------------------------------------------------------------------- conditionals
@@ -113,7 +122,14 @@ def _pattern_groups(
         missing coordinates as the last item.
     """
     d = missing.shape[1]
-    if d <= 62:
+    if d <= 20:  # patterns as integer codes, counted without sorting
+        codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
+        present = np.flatnonzero(np.bincount(codes, minlength=1 << d))
+        lookup = np.empty(1 << d, dtype=np.intp)
+        lookup[present] = np.arange(len(present))
+        inverse = lookup[codes]
+        patterns = ((present[:, None] >> np.arange(d)) & 1).astype(bool)
+    elif d <= 62:
         codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
         _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
         patterns = missing[first]
@@ -460,10 +476,11 @@ def _incomplete_statistics(
             # sum the responsibilities of each pattern's rows, then add the patterns'
             # conditional covariances into the (m, m) blocks: sum_rows r C
             n_patterns = len(pattern_index)
-            per_pattern = np.stack([
-                np.bincount(pattern_of_row, weights=resp_w[k, rows], minlength=n_patterns)
-                for k in range(n_components)
-            ])  # (K, p)
+            slots = np.arange(n_components)[:, None] * n_patterns + pattern_of_row
+            per_pattern = np.bincount(
+                slots.ravel(), weights=resp_w[:, rows].ravel(),
+                minlength=n_components * n_patterns,
+            ).reshape(n_components, n_patterns)
             weighted = covariance * per_pattern  # (s, s, K, p)
             cells = pattern_index[:, :, None] * d + pattern_index[:, None, :]  # (p, s, s)
             cells = cells.transpose(1, 2, 0)[:, :, None, :] + (
