@@ -275,7 +275,7 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
         }
         if kind not in rows:
             raise ValueError(f"unknown per-row kernel {kind!r}")
-        return rows[kind](coefs, chunk.X, chunk.missing)  # type: ignore[no-any-return]
+        return rows[kind](coefs, chunk.X, chunk.missing)
     if kind == "score":
         return kernel.score_chunk(coefs, chunk.X)
     if kind == "predict":
