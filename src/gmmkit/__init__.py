@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gmmkit.apps import (
         AnomalyDetector,
+        GaussianMixtureImputer,
         GaussianMixtureSelector,
         PCAGaussianMixtureGenerator,
         SemiSupervisedGaussianMixture,
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 #: ``gmmkit --version`` and ``--help`` start without NumPy, SciPy and scikit-learn.
 _LAZY = {
     "AnomalyDetector": "gmmkit.apps",
+    "GaussianMixtureImputer": "gmmkit.apps",
     "GaussianMixtureSelector": "gmmkit.apps",
     "PCAGaussianMixtureGenerator": "gmmkit.apps",
     "SemiSupervisedGaussianMixture": "gmmkit.apps",
@@ -73,6 +75,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AnomalyDetector",
     "GaussianMixture",
+    "GaussianMixtureImputer",
     "GaussianMixtureSelector",
     "MixtureParams",
     "ModelFileError",

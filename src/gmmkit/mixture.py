@@ -25,10 +25,11 @@ from gmmkit.core.covariance import COVARIANCE_TYPES, get_covariance_type
 from gmmkit.core.em import EMResult, run_em
 from gmmkit.core.init import INIT_METHODS, initial_parameters
 from gmmkit.core.kernel import kernel_coefficients
+from gmmkit.core.missing import observed_summary
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.core.weights import weight_scale
-from gmmkit.engines.base import Engine, check_squares
+from gmmkit.engines.base import Engine, FilledEngine, check_squares
 from gmmkit.engines.dispatch import as_engine, check_engine_features, is_torch_tensor
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 from gmmkit.modelfile import SaveMixin
@@ -54,6 +55,10 @@ def _generator(random_state: Any) -> np.random.Generator:
     """A NumPy Generator from scikit-learn's ``random_state`` conventions."""
     rs = check_random_state(random_state)
     return np.random.default_rng(int(rs.randint(np.iinfo(np.int32).max)))
+
+
+class MissingRowsWarning(UserWarning):
+    """Some rows have no observed value: they do not enter the fit."""
 
 
 class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
@@ -143,6 +148,18 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         half its free memory, otherwise streamed through it in chunks.  A
         ``torch.Tensor`` ``X`` is fitted where it lies without this setting, and
         ``predict`` / ``predict_proba`` / ``score_samples`` of a tensor return tensors.
+    missing : {"error", "marginalize"}, default="error"
+        What NaN in ``X`` means.  ``"error"`` (scikit-learn's behaviour): NaN is refused.
+        ``"marginalize"``: NaN marks a value missing at random; EM fits the likelihood of
+        the observed values (each row's responsibilities come from the marginal density
+        of its observed coordinates, and the conditional expectations of the missing
+        ones enter the statistics: Ghahramani & Jordan 1994), with every covariance
+        model, ``sample_weight``, float32 and out-of-core data.  ``predict``,
+        ``predict_proba``, ``score_samples``, ``score`` and the criteria then use the
+        observed coordinates' marginal (``score_samples`` is 0 for a row with nothing
+        observed, whose marginal density is one; such rows do not enter the fit and are
+        reported by a :class:`MissingRowsWarning`).  Without NaN the results are
+        identical to ``"error"``'s.  Infinity is always an error.
 
     Attributes
     ----------
@@ -192,6 +209,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         "chunk_rows": [Interval(Integral, 1, None, closed="left"), None],
         "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
         "device": [str, None, object],  # a name or a torch.device, checked by torch
+        "missing": [StrOptions({"error", "marginalize"})],
     }
 
     def __init__(
@@ -216,6 +234,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         acceleration: str = "auto",
         n_starts: int = DEFAULT_STARTS,
         device: Any = None,
+        missing: str = "error",
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -236,18 +255,60 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.acceleration = acceleration
         self.n_starts = n_starts
         self.device = device
+        self.missing = missing
 
     # ------------------------------------------------------------------ validation
+    def _marginalize(self) -> bool:
+        return getattr(self, "missing", "error") == "marginalize"
+
     def _validate_X(self, X: Any, reset: bool) -> NDArray[Any]:
-        X_checked = validate_data(
-            self,
-            X,
-            dtype=[np.float64, np.float32],
-            ensure_min_samples=2 if reset else 1,
-            reset=reset,
-        )
+        marginalize = self._marginalize()
+        try:
+            X_checked = validate_data(
+                self,
+                X,
+                dtype=[np.float64, np.float32],
+                ensure_min_samples=2 if reset else 1,
+                reset=reset,
+                ensure_all_finite="allow-nan" if marginalize else True,
+            )
+        except ValueError as exc:
+            if marginalize or "NaN" not in str(exc):
+                raise
+            raise ValueError(
+                "Input X contains NaN. Missing values are an error by default; pass "
+                f"missing='marginalize' to {type(self).__name__} to fit and predict "
+                "with them (EM over the observed values)"
+            ) from None
         check_squares(X_checked)  # the check streamed blocks get too
         return X_checked
+
+    def _with_missing(self, engine: Engine, fit: bool) -> Engine:
+        """With ``missing="marginalize"``: the engine whose chunks mark NaN cells (filled
+        with the observed columns' means for the initialisation), after one pass that
+        finds them; ``engine`` itself when there are none."""
+        if not self._marginalize():
+            return engine
+        if type(engine).__name__ == "TorchEngine":
+            raise ValueError(
+                "missing='marginalize' runs on the NumPy engines (in memory, streamed, "
+                "Dask); it is not available with device= or torch.Tensor input yet"
+            )
+        if not fit:
+            params = self._params
+            fill = np.asarray(params.weights, np.float64) @ np.asarray(params.means, np.float64)
+            return FilledEngine(engine, fill)
+        summary = observed_summary(engine)
+        if summary.n_incomplete == 0:
+            return engine
+        if summary.n_unobserved:
+            warnings.warn(
+                f"{summary.n_unobserved} row(s) of X have no observed value; they do not "
+                "enter the fit",
+                MissingRowsWarning,
+                stacklevel=6,
+            )
+        return FilledEngine(engine, summary.fill_values())
 
     def _out_of_core_engine(self, X: Any, sample_weight: Any, reset: bool) -> Engine | None:
         """A streaming or Dask engine for a memmap, chunked source or dask collection
@@ -262,6 +323,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             min_samples=2 if reset else 1,
             device=getattr(self, "device", None),
             covariance_type=self.covariance_type,
+            allow_nan=self._marginalize(),
         )
         if engine is not None:
             check_engine_features(self, engine, reset=reset)
@@ -390,6 +452,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self, engine: Engine, n_features: int, label_weight: float = 1.0
     ) -> None:
         weights_init, means_init, precisions_init = self._checked_inits(n_features)
+        engine = self._with_missing(engine, fit=True)
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         if not do_init:
             self._check_warm_start(n_features)
@@ -571,6 +634,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         engine = self._out_of_core_engine(X, None, reset=False)
         if engine is None:
             engine = self._engine(self._validate_X(X, reset=False))
+        engine = self._with_missing(engine, fit=False)
         coefs = kernel_coefficients(self._params, engine.dtype)
         result = engine.kernel_rows(coefs, kind)
         dtype = np.result_type(engine.dtype, self._params.means.dtype)
@@ -628,6 +692,53 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 "least one sample."
             )
         return sample_mixture(self._params, int(n_samples), check_random_state(self.random_state))
+
+    def condition(self, values: ArrayLike, given: ArrayLike) -> Any:
+        """The distribution of the other features given the values of some: again a
+        Gaussian mixture, for every row of ``values``.
+
+        Parameters
+        ----------
+        values : array-like of shape (n_rows, n_given) or (n_given,)
+            Known values of the features ``given``.
+        given : array-like of int (n_given,) or bool (n_features,)
+            Which features are known (indices, or a mask).
+
+        Returns
+        -------
+        ConditionalMixture
+            ``features`` (the others, in order), ``weights`` (n_rows, K) posterior
+            component probabilities, ``means`` (n_rows, K, M) and ``covariances`` (K, M, M)
+            of each component's conditional Gaussian; ``mean`` and ``covariance`` of the
+            whole conditional mixture, and ``sample()``.  Regressing feature ``j`` on
+            the others is ``condition(X[:, others], others).mean``.
+        """
+        from gmmkit.core.missing import conditional_mixture
+
+        check_is_fitted(self)
+        d = self._params.n_features
+        index = np.asarray(given)
+        if index.dtype == bool:
+            if index.shape != (d,):
+                raise ValueError(f"a boolean 'given' must have shape ({d},), got {index.shape}")
+            index = np.flatnonzero(index)
+        index = index.astype(np.intp).reshape(-1)
+        if len(np.unique(index)) != len(index) or np.any((index < 0) | (index >= d)):
+            raise ValueError(
+                f"'given' must hold distinct feature indices in [0, {d}), got {index.tolist()}"
+            )
+        rows = np.asarray(values, dtype=np.float64)
+        if rows.ndim == 1:
+            rows = rows[None, :]
+        if rows.ndim != 2 or rows.shape[1] != len(index):
+            raise ValueError(
+                f"values must have shape (n_rows, {len(index)}) for {len(index)} given "
+                f"feature(s), got {np.shape(values)}"
+            )
+        if not np.all(np.isfinite(rows)):
+            raise ValueError("values contain NaN or infinity")
+        order = np.argsort(index)
+        return conditional_mixture(self._params, rows[:, order], index[order])
 
     # ------------------------------------------------------------------ criteria
     def _n_parameters(self) -> int:

@@ -4,6 +4,7 @@ image segmentation, generation and 1-D helpers, all built on :class:`~gmmkit.Gau
 
 from gmmkit.apps.anomaly import AnomalyDetector
 from gmmkit.apps.generation import PCAGaussianMixtureGenerator
+from gmmkit.apps.imputation import GaussianMixtureImputer
 from gmmkit.apps.segmentation import SegmentationResult, read_image, segment_image, write_image
 from gmmkit.apps.selection import (
     DegenerateMixtureWarning,
@@ -17,6 +18,7 @@ from gmmkit.apps.univariate import UnivariateMixture, fit_1d
 __all__ = [
     "AnomalyDetector",
     "DegenerateMixtureWarning",
+    "GaussianMixtureImputer",
     "GaussianMixtureSelector",
     "PCAGaussianMixtureGenerator",
     "SegmentationResult",

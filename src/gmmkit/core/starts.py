@@ -168,10 +168,7 @@ def multistart(
 
     short_engine = engine
     if engine.n_samples > SHORT_RUN_ROWS:
-        from gmmkit.engines.memory import MemoryEngine
-
-        rows, weights = engine.sample(SHORT_RUN_ROWS, rng)
-        short_engine = MemoryEngine(np.asarray(rows), weights)
+        short_engine = engine.sample_engine(SHORT_RUN_ROWS, rng)
     make = partial(
         initial_parameters, short_engine, n_components, covariance_type, rng=rng,
         reg_covar=reg_covar,

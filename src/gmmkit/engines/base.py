@@ -43,20 +43,31 @@ def squares_limit(dtype: Any, n_features: int) -> float:
     return float(np.sqrt(float(info.max) / (4.0 * max(int(n_features), 1) * 2.0**20)))
 
 
-def check_block(X: NDArray[Any], start: int, where: str = "X") -> None:
+def check_block(X: NDArray[Any], start: int, where: str = "X", allow_nan: bool = False) -> None:
     """The checks in-memory input gets, for one block of streamed rows.
 
     One ``isfinite`` pass and one min/max pass: raise a ValueError naming the first row
     (``start`` is the block's first row in the whole data set) that holds NaN or
     infinity, or a value whose square would overflow (see :func:`squares_limit`).
+    With ``allow_nan`` (estimators asked to marginalise over missing values) NaN passes
+    and only infinity is refused.
     """
     if X.dtype.kind != "f" or X.size == 0:
         return
     if not np.isfinite(X).all():
         bad = ~np.isfinite(X).all(axis=1)
-        row = int(np.argmax(bad))
-        kind = "NaN" if np.isnan(X[row]).any() else "infinity"
-        raise ValueError(f"Input {where} contains {kind} (first at row {start + row})")
+        if allow_nan:
+            bad = np.isinf(X).any(axis=1)
+        if bad.any():
+            row = int(np.argmax(bad))
+            kind = "NaN" if np.isnan(X[row]).any() and not allow_nan else "infinity"
+            hint = "" if kind != "NaN" else (
+                "; to fit and predict with missing values by marginalising over them, "
+                "pass missing='marginalize'"
+            )
+            raise ValueError(
+                f"Input {where} contains {kind} (first at row {start + row}){hint}"
+            )
     check_squares(X, start, where)
 
 
@@ -67,7 +78,10 @@ def check_squares(X: NDArray[Any], start: int = 0, where: str = "X") -> None:
     if X.dtype.kind != "f" or X.size == 0:
         return
     limit = squares_limit(X.dtype, X.shape[1])
-    if max(float(np.max(X)), -float(np.min(X))) > limit:  # np.abs(X) would copy X
+    largest = max(float(np.max(X)), -float(np.min(X)))
+    if largest != largest:  # NaN (missing values): ignore them
+        largest = max(float(np.fmax.reduce(X, axis=None)), -float(np.fmin.reduce(X, axis=None)))
+    if largest > limit:  # np.abs(X) would copy X
         row = int(np.argmax(np.any(np.abs(X) > limit, axis=1)))
         largest = float(np.max(np.abs(X[row])))
         hint = "rescale X (e.g. StandardScaler)"
@@ -93,12 +107,16 @@ class Chunk:
     start : int
         Index of the first row in the whole data set (seeds per-chunk randomness
         reproducibly, whatever the scheduling).
+    missing : ndarray of bool, shape (n, D), or None
+        Cells that were missing (NaN) before :class:`FilledEngine` filled them; the EM
+        core marginalises over them (:mod:`gmmkit.core.missing`).
     """
 
     X: NDArray[Any]
     sample_weight: NDArray[np.float64] | None
     labels: NDArray[np.intp] | None
     start: int
+    missing: NDArray[np.bool_] | None = None
 
 
 def sample_positions(
@@ -149,7 +167,13 @@ def sample_positions(
 
 
 class Engine(ABC):
-    """A source of row chunks that can map a function over them and combine results."""
+    """A source of row chunks that can map a function over them and combine results.
+
+    ``allow_nan``: engines that validate their blocks (streaming, Dask) let NaN through
+    when set (estimators with ``missing="marginalize"`` set it); infinity never.
+    """
+
+    allow_nan: bool = False
 
     @property
     @abstractmethod
@@ -217,16 +241,41 @@ class Engine(ABC):
 
         return self.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
 
+    def sample_engine(self, n: int, rng: np.random.Generator) -> Engine:
+        """An in-memory engine over a seeding sample of ``n`` draws (:meth:`sample`)."""
+        from gmmkit.engines.memory import MemoryEngine
+
+        rows, weights = self.sample(n, rng)
+        return MemoryEngine(np.asarray(rows), weights)
+
 
 def _chunk_statistics(coefs: KernelCoefficients, label_weight: float, chunk: Chunk) -> SuffStats:
     from gmmkit.core.kernel import chunk_statistics
 
+    if chunk.missing is not None:  # marginalise over missing cells (FilledEngine)
+        from gmmkit.core.missing import chunk_statistics_missing
+
+        return chunk_statistics_missing(
+            coefs, chunk.X, chunk.missing, chunk.sample_weight, chunk.labels, label_weight
+        )
     return chunk_statistics(coefs, chunk.X, chunk.sample_weight, chunk.labels, label_weight)
 
 
 def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[Any]:
     from gmmkit.core import kernel
 
+    if chunk.missing is not None:  # rows with missing cells: their observed marginal
+        from gmmkit.core import missing
+
+        rows = {
+            "score": missing.score_rows,
+            "predict": missing.predict_rows,
+            "proba": missing.proba_rows,
+            "map_log_resp": missing.map_log_resp_rows,
+        }
+        if kind not in rows:
+            raise ValueError(f"unknown per-row kernel {kind!r}")
+        return rows[kind](coefs, chunk.X, chunk.missing)
     if kind == "score":
         return kernel.score_chunk(coefs, chunk.X)
     if kind == "predict":
@@ -237,3 +286,72 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
         log_resp, _ = kernel.log_resp_and_density(coefs, chunk.X)
         return np.max(log_resp, axis=1).astype(np.float64)
     raise ValueError(f"unknown per-row kernel {kind!r}")
+
+
+def _filled_call(func: Callable[[Chunk], T], fill: NDArray[Any], chunk: Chunk) -> T:
+    from gmmkit.core.missing import filled_chunk
+
+    return func(filled_chunk(fill, chunk))
+
+
+class FilledEngine(Engine):
+    """Chunks of another engine with NaN cells filled and marked (``Chunk.missing``).
+
+    The EM core marginalises over the marked cells (:mod:`gmmkit.core.missing`); code
+    that reads values directly (initialisation: k-means, hierarchical agglomeration,
+    seeding samples) sees the fill values, the observed columns' means.  Chunks without
+    NaN pass through unchanged.
+
+    Parameters
+    ----------
+    inner : Engine
+        Validated with NaN allowed.
+    fill : ndarray of shape (D,)
+    """
+
+    def __init__(self, inner: Engine, fill: NDArray[Any]) -> None:
+        self.inner = inner
+        self.fill = np.asarray(fill, dtype=inner.dtype)
+
+    @property
+    def n_samples(self) -> int:
+        return self.inner.n_samples
+
+    @property
+    def n_features(self) -> int:
+        return self.inner.n_features
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.inner.dtype
+
+    @property
+    def sample_weight(self) -> NDArray[np.float64] | None:
+        return getattr(self.inner, "sample_weight", None)
+
+    def _fill_rows(self, rows: NDArray[Any]) -> NDArray[Any]:
+        rows = np.asarray(rows)
+        if rows.dtype.kind != "f":
+            return rows
+        return np.where(np.isnan(rows), self.fill.astype(rows.dtype), rows)
+
+    def map_reduce(self, func: Callable[[Chunk], T]) -> T:
+        return self.inner.map_reduce(partial(_filled_call, func, self.fill))
+
+    def map_rows(self, func: Callable[[Chunk], NDArray[Any]]) -> NDArray[Any]:
+        return self.inner.map_rows(partial(_filled_call, func, self.fill))
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
+        rows, weights = self.inner.sample(n, rng)
+        return self._fill_rows(rows), weights
+
+    def sample_engine(self, n: int, rng: np.random.Generator) -> Engine:
+        return FilledEngine(self.inner.sample_engine(n, rng), self.fill)
+
+    @contextmanager
+    def session(self) -> Iterator[Engine]:
+        with self.inner.session():
+            yield self
+
+    def take(self, indices: NDArray[np.intp]) -> NDArray[Any]:
+        return self._fill_rows(self.inner.take(indices))

@@ -99,9 +99,10 @@ def _reduce_block(
     start: int,
     chunk_rows: int,
     check: bool,
+    allow_nan: bool = False,
 ) -> Any:
     if check:
-        check_block(X, start)
+        check_block(X, start, allow_nan=allow_nan)
     total = None
     for chunk in _chunks_of_block(X, weight, labels, start, chunk_rows):
         result = func(chunk)
@@ -122,9 +123,10 @@ def _rows_block(
     chunk_rows: int,
     X: NDArray[Any],
     block_info: Any = None,
+    allow_nan: bool = False,
 ) -> NDArray[Any]:
     start = int(block_info[0]["array-location"][0][0]) if block_info else 0
-    check_block(X, start)
+    check_block(X, start, allow_nan=allow_nan)
     parts = [func(c) for c in _chunks_of_block(X, None, None, start, chunk_rows)]
     if not parts:
         return func(Chunk(X=X, sample_weight=None, labels=None, start=start))
@@ -307,7 +309,8 @@ class DaskEngine(Engine):
         kernel = dask.delayed(_identity, pure=False)(func)
         task = dask.delayed(_reduce_block, pure=True)
         parts = [
-            task(kernel, b, w, lab, int(s), self.chunk_rows, not self._validated)
+            task(kernel, b, w, lab, int(s), self.chunk_rows, not self._validated,
+                 self.allow_nan)
             for b, w, lab, s in zip(blocks, weights, label_blocks, starts)
         ]
         add = dask.delayed(_add, pure=True)
@@ -329,7 +332,7 @@ class DaskEngine(Engine):
         empty = Chunk(X=np.empty((0, self.n_features), self.dtype), sample_weight=None,
                       labels=None, start=0)
         meta = np.asarray(func(empty))
-        block = partial(_rows_block, func, self.chunk_rows)
+        block = partial(_rows_block, func, self.chunk_rows, allow_nan=self.allow_nan)
         if meta.ndim == 1:
             return X.map_blocks(block, drop_axis=1, dtype=meta.dtype, meta=meta)
         return X.map_blocks(
@@ -360,16 +363,18 @@ class DaskEngine(Engine):
             weights = np.asarray(got[1], np.float64)
         if not self._validated:
             try:
-                check_block(rows, 0)
+                check_block(rows, 0, allow_nan=self.allow_nan)
             except ValueError:
                 # the sample holds a bad row: find the data's first one, for a useful message
                 import dask.array as da
 
                 limit = squares_limit(self.dtype, self.n_features)
-                bad_rows = ~(da.isfinite(X) & (abs(X) <= limit)).all(axis=1)
+                bad_rows = ~((da.isfinite(X) & (abs(X) <= limit)) | (
+                    da.isnan(X) if self.allow_nan else False
+                )).all(axis=1)
                 first = int(da.argmax(bad_rows).compute())
                 (bad_row,) = _compute(X[first : first + 1])
-                check_block(np.asarray(bad_row), first)
+                check_block(np.asarray(bad_row), first, allow_nan=self.allow_nan)
                 raise
         self._report("sample", began)
         return rows, weights

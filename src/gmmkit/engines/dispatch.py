@@ -149,6 +149,7 @@ def as_engine(
     min_samples: int = 1,
     device: Any = None,
     covariance_type: str = "full",
+    allow_nan: bool = False,
 ) -> Engine | None:
     """An out-of-core or Dask engine for ``X``, or None for ordinary in-memory input.
 
@@ -175,6 +176,8 @@ def as_engine(
         For a ``torch.Tensor`` ``X``: the device to compute on (default: where it lies).
     covariance_type : str
         Sizes the torch engine's chunks.
+    allow_nan : bool
+        Let NaN (missing values) through the blocks' checks (``missing="marginalize"``).
 
     Returns
     -------
@@ -193,6 +196,7 @@ def as_engine(
     n_rows: int | None
     if is_dask_collection(X):
         dask_engine = DaskEngine(X, sample_weight, labels, progress=progress)
+        dask_engine.allow_nan = allow_nan
         rows = chunk_rows or default_chunk_rows(
             dask_engine.n_features, n_components or 1, dask_engine.dtype.itemsize
         )
@@ -226,6 +230,7 @@ def as_engine(
             progress=progress,
             weight_scale=weight_scale,
         )
+        streaming.allow_nan = allow_nan
         engine = streaming
         n_rows = source.n_rows
         if n_rows is None and (min_samples > 1 or n_components is not None or weight is not None):

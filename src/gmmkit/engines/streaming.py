@@ -190,7 +190,7 @@ class StreamingEngine(ThreadedEngine):
             self.source.blocks(self.chunk_rows), self.chunk_rows, self.dtype
         ):
             if validate:
-                check_block(X, start)
+                check_block(X, start, allow_nan=self.allow_nan)
             stop = start + len(X)
             yield Chunk(
                 X=X,

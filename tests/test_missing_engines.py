@@ -1,0 +1,114 @@
+"""Missing values out of core: a memory-mapped .npy, a chunked callable source and Dask
+(local scheduler and a LocalCluster) give the in-memory fit; NaN passes the engines'
+block checks only with missing="marginalize"."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from _helpers import assert_same_fit, initial_parameters, three_blobs
+from gmmkit import GaussianMixture
+
+CHUNK = 256
+
+
+def _data(n: int = 3000, seed: int = 0) -> np.ndarray:
+    X = three_blobs(n, seed)
+    rng = np.random.default_rng(seed + 1)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[5] = np.nan  # a row with nothing observed
+    return X
+
+
+def _fit(X: Any, covariance_type: str, init: dict[str, Any], **kw: Any) -> GaussianMixture:
+    gm = GaussianMixture(
+        3, covariance_type=covariance_type, tol=1e-8, max_iter=30, chunk_rows=CHUNK,
+        missing="marginalize", **init, **kw,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return gm.fit(X)
+
+
+@pytest.fixture(scope="module")
+def data() -> tuple[np.ndarray, dict[str, Any]]:
+    X = _data()
+    complete = X[~np.isnan(X).any(axis=1)]
+    return X, initial_parameters(complete, "full")
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_memmap_fit_equals_in_memory(
+    tmp_path: Path, data: tuple[np.ndarray, dict[str, Any]], covariance_type: str
+) -> None:
+    X, init = data
+    if covariance_type == "diag":
+        init = {**init, "precisions_init": np.array([np.diag(p) for p in init["precisions_init"]])}
+    reference = _fit(X, covariance_type, init)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    streamed = _fit(np.load(path, mmap_mode="r"), covariance_type, init)
+    assert_same_fit(reference, streamed)
+    np.testing.assert_allclose(
+        streamed.score_samples(np.load(path, mmap_mode="r")), reference.score_samples(X),
+        rtol=1e-12,
+    )
+    with pytest.raises(ValueError, match=r"NaN \(first at row \d+\).*missing=.marginalize."):
+        GaussianMixture(3, chunk_rows=CHUNK).fit(np.load(path, mmap_mode="r"))
+
+
+def test_callable_source_fit_equals_in_memory(data: tuple[np.ndarray, dict[str, Any]]) -> None:
+    X, init = data
+
+    def blocks() -> Iterator[np.ndarray]:
+        for start in range(0, len(X), 700):
+            yield X[start : start + 700]
+
+    reference = _fit(X, "full", init)
+    assert_same_fit(reference, _fit(blocks, "full", init))
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        GaussianMixture(3).fit(blocks)
+
+
+def test_infinity_is_refused_even_when_marginalising(tmp_path: Path) -> None:
+    X = _data()
+    X[7, 1] = np.inf
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    with pytest.raises(ValueError, match=r"infinity \(first at row 7\)"):
+        GaussianMixture(3, missing="marginalize").fit(np.load(path, mmap_mode="r"))
+
+
+def test_dask_fit_equals_in_memory(data: tuple[np.ndarray, dict[str, Any]]) -> None:
+    da = pytest.importorskip("dask.array")
+    X, init = data
+    reference = _fit(X, "full", init)
+    assert_same_fit(reference, _fit(da.from_array(X, chunks=(1024, 3)), "full", init))
+    with pytest.raises(ValueError, match="NaN"):
+        GaussianMixture(3).fit(da.from_array(X, chunks=(1024, 3)))
+
+
+@pytest.mark.slow
+def test_dask_local_cluster_fit_equals_in_memory(
+    data: tuple[np.ndarray, dict[str, Any]],
+) -> None:
+    da = pytest.importorskip("dask.array")
+    distributed = pytest.importorskip("distributed")
+    X, init = data
+    reference = _fit(X, "full", init)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, memory_limit="400MiB",
+        dashboard_address=None, silence_logs=50,
+    ) as cluster, distributed.Client(cluster):
+        fitted = _fit(da.from_array(X, chunks=(1024, 3)), "full", init)
+        assert_same_fit(reference, fitted)
+        np.testing.assert_allclose(
+            fitted.predict_proba(da.from_array(X, chunks=(1024, 3))),
+            reference.predict_proba(X), rtol=1e-10, atol=1e-12,
+        )
