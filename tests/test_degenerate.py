@@ -226,3 +226,60 @@ def test_extreme_scales(scale: float) -> None:
         unit = _fit(X, 3)
         np.testing.assert_allclose(np.sort(model.means_[:, 0]), np.sort(unit.means_[:, 0]) * scale,
                                    rtol=1e-6)
+
+
+# ------------------------------------------------------------- worst row, near-ties
+def test_worst_row_is_the_first_of_near_tied_rows() -> None:
+    """The row that re-seeds an emptied component is the first row whose log-density is
+    within rounding (WORST_TIE) of the lowest, so that rounding which differs between
+    devices or BLAS builds picks the same row; a clearly lower row still wins."""
+    from gmmkit.core.kernel import chunk_statistics, kernel_coefficients
+    from gmmkit.core.suffstats import WORST_TIE, SuffStats, worst_row
+
+    values = np.array([3.0, -5.0, 2.0, -5.0 * (1 + 0.1 * WORST_TIE), -5.0])
+    assert worst_row(values) == 1  # row 3 is lower only by rounding-sized amounts
+    values[3] = -5.0 * (1 + 10 * WORST_TIE)
+    assert worst_row(values) == 3
+    assert worst_row(np.array([np.inf, np.inf])) == 0
+    assert worst_row(np.array([0.0, -np.inf, -np.inf])) == 1
+
+    params = MixtureParams.from_covariances(
+        np.array([0.5, 0.5]), np.array([[0.0, 0.0], [10.0, 0.0]]),
+        np.tile(np.eye(2), (2, 1, 1)), "full",
+    )
+    # two far rows at mirror positions: equal densities up to rounding
+    X = np.array([[0.0, 0.1], [-20.0, 3.0], [5.0, 0.0], [30.0, -3.0], [10.0, 0.1]])
+    stats = chunk_statistics(kernel_coefficients(params), X)
+    np.testing.assert_array_equal(stats.worst_point, X[1])
+    # across chunks the earlier one keeps a tie
+    first = chunk_statistics(kernel_coefficients(params), X[:2])
+    second = chunk_statistics(kernel_coefficients(params), X[2:])
+    merged = SuffStats.total([first, second])
+    np.testing.assert_array_equal(merged.worst_point, X[1])
+
+
+def test_starts_tied_within_rounding_keep_the_order_of_the_plan() -> None:
+    """Several starts reaching one optimum (degenerate data: components permuted) tie
+    when their log-likelihoods differ by rounding only; the earlier start in the plan is
+    kept, so engines that round differently (NumPy, torch on a GPU) keep the same one.
+    A clearly higher log-likelihood still wins."""
+    from gmmkit.core.em import EMResult
+    from gmmkit.core.starts import _better, _leaders
+
+    def run(lower_bound: float, shift: float) -> EMResult:
+        params = MixtureParams.from_covariances(
+            np.array([0.5, 0.5]), np.array([[0.0, 0.0], [5.0 + shift, 0.0]]),
+            np.tile(np.eye(2), (2, 1, 1)), "full",
+        )
+        return EMResult(params=params, converged=True, n_iter=3, lower_bound=lower_bound)
+
+    first, rounding_ahead, clearly_ahead = run(-3.0, 0.0), run(-3.0 + 1e-14, 1.0), run(
+        -2.9, 2.0
+    )
+    assert not _better(rounding_ahead, first)
+    assert not _better(first, rounding_ahead)
+    assert _better(clearly_ahead, first)
+    assert _leaders([first, rounding_ahead], 2) == [first, rounding_ahead]
+    assert _leaders([first, rounding_ahead, clearly_ahead], 3) == [
+        clearly_ahead, first, rounding_ahead
+    ]

@@ -54,7 +54,7 @@ from numpy.typing import NDArray
 
 from gmmkit.core.covariance import CovarianceType, get_covariance_type, log_2pi, pack_symmetric
 from gmmkit.core.params import MixtureParams
-from gmmkit.core.suffstats import SuffStats
+from gmmkit.core.suffstats import SuffStats, worst_row
 
 Array = NDArray[np.floating[Any]]
 
@@ -734,11 +734,11 @@ def chunk_statistics(
 
     if n:
         if weight is None:
-            worst = int(np.argmin(log_norm))
+            worst = worst_row(log_norm)
             worst_value = float(log_norm[worst])
         else:
             candidates = np.where(weight > 0, log_norm, np.inf)
-            worst = int(np.argmin(candidates))
+            worst = worst_row(candidates)
             worst_value = float(candidates[worst])
         worst_point = np.asarray(X[worst], dtype=np.float64)
     else:

@@ -49,7 +49,7 @@ from gmmkit.core.kernel import (
     score_chunk,
 )
 from gmmkit.core.params import MixtureParams
-from gmmkit.core.suffstats import SuffStats
+from gmmkit.core.suffstats import SuffStats, worst_row
 
 Array = NDArray[np.floating[Any]]
 
@@ -495,7 +495,7 @@ def _incomplete_statistics(
     positive = weight > 0
     if np.any(positive):
         candidates = np.where(positive, log_norm, np.inf)
-        worst = int(np.argmin(candidates))
+        worst = worst_row(candidates)
         worst_value = float(candidates[worst])
         best = int(np.argmax(log_joint[:, worst]))
         worst_point = np.where(missing[worst], means[best], np.asarray(X[worst], np.float64))

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import warnings
 import weakref
-from functools import partial
+from functools import cmp_to_key, partial
 from typing import Any
 
 import numpy as np
@@ -28,6 +28,7 @@ from gmmkit.core.hc import hc_partitions
 from gmmkit.core.kernel import hard_statistics
 from gmmkit.core.mstep import m_step
 from gmmkit.core.params import MixtureParams
+from gmmkit.core.suffstats import WORST_TIE
 from gmmkit.engines.base import Engine
 
 #: Kinds of start, in order: the first ``n_starts`` are used, and past the end further
@@ -250,7 +251,8 @@ def _leaders(runs: list[EMResult], n_kept: int) -> list[EMResult]:
     what one call on all runs would.
     """
     kept: list[EMResult] = []
-    for candidate in sorted(runs, key=_rank):  # stable: ties keep the order of the plan
+    # stable: ties keep the order of the plan
+    for candidate in sorted(runs, key=cmp_to_key(_compare)):
         if len(kept) == n_kept:
             break
         if not _seen_before(candidate.params, [k.params.means for k in kept]):
@@ -263,13 +265,29 @@ RACE_FACTOR = 3
 RACE_MIN_PASSES = 20
 
 
-def _rank(result: EMResult) -> tuple[bool, float]:
-    """Sort key of runs: sound before collapsed, then the higher log-likelihood."""
-    return collapsed(result.params), -result.lower_bound
+def _compare(result: EMResult, other: EMResult) -> int:
+    """Order of runs: sound before collapsed, then the higher log-likelihood; -1 when
+    ``result`` comes first, 0 for a tie.  Log-likelihoods within rounding of each other
+    (:data:`~gmmkit.core.suffstats.WORST_TIE`) tie, and ties keep the order of the plan:
+    on degenerate data several starts reach one optimum with its components permuted,
+    and rounding that differs between engines (NumPy, torch on a GPU) must not pick
+    another of them."""
+    sound = (not collapsed(result.params), not collapsed(other.params))
+    if sound[0] != sound[1]:
+        return -1 if sound[0] else 1
+    if result.lower_bound > _tie_limit_above(other.lower_bound):
+        return -1
+    if other.lower_bound > _tie_limit_above(result.lower_bound):
+        return 1
+    return 0
+
+
+def _tie_limit_above(value: float) -> float:
+    return value + WORST_TIE * (1.0 + abs(value)) if np.isfinite(value) else value
 
 
 def _better(result: EMResult, other: EMResult) -> bool:
-    return _rank(result) < _rank(other)
+    return _compare(result, other) < 0
 
 
 def _continue(

@@ -13,6 +13,29 @@ from numpy.typing import NDArray
 Array = NDArray[np.floating[Any]]
 
 
+#: Rows whose log-density is within this fraction (of ``1 + |lowest|``) of the lowest
+#: are tied for "worst row": the first of them in row order is kept.  Near-ties are
+#: common on degenerate data (repeated rows, collapsed components), and rounding that
+#: differs between devices or BLAS builds must not change which row re-seeds an emptied
+#: component, so that the NumPy and torch engines fit such data alike.
+WORST_TIE = 1e-10
+
+
+def tie_limit(lowest: float) -> float:
+    """Largest log-density tied with ``lowest`` under :data:`WORST_TIE`."""
+    if not np.isfinite(lowest):
+        return lowest
+    return lowest + WORST_TIE * (1.0 + abs(lowest))
+
+
+def worst_row(log_density: NDArray[np.floating[Any]]) -> int:
+    """Index of the worst row of a non-empty vector: the first one tied with the lowest
+    value (see :data:`WORST_TIE`)."""
+    values = np.asarray(log_density)
+    lowest = float(values.min())
+    return int(np.flatnonzero(values <= tie_limit(lowest))[0])
+
+
 @dataclass(frozen=True, eq=False)
 class SuffStats:
     """Responsibility-weighted sums over a set of rows, all float64.
@@ -66,7 +89,12 @@ class SuffStats:
             self.reference, other.reference
         ):
             raise ValueError("cannot add SuffStats taken around different reference points")
-        worst = self if self.worst_log_density <= other.worst_log_density else other
+        # the first operand's rows come first: it wins ties (see WORST_TIE)
+        worst = (
+            self
+            if self.worst_log_density <= tie_limit(other.worst_log_density)
+            else other
+        )
         return SuffStats(
             nk=self.nk + other.nk,
             first=self.first + other.first,

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from gmmkit.core.covariance import get_covariance_type
 from gmmkit.core.kernel import FAR_LOG_JOINT, KernelCoefficients, _far_log_joint
-from gmmkit.core.suffstats import SuffStats
+from gmmkit.core.suffstats import WORST_TIE, SuffStats, worst_row
 from gmmkit.engines.base import Chunk, Engine, sample_positions, squares_limit
 from gmmkit.engines.memory import default_chunk_rows, one_blas_thread
 
@@ -417,7 +417,15 @@ class _Kernel:
             log_likelihood = weight64 @ log_norm
             total_weight = weight64.sum()
         if n:
-            worst = torch.argmin(candidates)
+            # the first row tied with the lowest (SuffStats' WORST_TIE), found on the
+            # device without a wait: rounding that differs from the CPU's must not pick
+            # another of several near-equal rows
+            lowest = candidates.min()
+            limit = torch.where(
+                torch.isfinite(lowest), lowest + WORST_TIE * (1.0 + lowest.abs()), lowest
+            )
+            order = torch.arange(n, device=candidates.device)
+            worst = torch.where(candidates <= limit, order, n).min()
             worst_value = candidates[worst]
             worst_point = X[worst].to(f64)
         else:
@@ -574,7 +582,7 @@ def _total(parts: list[_DeviceStats], reference: NDArray[np.float64]) -> SuffSta
     if isinstance(total_weight, torch.Tensor):
         total_weight = float(next(values)[0])
     # the first chunk holding the lowest value, as SuffStats.__add__ keeps
-    worst = int(np.argmin(worst_values_h))
+    worst = worst_row(worst_values_h)
     return SuffStats(
         nk=nk_h.copy(),
         first=first_h.reshape(first.shape).copy(),
@@ -831,7 +839,14 @@ class TorchEngine(Engine):
             # nearest centre, by the same sums as gmmkit.core.kmeans.squared_distances
             d2 = (xc * xc).sum(dim=1)[:, None] - 2.0 * (xc @ cc.T)
             d2 += (cc * cc).sum(dim=1)[None, :]
-            labels = d2.clamp_min_(0.0).argmin(dim=1)
+            d2.clamp_min_(0.0)
+            # the first centre tied with the nearest: repeated centres (more components
+            # than distinct rows) give exactly equal columns on the CPU, where argmin
+            # takes the first, but the device's GEMM may round them differently
+            nearest = d2.min(dim=1, keepdim=True).values
+            tied = d2 <= nearest + WORST_TIE * (nearest + (xc * xc).sum(dim=1, keepdim=True))
+            order = torch.arange(k, device=self.device)
+            labels = torch.where(tied, order, k).min(dim=1).values
             w = torch.ones(len(xc), dtype=f64, device=self.device) if weight is None else weight
             nk.index_add_(0, labels, w)
             weighted = xc * w[:, None]
