@@ -965,6 +965,42 @@ def _selection(value: Any, field: str) -> None:
 
 
 _RANDOM_STATE = _optional(_integer(0, 2**32 - 1))
+_RUNNING_STATS_KEYS = ("nk", "first", "second", "reference")
+
+
+def _running_stats(value: Any, field: str) -> None:
+    """``running_stats_`` of a partially fitted mixture: exactly its four finite
+    float arrays (their shapes are checked against the mixture in :func:`_after_load`)."""
+    if not isinstance(value, dict) or sorted(value) != sorted(_RUNNING_STATS_KEYS):
+        raise ModelFileError(
+            f"{field} must hold the arrays {', '.join(_RUNNING_STATS_KEYS)}, got {_short(value)}"
+        )
+    for key, ndim in zip(_RUNNING_STATS_KEYS, (1, 2, 2, 2), strict=True):
+        _array("f", ndim)(value[key], f"{field}.{key}")
+    if np.any(value["nk"] < 0):
+        raise ModelFileError(f"{field}.nk must be non-negative")
+
+
+def _check_running_stats(estimator: Any, k: int, d: int) -> None:
+    """``running_stats_`` shapes agree with the mixture's components, features and layout."""
+    value = getattr(estimator, "running_stats_", None)
+    if value is None:
+        return
+    from gmmkit.core.covariance import get_covariance_type
+
+    cov_type = get_covariance_type(estimator.covariance_type)
+    q = cov_type.n_quadratic(d)
+    expected = {
+        "nk": (k,),
+        "first": (k, d),
+        "second": (1, q) if cov_type.layout == "tied" else (k, q),
+        "reference": (k, d),
+    }
+    for key, shape in expected.items():
+        if value[key].shape != shape:
+            raise ModelFileError(
+                f"running_stats_.{key} should have shape {shape}, got {value[key].shape}"
+            )
 _MIXTURE_ATTRIBUTES: dict[str, Check] = {
     "weights_": _array("f", 1),
     "means_": _array("f", 2),
@@ -977,6 +1013,8 @@ _MIXTURE_ATTRIBUTES: dict[str, Check] = {
     "reseeded_": _list_of(_list_of(_integer(0), length=2, tuples=True)),
     "n_features_in_": _integer(1),
     "feature_names_in_": _strings,
+    "n_steps_": _integer(0),
+    "running_stats_": _running_stats,
 }
 _MIXTURE_PARAMS: dict[str, Check] = {
     "weights_init": _numeric_init,
@@ -1380,6 +1418,7 @@ def _after_load(estimator: Any) -> None:
             raise ModelFileError(
                 f"n_features_in_ is {_short(n_features_in)} but means_ has {d} columns"
             )
+        _check_running_stats(estimator, k, d)
         for _iteration, component in getattr(estimator, "reseeded_", []):
             if component >= k:
                 raise ModelFileError(f"reseeded_ names component {component} of {k}")
