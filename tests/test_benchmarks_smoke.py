@@ -86,3 +86,10 @@ def test_squarem_benchmark_quick_mode_runs():
     out = _run(SCRIPT.with_name("bench_squarem.py"), "--quick")
     assert "SQUAREM passes" in out
     assert "SUMMARY SQUAREM:" in out
+
+
+@pytest.mark.slow
+def test_online_benchmark_quick_mode_runs():
+    out = _run(SCRIPT.with_name("bench_online.py"), "--quick")
+    rows = [line for line in out.splitlines() if "%" in line and "|" in line]
+    assert len(rows) == 2, out[-3000:]

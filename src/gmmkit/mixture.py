@@ -16,6 +16,7 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
@@ -380,6 +381,12 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self._fit_engine(self._engine(X_checked, weight), X_checked.shape[1])
         return self
 
+    def _plain_em(self) -> bool:
+        """Whether ``fit`` is this class's unsupervised EM (subclasses that fit something
+        else, such as labelled rows, have no :meth:`partial_fit`)."""
+        return type(self).fit is GaussianMixture.fit
+
+    @available_if(_plain_em)
     @transactional_fit
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(
@@ -414,11 +421,6 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         -------
         self
         """
-        if type(self).fit is not GaussianMixture.fit:
-            raise TypeError(
-                f"{type(self).__name__} does not support partial_fit (its fit is not "
-                "GaussianMixture's unsupervised EM)"
-            )
         first = not hasattr(self, "_params")
         X_checked = self._validate_X(X, reset=first)
         weight = _batch_weight(sample_weight, X_checked)
