@@ -308,6 +308,8 @@ def test_partial_fit_continues_a_fitted_model():
     # the fitted model enters the average with weight 1 - 11 ** -0.7: a batch from the
     # same distribution moves the means by a fraction of their standard error
     assert np.max(np.abs(gm.means_ - before)) < 0.1
+    gm.fit(X)  # a new fit forgets the stream
+    assert not hasattr(gm, "n_steps_") and not hasattr(gm, "running_stats_")
 
 
 def test_semi_supervised_has_no_partial_fit():

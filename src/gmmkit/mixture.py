@@ -617,6 +617,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.lower_bound_ = best.lower_bound
         self.lower_bounds_ = list(best.lower_bounds)
         self.reseeded_ = list(best.reseeded)
+        # a fit replaces a stream's state: a later partial_fit starts from this fit
+        for name in ("n_steps_", "running_stats_"):
+            self.__dict__.pop(name, None)
 
     def _check_warm_start(self, n_features: int) -> None:
         """Raise unless the previous fit's parameters can start this one.
