@@ -317,3 +317,15 @@ def test_semi_supervised_has_no_partial_fit():
 
     assert hasattr(GaussianMixture(), "partial_fit")
     assert not hasattr(SemiSupervisedGaussianMixture(3), "partial_fit")
+
+
+@pytest.mark.parametrize("model", ALL_MODELS)
+def test_every_covariance_model_streams(model):
+    gm = GaussianMixture(3, covariance_type=model, random_state=0)
+    for seed in range(4):
+        gm.partial_fit(_blobs(400, seed))
+        _finite_fitted(gm)
+    # one pass of 1600 rows lands near the exact fit of the same rows (same model)
+    X = np.vstack([_blobs(400, seed) for seed in range(4)])
+    exact = GaussianMixture(3, covariance_type=model, random_state=0, init_params="kmeans").fit(X)
+    assert gm.score(X) > exact.score(X) - 0.05 * abs(exact.score(X))
