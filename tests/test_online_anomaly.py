@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import gmmkit
 from gmmkit import AnomalyDetector
 
 
@@ -50,3 +51,18 @@ def test_a_failing_batch_leaves_the_detector_as_it_was():
         detector.partial_fit(_stream(10, rng), sample_weight=np.zeros(10))
     assert detector.mixture_ is mixture and detector.offset_ == offset
     assert np.array_equal(mixture.means_, means) and mixture.n_steps_ == 1
+
+
+def test_detector_resumes_from_a_model_file(tmp_path):
+    rng = np.random.default_rng(3)
+    batches = [_stream(600, rng) for _ in range(4)]
+    detector = AnomalyDetector(3, contamination=0.05, random_state=0)
+    for X in batches[:2]:
+        detector.partial_fit(X)
+    detector.save(tmp_path / "d.gmm")
+    resumed = gmmkit.load(tmp_path / "d.gmm")
+    for X in batches[2:]:
+        detector.partial_fit(X)
+        resumed.partial_fit(X)
+    assert resumed.offset_ == detector.offset_
+    assert np.array_equal(resumed.mixture_.means_, detector.mixture_.means_)
