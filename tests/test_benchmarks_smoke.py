@@ -100,3 +100,10 @@ def test_convergence_benchmark_quick_subset_runs():
     rows = [line for line in table.splitlines() if line.startswith(("1-D", "diag"))]
     assert len(rows) == 4, table  # two workloads x float64, float32
     assert all(line.count("x ") >= 2 and "%" in line for line in rows), table
+
+
+@pytest.mark.slow
+def test_online_benchmark_quick_mode_runs():
+    out = _run(SCRIPT.with_name("bench_online.py"), "--quick")
+    rows = [line for line in out.splitlines() if "%" in line and "|" in line]
+    assert len(rows) == 2, out[-3000:]

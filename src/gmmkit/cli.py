@@ -220,7 +220,10 @@ class _Display:
         self._end_step()
         self.description = f"{label}: EM"
         self.task = self.progress.add_task(
-            f"{label}: initialising", total=max(n_fits, 1) * max(max_iter, 1), detail="",
+            f"{label}: initialising",
+            # max_iter 0: a stream of unknown length (a pulsing bar)
+            total=max(n_fits, 1) * max_iter if max_iter else None,
+            detail="",
             em=True,
         )
         tracker = _EMTracker(self.progress, self.task, label, n_fits, max_iter)
@@ -388,17 +391,42 @@ def _component_table(mixture: Any, names: list[str] | None) -> list[str]:
     return lines
 
 
+def _batches(X: Any, rows: int) -> Iterator[np.ndarray]:
+    """Mini-batches of exactly ``rows`` rows (the last one shorter) from an array or a
+    streaming source, whatever the sizes of the source's own blocks."""
+    import numpy as np
+
+    from gmmkit.data import row_blocks
+
+    pending: list[np.ndarray] = []
+    held = 0
+    for block in row_blocks(X, rows):
+        pending.append(block)
+        held += len(block)
+        while held >= rows:
+            joined = np.concatenate(pending) if len(pending) > 1 else pending[0]
+            yield joined[:rows]
+            pending, held = [joined[rows:]], held - rows
+    if held:
+        yield np.concatenate(pending)
+
+
 def _summary(model: Any, X: np.ndarray, names: list[str] | None, source: str) -> list[str]:
     """Lines describing a fitted GaussianMixture on its training data."""
     log_density = model.score_samples(X)  # X may be a streaming source: one pass
     n, d = len(log_density), model.n_features_in_
     total = float(log_density.sum())
     state = "converged" if model.converged_ else "did NOT converge"
+    how = (
+        f"stepwise EM: one pass, {_plural(model.n_steps_, 'mini-batch', 'mini-batches')}"
+        if hasattr(model, "n_steps_")
+        else f"EM {state} after {_plural(model.n_iter_, 'iteration')}"
+    )
     return [
         f"GaussianMixture: {_plural(model.n_components, 'component')}, covariance "
         f"'{model.covariance_type}', {_plural(n, 'row')} x {_plural(d, 'column')} "
         f"from {source}",
-        f"EM {state} after {_plural(model.n_iter_, 'iteration')}",
+        how,
         f"log-likelihood {total:.6g} (mean {total / n:.6g} per row)",
         f"BIC {model.bic(X):.6g}   AIC {model.aic(X):.6g}",
         "",
@@ -644,6 +672,16 @@ def cli() -> None:
               show_default=_gm_default("reg_covar"))
 @click.option("--init", "init_params", type=click.Choice(INIT_METHODS), default=None,
               show_default=_gm_default("init_params"))
+@click.option("--online", is_flag=True,
+              help="One pass of stepwise EM over mini-batches (partial_fit) instead of exact "
+              "EM: for files too large to read many times; --n-init, --max-iter and --tol do "
+              "not apply.")
+@click.option("--batch-size", type=click.IntRange(min=2), default=10_000, show_default=True,
+              help="Rows per mini-batch with --online.")
+@click.option("--learning-rate", type=click.FloatRange(min=0, max=1, min_open=True),
+              default=None,
+              help="With --online: a constant step (forgetting old batches, for drifting "
+              "data) instead of the decaying schedule.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the fitted model here (.gmm).")
 @_common()
@@ -657,6 +695,9 @@ def fit(
     tol: float | None,
     reg_covar: float | None,
     init_params: str | None,
+    online: bool,
+    batch_size: int,
+    learning_rate: float | None,
     output: Path | None,
     quiet: bool,
     progress: str,
@@ -665,6 +706,13 @@ def fit(
     """Fit a Gaussian mixture to DATA and print a summary."""
     from gmmkit.mixture import GaussianMixture
 
+    if online:
+        exact_only = [name for name, value in (("--n-init", n_init), ("--max-iter", max_iter),
+                                              ("--tol", tol)) if value is not None]
+        if exact_only:
+            raise click.UsageError(f"{', '.join(exact_only)} do(es) not apply with --online")
+    elif learning_rate is not None:
+        raise click.UsageError("--learning-rate applies only with --online")
     _check_outputs([data], [("--output", output)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
@@ -677,8 +725,17 @@ def fit(
         random_state=seed,
         **{name: value for name, value in given.items() if value is not None},
     )
-    with show.em("fit", model.n_init, model.max_iter):
-        model.fit(X)
+    if online:
+        model.set_params(learning_rate=learning_rate)
+        n_rows = X.shape[0] if hasattr(X, "shape") else getattr(X, "n_rows", None)
+        with show.em("fit --online", 1, -(-n_rows // batch_size) if n_rows else 0):
+            for batch in _batches(X, batch_size):
+                model.partial_fit(batch)
+        if not hasattr(model, "n_steps_"):
+            raise click.ClickException(f"{data} holds no rows")
+    else:
+        with show.em("fit", model.n_init, model.max_iter):
+            model.fit(X)
     if output is not None:
         show.step(f"writing {output}")
         with _writing(output):
@@ -1153,6 +1210,9 @@ def _criteria_lines(model: Any, mixture: Any) -> list[str]:
         return [f"BIC {float(row['bic']):.6g}   AIC {float(row['aic']):.6g}   ICL "
                 f"{float(row['icl']):.6g}   (lower is better; from the selection table)"]
     if not hasattr(mixture, "n_samples_fit_"):
+        if hasattr(mixture, "n_steps_"):
+            return ["BIC, AIC: not defined for a model trained online (partial_fit): its "
+                    "log-likelihood is a mini-batch's, not the training data's"]
         if type(mixture).__name__ == "SemiSupervisedGaussianMixture":
             return ["BIC, AIC: not defined for a semi-supervised fit here (its likelihood "
                     "mixes labelled and unlabelled rows)"]

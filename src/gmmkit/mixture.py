@@ -16,18 +16,27 @@ from scipy import linalg
 from sklearn.base import BaseEstimator, DensityMixin, _fit_context
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils import check_random_state
+from sklearn.utils._available_if import available_if
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
 from gmmkit._transaction import transactional_fit
 from gmmkit.core import criteria
 from gmmkit.core.covariance import COVARIANCE_TYPES, get_covariance_type
-from gmmkit.core.em import EMResult, run_em
+from gmmkit.core.em import EmptyComponentWarning, EMResult, run_em
 from gmmkit.core.init import INIT_METHODS, initial_parameters
 from gmmkit.core.kernel import kernel_coefficients
 from gmmkit.core.missing import observed_summary
+from gmmkit.core.online import (
+    DEFAULT_LEARNING_DECAY,
+    DEFAULT_LEARNING_OFFSET,
+    implied_statistics,
+    online_step,
+    step_size,
+)
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
+from gmmkit.core.suffstats import SuffStats
 from gmmkit.core.weights import weight_scale
 from gmmkit.engines.base import Engine, FilledEngine, check_squares
 from gmmkit.engines.dispatch import as_engine, check_engine_features, is_torch_tensor
@@ -160,6 +169,15 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         observed, whose marginal density is one; such rows do not enter the fit and are
         reported by a :class:`MissingRowsWarning`).  Without NaN the results are
         identical to ``"error"``'s.  Infinity is always an error.
+    learning_offset : float, default=10.0
+    learning_decay : float in (0.5, 1], default=0.7
+        :meth:`partial_fit` (stepwise EM) blends batch ``t`` into the running statistics
+        with the step ``(t + learning_offset) ** -learning_decay`` (scikit-learn's online
+        LDA defaults; Robbins-Monro's conditions hold for ``0.5 < learning_decay <= 1``).
+        A larger offset or decay averages over more batches.  Ignored by :meth:`fit`.
+    learning_rate : float in (0, 1], optional
+        A constant step for :meth:`partial_fit` instead: exponential forgetting with a
+        memory of about ``1 / learning_rate`` batches, to follow a drifting distribution.
 
     Attributes
     ----------
@@ -184,6 +202,13 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         whose log-likelihood is about ``lower_bound_ * sample_weight_sum_``.
     reseeded_ : list of (iteration, component)
         Components that emptied and were re-seeded during the best run.
+    n_steps_ : int
+        Mini-batches absorbed by :meth:`partial_fit` (after it ``n_iter_`` equals it:
+        one stepwise-EM iteration per batch, and ``converged_`` is False).
+    running_stats_ : dict of ndarray
+        :meth:`partial_fit`'s state, saved with the model: the running average of the
+        per-row statistics (``"nk"`` (K,), ``"first"`` (K, D), ``"second"`` (K, Q) or
+        (1, Q) for tied) around ``"reference"`` (K, D); see :mod:`gmmkit.core.online`.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when ``X`` had string column names.
@@ -210,6 +235,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         "n_jobs": [Interval(Integral, 1, None, closed="left"), None],
         "device": [str, None, object],  # a name or a torch.device, checked by torch
         "missing": [StrOptions({"error", "marginalize"})],
+        "learning_offset": [Interval(Real, 0.0, None, closed="left")],
+        "learning_decay": [Interval(Real, 0.5, 1.0, closed="right")],
+        "learning_rate": [Interval(Real, 0.0, 1.0, closed="right"), None],
     }
 
     def __init__(
@@ -235,6 +263,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         n_starts: int = DEFAULT_STARTS,
         device: Any = None,
         missing: str = "error",
+        learning_offset: float = DEFAULT_LEARNING_OFFSET,
+        learning_decay: float = DEFAULT_LEARNING_DECAY,
+        learning_rate: float | None = None,
     ) -> None:
         self.n_components = n_components
         self.covariance_type = covariance_type
@@ -256,6 +287,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.n_starts = n_starts
         self.device = device
         self.missing = missing
+        self.learning_offset = learning_offset
+        self.learning_decay = learning_decay
+        self.learning_rate = learning_rate
 
     # ------------------------------------------------------------------ validation
     def _marginalize(self) -> bool:
@@ -424,6 +458,138 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             sample_weight
         )
 
+    def _plain_em(self) -> bool:
+        """Whether ``fit`` is this class's unsupervised EM (subclasses that fit something
+        else, such as labelled rows, have no :meth:`partial_fit`)."""
+        return type(self).fit is GaussianMixture.fit
+
+    @available_if(_plain_em)
+    @transactional_fit
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(
+        self, X: ArrayLike, y: Any = None, sample_weight: ArrayLike | None = None
+    ) -> Any:
+        """Update the model with one mini-batch by stepwise EM (online EM).
+
+        The first call (on an unfitted estimator) initialises the parameters from the
+        batch with ``init_params`` (``"auto"`` means ``"kmeans"`` here: its multi-start
+        search needs passes over data a stream does not give back) or from
+        ``weights_init`` / ``means_init`` / ``precisions_init``, then makes one EM step
+        on it.  Every later call makes one stepwise-EM step (Cappé & Moulines 2009;
+        Liang & Klein 2009): the batch's statistics under the current parameters are
+        blended into the running average with the step of ``learning_rate`` or
+        ``(n_steps_ + learning_offset) ** -learning_decay``, and the M-step reads the
+        average (:mod:`gmmkit.core.online`).  A model fitted by :meth:`fit` continues
+        from its parameters (they enter the average as the statistics they imply).
+
+        Each call is one step whatever the batch's size: keep batches of similar sizes
+        (thousands of rows; the first must hold at least ``n_components`` rows).  The
+        fitted attributes are valid after every call, and a model saved mid-stream
+        continues exactly as if it had not been saved (``running_stats_`` is saved).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : ignored
+        sample_weight : array-like of shape (n_samples,), optional
+            Non-negative weights of the rows within the batch.
+
+        Returns
+        -------
+        self
+        """
+        first = not hasattr(self, "_params")
+        X_checked = self._validate_X(X, reset=first)
+        weight = _batch_weight(sample_weight, X_checked)
+        if first:
+            self._checked_sample_weight(weight, X_checked)  # n_samples >= n_components
+        engine = self._engine(X_checked, weight)
+        running: SuffStats | None = None
+        if first:
+            weights_init, means_init, precisions_init = self._checked_inits(X_checked.shape[1])
+            params = initial_parameters(
+                engine,
+                self._n_fit_components(),
+                self.covariance_type,
+                "kmeans" if self.init_params == "auto" else self.init_params,
+                _generator(self.random_state),
+                self.reg_covar,
+                weights_init,
+                means_init,
+                precisions_init,
+            )
+            n_steps, reseeded, history = 0, [], []
+        else:
+            self._check_continues(X_checked.shape[1])
+            params = _params_as(self._params, np.dtype(np.float64))
+            n_steps = int(getattr(self, "n_steps_", 0))
+            reseeded = list(getattr(self, "reseeded_", [])) if n_steps else []
+            history = list(getattr(self, "lower_bounds_", [])) if n_steps else []
+            state = getattr(self, "running_stats_", None)
+            running = (
+                implied_statistics(params, self.reg_covar)
+                if state is None
+                else _running_from_state(state)
+            )
+        step = step_size(
+            max(n_steps, 1), self.learning_offset, self.learning_decay, self.learning_rate
+        )
+        result = online_step(
+            engine,
+            params,
+            running,
+            step,
+            self.reg_covar,
+            allow_reseed=len(reseeded) < 2 * self._n_fit_components(),
+        )
+        n_steps += 1
+        if result.reseeded:
+            warnings.warn(
+                f"component(s) {list(result.reseeded)} lost all responsibility at step "
+                f"{n_steps} and were re-seeded at the batch's worst-explained sample",
+                EmptyComponentWarning,
+                stacklevel=3,
+            )
+            reseeded.extend((n_steps, k) for k in result.reseeded)
+        change = result.lower_bound - history[-1] if history else np.inf
+        history = [*history[-(_ONLINE_HISTORY - 1) :], result.lower_bound]
+        self._set_params_from(_params_as(result.params, engine.dtype))
+        self.running_stats_ = {
+            "nk": result.running.nk,
+            "first": result.running.first,
+            "second": result.running.second,
+            "reference": result.running.reference,
+        }
+        self.n_steps_ = n_steps
+        self.n_iter_ = n_steps
+        self.converged_ = False
+        # no training-set size: a stream's log-likelihood is a batch's, not a data set's
+        for name in ("n_samples_fit_", "sample_weight_sum_"):
+            self.__dict__.pop(name, None)
+        self.lower_bound_ = result.lower_bound
+        self.lower_bounds_ = history
+        self.reseeded_ = reseeded
+        listener = _progress.get()
+        if listener is not None:
+            listener(n_steps, result.lower_bound, change)
+        return self
+
+    def _check_continues(self, n_features: int) -> None:
+        """Raise unless :meth:`partial_fit` can continue the fitted model."""
+        previous = self._params
+        model = get_covariance_type(self.covariance_type).model
+        if (
+            previous.n_components != self._n_fit_components()
+            or get_covariance_type(previous.covariance_type).model != model
+        ):
+            raise ValueError(
+                f"partial_fit continues the fitted model ({previous.n_components} "
+                f"components, covariance_type {previous.covariance_type!r}), but the "
+                f"estimator now has n_components={self._n_fit_components()}, "
+                f"covariance_type={self.covariance_type!r}; call fit, or partial_fit on a "
+                "new estimator, to start over"
+            )
+
     def _checked_sample_weight(
         self, sample_weight: ArrayLike | None, X: NDArray[Any]
     ) -> NDArray[np.float64] | None:
@@ -534,6 +700,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self.lower_bound_ = bound(best.lower_bound)
         self.lower_bounds_ = [bound(value) for value in best.lower_bounds]
         self.reseeded_ = list(best.reseeded)
+        # a fit replaces a stream's state: a later partial_fit starts from this fit
+        for name in ("n_steps_", "running_stats_"):
+            self.__dict__.pop(name, None)
 
     def _check_warm_start(self, n_features: int) -> None:
         """Raise unless the previous fit's parameters can start this one.
@@ -777,6 +946,43 @@ def _params_as(params: MixtureParams, dtype: np.dtype[Any]) -> MixtureParams:
         covariances=params.covariances.astype(dtype),
         precisions_cholesky=params.precisions_cholesky.astype(dtype),
         covariance_type=params.covariance_type,
+    )
+
+
+#: ``lower_bounds_`` keeps the values of this many most recent :meth:`partial_fit` steps
+#: (a stream may never end).
+_ONLINE_HISTORY = 1000
+
+
+def _batch_weight(
+    sample_weight: ArrayLike | None, X: NDArray[Any]
+) -> NDArray[np.float64] | None:
+    """Validated weights of one :meth:`GaussianMixture.partial_fit` batch."""
+    if sample_weight is None:
+        return None
+    weight = _check_sample_weight(sample_weight, X, dtype=np.float64, ensure_non_negative=True)
+    if not np.all(np.isfinite(weight)):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if not np.any(weight > 0):
+        raise ValueError("sample_weight is zero for every sample of the batch")
+    return _normalised_weight(weight)
+
+
+def _running_from_state(state: dict[str, Any]) -> SuffStats:
+    """The running statistics of :meth:`GaussianMixture.partial_fit` from
+    ``running_stats_``."""
+    nk = np.asarray(state["nk"], dtype=np.float64)
+    first = np.asarray(state["first"], dtype=np.float64)
+    return SuffStats(
+        nk=nk,
+        first=first,
+        second=np.asarray(state["second"], dtype=np.float64),
+        log_likelihood=0.0,
+        total_weight=1.0,
+        n_samples=1,
+        reference=np.asarray(state["reference"], dtype=np.float64),
+        worst_log_density=np.inf,
+        worst_point=np.zeros(first.shape[1]),
     )
 
 

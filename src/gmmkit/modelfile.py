@@ -966,6 +966,42 @@ def _selection(value: Any, field: str) -> None:
 
 
 _RANDOM_STATE = _optional(_integer(0, 2**32 - 1))
+_RUNNING_STATS_KEYS = ("nk", "first", "second", "reference")
+
+
+def _running_stats(value: Any, field: str) -> None:
+    """``running_stats_`` of a partially fitted mixture: exactly its four finite
+    float arrays (their shapes are checked against the mixture in :func:`_after_load`)."""
+    if not isinstance(value, dict) or sorted(value) != sorted(_RUNNING_STATS_KEYS):
+        raise ModelFileError(
+            f"{field} must hold the arrays {', '.join(_RUNNING_STATS_KEYS)}, got {_short(value)}"
+        )
+    for key, ndim in zip(_RUNNING_STATS_KEYS, (1, 2, 2, 2), strict=True):
+        _array("f", ndim)(value[key], f"{field}.{key}")
+    if np.any(value["nk"] < 0):
+        raise ModelFileError(f"{field}.nk must be non-negative")
+
+
+def _check_running_stats(estimator: Any, k: int, d: int) -> None:
+    """``running_stats_`` shapes agree with the mixture's components, features and layout."""
+    value = getattr(estimator, "running_stats_", None)
+    if value is None:
+        return
+    from gmmkit.core.covariance import get_covariance_type
+
+    cov_type = get_covariance_type(estimator.covariance_type)
+    q = cov_type.n_quadratic(d)
+    expected = {
+        "nk": (k,),
+        "first": (k, d),
+        "second": (1, q) if cov_type.layout == "tied" else (k, q),
+        "reference": (k, d),
+    }
+    for key, shape in expected.items():
+        if value[key].shape != shape:
+            raise ModelFileError(
+                f"running_stats_.{key} should have shape {shape}, got {value[key].shape}"
+            )
 _MIXTURE_ATTRIBUTES: dict[str, Check] = {
     "weights_": _array("f", 1),
     "means_": _array("f", 2),
@@ -981,6 +1017,8 @@ _MIXTURE_ATTRIBUTES: dict[str, Check] = {
     # the training data's size; files written before gmmkit recorded it lack both
     "n_samples_fit_": _integer(1),
     "sample_weight_sum_": _real(0.0),
+    "n_steps_": _integer(0),
+    "running_stats_": _running_stats,
 }
 _MIXTURE_PARAMS: dict[str, Check] = {
     "weights_init": _numeric_init,
@@ -1386,9 +1424,10 @@ def _after_load(estimator: Any) -> None:
             )
         if params.means.dtype == np.float32:  # float32 fits keep np.float32 bounds
             if isinstance(getattr(estimator, "lower_bound_", None), float):
-                estimator.lower_bound_ = np.float32(estimator.lower_bound_)
+                estimator.lower_bound_ = np.float32(estimator.lower_bound_)  # type: ignore[assignment]
             if isinstance(getattr(estimator, "lower_bounds_", None), list):
                 estimator.lower_bounds_ = [np.float32(v) for v in estimator.lower_bounds_]
+        _check_running_stats(estimator, k, d)
         for _iteration, component in getattr(estimator, "reseeded_", []):
             if component >= k:
                 raise ModelFileError(f"reseeded_ names component {component} of {k}")

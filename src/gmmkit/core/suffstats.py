@@ -10,6 +10,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit.core.covariance import pack_symmetric
+
 Array = NDArray[np.floating[Any]]
 
 
@@ -105,6 +107,68 @@ class SuffStats:
             reference=self.reference,
             worst_log_density=worst.worst_log_density,
             worst_point=worst.worst_point,
+        )
+
+    def recentred(self, reference: Array, layout: str) -> SuffStats:
+        """The same statistics taken around other points (exact up to rounding).
+
+        With ``delta = reference_old[k] - reference[k]`` the rows' offsets become
+        ``x - reference[k] = (x - reference_old[k]) + delta``, so ``first' = first + nk
+        delta`` and the quadratic sums gain the cross terms: ``second' = second + first
+        delta' + delta first' + nk delta delta'`` (packed) for full, ``second + 2 first
+        delta + nk delta^2`` for diag, ``second + 2 first . delta + nk |delta|^2`` for
+        spherical; tied's pooled sum is over all rows, whose weights and offsets are the
+        sums of ``nk`` and ``first`` over the components.
+
+        Parameters
+        ----------
+        reference : ndarray of shape (K, D)
+            The new points (all rows equal for tied).
+        layout : {"full", "tied", "diag", "spherical"}
+            How ``second`` is packed (:func:`gmmkit.core.covariance.covariance_layout`).
+
+        Returns
+        -------
+        SuffStats
+        """
+        reference = np.asarray(reference, dtype=np.float64)
+        if reference.shape != self.first.shape:
+            raise ValueError(
+                f"reference should have shape {self.first.shape}, got {reference.shape}"
+            )
+        delta = self.reference - reference  # (K, D)
+        nk, first = self.nk, self.first
+        if layout == "tied":
+            if not np.all(reference == reference[0]):
+                raise ValueError("tied statistics are taken around one point: rows must be equal")
+            delta_row = delta[0]
+            rows_first = first.sum(axis=0)
+            cross = np.outer(rows_first, delta_row)
+            shift = cross + cross.T + nk.sum() * np.outer(delta_row, delta_row)
+            second = self.second + pack_symmetric(shift)[None, :]
+        elif layout == "full":
+            cross = first[:, :, None] * delta[:, None, :]
+            shift = cross + cross.transpose(0, 2, 1)
+            shift += nk[:, None, None] * delta[:, :, None] * delta[:, None, :]
+            second = self.second + pack_symmetric(shift)
+        elif layout == "diag":
+            second = self.second + 2.0 * first * delta + nk[:, None] * delta**2
+        elif layout == "spherical":
+            second = self.second + (
+                2.0 * np.sum(first * delta, axis=1) + nk * np.sum(delta**2, axis=1)
+            )[:, None]
+        else:
+            raise ValueError(f"unknown covariance layout {layout!r}")
+        return SuffStats(
+            nk=nk,
+            first=first + nk[:, None] * delta,
+            second=second,
+            log_likelihood=self.log_likelihood,
+            total_weight=self.total_weight,
+            n_samples=self.n_samples,
+            reference=reference,
+            worst_log_density=self.worst_log_density,
+            worst_point=self.worst_point,
         )
 
     @staticmethod
