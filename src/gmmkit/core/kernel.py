@@ -415,7 +415,14 @@ def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) ->
     if centred and coefs.centred_components is None:
         return _centred_log_joint_t(coefs, phi_t[q:])
     if coefs.whitening is None:
-        log_prob = np.dot(coefs.weights_t, phi_t)
+        rest = _uncentred(coefs)
+        if rest is None:
+            log_prob = np.dot(coefs.weights_t, phi_t)
+        else:
+            # the expansion GEMM only for the rows the centred evaluation does not
+            # overwrite (57 of 100 components on small near-singular fits)
+            log_prob = np.empty((len(coefs.weights_t), phi_t.shape[1]), dtype=phi_t.dtype)
+            log_prob[rest] = np.dot(coefs.weights_t[rest], phi_t)
     else:
         white = np.dot(coefs.whitening, xc_t)
         np.multiply(white, white, out=white)
@@ -428,6 +435,24 @@ def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) ->
         # each is cheaper than splitting the GEMM by component
         _centred_log_joint_t(coefs, phi_t[q:], coefs.centred_components, log_prob)
     return log_prob
+
+
+#: With more than this fraction of the components evaluated (or accumulated) centred on
+#: their own means, the expansion and statistics GEMMs skip their rows: the row
+#: selection copies cost less than the GEMM rows they save.
+_SKIP_CENTRED_ROWS = 0.25
+
+
+def _uncentred(coefs: KernelCoefficients) -> NDArray[np.bool_] | None:
+    """Mask of the components the expansion GEMM must evaluate, or None for all of them
+    (no or few components evaluated centred: one GEMM over all rows is cheaper)."""
+    centred = coefs.centred_components
+    k = len(coefs.weights_t)
+    if centred is None or len(centred) <= _SKIP_CENTRED_ROWS * k:
+        return None
+    rest = np.ones(k, dtype=bool)
+    rest[centred] = False
+    return rest
 
 
 def _centred_log_joint_t(
@@ -707,7 +732,8 @@ def chunk_statistics(
     if own is not None:
         # ill-conditioned components: moments around their own means, from the
         # unscaled centred rows and their weighted responsibilities
-        own_moments = _own_mean_moments(coefs, phi_t[q : q + d], log_prob_t[own] * scale, own)
+        own_resp = log_prob_t[own] * scale
+        own_moments = _own_mean_moments(coefs, phi_t[q : q + d], own_resp, own)
     if not tied and own is not None and len(own) == len(log_prob_t):
         # every component around its own mean: no statistics GEMM
         log_prob_t *= scale
@@ -723,7 +749,17 @@ def chunk_statistics(
         # are taken in float64 even for float32 blocks: moments around the shared
         # reference cancel in the M-step (S / n - m m'), and float32 accumulation over a
         # block cost 1e-4 relative in covariances of clusters 15 widths from it
-        moments = np.dot(_as_float64(phi_t), _as_float64(log_prob_t).T).T  # (K, F)
+        if own is not None and len(own) > _SKIP_CENTRED_ROWS * len(log_prob_t):
+            # the GEMM only for the components not accumulated around their own means
+            # (their first and second moments are replaced below); their n_k from
+            # their responsibilities
+            rest = np.ones(len(log_prob_t), dtype=bool)
+            rest[own] = False
+            moments = np.empty((len(log_prob_t), phi_t.shape[0]))
+            moments[rest] = np.dot(_as_float64(phi_t), _as_float64(log_prob_t[rest]).T).T
+            moments[own, -1] = own_resp.sum(axis=1, dtype=np.float64)
+        else:
+            moments = np.dot(_as_float64(phi_t), _as_float64(log_prob_t).T).T  # (K, F)
         if not tied:
             second = moments[:, :q]
         nk = moments[:, -1].copy()

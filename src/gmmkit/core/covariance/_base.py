@@ -167,6 +167,21 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
                 raise CovarianceError(message)
             return inverse.T
 
+        if layout == "full" and len(covariances) > 1 and np.all(np.isfinite(covariances)):
+            # all K factorisations in one stacked LAPACK call (numpy's potrf loop in C);
+            # a failure falls back to the per-matrix path below, which names it
+            try:
+                factors = np.linalg.cholesky(covariances)
+            except np.linalg.LinAlgError:
+                pass
+            else:
+                out = np.empty_like(factors)
+                for k, cov_chol in enumerate(factors):
+                    inverse, info = lapack.dtrtri(cov_chol, lower=1)
+                    if info != 0:
+                        raise CovarianceError(message)
+                    out[k] = inverse.T
+                return out
         return _each_matrix(covariances, layout, upper_precision_factor)
     if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
         raise CovarianceError(message)
@@ -386,17 +401,16 @@ class FullLayout(MatrixLayout):
         covs -= centred_means[:, :, None] * centred_means[:, None, :]
         idx = np.arange(d)
         unconstrained = type(self).constrain is FullLayout.constrain
-        for k in range(len(covs)):
-            # a variance is never negative: clip what rounding leaves below zero (on a
-            # collapsed component) so reg_covar really is the floor, as for diag
-            covs[k][idx, idx] = np.maximum(covs[k][idx, idx], 0.0) + reg_covar
-            if not unconstrained:
-                covs[k] = _make_positive_definite(covs[k], reg_covar)
+        # a variance is never negative: clip what rounding leaves below zero (on a
+        # collapsed component) so reg_covar really is the floor, as for diag
+        covs[:, idx, idx] = np.maximum(covs[:, idx, idx], 0.0) + reg_covar
         if unconstrained:
             # covs is exactly symmetric here; the one Cholesky factorisation the M-step
             # needs (in cholesky_precision) also tests definiteness, and
             # repair_positive_definite runs only when it fails: one O(D^3) step, not two
             return covs
+        for k in range(len(covs)):
+            covs[k] = _make_positive_definite(covs[k], reg_covar)
         constrained = self.constrain(nk, covs, previous)
         if constrained is covs:
             return covs
