@@ -1,0 +1,128 @@
+"""Small data with many tight components (the digits-generation case): the own-mean
+moments summed over each component's non-negligible rows only, and the stacked
+Cholesky factorisation of the M-step, against brute-force references (SciPy densities,
+scikit-learn's precision factors)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+
+import gmmkit.core.kernel as kernel
+from gmmkit.core.covariance import CovarianceError, cholesky_precision, pack_symmetric
+from gmmkit.core.kernel import chunk_statistics, kernel_coefficients
+from gmmkit.core.params import MixtureParams
+
+
+def _tight_clusters(cov_type: str, collapse: bool = False) -> tuple[MixtureParams, np.ndarray]:
+    """30 tight clusters (widths 1e-3..1e-2) spread over a 100-wide box, 30 rows each:
+    every component's expansion around the shared reference loses accuracy, and each
+    one's responsibility is negligible outside its own rows.  ``collapse``: cluster 0's
+    rows share their first coordinate exactly (a zero scatter on that axis)."""
+    rng = np.random.default_rng(3)
+    k, d, per = 30, 4, 30
+    means = rng.uniform(0.0, 100.0, size=(k, d))
+    spreads = rng.uniform(1e-3, 1e-2, size=k)
+    if cov_type == "full":
+        a = rng.normal(size=(k, d, d))
+        cov = (a @ a.transpose(0, 2, 1) / d + np.eye(d)) * spreads[:, None, None] ** 2
+    else:
+        cov = rng.uniform(0.5, 1.5, size=(k, d)) * spreads[:, None] ** 2
+    params = MixtureParams.from_covariances(np.full(k, 1.0 / k), means, cov, cov_type)
+    dense = cov if cov_type == "full" else np.stack([np.diag(c) for c in cov])
+    X = np.vstack([rng.multivariate_normal(means[j], dense[j], size=per) for j in range(k)])
+    if collapse:
+        X[:per, 0] = means[0, 0]
+    return params, X
+
+
+def _brute_force_own_moments(params: MixtureParams, X: np.ndarray, weight: np.ndarray):
+    dense = (
+        params.covariances
+        if params.covariance_type == "full"
+        else np.stack([np.diag(c) for c in params.covariances])
+    )
+    log_joint = np.column_stack([
+        np.log(params.weights[j]) + multivariate_normal(params.means[j], dense[j]).logpdf(X)
+        for j in range(params.n_components)
+    ])
+    resp = np.exp(log_joint - logsumexp(log_joint, axis=1, keepdims=True)) * weight[:, None]
+    first, second = [], []
+    for j in range(params.n_components):
+        diff = X - params.means[j]
+        first.append(resp[:, j] @ diff)
+        scatter = (diff * resp[:, j, None]).T @ diff
+        second.append(pack_symmetric(scatter) if params.covariance_type == "full"
+                      else np.diag(scatter))
+    return resp.sum(axis=0), np.array(first), np.array(second)
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sparse_own_mean_moments_match_brute_force(cov_type, weighted, monkeypatch):
+    params, X = _tight_clusters(cov_type)
+    weight = (np.random.default_rng(1).uniform(0.2, 3.0, len(X)) if weighted
+              else np.ones(len(X)))
+    taken = []
+    original = kernel._sparse_moments
+
+    def spy(*args, **kwargs):
+        taken.append(original(*args, **kwargs))
+        return taken[-1]
+
+    monkeypatch.setattr(kernel, "_sparse_moments", spy)
+    coefs = kernel_coefficients(params, np.float64, n_rows=10**6)  # not a small pass
+    np.testing.assert_array_equal(coefs.own_centred, np.arange(params.n_components))
+    stats = chunk_statistics(coefs, X, weight if weighted else None)
+    assert sum(taken) == params.n_components  # every component summed its own rows only
+    nk, first, second = _brute_force_own_moments(params, X, weight)
+    np.testing.assert_array_equal(stats.reference, params.means)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    for j in range(params.n_components):
+        np.testing.assert_allclose(stats.first[j], first[j], rtol=1e-8,
+                                   atol=1e-9 * np.abs(second[j]).max() ** 0.5 * nk[j] ** 0.5)
+        np.testing.assert_allclose(stats.second[j], second[j], rtol=1e-8,
+                                   atol=1e-10 * np.abs(second[j]).max())
+
+
+def test_collapsed_axis_falls_back_to_every_row(monkeypatch):
+    """A zero scatter on one axis leaves no room for the left-out rows' bound: that
+    component is summed over every row, and the moments still equal brute force."""
+    params, X = _tight_clusters("diag", collapse=True)
+    taken = []
+    original = kernel._sparse_moments
+
+    def spy(*args, **kwargs):
+        taken.append(original(*args, **kwargs))
+        return taken[-1]
+
+    monkeypatch.setattr(kernel, "_sparse_moments", spy)
+    coefs = kernel_coefficients(params, np.float64, n_rows=10**6)
+    stats = chunk_statistics(coefs, X)
+    assert taken[0] is False and all(taken[1:])
+    nk, first, second = _brute_force_own_moments(params, X, np.ones(len(X)))
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first[0], first[0], rtol=1e-8,
+                               atol=1e-12 * np.abs(first).max())
+    np.testing.assert_allclose(stats.second[0], second[0], rtol=1e-8,
+                               atol=1e-10 * np.abs(second[0]).max())
+
+
+def test_stacked_cholesky_matches_scikit_learn_and_names_failures():
+    rng = np.random.default_rng(7)
+    k, d = 12, 6
+    a = rng.normal(size=(k, d, d))
+    covs = a @ a.transpose(0, 2, 1) + 1e-3 * np.eye(d)
+    got = cholesky_precision(covs, "full")
+    want = _compute_precision_cholesky(covs, "full")
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12 * np.abs(want).max())
+    assert np.all(np.tril(got, -1) == 0.0)
+    covs[5, 2, 2] = -1.0  # not positive definite
+    with pytest.raises(CovarianceError, match="not positive definite"):
+        cholesky_precision(covs, "full")
+    covs[5, 2, 2] = np.nan
+    with pytest.raises(CovarianceError, match="not positive definite"):
+        cholesky_precision(covs, "full")
