@@ -126,3 +126,55 @@ def test_stacked_cholesky_matches_scikit_learn_and_names_failures():
     covs[5, 2, 2] = np.nan
     with pytest.raises(CovarianceError, match="not positive definite"):
         cholesky_precision(covs, "full")
+
+
+@pytest.mark.parametrize("cov_type", ["full", "diag"])
+def test_screened_centred_evaluation_matches_brute_force(cov_type, monkeypatch):
+    """With many tight components most (component, row) log-joints lie far below their
+    row's largest: the E-step evaluates only the others centred, and the statistics,
+    log-likelihood (labelled rows included: they read their known component's value)
+    equal brute force from SciPy densities."""
+    params, X = _tight_clusters(cov_type)
+    evaluated = []
+    original = kernel._centred_log_joint_one
+
+    def spy(coefs, xc_t, k):
+        evaluated.append(xc_t.shape[1])
+        return original(coefs, xc_t, k)
+
+    monkeypatch.setattr(kernel, "_centred_log_joint_one", spy)
+    # three broad components the expansion evaluates accurately, beside the tight ones
+    rng = np.random.default_rng(2)
+    d = X.shape[1]
+    broad_means = rng.uniform(0.0, 100.0, size=(3, d))
+    broad = (np.tile(400.0 * np.eye(d), (3, 1, 1)) if cov_type == "full"
+             else np.full((3, d), 400.0))
+    k = params.n_components + 3
+    params = MixtureParams.from_covariances(
+        np.full(k, 1.0 / k), np.vstack([params.means, broad_means]),
+        np.concatenate([params.covariances, broad]), cov_type)
+    X = np.vstack([X, rng.multivariate_normal(broad_means[0], 400.0 * np.eye(d), size=60)])
+    labels = np.where(rng.uniform(size=len(X)) < 0.2, rng.integers(0, k, len(X)), -1)
+    mixed = kernel_coefficients(params, np.float64, n_rows=10**6)
+    assert mixed.centred_components is not None
+    np.testing.assert_array_equal(mixed.centred_components, np.arange(k - 3))
+    for labelled in (None, labels):
+        evaluated.clear()
+        stats = chunk_statistics(mixed, X, None, labelled, label_weight=2.0)
+        assert len(evaluated) == k - 3 and max(evaluated) < len(X) // 4
+        dense = (params.covariances if cov_type == "full"
+                 else np.stack([np.diag(c) for c in params.covariances]))
+        log_joint = np.column_stack([
+            np.log(params.weights[j])
+            + multivariate_normal(params.means[j], dense[j]).logpdf(X) for j in range(k)
+        ])
+        norm = logsumexp(log_joint, axis=1)
+        resp = np.exp(log_joint - norm[:, None])
+        weight = np.ones(len(X))
+        if labelled is not None:
+            known = labelled >= 0
+            resp[known] = np.eye(k)[labelled[known]]
+            norm[known] = log_joint[known, labelled[known]]
+            weight[known] = 2.0
+        assert stats.log_likelihood == pytest.approx(weight @ norm, rel=1e-12)
+        np.testing.assert_allclose(stats.nk, weight @ resp, rtol=1e-10)

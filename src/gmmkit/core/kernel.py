@@ -393,7 +393,9 @@ def features(cov: CovarianceType, X: Array, reference: Array, dtype: np.dtype) -
     return _features_t(cov, X, reference, np.dtype(dtype), quadratic=True).T
 
 
-def _log_joint_t(coefs: KernelCoefficients, X: Array) -> tuple[Array, Array]:
+def _log_joint_t(
+    coefs: KernelCoefficients, X: Array, floored: NDArray[np.intp] | None = None
+) -> tuple[Array, Array]:
     """``log(pi_k N(x | k))`` as a (K, n) block, and the feature block it came from.
 
     For ``tied`` the feature block is ``[xc; 1]`` of shape (D + 1, n); otherwise the
@@ -403,19 +405,27 @@ def _log_joint_t(coefs: KernelCoefficients, X: Array) -> tuple[Array, Array]:
     # rows far out may overflow here; :func:`_repair_far_rows` evaluates them again
     with np.errstate(over="ignore", invalid="ignore"):
         phi_t = _features_t(coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic)
-        return _log_joint_of_features_t(coefs, phi_t, X.shape[1]), phi_t
+        return _log_joint_of_features_t(coefs, phi_t, X.shape[1], floored), phi_t
 
 
-def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) -> Array:
+def _log_joint_of_features_t(
+    coefs: KernelCoefficients, phi_t: Array, d: int, floored: NDArray[np.intp] | None = None
+) -> Array:
     """(K, n) log-joint from a feature-major block ``[q(xc); xc; 1]`` (the quadratic rows
-    may be absent for tied, which whitens ``xc`` instead)."""
+    may be absent for tied, which whitens ``xc`` instead).
+
+    ``floored``: the caller only uses the block through ``exp(max(. - column max,
+    floor))`` (:func:`_exp_shifted_in_place`), except at the columns listed (possibly
+    empty): the centred evaluation then skips the entries that provably fall below the
+    floor (:func:`_screened_centred_log_joint_t`)."""
     q = phi_t.shape[0] - d - 1
     xc_t = phi_t[q : q + d]
     centred = coefs.centred_offsets is not None
     if centred and coefs.centred_components is None:
         return _centred_log_joint_t(coefs, phi_t[q:])
+    screen = floored is not None and coefs.whitening is None and coefs.params is not None
     if coefs.whitening is None:
-        rest = _uncentred(coefs)
+        rest = None if screen else _uncentred(coefs)
         if rest is None:
             log_prob = np.dot(coefs.weights_t, phi_t)
         else:
@@ -430,11 +440,106 @@ def _log_joint_of_features_t(coefs: KernelCoefficients, phi_t: Array, d: int) ->
         quad *= -0.5
         log_prob = np.dot(coefs.weights_t, phi_t[q:])
         log_prob += quad
-    if centred:
+    if centred and screen:
+        assert floored is not None
+        _screened_centred_log_joint_t(coefs, phi_t, d, log_prob, floored)
+    elif centred:
         # the expansion's rows of the inaccurate components are replaced: one GEMM row
         # each is cheaper than splitting the GEMM by component
         _centred_log_joint_t(coefs, phi_t[q:], coefs.centred_components, log_prob)
     return log_prob
+
+
+#: Absolute slack (in log units) added to the screening bound, beyond the floor of
+#: :data:`_EXP_FLOOR`.
+_SCREEN_MARGIN = 40.0
+
+
+def _screened_centred_log_joint_t(
+    coefs: KernelCoefficients,
+    phi_t: Array,
+    d: int,
+    log_prob: Array,
+    exact_columns: NDArray[np.intp],
+) -> None:
+    """Overwrite the rows of ``coefs.centred_components`` in ``log_prob`` (K, n), which
+    holds the expansion's values of every component, with their centred values --
+    except at entries that provably lie more than the exp floor below their column's
+    largest log-joint, where ``exp(max(. - max, floor))`` is the floor whichever value
+    they hold.
+
+    The expansion's rounding error is bounded for component ``k`` and every row of the
+    block by ``B_k = g |U_k|_F^2 (max |x - ref| + |mu_k - ref|)^2 + 1`` (``g`` four times
+    the accumulated ``(F + 3 D + 10) eps`` of the precision products, coefficients,
+    features and GEMM); with ``b`` the component of largest value in a column, ``L =
+    value_b - B_b`` lies below the column's largest log-joint, and an entry with
+    ``value + B_k < L + floor - margin`` is skipped.  Columns whose largest value is not
+    finite are evaluated in full, or repaired later (:func:`_repair_far_rows`).  The
+    ``exact_columns`` are evaluated in full (labelled rows read their known component's
+    value)."""
+    params = coefs.params
+    assert params is not None and coefs.centred_components is not None
+    q = phi_t.shape[0] - d - 1
+    xc_t = phi_t[q : q + d]
+    n = xc_t.shape[1]
+    if n == 0:
+        return
+    chol = params.precisions_cholesky
+    layout = coefs.covariance.layout
+    if layout == "full":
+        frobenius = np.einsum("kij,kij->k", chol, chol)
+    elif layout == "diag":
+        frobenius = np.einsum("kj,kj->k", chol, chol)
+    else:
+        frobenius = d * chol**2
+    gamma = 4.0 * (phi_t.shape[0] + 3 * d + 10) * float(np.finfo(np.float64).eps)
+    largest_row = float(np.sqrt(np.max(np.einsum("ij,ij->j", xc_t, xc_t))))
+    offset_norms = np.linalg.norm(params.means - coefs.reference, axis=1)
+    components = coefs.centred_components
+    with np.errstate(over="ignore", invalid="ignore"):
+        bound = gamma * frobenius * (largest_row + offset_norms) ** 2 + 1.0  # (K,)
+        best = np.argmax(log_prob, axis=0)
+        lower = log_prob[best, np.arange(n)] - bound[best]
+        lower += _EXP_FLOOR[np.dtype(np.float64)] - _SCREEN_MARGIN
+        upper = log_prob[components]
+        upper += bound[components][:, None]
+        # NaN (overflow) compares False: such entries are evaluated
+        below = upper < lower
+    needed = ~below
+    linear_t = phi_t[q:]
+    for i, k in enumerate(components):
+        cols = np.flatnonzero(needed[i])
+        if len(cols) > n // 2:
+            _centred_log_joint_t(coefs, linear_t, components[i : i + 1], log_prob)
+            continue
+        if len(cols) == 0:
+            continue
+        log_prob[k, cols] = _centred_log_joint_one(coefs, xc_t[:, cols], int(k))
+
+
+def _centred_log_joint_one(coefs: KernelCoefficients, xc_t: Array, k: int) -> Array:
+    """Component ``k``'s centred log-joint (m,) at the columns of ``xc_t`` (D, m), in the
+    order of :func:`_centred_log_joint_t`."""
+    assert coefs.centred_offsets is not None and coefs.centred_factors is not None
+    assert coefs.centred_constants is not None
+    factors = coefs.centred_factors
+    diff = xc_t - coefs.centred_offsets[k][:, None]
+    name = coefs.covariance.layout
+    if name == "full":
+        y = np.dot(factors[k].T, diff)
+    elif name == "tied":
+        y = np.dot(factors.T, diff)
+    elif name == "diag":
+        diff *= factors[k][:, None]
+        y = diff
+    else:
+        diff *= factors[k]
+        y = diff
+    np.multiply(y, y, out=y)
+    row = y.sum(axis=0)
+    row *= -0.5
+    row += coefs.centred_constants[k]
+    return row
 
 
 #: With more than this fraction of the components evaluated (or accumulated) centred on
@@ -679,14 +784,16 @@ def chunk_statistics(
     n, d = X.shape
     dtype = coefs.dtype
     tied = coefs.whitening is not None
-    log_prob_t, phi_t = _log_joint_t(coefs, X)
-    far = _repair_far_rows(coefs, X, log_prob_t)
-
     labelled: NDArray[np.intp] | None = None
     if labels is not None:
         labelled = np.flatnonzero(np.asarray(labels) >= 0)
-        if len(labelled) == 0:
-            labelled = None
+    # only the labelled rows read log-joints other than through the floored exp
+    log_prob_t, phi_t = _log_joint_t(
+        coefs, X, labelled if labelled is not None else np.empty(0, dtype=np.intp)
+    )
+    far = _repair_far_rows(coefs, X, log_prob_t)
+    if labelled is not None and len(labelled) == 0:
+        labelled = None
     known: NDArray[np.intp] | None = None
     if labelled is not None:
         assert labels is not None
