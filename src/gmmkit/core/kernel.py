@@ -471,8 +471,8 @@ def _screened_centred_log_joint_t(
     The expansion's rounding error is bounded for component ``k`` and every row of the
     block by ``B_k = g |U_k|_F^2 (max |x - ref| + |mu_k - ref|)^2 + 1`` (``g`` four times
     the accumulated ``(F + 3 D + 10) eps`` of the precision products, coefficients,
-    features and GEMM); with ``b`` the component of largest value in a column, ``L =
-    value_b - B_b`` lies below the column's largest log-joint, and an entry with
+    features and GEMM); ``L = max_k (value_k - B_k)`` lies below the column's largest
+    log-joint, and an entry with
     ``value + B_k < L + floor - margin`` is skipped.  Columns whose largest value is not
     finite are evaluated in full, or repaired later (:func:`_repair_far_rows`).  The
     ``exact_columns`` are evaluated in full (labelled rows read their known component's
@@ -498,8 +498,9 @@ def _screened_centred_log_joint_t(
     components = coefs.centred_components
     with np.errstate(over="ignore", invalid="ignore"):
         bound = gamma * frobenius * (largest_row + offset_norms) ** 2 + 1.0  # (K,)
-        best = np.argmax(log_prob, axis=0)
-        lower = log_prob[best, np.arange(n)] - bound[best]
+        # max_k (value_k - B_k) <= the column's largest log-joint (a max over the
+        # leading axis runs along contiguous rows; argmax there is 5x slower)
+        lower = np.max(log_prob - bound[:, None], axis=0)
         lower += _EXP_FLOOR[np.dtype(np.float64)] - _SCREEN_MARGIN
         upper = log_prob[components]
         upper += bound[components][:, None]
