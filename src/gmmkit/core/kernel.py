@@ -423,7 +423,12 @@ def _log_joint_of_features_t(
     centred = coefs.centred_offsets is not None
     if centred and coefs.centred_components is None:
         return _centred_log_joint_t(coefs, phi_t[q:])
-    screen = floored is not None and coefs.whitening is None and coefs.params is not None
+    screen = (
+        floored is not None
+        and coefs.whitening is None
+        and coefs.params is not None
+        and _screening_pays(coefs, d)
+    )
     if coefs.whitening is None:
         rest = None if screen else _uncentred(coefs)
         if rest is None:
@@ -448,6 +453,15 @@ def _log_joint_of_features_t(
         # each is cheaper than splitting the GEMM by component
         _centred_log_joint_t(coefs, phi_t[q:], coefs.centred_components, log_prob)
     return log_prob
+
+
+def _screening_pays(coefs: KernelCoefficients, d: int) -> bool:
+    """Whether screening (about five passes over the (K, n) block) costs less than the
+    centred evaluation it may save (``D^2 + 3 D`` per row and centred component): with
+    many centred components (small near-singular fits), not with one tight component
+    among many (large pixel data)."""
+    centred = coefs.centred_components
+    return centred is not None and len(centred) * d * (d + 3) > 5 * len(coefs.weights_t)
 
 
 #: Absolute slack (in log units) added to the screening bound, beyond the floor of
