@@ -250,3 +250,21 @@ def test_cli_missing_option_limits(
     assert code == 1 and "column 'a' has no observed value" in err, err
     code, out, _ = _run(["fit", "--help"], capsys)
     assert code == 0 and "empty fields, NA, NaN, nan" in " ".join(out.split())
+
+
+def test_library_sources_with_missing_cells_fit_as_the_array(tmp_path: Path) -> None:
+    X = _gappy()
+    csv_path = _write_csv(tmp_path / "gaps.csv", X)
+    parquet_path = _write_parquet(tmp_path / "gaps.parquet", X)
+    with pytest.warns(UserWarning, match="no observed value"):
+        reference = _library_model(X)
+    with pytest.raises(MissingValueError, match="line 5, column 'a'"):  # row 3: all missing
+        _library_model(gmmkit.read_csv(csv_path))
+    for source in (gmmkit.read_csv(csv_path, allow_missing=True),
+                   gmmkit.read_parquet(parquet_path)):  # Parquet nulls: the estimator decides
+        with pytest.warns(UserWarning, match="no observed value"):
+            model = _library_model(source)
+        np.testing.assert_allclose(model.means_, reference.means_, rtol=1e-10)
+        np.testing.assert_allclose(model.covariances_, reference.covariances_, rtol=1e-10)
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        GaussianMixture(2).fit(gmmkit.read_parquet(parquet_path))

@@ -73,18 +73,21 @@ class ParquetSource(ChunkSource):
     path : str or Path
     columns : list of str or int, optional
         Columns to use (names or positions); all by default.  They must be numeric.
-    allow_missing : bool, default=False
-        Deliver nulls and NaN as NaN (for ``missing="marginalize"``).  Without it the first
+    allow_missing : bool, default=True
+        Deliver nulls and NaN as NaN, and let the estimator decide (its ``missing``
+        parameter); the first pass checks that every column has an observed value.
+        False (what ``gmmkit fit`` without ``--missing marginalize`` uses): the first
         pass stops at the first null or NaN with a
-        :class:`~gmmkit.data.text.MissingValueError` naming its row and column; with it,
-        the first pass checks that every column has an observed value.
+        :class:`~gmmkit.data.text.MissingValueError` naming its row and column.  (Text
+        differs: :class:`CSVSource` refuses missing cells by default, since an empty field
+        in text may as well be a formatting error.)
     """
 
     def __init__(
         self,
         path: str | os.PathLike[str],
         columns: Sequence[str | int] | str | None = None,
-        allow_missing: bool = False,
+        allow_missing: bool = True,
     ) -> None:
         _require_pyarrow("read_parquet")
         import pyarrow.parquet as pq
