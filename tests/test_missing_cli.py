@@ -268,3 +268,25 @@ def test_library_sources_with_missing_cells_fit_as_the_array(tmp_path: Path) -> 
         np.testing.assert_allclose(model.covariances_, reference.covariances_, rtol=1e-10)
     with pytest.raises(ValueError, match="missing='marginalize'"):
         GaussianMixture(2).fit(gmmkit.read_parquet(parquet_path))
+
+
+def test_streamed_npy_with_nan_names_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    opened: list[Any],
+) -> None:
+    monkeypatch.setattr(streams, "MAX_IN_MEMORY_BYTES", 1)  # a memory map
+    X = _gappy()
+    np.save(tmp_path / "gaps.npy", X)
+    code, _, err = _run(["fit", tmp_path / "gaps.npy", *FIT], capsys)
+    assert code == 1 and "NaN" in err and "--missing marginalize" in err, err
+    assert isinstance(opened[0], np.memmap)
+    model_path = tmp_path / "m.gmm"
+    code, _, err = _run(["fit", tmp_path / "gaps.npy", *FIT, "--missing", "marginalize",
+                         "-o", model_path], capsys)
+    assert code == 0, err
+    with pytest.warns(UserWarning, match="no observed value"):
+        reference = _library_model(X)
+    np.testing.assert_allclose(load(model_path).means_, reference.means_, rtol=1e-10)
+    code, _, err = _run(["select", _write_csv(tmp_path / "gaps.csv", X), "--k", "1-2"],
+                        capsys)
+    assert code == 1 and "select does not take missing values" in err, err

@@ -320,13 +320,18 @@ _MISSING_HELP = (
 @contextlib.contextmanager
 def _missing_hint(hint: str) -> Iterator[None]:
     """Add ``hint`` (how to allow missing values) to a missing-cell error of the readers,
-    raised while reading or, for a streamed file, during the first pass."""
+    raised while reading or, for a streamed file, during the first pass (or to the
+    estimator's NaN error, for a memory-mapped ``.npy`` file)."""
     from gmmkit.data import MissingValueError
 
     try:
         yield
     except MissingValueError as exc:
         raise click.ClickException(f"{exc}; {hint}") from None
+    except ValueError as exc:
+        if "missing='marginalize'" not in str(exc):
+            raise
+        raise click.ClickException(f"{exc} (on the command line: {hint})") from None
 
 
 _FIT_HINT = "to fit with missing values (EM over the observed cells) pass --missing marginalize"
@@ -905,7 +910,9 @@ def select(
     _check_outputs([data], [("--output", output), ("--table", table_path)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    X, names = _read(data, columns, stream=False)  # every model fits in memory
+    with _missing_hint("select does not take missing values yet; `gmmkit fit --missing "
+                       "marginalize` fits one model to them"):
+        X, names = _read(data, columns, stream=False)  # every model fits in memory
     ks = _k_values(k_spans, k_text, X.shape[0], data)
     n_models = len(covariances or default_covariance_types(X.shape[1] if X.ndim == 2 else 1))
     n_fits = len(ks) * n_models * (n_init or _GM_DEFAULTS["n_init"])
