@@ -291,18 +291,50 @@ def _display(quiet: bool, mode: str) -> _Display:
 
 
 # ---------------------------------------------------------------------------- helpers
-def _read(path: Path, columns: str | None, *, stream: bool = True) -> tuple[Any, list[str] | None]:
+def _read(
+    path: Path, columns: str | None, *, stream: bool = True, allow_missing: bool = False
+) -> tuple[Any, list[str] | None]:
     """The data as an array, or (``stream``) as a streaming source when it would not fit
     in memory (:func:`gmmkit.data.open_table`); walk either with
     :func:`gmmkit.data.row_blocks`.  The column names come back beside the data, never
     on a source: a model fitted on a streamed file then matches one fitted on the same
-    file in memory, and scoring plain row blocks later warns about no feature names."""
+    file in memory, and scoring plain row blocks later warns about no feature names.
+    ``allow_missing``: missing cells (:data:`gmmkit.data.MISSING_VALUES`) read as NaN."""
     from gmmkit import data as data_files
 
     if not stream:
-        return data_files.read_table(path, columns)
-    X, names = data_files.open_table(path, columns)
+        return data_files.read_table(path, columns, allow_missing=allow_missing)
+    X, names = data_files.open_table(path, columns, allow_missing=allow_missing)
     return _without_names(X), names
+
+
+_MISSING_HELP = (
+    "'marginalize': missing cells are missing at random and EM fits the likelihood of the "
+    "observed cells (GaussianMixture(missing='marginalize')); the saved model predicts "
+    "rows with missing cells too.  Missing cells are those pandas' read_csv reads as "
+    "missing: empty fields, NA, NaN, nan, N/A, NULL, None, ... (Parquet: nulls and NaN).  "
+    "'error' (default): a missing cell is an error."
+)
+
+
+@contextlib.contextmanager
+def _missing_hint(hint: str) -> Iterator[None]:
+    """Add ``hint`` (how to allow missing values) to a missing-cell error of the readers,
+    raised while reading or, for a streamed file, during the first pass (or to the
+    estimator's NaN error, for a memory-mapped ``.npy`` file)."""
+    from gmmkit.data import MissingValueError
+
+    try:
+        yield
+    except MissingValueError as exc:
+        raise click.ClickException(f"{exc}; {hint}") from None
+    except ValueError as exc:
+        if "missing='marginalize'" not in str(exc):
+            raise
+        raise click.ClickException(f"{exc} (on the command line: {hint})") from None
+
+
+_FIT_HINT = "to fit with missing values (EM over the observed cells) pass --missing marginalize"
 
 
 def _without_names(X: Any) -> Any:
@@ -682,6 +714,8 @@ def cli() -> None:
               default=None,
               help="With --online: a constant step (forgetting old batches, for drifting "
               "data) instead of the decaying schedule.")
+@click.option("--missing", type=click.Choice(["error", "marginalize"]), default="error",
+              show_default=True, help=_MISSING_HELP)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the fitted model here (.gmm).")
 @_common()
@@ -698,6 +732,7 @@ def fit(
     online: bool,
     batch_size: int,
     learning_rate: float | None,
+    missing: str,
     output: Path | None,
     quiet: bool,
     progress: str,
@@ -713,10 +748,16 @@ def fit(
             raise click.UsageError(f"{', '.join(exact_only)} do(es) not apply with --online")
     elif learning_rate is not None:
         raise click.UsageError("--learning-rate applies only with --online")
+    if online and missing == "marginalize":
+        raise click.UsageError(
+            "--missing marginalize runs exact EM; it does not apply with --online (the "
+            "stepwise EM of partial_fit does not handle missing values)"
+        )
     _check_outputs([data], [("--output", output)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    X, names = _read(data, columns)
+    with _missing_hint(_FIT_HINT):
+        X, names = _read(data, columns, allow_missing=missing == "marginalize")
     given: dict[str, Any] = {"n_init": n_init, "max_iter": max_iter, "tol": tol,
                              "reg_covar": reg_covar, "init_params": init_params}
     model = GaussianMixture(
@@ -725,16 +766,19 @@ def fit(
         random_state=seed,
         **{name: value for name, value in given.items() if value is not None},
     )
+    if missing != "error":
+        model.set_params(missing=missing)
     if online:
         model.set_params(learning_rate=learning_rate)
         n_rows = X.shape[0] if hasattr(X, "shape") else getattr(X, "n_rows", None)
-        with show.em("fit --online", 1, -(-n_rows // batch_size) if n_rows else 0):
+        with show.em("fit --online", 1, -(-n_rows // batch_size) if n_rows else 0), \
+                _missing_hint(_FIT_HINT.replace("pass", "drop --online and pass")):
             for batch in _batches(X, batch_size):
                 model.partial_fit(batch)
         if not hasattr(model, "n_steps_"):
             raise click.ClickException(f"{data} holds no rows")
     else:
-        with show.em("fit", model.n_init, model.max_iter):
+        with show.em("fit", model.n_init, model.max_iter), _missing_hint(_FIT_HINT):
             model.fit(X)
     if output is not None:
         show.step(f"writing {output}")
@@ -768,7 +812,9 @@ def predict(
 
     Writes one CSV row per data row: the most probable component, the probability of each
     component and the log-density (for an anomaly detector: log-density, decision value and
-    an outlier flag; for a PCA generator: the log-density).
+    an outlier flag; for a PCA generator: the log-density).  A model fitted with
+    `fit --missing marginalize` reads missing cells (empty, NA, NaN, ... as that option
+    says) and predicts from each row's observed cells.
     """
     import contextlib
 
@@ -781,7 +827,11 @@ def predict(
     metadata = read_metadata(model_path)
     model = load(model_path)
     show.step(f"reading {data}")
-    X, data_names = _read(data, columns)
+    marginalize = getattr(model, "missing", "error") == "marginalize"
+    hint = ("a model fitted with `gmmkit fit --missing marginalize` predicts rows with "
+            "missing cells; this one was fitted without it")
+    with _missing_hint(hint):
+        X, data_names = _read(data, columns, allow_missing=marginalize)
     X = _model_columns(X, data_names, metadata, columns)
     if output is None or str(output) == "-":
         show.stop()  # the rows go to stdout: the display must not run through them
@@ -789,7 +839,7 @@ def predict(
         show.step(f"predicting and writing {output}")
     n_rows = 0
     names: list[str] = []
-    with _writing(output), contextlib.ExitStack() as stack:
+    with _writing(output), contextlib.ExitStack() as stack, _missing_hint(hint):
         writer = None
         for block in row_blocks(X, 1 << 18):  # flat memory for a streamed file
             cols, names = _prediction_columns(model, block)
@@ -860,7 +910,9 @@ def select(
     _check_outputs([data], [("--output", output), ("--table", table_path)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    X, names = _read(data, columns, stream=False)  # every model fits in memory
+    with _missing_hint("select does not take missing values yet; `gmmkit fit --missing "
+                       "marginalize` fits one model to them"):
+        X, names = _read(data, columns, stream=False)  # every model fits in memory
     ks = _k_values(k_spans, k_text, X.shape[0], data)
     n_models = len(covariances or default_covariance_types(X.shape[1] if X.ndim == 2 else 1))
     n_fits = len(ks) * n_models * (n_init or _GM_DEFAULTS["n_init"])
@@ -945,6 +997,10 @@ def _selection_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
               help="CSV of flagged rows (default: stdout).")
 @click.option("--save-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the fitted detector here (.gmm).")
+@click.option("--missing", type=click.Choice(["error", "marginalize"]), default="error",
+              show_default=True,
+              help="Only 'error' (missing cells are an error): the anomaly detector does not "
+              "handle missing values yet; `gmmkit fit --missing marginalize` does.")
 @_common()
 def anomalies(
     data: Path,
@@ -956,6 +1012,7 @@ def anomalies(
     all_rows: bool,
     output: Path | None,
     save_model: Path | None,
+    missing: str,
     quiet: bool,
     progress: str,
     seed: int | None,
@@ -968,10 +1025,16 @@ def anomalies(
 
     if contamination is not None and threshold is not None:
         raise click.UsageError("give --contamination or --threshold, not both")
+    hint = ("the anomaly detector does not handle missing values yet (`gmmkit fit "
+            "--missing marginalize` fits a mixture to them, and `gmmkit predict` scores "
+            "rows with its model)")
+    if missing != "error":
+        raise click.UsageError(f"--missing {missing} is not available: {hint}")
     _check_outputs([data], [("--output", output), ("--save-model", save_model)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    X, names = _read(data, columns)
+    with _missing_hint(hint):
+        X, names = _read(data, columns)
     options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
     if n_components is not None:
         options["n_components"] = n_components
@@ -980,7 +1043,7 @@ def anomalies(
     elif contamination is not None:
         options["contamination"] = contamination
     detector = gmmkit.AnomalyDetector(**options)
-    with show.em("anomalies", detector.n_init, detector.max_iter):
+    with show.em("anomalies", detector.n_init, detector.max_iter), _missing_hint(hint):
         detector.fit(X)
     header = ["row", "log_density", *(["outlier"] if all_rows else []),
               *_feature_names(names, detector.n_features_in_)]

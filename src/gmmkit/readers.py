@@ -44,6 +44,7 @@ def read_csv(
     *,
     header: bool | None = None,
     delimiter: str | None = None,
+    allow_missing: bool = False,
 ) -> CSVSource:
     """A chunked source over a CSV file (plain or compressed: ``.gz``, ``.bz2``, ``.zst``,
     ``.lz4``), parsed as float64 by pyarrow's CSV reader.
@@ -64,6 +65,11 @@ def read_csv(
     delimiter : str, optional
         Detected from the first line by default: tab, comma, semicolon, else runs of
         blanks.
+    allow_missing : bool, default=False
+        Read missing cells (those pandas' ``read_csv`` reads as missing:
+        :data:`gmmkit.data.MISSING_VALUES`, the empty field, ``NA``, ``NaN``, ...) as NaN,
+        for ``GaussianMixture(missing="marginalize")``; a column without any observed
+        value is still an error.
 
     Returns
     -------
@@ -72,4 +78,5 @@ def read_csv(
         or too few fields, text that is not UTF-8) stops the first pass over it with a
         :class:`~gmmkit.data.DataFileError` (a ValueError) naming the line.
     """
-    return CSVSource(path, columns, header=header, delimiter=delimiter)
+    return CSVSource(path, columns, header=header, delimiter=delimiter,
+                     allow_missing=allow_missing)

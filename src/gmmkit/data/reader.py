@@ -23,7 +23,13 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.data.text import _BOM, DataFileError, TextLayout, find_problem
+from gmmkit.data.text import (
+    _BOM,
+    MISSING_VALUES,
+    DataFileError,
+    TextLayout,
+    find_problem,
+)
 
 __all__ = ["TextReader"]
 
@@ -93,11 +99,18 @@ class TextReader:
         From :func:`~gmmkit.data.text.read_layout`.
     indices : sequence of int
         0-based columns to return, in this order.
+    allow_missing : bool, default=False
+        Read a cell in :data:`~gmmkit.data.text.MISSING_VALUES` (empty, ``NA``,
+        ``NaN``, ...) as NaN instead of refusing it; a selected column without any
+        observed value is still an error.
     """
 
-    def __init__(self, layout: TextLayout, indices: Sequence[int]) -> None:
+    def __init__(
+        self, layout: TextLayout, indices: Sequence[int], allow_missing: bool = False
+    ) -> None:
         self.layout = layout
         self.indices = list(indices)
+        self.allow_missing = bool(allow_missing)
         # blank-separated text, and leading comments or blank lines, need cleaning
         self.clean = layout.delimiter is None or layout.skip_lines > int(layout.header)
         self._names = [f"f{j}" for j in range(layout.n_fields)]
@@ -127,7 +140,8 @@ class TextReader:
             "convert_options": csv.ConvertOptions(
                 include_columns=included,
                 column_types=column_types,
-                null_values=[],  # an empty field is an error, not a missing value
+                # without allow_missing an empty field is an error, not a missing value
+                null_values=list(MISSING_VALUES) if self.allow_missing else [],
                 strings_can_be_null=False,
                 check_utf8=True,
             ),
@@ -184,6 +198,7 @@ class TextReader:
         delivered = 0
         failure: Exception | None = None
         clean = self.clean
+        observed = np.zeros(len(self.indices), dtype=bool)
         while True:
             skip = delivered
             try:
@@ -194,9 +209,12 @@ class TextReader:
                         block = block[taken:]
                         if not len(block):
                             continue
-                    if check and not np.isfinite(block).all():
-                        failure = DataFileError("NaN or infinity")
-                        break
+                    if check:
+                        if not self._valid(block):
+                            failure = DataFileError("NaN or infinity")
+                            break
+                        if self.allow_missing:
+                            observed |= ~np.isnan(block).all(axis=0)
                     delivered += len(block)
                     yield block
             except (pa.ArrowException, OSError) as exc:
@@ -209,6 +227,23 @@ class TextReader:
             raise self._problem(failure)
         if check and delivered == 0:
             raise DataFileError(f"{self.layout.file} has no data rows")
+        if check and self.allow_missing:
+            self._check_observed(observed)
+
+    def _valid(self, block: NDArray[np.float64]) -> bool:
+        """No NaN (missing allowed: no infinity) in the block."""
+        if self.allow_missing:
+            return not np.isinf(block).any()
+        return bool(np.isfinite(block).all())
+
+    def _check_observed(self, observed: NDArray[np.bool_]) -> None:
+        """A column without any observed value cannot be fitted, even marginalising."""
+        if not observed.all():
+            name = self.layout.labels[self.indices[int(np.argmin(observed))]]
+            raise DataFileError(
+                f"{self.layout.file}: column {name!r} has no observed value (every cell is "
+                "missing); leave it out with the column selection"
+            )
 
     def read(self) -> NDArray[np.float64]:
         """Every row, checked, as one C-contiguous array.
@@ -238,16 +273,18 @@ class TextReader:
             self.clean = clean
             data = self._array([table.column(name) for name in selected])
             del table
-            if not np.isfinite(data).all():
+            if not self._valid(data):
                 failure = DataFileError("NaN or infinity")
                 break
             if len(data) == 0:
                 raise DataFileError(f"{self.layout.file} has no data rows")
+            if self.allow_missing:
+                self._check_observed(np.asarray(~np.isnan(data).all(axis=0)))
             return data
         raise self._problem(failure)
 
     def _problem(self, failure: Exception | None) -> DataFileError:
-        problem = find_problem(self.layout, self.indices)
+        problem = find_problem(self.layout, self.indices, self.allow_missing)
         if str(problem).endswith("unreadable content"):
             problem = DataFileError(f"{self.layout.file}: unreadable content ({failure})")
         return problem

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit.data.text import DataFileError
 from gmmkit.engines.base import NonNumericError
 from gmmkit.engines.sources import ChunkSource
 
@@ -72,10 +73,21 @@ class ParquetSource(ChunkSource):
     path : str or Path
     columns : list of str or int, optional
         Columns to use (names or positions); all by default.  They must be numeric.
+    allow_missing : bool, default=True
+        Deliver nulls and NaN as NaN, and let the estimator decide (its ``missing``
+        parameter); the first pass checks that every column has an observed value.
+        False (what ``gmmkit fit`` without ``--missing marginalize`` uses): the first
+        pass stops at the first null or NaN with a
+        :class:`~gmmkit.data.text.MissingValueError` naming its row and column.  (Text
+        differs: :class:`CSVSource` refuses missing cells by default, since an empty field
+        in text may as well be a formatting error.)
     """
 
     def __init__(
-        self, path: str | os.PathLike[str], columns: Sequence[str | int] | str | None = None
+        self,
+        path: str | os.PathLike[str],
+        columns: Sequence[str | int] | str | None = None,
+        allow_missing: bool = True,
     ) -> None:
         _require_pyarrow("read_parquet")
         import pyarrow.parquet as pq
@@ -91,6 +103,8 @@ class ParquetSource(ChunkSource):
         self.feature_names = tuple(self.columns)
         self.n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
         self._path = root
+        self.allow_missing = bool(allow_missing)
+        self._checked = False
 
     @property
     def description(self) -> str:
@@ -102,10 +116,34 @@ class ParquetSource(ChunkSource):
         # batches of a multiple of the chunk size, near 1 Mi cells
         step = max(1, int(rows_hint))
         batch_rows = step * max(1, (1 << 20) // max(step * self.n_features, 1))
+        check = not self._checked
+        observed = np.zeros(self.n_features, dtype=bool)
+        start = 0
         for file in self.files:
             with pq.ParquetFile(file) as reader:
                 for batch in reader.iter_batches(batch_size=batch_rows, columns=self.columns):
-                    yield _batch_to_array(batch, self.dtype)
+                    block = _batch_to_array(batch, self.dtype)
+                    if check:
+                        missing = np.isnan(block)
+                        if self.allow_missing:
+                            observed |= ~missing.all(axis=0)
+                        elif missing.any():
+                            from gmmkit.data.text import MissingValueError
+
+                            row, col = np.argwhere(missing)[0]
+                            raise MissingValueError(
+                                f"{self._path}: data row {start + row + 1}, column "
+                                f"{self.columns[col]!r} is missing"
+                            )
+                    start += len(block)
+                    yield block
+        if check and self.allow_missing and not observed.all():
+            raise DataFileError(
+                f"{self._path}: column {self.columns[int(np.argmin(observed))]!r} has no "
+                "observed value (every cell is missing); leave it out with the column "
+                "selection"
+            )
+        self._checked = True
 
 
 class CSVSource(ChunkSource):
@@ -132,6 +170,9 @@ class CSVSource(ChunkSource):
         blanks), as ``read_table`` does.
     block_bytes : int
         Bytes of text parsed per block.
+    allow_missing : bool, default=False
+        Read missing cells (:data:`~gmmkit.data.text.MISSING_VALUES`: empty, ``NA``,
+        ``NaN``, ...) as NaN, for ``missing="marginalize"``; as ``read_table``.
     """
 
     def __init__(
@@ -141,6 +182,7 @@ class CSVSource(ChunkSource):
         header: bool | None = None,
         delimiter: str | None = None,
         block_bytes: int = 4 << 20,
+        allow_missing: bool = False,
     ) -> None:
         _require_pyarrow("read_csv")
         from gmmkit.data.columns import parse_columns
@@ -155,7 +197,8 @@ class CSVSource(ChunkSource):
         self._indices = parse_columns(
             columns, self.layout.names, self.layout.n_fields, self.path
         )
-        self._reader = TextReader(self.layout, self._indices)
+        self.allow_missing = bool(allow_missing)
+        self._reader = TextReader(self.layout, self._indices, self.allow_missing)
         self.columns = [self.layout.labels[j] for j in self._indices]
         self.n_features = len(self._indices)
         self.dtype = np.dtype(np.float64)

@@ -101,6 +101,7 @@ def open_table(
     columns: ColumnSpec = None,
     *,
     max_in_memory_bytes: int | None = None,
+    allow_missing: bool = False,
 ) -> tuple[Any, list[str] | None]:
     """A table as an array when it fits in memory, else as a streaming source.
 
@@ -114,6 +115,9 @@ def open_table(
     max_in_memory_bytes : int, optional
         Tables whose :func:`estimated_bytes` exceed it are streamed; by default
         :data:`MAX_IN_MEMORY_BYTES`, or a quarter of the available memory.
+    allow_missing : bool, default=False
+        Missing cells come back as NaN (as :func:`~gmmkit.data.read_table`), in memory
+        and streamed; by default they are a :class:`~gmmkit.data.text.MissingValueError`.
 
     Returns
     -------
@@ -145,21 +149,23 @@ def open_table(
             return read_table(file, columns)  # its error
         selected, _ = parquet_columns(parquet_files(file), columns, file)
         if estimated_bytes(file, len(selected)) <= limit:
-            return read_table(file, selected)
+            return read_table(file, selected, allow_missing=allow_missing)
         from gmmkit.data.sources import ParquetSource
 
-        return ParquetSource(file, selected), selected
+        return ParquetSource(file, selected, allow_missing=allow_missing), selected
     if text_suffix(file) in _TEXT_SUFFIXES:
         layout = read_layout(file)
         indices = parse_columns(columns, layout.names, layout.n_fields, file)
         if estimated_bytes(file, len(indices)) <= limit:
-            return read_table(file, indices)
+            return read_table(file, indices, allow_missing=allow_missing)
         from gmmkit.data.sources import CSVSource
 
-        source = CSVSource(file, indices, header=layout.header, delimiter=layout.delimiter)
+        source = CSVSource(file, indices, header=layout.header, delimiter=layout.delimiter,
+                           allow_missing=allow_missing)
         return source, (list(source.columns) if layout.header else None)
     if suffix == ".npy":
-        data, names = read_table(file, columns) if estimated_bytes(file, 1) <= limit \
+        data, names = read_table(file, columns, allow_missing=allow_missing) \
+            if estimated_bytes(file, 1) <= limit \
             else _npy_memmap(file, columns)
         return data, names
     return read_table(file, columns)  # its error for an unsupported type
@@ -220,9 +226,10 @@ def take_columns(X: Any, indices: list[int]) -> Any:
     if isinstance(X, CSVSource):
         chosen = [X._indices[i] for i in indices]
         return CSVSource(X.path, chosen, header=X.header, delimiter=X.delimiter,
-                         block_bytes=X.block_bytes)
+                         block_bytes=X.block_bytes, allow_missing=X.allow_missing)
     if isinstance(X, ParquetSource):
-        return ParquetSource(X._path, [X.columns[i] for i in indices])
+        return ParquetSource(X._path, [X.columns[i] for i in indices],
+                             allow_missing=X.allow_missing)
     if isinstance(X, np.memmap) and indices != list(range(X.shape[1])):
         raise DataFileError(
             f"{X.filename} is too large to load and a column subset of a .npy file cannot "

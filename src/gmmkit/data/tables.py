@@ -14,9 +14,15 @@ from numpy.typing import NDArray
 from gmmkit._atomic import atomic_write
 from gmmkit.data.columns import ColumnSpec, parse_columns
 from gmmkit.data.reader import TextReader
-from gmmkit.data.text import COMPRESSION_SUFFIXES, DataFileError, read_layout, text_suffix
+from gmmkit.data.text import (
+    COMPRESSION_SUFFIXES,
+    DataFileError,
+    MissingValueError,
+    read_layout,
+    text_suffix,
+)
 
-__all__ = ["DataFileError", "read_table", "write_table"]
+__all__ = ["DataFileError", "MissingValueError", "read_table", "write_table"]
 
 PathLike = str | os.PathLike[str]
 
@@ -25,13 +31,13 @@ _TEXT_SUFFIXES = {".csv", ".tsv", ".txt", ".dat"}
 
 
 def _read_text(
-    file: Path, columns: ColumnSpec
+    file: Path, columns: ColumnSpec, allow_missing: bool = False
 ) -> tuple[NDArray[np.float64], list[str] | None]:
     """The whole table through pyarrow's parser, exactly as
     :class:`~gmmkit.data.sources.CSVSource` streams it (:class:`TextReader`)."""
     layout = read_layout(file)
     indices = parse_columns(columns, layout.names, layout.n_fields, file)
-    data = TextReader(layout, indices).read()
+    data = TextReader(layout, indices, allow_missing).read()
     return data, ([layout.labels[i] for i in indices] if layout.header else None)
 
 
@@ -64,7 +70,7 @@ def _read_npy(
 
 
 def _read_parquet(
-    path: Path, columns: ColumnSpec
+    path: Path, columns: ColumnSpec, allow_missing: bool = False
 ) -> tuple[NDArray[np.float64], list[str] | None]:
     import pyarrow.types as pat
 
@@ -85,16 +91,22 @@ def _read_parquet(
     data = np.empty((table.num_rows, len(selected)), dtype=np.float64)
     for j, name in enumerate(selected):
         column = table.column(name)
-        if column.null_count:
-            raise DataFileError(f"{path}: column {name!r} has {column.null_count} missing values")
-        data[:, j] = column.to_numpy()
+        if column.null_count and not allow_missing:
+            import pyarrow.compute as pc
+
+            row = int(np.flatnonzero(pc.is_null(column).to_numpy(zero_copy_only=False))[0])
+            raise MissingValueError(
+                f"{path}: data row {row + 1}, column {name!r} is missing ({column.null_count} "
+                "missing values in the column)"
+            )
+        data[:, j] = column.to_numpy()  # nulls as NaN
     if len(data) == 0:
         raise DataFileError(f"{path} has no data rows")
     return data, selected
 
 
 def read_table(
-    path: PathLike, columns: ColumnSpec = None
+    path: PathLike, columns: ColumnSpec = None, *, allow_missing: bool = False
 ) -> tuple[NDArray[np.float64], list[str] | None]:
     """Read a numeric table from ``.csv``/``.tsv``/``.txt`` (also ``.gz``/``.bz2``
     compressed), ``.npy`` or ``.parquet``.
@@ -110,6 +122,13 @@ def read_table(
     path : str or path-like
     columns : str or sequence of str/int, optional
         Columns to keep, by header name or 0-based index (a string is split on commas).
+    allow_missing : bool, default=False
+        Read missing cells as NaN: in text, the cells pandas' ``read_csv`` reads as
+        missing by default (:data:`~gmmkit.data.text.MISSING_VALUES`: the empty field,
+        ``NA``, ``NaN``, ``nan``, ``N/A``, ``NULL``, ``None``, ...); in Parquet, nulls and
+        NaN; in ``.npy``, NaN.  Infinite values stay an error, and so does a column
+        without any observed value.  By default a missing cell is a
+        :class:`~gmmkit.data.text.MissingValueError` naming its row and column.
 
     Returns
     -------
@@ -124,18 +143,19 @@ def read_table(
         For a non-numeric or empty cell (naming its line and column), a line with too
         many or too few fields (naming the line), a header naming a column twice, text
         that is not UTF-8, an unknown column, NaN or infinite values or an unsupported
-        file type.
+        file type.  :class:`~gmmkit.data.text.MissingValueError` (a subclass) for a missing
+        cell without ``allow_missing``.
     """
     file = Path(path)
     if not file.exists():
         raise FileNotFoundError(f"data file not found: {file}")
     suffix = file.suffix.lower()
     if suffix == ".parquet" or (file.is_dir() and any(file.glob("*.parquet"))):
-        data, names = _read_parquet(file, columns)
+        data, names = _read_parquet(file, columns, allow_missing)
     elif file.is_dir():
         raise DataFileError(f"{file} is a directory without .parquet files, not a data file")
     elif text_suffix(file) in _TEXT_SUFFIXES:  # also compressed: .csv.gz, .csv.zst
-        data, names = _read_text(file, columns)
+        data, names = _read_text(file, columns, allow_missing)
     elif suffix == ".npy":
         data, names = _read_npy(file, columns)
     else:
@@ -144,14 +164,24 @@ def read_table(
             f"(also compressed: {', '.join(COMPRESSION_SUFFIXES)}), .npy, .parquet or a "
             "directory of .parquet files"
         )
-    finite = np.isfinite(data)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
+    bad = np.isinf(data) if allow_missing else ~np.isfinite(data)
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
         label = names[col] if names else str(col)
-        raise DataFileError(
+        error = DataFileError if np.isinf(data[row, col]) else MissingValueError
+        raise error(
             f"{file}: data row {row + 1}, column {label!r} is {data[row, col]} (NaN and "
             "infinite values cannot be fitted)"
         )
+    if allow_missing:
+        empty = np.isnan(data).all(axis=0)
+        if empty.any():
+            col = int(np.argmax(empty))
+            label = names[col] if names else str(col)
+            raise DataFileError(
+                f"{file}: column {label!r} has no observed value (every cell is missing); "
+                "leave it out with the column selection"
+            )
     return data, names
 
 

@@ -33,6 +33,21 @@ class DataFileError(ValueError):
     """A data file cannot be read as a numeric table."""
 
 
+class MissingValueError(DataFileError):
+    """A data file has a missing cell (empty, ``NA``, ``NaN``, ...) where missing values
+    are not allowed (readers called without ``allow_missing=True``)."""
+
+
+#: The text of a missing cell when a reader is given ``allow_missing=True``: pandas'
+#: default ``na_values`` of ``read_csv`` (the empty field, ``NA``, ``NaN``, ``nan``,
+#: ``N/A``, ``NULL``, ``None``, ...), compared after stripping blanks.  ``inf`` is never
+#: missing: it stays an error.
+MISSING_VALUES: tuple[str, ...] = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND",
+    "1.#QNAN", "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+
+
 _BOM = b"\xef\xbb\xbf"
 #: Longest first line read while looking for the header (guards against binary files).
 _MAX_HEADER_BYTES = 1 << 20
@@ -211,11 +226,15 @@ def read_layout(
     )
 
 
-def find_problem(layout: TextLayout, indices: Sequence[int]) -> DataFileError:
+def find_problem(
+    layout: TextLayout, indices: Sequence[int], allow_missing: bool = False
+) -> DataFileError:
     """The first place where the file breaks the shared rules, as an error.
 
     A slow Python pass, run only after a fast parser has failed or found a NaN, so that
-    every reader reports the same first problem with its line number.
+    every reader reports the same first problem with its line number.  With
+    ``allow_missing`` a cell in :data:`MISSING_VALUES` (or any NaN) is not a problem;
+    without it, it is a :class:`MissingValueError`.
     """
     file = layout.file
     labels = layout.labels
@@ -241,9 +260,18 @@ def find_problem(layout: TextLayout, indices: Sequence[int]) -> DataFileError:
             for index in indices:
                 value = fields[index]
                 where = f"{file}: line {line_number}, column {labels[index]!r}"
-                if value == "":
-                    return DataFileError(f"{where} is empty")
-                if not is_number(value):
+                number = is_number(value)
+                if value in MISSING_VALUES or (number and math.isnan(float(value))):
+                    if allow_missing:
+                        continue
+                    if value == "":
+                        return MissingValueError(f"{where} is empty")
+                    if number:
+                        return MissingValueError(
+                            f"{where} is {value!r} (NaN and infinite values cannot be fitted)"
+                        )
+                    return MissingValueError(f"{where} is {value!r}, a missing value")
+                if not number:
                     return DataFileError(f"{where} has {value!r}, not a number")
                 if not math.isfinite(float(value)):
                     return DataFileError(
