@@ -195,6 +195,22 @@ class WrappedMixtureMixin:
         return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
 
 
+#: The settings an application estimator (detector, imputer) passes to the mixture it fits.
+MIXTURE_SETTINGS = (
+    "covariance_type", "tol", "reg_covar", "max_iter", "n_init", "init_params",
+    "random_state", "n_jobs",
+)
+
+
+def wrapped_mixture(estimator: Any, **extra: Any) -> Any:
+    """A new, unfitted ``GaussianMixture`` with ``estimator``'s ``n_components`` and
+    :data:`MIXTURE_SETTINGS`, plus ``extra`` settings."""
+    from gmmkit.mixture import GaussianMixture  # the mixture module imports the apps
+
+    settings = {name: getattr(estimator, name) for name in MIXTURE_SETTINGS}
+    return GaussianMixture(estimator.n_components, **settings, **extra)
+
+
 def check_not_too_many_components(n_components: int, n_samples: int) -> None:
     """K larger than the number of (non-zero weight) samples cannot be fitted."""
     if n_components > n_samples:

@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gmmkit._transaction import transactional_fit
-from gmmkit.apps._common import WrappedMixtureMixin, checked_sample_weight
+from gmmkit.apps._common import WrappedMixtureMixin, checked_sample_weight, wrapped_mixture
 from gmmkit.core.kernel import kernel_coefficients, score_chunk
 from gmmkit.core.online import step_size
 from gmmkit.core.tail import lower_tail_threshold, streamed_lower_tail_threshold
@@ -149,17 +149,8 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         return self
 
     def _new_mixture(self) -> GaussianMixture:
-        return GaussianMixture(
-            self.n_components,
-            covariance_type=self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            n_init=self.n_init,
-            init_params=self.init_params,
-            random_state=self.random_state,
-            n_jobs=self.n_jobs,
-        )
+        mixture: GaussianMixture = wrapped_mixture(self)
+        return mixture
 
     def _set_mixture(self, mixture: GaussianMixture) -> None:
         self.mixture_ = mixture
@@ -234,17 +225,7 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
             reset=first,
         )
         if first:
-            mixture = GaussianMixture(
-                self.n_components,
-                covariance_type=self.covariance_type,
-                tol=self.tol,
-                reg_covar=self.reg_covar,
-                max_iter=self.max_iter,
-                n_init=self.n_init,
-                init_params=self.init_params,
-                random_state=self.random_state,
-                n_jobs=self.n_jobs,
-            )
+            mixture = self._new_mixture()
         else:
             # a new object, so that a failing call leaves the fitted one as it was
             mixture = copy.copy(self.mixture_)

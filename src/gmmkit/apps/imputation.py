@@ -12,10 +12,10 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from gmmkit._transaction import transactional_fit
+from gmmkit.apps._common import wrapped_mixture
 from gmmkit.core.covariance import COVARIANCE_TYPES
 from gmmkit.core.init import INIT_METHODS
 from gmmkit.core.missing import conditional_expectation
-from gmmkit.mixture import GaussianMixture
 
 
 class GaussianMixtureImputer(TransformerMixin, BaseEstimator):
@@ -118,18 +118,9 @@ class GaussianMixtureImputer(TransformerMixin, BaseEstimator):
             self, X, dtype=[np.float64, np.float32], ensure_all_finite="allow-nan",
             ensure_min_samples=2,
         )
-        self.mixture_ = GaussianMixture(
-            self.n_components,
-            covariance_type=self.covariance_type,
-            tol=self.tol,
-            reg_covar=self.reg_covar,
-            max_iter=self.max_iter,
-            n_init=self.n_init,
-            init_params=self.init_params,
-            random_state=self.random_state,
-            n_jobs=self.n_jobs,
-            missing="marginalize",
-        ).fit(X_checked, sample_weight=sample_weight)
+        self.mixture_ = wrapped_mixture(self, missing="marginalize").fit(
+            X_checked, sample_weight=sample_weight
+        )
         self.n_iter_ = self.mixture_.n_iter_
         return self
 
