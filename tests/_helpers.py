@@ -119,3 +119,17 @@ def set_field(path: Sequence[str], value: Any) -> Callable[[dict, dict], None]:
         target[path[-1]] = value
 
     return edit
+
+
+def full_covariances(params: Any) -> np.ndarray:
+    """(K, D, D) covariance matrices of any layout's ``MixtureParams``, for brute-force
+    references written with full matrices."""
+    cov = np.asarray(params.covariances, dtype=np.float64)
+    k, d = params.n_components, params.n_features
+    if params.layout == "tied":
+        return np.broadcast_to(cov, (k, d, d))
+    if params.layout == "diag":
+        return np.array([np.diag(c) for c in cov])
+    if params.layout == "spherical":
+        return np.array([c * np.eye(d) for c in cov])
+    return cov

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from _helpers import full_covariances
 from gmmkit import GaussianMixture
 from gmmkit.core.covariance import MODEL_NAMES
 from gmmkit.mixture import MissingRowsWarning
@@ -37,22 +38,10 @@ def _data(
     return X, Xm
 
 
-def _full_covariances(params) -> np.ndarray:
-    cov = np.asarray(params.covariances, dtype=np.float64)
-    k, d = params.n_components, params.n_features
-    if params.layout == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if params.layout == "diag":
-        return np.array([np.diag(c) for c in cov])
-    if params.layout == "spherical":
-        return np.array([c * np.eye(d) for c in cov])
-    return cov
-
-
 def _reference_log_joint(params, X: np.ndarray) -> np.ndarray:
     """Brute force, (n, K): log weight plus scipy's multivariate normal log-density of
     each row's observed coordinates (rows grouped by their missingness pattern)."""
-    covs = _full_covariances(params)
+    covs = full_covariances(params)
     means = np.asarray(params.means, np.float64)
     weights = np.asarray(params.weights, np.float64)
     out = np.tile(np.log(weights), (len(X), 1))

@@ -13,25 +13,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from _helpers import full_covariances
 from gmmkit import GaussianMixture, GaussianMixtureImputer
-
-
-def _full(params) -> np.ndarray:
-    cov = np.asarray(params.covariances, np.float64)
-    k, d = params.n_components, params.n_features
-    if params.layout == "tied":
-        return np.broadcast_to(cov, (k, d, d))
-    if params.layout == "diag":
-        return np.array([np.diag(c) for c in cov])
-    if params.layout == "spherical":
-        return np.array([c * np.eye(d) for c in cov])
-    return cov
 
 
 def _brute_force_fill(params, X: np.ndarray) -> np.ndarray:
     """Per row: posterior weights from scipy's densities of the observed coordinates,
     per-component regression mu_m + S_mo S_oo^-1 (x_o - mu_o) by numpy solves."""
-    covs = _full(params)
+    covs = full_covariances(params)
     out = X.copy()
     for i, x in enumerate(X):
         m = np.isnan(x)
@@ -108,7 +97,7 @@ def test_condition_matches_brute_force(covariance_type: str) -> None:
         gm = GaussianMixture(2, covariance_type=covariance_type, missing="marginalize",
                              random_state=0).fit(X)
     params = gm.params_
-    covs = _full(params)
+    covs = full_covariances(params)
     values = np.array([[0.5, 1.0], [3.0, 2.5]])
     cond = gm.condition(values, given=[2, 0])  # order of 'given' follows the values
     np.testing.assert_array_equal(cond.features, [1])
