@@ -62,6 +62,22 @@ def _assert_same_fit(got: GaussianMixture, expected: GaussianMixture, rtol: floa
     assert got.lower_bound_ == pytest.approx(expected.lower_bound_, rel=rtol, abs=rtol)
 
 
+def _four_components(model: str, means: np.ndarray, cov: np.ndarray) -> MixtureParams:
+    """Parameters of ``model`` with weights (0.1, 0.4, 0.3, 0.2), from four full (D, D)
+    covariances reduced to the model's layout (tied: the second one)."""
+    from gmmkit.core.covariance import get_covariance_type
+
+    covariances = {
+        "full": cov,
+        "tied": cov[1],
+        "diag": np.array([np.diag(c) for c in cov]),
+        "spherical": np.array([np.mean(np.diag(c)) for c in cov]),
+    }[get_covariance_type(model).layout]
+    return MixtureParams.from_covariances(
+        np.array([0.1, 0.4, 0.3, 0.2]), means, covariances, model
+    )
+
+
 def _blobs(n: int, d: int = 3, centers: int = 4, seed: int = 0) -> np.ndarray:
     X, _ = make_blobs(n_samples=n, n_features=d, centers=centers, cluster_std=1.3,
                       random_state=seed)
@@ -140,18 +156,7 @@ def test_statistics_equal_with_weights_labels_and_far_rows() -> None:
     cov = np.array([np.eye(3) * s for s in (1.0, 2.0, 0.5, 1.0)])
     cov[3] = np.diag([1.0, 1.0, 1e-9])  # near-singular: probes send it to its own mean
     for model in ("full", "tied", "diag", "spherical", "VEV", "EEI"):
-        from gmmkit.core.covariance import get_covariance_type
-
-        layout = get_covariance_type(model).layout
-        covariances = {
-            "full": cov,
-            "tied": cov[1],
-            "diag": np.array([np.diag(c) for c in cov]),
-            "spherical": np.array([np.mean(np.diag(c)) for c in cov]),
-        }[layout]
-        params = MixtureParams.from_covariances(
-            np.array([0.1, 0.4, 0.3, 0.2]), means, covariances, model
-        )
+        params = _four_components(model, means, cov)
         expected = e_step(MemoryEngine(X, weight, labels, chunk_rows=1000), params, 0.5)
         got = e_step(TorchEngine(X, weight, labels, device=DEVICE, chunk_rows=2500), params, 0.5)
         for name in ("nk", "first", "second"):
@@ -169,7 +174,6 @@ def test_per_row_kernels_equal_the_numpy_engine() -> None:
     """score / predict / proba / largest log responsibility of every row, with rows too
     far out for the expansion and a near-singular component, as the numpy kernel gives
     them (the torch kernel's feature-major blocks are transposed back for (n, K))."""
-    from gmmkit.core.covariance import get_covariance_type
     from gmmkit.core.kernel import kernel_coefficients
 
     X = _blobs(3000)
@@ -180,16 +184,7 @@ def test_per_row_kernels_equal_the_numpy_engine() -> None:
         if singular:
             cov[3] = np.diag([1.0, 1.0, 1e-9])
         for model in ("full", "tied", "diag", "spherical"):
-            layout = get_covariance_type(model).layout
-            covariances = {
-                "full": cov,
-                "tied": cov[1],
-                "diag": np.array([np.diag(c) for c in cov]),
-                "spherical": np.array([np.mean(np.diag(c)) for c in cov]),
-            }[layout]
-            params = MixtureParams.from_covariances(
-                np.array([0.1, 0.4, 0.3, 0.2]), means, covariances, model
-            )
+            params = _four_components(model, means, cov)
             coefs = kernel_coefficients(params, np.float64)
             expected_engine = MemoryEngine(X, chunk_rows=700)
             got_engine = TorchEngine(X, device=DEVICE, chunk_rows=1100)
