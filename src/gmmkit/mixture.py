@@ -336,9 +336,14 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         if summary.n_incomplete == 0:
             return engine
         if summary.n_unobserved:
+            labelled = summary.n_unobserved_labelled
+            note = "" if not labelled else (
+                f" ({labelled} of them labelled: a labelled row with nothing observed "
+                "carries no information about its class's mean or covariance)"
+            )
             warnings.warn(
                 f"{summary.n_unobserved} row(s) of X have no observed value; they do not "
-                "enter the fit",
+                f"enter the fit{note}",
                 MissingRowsWarning,
                 stacklevel=6,
             )

@@ -759,12 +759,14 @@ def conditional_mixture(
 @dataclass(frozen=True)
 class ObservedSummary:
     """Additive summary of which values are present: weighted sums and weights of the
-    observed values per column, and the rows with nothing observed."""
+    observed values per column, and the rows with nothing observed (``n_unobserved``; of
+    them ``n_unobserved_labelled`` have a known component, semi-supervised fits)."""
 
     sums: NDArray[np.float64]
     weights: NDArray[np.float64]
     n_unobserved: int
     n_incomplete: int
+    n_unobserved_labelled: int = 0
 
     def __add__(self, other: ObservedSummary) -> ObservedSummary:
         return ObservedSummary(
@@ -772,6 +774,7 @@ class ObservedSummary:
             self.weights + other.weights,
             self.n_unobserved + other.n_unobserved,
             self.n_incomplete + other.n_incomplete,
+            self.n_unobserved_labelled + other.n_unobserved_labelled,
         )
 
     def fill_values(self) -> NDArray[np.float64]:
@@ -799,11 +802,16 @@ def _summary_of_chunk(chunk: Any) -> ObservedSummary:
     )
     observed = (~missing).astype(np.float64)
     row_missing = missing.any(axis=1)
+    unobserved = missing.all(axis=1) if X.shape[1] else np.zeros(len(X), dtype=bool)
+    labelled = 0
+    if chunk.labels is not None:
+        labelled = int(np.count_nonzero(unobserved & (np.asarray(chunk.labels) >= 0)))
     return ObservedSummary(
         sums=weight @ np.where(missing, 0.0, X.astype(np.float64)),
         weights=weight @ observed,
-        n_unobserved=int(missing.all(axis=1).sum()) if X.shape[1] else 0,
+        n_unobserved=int(unobserved.sum()),
         n_incomplete=int(row_missing.sum()),
+        n_unobserved_labelled=labelled,
     )
 
 
