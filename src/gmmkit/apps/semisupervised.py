@@ -14,6 +14,7 @@ from sklearn.utils.validation import check_is_fitted
 from gmmkit._transaction import transactional_fit
 from gmmkit.core.covariance import covariance_layout
 from gmmkit.core.init import INIT_METHODS
+from gmmkit.core.missing import ObservedSummary
 from gmmkit.mixture import GaussianMixture, _generator
 
 Array = NDArray[np.floating[Any]]
@@ -216,6 +217,40 @@ def _seeded_kmeans(
     return centres[missing], scatters, sizes
 
 
+def _filled_for_initialisation(
+    X: NDArray[np.float64], labels: NDArray[np.intp], weight: NDArray[np.float64],
+    n_components: int,
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """``X`` with its NaN cells filled for the labelled start, and ``weight`` set to zero
+    on rows with nothing observed (they carry no information; EM leaves them out too).
+
+    A labelled row's missing cell takes its class's weighted mean of the observed cells
+    in that column (so a class's start mean is the NaN-aware mean of its labelled rows),
+    or the column's overall observed mean where the class has none there; an unlabelled
+    row's takes the column's overall observed mean, as :class:`FilledEngine` fills the
+    rows the other initialisations read.  Filled cells add no spread, so the start
+    covariances understate the missing coordinates' variances: a start, which the
+    first EM iteration's conditional second moments correct.
+
+    Raises
+    ------
+    ValueError
+        When a column has no observed value (with positive weight).
+    """
+    missing = np.isnan(X)
+    observed = ~missing
+    weight = np.where(observed.any(axis=1), weight, 0.0)
+    values = np.where(missing, 0.0, X)
+    overall = ObservedSummary(weight @ values, weight @ observed, 0, 0).fill_values()
+    known = np.flatnonzero(labels >= 0)
+    member = np.eye(n_components)[labels[known]] * weight[known, None]  # (n_known, K)
+    sums, counts = member.T @ values[known], member.T @ observed[known]
+    class_fill = np.where(counts > 0, sums / np.where(counts > 0, counts, 1.0), overall)
+    fill = np.broadcast_to(overall, X.shape).copy()
+    fill[known] = class_fill[labels[known]]
+    return np.where(missing, fill, X), weight
+
+
 def labelled_initialisation(
     X: Array,
     labels: NDArray[np.intp],
@@ -231,7 +266,9 @@ def labelled_initialisation(
     the pooled within-class covariance (``D + 1`` pseudo-samples), so a class with a
     handful of labels still starts with a sensible shape.  Classes without labels start
     from constrained k-means (labelled rows pinned to their class; see
-    :func:`_seeded_kmeans`), their covariance shrunk the same way.
+    :func:`_seeded_kmeans`), their covariance shrunk the same way.  NaN in ``X`` marks
+    missing cells: rows with nothing observed are left out, and the others are filled
+    as :func:`_filled_for_initialisation` says (class means from the observed cells).
 
     Returns
     -------
@@ -243,6 +280,10 @@ def labelled_initialisation(
     X = np.asarray(X, dtype=np.float64)
     n, d = X.shape
     weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    if np.isnan(X).any():
+        X, weight = _filled_for_initialisation(
+            np.asarray(X, np.float64), labels, weight, n_components
+        )
     known = labels >= 0
     X_known, y_known, w_known = X[known], labels[known], weight[known]
     counts = np.bincount(y_known, weights=w_known, minlength=n_components)
@@ -322,6 +363,13 @@ default="labels"
         Any of :class:`~gmmkit.GaussianMixture`'s covariance models: mclust's fourteen
         (``"EII"`` ... ``"VVV"``) or scikit-learn's four names; the labelled start is
         built in the model's storage layout and the first M-step imposes its constraints.
+    missing : {"error", "marginalize"}, default="error"
+        As in :class:`~gmmkit.GaussianMixture`: ``"marginalize"`` fits the likelihood of
+        the observed cells (labelled rows stay in their class; the labelled start takes
+        each class's means from its labelled rows' observed cells), and ``predict``,
+        ``predict_proba`` and ``score_samples`` of rows with NaN use the observed
+        coordinates' marginal.  A row with nothing observed, labelled or not, does not
+        enter the fit (a :class:`~gmmkit.mixture.MissingRowsWarning` says how many).
     tol, reg_covar, max_iter, n_init, weights_init, means_init, precisions_init, \
 random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs, device
         As in :class:`~gmmkit.GaussianMixture`; user-given ``*_init`` arrays replace the
@@ -369,6 +417,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs, device
         chunk_rows: int | None = None,
         n_jobs: int | None = None,
         device: Any = None,
+        missing: str = "error",
     ) -> None:
         super().__init__(
             n_components,  # type: ignore[arg-type]
@@ -388,6 +437,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs, device
             chunk_rows=chunk_rows,
             n_jobs=n_jobs,
             device=device,
+            missing=missing,
         )
         self.alpha = alpha
 
@@ -401,6 +451,7 @@ random_state, warm_start, verbose, verbose_interval, chunk_rows, n_jobs, device
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
+            NaN marks a missing cell with ``missing="marginalize"``.
         y : array-like of shape (n_samples,)
             Class label of a labelled row, ``-1`` for an unlabelled one.
         sample_weight : array-like of shape (n_samples,), optional
