@@ -70,6 +70,34 @@ class MissingRowsWarning(UserWarning):
     """Some rows have no observed value: they do not enter the fit."""
 
 
+def warn_unobserved_rows(n_rows: int, stacklevel: int, note: str = "") -> None:
+    """Issue the :class:`MissingRowsWarning` for ``n_rows`` rows with nothing observed
+    (``stacklevel`` as the caller would give it to ``warnings.warn``; ``note`` is
+    appended to the message)."""
+    warnings.warn(
+        f"{n_rows} row(s) of X have no observed value; they do not enter the fit{note}",
+        MissingRowsWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+@contextmanager
+def nan_refused(owner: str, marginalize: bool) -> Iterator[None]:
+    """Turn the NaN error of scikit-learn's validation (inside the ``with`` block) into
+    one that says how ``owner`` (an estimator's or function's name) takes missing
+    values; other errors, and every error with ``marginalize``, pass unchanged."""
+    try:
+        yield
+    except ValueError as exc:
+        if marginalize or "NaN" not in str(exc):
+            raise
+        raise ValueError(
+            "Input X contains NaN. Missing values are an error by default; pass "
+            f"missing='marginalize' to {owner} to fit and predict with them (EM over the "
+            "observed values)"
+        ) from None
+
+
 class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     """Gaussian mixture fitted by exact EM on additive sufficient statistics.
 
@@ -297,7 +325,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
 
     def _validate_X(self, X: Any, reset: bool) -> NDArray[Any]:
         marginalize = self._marginalize()
-        try:
+        with nan_refused(type(self).__name__, marginalize):
             X_checked = validate_data(
                 self,
                 X,
@@ -306,14 +334,6 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 reset=reset,
                 ensure_all_finite="allow-nan" if marginalize else True,
             )
-        except ValueError as exc:
-            if marginalize or "NaN" not in str(exc):
-                raise
-            raise ValueError(
-                "Input X contains NaN. Missing values are an error by default; pass "
-                f"missing='marginalize' to {type(self).__name__} to fit and predict "
-                "with them (EM over the observed values)"
-            ) from None
         check_squares(X_checked)  # the check streamed blocks get too
         return X_checked
 
@@ -341,12 +361,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 f" ({labelled} of them labelled: a labelled row with nothing observed "
                 "carries no information about its class's mean or covariance)"
             )
-            warnings.warn(
-                f"{summary.n_unobserved} row(s) of X have no observed value; they do not "
-                f"enter the fit{note}",
-                MissingRowsWarning,
-                stacklevel=6,
-            )
+            warn_unobserved_rows(summary.n_unobserved, stacklevel=6, note=note)
         return FilledEngine(engine, summary.fill_values())
 
     def _out_of_core_engine(self, X: Any, sample_weight: Any, reset: bool) -> Engine | None:
