@@ -1087,6 +1087,7 @@ _SCHEMAS: dict[str, _Schema] = {
             "min_variance_ratio": _real(0.0),
             "random_state": _RANDOM_STATE,
             "n_jobs": _optional(_integer()),
+            "missing": _one_of("error", "marginalize"),
         },
     ),
     "PCAGaussianMixtureGenerator": _Schema(

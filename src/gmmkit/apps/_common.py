@@ -180,19 +180,29 @@ class WrappedMixtureMixin:
     """Row validation for estimators that fit and then delegate to a ``GaussianMixture``.
 
     Both methods take float64 or float32 ``X`` and record/check ``n_features_in_`` and
-    ``feature_names_in_`` on the wrapping estimator.
+    ``feature_names_in_`` on the wrapping estimator.  NaN is allowed when the estimator
+    has ``missing="marginalize"``, and otherwise refused with an error naming that
+    parameter.
     """
 
     def _validate_fit_X(self, X: ArrayLike) -> NDArray[Any]:
         """``X`` of a fit: 2-D, finite, at least two rows; resets the recorded features."""
-        return validate_data(
-            self, X, dtype=[np.float64, np.float32], ensure_min_samples=2, reset=True
-        )
+        return self._validated(X, ensure_min_samples=2, reset=True)
 
     def _checked(self, X: ArrayLike) -> NDArray[Any]:
         """``X`` after the fit: raises if unfitted or if the features differ from the fit's."""
         check_is_fitted(self)
-        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return self._validated(X, reset=False)
+
+    def _validated(self, X: ArrayLike, **options: Any) -> NDArray[Any]:
+        from gmmkit.mixture import nan_refused
+
+        marginalize = getattr(self, "missing", "error") == "marginalize"
+        with nan_refused(type(self).__name__, marginalize):
+            return validate_data(
+                self, X, dtype=[np.float64, np.float32],
+                ensure_all_finite="allow-nan" if marginalize else True, **options,
+            )
 
 
 #: The settings an application estimator (detector, imputer) passes to the mixture it fits.

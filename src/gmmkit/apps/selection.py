@@ -8,6 +8,11 @@ values (the "spikes" EM finds on integer-valued data, which push the
 likelihood and hence every criterion towards infinity).  Degenerate candidates stay in the
 table, flagged, and are never chosen while a sound candidate exists.
 
+With ``missing="marginalize"`` the data may hold NaN (missing at random): every
+candidate is a :class:`~gmmkit.GaussianMixture` with ``missing="marginalize"``, fitted by
+the same EM over each row's observed values, and the criteria are those of the observed
+data (see :func:`select`).
+
 gmmkit's criteria have scikit-learn's sign (``BIC = -2 log L + p log n``, lower is better);
 :meth:`SelectionResult.bic_table` shows them as mclust prints them: ``2 log L - p log n``,
 larger is better, one row per K and one column per model.
@@ -40,7 +45,8 @@ from gmmkit.apps._common import (
 )
 from gmmkit.core import criteria
 from gmmkit.core.em import EmptyComponentWarning
-from gmmkit.mixture import GaussianMixture
+from gmmkit.core.missing import MISSING_OPTIONS
+from gmmkit.mixture import GaussianMixture, nan_refused, warn_unobserved_rows
 from gmmkit.modelfile import SaveMixin
 
 CRITERIA = ("bic", "aic", "icl")
@@ -261,10 +267,47 @@ def _cell(value: float, decimals: int) -> str:
 def _data_covariance(X: NDArray[Any], weight: NDArray[np.float64] | None) -> NDArray[np.float64]:
     """Weighted covariance of the data, with a small ridge so it is positive definite."""
     cov = np.atleast_2d(np.cov(np.asarray(X, dtype=np.float64).T, aweights=weight, bias=True))
+    return _ridged(cov)
+
+
+def _ridged(cov: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``cov`` plus a ridge of ``1e-12`` of its mean variance (positive definite)."""
     d = cov.shape[0]
     scale = float(np.trace(cov)) / d
     ridge = 1e-12 * scale if scale > 0 else 1e-12
     return cov + ridge * np.eye(d)
+
+
+def _observed_rows(
+    X: NDArray[Any], weight: NDArray[np.float64] | None
+) -> tuple[NDArray[Any], NDArray[np.float64] | None]:
+    """The rows of ``X`` (with NaN) that have an observed value, and their weights;
+    a :class:`~gmmkit.mixture.MissingRowsWarning` when others are left out."""
+    seen = ~np.isnan(X).all(axis=1)
+    n_unseen = len(seen) - int(np.count_nonzero(seen))
+    if n_unseen == 0:
+        return X, weight
+    warn_unobserved_rows(n_unseen, stacklevel=3)  # select()'s caller
+    if np.count_nonzero(seen) < 2:
+        raise ValueError(
+            f"X has {int(np.count_nonzero(seen))} row(s) with an observed value; model "
+            "selection needs at least 2"
+        )
+    return X[seen], None if weight is None else weight[seen]
+
+
+def _observed_data_covariance(
+    X: NDArray[Any], weight: NDArray[np.float64] | None, random_state: int
+) -> NDArray[np.float64]:
+    """The data covariance of the degeneracy check for data with NaN: the maximum-
+    likelihood covariance of one Gaussian fitted to the observed values (EM through the
+    same core as the candidates), with :func:`_data_covariance`'s small ridge."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        single = GaussianMixture(
+            1, covariance_type="full", missing="marginalize", random_state=random_state
+        ).fit(X, sample_weight=weight)
+    return _ridged(np.asarray(single.covariances_[0], dtype=np.float64))
 
 
 def degeneracy(
@@ -350,6 +393,7 @@ def select(
     min_variance_ratio: float = 1e-4,
     random_state: Any = None,
     n_jobs: int | None = None,
+    missing: str = "error",
 ) -> SelectionResult:
     """Fit every ``(K, covariance_type)`` candidate and pick the best by an information criterion.
 
@@ -393,6 +437,25 @@ def select(
         One int seed is given to every candidate (drawn from ``random_state`` when it is
         not an int), so each is reproducible on its own and all share one hierarchical
         agglomeration and the same seeding samples.
+    missing : {"error", "marginalize"}, default="error"
+        What NaN in ``X`` means, as for :class:`~gmmkit.GaussianMixture`: an error, or
+        (``"marginalize"``) a value missing at random.  Every candidate is then fitted
+        with ``missing="marginalize"`` -- EM over each row's observed values; its
+        hierarchical and k-means starts see the missing cells filled with their column's
+        observed mean -- and the table holds the observed data's criteria: ``log L`` sums
+        the log marginal density of each row's observed values, the parameter count
+        ``p`` is the complete-data model's (the same parameters are estimated), BIC's
+        ``n`` is the number of rows with at least one observed value (sample-weighted:
+        their total weight) -- each is one independent draw from the mixture, the usual
+        choice for incomplete data (counting observed cells instead would treat the
+        correlated coordinates of a row as independent observations) -- and ICL's
+        entropy term uses each row's responsibilities given its observed values.  Rows
+        with nothing observed carry no information: they are left out of every fit and
+        count, with one :class:`~gmmkit.mixture.MissingRowsWarning`.  The degeneracy
+        check then compares with the covariance of one Gaussian fitted to the observed
+        values by maximum likelihood (EM, ``K=1``, full covariance).  The selected
+        model keeps ``missing="marginalize"``: it predicts rows with NaN.
+        Without NaN the table is identical to ``"error"``'s.
 
     Returns
     -------
@@ -405,10 +468,13 @@ def select(
     ------
     ValueError
         Bad arguments, or a candidate ``K`` larger than the number of samples (checked before
-        any fitting), or every candidate failing to fit.
+        any fitting), or every candidate failing to fit; NaN in ``X`` without
+        ``missing="marginalize"``, or a column with no observed value with it.
 
     Warns
     -----
+    MissingRowsWarning
+        With ``missing="marginalize"``, when rows of ``X`` have nothing observed.
     DegenerateMixtureWarning
         When every fitted candidate is degenerate; the best of them is returned.
     ConvergenceWarning
@@ -426,16 +492,27 @@ def select(
         raise ValueError(f"min_component_size must be >= 0, got {min_component_size!r}")
     if not 0 <= min_variance_ratio < 1:
         raise ValueError(f"min_variance_ratio must be in [0, 1), got {min_variance_ratio!r}")
-    X_checked = check_array(X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+    if missing not in MISSING_OPTIONS:
+        raise ValueError(f"missing must be one of {MISSING_OPTIONS}, got {missing!r}")
+    marginalize = missing == "marginalize"
+    with nan_refused("select()", marginalize):
+        X_checked = check_array(
+            X,
+            dtype=[np.float64, np.float32],
+            ensure_min_samples=2,
+            ensure_all_finite="allow-nan" if marginalize else True,
+        )
     if covariance_types is None:
         types = list(default_covariance_types(X_checked.shape[1]))
     weight = checked_sample_weight(sample_weight, X_checked)
+    has_nan = marginalize and bool(np.isnan(X_checked).any())
+    if has_nan:
+        X_checked, weight = _observed_rows(X_checked, weight)
     n_rows = X_checked.shape[0] if weight is None else int(np.count_nonzero(weight))
     # K is bounded by the rows before the candidates are listed: range(1, 10**12) fails here
     ks = check_n_components_list(n_components, n_samples=n_rows)
     total_weight = float(X_checked.shape[0] if weight is None else weight.sum())
     criteria.check_sample_count(total_weight)
-    data_cov = _data_covariance(X_checked, weight)
 
     # one seed for every candidate, drawn here when none is given: they then share the
     # hierarchical agglomeration (cached by its rows) and the seeding samples
@@ -452,12 +529,18 @@ def select(
         init_params=init_params,
         n_jobs=n_jobs,
     )
+    data_cov = (
+        _observed_data_covariance(X_checked, weight, rs)
+        if has_nan
+        else _data_covariance(X_checked, weight)
+    )
     rows: list[dict[str, Any]] = []
     models: dict[tuple[int, str], GaussianMixture] = {}
     for covariance_type in types:
         for k in ks:
             model = GaussianMixture(
-                k, covariance_type=covariance_type, random_state=rs, **em_options
+                k, covariance_type=covariance_type, random_state=rs, missing=missing,
+                **em_options,
             )
             row: dict[str, Any] = {
                 "n_components": k,
@@ -566,6 +649,10 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
     n_init, max_iter, tol, reg_covar, init_params, n_starts, min_component_size,
     min_variance_ratio, random_state, n_jobs
         As in :func:`select` (``None``: GaussianMixture's default).
+    missing : {"error", "marginalize"}, default="error"
+        As in :func:`select`: ``"marginalize"`` selects on the observed values' criteria
+        and the selected mixture predicts, scores and labels rows with NaN from their
+        observed values.
 
     Attributes
     ----------
@@ -595,6 +682,7 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
         min_variance_ratio: float = 1e-4,
         random_state: Any = None,
         n_jobs: int | None = None,
+        missing: str = "error",
     ) -> None:
         self.n_components = n_components
         self.covariance_types = covariance_types
@@ -609,6 +697,7 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
         self.min_variance_ratio = min_variance_ratio
         self.random_state = random_state
         self.n_jobs = n_jobs
+        self.missing = missing
 
     @transactional_fit
     def fit(
@@ -643,6 +732,7 @@ class GaussianMixtureSelector(WrappedMixtureMixin, SaveMixin, DensityMixin, Base
             min_variance_ratio=self.min_variance_ratio,
             random_state=self.random_state,
             n_jobs=self.n_jobs,
+            missing=self.missing,
         )
         self.selection_ = result
         self.best_estimator_ = result.best
