@@ -289,4 +289,5 @@ def test_streamed_npy_with_nan_names_the_option(
     np.testing.assert_allclose(load(model_path).means_, reference.means_, rtol=1e-10)
     code, _, err = _run(["select", _write_csv(tmp_path / "gaps.csv", X), "--k", "1-2"],
                         capsys)
-    assert code == 1 and "select does not take missing values" in err, err
+    assert code == 1 and "to select with missing values" in err, err
+    assert "--missing marginalize" in err, err

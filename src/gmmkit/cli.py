@@ -813,8 +813,9 @@ def predict(
     Writes one CSV row per data row: the most probable component, the probability of each
     component and the log-density (for an anomaly detector: log-density, decision value and
     an outlier flag; for a PCA generator: the log-density).  A model fitted with
-    `fit --missing marginalize` reads missing cells (empty, NA, NaN, ... as that option
-    says) and predicts from each row's observed cells.
+    `fit --missing marginalize` (or saved by `select --missing marginalize`) reads missing
+    cells (empty, NA, NaN, ... as that option says) and predicts from each row's observed
+    cells.
     """
     import contextlib
 
@@ -828,8 +829,9 @@ def predict(
     model = load(model_path)
     show.step(f"reading {data}")
     marginalize = getattr(model, "missing", "error") == "marginalize"
-    hint = ("a model fitted with `gmmkit fit --missing marginalize` predicts rows with "
-            "missing cells; this one was fitted without it")
+    hint = ("a model fitted with `gmmkit fit --missing marginalize` (or selected with "
+            "`gmmkit select --missing marginalize`) predicts rows with missing cells; this "
+            "one was fitted without it")
     with _missing_hint(hint):
         X, data_names = _read(data, columns, allow_missing=marginalize)
     X = _model_columns(X, data_names, metadata, columns)
@@ -878,6 +880,11 @@ def predict(
               help="Save the best model here (.gmm).")
 @click.option("--table", "table_path", type=click.Path(dir_okay=False, path_type=Path),
               default=None, help="Also write the selection table as CSV.")
+@click.option("--missing", type=click.Choice(["error", "marginalize"]), default="error",
+              show_default=True,
+              help=_MISSING_HELP + "  With 'marginalize' every candidate is fitted to the "
+              "observed cells and the criteria are theirs (BIC's n: the rows with an "
+              "observed cell).")
 @_common()
 def select(
     data: Path,
@@ -889,6 +896,7 @@ def select(
     max_iter: int | None,
     output: Path | None,
     table_path: Path | None,
+    missing: str,
     quiet: bool,
     progress: str,
     seed: int | None,
@@ -899,6 +907,8 @@ def select(
     Prints the criterion as mclust prints it (rows K, columns models, mclust's sign:
     larger is better; NA where a fit failed or is degenerate) and the top three models;
     --table writes every candidate's row (gmmkit's sign: lower is better).
+    With --missing marginalize DATA may have missing cells: every candidate is fitted
+    to the observed cells and the criteria are theirs.
     """
     import numpy as np
 
@@ -910,13 +920,14 @@ def select(
     _check_outputs([data], [("--output", output), ("--table", table_path)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
-    with _missing_hint("select does not take missing values yet; `gmmkit fit --missing "
-                       "marginalize` fits one model to them"):
-        X, names = _read(data, columns, stream=False)  # every model fits in memory
+    hint = _FIT_HINT.replace("to fit", "to select")
+    with _missing_hint(hint):
+        # every model fits in memory
+        X, names = _read(data, columns, stream=False, allow_missing=missing == "marginalize")
     ks = _k_values(k_spans, k_text, X.shape[0], data)
     n_models = len(covariances or default_covariance_types(X.shape[1] if X.ndim == 2 else 1))
     n_fits = len(ks) * n_models * (n_init or _GM_DEFAULTS["n_init"])
-    with show.em("select", n_fits, max_iter or _GM_DEFAULTS["max_iter"]):
+    with show.em("select", n_fits, max_iter or _GM_DEFAULTS["max_iter"]), _missing_hint(hint):
         result = gmmkit.select(
             X,
             n_components=ks,
@@ -925,6 +936,7 @@ def select(
             n_init=n_init,
             max_iter=max_iter,
             random_state=seed,
+            missing=missing,
         )
     show.stop()
     header, rows = _selection_rows(result)
