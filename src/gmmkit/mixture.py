@@ -191,7 +191,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         the observed values (each row's responsibilities come from the marginal density
         of its observed coordinates, and the conditional expectations of the missing
         ones enter the statistics: Ghahramani & Jordan 1994), with every covariance
-        model, ``sample_weight``, float32 and out-of-core data.  ``predict``,
+        model, ``sample_weight``, float32, out-of-core data and :meth:`partial_fit`.  ``predict``,
         ``predict_proba``, ``score_samples``, ``score`` and the criteria then use the
         observed coordinates' marginal (``score_samples`` is 0 for a row with nothing
         observed, whose marginal density is one; such rows do not enter the fit and are
@@ -337,10 +337,16 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         check_squares(X_checked)  # the check streamed blocks get too
         return X_checked
 
-    def _with_missing(self, engine: Engine, fit: bool) -> Engine:
-        """With ``missing="marginalize"``: the engine whose chunks mark NaN cells (filled
-        with the observed columns' means for the initialisation), after one pass that
-        finds them; ``engine`` itself when there are none."""
+    def _with_missing(
+        self, engine: Engine, fit: bool, continuing: bool = False, stacklevel: int = 6
+    ) -> Engine:
+        """With ``missing="marginalize"``: the engine whose chunks mark NaN cells, after
+        one pass that finds them (``fit``); ``engine`` itself when there are none.
+
+        The fill values are what initialisation reads: the observed columns' means
+        (any column without an observed value is an error), or the fitted mixture's
+        mean when not ``fit`` (prediction) or ``continuing`` (a later batch of
+        :meth:`partial_fit`, which need only hold some observed value)."""
         if not self._marginalize():
             return engine
         if type(engine).__name__ == "TorchEngine":
@@ -348,21 +354,27 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 "missing='marginalize' runs on the NumPy engines (in memory, streamed, "
                 "Dask); it is not available with device= or torch.Tensor input yet"
             )
-        if not fit:
-            params = self._params
-            fill = np.asarray(params.weights, np.float64) @ np.asarray(params.means, np.float64)
-            return FilledEngine(engine, fill)
-        summary = observed_summary(engine)
-        if summary.n_incomplete == 0:
-            return engine
-        if summary.n_unobserved:
-            labelled = summary.n_unobserved_labelled
-            note = "" if not labelled else (
-                f" ({labelled} of them labelled: a labelled row with nothing observed "
-                "carries no information about its class's mean or covariance)"
-            )
-            warn_unobserved_rows(summary.n_unobserved, stacklevel=6, note=note)
-        return FilledEngine(engine, summary.fill_values())
+        if fit:
+            summary = observed_summary(engine)
+            if summary.n_incomplete == 0:
+                return engine
+            if continuing and not np.any(summary.weights > 0):
+                raise ValueError(
+                    "every row of the batch is missing (NaN) or has zero weight: it holds "
+                    "nothing to learn from"
+                )
+            if summary.n_unobserved:
+                labelled = summary.n_unobserved_labelled
+                note = "" if not labelled else (
+                    f" ({labelled} of them labelled: a labelled row with nothing observed "
+                    "carries no information about its class's mean or covariance)"
+                )
+                warn_unobserved_rows(summary.n_unobserved, stacklevel=stacklevel, note=note)
+            if not continuing:
+                return FilledEngine(engine, summary.fill_values())
+        params = self._params
+        fill = np.asarray(params.weights, np.float64) @ np.asarray(params.means, np.float64)
+        return FilledEngine(engine, fill)
 
     def _out_of_core_engine(self, X: Any, sample_weight: Any, reset: bool) -> Engine | None:
         """A streaming or Dask engine for a memmap, chunked source or dask collection
@@ -507,6 +519,12 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         fitted attributes are valid after every call, and a model saved mid-stream
         continues exactly as if it had not been saved (``running_stats_`` is saved).
 
+        With ``missing="marginalize"`` a batch's statistics are those of exact EM over
+        its observed values (the conditional expectations of the missing ones; the same
+        additive statistics, so a step of 1 is one EM step of :meth:`fit`), and rows
+        with nothing observed do not count.  The first batch initialises from its
+        observed values (each column needs one); a later batch may miss whole columns.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
@@ -523,7 +541,12 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         weight = _batch_weight(sample_weight, X_checked)
         if first:
             self._checked_sample_weight(weight, X_checked)  # n_samples >= n_components
-        engine = self._engine(X_checked, weight)
+        # missing values: the batch's statistics marginalise over its NaN cells (the
+        # additive statistics of exact EM); the first batch's NaN are filled with its
+        # observed columns' means for the initialisation, later ones with the mixture's
+        engine = self._with_missing(
+            self._engine(X_checked, weight), fit=True, continuing=not first, stacklevel=5
+        )
         running: SuffStats | None = None
         if first:
             weights_init, means_init, precisions_init = self._checked_inits(X_checked.shape[1])
