@@ -596,6 +596,58 @@ def map_log_resp_rows(
     return _split_rows(coefs, X, missing, complete, incomplete)
 
 
+def nearest_completion(
+    params: MixtureParams, X: Array, missing: NDArray[np.bool_]
+) -> tuple[NDArray[np.intp], NDArray[np.float64], NDArray[np.float64]]:
+    """Each row completed under its most responsible component.
+
+    Parameters
+    ----------
+    params : MixtureParams
+    X : ndarray of shape (n, D)
+        Rows; the values at ``missing`` are ignored (but must not be NaN or infinity).
+    missing : ndarray of bool, shape (n, D)
+
+    Returns
+    -------
+    component : ndarray of int, shape (n,)
+        The component ``k`` of highest responsibility given the row's observed cells.
+    residual : ndarray of shape (n, D)
+        ``xhat_k - mu_k``: the observed cells minus the mean, the missing ones their
+        conditional mean under ``k`` minus the mean.
+    distance : ndarray of shape (n,)
+        The observed cells' squared Mahalanobis distance to component ``k``
+        (``(x_o - mu_ko)' Sigma_koo^-1 (x_o - mu_ko)``); since the conditional mean
+        minimises the joint quadratic form over the missing cells, it is the full
+        squared distance of the completed row.  0 for a row with nothing observed.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    n, d = X.shape
+    k = params.n_components
+    component = np.zeros(n, dtype=np.intp)
+    residual = np.zeros((n, d))
+    blocks = _blocks(n, k, d)
+    for start in blocks:
+        rows = slice(start, start + blocks.step)
+        cond = _conditional(params, X[rows], missing[rows])
+        best = np.argmax(cond.log_joint, axis=0)
+        component[rows] = best
+        residual[rows] = cond.residual[best, np.arange(len(best))]
+    chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    distance = np.zeros(n)
+    for j in range(k):
+        chosen = np.flatnonzero(component == j)
+        if not len(chosen):
+            continue
+        part = residual[chosen]
+        if params.layout in ("full", "tied"):
+            white = np.dot(part, chol if params.layout == "tied" else chol[j])
+        else:  # diag: one factor per feature, spherical: one per component
+            white = part * chol[j]
+        distance[chosen] = np.einsum("nd,nd->n", white, white)
+    return component, residual, distance
+
+
 # --------------------------------------------------------------------------- conditioning
 @dataclass(frozen=True)
 class ConditionalMixture:
@@ -844,6 +896,7 @@ __all__ = [
     "conditional_mixture",
     "filled_chunk",
     "map_log_resp_rows",
+    "nearest_completion",
     "observed_summary",
     "predict_rows",
     "proba_rows",
