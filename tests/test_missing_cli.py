@@ -1,7 +1,8 @@
 """Missing cells in data files and on the command line: ``allow_missing`` in the readers
 (the cells pandas reads as missing, in memory and streamed), ``gmmkit fit --missing
-marginalize`` against the library's ``GaussianMixture(missing="marginalize")``, ``predict``
-with such a model, and the errors without the option."""
+marginalize`` (exact and ``--online``) and ``gmmkit anomalies --missing marginalize``
+against the library's estimators with ``missing="marginalize"``, ``predict`` with such
+models, and the errors without the option."""
 
 from __future__ import annotations
 
@@ -231,18 +232,12 @@ def test_cli_refuses_gaps_by_default_and_names_the_option(
     assert "line 6, column 'c'" in err and "fit --missing marginalize" in err, err
     code, _, err = _run(["anomalies", path, "--seed", "0"], capsys)
     assert code == 1
-    assert "line 6, column 'c'" in err and "does not handle missing values" in err, err
+    assert "line 6, column 'c'" in err and "pass --missing marginalize" in err, err
 
 
 def test_cli_missing_option_limits(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    path = _write_csv(tmp_path / "gaps.csv", _gappy())
-    code, _, err = _run(["anomalies", path, "--missing", "marginalize"], capsys)
-    assert code == 2 and "anomaly detector does not handle missing values" in err, err
-    code, _, err = _run(["fit", path, "-k", "2", "--online", "--missing", "marginalize"],
-                        capsys)
-    assert code == 2 and "does not apply with --online" in err, err
     empty = BLOBS.copy()
     empty[:, 0] = np.nan
     code, _, err = _run(["fit", _write_csv(tmp_path / "empty.csv", empty), *FIT,
@@ -250,6 +245,65 @@ def test_cli_missing_option_limits(
     assert code == 1 and "column 'a' has no observed value" in err, err
     code, out, _ = _run(["fit", "--help"], capsys)
     assert code == 0 and "empty fields, NA, NaN, nan" in " ".join(out.split())
+    code, out, _ = _run(["anomalies", "--help"], capsys)
+    assert code == 0 and "chi-square tail probability" in " ".join(out.split())
+    assert "empty fields, NA, NaN, nan" in " ".join(out.split())
+
+
+def _table(path: Path) -> np.ndarray:
+    return np.genfromtxt(path, delimiter=",", skip_header=1)
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_cli_anomalies_with_missing_equal_the_library(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    opened: list[Any], streamed: bool,
+) -> None:
+    monkeypatch.setattr(streams, "MAX_IN_MEMORY_BYTES", 1 if streamed else None)
+    X = _gappy()
+    path = _write_csv(tmp_path / "gaps.csv", X)
+    with pytest.warns(UserWarning, match="no observed value"):  # row 3
+        reference = gmmkit.AnomalyDetector(2, missing="marginalize", random_state=0,
+                                           contamination=0.05).fit(X)
+    out, model_path = tmp_path / "flags.csv", tmp_path / "detector.gmm"
+    code, _, err = _run(["anomalies", path, "-k", "2", "--seed", "0", "--contamination",
+                         "0.05", "--missing", "marginalize", "--all-rows", "-o", out,
+                         "--save-model", model_path], capsys)
+    assert code == 0, err
+    assert isinstance(opened[0], ChunkSource) == streamed
+    assert out.read_text().splitlines()[0] == "row,log_density,decision,outlier,a,b,c"
+    table = _table(out)
+    np.testing.assert_array_equal(table[:, 0], np.arange(1, len(X) + 1))
+    np.testing.assert_allclose(table[:, 1], reference.score_samples(X), rtol=1e-9)
+    np.testing.assert_allclose(table[:, 2], reference.decision_function(X), rtol=1e-9,
+                               atol=1e-9)
+    np.testing.assert_array_equal(table[:, 3], reference.predict(X) == -1)
+    np.testing.assert_array_equal(table[:, 4:], X)  # missing cells written as nan
+    assert table[:, 3].sum() == int(0.05 * len(X))
+    # the saved detector scores the file's incomplete rows again
+    predictions = tmp_path / "predictions.csv"
+    code, _, err = _run(["predict", model_path, path, "-o", predictions], capsys)
+    assert code == 0, err
+    np.testing.assert_allclose(_table(predictions)[:, 1], table[:, 2], rtol=1e-12, atol=1e-12)
+
+
+def test_cli_online_fit_with_missing_is_partial_fit_over_the_batches(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    X = _gappy()
+    path = _write_csv(tmp_path / "gaps.csv", X)
+    model_path = tmp_path / "online.gmm"
+    code, _, err = _run(["fit", path, "-k", "2", "--seed", "0", "--online", "--batch-size",
+                         "50", "--missing", "marginalize", "-o", model_path], capsys)
+    assert code == 0, err
+    expected = GaussianMixture(2, random_state=0, missing="marginalize")
+    with pytest.warns(UserWarning, match="no observed value"):  # row 3, in the first batch
+        for start in range(0, len(X), 50):
+            expected.partial_fit(X[start : start + 50])
+    model = load(model_path)
+    assert model.n_steps_ == 3 and model.missing == "marginalize"
+    np.testing.assert_allclose(model.means_, expected.means_, rtol=1e-12)
+    np.testing.assert_allclose(model.covariances_, expected.covariances_, rtol=1e-12)
 
 
 def test_library_sources_with_missing_cells_fit_as_the_array(tmp_path: Path) -> None:

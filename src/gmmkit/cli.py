@@ -308,12 +308,23 @@ def _read(
     return _without_names(X), names
 
 
+_MISSING_CELLS = (
+    "Missing cells are those pandas' read_csv reads as missing: empty fields, NA, NaN, nan, "
+    "N/A, NULL, None, ... (Parquet: nulls and NaN).  'error' (default): a missing cell is "
+    "an error."
+)
 _MISSING_HELP = (
     "'marginalize': missing cells are missing at random and EM fits the likelihood of the "
-    "observed cells (GaussianMixture(missing='marginalize')); the saved model predicts "
-    "rows with missing cells too.  Missing cells are those pandas' read_csv reads as "
-    "missing: empty fields, NA, NaN, nan, N/A, NULL, None, ... (Parquet: nulls and NaN).  "
-    "'error' (default): a missing cell is an error."
+    "observed cells (GaussianMixture(missing='marginalize'); with --online too); the saved "
+    "model predicts rows with missing cells too.  " + _MISSING_CELLS
+)
+_ANOMALIES_MISSING_HELP = (
+    "'marginalize': missing cells are missing at random; the mixture is fitted to the "
+    "observed cells, log_density is the density of a row's observed cells, and a row with "
+    "missing cells is flagged by the chi-square tail probability of its observed cells, "
+    "comparable with complete rows (AnomalyDetector(missing='marginalize')); the "
+    "'decision' column (negative for outliers) then ranks all rows alike.  "
+    + _MISSING_CELLS
 )
 
 
@@ -748,11 +759,6 @@ def fit(
             raise click.UsageError(f"{', '.join(exact_only)} do(es) not apply with --online")
     elif learning_rate is not None:
         raise click.UsageError("--learning-rate applies only with --online")
-    if online and missing == "marginalize":
-        raise click.UsageError(
-            "--missing marginalize runs exact EM; it does not apply with --online (the "
-            "stepwise EM of partial_fit does not handle missing values)"
-        )
     _check_outputs([data], [("--output", output)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
@@ -772,7 +778,7 @@ def fit(
         model.set_params(learning_rate=learning_rate)
         n_rows = X.shape[0] if hasattr(X, "shape") else getattr(X, "n_rows", None)
         with show.em("fit --online", 1, -(-n_rows // batch_size) if n_rows else 0), \
-                _missing_hint(_FIT_HINT.replace("pass", "drop --online and pass")):
+                _missing_hint(_FIT_HINT):
             for batch in _batches(X, batch_size):
                 model.partial_fit(batch)
         if not hasattr(model, "n_steps_"):
@@ -830,8 +836,9 @@ def predict(
     show.step(f"reading {data}")
     marginalize = getattr(model, "missing", "error") == "marginalize"
     hint = ("a model fitted with `gmmkit fit --missing marginalize` (or selected with "
-            "`gmmkit select --missing marginalize`) predicts rows with missing cells; this "
-            "one was fitted without it")
+            "`gmmkit select --missing marginalize`, or a detector of `gmmkit anomalies "
+            "--missing marginalize`) predicts rows with missing cells; this one was fitted "
+            "without it")
     with _missing_hint(hint):
         X, data_names = _read(data, columns, allow_missing=marginalize)
     X = _model_columns(X, data_names, metadata, columns)
@@ -1010,9 +1017,7 @@ def _selection_rows(result: Any) -> tuple[list[str], list[list[Any]]]:
 @click.option("--save-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Save the fitted detector here (.gmm).")
 @click.option("--missing", type=click.Choice(["error", "marginalize"]), default="error",
-              show_default=True,
-              help="Only 'error' (missing cells are an error): the anomaly detector does not "
-              "handle missing values yet; `gmmkit fit --missing marginalize` does.")
+              show_default=True, help=_ANOMALIES_MISSING_HELP)
 @_common()
 def anomalies(
     data: Path,
@@ -1037,17 +1042,16 @@ def anomalies(
 
     if contamination is not None and threshold is not None:
         raise click.UsageError("give --contamination or --threshold, not both")
-    hint = ("the anomaly detector does not handle missing values yet (`gmmkit fit "
-            "--missing marginalize` fits a mixture to them, and `gmmkit predict` scores "
-            "rows with its model)")
-    if missing != "error":
-        raise click.UsageError(f"--missing {missing} is not available: {hint}")
+    marginalize = missing == "marginalize"
+    hint = "to flag rows with missing values (judged by their observed cells) pass " \
+        "--missing marginalize"
     _check_outputs([data], [("--output", output), ("--save-model", save_model)])
     show = _display(quiet, progress)
     show.step(f"reading {data}")
     with _missing_hint(hint):
-        X, names = _read(data, columns)
-    options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed}
+        X, names = _read(data, columns, allow_missing=marginalize)
+    options: dict[str, Any] = {"covariance_type": covariance, "random_state": seed,
+                               "missing": missing}
     if n_components is not None:
         options["n_components"] = n_components
     if threshold is not None:
@@ -1057,7 +1061,8 @@ def anomalies(
     detector = gmmkit.AnomalyDetector(**options)
     with show.em("anomalies", detector.n_init, detector.max_iter), _missing_hint(hint):
         detector.fit(X)
-    header = ["row", "log_density", *(["outlier"] if all_rows else []),
+    header = ["row", "log_density", *(["decision"] if marginalize else []),
+              *(["outlier"] if all_rows else []),
               *_feature_names(names, detector.n_features_in_)]
     if output is None:
         show.stop()  # the rows go to stdout: the display must not run through them
@@ -1071,9 +1076,12 @@ def anomalies(
         with TableWriter(None if output is None else outputs.path(output), header) as writer:
             for block in row_blocks(X, 1 << 18):  # flat memory for a streamed file
                 log_density = detector.score_samples(block)
-                outlier = detector.predict(block) == -1
+                decision = detector.decision_function(block)
+                outlier = decision < 0  # predict's rule
                 keep = np.ones(len(block), bool) if all_rows else outlier
                 columns_out = [np.flatnonzero(keep) + 1 + n_rows, log_density[keep]]
+                if marginalize:
+                    columns_out.append(decision[keep])
                 if all_rows:
                     columns_out.append(outlier.astype(np.int64))
                 columns_out.extend(block[keep].T)
