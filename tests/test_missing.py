@@ -91,9 +91,9 @@ def test_observed_log_likelihood_matches_scipy(covariance_type: str) -> None:
                                atol=1e-9)
     np.testing.assert_array_equal(gm.predict(Xm),
                                   np.argmax(_reference_proba(gm.params_, Xm), axis=1))
-    n_params = gm._n_parameters()
+    n_params = gm._n_parameters()  # BIC's n: the rows with something observed
     assert gm.bic(Xm) == pytest.approx(
-        -2 * reference.sum() + n_params * np.log(len(Xm)), rel=1e-10
+        -2 * reference.sum() + n_params * np.log(seen.sum()), rel=1e-10
     )
 
 
@@ -263,3 +263,35 @@ def test_model_file_keeps_the_choice(tmp_path) -> None:
     loaded = load(path)
     assert loaded.missing == "marginalize"
     np.testing.assert_array_equal(loaded.score_samples(Xm), gm.score_samples(Xm))
+
+
+def test_criteria_do_not_count_rows_with_nothing_observed():
+    """BIC's n and ICL's entropy skip rows with nothing observed, as the fit does: the
+    criteria of X equal those of X without such rows (scipy's densities on the observed
+    coordinates), and ``n_samples_fit_`` / ``sample_weight_sum_`` agree with them."""
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(240, 3)) + np.repeat([[0.0, 0, 0], [4, 4, 0]], 120, axis=0)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    X[:25] = np.nan
+    weight = rng.integers(1, 4, size=len(X)).astype(float)
+    kept = ~np.isnan(X).all(axis=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", MissingRowsWarning)
+        model = GaussianMixture(2, missing="marginalize", random_state=0)
+        model.fit(X, sample_weight=weight)
+    params = model._params
+    log_density = _reference_log_density(params, X[kept])
+    p = model._n_parameters()
+    n = weight[kept].sum()
+    bic = -2 * weight[kept] @ log_density + p * np.log(n)
+    entropy = weight[kept] @ np.max(np.log(_reference_proba(params, X[kept])), axis=1)
+    assert model.n_samples_fit_ == kept.sum()
+    np.testing.assert_allclose(model.sample_weight_sum_, n, rtol=1e-12)
+    np.testing.assert_allclose(model.bic(X, sample_weight=weight), bic, rtol=1e-10)
+    aic = -2 * weight[kept] @ log_density + 2 * p
+    np.testing.assert_allclose(model.aic(X, sample_weight=weight), aic, rtol=1e-10)
+    np.testing.assert_allclose(model.icl(X, sample_weight=weight), bic - 2 * entropy, rtol=1e-10)
+    # the fit's own record gives the same BIC (lower_bound_ is per observed row)
+    np.testing.assert_allclose(
+        -2 * model.lower_bound_ * model.sample_weight_sum_ + p * np.log(n), bic, rtol=1e-6
+    )

@@ -338,7 +338,12 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         return X_checked
 
     def _with_missing(
-        self, engine: Engine, fit: bool, continuing: bool = False, stacklevel: int = 6
+        self,
+        engine: Engine,
+        fit: bool,
+        continuing: bool = False,
+        stacklevel: int = 6,
+        record: bool = False,
     ) -> Engine:
         """With ``missing="marginalize"``: the engine whose chunks mark NaN cells, after
         one pass that finds them (``fit``); ``engine`` itself when there are none.
@@ -346,7 +351,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         The fill values are what initialisation reads: the observed columns' means
         (any column without an observed value is an error), or the fitted mixture's
         mean when not ``fit`` (prediction) or ``continuing`` (a later batch of
-        :meth:`partial_fit`, which need only hold some observed value)."""
+        :meth:`partial_fit`, which need only hold some observed value).  ``record``
+        keeps the share of rows with nothing observed for :meth:`_set_training_size`."""
         if not self._marginalize():
             return engine
         if type(engine).__name__ == "TorchEngine":
@@ -356,6 +362,11 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             )
         if fit:
             summary = observed_summary(engine)
+            if record:
+                self._unobserved_share = summary.unobserved_weight / max(
+                    summary.total_weight, np.finfo(np.float64).tiny
+                )
+                self._n_unobserved = summary.n_unobserved
             if summary.n_incomplete == 0:
                 return engine
             if continuing and not np.any(summary.weights > 0):
@@ -484,11 +495,13 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         return self
 
     def _set_training_size(self, n_rows: int, sample_weight: Any) -> None:
-        """Record the training data's size (what BIC needs besides ``lower_bound_``)."""
-        self.n_samples_fit_ = int(n_rows)
-        self.sample_weight_sum_ = float(n_rows) if sample_weight is None else _weight_sum(
-            sample_weight
-        )
+        """Record the training data's size (what BIC needs besides ``lower_bound_``):
+        rows with nothing observed (``missing="marginalize"``) do not count."""
+        total = float(n_rows) if sample_weight is None else _weight_sum(sample_weight)
+        self.n_samples_fit_ = int(n_rows) - getattr(self, "_n_unobserved", 0)
+        self.sample_weight_sum_ = total * (1.0 - getattr(self, "_unobserved_share", 0.0))
+        for name in ("_n_unobserved", "_unobserved_share"):
+            self.__dict__.pop(name, None)
 
     def _plain_em(self) -> bool:
         """Whether ``fit`` is this class's unsupervised EM (subclasses that fit something
@@ -661,7 +674,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         self, engine: Engine, n_features: int, label_weight: float = 1.0
     ) -> None:
         weights_init, means_init, precisions_init = self._checked_inits(n_features)
-        engine = self._with_missing(engine, fit=True)
+        engine = self._with_missing(engine, fit=True, record=self._plain_em())
         do_init = not (self.warm_start and hasattr(self, "converged_"))
         if not do_init:
             self._check_warm_start(n_features)
@@ -957,10 +970,21 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         d = self.means_.shape[1]
         return criteria.n_parameters(self.means_.shape[0], d, self.covariance_type)
 
+    def _criterion_weight(
+        self, X: ArrayLike, sample_weight: ArrayLike | None, n_rows: int
+    ) -> NDArray[np.float64]:
+        """Each row's weight in BIC/AIC/ICL: rows with nothing observed count for
+        nothing (``missing="marginalize"``; as in a fit and in model selection)."""
+        w = _scoring_weight(sample_weight, n_rows)
+        if self._marginalize():
+            w = w * self._apply(X, "observed", host=True)
+        return w
+
     def bic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
-        """Bayesian information criterion on ``X`` (lower is better)."""
+        """Bayesian information criterion on ``X`` (lower is better); ``n`` is the
+        (weighted) number of rows with an observed value."""
         log_density = self._apply(X, "score", host=True)
-        w = _scoring_weight(sample_weight, len(log_density))
+        w = self._criterion_weight(X, sample_weight, len(log_density))
         return criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
 
     def aic(self, X: ArrayLike, sample_weight: ArrayLike | None = None) -> float:
@@ -974,7 +998,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         entropy of the hard assignment (lower is better)."""
         log_density = self._apply(X, "score", host=True)
         map_log_resp = self._apply(X, "map_log_resp", host=True)
-        w = _scoring_weight(sample_weight, len(log_density))
+        w = self._criterion_weight(X, sample_weight, len(log_density))
         value = criteria.bic(float(w @ log_density), self._n_parameters(), float(w.sum()))
         return criteria.icl(value, float(w @ map_log_resp))
 

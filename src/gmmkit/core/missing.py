@@ -812,13 +812,16 @@ def conditional_mixture(
 class ObservedSummary:
     """Additive summary of which values are present: weighted sums and weights of the
     observed values per column, and the rows with nothing observed (``n_unobserved``; of
-    them ``n_unobserved_labelled`` have a known component, semi-supervised fits)."""
+    them ``n_unobserved_labelled`` have a known component, semi-supervised fits, and
+    ``unobserved_weight`` is their total sample weight, of ``total_weight`` for all rows)."""
 
     sums: NDArray[np.float64]
     weights: NDArray[np.float64]
     n_unobserved: int
     n_incomplete: int
     n_unobserved_labelled: int = 0
+    unobserved_weight: float = 0.0
+    total_weight: float = 0.0
 
     def __add__(self, other: ObservedSummary) -> ObservedSummary:
         return ObservedSummary(
@@ -827,6 +830,8 @@ class ObservedSummary:
             self.n_unobserved + other.n_unobserved,
             self.n_incomplete + other.n_incomplete,
             self.n_unobserved_labelled + other.n_unobserved_labelled,
+            self.unobserved_weight + other.unobserved_weight,
+            self.total_weight + other.total_weight,
         )
 
     def fill_values(self) -> NDArray[np.float64]:
@@ -864,12 +869,24 @@ def _summary_of_chunk(chunk: Any) -> ObservedSummary:
         n_unobserved=int(unobserved.sum()),
         n_incomplete=int(row_missing.sum()),
         n_unobserved_labelled=labelled,
+        unobserved_weight=float(weight @ unobserved),
+        total_weight=float(weight.sum()),
     )
 
 
 def observed_summary(engine: Any) -> ObservedSummary:
     """One pass: column means of the observed values, rows with nothing observed."""
     return engine.map_reduce(_summary_of_chunk)
+
+
+def observed_rows(
+    coefs: KernelCoefficients, X: Array, missing: NDArray[np.bool_] | None
+) -> NDArray[np.float64]:
+    """1.0 for each row with some observed value, 0.0 for a row with nothing observed
+    (which does not enter a fit and is not counted in BIC's ``n``), shape (n,)."""
+    if missing is None or not missing.shape[1]:
+        return np.ones(len(X))
+    return np.asarray(~missing.all(axis=1), dtype=np.float64)
 
 
 def filled_chunk(fill: NDArray[Any], chunk: Any) -> Any:

@@ -272,6 +272,7 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
             "predict": missing.predict_rows,
             "proba": missing.proba_rows,
             "map_log_resp": missing.map_log_resp_rows,
+            "observed": missing.observed_rows,
         }
         if kind not in rows:
             raise ValueError(f"unknown per-row kernel {kind!r}")
@@ -285,6 +286,8 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
     if kind == "map_log_resp":
         log_resp, _ = kernel.log_resp_and_density(coefs, chunk.X)
         return np.max(log_resp, axis=1).astype(np.float64)
+    if kind == "observed":
+        return np.ones(len(chunk.X))
     raise ValueError(f"unknown per-row kernel {kind!r}")
 
 
