@@ -34,6 +34,7 @@ whatever the parameters); :func:`observed_summary` counts them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -79,8 +80,249 @@ def logsumexp(values: NDArray[np.float64], axis: int = 0) -> NDArray[np.float64]
     return np.squeeze(out, axis=axis)
 
 
+# --------------------------------------------------------------------------- patterns
+@dataclass(frozen=True, eq=False)
+class _Group:
+    """The rows of a block with the same number ``s >= 1`` of missing coordinates: rows
+    ``start:stop`` of the block sorted by :func:`_patterns`, each pattern's rows in turn.
+
+    Attributes
+    ----------
+    start, stop : int
+        The group's rows in the sorted block.
+    rows : ndarray of int, shape (r,)
+        The same rows in the block's own order.
+    index : ndarray of int, shape (p, s)
+        Each pattern's missing coordinates, ascending.
+    counts : ndarray of int, shape (p,), or None
+        Rows per pattern; None when each row is its own pattern (``p == r``).
+    coordinates : ndarray of int, shape (s, r)
+        Each row's missing coordinates.
+    """
+
+    start: int
+    stop: int
+    rows: NDArray[np.intp]
+    index: NDArray[np.intp]
+    counts: NDArray[np.intp] | None
+    coordinates: NDArray[np.intp]
+
+    @property
+    def size(self) -> int:
+        return int(self.index.shape[1])
+
+    def cells(self, n: int) -> NDArray[np.intp]:
+        """Flat positions of the rows' missing cells in a feature-major (D, n) array of
+        the sorted block, (s, r)."""
+        return self.coordinates * n + np.arange(self.start, self.stop)
+
+    def per_row(self, values: NDArray[Any]) -> NDArray[Any]:
+        """Per-pattern values (..., p) repeated for each row, (..., r)."""
+        return values if self.counts is None else np.repeat(values, self.counts, axis=-1)
+
+    def pattern_sums(self, values: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Per-row values (m, r) summed over each pattern's rows, (m, p)."""
+        if self.counts is None:
+            return values
+        starts = np.cumsum(self.counts) - self.counts
+        return np.add.reduceat(values, starts, axis=1)
+
+
+@dataclass(frozen=True, eq=False)
+class _Patterns:
+    """The rows of a block sorted by number of missing coordinates, then pattern.
+
+    Attributes
+    ----------
+    order : ndarray of int, shape (n,)
+        Row ``i`` of the sorted block is row ``order[i]`` of the block.
+    groups : list of _Group
+        In increasing number of missing coordinates; the rows before the first group
+        have none.
+    """
+
+    order: NDArray[np.intp]
+    groups: list[_Group]
+
+    def unsort(self, values: NDArray[Any], axis: int = -1) -> NDArray[Any]:
+        """Values along ``axis`` in sorted row order, back in the block's order."""
+        out = np.empty_like(values)
+        index: list[Any] = [slice(None)] * values.ndim
+        index[axis] = self.order
+        out[tuple(index)] = values
+        return out
+
+
+#: Each pattern group whose rows mostly have patterns of their own (more distinct
+#: patterns than this fraction of its rows) is factorised per row: no per-row gathers.
+_OWN_PATTERNS = 0.8
+
+
+def _patterns(missing: NDArray[np.bool_]) -> _Patterns:
+    """Group the rows of a block by their missingness pattern."""
+    d = missing.shape[1]
+    if d <= 62:  # patterns as integer codes
+        codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
+        if d <= 20:  # counted without sorting
+            per_code = np.bincount(codes, minlength=1 << d)
+            present = np.flatnonzero(per_code)
+            lookup = np.empty(1 << d, dtype=np.intp)
+            lookup[present] = np.arange(len(present))
+            inverse = lookup[codes]
+            counts = per_code[present]
+        else:
+            present, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+        sizes = np.bitwise_count(present).astype(np.intp)
+        table = ((present[:, None] >> np.arange(d)) & 1).astype(bool)
+    else:
+        table, inverse, counts = np.unique(
+            missing, axis=0, return_inverse=True, return_counts=True
+        )
+        sizes = table.sum(axis=1)
+    inverse = np.asarray(inverse).reshape(-1)
+    # patterns ranked by (size, code): one stable sort of the rows by rank
+    ranking = np.lexsort((np.arange(len(sizes)), sizes))
+    rank = np.empty(len(sizes), dtype=np.intp)
+    rank[ranking] = np.arange(len(sizes))
+    keys = rank[inverse]
+    order = np.argsort(keys.astype(np.uint16) if len(sizes) <= 1 << 16 else keys, kind="stable")
+    sizes, counts, table = sizes[ranking], counts[ranking], table[ranking]
+    bounds = np.cumsum(counts)
+    groups = []
+    for s in np.unique(sizes):
+        if s == 0:
+            continue
+        first, last = np.searchsorted(sizes, [s, s + 1])
+        start = int(bounds[first] - counts[first])
+        stop = int(bounds[last - 1])
+        index = np.nonzero(table[first:last])[1].reshape(last - first, int(s))
+        group_counts = counts[first:last]
+        own = last - first >= _OWN_PATTERNS * (stop - start)
+        coordinates = np.ascontiguousarray(np.repeat(index, group_counts, axis=0).T)
+        groups.append(_Group(
+            start, stop, order[start:stop], coordinates.T if own else index,
+            None if own else group_counts, coordinates,
+        ))
+    return _Patterns(order, groups)
+
+
+# --------------------------------------------------------------------------- factorisation
+#: Up to this many missing coordinates the conditional precisions are inverted by loops
+#: over their entries vectorised over the matrices; beyond it by sweeps over whole
+#: matrices (fewer Python steps, more arithmetic).
+_LOOPED_SIZE = 4
+
+
+def _factorise(
+    block: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Log-determinants and inverses of a stack of small symmetric positive definite
+    matrices stored matrix-index first, (s, s, B): each step is one operation on a
+    contiguous vector of B (LAPACK pays about a microsecond per matrix, and there is one
+    per missingness pattern and component).
+
+    Returns
+    -------
+    log_det : ndarray of shape (B,)
+    inverse : ndarray of shape (s, s, B)
+    """
+    s = block.shape[0]
+    if s == 1:
+        pivot = block[0, 0]
+        _check_pivot(pivot)
+        return np.log(pivot), (1.0 / pivot)[None, None]
+    if s <= _LOOPED_SIZE:
+        lower = _cholesky(block)
+        log_det = 2.0 * np.sum(np.log(np.stack([lower[i][i] for i in range(s)])), axis=0)
+        return log_det, _inverse_of_cholesky(lower)
+    return _sweep(block)
+
+
+def _check_pivot(pivot: NDArray[np.float64]) -> None:
+    if not np.all(pivot > 0.0):
+        raise np.linalg.LinAlgError("a conditional precision is not positive definite")
+
+
+def _cholesky(block: NDArray[np.float64]) -> list[list[NDArray[np.float64]]]:
+    """Lower Cholesky factors of (s, s, B) as nested lists ``lower[i][j]`` (j <= i) of
+    vectors of B."""
+    s = block.shape[0]
+    lower: list[list[NDArray[np.float64]]] = []
+    for i in range(s):
+        row: list[NDArray[np.float64]] = []
+        for j in range(i + 1):
+            value = block[i, j].copy()
+            for k in range(j):
+                value -= row[k] * lower[j][k] if j < i else row[k] * row[k]
+            if i == j:
+                _check_pivot(value)
+                np.sqrt(value, out=value)
+            else:
+                value /= lower[j][j]
+            row.append(value)
+        lower.append(row)
+    return lower
+
+
+def _inverse_of_cholesky(lower: list[list[NDArray[np.float64]]]) -> NDArray[np.float64]:
+    """``(L L')^-1`` from the lower factors of :func:`_cholesky`, (s, s, B)."""
+    s = len(lower)
+    # F = L^-1 (lower triangular) by forward substitution
+    inv: list[list[NDArray[np.float64]]] = []
+    for i in range(s):
+        diag = 1.0 / lower[i][i]
+        row = []
+        for j in range(i):
+            value = lower[i][j] * inv[j][j]
+            for k in range(j + 1, i):
+                value += lower[i][k] * inv[k][j]
+            value *= -diag
+            row.append(value)
+        row.append(diag)
+        inv.append(row)
+    out = np.empty((s, s, len(lower[0][0])))
+    for i in range(s):  # (F' F)_ij = sum_{k >= max(i, j)} F_ki F_kj
+        for j in range(i + 1):
+            value = inv[i][i] * inv[i][j]
+            for k in range(i + 1, s):
+                value += inv[k][i] * inv[k][j]
+            out[i, j] = value
+            out[j, i] = value
+    return out
+
+
+def _sweep(block: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """:func:`_factorise` by the sweep operator on every pivot in turn (Goodnight 1979):
+    ``s`` steps on the whole stack; the pivots are the successive Schur complements."""
+    s = block.shape[0]
+    work = block.copy()
+    log_det = np.zeros(block.shape[2])
+    for k in range(s):
+        pivot = work[k, k].copy()
+        _check_pivot(pivot)
+        log_det += np.log(pivot)
+        column = work[:, k] / pivot  # (s, B)
+        work -= work[:, k][:, None, :] * column[None, :, :]
+        work[:, k] = column
+        work[k, :] = column
+        work[k, k] = -1.0 / pivot
+    work *= -1.0
+    return log_det, work
+
+
+def _precision_blocks(
+    precision: NDArray[np.float64], index: NDArray[np.intp]
+) -> NDArray[np.float64]:
+    """``P_mm`` of every precision (K', D, D) and pattern (p, s), as (s, s, K' p)."""
+    k, d = precision.shape[0], precision.shape[1]
+    cells = index.T[:, None, :] * d + index.T[None, :, :]  # (s, s, p)
+    flat = (np.arange(k) * (d * d))[None, None, :, None] + cells[:, :, None, :]
+    s = index.shape[1]
+    return np.take(precision.reshape(-1), flat).reshape(s, s, k * len(index))
+
+
 # --------------------------------------------------------------------------- conditionals
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class _Conditional:
     """Per-component conditional quantities of a block of rows.
 
@@ -88,233 +330,350 @@ class _Conditional:
     ----------
     log_joint : ndarray of shape (K, n)
         ``log pi_k + log N(x_o | mu_ko, Sigma_koo)``.
-    residual : ndarray of shape (K, n, D)
-        ``xhat_k - mu_k``: observed coordinates minus the mean, missing ones their
-        conditional mean minus the mean.
     variance : ndarray of shape (K, n, D) or None
         Conditional variances of the missing coordinates (0 where observed): diagonal
         and spherical layouts.
-    groups : list of (rows, pattern_of_row, pattern_index, covariance)
-        Full and tied layouts, for the rows with ``s`` missing values: the rows (r,), the
-        pattern of each (r,), each pattern's missing coordinates (p, s) and conditional
-        covariances ``P_mm^-1`` (s, s, K or 1, p).
+    groups : list of (group, covariance)
+        Full and tied layouts: each :class:`_Group` and the conditional covariances
+        ``P_mm^-1`` of its patterns, (s, s, K or 1, p).
     unobserved : ndarray of bool, shape (n,)
         Rows with nothing observed: their ``log_joint`` is exactly ``log pi_k``.
+    make_residual : callable
+        Returns ``residual`` (computed on demand: the tied E-step needs only the
+        per-row and per-pattern parts in ``tied``).
+    tied : _TiedParts or None
+    patterns : _Patterns or None
+        Full and tied layouts: the rows of every array here are in the sorted order of
+        ``patterns`` (:func:`_sorted_conditional`) unless it is None.
     """
 
     log_joint: NDArray[np.float64]
-    residual: NDArray[np.float64]
     variance: NDArray[np.float64] | None
-    groups: list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.float64]]]
+    groups: list[tuple[_Group, NDArray[np.float64]]]
     unobserved: NDArray[np.bool_]
+    make_residual: Any
+    tied: _TiedParts | None = None
+    patterns: _Patterns | None = None
+
+    @cached_property
+    def residual(self) -> NDArray[np.float64]:
+        """``xhat_k - mu_k``, (K, n, D): observed coordinates minus the mean, missing ones
+        their conditional mean minus the mean."""
+        return np.asarray(self.make_residual())
 
 
-def _pattern_groups(
-    missing: NDArray[np.bool_],
-) -> list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.intp], NDArray[np.intp]]]:
-    """Rows grouped by their number ``s >= 1`` of missing coordinates.
+@dataclass(frozen=True, eq=False)
+class _TiedParts:
+    """The conditional means of a tied model, split into a part per row and a part per
+    pattern and component: ``xhat_k - centre = xbar + E t_k`` on a row whose pattern's
+    missing coordinates are ``E``.
 
-    Returns
-    -------
-    list of (rows, pattern_of_row, pattern_missing_index)
-        ``rows`` (r,), the index of each row's pattern within the group (r,), and each
-        distinct pattern's missing coordinates (p, s); plus the row's own (r, s)
-        missing coordinates as the last item.
+    Attributes
+    ----------
+    centre : ndarray of shape (D,)
+    xbar : ndarray of shape (D, n)
+        The conditional mean of each row (feature-major) when every component's mean is
+        ``centre``, relative to ``centre``.
+    shifts : list of ndarray of shape (s, K, p)
+        Per group, ``t_k = P_mm^-1 (P (mu_k - centre))_m`` of each pattern.
     """
-    d = missing.shape[1]
-    if d <= 20:  # patterns as integer codes, counted without sorting
-        codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
-        present = np.flatnonzero(np.bincount(codes, minlength=1 << d))
-        lookup = np.empty(1 << d, dtype=np.intp)
-        lookup[present] = np.arange(len(present))
-        inverse = lookup[codes]
-        patterns = ((present[:, None] >> np.arange(d)) & 1).astype(bool)
-    elif d <= 62:
-        codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
-        _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
-        patterns = missing[first]
+
+    centre: NDArray[np.float64]
+    xbar: NDArray[np.float64]
+    shifts: list[NDArray[np.float64]]
+
+
+def _vector_features(
+    params: MixtureParams, X: Array, missing: NDArray[np.bool_], centre: NDArray[np.float64]
+) -> NDArray[np.float64]:
+    """Diagonal and spherical layouts: the feature-major block ``[q; o xc; o]`` (F, n) with
+    ``xc = x - centre``, ``o`` the observed mask and ``q`` the squares ``o xc^2`` per
+    coordinate (diag) or their sum (spherical)."""
+    n, d = X.shape
+    q = 1 if params.layout == "spherical" else d
+    features = np.empty((q + 2 * d, n))
+    centred, observed = features[q : q + d], features[q + d :]
+    np.subtract(np.asarray(X).T, centre[:, None], out=centred, casting="unsafe")
+    # bool to float from a contiguous transpose: 2-3x faster than from the strided one
+    np.subtract(1.0, np.ascontiguousarray(missing.T).view(np.uint8), out=observed)
+    centred *= observed
+    if q == 1:
+        np.einsum("dn,dn->n", centred, centred, out=features[0])
     else:
-        patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
-    inverse = np.asarray(inverse).reshape(-1)
-    sizes = patterns.sum(axis=1)
-    groups = []
-    for s in np.unique(sizes):
-        if s == 0:
-            continue
-        chosen = np.flatnonzero(sizes == s)
-        position = np.full(len(patterns), -1, dtype=np.intp)
-        position[chosen] = np.arange(len(chosen))
-        rows = np.flatnonzero(position[inverse] >= 0)
-        pattern_of_row = position[inverse[rows]]
-        index = np.nonzero(patterns[chosen])[1].reshape(len(chosen), int(s))
-        groups.append((rows, pattern_of_row, index, index[pattern_of_row]))
-    return groups
+        np.multiply(centred, centred, out=features[:d])
+    return features
+
+
+def _vector_scales(params: MixtureParams) -> NDArray[np.float64]:
+    """Per-coordinate precision Cholesky factors of diag and spherical layouts, (K, D)."""
+    chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    shape = (params.n_components, params.n_features)
+    return np.broadcast_to(chol[:, None] if params.layout == "spherical" else chol, shape)
 
 
 def _vector_log_joint(
     params: MixtureParams, X: Array, missing: NDArray[np.bool_], centre: NDArray[np.float64]
-) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Diagonal and spherical layouts: the (K, n) log-joint of the observed coordinates as
-    one GEMM, ``[o * xc^2, o * xc, o] @ W`` with ``xc = x - centre`` and ``o`` the
-    observed mask, and that feature block (n, 3 D) and the observed mask as floats."""
+    one GEMM on :func:`_vector_features`, and that block."""
     means = np.asarray(params.means, dtype=np.float64) - centre
-    chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
-    factor = np.broadcast_to(chol[:, None] if params.layout == "spherical" else chol,
-                             means.shape)
+    factor = _vector_scales(params)
     precision = factor * factor  # (K, D)
-    observed = (~missing).astype(np.float64)
-    xc = np.asarray(X, dtype=np.float64) - centre
-    xc *= observed
-    features = np.hstack([xc * xc, xc, observed])  # (n, 3 D)
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(np.asarray(params.weights, dtype=np.float64))
+    quadratic = -0.5 * (precision[:, :1] if params.layout == "spherical" else precision)
     coefficients = np.hstack([
-        -0.5 * precision,
+        quadratic,
         precision * means,
         np.log(factor) - 0.5 * log_2pi() - 0.5 * precision * means * means,
-    ])  # (K, 3 D)
-    log_joint = np.dot(coefficients, features.T)
-    log_joint += log_weights[:, None]
-    return log_joint, features, observed
+    ])  # (K, F)
+    features = _vector_features(params, X, missing, centre)
+    log_joint = np.dot(coefficients, features)
+    log_joint += _log_weights(params)[:, None]
+    return log_joint, features
 
 
-#: Up to this many missing coordinates the conditional precisions are factorised by
-#: loops over their entries vectorised over patterns; beyond it by LAPACK per matrix.
-_LOOPED_SIZE = 4
+def _centre(params: MixtureParams) -> NDArray[np.float64]:
+    """The kernel's expansion point: the weighted mean of the means."""
+    return np.asarray(params.weights @ params.means, dtype=np.float64)
 
 
-def _cholesky(block: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Lower Cholesky factors of a stack of small matrices stored matrix-index first,
-    (s, s, B): a loop over the entries, each step one operation on a contiguous vector of
-    B (LAPACK pays microseconds per matrix, and there is one per missingness pattern and
-    component)."""
-    s = block.shape[0]
-    lower = np.zeros_like(block)
-    for j in range(s):
-        pivot = block[j, j].copy()
-        for k in range(j):
-            pivot -= lower[j, k] * lower[j, k]
-        if not np.all(pivot > 0.0):
-            raise np.linalg.LinAlgError("a conditional precision is not positive definite")
-        np.sqrt(pivot, out=lower[j, j])
-        for i in range(j + 1, s):
-            value = block[i, j].copy()
-            for k in range(j):
-                value -= lower[i, k] * lower[j, k]
-            np.divide(value, lower[j, j], out=lower[i, j])
-    return lower
+def _log_weights(params: MixtureParams) -> NDArray[np.float64]:
+    with np.errstate(divide="ignore"):
+        return np.log(np.asarray(params.weights, dtype=np.float64))
 
 
-def _lower_inverse(lower: NDArray[np.float64]) -> NDArray[np.float64]:
-    """Inverses of lower-triangular matrices stored as (s, s, B), by forward
-    substitution on contiguous vectors of B."""
-    s = lower.shape[0]
-    inverse = np.zeros_like(lower)
-    for i in range(s):
-        np.divide(1.0, lower[i, i], out=inverse[i, i])
-        for j in range(i):
-            value = lower[i, j] * inverse[j, j]
-            for k in range(j + 1, i):
-                value += lower[i, k] * inverse[k, j]
-            np.multiply(value, -inverse[i, i], out=inverse[i, j])
-    return inverse
+def _conditional(
+    params: MixtureParams,
+    X: Array,
+    missing: NDArray[np.bool_],
+    centre: NDArray[np.float64] | None = None,
+) -> _Conditional:
+    """Marginal log-densities, conditional means and covariances of rows ``X`` (n, D)
+    with ``missing`` (n, D) coordinates (their values in ``X`` are ignored), rows in the
+    block's order."""
+    X = np.asarray(X, dtype=np.float64)
+    if centre is None:
+        centre = _centre(params)
+    if params.layout in ("diag", "spherical"):
+        unobserved = ~_row_any(~missing)
+        log_joint, _ = _vector_log_joint(params, X, missing, centre)
+        log_joint[:, unobserved] = _log_weights(params)[:, None]
+        means = np.asarray(params.means, dtype=np.float64)
+        variance = (1.0 / _vector_scales(params) ** 2)[:, None, :] * missing
+
+        def residual() -> NDArray[np.float64]:
+            out = X[None, :, :] - means[:, None, :]
+            out *= ~missing
+            return out
+
+        return _Conditional(log_joint, variance, [], unobserved, residual)
+    patterns = _patterns(missing)
+    cond = _sorted_conditional(params, X, missing, centre, patterns)
+    return _Conditional(
+        patterns.unsort(cond.log_joint),
+        None,
+        cond.groups,
+        patterns.unsort(cond.unobserved),
+        lambda: patterns.unsort(cond.residual, axis=1),
+    )
 
 
-def _gram(factor: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``F' F`` for lower-triangular ``F`` stored as (s, s, B)."""
-    s = factor.shape[0]
-    out = np.empty_like(factor)
-    for i in range(s):
-        for j in range(i + 1):
-            value = factor[i, i] * factor[i, j]
-            for k in range(i + 1, s):
-                value = value + factor[k, i] * factor[k, j]
-            out[i, j] = value
-            out[j, i] = value
+def _sorted_conditional(
+    params: MixtureParams,
+    X: Array,
+    missing: NDArray[np.bool_],
+    centre: NDArray[np.float64],
+    patterns: _Patterns,
+) -> _Conditional:
+    """Full and tied layouts: :func:`_conditional` of the rows of a block in the sorted
+    order of ``patterns``, and in that order."""
+    n, d = X.shape
+    # the sorted rows feature-major, (D, n): long inner loops at small D
+    shifted = np.empty((d, n))
+    np.subtract(np.take(X, patterns.order, axis=0).T, centre[:, None], out=shifted,
+                casting="unsafe")
+    shifted[np.ascontiguousarray(np.take(missing, patterns.order, axis=0).T)] = 0.0
+    unobserved = np.zeros(n, dtype=bool)
+    if patterns.groups and patterns.groups[-1].size == d:
+        unobserved[patterns.groups[-1].start :] = True
+    if params.layout == "tied":
+        cond = _tied_conditional(params, shifted, centre, patterns, unobserved)
+    else:
+        cond = _full_conditional(params, shifted, centre, patterns, unobserved)
+    cond.log_joint[:, unobserved] = _log_weights(params)[:, None]  # the marginal over nothing is 1
+    return cond
+
+
+def _observed_constant(
+    params: MixtureParams, patterns: _Patterns, n: int, log_det_pmm: list[NDArray[np.float64]]
+) -> NDArray[np.float64]:
+    """``log pi_k + log det U_k - log det(P_mm) / 2 - |o| log(2 pi) / 2``, (K, n), with
+    ``log_det_pmm`` (K or 1, p) per group."""
+    upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    if params.layout == "tied":
+        upper = upper[None]
+    d = upper.shape[1]
+    log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
+    constant = _log_weights(params) + log_det_upper - (0.5 * log_2pi()) * d
+    out = np.empty((len(constant), n))
+    first = patterns.groups[0].start if patterns.groups else n
+    out[:, :first] = constant[:, None]
+    for group, log_det in zip(patterns.groups, log_det_pmm):
+        per_pattern = (constant + (0.5 * log_2pi()) * group.size)[:, None] - 0.5 * log_det
+        out[:, group.start : group.stop] = group.per_row(per_pattern)
     return out
 
 
-def _conditional(params: MixtureParams, X: Array, missing: NDArray[np.bool_]) -> _Conditional:
-    """Marginal log-densities, conditional means and covariances of rows ``X`` (n, D)
-    with ``missing`` (n, D) coordinates (their values in ``X`` are ignored)."""
-    X = np.asarray(X, dtype=np.float64)
-    means = np.asarray(params.means, dtype=np.float64)
-    chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
-    n = X.shape[0]
-    n_components = len(means)
-    observed = ~missing
-    with np.errstate(divide="ignore"):
-        log_weights = np.log(np.asarray(params.weights, dtype=np.float64))
-    n_observed = observed.sum(axis=1)
-    unobserved = n_observed == 0
-    # z = x - mu_k on observed coordinates, 0 on missing ones: (K, n, D)
-    residual = X[None, :, :] - means[:, None, :]
-    residual *= observed
-    if params.layout in ("diag", "spherical"):
-        log_joint, _, _ = _vector_log_joint(params, X, missing, np.zeros(X.shape[1]))
-        log_joint[:, unobserved] = log_weights[:, None]
-        factor = np.broadcast_to(chol[:, None] if params.layout == "spherical" else chol,
-                                 means.shape)
-        variance = (1.0 / factor**2)[:, None, :] * missing
-        return _Conditional(log_joint, residual, variance, [], unobserved)
-
-    upper = chol[None] if params.layout == "tied" else chol  # (K or 1, D, D)
+def _full_conditional(
+    params: MixtureParams,
+    shifted: NDArray[np.float64],
+    centre: NDArray[np.float64],
+    patterns: _Patterns,
+    unobserved: NDArray[np.bool_],
+) -> _Conditional:
+    """Full covariances, sorted rows ``shifted = x - centre`` feature-major (D, n), 0
+    where missing: conditional means by one Newton step from the rows filled with
+    ``centre`` (exact for a quadratic), ``xhat_m = x_m - P_mm^-1 (P (x - mu))_m``."""
+    d, n = shifted.shape
+    upper = np.asarray(params.precisions_cholesky, dtype=np.float64)  # (K, D, D)
+    n_components = len(upper)
     precision = np.matmul(upper, upper.transpose(0, 2, 1))
-    log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
-    shared = len(upper) == 1
-    gradient = np.empty_like(residual)  # P z, (K, n, D)
-    for k in range(n_components):
-        np.dot(residual[k], precision[0 if shared else k], out=gradient[k])
-    log_det_pmm = np.zeros((n_components, n))
-    groups = []
-    n_shared = len(upper)
-    for rows, pattern_of_row, pattern_index, row_index in _pattern_groups(missing):
-        size, n_patterns = pattern_index.shape[1], len(pattern_index)
-        # P_mm of every pattern and component, matrix index first: (s, s, K or 1, p)
-        block = precision[:, pattern_index[:, :, None], pattern_index[:, None, :]]
-        block = np.ascontiguousarray(block.transpose(2, 3, 0, 1)).reshape(
-            size, size, n_shared * n_patterns
-        )
-        if size <= _LOOPED_SIZE:
-            lower = _cholesky(block)
-            diagonal = np.stack([lower[i, i] for i in range(size)])
-            covariance = _gram(_lower_inverse(lower))
-        else:  # LAPACK per matrix: fewer Python steps than s^3 / 3 vector operations
-            stacked = np.ascontiguousarray(block.transpose(2, 0, 1))
-            diagonal = np.diagonal(np.linalg.cholesky(stacked), axis1=1, axis2=2).T
-            covariance = np.linalg.inv(stacked).transpose(1, 2, 0)
-        log_det = 2.0 * np.sum(np.log(diagonal), axis=0).reshape(n_shared, n_patterns)
-        covariance = covariance.reshape(size, size, n_shared, n_patterns)
-        per_row = covariance[:, :, :, pattern_of_row]  # (s, s, K or 1, r)
-        g_missing = np.ascontiguousarray(
-            gradient[:, rows[:, None], row_index].transpose(2, 0, 1)
-        )  # (s, K, r)
-        solved = np.empty_like(g_missing)  # P_mm^-1 g_m
-        for i in range(size):
-            value = per_row[i, 0] * g_missing[0]
-            for j in range(1, size):
-                value += per_row[i, j] * g_missing[j]
-            solved[i] = value
-        residual[:, rows[:, None], row_index] = -solved.transpose(1, 2, 0)
-        log_det_pmm[:, rows] = log_det[:, pattern_of_row]
-        groups.append((rows, pattern_of_row, pattern_index, covariance))
+    offsets = np.asarray(params.means, dtype=np.float64) - centre  # (K, D)
+    # z_k = x - mu_k with the missing coordinates at the centre, (K, D, n)
+    residual = np.empty((n_components, d, n))
+    np.subtract(shifted[None, :, :], offsets[:, :, None], out=residual)
+    work = np.matmul(precision, residual)  # P_k z_k
+    flat_residual = residual.reshape(-1)
+    flat_work = work.reshape(-1)
+    log_dets, groups = [], []
+    component = (np.arange(n_components) * (n * d))[:, None]
+    for group in patterns.groups:
+        size, n_patterns = group.size, len(group.index)
+        log_det, inverse = _factorise(_precision_blocks(precision, group.index))
+        inverse = inverse.reshape(size, size, n_components, n_patterns)
+        at = component + group.cells(n)[:, None, :]  # (s, K, r)
+        flat_residual[at] -= _solve(group.per_row(inverse), np.take(flat_work, at))
+        log_dets.append(log_det.reshape(n_components, n_patterns))
+        groups.append((group, inverse))
     # the observed coordinates' Mahalanobis distance is the joint quadratic form at the
     # conditional mean (which minimises it over the missing coordinates): |U'(xhat - mu)|^2
     # as a sum of squares, not the Schur complement z'Pz - g_m' P_mm^-1 g_m, which
     # cancels (1e-8 absolute at condition numbers of 1e5)
-    quad = np.empty((n_components, n))
-    for k in range(n_components):
-        white = np.dot(residual[k], upper[0 if shared else k])
-        np.einsum("nd,nd->n", white, white, out=quad[k])
-    log_joint = (
-        log_weights[:, None]
-        + log_det_upper[:, None]
-        - 0.5 * log_det_pmm
-        - 0.5 * n_observed * log_2pi()
-        - 0.5 * quad
+    np.matmul(upper.transpose(0, 2, 1), residual, out=work)
+    quad = np.einsum("kdn,kdn->kn", work, work)
+    log_joint = _observed_constant(params, patterns, n, log_dets)
+    quad *= 0.5
+    log_joint -= quad
+    return _Conditional(
+        log_joint, None, groups, unobserved, lambda: residual.transpose(0, 2, 1),
+        patterns=patterns,
     )
-    log_joint[:, unobserved] = log_weights[:, None]  # the marginal over nothing is 1
-    return _Conditional(log_joint, residual, None, groups, unobserved)
+
+
+def _solve(matrices: NDArray[np.float64], vectors: NDArray[np.float64]) -> NDArray[np.float64]:
+    """``A v`` for matrices (s, s, ...) and vectors (s, ...), entry by entry."""
+    size = len(vectors)
+    if size == 1:
+        return matrices[0] * vectors
+    out = np.empty_like(vectors)
+    for i in range(size):
+        value = out[i]
+        np.multiply(matrices[i, 0], vectors[0], out=value)
+        for j in range(1, size):
+            value += matrices[i, j] * vectors[j]
+    return out
+
+
+#: The tied E-step expands the observed Mahalanobis distance ``|w + v|^2`` (``w`` a
+#: row's whitened conditional mean, ``v`` its pattern's and component's whitened shift)
+#: into ``|w|^2 + 2 w.v + |v|^2``; where ``(|w| + |v|)^2`` exceeds this multiple of the
+#: distance (and of 1), the expansion's rounding could pass ``1e-12`` of it and the
+#: entry is summed as ``|w + v|^2`` directly.
+_EXPANSION_LIMIT = 4096.0
+
+
+def _tied_conditional(
+    params: MixtureParams,
+    shifted: NDArray[np.float64],
+    centre: NDArray[np.float64],
+    patterns: _Patterns,
+    unobserved: NDArray[np.bool_],
+) -> _Conditional:
+    """Tied covariance, sorted rows ``shifted = x - centre`` (0 where missing): ``P_mm``
+    depends on the pattern only, and the conditional mean is linear in the component's
+    mean, ``xhat_k = centre + xbar + E t_k``, so the per-row work is independent of
+    ``K`` except for a few (K, n) products."""
+    d, n = shifted.shape
+    upper = np.asarray(params.precisions_cholesky, dtype=np.float64)  # (D, D)
+    precision = upper @ upper.T
+    offsets = np.asarray(params.means, dtype=np.float64) - centre  # mu_k - centre
+    n_components = len(offsets)
+    whitened_means = offsets @ upper  # U' (mu_k - centre), (K, D)
+    pulled = whitened_means @ upper.T  # P (mu_k - centre), (K, D)
+    gradient = np.dot(precision, shifted)  # P (x - centre), missing coordinates at 0
+    xbar = shifted  # (D, n)
+    flat_xbar = xbar.reshape(-1)
+    flat_gradient = gradient.reshape(-1)
+    log_dets, groups, shifts = [], [], []
+    for group in patterns.groups:
+        log_det, inverse = _factorise(_precision_blocks(precision[None], group.index))
+        cells = group.cells(n)  # (s, r)
+        flat_xbar[cells] = -_solve(group.per_row(inverse), np.take(flat_gradient, cells))
+        shift = np.einsum("ijp,kjp->ikp", inverse, pulled[:, group.index.T])  # (s, K, p)
+        log_dets.append(log_det[None, :])
+        groups.append((group, inverse[:, :, None, :]))
+        shifts.append(shift)
+    white = np.dot(upper.T, xbar)  # w = U' xbar, (D, n)
+    norms = np.einsum("dn,dn->n", white, white)
+    quad = np.dot(whitened_means, white)  # (K, n)
+    quad *= -2.0
+    quad += norms
+    first = patterns.groups[0].start if patterns.groups else n
+    if first:  # complete rows: v = -U' (mu_k - centre), summed directly
+        direct = white[None, :, :first] - whitened_means[:, :, None]
+        quad[:, :first] = np.einsum("kdn,kdn->kn", direct, direct)
+    pulled_back = np.dot(upper, white).reshape(-1)  # P xbar, ~0 on the missing coordinates
+    for (group, _), shift in zip(groups, shifts):
+        n_patterns = len(group.index)
+        rows = slice(group.start, group.stop)
+        # v = U' (E t_k - (mu_k - centre)) per pattern and component, (p, K, D)
+        moved = np.empty((n_patterns, n_components, d))
+        moved[:] = -offsets
+        at = (np.arange(n_patterns) * (n_components * d))[None, None, :] + (
+            (np.arange(n_components) * d)[None, :, None] + group.index.T[:, None, :]
+        )  # (s, K, p)
+        moved.reshape(-1)[at] += shift
+        v = np.dot(moved.reshape(-1, d), upper).reshape(n_patterns, n_components, d)
+        v_norms = group.per_row(np.einsum("pkd,pkd->kp", v, v))
+        # w.v = (P xbar)_m . t_k - w . U'(mu_k - centre)
+        near = np.take(pulled_back, group.cells(n))
+        part = quad[:, rows]
+        part += 2.0 * np.einsum("skr,sr->kr", group.per_row(shift), near)
+        part += v_norms
+        bound = np.sqrt(norms[rows]) + np.sqrt(v_norms)
+        bound *= bound
+        unsafe = bound > _EXPANSION_LIMIT * np.maximum(part, 1.0)
+        if np.any(unsafe):
+            comp, local = np.nonzero(unsafe)
+            pattern = local if group.counts is None else np.repeat(
+                np.arange(n_patterns), group.counts)[local]
+            exact = white[:, group.start + local].T + v[pattern, comp]
+            part[comp, local] = np.einsum("nd,nd->n", exact, exact)
+    log_joint = _observed_constant(params, patterns, n, log_dets)
+    quad *= 0.5
+    log_joint -= quad
+    parts = _TiedParts(centre, xbar, shifts)
+
+    def residual() -> NDArray[np.float64]:
+        out = xbar[None, :, :] - offsets[:, :, None]  # (K, D, n)
+        flat = out.reshape(-1)
+        component = (np.arange(n_components) * (n * d))[:, None]
+        for (group, _), shift in zip(groups, shifts):
+            flat[component + group.cells(n)[:, None, :]] += group.per_row(shift)
+        return out.transpose(0, 2, 1)
+
+    return _Conditional(
+        log_joint, None, groups, unobserved, residual, parts, patterns=patterns
+    )
 
 
 def _blocks(n: int, n_components: int, n_features: int) -> range:
@@ -356,21 +715,21 @@ def chunk_statistics_missing(
     """
     if missing is None:
         return chunk_statistics(coefs, X, sample_weight, labels, label_weight)
-    incomplete = missing.any(axis=1)
+    incomplete = _row_any(missing)
     if not incomplete.any():
         return chunk_statistics(coefs, X, sample_weight, labels, label_weight)
     complete = np.flatnonzero(~incomplete)
-    partial_rows = np.flatnonzero(incomplete & ~missing.all(axis=1))
+    partial_rows = np.flatnonzero(incomplete & _row_any(~missing))
     parts = []
 
     def pick(values: Any, rows: NDArray[np.intp]) -> Any:
-        return None if values is None else np.asarray(values)[rows]
+        return None if values is None else np.take(np.asarray(values), rows, axis=0)
 
     if len(complete):
         parts.append(
             chunk_statistics(
-                coefs, X[complete], pick(sample_weight, complete), pick(labels, complete),
-                label_weight,
+                coefs, pick(X, complete), pick(sample_weight, complete),
+                pick(labels, complete), label_weight,
             )
         )
     assert coefs.params is not None
@@ -380,13 +739,24 @@ def chunk_statistics_missing(
         rows = partial_rows[start : start + blocks.step]
         parts.append(
             _incomplete_statistics(
-                coefs, X[rows], missing[rows], pick(sample_weight, rows), pick(labels, rows),
-                label_weight,
+                coefs, pick(X, rows), pick(missing, rows), pick(sample_weight, rows),
+                pick(labels, rows), label_weight,
             )
         )
     if not parts:
         return _no_statistics(coefs)
     return SuffStats.total(parts)
+
+
+def _row_any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
+    """``mask.any(axis=1)``, column by column: numpy's reduction over a short inner axis
+    costs 10x more."""
+    if mask.shape[1] > 64 or mask.shape[1] == 0:
+        return np.asarray(mask.any(axis=1))
+    out = mask[:, 0].copy()
+    for j in range(1, mask.shape[1]):
+        out |= mask[:, j]
+    return out
 
 
 def _no_statistics(coefs: KernelCoefficients) -> SuffStats:
@@ -407,6 +777,35 @@ def _no_statistics(coefs: KernelCoefficients) -> SuffStats:
     )
 
 
+def _covariance_sums(
+    groups: list[tuple[_Group, NDArray[np.float64]]],
+    resp_w: NDArray[np.float64],
+    d: int,
+    extra: list[NDArray[np.float64]] | None = None,
+) -> NDArray[np.float64]:
+    """``sum_rows r_k E P_mm^-1 E'`` (sorted rows) on the upper triangles, (K', D, D) with
+    K' the covariances' component axis (1: pooled); ``extra`` (s, s, K', p) per group is
+    added to the patterns' weighted covariances first."""
+    n_components = groups[0][1].shape[2] if groups else resp_w.shape[0]
+    out = np.zeros(n_components * d * d)
+    for number, (group, covariance) in enumerate(groups):
+        weights = resp_w[:, group.start : group.stop]
+        if n_components == 1:
+            weights = weights.sum(axis=0, keepdims=True)
+        weighted = covariance * group.pattern_sums(weights)
+        if extra is not None:
+            weighted += extra[number]
+        upper_i, upper_j = np.triu_indices(group.size)
+        index = group.index.T  # (s, p)
+        cells = index[upper_i] * d + index[upper_j]  # (t, p)
+        cells = cells[:, None, :] + (np.arange(n_components) * (d * d))[:, None]
+        out += np.bincount(
+            cells.ravel(), weights=weighted[upper_i, upper_j].ravel(), minlength=out.size
+        )
+    square = out.reshape(n_components, d, d)
+    return np.triu(square) + np.triu(square, 1).transpose(0, 2, 1)
+
+
 def _incomplete_statistics(
     coefs: KernelCoefficients,
     X: Array,
@@ -421,86 +820,73 @@ def _incomplete_statistics(
     layout = coefs.covariance.layout
     vector = layout in ("diag", "spherical")
     means = np.asarray(params.means, np.float64)
+    centre = np.asarray(coefs.reference, dtype=np.float64)
+    cond: _Conditional | None = None
+    order: NDArray[np.intp] | None = None
     if vector:
-        centre = coefs.reference
-        log_joint, features, _ = _vector_log_joint(params, X, missing, centre)
-        cond = None
-    else:
-        cond = _conditional(params, X, missing)
+        log_joint, features = _vector_log_joint(params, X, missing, centre)
+    else:  # rows sorted by pattern
+        patterns = _patterns(missing)
+        order = patterns.order
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight)[order]
+        if labels is not None:
+            labels = np.asarray(labels)[order]
+        cond = _sorted_conditional(params, X, missing, centre, patterns)
         log_joint = cond.log_joint
-    log_norm = logsumexp(log_joint, axis=0)
-    with np.errstate(invalid="ignore"):
-        resp = np.exp(log_joint - log_norm)
-    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    labelled: NDArray[np.intp] | None = None
     if labels is not None:
         labels = np.asarray(labels)
         labelled = np.flatnonzero(labels >= 0)
-        if len(labelled):
-            known = labels[labelled].astype(np.intp)
-            weight = weight.copy()
-            weight[labelled] *= label_weight
-            log_norm = log_norm.copy()
-            log_norm[labelled] = log_joint[known, labelled]
-            resp[:, labelled] = 0.0
-            resp[known, labelled] = 1.0
-    resp_w = resp * weight
+        known = labels[labelled].astype(np.intp)
+        labelled_log = log_joint[known, labelled]
+    # in place without labels (the worst row's best component is read from either)
+    log_norm, resp = _normalise(log_joint if labelled is None else log_joint.copy())
+    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    if labelled is not None and len(labelled):
+        weight = weight.copy()
+        weight[labelled] *= label_weight
+        log_norm[labelled] = labelled_log
+        resp[:, labelled] = 0.0
+        resp[known, labelled] = 1.0
+    resp_w = resp if sample_weight is None and labelled is None else resp * weight
     nk = resp_w.sum(axis=1)
     offsets = means - coefs.stats_reference  # (K, D)
-    if vector:
+    if cond is None:
         # with a = reference_k - centre, o the observed mask, xc = o (x - centre):
         # xhat - reference_k = xc - o a + (1 - o) (mu_k - reference_k), and the expected
         # squares add the variances (1 - o) sigma_k^2 of the missing coordinates
-        sums = np.dot(resp_w, features)  # (K, 3 D): [o xc^2, o xc, o] summed
-        squares, linear, seen = sums[:, :d], sums[:, d : 2 * d], sums[:, 2 * d :]
+        sums = np.dot(features, resp_w.T).T  # (K, F): [q, o xc, o] summed
+        q = len(features) - 2 * d
+        squares, linear, seen = sums[:, :q], sums[:, q : q + d], sums[:, q + d :]
         unseen = nk[:, None] - seen
         shift = coefs.stats_reference - centre
-        chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
-        factor = np.broadcast_to(chol[:, None] if layout == "spherical" else chol, means.shape)
         first = linear - seen * shift + unseen * offsets
-        second_d = (
-            squares - 2.0 * shift * linear + seen * shift * shift
-            + unseen * (offsets * offsets + 1.0 / (factor * factor))
+        rest = (
+            seen * shift * shift - 2.0 * shift * linear
+            + unseen * (offsets * offsets + 1.0 / _vector_scales(params) ** 2)
         )
-        second = second_d if layout == "diag" else second_d.sum(axis=1, keepdims=True)
+        second = squares + (rest if layout == "diag" else rest.sum(axis=1, keepdims=True))
+    elif cond.tied is not None:
+        first, pooled = _tied_moments(cond, resp_w, nk, coefs.stats_reference)
+        second = pack_symmetric(pooled)[None, :]
     else:
-        assert cond is not None
-        centred = cond.residual
-        centred += offsets[:, None, :]  # xhat_k - reference_k
-        first = np.einsum("kn,knd->kd", resp_w, centred)
-        scatter = np.empty((len(nk), d, d))
-        for k in range(len(nk)):
-            np.dot((centred[k] * resp_w[k][:, None]).T, centred[k], out=scatter[k])
-        flat = scatter.reshape(len(nk), d * d)
-        n_components = len(nk)
-        for rows, pattern_of_row, pattern_index, covariance in cond.groups:
-            # sum the responsibilities of each pattern's rows, then add the patterns'
-            # conditional covariances into the (m, m) blocks: sum_rows r C
-            n_patterns = len(pattern_index)
-            slots = np.arange(n_components)[:, None] * n_patterns + pattern_of_row
-            per_pattern = np.bincount(
-                slots.ravel(), weights=resp_w[:, rows].ravel(),
-                minlength=n_components * n_patterns,
-            ).reshape(n_components, n_patterns)
-            weighted = covariance * per_pattern  # (s, s, K, p)
-            cells = pattern_index[:, :, None] * d + pattern_index[:, None, :]  # (p, s, s)
-            cells = cells.transpose(1, 2, 0)[:, :, None, :] + (
-                np.arange(n_components)[:, None] * (d * d)
-            )  # (s, s, K, p)
-            flat += np.bincount(
-                cells.ravel(), weights=weighted.ravel(), minlength=n_components * d * d
-            ).reshape(n_components, d * d)
-        if layout == "tied":
-            scatter = scatter.sum(axis=0, keepdims=True)
-        second = pack_symmetric(scatter)
+        first, second = _full_moments(cond, resp_w, nk, offsets)
     positive = weight > 0
     if np.any(positive):
         candidates = np.where(positive, log_norm, np.inf)
-        worst = worst_row(candidates)
+        if order is None:
+            worst = worst_row(candidates)
+        else:  # the first worst row in the block's own order (ties go to the first)
+            worst = _position(order, worst_row(_unsorted(candidates, order)))
         worst_value = float(candidates[worst])
-        best = int(np.argmax(log_joint[:, worst]))
-        worst_point = np.where(missing[worst], means[best], np.asarray(X[worst], np.float64))
-        if cond is not None:
-            worst_point = cond.residual[best, worst] + coefs.stats_reference[best]
+        best = int(np.argmax((resp if labelled is None else log_joint)[:, worst]))
+        if cond is None:
+            worst_point = np.where(
+                missing[worst], means[best], np.asarray(X[worst], np.float64)
+            )
+        else:
+            worst_point = _conditional_mean(cond, params, best, worst)
     else:
         worst_value, worst_point = np.inf, np.zeros(d)
     return SuffStats(
@@ -514,6 +900,123 @@ def _incomplete_statistics(
         worst_log_density=worst_value,
         worst_point=worst_point,
     )
+
+
+def _normalise(
+    log_joint: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """Log-densities (n,) and responsibilities (K, n) of a (K, n) log-joint block, with
+    one exponential per entry; the responsibilities overwrite ``log_joint``."""
+    top = np.max(log_joint, axis=0)
+    top[~np.isfinite(top)] = 0.0
+    resp = log_joint
+    resp -= top
+    np.exp(resp, out=resp)
+    total = resp.sum(axis=0)
+    with np.errstate(divide="ignore"):
+        log_norm = np.log(total)
+    log_norm += top
+    with np.errstate(invalid="ignore"):
+        resp /= total
+    return log_norm, resp
+
+
+def _unsorted(values: NDArray[Any], order: NDArray[np.intp]) -> NDArray[Any]:
+    out = np.empty_like(values)
+    out[order] = values
+    return out
+
+
+def _position(order: NDArray[np.intp], row: int) -> int:
+    """Where block row ``row`` sits in the sorted order."""
+    return int(np.flatnonzero(order == row)[0])
+
+
+def _conditional_mean(
+    cond: _Conditional, params: MixtureParams, k: int, row: int
+) -> NDArray[np.float64]:
+    """``xhat_k`` of one row (full and tied layouts)."""
+    if cond.tied is None:
+        return np.asarray(cond.residual[k, row] + params.means[k], dtype=np.float64)
+    out = cond.tied.centre + cond.tied.xbar[:, row]
+    for (group, _), shift in zip(cond.groups, cond.tied.shifts):
+        if group.start <= row < group.stop:
+            local = row - group.start
+            out[group.coordinates[:, local]] += group.per_row(shift)[:, k, local]
+    return out
+
+
+def _full_moments(
+    cond: _Conditional,
+    resp_w: NDArray[np.float64],
+    nk: NDArray[np.float64],
+    offsets: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """First and packed second moments around ``mu_k - offsets_k`` (the statistics
+    reference) of the conditional means plus the conditional covariances."""
+    residual = cond.residual.transpose(0, 2, 1)  # xhat_k - mu_k, feature-major (K, D, n)
+    n_components, d, n = residual.shape
+    around_mean = np.matmul(residual, resp_w[:, :, None])[:, :, 0]
+    scatter = np.empty((n_components, d, d))
+    root = np.sqrt(resp_w)
+    weighted = np.empty((d, n))
+    for k in range(n_components):
+        np.multiply(residual[k], root[k], out=weighted)
+        scatter[k] = np.dot(weighted, weighted.T)  # SYRK
+    # moved from the means to the reference: S + m o' + o m' + n o o'
+    cross = around_mean[:, :, None] * offsets[:, None, :]
+    scatter += cross
+    scatter += cross.transpose(0, 2, 1)
+    scatter += nk[:, None, None] * offsets[:, :, None] * offsets[:, None, :]
+    scatter += _covariance_sums(cond.groups, resp_w, d)
+    first = around_mean + nk[:, None] * offsets
+    return first, np.asarray(pack_symmetric(scatter), dtype=np.float64)
+
+
+def _tied_moments(
+    cond: _Conditional,
+    resp_w: NDArray[np.float64],
+    nk: NDArray[np.float64],
+    reference: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """First moments (K, D) and the pooled second moment (D, D) around ``reference``
+    from the per-row and per-pattern parts of the conditional means: with
+    ``xhat_k - centre = xbar + E t_k`` they are sums of (n, D) products and per-pattern
+    terms, no (K, n, D) array."""
+    parts = cond.tied
+    assert parts is not None
+    xbar = parts.xbar  # (D, n)
+    d, n = xbar.shape
+    n_components = len(resp_w)
+    row_weight = resp_w.sum(axis=0)
+    first = np.dot(resp_w, xbar.T)  # (K, D)
+    weighted = xbar * np.sqrt(row_weight)
+    pooled = np.dot(weighted, weighted.T)  # SYRK
+    spread = np.zeros(d * n)  # sum_k r_k E t_k per row, (D, n)
+    extra = []
+    flat_first = first.reshape(-1)
+    for (group, _), shift in zip(cond.groups, parts.shifts):
+        resp_rows = resp_w[:, group.start : group.stop]  # (K, r)
+        spread[group.cells(n)] = np.einsum("skr,kr->sr", group.per_row(shift), resp_rows)
+        per_pattern = group.pattern_sums(resp_rows)  # (K, p)
+        scaled = shift * per_pattern  # (s, K, p)
+        flat_first += np.bincount(
+            ((np.arange(n_components) * d)[:, None] + group.index.T[:, None, :]).ravel(),
+            weights=scaled.ravel(),
+            minlength=n_components * d,
+        )
+        # sum_k R_pk t_k t_k' per pattern, (s, s, 1, p)
+        extra.append(np.einsum("ikp,jkp->ijp", scaled, shift)[:, :, None, :])
+    cross = np.dot(xbar, spread.reshape(d, n).T)
+    pooled += cross
+    pooled += cross.T
+    pooled += _covariance_sums(cond.groups, resp_w, d, extra)[0]
+    # moved from the centre to the reference: S + sum_k (m_k o_k' + o_k m_k' + n_k o_k o_k')
+    move = parts.centre - reference  # (K, D)
+    moved = np.dot(first.T, move)
+    pooled += moved + moved.T + np.dot(move.T * nk, move)
+    first += nk[:, None] * move
+    return first, pooled
 
 
 # --------------------------------------------------------------------------- inference
@@ -758,15 +1261,16 @@ def _draw(
     if cond.variance is not None:
         values += np.sqrt(cond.variance[picks, rows]) * noise
         return values
-    for group_rows, pattern_of_row, pattern_index, covariance in cond.groups:
+    for group, covariance in cond.groups:
         size, n_shared, n_patterns = covariance.shape[0], covariance.shape[2], covariance.shape[3]
         stacked = covariance.reshape(size, size, -1).transpose(2, 0, 1)  # (Kp p, s, s)
         factors = _psd_factor(stacked).reshape(n_shared, n_patterns, size, size)
-        component = 0 if n_shared == 1 else picks[group_rows]
-        factor = factors[component, pattern_of_row]  # (r, s, s)
-        index = pattern_index[pattern_of_row]  # (r, s)
-        shift = np.einsum("rij,rj->ri", factor, noise[group_rows[:, None], index])
-        values[group_rows[:, None], index] += shift
+        component = 0 if n_shared == 1 else picks[group.rows]
+        pattern = group.per_row(np.arange(n_patterns))
+        factor = factors[component, pattern]  # (r, s, s)
+        index = group.coordinates.T  # (r, s)
+        shift = np.einsum("rij,rj->ri", factor, noise[group.rows[:, None], index])
+        values[group.rows[:, None], index] += shift
     return values
 
 
@@ -791,7 +1295,7 @@ def conditional_mixture(
     m = len(features)
     if params.layout in ("full", "tied"):
         if groups and n:
-            first_pattern = groups[0][3][:, :, :, 0].transpose(2, 0, 1)  # (K or 1, m, m)
+            first_pattern = groups[0][1][:, :, :, 0].transpose(2, 0, 1)  # (K or 1, m, m)
             covariance = np.broadcast_to(first_pattern, (params.n_components, m, m))
         else:
             covariance = np.zeros((params.n_components, m, m))
