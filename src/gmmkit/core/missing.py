@@ -33,8 +33,9 @@ whatever the parameters); :func:`observed_summary` counts them.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
@@ -57,9 +58,31 @@ Array = NDArray[np.floating[Any]]
 #: Values of the estimators' ``missing`` parameter.
 MISSING_OPTIONS = ("error", "marginalize")
 
-#: Incomplete rows are processed in blocks of at most this many ``rows x K x D`` values
-#: (the conditional means of every component are held at once).
+#: Incomplete rows are processed in blocks of at most this many values of the largest
+#: arrays: ``rows x K x D`` where the conditional means of every component are held at
+#: once (full covariances, and conditional means for inference), ``rows x (K + 3 D)``
+#: otherwise.
 _BLOCK_VALUES = 1 << 20
+
+
+#: The statistics of a block keep their block-sized arrays in one buffer per thread,
+#: reused from block to block: freed and allocated again, they would be returned to the
+#: system and faulted in afresh each time, which costs 0.5-1 ms per MB on virtual
+#: machines -- more than the arithmetic on them.  A buffer over this many float64 values
+#: is not kept.
+_SCRATCH_LIMIT = 1 << 23
+_SCRATCH = threading.local()
+
+
+def _scratch(values: int) -> NDArray[np.float64]:
+    """A float64 buffer of ``values`` entries, the same memory on every call in a thread
+    (for arrays that do not outlive the caller)."""
+    buffer: NDArray[np.float64] | None = getattr(_SCRATCH, "buffer", None)
+    if buffer is None or len(buffer) < values:
+        buffer = np.empty(values)
+        if values <= _SCRATCH_LIMIT:
+            _SCRATCH.buffer = buffer
+    return buffer[:values]
 
 
 def nan_error_hint() -> str:
@@ -161,8 +184,13 @@ _OWN_PATTERNS = 0.8
 def _patterns(missing: NDArray[np.bool_]) -> _Patterns:
     """Group the rows of a block by their missingness pattern."""
     d = missing.shape[1]
-    if d <= 62:  # patterns as integer codes
+    if d <= 52:  # patterns as integer codes (a float GEMM is exact below 2^53)
+        bits = np.ldexp(1.0, np.arange(d))
+        codes = np.dot(np.ascontiguousarray(missing).view(np.uint8).astype(np.float64), bits)
+        codes = codes.astype(np.int64)
+    elif d <= 62:
         codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
+    if d <= 62:
         if d <= 20:  # counted without sorting
             per_code = np.bincount(codes, minlength=1 << d)
             present = np.flatnonzero(per_code)
@@ -384,14 +412,20 @@ class _TiedParts:
 
 
 def _vector_features(
-    params: MixtureParams, X: Array, missing: NDArray[np.bool_], centre: NDArray[np.float64]
+    params: MixtureParams,
+    X: Array,
+    missing: NDArray[np.bool_],
+    centre: NDArray[np.float64],
+    scratch: bool = False,
 ) -> NDArray[np.float64]:
     """Diagonal and spherical layouts: the feature-major block ``[q; o xc; o]`` (F, n) with
     ``xc = x - centre``, ``o`` the observed mask and ``q`` the squares ``o xc^2`` per
-    coordinate (diag) or their sum (spherical)."""
+    coordinate (diag) or their sum (spherical); in the thread's :func:`_scratch` buffer
+    with ``scratch``."""
     n, d = X.shape
     q = 1 if params.layout == "spherical" else d
-    features = np.empty((q + 2 * d, n))
+    size = (q + 2 * d) * n
+    features = (_scratch(size) if scratch else np.empty(size)).reshape(q + 2 * d, n)
     centred, observed = features[q : q + d], features[q + d :]
     np.subtract(np.asarray(X).T, centre[:, None], out=centred, casting="unsafe")
     # bool to float from a contiguous transpose: 2-3x faster than from the strided one
@@ -412,7 +446,11 @@ def _vector_scales(params: MixtureParams) -> NDArray[np.float64]:
 
 
 def _vector_log_joint(
-    params: MixtureParams, X: Array, missing: NDArray[np.bool_], centre: NDArray[np.float64]
+    params: MixtureParams,
+    X: Array,
+    missing: NDArray[np.bool_],
+    centre: NDArray[np.float64],
+    scratch: bool = False,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """Diagonal and spherical layouts: the (K, n) log-joint of the observed coordinates as
     one GEMM on :func:`_vector_features`, and that block."""
@@ -425,7 +463,7 @@ def _vector_log_joint(
         precision * means,
         np.log(factor) - 0.5 * log_2pi() - 0.5 * precision * means * means,
     ])  # (K, F)
-    features = _vector_features(params, X, missing, centre)
+    features = _vector_features(params, X, missing, centre, scratch)
     log_joint = np.dot(coefficients, features)
     log_joint += _log_weights(params)[:, None]
     return log_joint, features
@@ -483,22 +521,33 @@ def _sorted_conditional(
     missing: NDArray[np.bool_],
     centre: NDArray[np.float64],
     patterns: _Patterns,
+    rows: NDArray[np.intp] | None = None,
+    scratch: bool = False,
 ) -> _Conditional:
     """Full and tied layouts: :func:`_conditional` of the rows of a block in the sorted
-    order of ``patterns``, and in that order."""
-    n, d = X.shape
+    order of ``patterns``, and in that order.
+
+    ``X`` holds the block's rows at ``rows`` (all of them if None); ``missing`` is the
+    block's.  With ``scratch`` the block-sized arrays live in the thread's
+    :func:`_scratch` buffer: the result must not outlive the caller.
+    """
+    n, d = missing.shape
+    spares = 3 if params.layout == "tied" else 2 * params.n_components
+    values = (1 + spares) * d * n
+    space = (_scratch(values) if scratch else np.empty(values)).reshape((1 + spares) * d, n)
     # the sorted rows feature-major, (D, n): long inner loops at small D
-    shifted = np.empty((d, n))
-    np.subtract(np.take(X, patterns.order, axis=0).T, centre[:, None], out=shifted,
-                casting="unsafe")
+    shifted = space[:d]
+    order = patterns.order if rows is None else rows[patterns.order]
+    np.subtract(np.take(X, order, axis=0).T, centre[:, None], out=shifted, casting="unsafe")
     shifted[np.ascontiguousarray(np.take(missing, patterns.order, axis=0).T)] = 0.0
+    spare = space[d:].reshape(spares, d, n)
     unobserved = np.zeros(n, dtype=bool)
     if patterns.groups and patterns.groups[-1].size == d:
         unobserved[patterns.groups[-1].start :] = True
     if params.layout == "tied":
-        cond = _tied_conditional(params, shifted, centre, patterns, unobserved)
+        cond = _tied_conditional(params, shifted, spare, centre, patterns, unobserved)
     else:
-        cond = _full_conditional(params, shifted, centre, patterns, unobserved)
+        cond = _full_conditional(params, shifted, spare, centre, patterns, unobserved)
     cond.log_joint[:, unobserved] = _log_weights(params)[:, None]  # the marginal over nothing is 1
     return cond
 
@@ -526,32 +575,36 @@ def _observed_constant(
 def _full_conditional(
     params: MixtureParams,
     shifted: NDArray[np.float64],
+    spare: NDArray[np.float64],
     centre: NDArray[np.float64],
     patterns: _Patterns,
     unobserved: NDArray[np.bool_],
 ) -> _Conditional:
     """Full covariances, sorted rows ``shifted = x - centre`` feature-major (D, n), 0
-    where missing: conditional means by one Newton step from the rows filled with
-    ``centre`` (exact for a quadratic), ``xhat_m = x_m - P_mm^-1 (P (x - mu))_m``."""
+    where missing, and room for two (K, D, n) arrays in ``spare``: conditional means by
+    one Newton step from the rows filled with ``centre`` (exact for a quadratic),
+    ``xhat_m = x_m - P_mm^-1 (P (x - mu))_m``."""
     d, n = shifted.shape
     upper = np.asarray(params.precisions_cholesky, dtype=np.float64)  # (K, D, D)
     n_components = len(upper)
     precision = np.matmul(upper, upper.transpose(0, 2, 1))
     offsets = np.asarray(params.means, dtype=np.float64) - centre  # (K, D)
     # z_k = x - mu_k with the missing coordinates at the centre, (K, D, n)
-    residual = np.empty((n_components, d, n))
+    residual, work = spare[:n_components], spare[n_components:]
     np.subtract(shifted[None, :, :], offsets[:, :, None], out=residual)
-    work = np.matmul(precision, residual)  # P_k z_k
-    flat_residual = residual.reshape(-1)
-    flat_work = work.reshape(-1)
+    np.matmul(precision, residual, out=work)  # P_k z_k
+    # the rows' missing cells of every component through one index, (K, s r)
+    flat_residual = residual.reshape(n_components, d * n)
+    flat_work = work.reshape(n_components, d * n)
     log_dets, groups = [], []
-    component = (np.arange(n_components) * (n * d))[:, None]
     for group in patterns.groups:
         size, n_patterns = group.size, len(group.index)
         log_det, inverse = _factorise(_precision_blocks(precision, group.index))
         inverse = inverse.reshape(size, size, n_components, n_patterns)
-        at = component + group.cells(n)[:, None, :]  # (s, K, r)
-        flat_residual[at] -= _solve(group.per_row(inverse), np.take(flat_work, at))
+        cells = group.cells(n).reshape(-1)
+        gradient = np.take(flat_work, cells, axis=1).reshape(n_components, size, -1)
+        step = _solve(group.per_row(inverse), gradient.transpose(1, 0, 2))  # (s, K, r)
+        flat_residual[:, cells] -= step.transpose(1, 0, 2).reshape(n_components, -1)
         log_dets.append(log_det.reshape(n_components, n_patterns))
         groups.append((group, inverse))
     # the observed coordinates' Mahalanobis distance is the joint quadratic form at the
@@ -570,38 +623,34 @@ def _full_conditional(
 
 
 def _solve(matrices: NDArray[np.float64], vectors: NDArray[np.float64]) -> NDArray[np.float64]:
-    """``A v`` for matrices (s, s, ...) and vectors (s, ...), entry by entry."""
-    size = len(vectors)
-    if size == 1:
-        return matrices[0] * vectors
-    out = np.empty_like(vectors)
-    for i in range(size):
-        value = out[i]
-        np.multiply(matrices[i, 0], vectors[0], out=value)
-        for j in range(1, size):
-            value += matrices[i, j] * vectors[j]
-    return out
+    """``A v`` for matrices (s, s, ...) and vectors (s, ...) with one more axis at most."""
+    if len(vectors) == 1:
+        return np.asarray(matrices[0] * vectors)
+    spec = "ijkr,jkr->ikr" if vectors.ndim == 3 else "ijr,jr->ir"
+    return np.asarray(np.einsum(spec, matrices, vectors))
 
 
 #: The tied E-step expands the observed Mahalanobis distance ``|w + v|^2`` (``w`` a
 #: row's whitened conditional mean, ``v`` its pattern's and component's whitened shift)
-#: into ``|w|^2 + 2 w.v + |v|^2``; where ``(|w| + |v|)^2`` exceeds this multiple of the
-#: distance (and of 1), the expansion's rounding could pass ``1e-12`` of it and the
-#: entry is summed as ``|w + v|^2`` directly.
+#: into ``|w|^2 + 2 w.v + |v|^2``, whose rounding is about ``2 eps (|w|^2 + |v|^2)``;
+#: rows where ``|w|^2 + |v|^2`` exceeds half this bound (``1e-12`` of the log-density)
+#: are summed as ``|w + v|^2`` directly.
 _EXPANSION_LIMIT = 4096.0
 
 
 def _tied_conditional(
     params: MixtureParams,
     shifted: NDArray[np.float64],
+    spare: NDArray[np.float64],
     centre: NDArray[np.float64],
     patterns: _Patterns,
     unobserved: NDArray[np.bool_],
 ) -> _Conditional:
-    """Tied covariance, sorted rows ``shifted = x - centre`` (0 where missing): ``P_mm``
-    depends on the pattern only, and the conditional mean is linear in the component's
-    mean, ``xhat_k = centre + xbar + E t_k``, so the per-row work is independent of
-    ``K`` except for a few (K, n) products."""
+    """Tied covariance, sorted rows ``shifted = x - centre`` feature-major (D, n), 0
+    where missing, and room for three more in ``spare``: ``P_mm`` depends on the pattern
+    only, and the conditional mean is linear in the component's mean, ``xhat_k = centre +
+    xbar + E t_k``, so the per-row work is independent of ``K`` except for a few (K, n)
+    products."""
     d, n = shifted.shape
     upper = np.asarray(params.precisions_cholesky, dtype=np.float64)  # (D, D)
     precision = upper @ upper.T
@@ -609,7 +658,8 @@ def _tied_conditional(
     n_components = len(offsets)
     whitened_means = offsets @ upper  # U' (mu_k - centre), (K, D)
     pulled = whitened_means @ upper.T  # P (mu_k - centre), (K, D)
-    gradient = np.dot(precision, shifted)  # P (x - centre), missing coordinates at 0
+    gradient, white, pulled_back = spare
+    np.dot(precision, shifted, out=gradient)  # P (x - centre), missing coordinates at 0
     xbar = shifted  # (D, n)
     flat_xbar = xbar.reshape(-1)
     flat_gradient = gradient.reshape(-1)
@@ -619,23 +669,24 @@ def _tied_conditional(
         cells = group.cells(n)  # (s, r)
         flat_xbar[cells] = -_solve(group.per_row(inverse), np.take(flat_gradient, cells))
         shift = np.einsum("ijp,kjp->ikp", inverse, pulled[:, group.index.T])  # (s, K, p)
-        log_dets.append(log_det[None, :])
+        log_dets.append(log_det)
         groups.append((group, inverse[:, :, None, :]))
         shifts.append(shift)
-    white = np.dot(upper.T, xbar)  # w = U' xbar, (D, n)
+    # log_joint = constant - |w + v|^2 / 2 with w = U' xbar per row and v = U' (E t_k -
+    # (mu_k - centre)) per pattern and component, expanded: w.v = (P xbar)_m . t_k -
+    # w . U'(mu_k - centre) makes the per-row work two (K, n) products
+    np.dot(upper.T, xbar, out=white)  # w, (D, n)
     norms = np.einsum("dn,dn->n", white, white)
-    quad = np.dot(whitened_means, white)  # (K, n)
-    quad *= -2.0
-    quad += norms
+    log_joint = np.dot(whitened_means, white)  # (K, n)
+    log_joint -= 0.5 * norms
+    np.dot(upper, white, out=pulled_back)  # P xbar, ~0 on the missing coordinates
+    constant = _log_weights(params) + np.sum(np.log(np.diag(upper))) - 0.5 * d * log_2pi()
     first = patterns.groups[0].start if patterns.groups else n
     if first:  # complete rows: v = -U' (mu_k - centre), summed directly
         direct = white[None, :, :first] - whitened_means[:, :, None]
-        quad[:, :first] = np.einsum("kdn,kdn->kn", direct, direct)
-    pulled_back = np.dot(upper, white).reshape(-1)  # P xbar, ~0 on the missing coordinates
-    for (group, _), shift in zip(groups, shifts):
+        log_joint[:, :first] = constant[:, None] - 0.5 * np.einsum("kdn,kdn->kn", direct, direct)
+    for group, shift, log_det in zip(patterns.groups, shifts, log_dets):
         n_patterns = len(group.index)
-        rows = slice(group.start, group.stop)
-        # v = U' (E t_k - (mu_k - centre)) per pattern and component, (p, K, D)
         moved = np.empty((n_patterns, n_components, d))
         moved[:] = -offsets
         at = (np.arange(n_patterns) * (n_components * d))[None, None, :] + (
@@ -643,24 +694,21 @@ def _tied_conditional(
         )  # (s, K, p)
         moved.reshape(-1)[at] += shift
         v = np.dot(moved.reshape(-1, d), upper).reshape(n_patterns, n_components, d)
-        v_norms = group.per_row(np.einsum("pkd,pkd->kp", v, v))
-        # w.v = (P xbar)_m . t_k - w . U'(mu_k - centre)
-        near = np.take(pulled_back, group.cells(n))
-        part = quad[:, rows]
-        part += 2.0 * np.einsum("skr,sr->kr", group.per_row(shift), near)
-        part += v_norms
-        bound = np.sqrt(norms[rows]) + np.sqrt(v_norms)
-        bound *= bound
-        unsafe = bound > _EXPANSION_LIMIT * np.maximum(part, 1.0)
-        if np.any(unsafe):
-            comp, local = np.nonzero(unsafe)
+        v_norms = np.einsum("pkd,pkd->kp", v, v)
+        base = (constant + 0.5 * group.size * log_2pi())[:, None] - 0.5 * log_det  # (K, p)
+        part = log_joint[:, group.start : group.stop]
+        part += group.per_row(base - 0.5 * v_norms)
+        near = np.take(pulled_back.reshape(-1), group.cells(n))
+        part -= np.einsum("skr,sr->kr", group.per_row(shift), near)
+        # the expansion's rounding, 2 eps (|w|^2 + |v|^2), within 1e-12 of the distance
+        risky = norms[group.start : group.stop] + group.per_row(v_norms.max(axis=0))
+        local = np.flatnonzero(risky > 0.5 * _EXPANSION_LIMIT)
+        if len(local):
             pattern = local if group.counts is None else np.repeat(
                 np.arange(n_patterns), group.counts)[local]
-            exact = white[:, group.start + local].T + v[pattern, comp]
-            part[comp, local] = np.einsum("nd,nd->n", exact, exact)
-    log_joint = _observed_constant(params, patterns, n, log_dets)
-    quad *= 0.5
-    log_joint -= quad
+            exact = white[:, group.start + local].T[:, None, :] + v[pattern]  # (l, K, D)
+            part[:, local] = base[:, pattern] - 0.5 * np.einsum(
+                "lkd,lkd->kl", exact, exact)
     parts = _TiedParts(centre, xbar, shifts)
 
     def residual() -> NDArray[np.float64]:
@@ -676,8 +724,8 @@ def _tied_conditional(
     )
 
 
-def _blocks(n: int, n_components: int, n_features: int) -> range:
-    step = max(16, _BLOCK_VALUES // max(n_components * n_features, 1))
+def _blocks(n: int, values_per_row: int) -> range:
+    step = max(16, _BLOCK_VALUES // max(values_per_row, 1))
     return range(0, n, step)
 
 
@@ -715,11 +763,11 @@ def chunk_statistics_missing(
     """
     if missing is None:
         return chunk_statistics(coefs, X, sample_weight, labels, label_weight)
-    incomplete = _row_any(missing)
-    if not incomplete.any():
+    per_row_missing = _row_counts(missing)
+    if not per_row_missing.any():
         return chunk_statistics(coefs, X, sample_weight, labels, label_weight)
-    complete = np.flatnonzero(~incomplete)
-    partial_rows = np.flatnonzero(incomplete & _row_any(~missing))
+    complete = np.flatnonzero(per_row_missing == 0)
+    partial_rows = np.flatnonzero((per_row_missing > 0) & (per_row_missing < missing.shape[1]))
     parts = []
 
     def pick(values: Any, rows: NDArray[np.intp]) -> Any:
@@ -734,18 +782,27 @@ def chunk_statistics_missing(
         )
     assert coefs.params is not None
     k, d = coefs.params.n_components, coefs.params.n_features
-    blocks = _blocks(len(partial_rows), k, d)
+    per_row = k * d if coefs.covariance.layout == "full" else k + 3 * d
+    blocks = _blocks(len(partial_rows), per_row)
     for start in blocks:
         rows = partial_rows[start : start + blocks.step]
         parts.append(
-            _incomplete_statistics(
-                coefs, pick(X, rows), pick(missing, rows), pick(sample_weight, rows),
-                pick(labels, rows), label_weight,
-            )
+            _incomplete_statistics(coefs, X, missing, rows, sample_weight, labels, label_weight)
         )
     if not parts:
         return _no_statistics(coefs)
     return SuffStats.total(parts)
+
+
+def _row_counts(mask: NDArray[np.bool_]) -> NDArray[np.integer[Any]]:
+    """``mask.sum(axis=1)``, column by column (see :func:`_row_any`)."""
+    d = mask.shape[1]
+    if d > 64 or d == 0:
+        return np.asarray(mask.sum(axis=1))
+    out = mask[:, 0].astype(np.uint8)
+    for j in range(1, d):
+        out += mask[:, j]
+    return out
 
 
 def _row_any(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
@@ -777,6 +834,13 @@ def _no_statistics(coefs: KernelCoefficients) -> SuffStats:
     )
 
 
+@cache
+def _triangle(size: int) -> tuple[NDArray[np.intp], NDArray[np.intp]]:
+    """``np.triu_indices(size)``, cached (it costs more than the sums it indexes)."""
+    rows, cols = np.triu_indices(size)
+    return rows, cols
+
+
 def _covariance_sums(
     groups: list[tuple[_Group, NDArray[np.float64]]],
     resp_w: NDArray[np.float64],
@@ -787,7 +851,7 @@ def _covariance_sums(
     K' the covariances' component axis (1: pooled); ``extra`` (s, s, K', p) per group is
     added to the patterns' weighted covariances first."""
     n_components = groups[0][1].shape[2] if groups else resp_w.shape[0]
-    out = np.zeros(n_components * d * d)
+    all_cells, all_weights = [], []
     for number, (group, covariance) in enumerate(groups):
         weights = resp_w[:, group.start : group.stop]
         if n_components == 1:
@@ -795,13 +859,16 @@ def _covariance_sums(
         weighted = covariance * group.pattern_sums(weights)
         if extra is not None:
             weighted += extra[number]
-        upper_i, upper_j = np.triu_indices(group.size)
+        upper_i, upper_j = _triangle(group.size)
         index = group.index.T  # (s, p)
         cells = index[upper_i] * d + index[upper_j]  # (t, p)
         cells = cells[:, None, :] + (np.arange(n_components) * (d * d))[:, None]
-        out += np.bincount(
-            cells.ravel(), weights=weighted[upper_i, upper_j].ravel(), minlength=out.size
-        )
+        all_cells.append(cells.ravel())
+        all_weights.append(weighted[upper_i, upper_j].ravel())
+    size = n_components * d * d
+    out = np.zeros(size)
+    if all_cells:
+        out += np.bincount(np.concatenate(all_cells), np.concatenate(all_weights), size)
     square = out.reshape(n_components, d, d)
     return np.triu(square) + np.triu(square, 1).transpose(0, 2, 1)
 
@@ -810,30 +877,40 @@ def _incomplete_statistics(
     coefs: KernelCoefficients,
     X: Array,
     missing: NDArray[np.bool_],
+    rows: NDArray[np.intp],
     sample_weight: Array | None,
     labels: NDArray[np.integer] | None,
     label_weight: float,
 ) -> SuffStats:
+    """Statistics of the rows ``rows`` of a chunk (each with something missing and
+    something observed)."""
     params = coefs.params
     assert params is not None
-    n, d = X.shape
+    n, d = len(rows), missing.shape[1]
     layout = coefs.covariance.layout
     vector = layout in ("diag", "spherical")
     means = np.asarray(params.means, np.float64)
     centre = np.asarray(coefs.reference, dtype=np.float64)
     cond: _Conditional | None = None
     order: NDArray[np.intp] | None = None
+    block_missing = np.take(missing, rows, axis=0)
     if vector:
-        log_joint, features = _vector_log_joint(params, X, missing, centre)
+        log_joint, features = _vector_log_joint(
+            params, np.take(X, rows, axis=0), block_missing, centre, scratch=True
+        )
+        block = rows
     else:  # rows sorted by pattern
-        patterns = _patterns(missing)
+        patterns = _patterns(block_missing)
         order = patterns.order
-        if sample_weight is not None:
-            sample_weight = np.asarray(sample_weight)[order]
-        if labels is not None:
-            labels = np.asarray(labels)[order]
-        cond = _sorted_conditional(params, X, missing, centre, patterns)
+        block = rows[order]
+        cond = _sorted_conditional(
+            params, X, block_missing, centre, patterns, rows=rows, scratch=True
+        )
         log_joint = cond.log_joint
+    if sample_weight is not None:
+        sample_weight = np.take(np.asarray(sample_weight), block)
+    if labels is not None:
+        labels = np.take(np.asarray(labels), block)
     labelled: NDArray[np.intp] | None = None
     if labels is not None:
         labels = np.asarray(labels)
@@ -868,7 +945,9 @@ def _incomplete_statistics(
         )
         second = squares + (rest if layout == "diag" else rest.sum(axis=1, keepdims=True))
     elif cond.tied is not None:
-        first, pooled = _tied_moments(cond, resp_w, nk, coefs.stats_reference)
+        first, pooled = _tied_moments(
+            cond, resp_w, nk, coefs.stats_reference, None if resp_w is resp else weight
+        )
         second = pack_symmetric(pooled)[None, :]
     else:
         first, second = _full_moments(cond, resp_w, nk, offsets)
@@ -883,7 +962,7 @@ def _incomplete_statistics(
         best = int(np.argmax((resp if labelled is None else log_joint)[:, worst]))
         if cond is None:
             worst_point = np.where(
-                missing[worst], means[best], np.asarray(X[worst], np.float64)
+                block_missing[worst], means[best], np.asarray(X[rows[worst]], np.float64)
             )
         else:
             worst_point = _conditional_mean(cond, params, best, worst)
@@ -978,19 +1057,20 @@ def _tied_moments(
     resp_w: NDArray[np.float64],
     nk: NDArray[np.float64],
     reference: NDArray[np.float64],
+    row_weight: NDArray[np.float64] | None,
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """First moments (K, D) and the pooled second moment (D, D) around ``reference``
     from the per-row and per-pattern parts of the conditional means: with
     ``xhat_k - centre = xbar + E t_k`` they are sums of (n, D) products and per-pattern
-    terms, no (K, n, D) array."""
+    terms, no (K, n, D) array.  ``row_weight`` is the rows' total responsibility (None:
+    all 1)."""
     parts = cond.tied
     assert parts is not None
     xbar = parts.xbar  # (D, n)
     d, n = xbar.shape
     n_components = len(resp_w)
-    row_weight = resp_w.sum(axis=0)
     first = np.dot(resp_w, xbar.T)  # (K, D)
-    weighted = xbar * np.sqrt(row_weight)
+    weighted = xbar if row_weight is None else xbar * np.sqrt(row_weight)
     pooled = np.dot(weighted, weighted.T)  # SYRK
     spread = np.zeros(d * n)  # sum_k r_k E t_k per row, (D, n)
     extra = []
@@ -1036,7 +1116,7 @@ def _split_rows(
     assert coefs.params is not None
     params = coefs.params
     pieces = []
-    blocks = _blocks(len(incomplete), params.n_components, params.n_features)
+    blocks = _blocks(len(incomplete), params.n_components * params.n_features)
     for start in blocks:
         rows = incomplete[start : start + blocks.step]
         pieces.append(incomplete_func(_conditional(params, X[rows], missing[rows])))
@@ -1225,7 +1305,7 @@ def conditional_expectation(
         from sklearn.utils import check_random_state
 
         rng = check_random_state(random_state)
-    blocks = _blocks(len(rows), params.n_components, params.n_features)
+    blocks = _blocks(len(rows), params.n_components * params.n_features)
     for start in blocks:
         block = rows[start : start + blocks.step]
         mask = missing[block]
