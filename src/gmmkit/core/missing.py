@@ -255,19 +255,25 @@ def _factorise(
     inverse : ndarray of shape (s, s, B)
     """
     s = block.shape[0]
-    if s == 1:
-        pivot = block[0, 0]
-        _check_pivot(pivot)
-        return np.log(pivot), (1.0 / pivot)[None, None]
-    if s <= _LOOPED_SIZE:
-        lower = _cholesky(block)
-        log_det = 2.0 * np.sum(np.log(np.stack([lower[i][i] for i in range(s)])), axis=0)
-        return log_det, _inverse_of_cholesky(lower)
-    return _sweep(block)
+    # the pivots are checked once at the end (a failed one leaves NaN or infinity behind)
+    with np.errstate(all="ignore"):
+        if s == 1:
+            pivot = block[0, 0]
+            _check_pivot(pivot)
+            return np.log(pivot), (1.0 / pivot)[None, None]
+        if s <= _LOOPED_SIZE:
+            lower = _cholesky(block)
+            diagonal = np.stack([lower[i][i] for i in range(s)])
+            _check_pivot(diagonal)
+            log_det = 2.0 * np.sum(np.log(diagonal), axis=0)
+            return log_det, _inverse_of_cholesky(lower)
+        log_det, pivots, inverse = _sweep(block)
+        _check_pivot(pivots)
+        return log_det, inverse
 
 
 def _check_pivot(pivot: NDArray[np.float64]) -> None:
-    if not np.all(pivot > 0.0):
+    if not np.all(pivot > 0.0) or not np.all(np.isfinite(pivot)):
         raise np.linalg.LinAlgError("a conditional precision is not positive definite")
 
 
@@ -283,7 +289,6 @@ def _cholesky(block: NDArray[np.float64]) -> list[list[NDArray[np.float64]]]:
             for k in range(j):
                 value -= row[k] * lower[j][k] if j < i else row[k] * row[k]
             if i == j:
-                _check_pivot(value)
                 np.sqrt(value, out=value)
             else:
                 value /= lower[j][j]
@@ -319,15 +324,19 @@ def _inverse_of_cholesky(lower: list[list[NDArray[np.float64]]]) -> NDArray[np.f
     return out
 
 
-def _sweep(block: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+def _sweep(
+    block: NDArray[np.float64],
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """:func:`_factorise` by the sweep operator on every pivot in turn (Goodnight 1979):
-    ``s`` steps on the whole stack; the pivots are the successive Schur complements."""
+    ``s`` steps on the whole stack; the pivots (returned, (s, B)) are the successive
+    Schur complements."""
     s = block.shape[0]
     work = block.copy()
     log_det = np.zeros(block.shape[2])
+    pivots = np.empty((s, block.shape[2]))
     for k in range(s):
-        pivot = work[k, k].copy()
-        _check_pivot(pivot)
+        pivot = pivots[k]
+        pivot[...] = work[k, k]
         log_det += np.log(pivot)
         column = work[:, k] / pivot  # (s, B)
         work -= work[:, k][:, None, :] * column[None, :, :]
@@ -335,7 +344,7 @@ def _sweep(block: NDArray[np.float64]) -> tuple[NDArray[np.float64], NDArray[np.
         work[k, :] = column
         work[k, k] = -1.0 / pivot
     work *= -1.0
-    return log_det, work
+    return log_det, pivots, work
 
 
 def _precision_blocks(
@@ -373,6 +382,8 @@ class _Conditional:
     patterns : _Patterns or None
         Full and tied layouts: the rows of every array here are in the sorted order of
         ``patterns`` (:func:`_sorted_conditional`) unless it is None.
+    spare : ndarray or None
+        Full layout: free room of the residual's feature-major shape (K, D, n).
     """
 
     log_joint: NDArray[np.float64]
@@ -382,6 +393,7 @@ class _Conditional:
     make_residual: Any
     tied: _TiedParts | None = None
     patterns: _Patterns | None = None
+    spare: NDArray[np.float64] | None = None
 
     @cached_property
     def residual(self) -> NDArray[np.float64]:
@@ -604,7 +616,9 @@ def _full_conditional(
         cells = group.cells(n).reshape(-1)
         gradient = np.take(flat_work, cells, axis=1).reshape(n_components, size, -1)
         step = _solve(group.per_row(inverse), gradient.transpose(1, 0, 2))  # (s, K, r)
-        flat_residual[:, cells] -= step.transpose(1, 0, 2).reshape(n_components, -1)
+        moved = np.take(flat_residual, cells, axis=1)
+        moved -= step.transpose(1, 0, 2).reshape(n_components, -1)
+        flat_residual[:, cells] = moved
         log_dets.append(log_det.reshape(n_components, n_patterns))
         groups.append((group, inverse))
     # the observed coordinates' Mahalanobis distance is the joint quadratic form at the
@@ -618,7 +632,7 @@ def _full_conditional(
     log_joint -= quad
     return _Conditional(
         log_joint, None, groups, unobserved, lambda: residual.transpose(0, 2, 1),
-        patterns=patterns,
+        patterns=patterns, spare=work,
     )
 
 
@@ -1036,12 +1050,10 @@ def _full_moments(
     residual = cond.residual.transpose(0, 2, 1)  # xhat_k - mu_k, feature-major (K, D, n)
     n_components, d, n = residual.shape
     around_mean = np.matmul(residual, resp_w[:, :, None])[:, :, 0]
-    scatter = np.empty((n_components, d, d))
-    root = np.sqrt(resp_w)
-    weighted = np.empty((d, n))
-    for k in range(n_components):
-        np.multiply(residual[k], root[k], out=weighted)
-        scatter[k] = np.dot(weighted, weighted.T)  # SYRK
+    weighted = np.empty_like(residual) if cond.spare is None else cond.spare
+    np.multiply(residual, resp_w[:, None, :], out=weighted)
+    # one batched GEMM beats K SYRKs at these sizes
+    scatter = np.matmul(weighted, residual.transpose(0, 2, 1))
     # moved from the means to the reference: S + m o' + o m' + n o o'
     cross = around_mean[:, :, None] * offsets[:, None, :]
     scatter += cross
