@@ -1,0 +1,134 @@
+"""One E-step's statistics with missing values against a brute-force reference: per row
+and component, the Gaussian density of the observed coordinates and the conditional mean
+and covariance of the missing ones from ``Sigma_mo Sigma_oo^-1`` (plain NumPy on each
+row's submatrices), summed in the packed layout of each covariance model.  Blocks mix
+missingness patterns shared by many rows with patterns of one row each (the two ways the
+conditional precisions are factorised) and rows missing up to all but one coordinate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from _helpers import full_covariances
+from gmmkit.core.kernel import kernel_coefficients
+from gmmkit.core.missing import chunk_statistics_missing
+from gmmkit.core.params import MixtureParams
+
+K, D = 3, 7
+
+
+def _params(layout: str, seed: int, spread: float = 2.0) -> MixtureParams:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(K, D, D)) * 0.4 + np.eye(D)
+    full = a @ a.transpose(0, 2, 1)
+    covariances = {
+        "full": full, "tied": full[0], "diag": np.einsum("kii->ki", full),
+        "spherical": np.einsum("kii->k", full) / D,
+    }[layout]
+    return MixtureParams.from_covariances(
+        rng.dirichlet(np.ones(K) * 3), spread * rng.normal(size=(K, D)) + 5.0, covariances,
+        layout,
+    )
+
+
+def _block(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with one or two missing coordinates in few patterns (shared), rows with
+    three to six missing in patterns of their own, and one row with nothing observed."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(260, D)) * 2.0 + 5.0
+    missing = np.zeros(X.shape, dtype=bool)
+    missing[:120, 0] = True
+    missing[60:120, 3] = True
+    missing[120:160, [1, 5]] = True
+    for row in range(160, 259):
+        size = 3 + row % 4
+        missing[row, rng.choice(D, size=size, replace=False)] = True
+    missing[259] = True
+    order = rng.permutation(len(X))
+    return X[order], missing[order]
+
+
+def _reference(params, X, missing, weight, labels, label_weight, reference):
+    """Brute force: nk, first, second (packed as the layout's kernel), log-likelihood."""
+    covs = full_covariances(params)
+    means = np.asarray(params.means, np.float64)
+    upper_rows, upper_cols = np.triu_indices(D)
+    nk = np.zeros(K)
+    first = np.zeros((K, D))
+    second = np.zeros((K, D, D))
+    log_likelihood = total = 0.0
+    for x, m, w, label in zip(X, missing, weight, labels):
+        o = ~m
+        if not o.any():
+            continue
+        log_joint = np.log(params.weights).copy()
+        filled, conditional = [], []
+        for k in range(K):
+            s = covs[k]
+            inverse = np.linalg.inv(s[np.ix_(o, o)])
+            residual = x[o] - means[k][o]
+            log_joint[k] -= 0.5 * (
+                o.sum() * np.log(2 * np.pi) + np.linalg.slogdet(s[np.ix_(o, o)])[1]
+                + residual @ inverse @ residual
+            )
+            gain = s[np.ix_(m, o)] @ inverse
+            xhat = x.copy()
+            xhat[m] = means[k][m] + gain @ (x[o] - means[k][o])
+            c = np.zeros((D, D))
+            c[np.ix_(m, m)] = s[np.ix_(m, m)] - gain @ s[np.ix_(o, m)]
+            filled.append(xhat)
+            conditional.append(c)
+        if label >= 0:
+            w = w * label_weight
+            resp = np.eye(K)[label]
+            log_likelihood += w * log_joint[label]
+        else:
+            resp = np.exp(log_joint - logsumexp(log_joint))
+            log_likelihood += w * logsumexp(log_joint)
+        total += w
+        for k in range(K):
+            centred = filled[k] - reference[k]
+            nk[k] += w * resp[k]
+            first[k] += w * resp[k] * centred
+            second[k] += w * resp[k] * (np.outer(centred, centred) + conditional[k])
+    packed = {
+        "full": second[:, upper_rows, upper_cols],
+        "tied": second.sum(axis=0)[upper_rows, upper_cols][None, :],
+        "diag": np.einsum("kii->ki", second),
+        "spherical": np.einsum("kii->k", second)[:, None],
+    }[params.layout]
+    return nk, first, packed, log_likelihood, total
+
+
+@pytest.mark.parametrize(
+    ("layout", "weighted", "spread"),
+    [(layout, weighted, 2.0) for layout in ("full", "tied", "diag", "spherical")
+     for weighted in (False, True)]
+    # components 100 widths apart: the tied expansion around their mean is summed
+    # directly for most rows
+    + [("tied", False, 100.0)],
+)
+def test_statistics_match_brute_force(layout: str, weighted: bool, spread: float) -> None:
+    params = _params(layout, seed=3, spread=spread)
+    X, missing = _block(seed=4)
+    rng = np.random.default_rng(5)
+    weight = rng.uniform(0.2, 3.0, size=len(X)) if weighted else None
+    labels = np.where(rng.random(len(X)) < 0.2, rng.integers(0, K, len(X)), -1)
+    labels = labels if weighted else None
+    coefs = kernel_coefficients(params, np.float64)
+    # the values in the missing cells are ignored
+    stats = chunk_statistics_missing(
+        coefs, np.where(missing, 1e3, X), missing, weight, labels, label_weight=2.5
+    )
+    nk, first, second, log_likelihood, total = _reference(
+        params, X, missing, np.ones(len(X)) if weight is None else weight,
+        np.full(len(X), -1) if labels is None else labels, 2.5, coefs.stats_reference,
+    )
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-8)
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
+    assert stats.total_weight == pytest.approx(total, rel=1e-12)
+    assert stats.n_samples == len(X) - 1  # the row with nothing observed is left out
