@@ -19,16 +19,16 @@ from gmmkit.core.params import MixtureParams
 K, D = 3, 7
 
 
-def _params(layout: str, seed: int, spread: float = 2.0) -> MixtureParams:
+def _params(layout: str, seed: int, spread: float = 2.0, k: int = K) -> MixtureParams:
     rng = np.random.default_rng(seed)
-    a = rng.normal(size=(K, D, D)) * 0.4 + np.eye(D)
+    a = rng.normal(size=(k, D, D)) * 0.4 + np.eye(D)
     full = a @ a.transpose(0, 2, 1)
     covariances = {
         "full": full, "tied": full[0], "diag": np.einsum("kii->ki", full),
         "spherical": np.einsum("kii->k", full) / D,
     }[layout]
     return MixtureParams.from_covariances(
-        rng.dirichlet(np.ones(K) * 3), spread * rng.normal(size=(K, D)) + 5.0, covariances,
+        rng.dirichlet(np.ones(k) * 3), spread * rng.normal(size=(k, D)) + 5.0, covariances,
         layout,
     )
 
@@ -54,6 +54,7 @@ def _reference(params, X, missing, weight, labels, label_weight, reference):
     """Brute force: nk, first, second (packed as the layout's kernel), log-likelihood."""
     covs = full_covariances(params)
     means = np.asarray(params.means, np.float64)
+    K = params.n_components
     upper_rows, upper_cols = np.triu_indices(D)
     nk = np.zeros(K)
     first = np.zeros((K, D))
@@ -103,24 +104,28 @@ def _reference(params, X, missing, weight, labels, label_weight, reference):
 
 
 @pytest.mark.parametrize(
-    ("layout", "weighted", "spread"),
-    [(layout, weighted, 2.0) for layout in ("full", "tied", "diag", "spherical")
+    ("layout", "weighted", "spread", "k"),
+    [(layout, weighted, 2.0, K) for layout in ("full", "tied", "diag", "spherical")
      for weighted in (False, True)]
     # components 100 widths apart: the tied expansion around their mean is summed
     # directly for most rows
-    + [("tied", False, 100.0)],
+    + [("tied", False, 100.0, K)]
+    # many components: full covariances take the shared patterns per pattern
+    + [("full", weighted, 2.0, 8) for weighted in (False, True)],
 )
-def test_statistics_match_brute_force(layout: str, weighted: bool, spread: float) -> None:
-    params = _params(layout, seed=3, spread=spread)
+def test_statistics_match_brute_force(layout: str, weighted: bool, spread: float, k: int) -> None:
+    params = _params(layout, seed=3, spread=spread, k=k)
     X, missing = _block(seed=4)
     rng = np.random.default_rng(5)
     weight = rng.uniform(0.2, 3.0, size=len(X)) if weighted else None
-    labels = np.where(rng.random(len(X)) < 0.2, rng.integers(0, K, len(X)), -1)
+    labels = np.where(rng.random(len(X)) < 0.2, rng.integers(0, k, len(X)), -1)
     labels = labels if weighted else None
     coefs = kernel_coefficients(params, np.float64)
-    # the values in the missing cells are ignored
+    # the values in the missing cells are ignored (the estimators fill them with the
+    # columns' observed means, which the per-pattern path's rounding bound also reads)
+    fill = np.nanmean(np.where(missing, np.nan, X), axis=0) if k > K else 1e3
     stats = chunk_statistics_missing(
-        coefs, np.where(missing, 1e3, X), missing, weight, labels, label_weight=2.5
+        coefs, np.where(missing, fill, X), missing, weight, labels, label_weight=2.5
     )
     nk, first, second, log_likelihood, total = _reference(
         params, X, missing, np.ones(len(X)) if weight is None else weight,
