@@ -1548,7 +1548,7 @@ def nearest_completion(
     k = params.n_components
     component = np.zeros(n, dtype=np.intp)
     residual = np.zeros((n, d))
-    blocks = _blocks(n, k, d)
+    blocks = _blocks(n, k * d)
     for start in blocks:
         rows = slice(start, start + blocks.step)
         cond = _conditional(params, X[rows], missing[rows])
