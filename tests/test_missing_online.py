@@ -135,7 +135,9 @@ def test_first_step_is_one_em_step_over_the_observed_cells(covariance_type: str)
         batch = GaussianMixture(3, covariance_type=covariance_type, missing="marginalize",
                                 max_iter=1, acceleration="none", **start).fit(Xm)
     np.testing.assert_allclose(gm.means_, batch.means_, rtol=1e-12, atol=1e-13)
-    np.testing.assert_allclose(gm.covariances_, batch.covariances_, rtol=1e-11)
+    # the two M-step paths round differently by ~5e-14 on covariances of size ~1: an
+    # off-diagonal entry of 0.002 needs an absolute floor
+    np.testing.assert_allclose(gm.covariances_, batch.covariances_, rtol=1e-11, atol=1e-13)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "diag"])
