@@ -87,7 +87,7 @@ _BLOCK_VALUES = 1 << 20
 #: system and faulted in afresh each time, which costs 0.5-1 ms per MB on virtual
 #: machines -- more than the arithmetic on them.  A buffer over this many float64 values
 #: is not kept.
-_SCRATCH_LIMIT = 1 << 23
+_SCRATCH_LIMIT = 1 << 22
 _SCRATCH = threading.local()
 
 
@@ -1018,8 +1018,11 @@ def _tied_conditional(
 
 
 def _blocks(n: int, values_per_row: int) -> range:
+    """Starts of equal blocks of about :data:`_BLOCK_VALUES` values (at most a quarter
+    more): no small last block paying a whole block's fixed cost."""
     step = max(16, _BLOCK_VALUES // max(values_per_row, 1))
-    return range(0, n, step)
+    count = max(1, -(-n // (step + step // 4)))
+    return range(0, n, max(1, -(-n // count)))
 
 
 # --------------------------------------------------------------------------- statistics
