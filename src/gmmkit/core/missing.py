@@ -451,11 +451,17 @@ class _TiedParts:
         ``centre``, relative to ``centre``.
     shifts : list of ndarray of shape (s, K, p)
         Per group, ``t_k = P_mm^-1 (P (mu_k - centre))_m`` of each pattern.
+    row_shifts : list of ndarray of shape (s, K, r)
+        The same for each row.
+    cells : list of ndarray of int, shape (s, r)
+        Per group, :meth:`_Group.cells`.
     """
 
     centre: NDArray[np.float64]
     xbar: NDArray[np.float64]
     shifts: list[NDArray[np.float64]]
+    row_shifts: list[NDArray[np.float64]]
+    cells: list[NDArray[np.intp]]
 
 
 def _vector_features(
@@ -957,14 +963,18 @@ def _tied_conditional(
     flat_xbar = xbar.reshape(-1)
     flat_gradient = gradient.reshape(-1)
     log_dets, groups, shifts = [], [], []
+    row_shifts: list[NDArray[np.float64]] = []
+    all_cells: list[NDArray[np.intp]] = []
     for group in patterns.groups:
         log_det, inverse = _factorise(_precision_blocks(precision[None], group.index))
         cells = group.cells(n)  # (s, r)
+        all_cells.append(cells)
         flat_xbar[cells] = -_solve(group.per_row(inverse), np.take(flat_gradient, cells))
         shift = np.einsum("ijp,kjp->ikp", inverse, pulled[:, group.index.T])  # (s, K, p)
         log_dets.append(log_det)
         groups.append((group, inverse[:, :, None, :]))
         shifts.append(shift)
+        row_shifts.append(group.per_row(shift))
     # log_joint = constant - |w + v|^2 / 2 with w = U' xbar per row and v = U' (E t_k -
     # (mu_k - centre)) per pattern and component, expanded: w.v = (P xbar)_m . t_k -
     # w . U'(mu_k - centre) makes the per-row work two (K, n) products
@@ -978,7 +988,9 @@ def _tied_conditional(
     if first:  # complete rows: v = -U' (mu_k - centre), summed directly
         direct = white[None, :, :first] - whitened_means[:, :, None]
         log_joint[:, :first] = constant[:, None] - 0.5 * np.einsum("kdn,kdn->kn", direct, direct)
-    for group, shift, log_det in zip(patterns.groups, shifts, log_dets):
+    for group, shift, row_shift, cells, log_det in zip(
+        patterns.groups, shifts, row_shifts, all_cells, log_dets
+    ):
         n_patterns = len(group.index)
         moved = np.empty((n_patterns, n_components, d))
         moved[:] = -offsets
@@ -991,8 +1003,8 @@ def _tied_conditional(
         base = (constant + 0.5 * group.size * log_2pi())[:, None] - 0.5 * log_det  # (K, p)
         part = log_joint[:, group.start : group.stop]
         part += group.per_row(base - 0.5 * v_norms)
-        near = np.take(pulled_back.reshape(-1), group.cells(n))
-        part -= np.einsum("skr,sr->kr", group.per_row(shift), near)
+        near = np.take(pulled_back.reshape(-1), cells)
+        part -= np.einsum("skr,sr->kr", row_shift, near)
         # the expansion's rounding, 2 eps (|w|^2 + |v|^2), within 1e-12 of the distance
         risky = norms[group.start : group.stop] + group.per_row(v_norms.max(axis=0))
         local = np.flatnonzero(risky > 0.5 * _EXPANSION_LIMIT)
@@ -1002,14 +1014,14 @@ def _tied_conditional(
             exact = white[:, group.start + local].T[:, None, :] + v[pattern]  # (l, K, D)
             part[:, local] = base[:, pattern] - 0.5 * np.einsum(
                 "lkd,lkd->kl", exact, exact)
-    parts = _TiedParts(centre, xbar, shifts)
+    parts = _TiedParts(centre, xbar, shifts, row_shifts, all_cells)
 
     def residual() -> NDArray[np.float64]:
         out = xbar[None, :, :] - offsets[:, :, None]  # (K, D, n)
         flat = out.reshape(-1)
         component = (np.arange(n_components) * (n * d))[:, None]
-        for (group, _), shift in zip(groups, shifts):
-            flat[component + group.cells(n)[:, None, :]] += group.per_row(shift)
+        for cells, row_shift in zip(all_cells, row_shifts):
+            flat[component + cells[:, None, :]] += row_shift
         return out.transpose(0, 2, 1)
 
     return _Conditional(
@@ -1364,7 +1376,7 @@ def _conditional_mean(
     for (group, _), shift in zip(cond.groups, cond.tied.shifts):
         if group.start <= row < group.stop:
             local = row - group.start
-            out[group.coordinates[:, local]] += group.per_row(shift)[:, k, local]
+            out[group.coordinates[:, local]] += group.per_row(shift[:, k])[:, local]
     return out
 
 
@@ -1417,9 +1429,11 @@ def _tied_moments(
     spread = np.zeros(d * n)  # sum_k r_k E t_k per row, (D, n)
     extra = []
     flat_first = first.reshape(-1)
-    for (group, _), shift in zip(cond.groups, parts.shifts):
+    for (group, _), shift, row_shift, cells in zip(
+        cond.groups, parts.shifts, parts.row_shifts, parts.cells
+    ):
         resp_rows = resp_w[:, group.start : group.stop]  # (K, r)
-        spread[group.cells(n)] = np.einsum("skr,kr->sr", group.per_row(shift), resp_rows)
+        spread[cells] = np.einsum("skr,kr->sr", row_shift, resp_rows)
         per_pattern = group.pattern_sums(resp_rows)  # (K, p)
         scaled = shift * per_pattern  # (s, K, p)
         flat_first += np.bincount(
