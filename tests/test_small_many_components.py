@@ -77,7 +77,7 @@ def test_sparse_own_mean_moments_match_brute_force(cov_type, weighted, monkeypat
     coefs = kernel_coefficients(params, np.float64, n_rows=10**6)  # not a small pass
     np.testing.assert_array_equal(coefs.own_centred, np.arange(params.n_components))
     stats = chunk_statistics(coefs, X, weight if weighted else None)
-    assert sum(taken) == params.n_components  # every component summed its own rows only
+    assert len(taken) == 1 and np.all(taken[0])  # every component summed its own rows only
     nk, first, second = _brute_force_own_moments(params, X, weight)
     np.testing.assert_array_equal(stats.reference, params.means)
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
@@ -102,7 +102,7 @@ def test_collapsed_axis_falls_back_to_every_row(monkeypatch):
     monkeypatch.setattr(kernel, "_sparse_moments", spy)
     coefs = kernel_coefficients(params, np.float64, n_rows=10**6)
     stats = chunk_statistics(coefs, X)
-    assert taken[0] is False and all(taken[1:])
+    assert len(taken) == 1 and not taken[0][0] and np.all(taken[0][1:])
     nk, first, second = _brute_force_own_moments(params, X, np.ones(len(X)))
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
     np.testing.assert_allclose(stats.first[0], first[0], rtol=1e-8,
@@ -136,13 +136,14 @@ def test_screened_centred_evaluation_matches_brute_force(cov_type, monkeypatch):
     equal brute force from SciPy densities."""
     params, X = _tight_clusters(cov_type)
     evaluated = []
-    original = kernel._centred_log_joint_one
+    original = kernel._centred_log_joint_pairs
 
-    def spy(coefs, xc_t, k):
-        evaluated.append(xc_t.shape[1])
-        return original(coefs, xc_t, k)
+    def spy(coefs, xc_t, components, cols):
+        # distinct rows evaluated per component (padding repeats one)
+        evaluated.extend(len(np.unique(c)) for c in cols)
+        return original(coefs, xc_t, components, cols)
 
-    monkeypatch.setattr(kernel, "_centred_log_joint_one", spy)
+    monkeypatch.setattr(kernel, "_centred_log_joint_pairs", spy)
     # three broad components the expansion evaluates accurately, beside the tight ones
     rng = np.random.default_rng(2)
     d = X.shape[1]
@@ -178,3 +179,26 @@ def test_screened_centred_evaluation_matches_brute_force(cov_type, monkeypatch):
             weight[known] = 2.0
         assert stats.log_likelihood == pytest.approx(weight @ norm, rel=1e-12)
         np.testing.assert_allclose(stats.nk, weight @ resp, rtol=1e-10)
+
+
+def test_pair_groups_cover_every_entry_once():
+    """The padded groups behind the stacked centred evaluation and own-mean moments:
+    every row with entries appears in exactly one group, its real columns are its
+    entries in order (brute force: ``flatnonzero``), and padding repeats the last one.
+    Skewed counts split the rows into groups by count."""
+    rng = np.random.default_rng(0)
+    split = 0
+    for _ in range(60):
+        rows, n = rng.integers(1, 40), rng.integers(1, 3000)
+        density = rng.uniform(0.0, 0.5) * rng.uniform(size=(rows, 1)) ** rng.uniform(1, 8)
+        mask = rng.uniform(size=(rows, n)) < density
+        groups = kernel._pair_groups(mask)
+        split += len(groups) > 1
+        seen = np.zeros(rows, dtype=int)
+        for members, cols, real in groups:
+            for r, c, keep in zip(members, cols, real):
+                seen[r] += 1
+                np.testing.assert_array_equal(c[keep], np.flatnonzero(mask[r]))
+                assert keep[0] and np.all(c[~keep] == c[keep][-1])
+        np.testing.assert_array_equal(seen, mask.any(axis=1))
+    assert split > 0

@@ -521,40 +521,98 @@ def _screened_centred_log_joint_t(
         # NaN (overflow) compares False: such entries are evaluated
         below = upper < lower
     needed = ~below
-    linear_t = phi_t[q:]
-    for i, k in enumerate(components):
-        cols = np.flatnonzero(needed[i])
-        if len(cols) > n // 2:
-            _centred_log_joint_t(coefs, linear_t, components[i : i + 1], log_prob)
-            continue
-        if len(cols) == 0:
-            continue
-        log_prob[k, cols] = _centred_log_joint_one(coefs, xc_t[:, cols], int(k))
+    # labelled rows read their known component's value: exact everywhere
+    needed[:, exact_columns] = True
+    dense = needed.sum(axis=1) > n // 2
+    if np.any(dense):
+        _centred_log_joint_t(coefs, phi_t[q:], components[dense], log_prob)
+        needed[dense] = False
+    for rows, cols, _ in _pair_groups(needed):
+        # padding repeats an entry with its own value
+        log_prob[components[rows][:, None], cols] = _centred_log_joint_pairs(
+            coefs, xc_t, components[rows], cols
+        )
 
 
-def _centred_log_joint_one(coefs: KernelCoefficients, xc_t: Array, k: int) -> Array:
-    """Component ``k``'s centred log-joint (m,) at the columns of ``xc_t`` (D, m), in the
-    order of :func:`_centred_log_joint_t`."""
+def _pair_groups(
+    mask: NDArray[np.bool_],
+) -> list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.bool_]]]:
+    """The ``True`` entries of a sparse (C, n) mask as padded (rows, columns) groups, so
+    that per-row work on a few columns each runs as one stacked operation instead of a
+    loop over rows.
+
+    Rows with similar counts are grouped (counts within a factor of two, unless padding
+    all rows to the largest count costs at most twice the entries): a group is
+    ``rows`` (g,), ``cols`` (g, m) -- row ``i``'s columns in increasing order, padded on
+    the right by repeating its last one -- and ``real`` (g, m), False on the padding.
+    """
+    counts = mask.sum(axis=1)
+    which, cols = np.nonzero(mask)  # by row, then column
+    if len(cols) == 0:
+        return []
+    present = np.flatnonzero(counts)
+    ends = np.cumsum(counts)
+    slot = np.arange(len(cols)) - (ends - counts)[which]
+    last = cols[ends[present] - 1]  # each row's last column
+    if len(present) * int(counts.max()) <= 2 * len(cols) + _PAD_FREE:
+        size_class = np.zeros(len(present), dtype=np.intc)
+    else:
+        _, size_class = np.frexp(counts[present])  # 2^(e-1) <= count < 2^e
+    classes = np.unique(size_class)
+    row_class = np.zeros(len(counts), dtype=np.intc)
+    row_class[present] = size_class
+    local = np.zeros(len(counts), dtype=np.intp)
+    groups = []
+    for e in classes:
+        member = size_class == e
+        rows = present[member]
+        sub = counts[rows]
+        width = int(sub.max())
+        local[rows] = np.arange(len(rows))
+        padded = np.empty((len(rows), width), dtype=np.intp)
+        padded[:] = last[member][:, None]
+        if len(classes) == 1:
+            padded[local[which], slot] = cols
+        else:
+            entries = row_class[which] == e
+            padded[local[which[entries]], slot[entries]] = cols[entries]
+        groups.append((rows, padded, np.arange(width) < sub[:, None]))
+    return groups
+
+
+#: Padding entries :func:`_pair_groups` accepts beyond twice the real ones before it
+#: splits rows into groups by count: a group's own overhead (tens of numpy calls) costs
+#: about as much as this many padded entries.
+_PAD_FREE = 2048
+
+
+def _centred_log_joint_pairs(
+    coefs: KernelCoefficients, xc_t: Array, components: NDArray[np.intp], cols: NDArray[np.intp]
+) -> Array:
+    """Centred log-joint (g, m) of component ``components[i]`` at the columns
+    ``cols[i]`` (g, m) of ``xc_t`` (D, n): the same arithmetic as
+    :func:`_centred_log_joint_t`, stacked over the components."""
     assert coefs.centred_offsets is not None and coefs.centred_factors is not None
     assert coefs.centred_constants is not None
     factors = coefs.centred_factors
-    diff = xc_t - coefs.centred_offsets[k][:, None]
+    diff = np.take(xc_t.T, cols, axis=0)  # (g, m, D)
+    diff -= coefs.centred_offsets[components][:, None, :]
     name = coefs.covariance.layout
     if name == "full":
-        y = np.dot(factors[k].T, diff)
+        y = np.matmul(diff, factors[components])  # rows of (U_k' diff)'
     elif name == "tied":
-        y = np.dot(factors.T, diff)
+        y = np.matmul(diff, factors)
     elif name == "diag":
-        diff *= factors[k][:, None]
+        diff *= factors[components][:, None, :]
         y = diff
     else:
-        diff *= factors[k]
+        diff *= factors[components][:, None, None]
         y = diff
     np.multiply(y, y, out=y)
-    row = y.sum(axis=0)
-    row *= -0.5
-    row += coefs.centred_constants[k]
-    return row
+    values = y.sum(axis=2)
+    values *= -0.5
+    values += coefs.centred_constants[components][:, None]
+    return values
 
 
 #: With more than this fraction of the components evaluated (or accumulated) centred on
@@ -953,21 +1011,20 @@ def _own_mean_moments(
     first = np.empty((len(components), d))
     outer = np.empty((len(components), d, d)) if cov.layout == "full" else None
     second = np.empty((len(components), cov.n_quadratic(d)))
-    diff_t = np.empty_like(xc_t)
-    root = np.sqrt(resp)
+    offsets = coefs.centred_offsets[components]
     # |xc_i|_2 <= sqrt(D) max |xc|: with |mu_k - ref| it bounds every |xc_i - offset_k|
     row_bound = np.sqrt(d) * float(np.max(np.abs(xc_t), initial=0.0))
-    offset_norms = np.linalg.norm(coefs.centred_offsets[components], axis=1)
-    for i, k in enumerate(components):
-        offset = coefs.centred_offsets[k][:, None]
-        if n >= 64 and _sparse_moments(
-            resp[i], xc_t, offset, cov.layout, (row_bound + offset_norms[i]) ** 2, n,
-            first[i], second[i], None if outer is None else outer[i],
-        ):
-            continue
-        np.subtract(xc_t, offset, out=diff_t)
+    squared_bounds = (row_bound + np.linalg.norm(offsets, axis=1)) ** 2
+    done = (
+        _sparse_moments(resp, xc_t, offsets, cov.layout, squared_bounds, first, second, outer)
+        if n >= 64
+        else np.zeros(len(components), dtype=bool)
+    )
+    diff_t = np.empty_like(xc_t)
+    for i in np.flatnonzero(~done):
+        np.subtract(xc_t, offsets[i][:, None], out=diff_t)
         first[i] = np.dot(diff_t, resp[i])
-        diff_t *= root[i]
+        diff_t *= np.sqrt(resp[i])
         if outer is not None:
             np.dot(diff_t, diff_t.T, out=outer[i])  # y y' runs as one SYRK
         else:
@@ -982,52 +1039,58 @@ def _own_mean_moments(
 def _sparse_moments(
     resp: Array,
     xc_t: Array,
-    offset: Array,
+    offsets: Array,
     layout: str,
-    squared_bound: float,
-    n: int,
+    squared_bounds: NDArray[np.float64],
     first: Array,
     second: Array,
     outer: Array | None,
-) -> bool:
-    """One component's own-mean moments from its non-negligible rows only, written into
-    ``first`` (D,), ``second`` (Q,) or ``outer`` (D, D) for full; False (nothing
-    written) when they are not few or leaving the others out is not provably below
-    rounding."""
-    top = float(resp.max(initial=0.0))
-    if not top > 0.0:
-        return False
+) -> NDArray[np.bool_]:
+    """Own-mean moments of the components whose non-negligible rows are few, from those
+    rows only, all such components at once (:func:`_pair_groups`).
+
+    ``resp`` (C, n) are the components' weighted responsibilities, ``offsets`` (C, D)
+    their means minus the reference, ``squared_bounds`` (C,) bound ``|xc - offset|^2``
+    over the rows.  Row ``i`` of ``first`` (C, D), ``second`` (C, Q) or, for full,
+    ``outer`` (C, D, D) is written where the returned mask (C,) is True; False where a
+    component's rows are not few or leaving the others out is not provably below
+    rounding (nothing written)."""
+    n = resp.shape[1]
+    top = resp.max(axis=1, initial=0.0)
     threshold = NEGLIGIBLE_RESPONSIBILITY * top
-    rows = np.flatnonzero(resp > threshold)
-    if len(rows) > n // 4:
-        return False
-    weights = resp[rows]
-    diff = xc_t[:, rows]
-    diff -= offset
-    mean_part = np.dot(diff, weights)
-    diff *= np.sqrt(weights)
-    if outer is not None:
-        scatter = np.dot(diff, diff.T)
-        diagonal = np.diagonal(scatter)
-    else:
-        np.multiply(diff, diff, out=diff)
-        diagonal = diff.sum(axis=1)
-    # what the left-out rows add at most: (number of rows) x threshold x |xc - offset|^2
-    left_second = n * threshold * squared_bound
-    left_first = n * threshold * np.sqrt(squared_bound)
-    kept = float(weights.sum())
-    smallest = float(diagonal.min(initial=np.inf))
-    if not (
-        left_second <= _LEFT_OUT_RELATIVE * smallest
-        and left_first <= _LEFT_OUT_RELATIVE * np.sqrt(kept * smallest)
-    ):
-        return False
-    first[:] = mean_part
-    if outer is not None:
-        outer[:] = scatter
-    else:
-        second[:] = diagonal if layout == "diag" else diagonal.sum()
-    return True
+    kept = resp > threshold[:, None]
+    kept[~((top > 0.0) & (kept.sum(axis=1) <= n // 4))] = False
+    done = np.zeros(len(resp), dtype=bool)
+    for rows, cols, real in _pair_groups(kept):
+        weights = resp[rows[:, None], cols]  # (g, m); the padding weighs nothing
+        weights[~real] = 0.0
+        diff = np.take(xc_t.T, cols, axis=0)  # (g, m, D)
+        diff -= offsets[rows][:, None, :]
+        mean_part = np.matmul(weights[:, None, :], diff)[:, 0]
+        diff *= np.sqrt(weights)[:, :, None]
+        if outer is not None:
+            scatter = np.matmul(diff.transpose(0, 2, 1), diff)
+            diagonal = np.diagonal(scatter, axis1=1, axis2=2)
+        else:
+            np.multiply(diff, diff, out=diff)
+            diagonal = diff.sum(axis=1)
+        # what the left-out rows add at most: (number of rows) x threshold x |xc - offset|^2
+        left_second = n * threshold[rows] * squared_bounds[rows]
+        left_first = n * threshold[rows] * np.sqrt(squared_bounds[rows])
+        smallest = diagonal.min(axis=1)
+        ok = (left_second <= _LEFT_OUT_RELATIVE * smallest) & (
+            left_first <= _LEFT_OUT_RELATIVE * np.sqrt(weights.sum(axis=1) * smallest)
+        )
+        good = rows[ok]
+        done[good] = True
+        first[good] = mean_part[ok]
+        if outer is not None:
+            outer[good] = scatter[ok]
+        elif layout == "diag":
+            second[good] = diagonal[ok]
+        else:
+            second[good] = diagonal[ok].sum(axis=1, keepdims=True)
+    return done
 
 
 def hard_statistics(
