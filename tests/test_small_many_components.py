@@ -192,7 +192,8 @@ def test_pair_groups_cover_every_entry_once():
         rows, n = rng.integers(1, 40), rng.integers(1, 3000)
         density = rng.uniform(0.0, 0.5) * rng.uniform(size=(rows, 1)) ** rng.uniform(1, 8)
         mask = rng.uniform(size=(rows, n)) < density
-        groups = kernel._pair_groups(mask)
+        groups, crowded = kernel._pair_groups(mask)
+        assert len(crowded) == 0
         split += len(groups) > 1
         seen = np.zeros(rows, dtype=int)
         for members, cols, real in groups:
@@ -201,4 +202,12 @@ def test_pair_groups_cover_every_entry_once():
                 np.testing.assert_array_equal(c[keep], np.flatnonzero(mask[r]))
                 assert keep[0] and np.all(c[~keep] == c[keep][-1])
         np.testing.assert_array_equal(seen, mask.any(axis=1))
+        # rows with more than `most` entries are handed back instead of grouped
+        most = int(np.median(mask.sum(axis=1)))
+        groups, crowded = kernel._pair_groups(mask, most)
+        np.testing.assert_array_equal(crowded, np.flatnonzero(mask.sum(axis=1) > most))
+        grouped = np.concatenate([members for members, _, _ in groups] or [[]])
+        np.testing.assert_array_equal(
+            np.sort(grouped), np.flatnonzero(mask.any(axis=1) & (mask.sum(axis=1) <= most))
+        )
     assert split > 0

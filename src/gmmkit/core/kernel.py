@@ -542,8 +542,14 @@ def _screened_centred_log_joint_t(
     with np.errstate(over="ignore", invalid="ignore"):
         bound = gamma * frobenius * (largest_row + offset_norms) ** 2 + 1.0  # (K,)
         # max_k (value_k - B_k) <= the column's largest log-joint (a max over the
-        # leading axis runs along contiguous rows; argmax there is 5x slower)
-        lower = np.max(log_prob - bound[:, None], axis=0)
+        # leading axis runs along contiguous rows; argmax there is 5x slower); when the
+        # bounds hardly differ (digits: 1.00-1.02), the column max less the largest
+        # bound is as tight to within that spread and needs no (K, n) temporary
+        if float(np.max(bound) - np.min(bound)) <= 1.0:
+            lower = np.max(log_prob, axis=0)
+            lower -= np.max(bound)
+        else:
+            lower = np.max(log_prob - bound[:, None], axis=0)
         lower += _EXP_FLOOR[np.dtype(np.float64)] - _SCREEN_MARGIN
         upper = log_prob[components]
         upper += bound[components][:, None]
@@ -552,11 +558,10 @@ def _screened_centred_log_joint_t(
     needed = ~below
     # labelled rows read their known component's value: exact everywhere
     needed[:, exact_columns] = True
-    dense = needed.sum(axis=1) > n // 2
-    if np.any(dense):
+    groups, dense = _pair_groups(needed, n // 2)
+    if len(dense):
         _centred_log_joint_t(coefs, phi_t[q:], components[dense], log_prob)
-        needed[dense] = False
-    for rows, cols, _ in _pair_groups(needed):
+    for rows, cols, _ in groups:
         # padding repeats an entry with its own value
         log_prob[components[rows][:, None], cols] = _centred_log_joint_pairs(
             coefs, xc_t, components[rows], cols
@@ -564,8 +569,10 @@ def _screened_centred_log_joint_t(
 
 
 def _pair_groups(
-    mask: NDArray[np.bool_],
-) -> list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.bool_]]]:
+    mask: NDArray[np.bool_], most: int | None = None
+) -> tuple[
+    list[tuple[NDArray[np.intp], NDArray[np.intp], NDArray[np.bool_]]], NDArray[np.intp]
+]:
     """The ``True`` entries of a sparse (C, n) mask as padded (rows, columns) groups, so
     that per-row work on a few columns each runs as one stacked operation instead of a
     loop over rows.
@@ -574,11 +581,19 @@ def _pair_groups(
     all rows to the largest count costs at most twice the entries): a group is
     ``rows`` (g,), ``cols`` (g, m) -- row ``i``'s columns in increasing order, padded on
     the right by repeating its last one -- and ``real`` (g, m), False on the padding.
+    Rows with more than ``most`` entries are left out of the groups and returned as the
+    second value (increasing).
     """
-    counts = mask.sum(axis=1)
-    which, cols = np.nonzero(mask)  # by row, then column
+    n = mask.shape[1]
+    which, cols = np.divmod(np.flatnonzero(mask), n)  # by row, then column
+    counts = np.bincount(which, minlength=len(mask))
+    crowded = np.flatnonzero(counts > most) if most is not None else np.empty(0, np.intp)
+    if len(crowded):
+        keep = counts[which] <= most
+        which, cols = which[keep], cols[keep]
+        counts[crowded] = 0
     if len(cols) == 0:
-        return []
+        return [], crowded
     present = np.flatnonzero(counts)
     ends = np.cumsum(counts)
     slot = np.arange(len(cols)) - (ends - counts)[which]
@@ -606,7 +621,7 @@ def _pair_groups(
             entries = row_class[which] == e
             padded[local[which[entries]], slot[entries]] = cols[entries]
         groups.append((rows, padded, np.arange(width) < sub[:, None]))
-    return groups
+    return groups, crowded
 
 
 #: Padding entries :func:`_pair_groups` accepts beyond twice the real ones before it
@@ -1087,10 +1102,9 @@ def _sparse_moments(
     n = resp.shape[1]
     top = resp.max(axis=1, initial=0.0)
     threshold = NEGLIGIBLE_RESPONSIBILITY * top
-    kept = resp > threshold[:, None]
-    kept[~((top > 0.0) & (kept.sum(axis=1) <= n // 4))] = False
+    kept = resp > threshold[:, None]  # none where top is 0
     done = np.zeros(len(resp), dtype=bool)
-    for rows, cols, real in _pair_groups(kept):
+    for rows, cols, real in _pair_groups(kept, n // 4)[0]:
         weights = resp[rows[:, None], cols]  # (g, m); the padding weighs nothing
         weights[~real] = 0.0
         diff = np.take(xc_t.T, cols, axis=0)  # (g, m, D)
