@@ -17,6 +17,7 @@ from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
+import gmmkit.core.kernel as kernel
 from gmmkit.core.covariance import pack_symmetric
 from gmmkit.core.em import e_step
 from gmmkit.core.kernel import (
@@ -300,6 +301,46 @@ def test_float32_falls_back_to_float64_when_expansion_would_cancel():
     exact = chunk_statistics(kernel_coefficients(far, np.float64), X32.astype(np.float64))
     assert got.log_likelihood == pytest.approx(exact.log_likelihood, rel=1e-12)
     np.testing.assert_allclose(got.second, exact.second, rtol=1e-12)
+
+
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+def test_float32_is_skipped_only_where_its_probe_check_fails(cov_type, monkeypatch):
+    """float32 data skip the float32 probe check when the components' spread around the
+    reference makes it hopeless; wherever they do, the float32 expansion's measured
+    error is indeed past FLOAT32_TOLERANCE (so the float64 evaluation costs no
+    accuracy), and the check is still run where float32 can pass."""
+    from gmmkit.core.kernel import FLOAT32_TOLERANCE, _float32_hopeless, expansion_error
+
+    rng = np.random.default_rng(6)
+    base = _random_params(rng, 4, 3, cov_type)
+    skipped = tried = 0
+    for widths in [1.0, 10.0, 100.0, 1e3, 1e4, 1e5]:
+        params = MixtureParams.from_covariances(
+            base.weights, base.means * widths, base.covariances, cov_type
+        )
+        with monkeypatch.context() as patch:  # the plain expansion, whatever its error
+            patch.setattr(kernel, "FLOAT64_TOLERANCE", np.inf)
+            coefs = kernel_coefficients(params, np.float64)
+        single = dataclasses.replace(
+            coefs,
+            dtype=np.dtype(np.float32),
+            reference_compute=coefs.reference.astype(np.float32),
+            weights_t=coefs.weights_t.astype(np.float32),
+            whitening=None if coefs.whitening is None else coefs.whitening.astype(np.float32),
+        )
+        centred = params.means - coefs.reference
+        spread = np.sum(centred * coefs.covariance.precision_times(
+            params.precisions_cholesky, centred), axis=1)
+        rows, owner = kernel._probe_rows(params)
+        rows = rows.astype(np.float32).astype(np.float64)
+        exact = kernel._centred_at_probes(params, (rows, owner))
+        if _float32_hopeless(spread, exact):
+            skipped += 1
+            assert expansion_error(single, params) > FLOAT32_TOLERANCE
+            assert kernel_coefficients(params, np.float32).dtype == np.float64
+        else:
+            tried += 1
+    assert skipped and tried
 
 
 @pytest.mark.parametrize("cov_type", COV_TYPES)

@@ -179,12 +179,10 @@ def kernel_coefficients(
     log_det = cov.log_det_cholesky(params.precisions_cholesky, d)
     with np.errstate(divide="ignore"):
         log_weights = np.log(params.weights)
-    constants = (
-        log_weights
-        + log_det
-        - 0.5 * d * log_2pi()
-        - 0.5 * np.sum(centred * precision_means, axis=1)
-    )
+    # (mu_k - ref)' P_k (mu_k - ref): the size of the terms the expansion cancels at
+    # the component's own rows
+    spread = np.sum(centred * precision_means, axis=1)
+    constants = log_weights + log_det - 0.5 * d * log_2pi() - 0.5 * spread
     linear = np.vstack([precision_means.T, constants[None, :]])
     exact = (
         n_rows is not None and n_rows * params.n_components <= EXACT_WORK
@@ -247,20 +245,35 @@ def kernel_coefficients(
         # both checks at the points the float32 kernel sees: one exact evaluation
         probes = (probes[0].astype(np.float32).astype(np.float64), probes[1])
     exact_at_probes = _centred_at_probes(params, probes)
-    double = build(np.dtype(np.float64), False)
-    inaccurate = _probe_errors(double, probes, exact_at_probes) > FLOAT64_TOLERANCE
-    # float32 is tried only where the float64 expansion is accurate everywhere: its
-    # rounding is ~2^29 times float64's, so a component past FLOAT64_TOLERANCE would
-    # miss FLOAT32_TOLERANCE some fifty-fold (digits, K = 100: 7 of 9 passes)
-    if single and not np.any(inaccurate):
+    if single and not _float32_hopeless(spread, exact_at_probes):
         coefs = build(np.dtype(np.float32), False)
         if np.max(_probe_errors(coefs, probes, exact_at_probes), initial=0.0) <= (
             FLOAT32_TOLERANCE
         ):
             return coefs
+    double = build(np.dtype(np.float64), False)
+    inaccurate = _probe_errors(double, probes, exact_at_probes) > FLOAT64_TOLERANCE
     if not np.any(inaccurate):
         return double
     return build(np.dtype(np.float64), True, inaccurate)
+
+
+#: The float32 expansion is not even tried when storing one component's constant in
+#: float32 alone (relative rounding ``2^-24``, of half its spread) would be this many
+#: times :data:`FLOAT32_TOLERANCE` of the log-densities: its probe check could not pass
+#: (digits, K = 100: 0.6-1.5 of the scale in the 7 of 9 passes that fell back, below
+#: 5e-7 in the two that computed in float32).
+_FLOAT32_HOPELESS = 100.0
+
+
+def _float32_hopeless(spread: Array, exact_at_probes: NDArray[np.float64]) -> bool:
+    """Whether some component's ``(mu - ref)' P (mu - ref)`` (``spread``, (K,)) is so
+    large that float32 rounding of the terms the expansion cancels would be far beyond
+    :data:`FLOAT32_TOLERANCE` of the probes' log-densities (``exact_at_probes``).  A
+    wrong True only costs speed: float64 is then used, which is never less accurate."""
+    largest = float(np.max(spread, initial=0.0))  # NaN: False below, float32 is probed
+    rounding = 0.5 * largest * 2.0**-24
+    return bool(rounding > _FLOAT32_HOPELESS * FLOAT32_TOLERANCE * _probe_scale(exact_at_probes))
 
 
 @cache
@@ -381,9 +394,16 @@ def _probe_errors(
     errors = np.zeros(n_components)
     if not np.any(finite):
         return errors
-    scale = max(1.0, float(np.mean(np.abs(exact[finite]))))
+    scale = _probe_scale(exact)
     np.maximum.at(errors, owner[finite], np.abs(got[finite] - exact[finite]) / scale)
     return errors
+
+
+def _probe_scale(exact: NDArray[np.float64]) -> float:
+    """The common scale of the probe errors: ``max(1, mean |log-density|)`` over the
+    finite :func:`_centred_at_probes` values (1 when none is)."""
+    finite = exact[np.isfinite(exact)]
+    return max(1.0, float(np.mean(np.abs(finite)))) if len(finite) else 1.0
 
 
 # --------------------------------------------------------------------------- features
