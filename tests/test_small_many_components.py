@@ -12,7 +12,12 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
 import gmmkit.core.kernel as kernel
-from gmmkit.core.covariance import CovarianceError, cholesky_precision, pack_symmetric
+from gmmkit.core.covariance import (
+    CovarianceError,
+    cholesky_precision,
+    pack_symmetric,
+    repair_positive_definite,
+)
 from gmmkit.core.kernel import chunk_statistics, kernel_coefficients
 from gmmkit.core.params import MixtureParams
 
@@ -126,6 +131,37 @@ def test_stacked_cholesky_matches_scikit_learn_and_names_failures():
     covs[5, 2, 2] = np.nan
     with pytest.raises(CovarianceError, match="not positive definite"):
         cholesky_precision(covs, "full")
+
+
+def test_repair_clips_only_the_indefinite_covariances():
+    """The M-step's repair (rounding left some covariances indefinite, as float32
+    moments of collapsed components do): positive-definite matrices come back as their
+    symmetric part, indefinite ones with their eigenvalues clipped at zero plus
+    reg_covar on the same eigenvectors (NumPy's eigendecomposition as reference)."""
+    rng = np.random.default_rng(8)
+    k, d, reg = 12, 5, 1e-6
+    a = rng.normal(size=(k, d, d))
+    covs = a @ a.transpose(0, 2, 1) + 1e-3 * np.eye(d)
+    bad = [3, 9]
+    for j in bad:  # one negative eigenvalue
+        values, vectors = np.linalg.eigh(covs[j])
+        values[0] = -1e-4
+        covs[j] = (vectors * values) @ vectors.T
+    covs += 1e-12 * rng.normal(size=covs.shape)  # not exactly symmetric
+    with pytest.raises(CovarianceError):
+        cholesky_precision(covs, "full")
+    repaired = repair_positive_definite(covs, "full", reg)
+    symmetric = 0.5 * (covs + covs.transpose(0, 2, 1))
+    good = np.setdiff1d(np.arange(k), bad)
+    np.testing.assert_array_equal(repaired[good], symmetric[good])
+    for j in bad:
+        values, vectors = np.linalg.eigh(symmetric[j])
+        want = (vectors * (np.maximum(values, 0.0) + reg)) @ vectors.T
+        np.testing.assert_allclose(repaired[j], want, rtol=1e-10, atol=1e-13)
+    factors = cholesky_precision(repaired, "full")
+    np.testing.assert_allclose(
+        factors @ factors.transpose(0, 2, 1), np.linalg.inv(repaired), rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize("cov_type", ["full", "diag"])

@@ -169,11 +169,12 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
 
         if layout == "full" and len(covariances) > 1 and np.all(np.isfinite(covariances)):
             # all K factorisations in one stacked LAPACK call (numpy's potrf loop in C);
-            # a failure falls back to the per-matrix path below, which names it
+            # a failure is the per-matrix path's failure too (the same potrf), so the
+            # caller hears of it at once instead of after refactoring every matrix
             try:
                 factors = np.linalg.cholesky(covariances)
             except np.linalg.LinAlgError:
-                pass
+                raise CovarianceError(message) from None
             else:
                 out = np.empty_like(factors)
                 for k, cov_chol in enumerate(factors):
@@ -217,7 +218,12 @@ def precisions_from_cholesky(precisions_cholesky: Array, covariance_type: str) -
 
 def _make_positive_definite(cov: Array, reg_covar: float) -> Array:
     """Symmetrise, and clip negative eigenvalues left by rounding before adding ``reg_covar``."""
-    cov = 0.5 * (cov + cov.T)
+    return _clip_if_indefinite(0.5 * (cov + cov.T), reg_covar)
+
+
+def _clip_if_indefinite(cov: Array, reg_covar: float) -> Array:
+    """A symmetric ``cov`` as it is when it has a Cholesky factor, else with its negative
+    eigenvalues clipped before adding ``reg_covar``."""
     # the usual case, and far cheaper than an eigendecomposition every iteration
     if np.all(np.isfinite(cov)) and lapack.dpotrf(cov, lower=1)[1] == 0:
         return cov
@@ -240,7 +246,15 @@ def repair_positive_definite(covariances: Array, covariance_type: str, reg_covar
     layout = covariance_layout(covariance_type)
     if layout not in ("full", "tied"):
         return covariances
-    return _each_matrix(covariances, layout, lambda c: _make_positive_definite(c, reg_covar))
+    # symmetrised in one stacked operation; only the matrices without a Cholesky factor
+    # pay for an eigendecomposition
+    symmetric = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
+    mats = symmetric[None] if layout == "tied" else symmetric
+    finite = np.all(np.isfinite(mats), axis=(1, 2))
+    for k, mat in enumerate(mats):
+        if not finite[k] or lapack.dpotrf(mat, lower=1)[1] != 0:
+            mats[k] = _clip_if_indefinite(mat, reg_covar)
+    return symmetric
 
 
 class CovarianceType(ABC):
