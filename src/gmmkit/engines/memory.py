@@ -223,6 +223,11 @@ class MemoryEngine(ThreadedEngine):
         chunks = list(self.chunks())
         if self._pool is None or len(chunks) == 1:
             return [func(c) for c in chunks]
+        if len(chunks) <= self.n_jobs:
+            # one part per worker (small data): the calling thread, idle otherwise, takes
+            # the first, which saves waking a worker and waiting for it
+            rest = [self._pool.submit(func, c) for c in chunks[1:]]
+            return [func(chunks[0]), *(part.result() for part in rest)]
         return list(self._pool.map(func, chunks))
 
     def map_reduce(self, func: Callable[[Chunk], T]) -> T:
