@@ -607,9 +607,10 @@ def _pair_groups(
     n = mask.shape[1]
     which, cols = np.divmod(np.flatnonzero(mask), n)  # by row, then column
     counts = np.bincount(which, minlength=len(mask))
-    crowded = np.flatnonzero(counts > most) if most is not None else np.empty(0, np.intp)
+    limit = n if most is None else most
+    crowded = np.flatnonzero(counts > limit)
     if len(crowded):
-        keep = counts[which] <= most
+        keep = counts[which] <= limit
         which, cols = which[keep], cols[keep]
         counts[crowded] = 0
     if len(cols) == 0:
