@@ -1,4 +1,7 @@
-"""The ``gmmkit`` command line, end to end in subprocesses on real files."""
+"""The ``gmmkit`` command line, end to end on real files: in-process through
+``gmmkit.cli.main`` (exit status, stdout, stderr), and in subprocesses through the
+installed ``gmmkit`` script where the process boundary is the point (a fit with its summary
+and model file, an error that must be one line of stderr and no traceback)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import pytest
 
 import gmmkit
 import gmmkit.modelfile
+from _helpers import run_cli as run
 from gmmkit.core.covariance import MODEL_NAMES
 
 CENTRES = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
@@ -23,25 +27,24 @@ def _gmmkit_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "gmmkit.cli"]
 
 
-def run(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run_process(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*_gmmkit_command(), *map(str, args)],
         capture_output=True,
         text=True,
-        cwd=cwd,
         timeout=300,
     )
 
 
-def ok(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-    result = run(*args, cwd=cwd)
+def ok(*args: object) -> subprocess.CompletedProcess[str]:
+    result = run(*args)
     assert result.returncode == 0, result.stderr
     return result
 
 
-def fails(*args: object, code: int | None = None) -> str:
+def fails(*args: object, code: int | None = None, process: bool = False) -> str:
     """Run a command that must fail; return its single stderr line."""
-    result = run(*args)
+    result = (run_process if process else run)(*args)
     assert result.returncode != 0
     if code is not None:
         assert result.returncode == code
@@ -91,8 +94,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 # ----------------------------------------------------------------------------- commands
 def test_fit_csv_summary_and_model(files: dict[str, Path]) -> None:
     out = files["folder"] / "fit.gmm"
-    result = ok("fit", files["csv"], "-k", 3, "--columns", "a,b", "--covariance", "full",
-                "--seed", 0, "-o", out)
+    result = run_process("fit", files["csv"], "-k", 3, "--columns", "a,b", "--covariance",
+                         "full", "--seed", 0, "-o", out)
+    assert result.returncode == 0, result.stderr
     text = result.stdout
     for word in ("3 components", "converged", "log-likelihood", "BIC", "iterations",
                  "weight", "mean[a]", "mean[b]", f"saved to {out}"):
@@ -207,7 +211,6 @@ def test_select(files: dict[str, Path]) -> None:
 
 
 def test_every_command_takes_every_model_name(files: dict[str, Path], tmp_path: Path) -> None:
-    """(In-process: the commands above already run end to end in subprocesses.)"""
     from click.testing import CliRunner
 
     from gmmkit.cli import cli
@@ -227,7 +230,7 @@ def test_every_command_takes_every_model_name(files: dict[str, Path], tmp_path: 
 
 def test_model_names_are_spelled_as_listed() -> None:
     """mclust's names upper-case, scikit-learn's lower-case, in every command with
-    --covariance (checked in-process: nothing is fitted)."""
+    --covariance."""
     from click.testing import CliRunner
 
     from gmmkit.cli import cli
@@ -319,7 +322,8 @@ def test_missing_model_file(files: dict[str, Path]) -> None:
 
 
 def test_non_numeric_cell(files: dict[str, Path]) -> None:
-    line = fails("fit", files["bad"], "-k", 2, code=1)
+    """(In a subprocess: nothing but the one line reaches the real stderr.)"""
+    line = fails("fit", files["bad"], "-k", 2, code=1, process=True)
     assert "line 3" in line and "'b'" in line and "oops" in line
 
 

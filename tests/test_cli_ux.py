@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import gmmkit
+from _helpers import run_cli
 from gmmkit import _cli_constants
 from gmmkit.apps._common import COVARIANCE_HELP
 from gmmkit.core.covariance import COVARIANCE_TYPES
@@ -20,9 +21,14 @@ HEAVY = ("numpy", "scipy", "sklearn")
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
-def run(*args: object) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([sys.executable, "-m", "gmmkit.cli", *map(str, args)],
-                            capture_output=True, text=True, timeout=300)
+def run(*args: object, process: bool = False) -> subprocess.CompletedProcess[str]:
+    """``gmmkit ARGS``, which must succeed: in-process, or with ``process`` in a subprocess
+    (``python -m gmmkit.cli``, stderr a real pipe)."""
+    if process:
+        result = subprocess.run([sys.executable, "-m", "gmmkit.cli", *map(str, args)],
+                                capture_output=True, text=True, timeout=300)
+    else:
+        result = run_cli(*args)
     assert result.returncode == 0, result.stderr
     return result
 
@@ -109,8 +115,9 @@ def test_progress_forced_shows_steps_and_quiet_shows_nothing(data: dict[str, Pat
 
 
 def test_warning_is_on_its_own_line(data: dict[str, Path]) -> None:
+    """(In a subprocess: the display and the warning as they reach a real stderr.)"""
     result = run("fit", data["X"], "-k", 2, "--seed", 0, "--progress", "always", "--tol", "0",
-                 "--max-iter", "2")
+                 "--max-iter", "2", process=True)
     lines = [line for line in result.stderr.split("\n") if "gmmkit: warning:" in line]
     assert lines, result.stderr
     for line in lines:

@@ -243,8 +243,10 @@ def test_many_missing_coordinates_per_row(covariance_type: str) -> None:
     X[rng.random(X.shape) < 0.45] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # 20 iterations: the densities are checked at whatever parameters the fit reached
+        # (full covariances crawled on for 669 iterations, 8-16 s, without converging)
         gm = GaussianMixture(2, covariance_type=covariance_type, missing="marginalize",
-                             random_state=0).fit(X)
+                             max_iter=20, random_state=0).fit(X)
     counts = np.isnan(X).sum(axis=1)
     assert counts.max() >= 8 and np.any((counts > 0) & (counts <= 4))
     np.testing.assert_allclose(gm.score_samples(X), _reference_log_density(gm.params_, X),

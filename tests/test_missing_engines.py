@@ -96,16 +96,13 @@ def test_dask_fit_equals_in_memory(data: tuple[np.ndarray, dict[str, Any]]) -> N
 
 @pytest.mark.slow
 def test_dask_local_cluster_fit_equals_in_memory(
-    data: tuple[np.ndarray, dict[str, Any]],
+    data: tuple[np.ndarray, dict[str, Any]], dask_cluster: Any,
 ) -> None:
     da = pytest.importorskip("dask.array")
     distributed = pytest.importorskip("distributed")
     X, init = data
     reference = _fit(X, "full", init)
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, memory_limit="400MiB",
-        dashboard_address=None, silence_logs=50,
-    ) as cluster, distributed.Client(cluster):
+    with distributed.Client(dask_cluster):
         fitted = _fit(da.from_array(X, chunks=(1024, 3)), "full", init)
         assert_same_fit(reference, fitted)
         np.testing.assert_allclose(

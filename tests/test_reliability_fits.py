@@ -425,19 +425,30 @@ def test_concurrent_fits_restore_blas_threads() -> None:
             time.sleep(0.05)
         assert memory._BLAS_USERS == 0, "a fit outside this test still holds BLAS"
 
-    X = np.random.default_rng(7).normal(size=(3000, 4))
+    X = np.random.default_rng(7).normal(size=(500, 4))
     idle()
     before = settings()
     errors: list[BaseException] = []
 
-    def fit(seed: int) -> None:
+    def fit(seed: int, inside: threading.Barrier) -> None:
+        met: list[int] = []
+
+        def meet(n_iter: int, lower_bound: float, change: float) -> None:
+            if not met:  # the first iteration: wait until all eight fits hold BLAS
+                met.append(n_iter)
+                inside.wait()
+
         try:
-            GaussianMixture(2, max_iter=20, n_jobs=2, random_state=seed).fit(X)
+            with fit_progress(meet):
+                GaussianMixture(2, max_iter=5, n_jobs=2, random_state=seed).fit(X)
         except BaseException as exc:  # reported below
             errors.append(exc)
 
     for _ in range(2):
-        threads = [threading.Thread(target=fit, args=(seed,)) for seed in range(8)]
+        # the eight fits overlap for certain (not by the luck of long fits), then end in
+        # whatever order the threads run
+        inside = threading.Barrier(8, timeout=60)
+        threads = [threading.Thread(target=fit, args=(seed, inside)) for seed in range(8)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for thread in threads:

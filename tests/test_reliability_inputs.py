@@ -4,8 +4,6 @@ streamed arrays and data frames, and images of every common Pillow mode."""
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 
 import gmmkit
+from _helpers import run_cli
 from gmmkit.data import DataFileError, read_table
 
 pa = pytest.importorskip("pyarrow")
@@ -43,14 +42,6 @@ def _both_fail(path: Path, columns: Any = None) -> str:
     assert str(in_memory.value) == str(streamed.value)
     assert str(path) in str(in_memory.value)
     return str(in_memory.value)
-
-
-def _gmmkit(*args: object) -> subprocess.CompletedProcess[str]:
-    script = Path(sys.executable).parent / "gmmkit"
-    command = [str(script)] if script.exists() else [sys.executable, "-m", "gmmkit.cli"]
-    return subprocess.run(
-        [*command, *map(str, args)], capture_output=True, text=True, timeout=120
-    )
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -90,7 +81,7 @@ def test_cli_rejects_duplicate_column_names(tmp_path: Path) -> None:
     model = tmp_path / "m.gmm"
     gmmkit.GaussianMixture(2, **FAST).fit(BLOBS).save(model)
     for args in (("fit", path, "-k", "2", "-o", tmp_path / "out.gmm"), ("predict", model, path)):
-        result = _gmmkit(*args)
+        result = run_cli(*args)
         assert result.returncode != 0, result.stdout
         assert "column 'a' twice" in result.stderr
         assert "Traceback" not in result.stderr

@@ -33,6 +33,7 @@ import gmmkit.apps.segmentation
 import gmmkit.data
 import gmmkit.mixture
 import gmmkit.modelfile
+from _helpers import run_cli
 from gmmkit import cli
 from gmmkit._atomic import _interrupts_deferred, atomic_write, staged_outputs
 from gmmkit.data import write_table
@@ -320,8 +321,12 @@ def test_permissions_of_staged_cli_outputs(inputs: dict[str, Path], tmp_path: Pa
     labels.write_bytes(b"old")
     os.chmod(labels, 0o640)
     out = tmp_path / "seg.png"
-    result = _gmmkit("segment", inputs["image"], "-k", 2, "-o", out, "--labels", labels,
-                     "--seed", 0, "-q", wrapper="import os; os.umask(0o077)")
+    umask = os.umask(0o077)
+    try:
+        result = run_cli("segment", inputs["image"], "-k", 2, "-o", out, "--labels", labels,
+                         "--seed", 0, "-q")
+    finally:
+        os.umask(umask)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert stat.S_IMODE(labels.stat().st_mode) == 0o640
@@ -493,24 +498,25 @@ def test_reported_bugs_end_to_end(inputs: dict[str, Path], tmp_path: Path,
 
 # ----------------------------------------------------------------------------- CLI failures
 def test_cli_disk_full_on_the_second_output_changes_nothing(
-    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``anomalies`` stages the model, then the table fills the disk: neither is replaced
     (the model file was complete, but a command writes all of its outputs or none)."""
     table, model = tmp_path / "flagged.csv", tmp_path / "detector.gmm"
     table.write_text("old table")
     model.write_text("old model")
-    wrapper = textwrap.dedent("""
-        import errno, os
-        real_fsync = os.fsync
-        def fsync(fd):
-            if "flagged.csv" in os.readlink(f"/proc/self/fd/{fd}"):
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            real_fsync(fd)
-        os.fsync = fsync
-    """)
-    result = _gmmkit("anomalies", inputs["data"], "-k", 1, "-o", table, "--save-model", model,
-                     wrapper=wrapper)
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if "flagged.csv" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "fsync", fsync)
+        result = run_cli("anomalies", inputs["data"], "-k", 1, "-o", table, "--save-model",
+                         model)
     assert result.returncode == 1
     line = result.stderr.strip()
     assert "\n" not in line and "No space left on device" in line

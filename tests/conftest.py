@@ -1,0 +1,31 @@
+"""Fixtures shared by test modules."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def dask_cluster() -> Iterator[Any]:
+    """One ``distributed.LocalCluster`` (two single-threaded worker processes) for every
+    module that needs one: starting it takes seconds.  A module connects its own
+    ``distributed.Client`` and closes it, so no client outlives its tests (the
+    local-scheduler tests run without one).  One retry per task: a task that keeps
+    killing workers fails fast."""
+    distributed = pytest.importorskip("distributed")
+    import dask
+
+    with dask.config.set({"distributed.scheduler.allowed-failures": 1}):
+        cluster = distributed.LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            memory_limit="400MiB",
+            dashboard_address=None,
+            silence_logs=50,
+        )
+    with cluster:
+        yield cluster
