@@ -28,7 +28,7 @@ from gmmkit.core.hc import hc_partitions
 from gmmkit.core.kernel import hard_statistics
 from gmmkit.core.mstep import m_step
 from gmmkit.core.params import MixtureParams
-from gmmkit.core.suffstats import WORST_TIE
+from gmmkit.core.suffstats import ROUNDING_TIE
 from gmmkit.engines.base import Engine
 
 #: Kinds of start, in order: the first ``n_starts`` are used, and past the end further
@@ -268,7 +268,7 @@ RACE_MIN_PASSES = 20
 def _compare(result: EMResult, other: EMResult) -> int:
     """Order of runs: sound before collapsed, then the higher log-likelihood; -1 when
     ``result`` comes first, 0 for a tie.  Log-likelihoods within rounding of each other
-    (:data:`~gmmkit.core.suffstats.WORST_TIE`) tie, and ties keep the order of the plan:
+    (:data:`~gmmkit.core.suffstats.ROUNDING_TIE`) tie, and ties keep the order of the plan:
     on degenerate data several starts reach one optimum with its components permuted,
     and rounding that differs between engines (NumPy, torch on a GPU) must not pick
     another of them."""
@@ -283,7 +283,7 @@ def _compare(result: EMResult, other: EMResult) -> int:
 
 
 def _tie_limit_above(value: float) -> float:
-    return value + WORST_TIE * (1.0 + abs(value)) if np.isfinite(value) else value
+    return value + ROUNDING_TIE * (1.0 + abs(value)) if np.isfinite(value) else value
 
 
 def _better(result: EMResult, other: EMResult) -> bool:

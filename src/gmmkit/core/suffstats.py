@@ -19,8 +19,16 @@ Array = NDArray[np.floating[Any]]
 #: are tied for "worst row": the first of them in row order is kept.  Near-ties are
 #: common on degenerate data (repeated rows, collapsed components), and rounding that
 #: differs between devices or BLAS builds must not change which row re-seeds an emptied
-#: component, so that the NumPy and torch engines fit such data alike.
-WORST_TIE = 1e-10
+#: component, so that the NumPy and torch engines fit such data alike.  The tolerance
+#: is that of the kernel's log-densities, not of float64: with components collapsed onto
+#: single points (covariance ``reg_covar``), rows that are equally well explained come
+#: out 4e-10 relative apart between the NumPy and torch kernels (the expansion's terms
+#: are ~1e8 there), so 1e-10 was too tight.
+WORST_TIE = 1e-8
+
+#: Relative tolerance under which two multi-start lower bounds, or two k-means
+#: distances, are tied (the plan's order, or the first centre, wins).
+ROUNDING_TIE = 1e-10
 
 
 def tie_limit(lowest: float) -> float:

@@ -29,7 +29,7 @@ from numpy.typing import NDArray
 
 from gmmkit.core.covariance import get_covariance_type
 from gmmkit.core.kernel import FAR_LOG_JOINT, KernelCoefficients, _far_log_joint
-from gmmkit.core.suffstats import WORST_TIE, SuffStats, worst_row
+from gmmkit.core.suffstats import ROUNDING_TIE, WORST_TIE, SuffStats, worst_row
 from gmmkit.engines.base import Chunk, Engine, sample_positions, squares_limit
 from gmmkit.engines.memory import default_chunk_rows, one_blas_thread
 
@@ -844,7 +844,7 @@ class TorchEngine(Engine):
             # than distinct rows) give exactly equal columns on the CPU, where argmin
             # takes the first, but the device's GEMM may round them differently
             nearest = d2.min(dim=1, keepdim=True).values
-            tied = d2 <= nearest + WORST_TIE * (nearest + (xc * xc).sum(dim=1, keepdim=True))
+            tied = d2 <= nearest + ROUNDING_TIE * (nearest + (xc * xc).sum(dim=1, keepdim=True))
             order = torch.arange(k, device=self.device)
             labels = torch.where(tied, order, k).min(dim=1).values
             w = torch.ones(len(xc), dtype=f64, device=self.device) if weight is None else weight
