@@ -459,6 +459,57 @@ def test_far_components_do_not_change_sums_through_the_exp_floor():
     assert proba_chunk(coefs, X).min() < 1e-250
 
 
+@pytest.mark.parametrize("cov_type", COV_TYPES)
+@pytest.mark.parametrize("far_share", [0.05, 0.6])
+def test_rows_outside_the_unshifted_exp_window_match_reference(cov_type, far_share):
+    """Log-joints are exponentiated without each row's shift when the components allow
+    it; rows whose density falls below the window (far out, some beyond the far-row
+    repair) are evaluated again with the shift -- a few of them, or past a quarter of
+    the block the whole block -- and everything still matches the SciPy reference."""
+    rng = np.random.default_rng(17 + len(cov_type))
+    d, k, n = 3, 4, 800
+    params = _random_params(rng, k, d, cov_type)
+    X = rng.normal(scale=2.0, size=(n, d))
+    far = np.flatnonzero(rng.uniform(size=n) < far_share)
+    away = rng.normal(size=(len(far), d))
+    X[far] += 300.0 * away / np.linalg.norm(away, axis=1, keepdims=True)
+    X[far[:3]] *= 1e5
+    coefs = kernel_coefficients(params, np.float64)
+    assert coefs.unshifted_exp
+    reference_density = _reference_score(params, X)
+    outside = reference_density < -460.0  # the premise: the far rows leave the window
+    assert outside[far].all() and outside.sum() == len(far)
+    assert (len(far) > n // 4) == (far_share > 0.25)
+    ref = _reference_statistics(params, X, np.ones(n))
+    stats = chunk_statistics(coefs, X)
+    for name in ("nk", "first", "second"):
+        np.testing.assert_allclose(
+            getattr(stats, name), ref[name], rtol=1e-9, atol=1e-9 * np.abs(ref[name]).max()
+        )
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-11)
+    assert stats.worst_log_density == pytest.approx(ref["worst"], rel=1e-11)
+    np.testing.assert_allclose(score_chunk(coefs, X), reference_density, rtol=1e-12)
+
+
+def test_unshifted_exp_is_not_tried_when_densities_leave_its_window():
+    """Components so tight that their densities pass the window's top (exp(40)) are
+    exponentiated with each row's shift from the start, and still match SciPy."""
+    rng = np.random.default_rng(3)
+    d, k = 6, 3
+    means = rng.normal(scale=1e-6, size=(k, d))
+    params = MixtureParams.from_covariances(
+        np.full(k, 1.0 / k), means, np.full((k, d), 1e-14), "diag"
+    )
+    X = means[rng.integers(0, k, size=300)] + rng.normal(scale=1e-7, size=(300, d))
+    coefs = kernel_coefficients(params, np.float64)
+    assert not coefs.unshifted_exp
+    ref = _reference_statistics(params, X, np.ones(len(X)))
+    assert np.max(_reference_score(params, X)) > 40.0  # the premise
+    stats = chunk_statistics(coefs, X)
+    np.testing.assert_allclose(stats.nk, ref["nk"], rtol=1e-9, atol=1e-9)
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-11)
+
+
 def _mixed_accuracy_params(cov_type: str) -> tuple[MixtureParams, np.ndarray]:
     """Six components: two that the shared-reference expansion cannot evaluate to
     1e-12 (a near-singular one and one far out in its own widths), four ordinary ones;

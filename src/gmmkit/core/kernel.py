@@ -46,7 +46,7 @@ engine's worker threads (measured 1.0x on two threads, ``np.dot`` 1.5-2x).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
@@ -141,6 +141,28 @@ class KernelCoefficients:
     @property
     def n_components(self) -> int:
         return int(self.weights_t.shape[0])
+
+    @cached_property
+    def unshifted_exp(self) -> bool:
+        """Whether the kernel exponentiates log-joints as they are, without shifting each
+        row by its largest (:func:`_exp_log_joint`): when every component's peak
+        log-density is low enough that no row's density sum can leave the window of
+        :data:`_UNSHIFTED_SUM` upwards, and the mixture's rows typically lie inside it.
+        Rows that do not are evaluated again with the shift, so this only decides which
+        of the two is tried first."""
+        params = self.params
+        if params is None:
+            return False
+        low, high = (float(np.log(v)) for v in _UNSHIFTED_SUM[self.dtype])
+        d = params.n_features
+        log_det = self.covariance.log_det_cholesky(params.precisions_cholesky, d)
+        with np.errstate(divide="ignore"):
+            peaks = np.log(params.weights) + log_det - 0.5 * d * log_2pi()
+        if not np.all(np.isfinite(peaks)):
+            return False
+        # a row of component k lies about D / 2 below its peak (chi-square / 2)
+        typical = float(params.weights @ peaks) - d
+        return float(peaks.max()) + np.log(len(peaks)) <= high and typical >= low
 
 
 #: With at most this many rows x components in a pass, the kernel evaluates every
@@ -762,17 +784,112 @@ def log_joint(coefs: KernelCoefficients, phi: Array) -> Array:
 #: (float32: ``exp(-80) = 2e-35``) next to the largest term, 1, changes no sum.
 _EXP_FLOOR = {np.dtype(np.float64): -600.0, np.dtype(np.float32): -80.0}
 
+#: Window of a row's density sum ``sum_k exp(log-joint)`` within which the unshifted
+#: exponentials (:func:`_exp_log_joint`) are as exact as the shifted ones: above the
+#: lower end, an entry raised to :data:`_EXP_FLOOR` is at most ``exp(-140)`` (float32:
+#: ``exp(-30)``) of the sum, far below rounding; below the upper end, every
+#: responsibility ``exp(floor) / sum`` stays a normal number (``>= exp(-640)``,
+#: float32 ``exp(-85)``), so the scaling and the statistics GEMM meet no subnormals.
+_UNSHIFTED_SUM = {
+    np.dtype(np.float64): (float(np.exp(-460.0)), float(np.exp(40.0))),
+    np.dtype(np.float32): (float(np.exp(-50.0)), float(np.exp(5.0))),
+}
 
-def _exp_shifted_in_place(log_prob_t: Array) -> tuple[Array, Array]:
+
+def _exp_shifted_in_place(
+    log_prob_t: Array, col_max: Array | None = None
+) -> tuple[Array, Array]:
     """Replace the (K, n) block by ``exp(max(log_prob - column max, floor))``.
 
-    Returns the column maxima and column sums, both of shape (n,).
+    ``col_max``: the column maxima when already at hand.  Returns the column maxima and
+    column sums, both of shape (n,).
     """
-    col_max = log_prob_t.max(axis=0)
+    if col_max is None:
+        col_max = log_prob_t.max(axis=0)
     np.subtract(log_prob_t, col_max, out=log_prob_t)
     np.maximum(log_prob_t, _EXP_FLOOR[log_prob_t.dtype], out=log_prob_t)
     np.exp(log_prob_t, out=log_prob_t)
-    return col_max, log_prob_t.sum(axis=0)
+    return col_max, _column_sums(log_prob_t)
+
+
+def _column_sums(block: Array) -> Array:
+    """Sums over the leading axis of a (K, n) block: one BLAS GEMV reads the block once,
+    about 1.5-2x faster than numpy's row-by-row reduction for K >= 20 (measured)."""
+    if block.shape[0] == 0 or block.shape[1] == 0:
+        return block.sum(axis=0)
+    return np.dot(np.ones(block.shape[0], dtype=block.dtype), block)
+
+
+def _log_density_shifted(
+    coefs: KernelCoefficients, X: Array, log_prob_t: Array
+) -> tuple[Array, NDArray[np.float64]]:
+    """:func:`_exp_log_joint` with every column shifted by its largest log-joint (and
+    far rows re-evaluated, :func:`_repair_far_rows`)."""
+    col_max = log_prob_t.max(axis=0) if log_prob_t.shape[1] else np.empty(0, log_prob_t.dtype)
+    far = _repair_far_rows(coefs, X, log_prob_t, col_max)
+    _, col_sum = _exp_shifted_in_place(log_prob_t, col_max)
+    log_norm = np.log(col_sum).astype(np.float64)
+    log_norm += col_max
+    if far is not None:
+        log_norm[far[0]] += far[1]
+    return col_sum, log_norm
+
+
+def _exp_log_joint(
+    coefs: KernelCoefficients,
+    X: Array,
+    phi_t: Array,
+    log_prob_t: Array,
+    floored: NDArray[np.intp] | None = None,
+) -> tuple[Array, NDArray[np.float64]]:
+    """Exponentiate the (K, n) log-joint of the rows ``X`` in place, each column scaled by
+    a positive factor of its own, so that the responsibilities are ``block / sums``.
+
+    When the components' densities allow it (:attr:`KernelCoefficients.unshifted_exp`)
+    the log-joints are exponentiated as they are, raised to the floor: three passes over
+    the block (floor, ``exp``, sum) instead of five (column maximum, shift, floor,
+    ``exp``, sum), and no addition of the maxima back.  Rows whose density sum falls
+    outside :data:`_UNSHIFTED_SUM` -- far from every component, or overflowing -- are
+    evaluated again from their features ``phi_t`` (the block's, unscaled) with the
+    shift; when they are many the whole block is.  ``floored``: as given to
+    :func:`_log_joint_t` for the block (it is evaluated again alike).
+
+    Returns
+    -------
+    sums : ndarray of shape (n,)
+        Column sums of the exponentiated block.
+    log_density : ndarray of shape (n,), float64
+        ``log p(x)`` of each row.
+    """
+    n = log_prob_t.shape[1]
+    if not (coefs.unshifted_exp and n):
+        return _log_density_shifted(coefs, X, log_prob_t)
+    dtype = log_prob_t.dtype
+    np.maximum(log_prob_t, _EXP_FLOOR[dtype], out=log_prob_t)
+    np.exp(log_prob_t, out=log_prob_t)
+    col_sum = _column_sums(log_prob_t)
+    low, high = _UNSHIFTED_SUM[dtype]
+    # NaN (from rows far out) compares False
+    if col_sum.min() >= low and col_sum.max() <= high:
+        return col_sum, np.log(col_sum).astype(np.float64)
+    with np.errstate(invalid="ignore"):
+        outside = np.flatnonzero(~((col_sum >= low) & (col_sum <= high)))
+    d = X.shape[1]
+    if len(outside) > n // 4:
+        log_prob_t[...] = _log_joint_of_features_t(coefs, phi_t, d, floored)
+        return _log_density_shifted(coefs, X, log_prob_t)
+    # np.take keeps the columns C-ordered (``phi_t[:, outside]`` is F-ordered)
+    again = _log_joint_of_features_t(coefs, np.take(phi_t, outside, axis=1), d, floored)
+    sums, log_density = _log_density_shifted(coefs, X[outside], again)
+    log_prob_t[:, outside] = again
+    col_sum[outside] = sums
+    log_norm = np.log(col_sum).astype(np.float64)
+    log_norm[outside] = log_density
+    return col_sum, log_norm
+
+
+_NO_COLUMNS = np.empty(0, dtype=np.intp)
+_NO_COLUMNS.setflags(write=False)
 
 
 #: Rows whose largest log-joint exceeds this in magnitude (or is not finite) are
@@ -871,10 +988,13 @@ def _far_log_joint(
 
 
 def _repair_far_rows(
-    coefs: KernelCoefficients, X: Array, log_prob_t: Array
+    coefs: KernelCoefficients, X: Array, log_prob_t: Array, col_max: Array | None = None
 ) -> tuple[NDArray[np.intp], NDArray[np.float64]] | None:
     """Re-evaluate the columns of ``log_prob_t`` (K, n) that the expansion cannot give
     accurately (:data:`FAR_LOG_JOINT`), in place, as their ``rel`` part.
+
+    ``col_max``: the block's column maxima when already at hand (one pass over the
+    block fewer); the re-evaluated columns' entries are updated in place.
 
     Returns
     -------
@@ -884,11 +1004,13 @@ def _repair_far_rows(
     """
     if coefs.params is None or log_prob_t.shape[1] == 0:
         return None
-    rows = _far_rows(log_prob_t.max(axis=0))
+    rows = _far_rows(log_prob_t.max(axis=0) if col_max is None else col_max)
     if len(rows) == 0:
         return None
     rel, shift = _far_log_joint(coefs, X[rows])
     log_prob_t[:, rows] = rel
+    if col_max is not None:
+        col_max[rows] = rel.max(axis=0)
     return rows, shift
 
 
@@ -927,26 +1049,28 @@ def chunk_statistics(
         labelled = np.flatnonzero(np.asarray(labels) >= 0)
     # only the labelled rows read log-joints other than through the floored exp
     log_prob_t, phi_t = _log_joint_t(
-        coefs, X, labelled if labelled is not None else np.empty(0, dtype=np.intp)
+        coefs, X, labelled if labelled is not None else _NO_COLUMNS
     )
-    far = _repair_far_rows(coefs, X, log_prob_t)
     if labelled is not None and len(labelled) == 0:
         labelled = None
     known: NDArray[np.intp] | None = None
-    if labelled is not None:
+    if labelled is None:
+        col_sum, log_norm = _exp_log_joint(coefs, X, phi_t, log_prob_t, _NO_COLUMNS)
+    else:
         assert labels is not None
+        col_max = log_prob_t.max(axis=0)
+        far = _repair_far_rows(coefs, X, log_prob_t, col_max)
         known = np.asarray(labels)[labelled].astype(np.intp)
         labelled_log_density = log_prob_t[known, labelled].astype(np.float64)
         if far is not None:
             row_shift = np.zeros(n)
             row_shift[far[0]] = far[1]
             labelled_log_density += row_shift[labelled]
-
-    col_max, col_sum = _exp_shifted_in_place(log_prob_t)
-    log_norm = np.log(col_sum).astype(np.float64)
-    log_norm += col_max
-    if far is not None:
-        log_norm[far[0]] += far[1]
+        _, col_sum = _exp_shifted_in_place(log_prob_t, col_max)
+        log_norm = np.log(col_sum).astype(np.float64)
+        log_norm += col_max
+        if far is not None:
+            log_norm[far[0]] += far[1]
 
     weight: NDArray[np.float64] | None = (
         None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
@@ -1211,8 +1335,8 @@ def hard_statistics(
 def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, NDArray[np.float64]]:
     """Log responsibilities (n, K) in compute dtype and log-density (n,) in float64."""
     log_prob_t, _ = _log_joint_t(coefs, X)
-    far = _repair_far_rows(coefs, X, log_prob_t)
     col_max = log_prob_t.max(axis=0)
+    far = _repair_far_rows(coefs, X, log_prob_t, col_max)
     np.subtract(log_prob_t, col_max, out=log_prob_t)
     log_sum = np.log(np.exp(np.maximum(log_prob_t, _EXP_FLOOR[log_prob_t.dtype])).sum(axis=0))
     log_prob_t -= log_sum
@@ -1225,14 +1349,8 @@ def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, ND
 
 def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Log-density ``log p(x)`` of each row, shape (n,), float64."""
-    log_prob_t, _ = _log_joint_t(coefs, X)
-    far = _repair_far_rows(coefs, X, log_prob_t)
-    col_max, col_sum = _exp_shifted_in_place(log_prob_t)
-    density = np.log(col_sum).astype(np.float64)
-    density += col_max
-    if far is not None:
-        density[far[0]] += far[1]
-    return density
+    log_prob_t, phi_t = _log_joint_t(coefs, X)
+    return _exp_log_joint(coefs, X, phi_t, log_prob_t)[1]
 
 
 def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
@@ -1245,14 +1363,15 @@ def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
 def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Responsibilities of each row, shape (n, K), float64."""
     log_prob_t, _ = _log_joint_t(coefs, X)
-    far = _repair_far_rows(coefs, X, log_prob_t)
+    col_max = log_prob_t.max(axis=0)
+    far = _repair_far_rows(coefs, X, log_prob_t, col_max)
     if far is not None:
         # far rows get exact responsibilities: no floor under the exponent
         rel = np.asarray(log_prob_t[:, far[0]], dtype=np.float64)
         rel -= rel.max(axis=0)
         exact = np.exp(rel)
         exact /= exact.sum(axis=0)
-    _, col_sum = _exp_shifted_in_place(log_prob_t)
+    _, col_sum = _exp_shifted_in_place(log_prob_t, col_max)
     log_prob_t /= col_sum
     proba = np.ascontiguousarray(log_prob_t.T, dtype=np.float64)
     if far is not None:
