@@ -428,10 +428,18 @@ def test_near_singular_components_are_evaluated_centred(cov_type):
 
 
 def test_default_chunk_rows_counts_the_features_of_the_covariance_type():
-    full = default_chunk_rows(16, 32, 8, "full")
-    assert default_chunk_rows(16, 32, 8) == full
-    assert full < default_chunk_rows(16, 32, 8, "tied") == default_chunk_rows(16, 32, 8, "diag")
-    assert default_chunk_rows(16, 32, 8, "diag") < default_chunk_rows(16, 32, 8, "spherical")
+    # D = 4, K = 8: blocks of every layout are cut by the cache budget, not the floor
+    # of rows that amortises a chunk's fixed cost
+    full = default_chunk_rows(4, 8, 8, "full")
+    assert default_chunk_rows(4, 8, 8) == full
+    assert full < default_chunk_rows(4, 8, 8, "tied") == default_chunk_rows(4, 8, 8, "diag")
+    assert default_chunk_rows(4, 8, 8, "diag") < default_chunk_rows(4, 8, 8, "spherical")
+    # more features never give more rows; wide full blocks still stay a few MiB
+    diag = default_chunk_rows(16, 32, 8, "diag")
+    assert default_chunk_rows(16, 32, 8, "full") < diag <= default_chunk_rows(
+        16, 32, 8, "spherical"
+    )
+    assert default_chunk_rows(64, 16, 8) * (64 * 65 // 2 + 65) * 8 <= 4 << 20
 
 
 def test_far_components_do_not_change_sums_through_the_exp_floor():

@@ -22,11 +22,23 @@ from gmmkit.engines.base import Chunk, Engine, sample_positions
 
 T = TypeVar("T")
 
-#: Target bytes of one chunk's feature and log-joint blocks.  Measured on a 2 MiB-L2
-#: core (benchmarks/run.py): 2-6 MiB blocks are fastest across D = 1..64 -- smaller ones
-#: pay per-call overhead in numpy/BLAS, larger ones fall out of L2/L3 between the
-#: feature build, the two GEMMs and the log-sum-exp.
-CHUNK_BYTES = 4 << 20
+#: Bytes of one chunk's feature and log-joint blocks, ``F + K`` values a row.  Measured
+#: on a 2 MiB-L2 core (2-core Intel Xeon; interleaved sweeps of 1024..65536 rows, one
+#: thread): about 1 MiB keeps both blocks in L2 between the feature build, the two GEMMs
+#: and the floor, ``exp``, sum and scaling passes -- full D=3 K=20: 87 ns a row at 4369
+#: rows against 102 at 8192 and 137 at the former 4 MiB (17476 rows); 1-D K=2: 13 ns at
+#: 26214 rows against 14.4 at 65536.
+CHUNK_BYTES = 1 << 20
+
+#: ... but at least this many rows while their features fit in :data:`FEATURE_BYTES`: a
+#: chunk costs about 30 us of numpy calls whatever its size, which at 2016 rows of diag
+#: D=16 K=32 (1 MiB) made it 246 ns a row against 217-222 at 3024-4096 rows.
+MIN_CHUNK_ROWS = 4096
+
+#: Largest feature block (``F`` values a row) that :data:`MIN_CHUNK_ROWS` may take: wide
+#: full covariances keep blocks of about 4 MiB (D = 64, F = 2145: 244 rows, 30 % faster
+#: than 64-row blocks, no faster at 384).
+FEATURE_BYTES = 4 << 20
 
 
 def default_chunk_rows(
@@ -41,7 +53,10 @@ def default_chunk_rows(
     n_components : int
         K.
     itemsize : int
-        Bytes per value of the compute dtype (4 or 8).
+        Bytes per value of the compute dtype (4 or 8).  Blocks are budgeted at no less
+        than 8 bytes a value: float32 blocks are copied to float64 for the statistics
+        GEMM, and measured fastest at the same rows as float64 ones (full D=3 K=20:
+        67 ns a row at 4369 rows against 87 at 8738).
     covariance_type : str
         A covariance model; its layout sets the feature count: ``D (D + 1) / 2 + D + 1``
         for full, ``2 D + 1`` for diag, ``D + 2`` for spherical, ``2 D + 1`` for tied
@@ -61,8 +76,10 @@ def default_chunk_rows(
         "spherical": d + 2,
         "tied": 2 * d + 1,
     }[covariance_layout(covariance_type)]
-    rows = CHUNK_BYTES // max((features + n_components) * itemsize, 1)
-    return int(min(max(rows, 64), 65536))
+    value_bytes = max(itemsize, 8)
+    cached = CHUNK_BYTES // max((features + n_components) * value_bytes, 1)
+    least = min(MIN_CHUNK_ROWS, FEATURE_BYTES // (features * value_bytes))
+    return int(min(max(cached, least, 64), 65536))
 
 
 _BLAS_CONTROLLER: Any = None
