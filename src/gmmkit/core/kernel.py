@@ -486,9 +486,12 @@ def _log_joint_of_features_t(
     may be absent for tied, which whitens ``xc`` instead).
 
     ``floored``: the caller only uses the block through ``exp(max(. - column max,
-    floor))`` (:func:`_exp_shifted_in_place`), except at the columns listed (possibly
-    empty): the centred evaluation then skips the entries that provably fall below the
-    floor (:func:`_screened_centred_log_joint_t`)."""
+    floor))`` (:func:`_exp_shifted_in_place`) or, where the column's density sum is
+    at least ``exp(-460)``, ``exp(max(., floor))`` (:func:`_exp_log_joint`), except at
+    the columns listed (possibly empty): the centred evaluation then skips the entries
+    that provably fall more than the floor below their column's largest
+    (:func:`_screened_centred_log_joint_t`); either way such an entry weighs at most
+    ``exp(-140)`` of its column's sum."""
     q = phi_t.shape[0] - d - 1
     xc_t = phi_t[q : q + d]
     centred = coefs.centred_offsets is not None
@@ -828,7 +831,7 @@ def _log_density_shifted(
     col_max = log_prob_t.max(axis=0) if log_prob_t.shape[1] else np.empty(0, log_prob_t.dtype)
     far = _repair_far_rows(coefs, X, log_prob_t, col_max)
     _, col_sum = _exp_shifted_in_place(log_prob_t, col_max)
-    log_norm = np.log(col_sum).astype(np.float64)
+    log_norm = np.log(col_sum).astype(np.float64, copy=False)
     log_norm += col_max
     if far is not None:
         log_norm[far[0]] += far[1]
@@ -871,7 +874,7 @@ def _exp_log_joint(
     low, high = _UNSHIFTED_SUM[dtype]
     # NaN (from rows far out) compares False
     if col_sum.min() >= low and col_sum.max() <= high:
-        return col_sum, np.log(col_sum).astype(np.float64)
+        return col_sum, np.log(col_sum).astype(np.float64, copy=False)
     with np.errstate(invalid="ignore"):
         outside = np.flatnonzero(~((col_sum >= low) & (col_sum <= high)))
     d = X.shape[1]
@@ -883,7 +886,7 @@ def _exp_log_joint(
     sums, log_density = _log_density_shifted(coefs, X[outside], again)
     log_prob_t[:, outside] = again
     col_sum[outside] = sums
-    log_norm = np.log(col_sum).astype(np.float64)
+    log_norm = np.log(col_sum).astype(np.float64, copy=False)
     log_norm[outside] = log_density
     return col_sum, log_norm
 
