@@ -1,7 +1,8 @@
 """Side-by-side benchmark of gmmkit against scikit-learn.
 
 Run ``make bench`` (or ``python benchmarks/run.py``; ``--quick`` for small sizes,
-``--full`` to add the runs that take scikit-learn many minutes).  One process times both
+``--full`` to add the runs that take scikit-learn many minutes, ``--only diag,exam`` for
+sections 1-3 on the workloads named so).  One process times both
 libraries on the *same* arrays with the *same* initial parameters and iteration counts;
 peak memory is measured in child processes (````VmHWM``, the high-water resident set size).
 
@@ -268,6 +269,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small sizes (seconds)")
     parser.add_argument("--full", action="store_true",
                         help="also the runs where scikit-learn takes many minutes")
+    parser.add_argument("--only", default="",
+                        help="comma-separated words a workload name must contain one of "
+                        "(e.g. diag,exam): sections 1-3 for those workloads only")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -303,6 +307,9 @@ def main() -> None:
         Workload("diag D=16 K=32", 200_000 // scale, 16, 32, "diag", issue_seconds=0.275),
         Workload("1-D exam scores K=2", 800_000 // scale, 1, 2, "full", kind="exam"),
     ]
+    words = [word for word in args.only.split(",") if word]
+    if words:
+        workloads = [w for w in workloads if any(word in w.name for word in words)]
     data = {w.name: make_data(w) for w in workloads}
     inits = {w.name: initial_parameters(data[w.name], w) for w in workloads}
 
@@ -346,6 +353,9 @@ def main() -> None:
     print("3. gmmkit float32 against float64 (per iteration)")
     print_table(["workload", "float64", "float32", "speed-up", "rel |dLL|", "of floor",
                  "kernel at end"], rows)
+    if words:
+        print(f"(--only: sections 4-8 skipped) load average {os.getloadavg()[0]:.2f} at end")
+        return
 
     # 4. inference
     rows = []
