@@ -484,6 +484,9 @@ def test_rows_outside_the_unshifted_exp_window_match_reference(cov_type, far_sha
     X[far[:3]] *= 1e5
     coefs = kernel_coefficients(params, np.float64)
     assert coefs.unshifted_exp
+    # float32 keeps the shifted form, which the torch engine evaluates alike
+    single = kernel_coefficients(params, np.float32)
+    assert single.dtype == np.float32 and not single.unshifted_exp
     reference_density = _reference_score(params, X)
     outside = reference_density < -460.0  # the premise: the far rows leave the window
     assert outside[far].all() and outside.sum() == len(far)

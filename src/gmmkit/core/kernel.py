@@ -145,15 +145,19 @@ class KernelCoefficients:
     @cached_property
     def unshifted_exp(self) -> bool:
         """Whether the kernel exponentiates log-joints as they are, without shifting each
-        row by its largest (:func:`_exp_log_joint`): when every component's peak
-        log-density is low enough that no row's density sum can leave the window of
-        :data:`_UNSHIFTED_SUM` upwards, and the mixture's rows typically lie inside it.
-        Rows that do not are evaluated again with the shift, so this only decides which
-        of the two is tried first."""
+        row by its largest (:func:`_exp_log_joint`): float64 only, when every
+        component's peak log-density is low enough that no row's density sum can leave
+        the window of :data:`_UNSHIFTED_SUM` upwards, and the mixture's rows typically
+        lie inside it.  Rows that do not are evaluated again with the shift, so this
+        only decides which of the two is tried first.
+
+        float32 keeps the shifted form, which the torch engine evaluates alike: its
+        log-densities round differently unshifted (1e-7 relative), enough to flip a
+        SQUAREM step's acceptance and part the two engines' float32 fits by 1e-4."""
         params = self.params
-        if params is None:
+        if params is None or self.dtype != np.float64:
             return False
-        low, high = (float(np.log(v)) for v in _UNSHIFTED_SUM[self.dtype])
+        low, high = np.log(_UNSHIFTED_SUM)
         d = params.n_features
         log_det = self.covariance.log_det_cholesky(params.precisions_cholesky, d)
         with np.errstate(divide="ignore"):
@@ -162,7 +166,7 @@ class KernelCoefficients:
             return False
         # a row of component k lies about D / 2 below its peak (chi-square / 2)
         typical = float(params.weights @ peaks) - d
-        return float(peaks.max()) + np.log(len(peaks)) <= high and typical >= low
+        return bool(peaks.max() + np.log(len(peaks)) <= high and typical >= low)
 
 
 #: With at most this many rows x components in a pass, the kernel evaluates every
@@ -788,15 +792,12 @@ def log_joint(coefs: KernelCoefficients, phi: Array) -> Array:
 _EXP_FLOOR = {np.dtype(np.float64): -600.0, np.dtype(np.float32): -80.0}
 
 #: Window of a row's density sum ``sum_k exp(log-joint)`` within which the unshifted
-#: exponentials (:func:`_exp_log_joint`) are as exact as the shifted ones: above the
-#: lower end, an entry raised to :data:`_EXP_FLOOR` is at most ``exp(-140)`` (float32:
-#: ``exp(-30)``) of the sum, far below rounding; below the upper end, every
-#: responsibility ``exp(floor) / sum`` stays a normal number (``>= exp(-640)``,
-#: float32 ``exp(-85)``), so the scaling and the statistics GEMM meet no subnormals.
-_UNSHIFTED_SUM = {
-    np.dtype(np.float64): (float(np.exp(-460.0)), float(np.exp(40.0))),
-    np.dtype(np.float32): (float(np.exp(-50.0)), float(np.exp(5.0))),
-}
+#: float64 exponentials (:func:`_exp_log_joint`) are as exact as the shifted ones: above
+#: the lower end, an entry raised to :data:`_EXP_FLOOR` is at most ``exp(-140)`` of the
+#: sum, far below rounding; below the upper end, every responsibility
+#: ``exp(floor) / sum`` stays a normal number (``>= exp(-640)``), so the scaling and the
+#: statistics GEMM meet no subnormals.
+_UNSHIFTED_SUM = (float(np.exp(-460.0)), float(np.exp(40.0)))
 
 
 def _exp_shifted_in_place(
@@ -877,10 +878,10 @@ def _exp_log_joint(
         np.maximum(log_prob_t, floor, out=log_prob_t)
     np.exp(log_prob_t, out=log_prob_t)
     col_sum = _column_sums(log_prob_t)
-    low, high = _UNSHIFTED_SUM[dtype]
+    low, high = _UNSHIFTED_SUM
     # NaN (from rows far out) compares False
     if col_sum.min() >= low and col_sum.max() <= high:
-        return col_sum, np.log(col_sum).astype(np.float64, copy=False)
+        return col_sum, np.log(col_sum)
     with np.errstate(invalid="ignore"):
         outside = np.flatnonzero(~((col_sum >= low) & (col_sum <= high)))
     d = X.shape[1]
@@ -892,7 +893,7 @@ def _exp_log_joint(
     sums, log_density = _log_density_shifted(coefs, X[outside], again)
     log_prob_t[:, outside] = again
     col_sum[outside] = sums
-    log_norm = np.log(col_sum).astype(np.float64, copy=False)
+    log_norm = np.log(col_sum)
     log_norm[outside] = log_density
     return col_sum, log_norm
 
