@@ -856,7 +856,7 @@ def _exp_log_joint(
     addition of the maxima back.  Rows whose density sum falls
     outside :data:`_UNSHIFTED_SUM` -- far from every component, or overflowing -- are
     evaluated again from their features ``phi_t`` (the block's, unscaled) with the
-    shift; when they are many the whole block is.  ``floored``: as given to
+    shift.  ``floored``: as given to
     :func:`_log_joint_t` for the block (it is evaluated again alike).
 
     Returns
@@ -885,11 +885,12 @@ def _exp_log_joint(
     with np.errstate(invalid="ignore"):
         outside = np.flatnonzero(~((col_sum >= low) & (col_sum <= high)))
     d = X.shape[1]
-    if len(outside) > n // 4:
-        log_prob_t[...] = _log_joint_of_features_t(coefs, phi_t, d, floored)
-        return _log_density_shifted(coefs, X, log_prob_t)
+    # only the rows outside are evaluated again, however many: each row's result must
+    # not depend on the other rows of its block (streamed and in-memory fits cut the
+    # rows into different blocks and must agree bit for bit)
     # np.take keeps the columns C-ordered (``phi_t[:, outside]`` is F-ordered)
-    again = _log_joint_of_features_t(coefs, np.take(phi_t, outside, axis=1), d, floored)
+    with np.errstate(over="ignore", invalid="ignore"):  # far rows: repaired when shifted
+        again = _log_joint_of_features_t(coefs, np.take(phi_t, outside, axis=1), d, floored)
     sums, log_density = _log_density_shifted(coefs, X[outside], again)
     log_prob_t[:, outside] = again
     col_sum[outside] = sums
