@@ -40,7 +40,7 @@ from gmmkit.core.suffstats import SuffStats
 from gmmkit.core.weights import weight_scale
 from gmmkit.engines.base import Engine, FilledEngine, check_squares
 from gmmkit.engines.dispatch import as_engine, check_engine_features, is_torch_tensor
-from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
+from gmmkit.engines.memory import MemoryEngine, default_chunk_rows, default_part_rows
 from gmmkit.modelfile import SaveMixin
 
 Array = NDArray[np.floating[Any]]
@@ -419,10 +419,12 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 X, sample_weight, labels, device=self.device, chunk_rows=self.chunk_rows,
                 n_components=self._n_fit_components(), covariance_type=self.covariance_type,
             )
-        rows = self.chunk_rows or default_chunk_rows(
-            X.shape[1], self._n_fit_components(), X.dtype.itemsize, self.covariance_type
+        layout = (X.shape[1], self._n_fit_components(), X.dtype.itemsize, self.covariance_type)
+        rows = self.chunk_rows or default_chunk_rows(*layout)
+        return MemoryEngine(
+            X, sample_weight, labels, chunk_rows=rows, n_jobs=self.n_jobs,
+            part_rows=None if self.chunk_rows else default_part_rows(*layout),
         )
-        return MemoryEngine(X, sample_weight, labels, chunk_rows=rows, n_jobs=self.n_jobs)
 
     def _n_fit_components(self) -> int:
         """Components of this fit (a subclass may take them from ``y``)."""

@@ -67,19 +67,39 @@ def default_chunk_rows(
     int
         Between 64 and 65536.
     """
+    features = _feature_count(n_features, covariance_type)
+    value_bytes = max(itemsize, 8)
+    cached = CHUNK_BYTES // max((features + n_components) * value_bytes, 1)
+    least = min(MIN_CHUNK_ROWS, FEATURE_BYTES // (features * value_bytes))
+    return int(min(max(cached, least, 64), 65536))
+
+
+#: Fewest bytes of features and log-joints in a part when data of one chunk are cut
+#: between workers (:meth:`MemoryEngine._rows_per_chunk`): a smaller part costs about
+#: what handing it to a thread does.  (An eighth of the former 4 MiB chunks; the split
+#: of small data, and so the order of its sums, is as before the 1 MiB chunks.)
+PART_BYTES = 512 << 10
+
+
+def default_part_rows(
+    n_features: int, n_components: int, itemsize: int, covariance_type: str = "full"
+) -> int:
+    """Fewest rows of a part of one chunk cut between workers: :data:`PART_BYTES` of
+    the ``F + K`` values a row of :func:`default_chunk_rows`."""
+    features = _feature_count(n_features, covariance_type)
+    return max(1, PART_BYTES // ((features + n_components) * max(itemsize, 8)))
+
+
+def _feature_count(d: int, covariance_type: str) -> int:
+    """``F``, the kernel's packed features of a row for the model's layout."""
     from gmmkit.core.covariance import covariance_layout
 
-    d = n_features
-    features = {
+    return {
         "full": d * (d + 1) // 2 + d + 1,
         "diag": 2 * d + 1,
         "spherical": d + 2,
         "tied": 2 * d + 1,
     }[covariance_layout(covariance_type)]
-    value_bytes = max(itemsize, 8)
-    cached = CHUNK_BYTES // max((features + n_components) * value_bytes, 1)
-    least = min(MIN_CHUNK_ROWS, FEATURE_BYTES // (features * value_bytes))
-    return int(min(max(cached, least, 64), 65536))
 
 
 _BLAS_CONTROLLER: Any = None
@@ -185,8 +205,11 @@ class MemoryEngine(ThreadedEngine):
         labels: NDArray[np.intp] | None = None,
         chunk_rows: int = 4096,
         n_jobs: int | None = None,
+        part_rows: int | None = None,
     ) -> None:
         self.X = X
+        #: fewest rows of a part when one chunk is cut between workers
+        self.part_rows = part_rows
         self.sample_weight = sample_weight
         self.labels = labels
         self.chunk_rows = max(1, int(chunk_rows))
@@ -207,13 +230,14 @@ class MemoryEngine(ThreadedEngine):
 
     def _rows_per_chunk(self) -> int:
         """``chunk_rows``, except that data of one chunk are cut into up to ``n_jobs``
-        equal parts of at least ``chunk_rows / 8`` rows, so that small data with many
-        components (1797 x 17 digits, K = 100: one 1814-row chunk) use every worker.
-        Parts of a cache-sized block cost a millisecond or more, well above the thread
-        hand-off (tens of microseconds)."""
+        equal parts of at least ``part_rows`` (default ``chunk_rows / 8``) rows, so
+        that small data with many components (1797 x 17 digits, K = 100: two parts of
+        899 rows) use every worker.  Parts of half a megabyte cost a millisecond or more,
+        well above the thread hand-off (tens of microseconds)."""
         n, rows = self.n_samples, self.chunk_rows
         if n <= rows and self.n_jobs > 1:
-            parts = min(self.n_jobs, n // max(rows // 8, 1))
+            least = rows // 8 if self.part_rows is None else self.part_rows
+            parts = min(self.n_jobs, n // max(least, 1))
             if parts > 1:
                 return -(-n // parts)
         return rows
