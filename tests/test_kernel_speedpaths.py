@@ -321,13 +321,7 @@ def test_float32_is_skipped_only_where_its_probe_check_fails(cov_type, monkeypat
         with monkeypatch.context() as patch:  # the plain expansion, whatever its error
             patch.setattr(kernel, "FLOAT64_TOLERANCE", np.inf)
             coefs = kernel_coefficients(params, np.float64)
-        single = dataclasses.replace(
-            coefs,
-            dtype=np.dtype(np.float32),
-            reference_compute=coefs.reference.astype(np.float32),
-            weights_t=coefs.weights_t.astype(np.float32),
-            whitening=None if coefs.whitening is None else coefs.whitening.astype(np.float32),
-        )
+        single = _as_float32(coefs)
         centred = params.means - coefs.reference
         spread = np.sum(centred * coefs.covariance.precision_times(
             params.precisions_cholesky, centred), axis=1)
@@ -343,6 +337,17 @@ def test_float32_is_skipped_only_where_its_probe_check_fails(cov_type, monkeypat
     assert skipped and tried
 
 
+def _as_float32(coefs):
+    """The float64 coefficients rounded to float32: the plain expansion in float32."""
+    return dataclasses.replace(
+        coefs,
+        dtype=np.dtype(np.float32),
+        reference_compute=coefs.reference.astype(np.float32),
+        weights_t=coefs.weights_t.astype(np.float32),
+        whitening=None if coefs.whitening is None else coefs.whitening.astype(np.float32),
+    )
+
+
 @pytest.mark.parametrize("cov_type", COV_TYPES)
 def test_expansion_error_probe_matches_observed_error(cov_type):
     """The probe's estimate is the error the kernel really makes on a component's rows
@@ -355,13 +360,7 @@ def test_expansion_error_probe_matches_observed_error(cov_type):
         params.weights, params.means * 8.0, params.covariances, cov_type
     )
     coefs = kernel_coefficients(params, np.float64)
-    single = dataclasses.replace(
-        coefs,
-        dtype=np.dtype(np.float32),
-        reference_compute=coefs.reference.astype(np.float32),
-        weights_t=coefs.weights_t.astype(np.float32),
-        whitening=None if coefs.whitening is None else coefs.whitening.astype(np.float32),
-    )
+    single = _as_float32(coefs)
     X = np.vstack([
         rng.multivariate_normal(m, c, size=300)
         for m, c in zip(params.means, _dense_covariances(params))
