@@ -23,6 +23,14 @@ For ``tied`` the quadratic term is shared by all components: it is one whitening
 ``U.T @ Xc.T`` per block (``D^2`` per row instead of ``K D^2 / 2``), and the pooled
 second moment is one ``Xc.T @ Xc`` that does not depend on the responsibilities.
 
+For ``full`` with many features and few components (D = 64, K = 16) the packed block
+costs more than it saves: building ``D (D + 1) / 2`` products per row and two GEMMs with
+only K rows.  There (:func:`whitened_evaluation`, a measured cost model) every component
+is whitened instead -- one ``[U_k' | -U_k' (mu_k - ref)] @ [xc; 1]`` GEMM and a column
+norm each -- and the second moments are one SYRK of ``xc sqrt(r_k)`` per component,
+skipping rows whose responsibility is provably negligible.  The probes, the accuracy
+fallbacks and the statistics' centres are those of the expansion.
+
 Precision: the expansion around one reference point cancels terms as large as
 ``|x - ref|' |P| |x - ref|``.  :func:`kernel_coefficients` measures the resulting
 error at probe points of every component and picks the cheapest accurate evaluation:
@@ -121,6 +129,13 @@ class KernelCoefficients:
         With ``centred_offsets`` set, the components the kernel evaluates centred on
         their own means; the others keep the one expansion GEMM (``weights_t`` then
         holds every component's quadratic coefficients).  ``None``: all of them.
+    whitened, whitened_constants : ndarray of shape (K, D, D + 1) and (K,), or None
+        Set for full covariances with many features (:func:`whitened_evaluation`):
+        ``A_k = [U_k' | -U_k' (mu_k - ref)]`` and ``log pi_k + log det U_k - D/2 log 2 pi``,
+        so that ``whitened_constants[k] - |A_k [xc; 1]|^2 / 2`` is component ``k``'s
+        log-joint.  The kernel's blocks then carry only ``[xc; 1]`` and every component
+        not in ``centred_components`` is evaluated by one (D, D + 1) x (D + 1, n) GEMM;
+        ``weights_t`` keeps the expansion (the probes and the torch engine use it).
     """
 
     covariance: CovarianceType
@@ -137,6 +152,8 @@ class KernelCoefficients:
     params: MixtureParams | None = None
     quadratic: bool = True
     centred_components: NDArray[np.intp] | None = None
+    whitened: Array | None = None
+    whitened_constants: Array | None = None
 
     @property
     def n_components(self) -> int:
@@ -213,6 +230,9 @@ def kernel_coefficients(
     exact = (
         n_rows is not None and n_rows * params.n_components <= EXACT_WORK
     ) or cov.n_quadratic(d) > WIDE_QUADRATIC
+    # wide full covariances: the numpy kernel whitens every component instead of
+    # building packed quadratic features (the expansion stays for probes and torch)
+    whiten = not exact and whitened_evaluation(cov.layout, d, params.n_components)
     # tied evaluates its shared quadratic term by whitening, not by packed features; the
     # exact centred evaluation needs no quadratic coefficients at all
     weights_matrix = (
@@ -230,6 +250,8 @@ def kernel_coefficients(
             per_component and inaccurate is not None and bool(np.all(inaccurate))
         )
         stats_reference = np.tile(reference, (params.n_components, 1))
+        if whiten and not no_quadratic:
+            extra |= _whitened_fields(params, centred, log_weights + log_det, compute)
         if inaccurate is not None and np.any(inaccurate) and not cov.shared_quadratic:
             stats_reference[inaccurate] = params.means[inaccurate]
             extra["own_centred"] = np.flatnonzero(inaccurate)
@@ -300,6 +322,71 @@ def _float32_hopeless(spread: Array, exact_at_probes: NDArray[np.float64]) -> bo
     largest = float(np.max(spread, initial=0.0))  # NaN: False below, float32 is probed
     rounding = 0.5 * largest * 2.0**-24
     return bool(rounding > _FLOAT32_HOPELESS * FLOAT32_TOLERANCE * _probe_scale(exact_at_probes))
+
+
+#: Per-row costs of the two full-covariance evaluations (E-step and statistics), in units
+#: of one multiply-add of the expansion GEMMs, fitted to one-thread timings of
+#: :func:`chunk_statistics` at D = 16..128, K = 4..64 with dense responsibilities
+#: (benchmarks/README.md, "Wide features"):
+#: building one packed product costs ~34 units (written to memory and read back by
+#: both GEMMs), so the expansion costs ``F (34 + K)`` with ``F = D (D + 1) / 2 + D + 1``;
+#: whitening costs per component ``0.59 D^2`` (its GEMM and SYRK, which use no
+#: symmetry in the E-step) ``+ 40 D`` (column norms, scaling) ``+ 80``.
+_PACKED_FEATURE_COST = 34.0
+_WHITEN_GEMM_COST = 0.59
+_WHITEN_PASS_COST = 40.0
+_WHITEN_CALL_COST = 80.0
+
+#: Below this many features the expansion's blocks are small and per-call overheads
+#: (not in the cost model) decide; measured D = 8, K = 4: whitening 1.25x slower.
+WHITEN_MIN_FEATURES = 16
+
+
+def whitened_evaluation(layout: str, n_features: int, n_components: int) -> bool:
+    """Whether the numpy kernel evaluates ``layout`` by whitening each component
+    (:attr:`KernelCoefficients.whitened`) rather than by packed quadratic features.
+
+    The expansion builds ``D (D + 1) / 2`` packed products per row (a cost independent
+    of K) and runs two skinny (K, F) x (F, n) GEMMs; whitening runs K well-shaped GEMMs
+    with twice the E-step flops and one SYRK per component for the statistics.  So
+    whitening wins for wide data with few components: D = 64 up to K ~ 25, D = 128 up
+    to K ~ 45 (measured: D = 64, K = 16 1.5x faster with dense responsibilities, 2x
+    when they are sparse; D = 32, K = 16 even; D = 16, K = 32 2.2x slower).
+
+    Parameters
+    ----------
+    layout : str
+        Covariance layout ("full", "tied", "diag", "spherical").
+    n_features : int
+    n_components : int
+
+    Returns
+    -------
+    bool
+    """
+    d, k = n_features, n_components
+    if layout != "full" or d < WHITEN_MIN_FEATURES:
+        return False
+    packed = d * (d + 1) // 2 + d + 1
+    whitening = k * (_WHITEN_GEMM_COST * d * d + _WHITEN_PASS_COST * d + _WHITEN_CALL_COST)
+    return whitening < packed * (_PACKED_FEATURE_COST + k)
+
+
+def _whitened_fields(
+    params: MixtureParams,
+    centred: NDArray[np.float64],
+    log_norms: NDArray[np.float64],
+    compute: np.dtype,
+) -> dict[str, Array]:
+    """``whitened`` and ``whitened_constants`` of :class:`KernelCoefficients`.
+
+    ``centred`` (K, D): ``mu_k - ref``; ``log_norms`` (K,): ``log pi_k + log det U_k``."""
+    factors_t = np.swapaxes(params.precisions_cholesky, 1, 2)  # U_k'
+    shifts = np.matmul(factors_t, centred[:, :, None])  # U_k' (mu_k - ref): (K, D, 1)
+    return {
+        "whitened": np.ascontiguousarray(np.concatenate([factors_t, -shifts], axis=2), compute),
+        "whitened_constants": (log_norms - 0.5 * params.n_features * log_2pi()).astype(compute),
+    }
 
 
 @cache
@@ -476,7 +563,7 @@ def _log_joint_t(
     For ``tied`` the feature block is ``[xc; 1]`` of shape (D + 1, n); otherwise the
     full ``[q(xc); xc; 1]``.
     """
-    quadratic = coefs.whitening is None and coefs.quadratic
+    quadratic = coefs.whitening is None and coefs.quadratic and coefs.whitened is None
     # rows far out may overflow here; :func:`_repair_far_rows` evaluates them again
     with np.errstate(over="ignore", invalid="ignore"):
         phi_t = _features_t(coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic)
@@ -501,6 +588,8 @@ def _log_joint_of_features_t(
     centred = coefs.centred_offsets is not None
     if centred and coefs.centred_components is None:
         return _centred_log_joint_t(coefs, phi_t[q:])
+    if coefs.whitened is not None:
+        return _whitened_log_joint_t(coefs, phi_t[q:])
     screen = (
         floored is not None
         and coefs.whitening is None
@@ -531,6 +620,32 @@ def _log_joint_of_features_t(
         # each is cheaper than splitting the GEMM by component
         _centred_log_joint_t(coefs, phi_t[q:], coefs.centred_components, log_prob)
     return log_prob
+
+
+def _whitened_log_joint_t(coefs: KernelCoefficients, linear_t: Array) -> Array:
+    """(K, n) log-joint from the block ``[xc; 1]`` (D + 1, n) by whitening: one
+    (D, D + 1) x (D + 1, n) GEMM and one column-norm pass per component
+    (:attr:`KernelCoefficients.whitened`).
+
+    ``coefs.centred_components`` are evaluated centred on their own means instead
+    (:func:`_centred_log_joint_t`): the shift ``U_k' (mu_k - ref)`` inside the GEMM
+    cancels terms as large as ``|U_k' (x - ref)|``, so the kernel's probe of the
+    expansion (whose error grows with the square of that distance) bounds this one."""
+    assert coefs.whitened is not None and coefs.whitened_constants is not None
+    matrices, constants = coefs.whitened, coefs.whitened_constants
+    n_components, d = matrices.shape[:2]
+    out = np.empty((n_components, linear_t.shape[1]), dtype=linear_t.dtype)
+    white = np.empty((d, linear_t.shape[1]), dtype=linear_t.dtype)
+    rest = _uncentred(coefs)
+    for k in range(n_components) if rest is None else np.flatnonzero(rest):
+        np.dot(matrices[k], linear_t, out=white)
+        row = out[k]
+        np.einsum("ij,ij->j", white, white, out=row)  # one pass, no squared copy
+        row *= -0.5
+        row += constants[k]
+    if coefs.centred_components is not None:
+        _centred_log_joint_t(coefs, linear_t, coefs.centred_components, out)
+    return out
 
 
 def _screening_pays(coefs: KernelCoefficients, d: int) -> bool:
@@ -1121,10 +1236,10 @@ def chunk_statistics(
         first = np.empty((len(nk), d))
         second = np.empty((len(nk), coefs.covariance.n_quadratic(d)))
     else:
-        if phi_t.shape[0] < log_prob_t.shape[0]:
+        if phi_t.shape[0] < log_prob_t.shape[0] and coefs.whitened is None:
             phi_t *= scale
         else:
-            log_prob_t *= scale
+            log_prob_t *= scale  # whitened: the scatter needs the unscaled rows
         # (F, n) @ (n, K) runs 10-40% faster in OpenBLAS than (K, n) @ (n, F).  The sums
         # are taken in float64 even for float32 blocks: moments around the shared
         # reference cancel in the M-step (S / n - m m'), and float32 accumulation over a
@@ -1140,7 +1255,9 @@ def chunk_statistics(
             moments[own, -1] = own_resp.sum(axis=1, dtype=np.float64)
         else:
             moments = np.dot(_as_float64(phi_t), _as_float64(log_prob_t).T).T  # (K, F)
-        if not tied:
+        if coefs.whitened is not None:
+            second = _reference_second_moments(phi_t[:d], log_prob_t, own)
+        elif not tied:
             second = moments[:, :q]
         nk = moments[:, -1].copy()
         first = moments[:, q : q + d].copy()
@@ -1236,6 +1353,46 @@ def _own_mean_moments(
     return first, second
 
 
+def _reference_second_moments(
+    xc_t: Array, resp: Array, skip: NDArray[np.intp] | None
+) -> NDArray[np.float64]:
+    """Packed second moments around the shared reference, (K, D (D + 1) / 2), float64:
+    ``sum_i r_ik xc_i xc_i'`` as one SYRK ``(xc sqrt(r_k)) (xc sqrt(r_k))'`` per
+    component (the whitened kernel's blocks carry no packed products to multiply).
+
+    ``xc_t`` (D, n): rows minus the reference; ``resp`` (K, n): weighted
+    responsibilities.  Components in ``skip`` (accumulated around their own means) are
+    left as zeros.  A component's rows whose responsibility is negligible are left out
+    when that provably changes nothing beyond rounding (:func:`_sparse_moments`)."""
+    # float32 responsibilities never fall below the float32 exp floor (2e-35 of the
+    # largest): entries near it are noise at float32 precision, not information
+    negligible = NEGLIGIBLE_RESPONSIBILITY if resp.dtype == np.float64 else 1e-30
+    xc_t = _as_float64(xc_t)
+    resp = _as_float64(resp)
+    d, n = xc_t.shape
+    outer = np.zeros((len(resp), d, d))
+    todo = np.ones(len(resp), dtype=bool)
+    if skip is not None:
+        todo[skip] = False
+    components = np.flatnonzero(todo)
+    done = np.zeros(len(components), dtype=bool)
+    if n >= 64 and len(components):
+        # |xc_i|^2 <= D max |xc|^2 (two reductions, no |xc| temporary)
+        largest = max(float(xc_t.max(initial=0.0)), -float(xc_t.min(initial=0.0)))
+        c = len(components)
+        sparse_outer = np.empty((c, d, d))
+        done = _sparse_moments(
+            resp[components], xc_t, np.zeros((c, d)), "full", np.full(c, d * largest**2),
+            np.empty((c, d)), np.empty((c, 0)), sparse_outer, negligible,
+        )
+        outer[components[done]] = sparse_outer[done]
+    scaled = np.empty_like(xc_t)
+    for k in components[~done]:
+        np.multiply(xc_t, np.sqrt(resp[k]), out=scaled)
+        np.dot(scaled, scaled.T, out=outer[k])  # y y' runs as one SYRK
+    return _as_float64(pack_symmetric(outer))
+
+
 def _sparse_moments(
     resp: Array,
     xc_t: Array,
@@ -1245,6 +1402,7 @@ def _sparse_moments(
     first: Array,
     second: Array,
     outer: Array | None,
+    negligible: float = NEGLIGIBLE_RESPONSIBILITY,
 ) -> NDArray[np.bool_]:
     """Own-mean moments of the components whose non-negligible rows are few, from those
     rows only, all such components at once (:func:`_pair_groups`).
@@ -1254,10 +1412,11 @@ def _sparse_moments(
     over the rows.  Row ``i`` of ``first`` (C, D), ``second`` (C, Q) or, for full,
     ``outer`` (C, D, D) is written where the returned mask (C,) is True; False where a
     component's rows are not few or leaving the others out is not provably below
-    rounding (nothing written)."""
+    rounding (nothing written).  ``negligible``: the fraction of a component's largest
+    responsibility below which a row is left out."""
     n = resp.shape[1]
     top = resp.max(axis=1, initial=0.0)
-    threshold = NEGLIGIBLE_RESPONSIBILITY * top
+    threshold = negligible * top
     kept = resp > threshold[:, None]  # none where top is 0
     done = np.zeros(len(resp), dtype=bool)
     for rows, cols, real in _pair_groups(kept, n // 4)[0]:
