@@ -438,7 +438,9 @@ def test_default_chunk_rows_counts_the_features_of_the_covariance_type():
     assert default_chunk_rows(16, 32, 8, "full") < diag <= default_chunk_rows(
         16, 32, 8, "spherical"
     )
-    assert default_chunk_rows(64, 16, 8) * (64 * 65 // 2 + 65) * 8 <= 4 << 20
+    assert default_chunk_rows(64, 64, 8) * (64 * 65 // 2 + 65) * 8 <= 4 << 20
+    # D = 64, K = 16 is whitened: its blocks hold 3 D + 1 values a row, not packed ones
+    assert default_chunk_rows(64, 16, 8) * (3 * 64 + 1) * 8 <= 4 << 20
 
 
 def test_far_components_do_not_change_sums_through_the_exp_floor():
