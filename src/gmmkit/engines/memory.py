@@ -103,7 +103,7 @@ def _feature_count(d: int, covariance_type: str, n_components: int) -> int:
     layout = covariance_layout(covariance_type)
     if whitened_evaluation(layout, d, n_components):
         # measured at D = 64, K = 16 (one thread): 1024 .. 4096 rows within noise of
-        # each other, 256 rows 20-40 % slower (per-call costs of K GEMMs per block)
+        # each other, 256 rows 20-50 % slower (per-call costs of K GEMMs per block)
         return 3 * d + 1
     return {
         "full": d * (d + 1) // 2 + d + 1,
