@@ -349,9 +349,10 @@ def whitened_evaluation(layout: str, n_features: int, n_components: int) -> bool
     The expansion builds ``D (D + 1) / 2`` packed products per row (a cost independent
     of K) and runs two skinny (K, F) x (F, n) GEMMs; whitening runs K well-shaped GEMMs
     with twice the E-step flops and one SYRK per component for the statistics.  So
-    whitening wins for wide data with few components: D = 64 up to K ~ 25, D = 128 up
-    to K ~ 45 (measured: D = 64, K = 16 1.5x faster with dense responsibilities, 2x
-    when they are sparse; D = 32, K = 16 even; D = 16, K = 32 2.2x slower).
+    whitening wins for wide data with few components: D = 32 up to K = 13, D = 64 up to
+    K = 25, D = 128 up to K = 43 (measured: D = 64, K = 16 1.5x faster with dense
+    responsibilities, 2x when they are sparse; D = 32, K = 16 even; D = 16, K = 32 2.2x
+    slower).
 
     Parameters
     ----------
