@@ -141,21 +141,17 @@ def full_covariances(params: Any) -> np.ndarray:
 def run_cli(*args: object) -> subprocess.CompletedProcess[str]:
     """``gmmkit ARGS`` in this process through ``gmmkit.cli.main``: its exit status, stdout
     and stderr, as a subprocess would give them (stderr is not a terminal either), without
-    the interpreter start and imports of one (about two seconds a command).  ``--debug``
-    does not outlast the command."""
+    the interpreter start and imports of one (about two seconds a command)."""
     from gmmkit import cli
 
     argv = [str(arg) for arg in args]
     stdout, stderr = io.StringIO(), io.StringIO()
-    debug = cli._State.debug
     code: Any = 0
     try:
         with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
             cli.main(argv)
     except SystemExit as exc:
         code = exc.code
-    finally:
-        cli._State.debug = debug
     return subprocess.CompletedProcess(
         ["gmmkit", *argv], 0 if code is None else code, stdout.getvalue(), stderr.getvalue()
     )

@@ -5,7 +5,9 @@ and model file, an error that must be one line of stderr and no traceback)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import pickle
 import subprocess
 import sys
@@ -364,3 +366,19 @@ def test_debug_shows_traceback(files: dict[str, Path]) -> None:
     assert result.returncode == 1
     assert "Traceback" in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("gmmkit: error:")
+
+
+def test_debug_does_not_outlast_its_command(
+    files: dict[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``main()`` called twice in one process (a notebook, a test): the second call,
+    without ``--debug``, prints the one-line error only."""
+    from gmmkit import cli
+
+    monkeypatch.delenv("GMMKIT_DEBUG", raising=False)
+    for debug, traceback_shown in ((True, True), (False, False)):
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit_:
+            cli.main(["fit", str(files["bad"]), "-k", "2", *(["--debug"] if debug else [])])
+        assert exit_.value.code == 1
+        assert ("Traceback" in stderr.getvalue()) is traceback_shown

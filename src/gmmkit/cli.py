@@ -1381,8 +1381,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     previous_sigterm: Any = None
     with contextlib.suppress(ValueError):  # only the main thread may set handlers
         previous_sigterm = signal.signal(signal.SIGTERM, _terminate)
-    if "--debug" in args:
-        _State.debug = True
+    # decided afresh on every call: main() may run several times in one process
+    _State.debug = bool(os.environ.get("GMMKIT_DEBUG")) or "--debug" in args
     quiet = "-q" in args or "--quiet" in args
     code = 0
     with warnings.catch_warnings():
