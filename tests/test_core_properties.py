@@ -360,6 +360,7 @@ def test_chunk_statistics_match_their_definition(
     init_params=st.sampled_from(["kmeans", "k-means++"]),
 )
 @example(seed=1747955, n=59, d=1, k=2, covariance_type="full", init_params="kmeans")
+@example(seed=63, n=8, d=2, k=3, covariance_type="diag", init_params="kmeans")
 def test_integer_sample_weight_equals_repeated_rows(
     seed: int, n: int, d: int, k: int, covariance_type: str, init_params: str
 ) -> None:
@@ -377,7 +378,12 @@ def test_integer_sample_weight_equals_repeated_rows(
                          random_state=seed % 1000, max_iter=60)
         weighted = GaussianMixture(k, **settings_).fit(X, sample_weight=weight)
         expanded = GaussianMixture(k, **settings_).fit(repeated)
-    assert weighted.n_iter_ == expanded.n_iter_
+    # the stopping rule may fire one iteration apart: a component collapsed on one row
+    # (variance at reg_covar) amplifies the rounding of weights against repeats during
+    # the starts' short runs to ~1e-9 of the log-likelihood, the size of the rule's
+    # threshold (seen: a change of 1.02e-9 against 4.2e-10 at the second iteration,
+    # both fits ending at the same parameters)
+    assert abs(weighted.n_iter_ - expanded.n_iter_) <= 1
     _assert_same_fit(weighted, expanded, X, rtol=1e-9)
     np.testing.assert_array_equal(weighted.predict(X), expanded.predict(X))
     rtol = 1e-9 * _amplification(expanded, X)
