@@ -211,50 +211,68 @@ _OWN_PATTERNS = 0.8
 
 def _patterns(missing: NDArray[np.bool_]) -> _Patterns:
     """Group the rows of a block by their missingness pattern."""
-    d = missing.shape[1]
-    if d <= 52:  # patterns as integer codes (a float GEMM is exact below 2^53)
-        bits = np.ldexp(1.0, np.arange(d))
+    n, d = missing.shape
+    row_bits = max(1, int(n - 1).bit_length())
+    size_bits = int(d).bit_length()
+    if d <= 52 and size_bits + d + row_bits <= 62:
+        # one sort of unique integer keys (size, pattern code, row): rows ranked by
+        # (number missing, code), each pattern's rows in the block's order
+        bits = np.ldexp(1.0, np.arange(d))  # a float GEMM is exact below 2^53
         codes = np.dot(np.ascontiguousarray(missing).view(np.uint8).astype(np.float64), bits)
         codes = codes.astype(np.int64)
-    elif d <= 62:
-        codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
-    if d <= 62:
-        if d <= 20:  # counted without sorting
-            per_code = np.bincount(codes, minlength=1 << d)
-            present = np.flatnonzero(per_code)
-            lookup = np.empty(1 << d, dtype=np.intp)
-            lookup[present] = np.arange(len(present))
-            inverse = lookup[codes]
-            counts = per_code[present]
-        else:
-            present, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
-        sizes = np.bitwise_count(present).astype(np.intp)
+        keys = ((np.bitwise_count(codes).astype(np.int64) << d) | codes) << row_bits
+        keys |= np.arange(n, dtype=np.int64)
+        keys.sort()
+        order = (keys & ((1 << row_bits) - 1)).astype(np.intp)
+        keys >>= row_bits
+        starts = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+        starts = np.concatenate([[0], starts]) if n else starts
+        counts = np.diff(np.append(starts, n))
+        present = keys[starts] & ((1 << d) - 1)
+        sizes = (keys[starts] >> d).astype(np.intp)
         table = ((present[:, None] >> np.arange(d)) & 1).astype(bool)
     else:
-        table, inverse, counts = np.unique(
-            missing, axis=0, return_inverse=True, return_counts=True
+        if d <= 62:
+            codes = missing.astype(np.int64) @ (np.int64(1) << np.arange(d, dtype=np.int64))
+            present, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+            sizes = np.bitwise_count(present).astype(np.intp)
+            table = ((present[:, None] >> np.arange(d)) & 1).astype(bool)
+        else:
+            table, inverse, counts = np.unique(
+                missing, axis=0, return_inverse=True, return_counts=True
+            )
+            sizes = table.sum(axis=1)
+        inverse = np.asarray(inverse).reshape(-1)
+        # patterns ranked by (size, code): one stable sort of the rows by rank
+        ranking = np.lexsort((np.arange(len(sizes)), sizes))
+        rank = np.empty(len(sizes), dtype=np.intp)
+        rank[ranking] = np.arange(len(sizes))
+        keys = rank[inverse]
+        order = np.argsort(
+            keys.astype(np.uint16) if len(sizes) <= 1 << 16 else keys, kind="stable"
         )
-        sizes = table.sum(axis=1)
-    inverse = np.asarray(inverse).reshape(-1)
-    # patterns ranked by (size, code): one stable sort of the rows by rank
-    ranking = np.lexsort((np.arange(len(sizes)), sizes))
-    rank = np.empty(len(sizes), dtype=np.intp)
-    rank[ranking] = np.arange(len(sizes))
-    keys = rank[inverse]
-    order = np.argsort(keys.astype(np.uint16) if len(sizes) <= 1 << 16 else keys, kind="stable")
-    sizes, counts, table = sizes[ranking], counts[ranking], table[ranking]
+        sizes, counts, table = sizes[ranking], counts[ranking], table[ranking]
     bounds = np.cumsum(counts)
+    # every pattern's missing coordinates, ascending, patterns in rank order
+    all_index = np.flatnonzero(table) % max(d, 1)  # (2-d nonzero costs 10x more)
+    index_bounds = np.concatenate([[0], np.cumsum(sizes)])
     groups = []
-    for s in np.unique(sizes):
+    group_sizes = np.unique(sizes)
+    edges = np.searchsorted(sizes, np.append(group_sizes, np.max(sizes, initial=0) + 1))
+    for number, s in enumerate(group_sizes):
         if s == 0:
             continue
-        first, last = np.searchsorted(sizes, [s, s + 1])
+        first, last = int(edges[number]), int(edges[number + 1])
         start = int(bounds[first] - counts[first])
         stop = int(bounds[last - 1])
-        index = np.nonzero(table[first:last])[1].reshape(last - first, int(s))
+        index = all_index[index_bounds[first] : index_bounds[last]].reshape(
+            last - first, int(s))
         group_counts = counts[first:last]
         own = last - first >= _OWN_PATTERNS * (stop - start)
-        coordinates = np.ascontiguousarray(np.repeat(index, group_counts, axis=0).T)
+        if own and last - first == stop - start:
+            coordinates = np.ascontiguousarray(index.T)
+        else:
+            coordinates = np.ascontiguousarray(np.repeat(index, group_counts, axis=0).T)
         groups.append(_Group(
             start, stop, order[start:stop], coordinates.T if own else index,
             None if own else group_counts, coordinates,
@@ -1401,9 +1419,39 @@ def _full_moments(
     scatter += cross
     scatter += cross.transpose(0, 2, 1)
     scatter += nk[:, None, None] * offsets[:, :, None] * offsets[:, None, :]
-    scatter += _covariance_sums(cond.groups, resp_w, d)
+    scatter += _full_covariance_sums(cond.groups, resp_w, d)
     first = around_mean + nk[:, None] * offsets
     return first, scatter
+
+
+def _full_covariance_sums(
+    groups: list[tuple[_Group, NDArray[np.float64]]], resp_w: NDArray[np.float64], d: int
+) -> NDArray[np.float64]:
+    """``sum_rows r_k E P_k,mm^-1 E'`` of every component (sorted rows), (K, D, D): the
+    upper triangles of the patterns' weighted covariances, one weighted count per
+    component over the same cells (no (t, K, p) index array)."""
+    n_components = resp_w.shape[0]
+    all_cells, all_weights = [], []
+    for group, covariance in groups:
+        upper_i, upper_j = _triangle(group.size)
+        weights = group.pattern_sums(resp_w[:, group.start : group.stop])  # (K, p)
+        # the upper triangle of each pattern's covariances, (K, t, p)
+        weighted = covariance.transpose(2, 0, 1, 3)[:, upper_i, upper_j]
+        weighted *= weights[:, None, :]
+        index = group.index.T  # (s, p), ascending: the cells lie in the upper triangle
+        all_cells.append((index[upper_i] * d + index[upper_j]).ravel())
+        all_weights.append(weighted.reshape(n_components, -1))
+    out = np.zeros((n_components, d, d))
+    if all_cells:
+        cells = np.concatenate(all_cells)
+        weights = np.concatenate(all_weights, axis=1)
+        flat = out.reshape(n_components, d * d)
+        for k in range(n_components):
+            flat[k] = np.bincount(cells, weights[k], d * d)
+    diagonal = np.einsum("kii->ki", out).copy()
+    out += out.transpose(0, 2, 1)
+    np.einsum("kii->ki", out)[...] = diagonal
+    return out
 
 
 def _tied_moments(
