@@ -137,3 +137,26 @@ def test_statistics_match_brute_force(layout: str, weighted: bool, spread: float
     assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
     assert stats.total_weight == pytest.approx(total, rel=1e-12)
     assert stats.n_samples == len(X) - 1  # the row with nothing observed is left out
+
+
+def test_statistics_all_rows_per_pattern() -> None:
+    """Many components and only shared patterns: every incomplete row is evaluated per
+    pattern and the per-row path gets no rows."""
+    k = 8
+    params = _params("full", seed=3, k=k)
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(600, D)) * 2.0 + 5.0
+    missing = np.zeros(X.shape, dtype=bool)
+    missing[:300, 0] = True
+    missing[300:, 2] = True
+    coefs = kernel_coefficients(params, np.float64)
+    fill = np.nanmean(np.where(missing, np.nan, X), axis=0)
+    stats = chunk_statistics_missing(coefs, np.where(missing, fill, X), missing)
+    nk, first, second, log_likelihood, _ = _reference(
+        params, X, missing, np.ones(len(X)), np.full(len(X), -1), 1.0,
+        coefs.stats_reference,
+    )
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-8)
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)

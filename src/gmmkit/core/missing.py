@@ -915,7 +915,7 @@ def _full_conditional(
     np.subtract(shifted[None, :, :], offsets[:, :, None], out=residual)
     # P_k z_k = P_k (x - centre) - P_k (mu_k - centre): one (K D, D) GEMM at full BLAS
     # rate instead of K batched (D, D) ones
-    np.dot(precision.reshape(n_components * d, d), shifted, out=work.reshape(-1, n))
+    np.dot(precision.reshape(n_components * d, d), shifted, out=work.reshape(n_components * d, n))
     work -= np.matmul(precision, offsets[:, :, None])
     # the rows' missing cells of every component through one index, (K, s r)
     flat_residual = residual.reshape(n_components, d * n)
