@@ -37,8 +37,9 @@ the rows' missing cells are gathered and corrected through one flat index.
   components (:data:`_PATTERN_COMPONENTS`), groups whose patterns have many rows each
   are evaluated per pattern like the complete-data kernel (:class:`_PatternPart`).
 * Tied: ``P_mm`` depends on the pattern only and the conditional mean is linear in the
-  mean, ``xhat_k = centre + xbar + E t_k`` (``xbar`` per row, ``t_k`` per pattern), so
-  the per-row work is a few (D, n) GEMMs and (K, n) products; the observed distance is
+  mean, ``xhat_k = centre + xbar + E t_k`` (``xbar`` per row, ``t_k`` per pattern, all
+  patterns' from one GEMM against their ``P_mm^-1`` embedded column by column), so the
+  per-row work is a few (D, n) GEMMs and (K, n) additions; the observed distance is
   expanded around the centre with a rounding guard (:data:`_EXPANSION_LIMIT`) and the
   statistics are sums of per-row and per-pattern terms, no (K, D, n) array.
 * Diagonal and spherical: no factorisation (missing coordinates are independent of the
