@@ -1309,7 +1309,15 @@ def chunk_statistics_missing(
         )
     assert coefs.params is not None
     k, d = coefs.params.n_components, coefs.params.n_features
-    per_row = k * d if coefs.covariance.layout == "full" else k + 3 * d
+    if coefs.covariance.layout == "full":
+        per_row = k * d
+    elif coefs.covariance.layout == "tied" and len(partial_rows):
+        # and the (K, S) and (K, n) arrays of _tied_buffer, S up to the block's missing
+        # cells (every row its own pattern)
+        cells = float(np.mean(per_row_missing[partial_rows]))
+        per_row = k + 3 * d + 2 * k + int(np.ceil((2 * k + d) * cells))
+    else:
+        per_row = k + 3 * d
     blocks = _blocks(len(partial_rows), per_row)
     for start in blocks:
         rows = partial_rows[start : start + blocks.step]
