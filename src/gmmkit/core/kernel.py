@@ -60,6 +60,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit.core._workspace import as_float64, workspace
 from gmmkit.core.covariance import CovarianceType, get_covariance_type, log_2pi, pack_symmetric
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats, worst_row
@@ -522,13 +523,20 @@ def _probe_scale(exact: NDArray[np.float64]) -> float:
 
 # --------------------------------------------------------------------------- features
 def _features_t(
-    cov: CovarianceType, X: Array, reference: Array, dtype: np.dtype, quadratic: bool
+    cov: CovarianceType,
+    X: Array,
+    reference: Array,
+    dtype: np.dtype,
+    quadratic: bool,
+    slot: str | None = None,
 ) -> Array:
     """Feature-major block ``[q(xc); xc; 1]`` of shape (F, n); without ``q`` if not
-    ``quadratic``."""
+    ``quadratic``.  ``slot``: the block lives in that :func:`workspace` slot (it must
+    not outlive the caller) instead of a fresh array."""
     n, d = X.shape
     q = cov.n_quadratic(d) if quadratic else 0
-    phi_t = np.empty((q + d + 1, n), dtype=dtype)
+    shape = (q + d + 1, n)
+    phi_t = np.empty(shape, dtype=dtype) if slot is None else workspace(slot, shape, dtype)
     xc_t = phi_t[q : q + d]
     np.subtract(X.T, reference[:, None], out=xc_t, casting="unsafe")
     phi_t[q + d] = 1.0
@@ -556,23 +564,46 @@ def features(cov: CovarianceType, X: Array, reference: Array, dtype: np.dtype) -
     return _features_t(cov, X, reference, np.dtype(dtype), quadratic=True).T
 
 
+#: :func:`workspace` slots of a kernel call's feature block (F, n) and log-joint block
+#: (K, n), and of their float64 copies for the statistics GEMM (float32 blocks).  The
+#: entry points (:func:`chunk_statistics`, :func:`score_chunk`, ...) take their blocks
+#: from these and return nothing that lives in them; a nested evaluation of some rows
+#: again (:func:`_exp_log_joint`) takes fresh arrays.
+_FEATURES = "kernel.features"
+_LOG_JOINT = "kernel.log_joint"
+_FEATURES64 = "kernel.features64"
+_LOG_JOINT64 = "kernel.log_joint64"
+
+
 def _log_joint_t(
-    coefs: KernelCoefficients, X: Array, floored: NDArray[np.intp] | None = None
+    coefs: KernelCoefficients,
+    X: Array,
+    floored: NDArray[np.intp] | None = None,
+    features_slot: str | None = None,
+    log_joint_slot: str | None = None,
 ) -> tuple[Array, Array]:
     """``log(pi_k N(x | k))`` as a (K, n) block, and the feature block it came from.
 
     For ``tied`` the feature block is ``[xc; 1]`` of shape (D + 1, n); otherwise the
-    full ``[q(xc); xc; 1]``.
+    full ``[q(xc); xc; 1]``.  ``features_slot``, ``log_joint_slot``: :func:`workspace`
+    slots the blocks live in (fresh arrays by default).
     """
     quadratic = coefs.whitening is None and coefs.quadratic and coefs.whitened is None
     # rows far out may overflow here; :func:`_repair_far_rows` evaluates them again
     with np.errstate(over="ignore", invalid="ignore"):
-        phi_t = _features_t(coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic)
-        return _log_joint_of_features_t(coefs, phi_t, X.shape[1], floored), phi_t
+        phi_t = _features_t(
+            coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic, features_slot
+        )
+        log_prob = _log_joint_of_features_t(coefs, phi_t, X.shape[1], floored, log_joint_slot)
+        return log_prob, phi_t
 
 
 def _log_joint_of_features_t(
-    coefs: KernelCoefficients, phi_t: Array, d: int, floored: NDArray[np.intp] | None = None
+    coefs: KernelCoefficients,
+    phi_t: Array,
+    d: int,
+    floored: NDArray[np.intp] | None = None,
+    slot: str | None = None,
 ) -> Array:
     """(K, n) log-joint from a feature-major block ``[q(xc); xc; 1]`` (the quadratic rows
     may be absent for tied, which whitens ``xc`` instead).
@@ -583,14 +614,24 @@ def _log_joint_of_features_t(
     the columns listed (possibly empty): the centred evaluation then skips the entries
     that provably fall more than the floor below their column's largest
     (:func:`_screened_centred_log_joint_t`); either way such an entry weighs at most
-    ``exp(-140)`` of its column's sum."""
+    ``exp(-140)`` of its column's sum.
+
+    ``slot``: the (K, n) block lives in that :func:`workspace` slot (a fresh array by
+    default)."""
     q = phi_t.shape[0] - d - 1
     xc_t = phi_t[q : q + d]
+    n = phi_t.shape[1]
+
+    def block(dtype: np.dtype) -> Array:
+        shape = (len(coefs.weights_t), n)
+        return np.empty(shape, dtype=dtype) if slot is None else workspace(slot, shape, dtype)
+
     centred = coefs.centred_offsets is not None
     if centred and coefs.centred_components is None:
-        return _centred_log_joint_t(coefs, phi_t[q:])
+        return _centred_log_joint_t(coefs, phi_t[q:], out=block(phi_t.dtype))
     if coefs.whitened is not None:
-        return _whitened_log_joint_t(coefs, phi_t[q:])
+        return _whitened_log_joint_t(coefs, phi_t[q:], block(phi_t.dtype))
+    product = np.result_type(coefs.weights_t, phi_t)  # np.dot's result type
     screen = (
         floored is not None
         and coefs.whitening is None
@@ -600,18 +641,21 @@ def _log_joint_of_features_t(
     if coefs.whitening is None:
         rest = None if screen else _uncentred(coefs)
         if rest is None:
-            log_prob = np.dot(coefs.weights_t, phi_t)
+            log_prob = np.dot(coefs.weights_t, phi_t, out=block(product))
         else:
             # the expansion GEMM only for the rows the centred evaluation does not
             # overwrite (57 of 100 components on small near-singular fits)
-            log_prob = np.empty((len(coefs.weights_t), phi_t.shape[1]), dtype=phi_t.dtype)
+            log_prob = block(phi_t.dtype)
             log_prob[rest] = np.dot(coefs.weights_t[rest], phi_t)
     else:
-        white = np.dot(coefs.whitening, xc_t)
+        white = workspace(
+            "kernel.white", (len(coefs.whitening), n), np.result_type(coefs.whitening, xc_t)
+        )
+        np.dot(coefs.whitening, xc_t, out=white)
         np.multiply(white, white, out=white)
         quad = white.sum(axis=0)
         quad *= -0.5
-        log_prob = np.dot(coefs.weights_t, phi_t[q:])
+        log_prob = np.dot(coefs.weights_t, phi_t[q:], out=block(product))
         log_prob += quad
     if centred and screen:
         assert floored is not None
@@ -623,7 +667,9 @@ def _log_joint_of_features_t(
     return log_prob
 
 
-def _whitened_log_joint_t(coefs: KernelCoefficients, linear_t: Array) -> Array:
+def _whitened_log_joint_t(
+    coefs: KernelCoefficients, linear_t: Array, out: Array | None = None
+) -> Array:
     """(K, n) log-joint from the block ``[xc; 1]`` (D + 1, n) by whitening: one
     (D, D + 1) x (D + 1, n) GEMM and one column-norm pass per component
     (:attr:`KernelCoefficients.whitened`).
@@ -631,12 +677,14 @@ def _whitened_log_joint_t(coefs: KernelCoefficients, linear_t: Array) -> Array:
     ``coefs.centred_components`` are evaluated centred on their own means instead
     (:func:`_centred_log_joint_t`): the shift ``U_k' (mu_k - ref)`` inside the GEMM
     cancels terms as large as ``|U_k' (x - ref)|``, so the kernel's probe of the
-    expansion (whose error grows with the square of that distance) bounds this one."""
+    expansion (whose error grows with the square of that distance) bounds this one.
+    ``out``: the (K, n) block to write (a fresh one by default)."""
     assert coefs.whitened is not None and coefs.whitened_constants is not None
     matrices, constants = coefs.whitened, coefs.whitened_constants
     n_components, d = matrices.shape[:2]
-    out = np.empty((n_components, linear_t.shape[1]), dtype=linear_t.dtype)
-    white = np.empty((d, linear_t.shape[1]), dtype=linear_t.dtype)
+    if out is None:
+        out = np.empty((n_components, linear_t.shape[1]), dtype=linear_t.dtype)
+    white = workspace("kernel.white", (d, linear_t.shape[1]), linear_t.dtype)
     rest = _uncentred(coefs)
     for k in range(n_components) if rest is None else np.flatnonzero(rest):
         np.dot(matrices[k], linear_t, out=white)
@@ -869,8 +917,8 @@ def _centred_log_joint_t(
     # ``x - ref``; scikit-learn's ``U_k' x - U_k' mu_k`` (one stacked GEMM) measured
     # 3-10x the error on a near-constant component far from the reference
     xc_t = linear_t[:d]
-    diff = np.empty_like(xc_t)
-    y = np.empty_like(xc_t) if name in ("full", "tied") else diff
+    diff = workspace("kernel.centred_diff", xc_t.shape, xc_t.dtype)
+    y = workspace("kernel.centred_y", xc_t.shape, xc_t.dtype) if name in ("full", "tied") else diff
     for k in which:
         np.subtract(xc_t, offsets[k][:, None], out=diff)
         if name == "full":
@@ -1175,8 +1223,9 @@ def chunk_statistics(
     if labels is not None:
         labelled = np.flatnonzero(np.asarray(labels) >= 0)
     # only the labelled rows read log-joints other than through the floored exp
+    # the blocks live in this thread's workspace: nothing returned is a view of them
     log_prob_t, phi_t = _log_joint_t(
-        coefs, X, labelled if labelled is not None else _NO_COLUMNS
+        coefs, X, labelled if labelled is not None else _NO_COLUMNS, _FEATURES, _LOG_JOINT
     )
     if labelled is not None and len(labelled) == 0:
         labelled = None
@@ -1219,8 +1268,15 @@ def chunk_statistics(
 
     if tied:
         xc_t = phi_t[:d]
-        weighted = xc_t if weight is None else xc_t * weight.astype(dtype)
-        pooled = np.dot(_as_float64(weighted), _as_float64(xc_t).T)
+        if weight is None:
+            weighted = xc_t
+        else:
+            weighted = workspace("kernel.weighted", xc_t.shape, dtype)
+            np.multiply(xc_t, weight.astype(dtype), out=weighted)
+        # (the float64 copies live only for this product: their slots are free again)
+        pooled = np.dot(
+            as_float64(weighted, _LOG_JOINT64), as_float64(xc_t, _FEATURES64).T
+        )
         second = pack_symmetric(pooled)[None, :]
     own = coefs.own_centred
     q = 0 if tied else phi_t.shape[0] - d - 1  # 0 when the block carries no quadratics
@@ -1252,10 +1308,14 @@ def chunk_statistics(
             rest = np.ones(len(log_prob_t), dtype=bool)
             rest[own] = False
             moments = np.empty((len(log_prob_t), phi_t.shape[0]))
-            moments[rest] = np.dot(_as_float64(phi_t), _as_float64(log_prob_t[rest]).T).T
+            moments[rest] = np.dot(
+                as_float64(phi_t, _FEATURES64), _as_float64(log_prob_t[rest]).T
+            ).T
             moments[own, -1] = own_resp.sum(axis=1, dtype=np.float64)
         else:
-            moments = np.dot(_as_float64(phi_t), _as_float64(log_prob_t).T).T  # (K, F)
+            moments = np.dot(
+                as_float64(phi_t, _FEATURES64), as_float64(log_prob_t, _LOG_JOINT64).T
+            ).T  # (K, F)
         if coefs.whitened is not None:
             second = _reference_second_moments(phi_t[:d], log_prob_t, own)
         elif not tied:
@@ -1338,7 +1398,7 @@ def _own_mean_moments(
         if n >= 64
         else np.zeros(len(components), dtype=bool)
     )
-    diff_t = np.empty_like(xc_t)
+    diff_t = workspace("kernel.own_diff", xc_t.shape, xc_t.dtype)
     for i in np.flatnonzero(~done):
         np.subtract(xc_t, offsets[i][:, None], out=diff_t)
         first[i] = np.dot(diff_t, resp[i])
@@ -1368,8 +1428,9 @@ def _reference_second_moments(
     # float32 responsibilities never fall below the float32 exp floor (2e-35 of the
     # largest): entries near it are noise at float32 precision, not information
     negligible = NEGLIGIBLE_RESPONSIBILITY if resp.dtype == np.float64 else 1e-30
-    xc_t = _as_float64(xc_t)
-    resp = _as_float64(resp)
+    # the caller's float64 copies are no longer in use here
+    xc_t = as_float64(xc_t, _FEATURES64)
+    resp = as_float64(resp, _LOG_JOINT64)
     d, n = xc_t.shape
     outer = np.zeros((len(resp), d, d))
     todo = np.ones(len(resp), dtype=bool)
@@ -1387,7 +1448,7 @@ def _reference_second_moments(
             np.empty((c, d)), np.empty((c, 0)), sparse_outer, negligible,
         )
         outer[components[done]] = sparse_outer[done]
-    scaled = np.empty_like(xc_t)
+    scaled = workspace("kernel.scaled", xc_t.shape)
     for k in components[~done]:
         np.multiply(xc_t, np.sqrt(resp[k]), out=scaled)
         np.dot(scaled, scaled.T, out=outer[k])  # y y' runs as one SYRK
@@ -1505,11 +1566,14 @@ def hard_statistics(
 # --------------------------------------------------------------------------- inference
 def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, NDArray[np.float64]]:
     """Log responsibilities (n, K) in compute dtype and log-density (n,) in float64."""
-    log_prob_t, _ = _log_joint_t(coefs, X)
+    # the (K, n) block is returned (transposed): a fresh array; the features are not
+    log_prob_t, _ = _log_joint_t(coefs, X, None, _FEATURES)
     col_max = log_prob_t.max(axis=0)
     far = _repair_far_rows(coefs, X, log_prob_t, col_max)
     np.subtract(log_prob_t, col_max, out=log_prob_t)
-    log_sum = np.log(np.exp(np.maximum(log_prob_t, _EXP_FLOOR[log_prob_t.dtype])).sum(axis=0))
+    floored = workspace(_LOG_JOINT, log_prob_t.shape, log_prob_t.dtype)
+    np.maximum(log_prob_t, _EXP_FLOOR[log_prob_t.dtype], out=floored)
+    log_sum = np.log(np.exp(floored, out=floored).sum(axis=0))
     log_prob_t -= log_sum
     density = log_sum.astype(np.float64)
     density += col_max
@@ -1520,20 +1584,20 @@ def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, ND
 
 def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Log-density ``log p(x)`` of each row, shape (n,), float64."""
-    log_prob_t, phi_t = _log_joint_t(coefs, X)
+    log_prob_t, phi_t = _log_joint_t(coefs, X, None, _FEATURES, _LOG_JOINT)
     return _exp_log_joint(coefs, X, phi_t, log_prob_t)[1]
 
 
 def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
     """Most probable component of each row, shape (n,)."""
-    log_prob_t, _ = _log_joint_t(coefs, X)
+    log_prob_t, _ = _log_joint_t(coefs, X, None, _FEATURES, _LOG_JOINT)
     _repair_far_rows(coefs, X, log_prob_t)
     return np.argmax(log_prob_t, axis=0)
 
 
 def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Responsibilities of each row, shape (n, K), float64."""
-    log_prob_t, _ = _log_joint_t(coefs, X)
+    log_prob_t, _ = _log_joint_t(coefs, X, None, _FEATURES, _LOG_JOINT)
     col_max = log_prob_t.max(axis=0)
     far = _repair_far_rows(coefs, X, log_prob_t, col_max)
     if far is not None:
@@ -1544,7 +1608,9 @@ def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
         exact /= exact.sum(axis=0)
     _, col_sum = _exp_shifted_in_place(log_prob_t, col_max)
     log_prob_t /= col_sum
-    proba = np.ascontiguousarray(log_prob_t.T, dtype=np.float64)
+    # always a copy: the block lives in the workspace (a (n, 1) transpose of K = 1 is
+    # already C-contiguous)
+    proba = np.array(log_prob_t.T, dtype=np.float64, order="C")
     if far is not None:
         proba[far[0]] = exact.T
     return proba
