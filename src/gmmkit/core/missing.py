@@ -51,7 +51,6 @@ whatever the parameters); :func:`observed_summary` counts them.
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from typing import Any
@@ -59,6 +58,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit.core._workspace import workspace
 from gmmkit.core.covariance import log_2pi, pack_symmetric
 from gmmkit.core.kernel import (
     KernelCoefficients,
@@ -86,21 +86,12 @@ _BLOCK_VALUES = 1 << 20
 #: The statistics of a block keep their block-sized arrays in one buffer per thread,
 #: reused from block to block: freed and allocated again, they would be returned to the
 #: system and faulted in afresh each time, which costs 0.5-1 ms per MB on virtual
-#: machines -- more than the arithmetic on them.  A buffer over this many float64 values
-#: is not kept.
-_SCRATCH_LIMIT = 1 << 22
-_SCRATCH = threading.local()
-
-
+#: machines -- more than the arithmetic on them.  A buffer over
+#: :data:`~gmmkit.core._workspace.WORKSPACE_LIMIT` (4M float64 values) is not kept.
 def _scratch(values: int) -> NDArray[np.float64]:
     """A float64 buffer of ``values`` entries, the same memory on every call in a thread
     (for arrays that do not outlive the caller)."""
-    buffer: NDArray[np.float64] | None = getattr(_SCRATCH, "buffer", None)
-    if buffer is None or len(buffer) < values:
-        buffer = np.empty(values)
-        if values <= _SCRATCH_LIMIT:
-            _SCRATCH.buffer = buffer
-    return buffer[:values]
+    return workspace("missing.scratch", values)
 
 
 def nan_error_hint() -> str:
@@ -1030,21 +1021,11 @@ def _solve(matrices: NDArray[np.float64], vectors: NDArray[np.float64]) -> NDArr
 #: as ``|w + v_k|^2`` directly.
 _EXPANSION_LIMIT = 4096.0
 
-_TIED_SCRATCH = threading.local()
-
-
 def _tied_buffer(values: int, scratch: bool) -> NDArray[np.float64]:
     """A float64 buffer of ``values`` entries for the tied E-step's (K, S) and (K, n)
     arrays: with ``scratch`` the same memory on every call in a thread (a second buffer
     beside :func:`_scratch`, whose memory holds the block's (D, n) arrays meanwhile)."""
-    if not scratch:
-        return np.empty(values)
-    buffer: NDArray[np.float64] | None = getattr(_TIED_SCRATCH, "buffer", None)
-    if buffer is None or len(buffer) < values:
-        buffer = np.empty(values)
-        if values <= _SCRATCH_LIMIT:
-            _TIED_SCRATCH.buffer = buffer
-    return buffer[:values]
+    return workspace("missing.tied", values) if scratch else np.empty(values)
 
 
 def _tied_factorise(
