@@ -764,7 +764,7 @@ def _screened_centred_log_joint_t(
         else:
             lower = np.max(log_prob - bound[:, None], axis=0)
         lower += _EXP_FLOOR[np.dtype(np.float64)] - _SCREEN_MARGIN
-        upper = log_prob[components]
+        upper = _take_rows(log_prob, components, "kernel.screen_upper")
         upper += bound[components][:, None]
         # NaN (overflow) compares False: such entries are evaluated
         below = upper < lower
@@ -1323,7 +1323,8 @@ def chunk_statistics(
     if own is not None:
         # ill-conditioned components: moments around their own means, from the
         # unscaled centred rows and their weighted responsibilities
-        own_resp = log_prob_t[own] * scale
+        own_resp = _take_rows(log_prob_t, own, "kernel.own_resp")
+        own_resp *= scale
         own_moments = _own_mean_moments(coefs, phi_t[q : q + d], own_resp, own)
     if not tied and own is not None and len(own) == len(log_prob_t):
         # every component around its own mean: no statistics GEMM
@@ -1348,7 +1349,10 @@ def chunk_statistics(
             rest[own] = False
             moments = np.empty((len(log_prob_t), phi_t.shape[0]))
             moments[rest] = np.dot(
-                as_float64(phi_t, _FEATURES64), _as_float64(log_prob_t[rest]).T
+                as_float64(phi_t, _FEATURES64),
+                as_float64(
+                    _take_rows(log_prob_t, np.flatnonzero(rest), "kernel.rest"), _LOG_JOINT64
+                ).T,
             ).T
             moments[own, -1] = own_resp.sum(axis=1, dtype=np.float64)
         else:
@@ -1387,6 +1391,13 @@ def chunk_statistics(
         worst_log_density=worst_value,
         worst_point=worst_point,
     )
+
+
+def _take_rows(block: Array, rows: NDArray[np.intp], slot: str) -> Array:
+    """``block[rows]`` of a (K, n) block, in the :func:`workspace` slot ``slot``."""
+    out = workspace(slot, (len(rows), block.shape[1]), block.dtype)
+    # mode="clip" (the rows are valid): "raise" would buffer the output
+    return np.take(block, rows, axis=0, out=out, mode="clip")
 
 
 def _as_float64(block: Array) -> NDArray[np.float64]:
@@ -1430,7 +1441,8 @@ def _own_mean_moments(
     second = np.empty((len(components), cov.n_quadratic(d)))
     offsets = coefs.centred_offsets[components]
     # |xc_i|_2 <= sqrt(D) max |xc|: with |mu_k - ref| it bounds every |xc_i - offset_k|
-    row_bound = np.sqrt(d) * float(np.max(np.abs(xc_t), initial=0.0))
+    magnitude = np.abs(xc_t, out=workspace("kernel.own_diff", xc_t.shape, xc_t.dtype))
+    row_bound = np.sqrt(d) * float(np.max(magnitude, initial=0.0))
     squared_bounds = (row_bound + np.linalg.norm(offsets, axis=1)) ** 2
     done = (
         _sparse_moments(resp, xc_t, offsets, cov.layout, squared_bounds, first, second, outer)
