@@ -369,7 +369,8 @@ class _VVV(_Criterion):
         self.ctab = [np.minimum(cmin, q - 1) + 1.0 for q in range(p + 1)]
         self.iold = -1  # slot of the last merged cluster (-1: none yet)
         self.buf_v = np.empty((p, n))
-        self.buf_t = np.empty(n)
+        self.buf_w = np.empty((p, n))
+        self.buf_s = np.empty(n)
         self.cache_trc: FloatArray = np.empty(0)
         self.cache_trm: FloatArray = np.empty(0)
         self.cache_si: FloatArray = np.empty(0)
@@ -453,35 +454,28 @@ class _VVV(_Criterion):
         si_k = np.sqrt(ri * qij_k)
         sj_k = np.sqrt(rj * qij_k)
         xa = xT[:, a]
-        if ri + 1.0 > p:  # every merged cluster has more than p rows: all need v
-            # v = si*x(j) - sj*x(iold) for all j, as (p, m), in a preallocated buffer
-            V = self.buf_v[:, :m]
-            np.multiply(xT[:, :m], si_k, out=V)
-            V -= sj_k * xa[:, None]
-            ss = V[0] * V[0]
-            for c in range(1, p):  # ddot's order, row by row
-                ss += V[c] * V[c]
-            trc_k = (tr[a] + tr[:m]) + ss
-            base = self.beta * (trc_k + self.alpha) / rij_k
+        # v = si*x(j) - sj*x(iold) for all j, as (p, m), in preallocated buffers, and
+        # its squared norms summed over the rows in order (ddot's order): the same
+        # operations, operand for operand, as hcvvv's loop over j.
+        V = self.buf_v[:, :m]
+        np.multiply(xT[:, :m], si_k, out=V)
+        W = self.buf_w[:, :m]
+        np.multiply(xa[:, None], sj_k, out=W)
+        V -= W
+        np.multiply(V, V, out=W)
+        ss = self.buf_s[:m]
+        ss[:] = W[0]
+        for c in range(1, p):  # (np.add.reduce may sum pairwise; accumulate is slow)
+            ss += W[c]
+        trc_k = (tr[a] + tr[:m]) + ss
+        base = self.beta * (trc_k + self.alpha) / rij_k
+        if ri + 1.0 > p:  # every merged cluster has more than p rows
             trm_k = rij_k * self._det_log(slice(0, m), a, m, V, base)
         else:
-            # only the squared norms for all j (one row at a time, in cache) ...
-            t = self.buf_t[:m]
-            ss = np.multiply(xT[0, :m], si_k)
-            ss -= sj_k * xa[0]
-            ss *= ss
-            for c in range(1, p):
-                np.multiply(xT[c, :m], si_k, out=t)
-                t -= sj_k * xa[c]
-                t *= t
-                ss += t
-            trc_k = (tr[a] + tr[:m]) + ss
-            base = self.beta * (trc_k + self.alpha) / rij_k
             trm_k = rij_k * np.log(base)  # vvvtij for l <= p
             big = np.flatnonzero(rij_k > p)
-            if big.size:  # ... and v itself where the determinant enters
-                V = si_k[big] * xT[:, big] - sj_k[big] * xa[:, None]
-                trm_k[big] = rij_k[big] * self._det_log(big, a, m, V, base)
+            if big.size:  # the determinant enters where l > p
+                trm_k[big] = rij_k[big] * self._det_log(big, a, m, V[:, big], base)
         self.cache_trc, self.cache_trm = trc_k, trm_k
         self.cache_si, self.cache_sj = si_k, sj_k
         return trm_k - (term[a] + term[:m])
@@ -559,8 +553,16 @@ def _adjugate(A: FloatArray) -> tuple[FloatArray, float]:
         adj = np.array([[A[1, 1], -A[0, 1]], [-A[1, 0], A[0, 0]]])
         return adj, float(A[0, 0] * A[1, 1] - A[0, 1] * A[1, 0])
     if p == 3:
-        c = [A[:, 0], A[:, 1], A[:, 2]]
-        adj = np.array([np.cross(c[1], c[2]), np.cross(c[2], c[0]), np.cross(c[0], c[1])])
+        # rows: the cross products c1 x c2, c2 x c0, c0 x c1 of the columns c of A,
+        # each component a product minus a product (as np.cross, without its overhead)
+        (a00, a01, a02), (a10, a11, a12), (a20, a21, a22) = A.tolist()
+        adj = np.array(
+            [
+                [a11 * a22 - a21 * a12, a21 * a02 - a01 * a22, a01 * a12 - a11 * a02],
+                [a12 * a20 - a22 * a10, a22 * a00 - a02 * a20, a02 * a10 - a12 * a00],
+                [a10 * a21 - a20 * a11, a20 * a01 - a00 * a21, a00 * a11 - a10 * a01],
+            ]
+        )
         return adj, float(adj[0] @ A[:, 0])
     lam, Q = np.linalg.eigh(A)
     # c_i = prod_{j != i} lam_j, without dividing by a (possibly zero) lam_i
