@@ -93,6 +93,28 @@ def _seq_sumsq(V: FloatArray) -> FloatArray:
     return np.add.accumulate(V * V, axis=0)[-1]
 
 
+def _seq_rowsum(W: FloatArray) -> FloatArray:
+    """``W[0] + W[1] + ...`` (each column of ``W`` (p, m) summed over its rows in order).
+
+    ``np.add.reduce`` over the first axis of an array whose rows are contiguous adds
+    whole rows to an accumulator, one after the other -- sequential, as needed (and
+    checked by the tests) -- and is several times faster than a loop over the rows or
+    ``accumulate``; with a single column, though, it runs along that column and sums
+    pairwise, so that case is summed here in order.
+    """
+    if W.shape[1] >= 2 and W.strides[1] == W.itemsize:
+        return np.add.reduce(W, axis=0)
+    return _seq_rowsum_loop(W)
+
+
+def _seq_rowsum_loop(W: FloatArray) -> FloatArray:
+    """``W[0] + W[1] + ...`` by a loop over the rows."""
+    out = W[0].copy()
+    for c in range(1, W.shape[0]):
+        out += W[c]
+    return out
+
+
 def _seq_colsum_ld(A: FloatArray) -> NDArray[np.longdouble]:
     """Column sums accumulated sequentially in long double (R's ``colMeans``/``sum``)."""
     acc = np.zeros(A.shape[1], dtype=np.longdouble)
@@ -370,7 +392,8 @@ class _VVV(_Criterion):
         self.iold = -1  # slot of the last merged cluster (-1: none yet)
         self.buf_v = np.empty((p, n))
         self.buf_w = np.empty((p, n))
-        self.buf_s = np.empty(n)
+        self.buf_m = np.empty((0, p, p))
+        self.buf_o = np.empty((0, p, p))
         self.cache_trc: FloatArray = np.empty(0)
         self.cache_trm: FloatArray = np.empty(0)
         self.cache_si: FloatArray = np.empty(0)
@@ -463,10 +486,7 @@ class _VVV(_Criterion):
         np.multiply(xa[:, None], sj_k, out=W)
         V -= W
         np.multiply(V, V, out=W)
-        ss = self.buf_s[:m]
-        ss[:] = W[0]
-        for c in range(1, p):  # (np.add.reduce may sum pairwise; accumulate is slow)
-            ss += W[c]
+        ss = _seq_rowsum(W)
         trc_k = (tr[a] + tr[:m]) + ss
         base = self.beta * (trc_k + self.alpha) / rij_k
         if ri + 1.0 > p:  # every merged cluster has more than p rows
@@ -479,6 +499,14 @@ class _VVV(_Criterion):
         self.cache_trc, self.cache_trm = trc_k, trm_k
         self.cache_si, self.cache_sj = si_k, sj_k
         return trm_k - (term[a] + term[:m])
+
+    def _stacks(self, size: int) -> tuple[FloatArray, FloatArray]:
+        """Two work stacks of ``size`` ``p x p`` matrices (grown as needed, reused)."""
+        if self.buf_m.shape[0] < size:
+            grow = min(max(size, 2 * self.buf_m.shape[0]), self.G.shape[0])
+            self.buf_m = np.empty((grow, self.p, self.p))
+            self.buf_o = np.empty((grow, self.p, self.p))
+        return self.buf_m[:size], self.buf_o[:size]
 
     def _det_log(
         self,
@@ -502,8 +530,11 @@ class _VVV(_Criterion):
             det = np.empty(ns)
         if nz.size:
             Vm = Vs[:, nz].T
-            Mb = self.G[nz if isinstance(sel, slice) else sel[nz]] + self.mem
-            Mb += Vm[:, :, None] * Vm[:, None, :]
+            Mb, outer = self._stacks(nz.size)
+            np.take(self.G, nz if isinstance(sel, slice) else sel[nz], axis=0, out=Mb)
+            Mb += self.mem
+            np.multiply(Vm[:, :, None], Vm[:, None, :], out=outer)
+            Mb += outer
             det[nz] = _det(Mb)
         lcount = self.icnt[a] + self.icnt[:m][sel]
         b = base[sel]
@@ -636,13 +667,19 @@ def _agglomerate_run(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArr
         cur = rmin[col + 1 : lg]
         arg = rarg[col + 1 : lg]
         st = stale[col + 1 : lg]
-        lt = vals < cur
-        upd = lt | ((vals == cur) & (col > arg) & ~st)
         # a row whose minimum sat in this column and went up keeps a lower bound
-        st |= (arg == col) & (vals > cur)
-        np.putmask(cur, upd, vals)
-        np.putmask(arg, upd, col)
-        np.putmask(st, upd, False)
+        hit = np.flatnonzero(arg == col)
+        if hit.size:
+            st[hit[vals[hit] > cur[hit]]] = True
+        # rows whose minimum the new value lowers, or equals from a later column (the
+        # last minimum in mclust's order); few, so they are gathered first
+        le = np.flatnonzero(vals <= cur)
+        if le.size:
+            v = vals[le]
+            upd = le[(v < cur[le]) | ((col > arg[le]) & ~st[le])]
+            cur[upd] = vals[upd]
+            arg[upd] = col
+            st[upd] = False
 
     lg = n
     while lg > kmin:
