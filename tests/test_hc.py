@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from scipy.cluster.hierarchy import cut_tree, ward
 
-from gmmkit.core.hc import _VVV, _agglomerate, hc_partitions, hc_transform
+from gmmkit.core.hc import _VVV, _agglomerate, _seq_rowsum, hc_partitions, hc_transform
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hc" / "mclust_hc_reference.json"
 KS = range(1, 10)
@@ -346,3 +346,22 @@ def test_all_rows_identical(model: str, use: str) -> None:
         parts = hc_partitions(X, range(1, 10), model, use)
     _check_labels(parts, 9)
     _check_nested(parts)
+
+
+@pytest.mark.parametrize("p", [1, 2, 3, 8, 9, 16, 17, 64, 65])
+def test_row_sums_are_sequential(p: int) -> None:
+    """The squared norms that decide VVV merges are summed row after row, as mclust's
+    reference ``ddot`` does: ``_seq_rowsum`` against a left-to-right Python sum, on
+    values spread over many magnitudes (pairwise or blocked summation differs)."""
+    rng = np.random.default_rng(p)
+    for m in (1, 2, 3, 7, 8, 9, 100, 1000):
+        buf = np.empty((p, 1200))
+        W = buf[:, :m]  # as in the agglomeration: a view of a wider buffer
+        W[...] = rng.standard_normal((p, m)) * 10.0 ** rng.integers(-8, 9, size=(p, m))
+        ref = [0.0] * m
+        for k in range(m):
+            acc = float(W[0, k])
+            for c in range(1, p):
+                acc = acc + float(W[c, k])
+            ref[k] = acc
+        assert _seq_rowsum(W).tolist() == ref

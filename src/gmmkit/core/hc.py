@@ -76,6 +76,9 @@ _RTHALF = 0.7071067811865476
 #: Largest magnitude of the (transformed) data: beyond it sums of squares overflow.
 _MAX_ABS = 1e150
 
+#: Matrices of a determinant stack factorised before the rest (see :func:`_det`).
+_PROBE = 16
+
 #: Rows per block for the initial all-pairs costs (keeps temporaries in cache).
 _BLOCK_ELEMS = 1 << 16
 
@@ -563,7 +566,13 @@ def _det(M: FloatArray) -> FloatArray:
         c2 = M[:, 1, 0] * M[:, 2, 1] - M[:, 1, 1] * M[:, 2, 0]
         return M[:, 0, 0] * c0 - M[:, 0, 1] * c1 + M[:, 0, 2] * c2
     try:  # positive definite but for degenerate data; Cholesky is the cheapest
-        L = np.linalg.cholesky(M)
+        # One singular matrix sends the whole stack to slogdet (the values of every
+        # determinant depend on it).  Such stacks are common with mclust's stored
+        # factors, and the singular matrices come early: a few are tried first.
+        head = min(M.shape[0], _PROBE)
+        L = np.linalg.cholesky(M[:head])
+        if head < M.shape[0]:
+            L = np.concatenate([L, np.linalg.cholesky(M[head:])])
     except np.linalg.LinAlgError:
         sign, logabs = np.linalg.slogdet(M)
         with np.errstate(over="ignore"):
