@@ -677,12 +677,12 @@ def _agglomerate_run(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArr
         arg = rarg[col + 1 : lg]
         st = stale[col + 1 : lg]
         # a row whose minimum sat in this column and went up keeps a lower bound
-        hit = np.flatnonzero(arg == col)
+        hit = (arg == col).nonzero()[0]
         if hit.size:
             st[hit[vals[hit] > cur[hit]]] = True
         # rows whose minimum the new value lowers, or equals from a later column (the
         # last minimum in mclust's order); few, so they are gathered first
-        le = np.flatnonzero(vals <= cur)
+        le = (vals <= cur).nonzero()[0]
         if le.size:
             v = vals[le]
             upd = le[(v < cur[le]) | ((col > arg[le]) & ~st[le])]
