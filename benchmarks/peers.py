@@ -23,7 +23,8 @@ full D=64 K=16 (100k), 1-D exam scores (800k, K=2), diag D=16 K=32 (100k).
    construction to the end of ``fit`` (imports and data excluded, JAX compilation
    included), iterations, whether it reports convergence, and the mean log-likelihood
    of the data at its final parameters, evaluated the same way for all (scikit-learn's
-   Gaussian log-density on the float64 data).
+   Gaussian log-density on the float64 data).  Fits under ``--rerun-below`` seconds run
+   three times and keep the fastest (the iterations and log-likelihood are the same).
 
 Every peer measurement runs in a child process with a wall-time cap (``--cap``):
 "timeout" means it did not finish, "failed" gives its error.  Peers that do not install
@@ -507,8 +508,16 @@ def end_to_end_row(case: Case, status: dict[str, str], args: Any,
     for peer, dtype in (("gmmkit", "float64"), ("gmmkit", "float32"),
                         *((p.name, "float64" if "float64" in p.dtypes else "float32")
                           for p in PEERS.values() if not status[p.name])):
-        runs[peer, dtype] = run_child({"task": "e2e", "peer": peer, "case": w.name,
-                                       "quick": args.quick, "dtype": dtype}, args.cap)
+        spec = {"task": "e2e", "peer": peer, "case": w.name, "quick": args.quick,
+                "dtype": dtype}
+        got = run_child(spec, args.cap)
+        for _ in range(2):  # short fits again, keeping the fastest: load spikes
+            if "error" in got or got["seconds"] > args.rerun_below:
+                break
+            again = run_child(spec, args.cap)
+            if "error" not in again and again["seconds"] < got["seconds"]:
+                got = again
+        runs[peer, dtype] = got
 
     def cell(got: dict[str, Any], ref: dict[str, Any] | None) -> str:
         if "error" in got:
@@ -558,6 +567,9 @@ def main() -> None:
     parser.add_argument("--cap", type=float, default=90.0,
                         help="seconds one peer measurement may take (child process)")
     parser.add_argument("--no-e2e", action="store_true", help="skip the default fits")
+    parser.add_argument("--rerun-below", type=float, default=5.0,
+                        help="default fits faster than this (seconds) run three times, "
+                        "the fastest kept")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
