@@ -118,7 +118,7 @@ def test_peers_benchmark_quick_subset_runs():
     out = _run(SCRIPT.with_name("peers.py"), "--quick", "--only", "exam", "--iters", "2",
                timeout=300)
     assert "pycave        NOT AVAILABLE" in out, out[-3000:]
-    per_iter = out.split("Per EM iteration.")[1].split("End to end:")[0]
+    per_iter = out.split("Per EM iteration (")[1].split("\n\n")[0]  # the table
     rows = [line for line in per_iter.splitlines() if line.startswith("1-D exam")]
     assert [row.split()[4] for row in rows] == ["float64", "float32"], per_iter
     assert all(row.count("x / ") >= 1 and "not installed" in row for row in rows), per_iter
