@@ -139,13 +139,14 @@ def gmmkit_fit(case: Case, X: np.ndarray, init: dict[str, Any],
     return model, list(np.diff(stamps)), total
 
 
-def sklearn_iterations(case: Case, X: np.ndarray, init: dict[str, Any],
-                       iters: int) -> list[float]:
-    """Seconds of ``iters`` scikit-learn EM iterations warm-started from ``init``."""
+def sklearn_timed(w: Workload, X: np.ndarray, init: dict[str, Any],
+                  iters: int) -> tuple[list[float], Any]:
+    """Seconds of each of ``iters`` scikit-learn EM iterations warm-started from
+    ``init`` (between the entries of its ``_e_step``), and the fitted model."""
     from sklearn.mixture import GaussianMixture
 
-    model = GaussianMixture(case.workload.k, covariance_type=case.workload.covariance_type,
-                            max_iter=iters, tol=0.0, **init)
+    model = GaussianMixture(w.k, covariance_type=w.covariance_type, max_iter=iters, tol=0.0,
+                            **init)
     stamps: list[float] = []
     e_step = model._e_step
 
@@ -154,13 +155,19 @@ def sklearn_iterations(case: Case, X: np.ndarray, init: dict[str, Any],
         return e_step(*args, **kwargs)
 
     model._e_step = timed  # type: ignore[method-assign]
+    model.fit(X)
+    return list(np.diff(stamps)), model  # iters + 1 E-steps: the last is fit's final one
+
+
+def sklearn_iterations(case: Case, X: np.ndarray, init: dict[str, Any],
+                       iters: int) -> list[float]:
+    """Seconds of ``iters`` scikit-learn EM iterations warm-started from ``init``."""
     try:
-        model.fit(X)
+        return sklearn_timed(case.workload, X, init, iters)[0]
     except ValueError as exc:  # e.g. its Cholesky fails on float32 pixels
         print(f"   scikit-learn failed on {case.workload.name} ({X.dtype}): "
               f"{str(exc)[:90]}...", flush=True)
         return [float("nan")]
-    return list(np.diff(stamps))  # iters + 1 E-steps: the last is fit's final one
 
 
 def params_as_init(model: Any) -> dict[str, Any]:

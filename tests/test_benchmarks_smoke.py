@@ -107,3 +107,21 @@ def test_online_benchmark_quick_mode_runs():
     out = _run(SCRIPT.with_name("bench_online.py"), "--quick")
     rows = [line for line in out.splitlines() if "%" in line and "|" in line]
     assert len(rows) == 2, out[-3000:]
+
+
+@pytest.mark.slow
+def test_peers_benchmark_quick_subset_runs():
+    """peers.py on the quick exam scores: both tables print, scikit-learn has a ratio in
+    every per-iteration cell and an end-to-end cell, and a peer that is not importable
+    (pycave always; pomegranate and gmmx where they are not installed) is reported as
+    such instead of stopping the script."""
+    out = _run(SCRIPT.with_name("peers.py"), "--quick", "--only", "exam", "--iters", "2",
+               timeout=300)
+    assert "pycave        NOT AVAILABLE" in out, out[-3000:]
+    per_iter = out.split("Per EM iteration (")[1].split("\n\n")[0]  # the table
+    rows = [line for line in per_iter.splitlines() if line.startswith("1-D exam")]
+    assert [row.split()[4] for row in rows] == ["float64", "float32"], per_iter
+    assert all(row.count("x / ") >= 1 and "not installed" in row for row in rows), per_iter
+    e2e = out.split("End to end:")[1]
+    row = next(line for line in e2e.splitlines() if line.startswith("1-D exam"))
+    assert "dLL" in row and "not installed" in row, e2e
