@@ -210,6 +210,7 @@ def multistart(
         raise error
     kept = short
     best: EMResult | None = None
+    continued: list[EMResult] = []  # short runs already continued (or skipped as such)
     for candidate in kept:
         budget = max_iter - candidate.n_passes if short_engine is engine else max_iter
         if budget <= 0:  # max_iter spent on the short runs: keep the best of them
@@ -222,6 +223,11 @@ def multistart(
             # a runner-up gets as many passes as the winner needed (x RACE_FACTOR), and
             # goes on only if it is ahead by then: a slow crawl behind the best is dropped
             budget = min(budget, max(RACE_MIN_PASSES, RACE_FACTOR * best.n_passes))
+            # one near a start already continued is skipped: it would end at the same
+            # optimum (unless the best run is collapsed: a sound run beats it, _compare)
+            if not collapsed(best.params) and _same_optimum(candidate, continued):
+                continue
+        continued.append(candidate)
         result = _continue(engine, candidate, short_engine is engine, reg_covar, tol, budget,
                            label_weight, accelerate, callback)
         if best is not None and not result.converged and budget < max_iter:
@@ -263,6 +269,61 @@ def _leaders(runs: list[EMResult], n_kept: int) -> list[EMResult]:
 #: Passes a runner-up start gets, relative to the best one's (at least RACE_MIN_PASSES).
 RACE_FACTOR = 3
 RACE_MIN_PASSES = 20
+#: Relative distance under which a runner-up's short-run parameters are those of a start
+#: already continued: means within this many of the other's standard deviations, weights
+#: and (co)variances within this fraction (of the variances' geometric means).
+SAME_OPTIMUM = 0.02
+
+
+def _variances(params: MixtureParams) -> NDArray[np.float64]:
+    """Per-component, per-feature variances, shape (K, D)."""
+    cov = np.asarray(params.covariances, dtype=np.float64)
+    k, d = params.n_components, params.n_features
+    if params.layout == "full":
+        return np.einsum("kii->ki", cov).copy()
+    if params.layout == "tied":
+        return np.tile(np.diag(cov), (k, 1))
+    if params.layout == "diag":
+        return cov.copy()
+    return np.repeat(cov[:, None], d, axis=1)
+
+
+def _same_optimum(run: EMResult, others: list[EMResult]) -> bool:
+    """Whether ``run``'s parameters equal one of ``others``' up to the order of the
+    components and :data:`SAME_OPTIMUM` (k-means and k-means++ starts often reach one
+    optimum by slightly different paths: EM from two such nearby points ends at the
+    same optimum, and which of the two stops a hair higher is decided by the slack of
+    the convergence rule, not by a better fit)."""
+    return any(_close(run.params, other.params) for other in others)
+
+
+def _close(a: MixtureParams, b: MixtureParams) -> bool:
+    if a.n_components != b.n_components or a.layout != b.layout:
+        return False
+    sd = np.sqrt(np.maximum(_variances(b), np.finfo(np.float64).tiny))
+    # each of a's components against b's nearest one: the largest standardised mean
+    # difference over the features (one component at a time: no (K, K, D) block)
+    match = np.empty(a.n_components, dtype=np.intp)
+    for i, mean in enumerate(a.means):
+        gaps = (np.abs(b.means - mean) / sd).max(axis=1)
+        match[i] = np.argmin(gaps)
+        if gaps[match[i]] > SAME_OPTIMUM:
+            return False
+    if len(np.unique(match)) != a.n_components:
+        return False
+    if np.any(np.abs(a.weights - b.weights[match]) > SAME_OPTIMUM * b.weights[match]):
+        return False
+    cov_a = np.asarray(a.covariances, dtype=np.float64)
+    cov_b = np.asarray(b.covariances, dtype=np.float64)
+    if a.layout == "full":
+        cov_b = cov_b[match]
+        scale = sd[match][:, :, None] * sd[match][:, None, :]
+    elif a.layout == "tied":
+        scale = np.outer(sd[0], sd[0])
+    else:
+        cov_b = cov_b[match]
+        scale = cov_b
+    return bool(np.all(np.abs(cov_a - cov_b) <= SAME_OPTIMUM * scale))
 
 
 def _compare(result: EMResult, other: EMResult) -> int:
