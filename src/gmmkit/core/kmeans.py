@@ -39,9 +39,12 @@ FULL_DATA_PASSES = 0
 _SAMPLE_BLOCK = 8192
 
 
-def squared_distances(X: Array, centres: Array) -> Array:
-    """Squared Euclidean distances (n, K), computed by one GEMM and clipped at zero."""
-    d2 = np.einsum("ij,ij->i", X, X)[:, None] - 2.0 * (X @ centres.T)
+def squared_distances(X: Array, centres: Array, row_sq: Array | None = None) -> Array:
+    """Squared Euclidean distances (n, K), computed by one GEMM and clipped at zero
+    (``row_sq``: the rows' squared norms, when already known)."""
+    if row_sq is None:
+        row_sq = np.einsum("ij,ij->i", X, X)
+    d2 = row_sq[:, None] - 2.0 * (X @ centres.T)
     d2 += np.einsum("ij,ij->i", centres, centres)[None, :]
     np.maximum(d2, 0.0, out=d2)
     return d2
@@ -84,14 +87,16 @@ def kmeans_plusplus(
     cum_w = np.cumsum(w)
     first = _weighted_pick(cum_w, rng.uniform(size=1) * cum_w[-1])[0]
     centres[0] = X[first]
-    closest = squared_distances(X, centres[:1])[:, 0]
+    # the rows' squared norms once, not in every step (the same values: same result)
+    row_sq = np.einsum("ij,ij->i", X, X)
+    closest = squared_distances(X, centres[:1], row_sq)[:, 0]
     potential = float(closest @ w)
     for c in range(1, n_clusters):
         cumulative = np.cumsum(w * closest)
         if cumulative[-1] <= 0.0:  # fewer distinct points than clusters
             cumulative = cum_w
         picks = _weighted_pick(cumulative, rng.uniform(size=n_local_trials) * cumulative[-1])
-        trial = squared_distances(X, X[picks]).T  # (trials, n)
+        trial = squared_distances(X, X[picks], row_sq).T  # (trials, n)
         np.minimum(closest, trial, out=trial)
         trial_potential = trial @ w
         best = int(np.argmin(trial_potential))
