@@ -153,14 +153,19 @@ def median_interval(stamps: list[float]) -> float:
 
 
 # ----------------------------------------------------------------------------- gmmkit
+def timed_default_fit(estimator: Any, X: np.ndarray, w: Workload) -> Fit:
+    """A scikit-learn-style mixture class's default fit for ``w.k`` components."""
+    start = time.perf_counter()
+    model = estimator(n_components=w.k, covariance_type=w.covariance_type,
+                      random_state=0).fit(X)
+    return Fit(time.perf_counter() - start, int(model.n_iter_), bool(model.converged_),
+               model_params(model))
+
+
 def gmmkit_default(X: np.ndarray, w: Workload) -> Fit:
     from gmmkit import GaussianMixture
 
-    start = time.perf_counter()
-    model = GaussianMixture(n_components=w.k, covariance_type=w.covariance_type,
-                            random_state=0).fit(X)
-    return Fit(time.perf_counter() - start, int(model.n_iter_), bool(model.converged_),
-               model_params(model))
+    return timed_default_fit(GaussianMixture, X, w)
 
 
 # ----------------------------------------------------------------------------- scikit-learn
@@ -173,11 +178,7 @@ def sklearn_iterations(X: np.ndarray, start: Params, w: Workload,
 def sklearn_default(X: np.ndarray, w: Workload) -> Fit:
     from sklearn.mixture import GaussianMixture
 
-    start = time.perf_counter()
-    model = GaussianMixture(n_components=w.k, covariance_type=w.covariance_type,
-                            random_state=0).fit(X)
-    return Fit(time.perf_counter() - start, int(model.n_iter_), bool(model.converged_),
-               model_params(model))
+    return timed_default_fit(GaussianMixture, X, w)
 
 
 # ----------------------------------------------------------------------------- pomegranate

@@ -155,3 +155,27 @@ def run_cli(*args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.CompletedProcess(
         ["gmmkit", *argv], 0 if code is None else code, stdout.getvalue(), stderr.getvalue()
     )
+
+
+def random_params(
+    rng: np.random.Generator, k: int, d: int, covariance_type: str, *, scale: float = 2.0,
+    spread: tuple[float, float] = (0.2, 2.0), ridge: float = 0.3, equal_weights: bool = False,
+) -> Any:
+    """Random mixture parameters of ``covariance_type`` (full, tied, diag, spherical):
+    means ``N(0, scale^2)``, full/tied covariances ``A A' / D + ridge I``, diagonal and
+    spherical variances uniform in ``spread``; Dirichlet(2) or equal weights."""
+    from gmmkit.core.params import MixtureParams
+
+    weights = np.full(k, 1.0 / k) if equal_weights else rng.dirichlet(np.ones(k) * 2.0)
+    means = rng.normal(scale=scale, size=(k, d))
+    if covariance_type == "full":
+        a = rng.normal(size=(k, d, d))
+        cov = a @ a.transpose(0, 2, 1) / d + ridge * np.eye(d)
+    elif covariance_type == "tied":
+        a = rng.normal(size=(d, d))
+        cov = a @ a.T / d + ridge * np.eye(d)
+    elif covariance_type == "diag":
+        cov = rng.uniform(*spread, size=(k, d))
+    else:
+        cov = rng.uniform(*spread, size=k)
+    return MixtureParams.from_covariances(weights, means, cov, covariance_type)

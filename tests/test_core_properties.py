@@ -22,6 +22,7 @@ from scipy import stats as scipy_stats
 from sklearn.datasets import make_blobs
 from sklearn.exceptions import ConvergenceWarning
 
+from _helpers import random_params
 from gmmkit import GaussianMixture, MixtureParams, SuffStats
 from gmmkit.core.em import EmptyComponentWarning
 from gmmkit.core.kernel import chunk_statistics, kernel_coefficients
@@ -62,19 +63,7 @@ def _blobs(seed: int, n: int, d: int, k: int, spread: float = 5.0) -> np.ndarray
 
 
 def _random_params(rng: np.random.Generator, k: int, d: int, covariance_type: str) -> MixtureParams:
-    weights = rng.dirichlet(np.ones(k) * 2.0)
-    means = rng.normal(scale=2.0, size=(k, d))
-    if covariance_type == "full":
-        a = rng.normal(size=(k, d, d))
-        cov = a @ a.transpose(0, 2, 1) / d + 0.3 * np.eye(d)
-    elif covariance_type == "tied":
-        a = rng.normal(size=(d, d))
-        cov = a @ a.T / d + 0.3 * np.eye(d)
-    elif covariance_type == "diag":
-        cov = rng.uniform(0.2, 2.0, size=(k, d))
-    else:
-        cov = rng.uniform(0.2, 2.0, size=k)
-    return MixtureParams.from_covariances(weights, means, cov, covariance_type)
+    return random_params(rng, k, d, covariance_type)
 
 
 def _smallest_variance(model: Any) -> float:

@@ -14,6 +14,7 @@ import pytest
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
+from _helpers import random_params
 from gmmkit.core.kernel import (
     chunk_statistics,
     kernel_coefficients,
@@ -38,19 +39,10 @@ N_ROWS = 700
 
 
 def _params(cov_type: str, d: int, k: int) -> MixtureParams:
-    rng = np.random.default_rng(d * 10 + k)
-    means = rng.normal(scale=3.0, size=(k, d))
-    if cov_type == "full":
-        a = rng.normal(size=(k, d, d))
-        cov = a @ a.transpose(0, 2, 1) / d + 0.5 * np.eye(d)
-    elif cov_type == "tied":
-        a = rng.normal(size=(d, d))
-        cov = a @ a.T / d + 0.5 * np.eye(d)
-    elif cov_type == "diag":
-        cov = rng.uniform(0.3, 3.0, size=(k, d))
-    else:
-        cov = rng.uniform(0.3, 3.0, size=k)
-    return MixtureParams.from_covariances(np.full(k, 1.0 / k), means, cov, cov_type)
+    return random_params(
+        np.random.default_rng(d * 10 + k), k, d, cov_type, scale=3.0, spread=(0.3, 3.0),
+        ridge=0.5, equal_weights=True,
+    )
 
 
 def _dense(params: MixtureParams) -> np.ndarray:
