@@ -378,6 +378,9 @@ def _sweep(
     Schur complements."""
     s = block.shape[0]
     work = block.copy()
+    # the (s, s, B) update in one buffer: freshly allocated at every step it is faulted
+    # in afresh (near the allocator's mmap threshold)
+    outer = np.empty_like(work)
     log_det = np.zeros(block.shape[2])
     pivots = np.empty((s, block.shape[2]))
     for k in range(s):
@@ -385,7 +388,8 @@ def _sweep(
         pivot[...] = work[k, k]
         log_det += np.log(pivot)
         column = work[:, k] / pivot  # (s, B)
-        work -= work[:, k][:, None, :] * column[None, :, :]
+        np.multiply(work[:, k][:, None, :], column[None, :, :], out=outer)
+        work -= outer
         work[:, k] = column
         work[k, :] = column
         work[k, k] = -1.0 / pivot
@@ -1037,26 +1041,10 @@ def _tied_factorise(
     s = block.shape[0]
     if s == 1:
         return _factorise(block)
-    # _sweep with its (s, s, B) temporaries in one buffer: freshly allocated at every
-    # step they are faulted in afresh (near the allocator's mmap threshold)
-    work = block.copy()
-    outer = np.empty_like(work)
-    log_det = np.zeros(block.shape[2])
-    pivots = np.empty((s, block.shape[2]))
-    with np.errstate(all="ignore"):
-        for k in range(s):
-            pivot = pivots[k]
-            pivot[...] = work[k, k]
-            log_det += np.log(pivot)
-            column = work[:, k] / pivot  # (s, B)
-            np.multiply(work[:, k][:, None, :], column[None, :, :], out=outer)
-            work -= outer
-            work[:, k] = column
-            work[k, :] = column
-            work[k, k] = -1.0 / pivot
-        work *= -1.0
+    with np.errstate(all="ignore"):  # the pivots are checked once at the end
+        log_det, pivots, inverse = _sweep(block)
     _check_pivot(pivots)
-    return log_det, work
+    return log_det, inverse
 
 
 #: Groups with at most this many patterns (and missing coordinates) are factorised
