@@ -59,7 +59,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from bench_convergence import Case, cases, gmmkit_fit, load, sklearn_timed
-from run import Workload, fmt_s, initial_parameters, print_table
+from run import Workload, fmt_ratio, fmt_s, initial_parameters, print_table
 
 #: A start or fitted parameters: weights (K,), means (K, D), covariances and precisions
 #: ((K, D, D) full, (K, D) diag), float64 or rounded to float32.
@@ -481,11 +481,15 @@ def per_iteration_row(case: Case, dtype: Any, status: dict[str, str], args: Any,
                 notes.append(f"{peer.name} per iteration, {w.name} {name}: {got['error']}")
                 continue
             nan = [when for when in ("early", "late") if got[f"nan_{when}"]]
-            row.append(f"{fmt_s(got['early'])} / {fmt_s(got['late'])} "
-                       f"({got['early'] / early:.1f}x / {got['late'] / late:.1f}x)"
+            # an iteration that ends in NaN parameters has no time worth printing
+            shown = {when: float("nan") if when in nan else got[when]
+                     for when in ("early", "late")}
+            row.append(f"{fmt_s(shown['early'])} / {fmt_s(shown['late'])} "
+                       f"({fmt_ratio(shown['early'], early)} / "
+                       f"{fmt_ratio(shown['late'], late)})"
                        + (f" NaN {'+'.join(nan)}" if nan else ""))
-            for when, mine, ref_s in (("early", got["early"], early),
-                                      ("late", got["late"], late)):
+            for when, mine, ref_s in (("early", shown["early"], early),
+                                      ("late", shown["late"], late)):
                 if not mine > ref_s:  # nan (no usable time) counts as not beaten
                     losses.append(f"per iteration {when}, {w.name} {name}: {peer.name} "
                                   f"{fmt_s(mine)}, gmmkit {fmt_s(ref_s)}"
