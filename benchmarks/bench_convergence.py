@@ -32,7 +32,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from run import Floor, Workload, fmt_s, initial_parameters, make_data, measure_floor
+from run import Floor, Workload, fmt_ratio, fmt_s, initial_parameters, make_data, measure_floor
 
 
 @dataclass(frozen=True)
@@ -214,8 +214,8 @@ def run_case(case: Case, dtype: Any, floor: Floor, sk_iters: int,
     converged = "yes" if model.converged_ else "no (cap)"
     return [w.name, np.dtype(dtype).name, f"{n_iter} {converged}", fmt_s(total),
             fmt_s(early), fmt_s(late), fmt_s(float(np.mean(times))), fmt_s(max(times)),
-            fmt_s(sk_early), fmt_s(sk_late), f"{sk_early / early:.1f}x",
-            f"{sk_late / late:.1f}x", fmt_s(f), f"{f / early:.0%}", f"{f / late:.0%}",
+            fmt_s(sk_early), fmt_s(sk_late), fmt_ratio(sk_early, early),
+            fmt_ratio(sk_late, late), fmt_s(f), f"{f / early:.0%}", f"{f / late:.0%}",
             f"{paths.centred}/{paths.calls}",
             f"{paths.float64}/{paths.calls}" if np.dtype(dtype) == np.float32 else "-"]
 
