@@ -229,12 +229,16 @@ def cost(n: int, dims: list[int], components: list[int], repeats: int) -> None:
     Timed as the calling thread's CPU time (BLAS limited to one thread, the engines run
     in the calling thread): on a shared machine wall time also counts the other
     processes.  The two engines alternate ``repeats`` times and each keeps its fastest
-    pass, so a busy moment does not land on one side only.
+    pass, so a busy moment does not land on one side only.  Each engine is chunked as a
+    fit chunks it: the complete kernel's cache-sized chunks, and for the data with
+    missing values the larger ones of ``GaussianMixture._incomplete_chunks``
+    (:func:`gmmkit.core.missing.incomplete_chunk_rows`).
     """
     from threadpoolctl import threadpool_limits
 
     from gmmkit.core.covariance import get_covariance_type
     from gmmkit.core.em import e_step
+    from gmmkit.core.missing import incomplete_chunk_rows
     from gmmkit.core.params import MixtureParams
     from gmmkit.engines.base import FilledEngine
     from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
@@ -242,7 +246,7 @@ def cost(n: int, dims: list[int], components: list[int], repeats: int) -> None:
     print(f"3. One E-step pass, 20 % of cells missing vs complete (N={n}, one thread, "
           f"CPU ms, fastest of {repeats} alternating passes; target <= 3x)")
     print(f"{'covariance':<10} {'K':>3} {'D':>3} {'complete ms':>12} {'20% missing ms':>15} "
-          f"{'ratio':>6} {'rows incomplete':>16}")
+          f"{'ratio':>6} {'rows incomplete':>16} {'chunk rows':>13}")
     ratios: dict[tuple[int, str, int], float] = {}
     types = ("full", "tied", "diag", "spherical")
     with threadpool_limits(1):
@@ -263,11 +267,12 @@ def cost(n: int, dims: list[int], components: list[int], repeats: int) -> None:
                         np.full(k, 1 / k), rng.normal(size=(k, d)), covs, covariance_type)
                     hidden = rng.random(X.shape) < 0.2
                     rows = default_chunk_rows(d, k, 8, covariance_type)
+                    incomplete_rows = max(rows, incomplete_chunk_rows(d, k, covariance_type))
                     engines = (
                         MemoryEngine(X, chunk_rows=rows, n_jobs=1),
                         FilledEngine(
-                            MemoryEngine(np.where(hidden, np.nan, X), chunk_rows=rows,
-                                         n_jobs=1),
+                            MemoryEngine(np.where(hidden, np.nan, X),
+                                         chunk_rows=incomplete_rows, n_jobs=1),
                             np.zeros(d)),
                     )
                     best = [np.inf, np.inf]
@@ -280,7 +285,8 @@ def cost(n: int, dims: list[int], components: list[int], repeats: int) -> None:
                     ratios[k, covariance_type, d] = ratio
                     print(f"{covariance_type:<10} {k:>3} {d:>3} {best[0] * 1e3:>12.1f} "
                           f"{best[1] * 1e3:>15.1f} {ratio:>6.2f} "
-                          f"{hidden.any(axis=1).mean():>16.0%}", flush=True)
+                          f"{hidden.any(axis=1).mean():>16.0%} "
+                          f"{f'{rows}/{incomplete_rows}':>13}", flush=True)
     print()
     print("   ratio missing / complete")
     for k in components:

@@ -26,7 +26,7 @@ from gmmkit.core.covariance import COVARIANCE_TYPES, get_covariance_type
 from gmmkit.core.em import EmptyComponentWarning, EMResult, run_em
 from gmmkit.core.init import INIT_METHODS, initial_parameters
 from gmmkit.core.kernel import kernel_coefficients
-from gmmkit.core.missing import observed_summary
+from gmmkit.core.missing import incomplete_chunk_rows, observed_summary
 from gmmkit.core.online import (
     DEFAULT_LEARNING_DECAY,
     DEFAULT_LEARNING_OFFSET,
@@ -381,11 +381,31 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                     "carries no information about its class's mean or covariance)"
                 )
                 warn_unobserved_rows(summary.n_unobserved, stacklevel=stacklevel, note=note)
+            engine = self._incomplete_chunks(engine)
             if not continuing:
                 return FilledEngine(engine, summary.fill_values())
         params = self._params
         fill = np.asarray(params.weights, np.float64) @ np.asarray(params.means, np.float64)
         return FilledEngine(engine, fill)
+
+    def _incomplete_chunks(self, engine: Engine) -> Engine:
+        """An in-memory engine of default chunks over data with missing values, in the
+        larger chunks of :func:`~gmmkit.core.missing.incomplete_chunk_rows`: the E-step
+        over incomplete rows pays numpy calls per pattern group and chunk (factorisations,
+        gathers, sums), which at the complete kernel's cache-sized chunks cost as much
+        as the arithmetic (measured 1.2-1.7x faster passes at D = 4 and 8, one thread);
+        a chunk's complete rows still go to the complete kernel together."""
+        if self.chunk_rows is not None or type(engine) is not MemoryEngine:
+            return engine
+        layout = (engine.n_features, self._n_fit_components(), engine.dtype.itemsize,
+                  self.covariance_type)
+        rows = incomplete_chunk_rows(engine.n_features, layout[1], self.covariance_type)
+        if engine.chunk_rows != default_chunk_rows(*layout) or rows <= engine.chunk_rows:
+            return engine
+        return MemoryEngine(
+            engine.X, engine.sample_weight, engine.labels, chunk_rows=rows,
+            n_jobs=engine.n_jobs, part_rows=engine.part_rows,
+        )
 
     def _out_of_core_engine(self, X: Any, sample_weight: Any, reset: bool) -> Engine | None:
         """A streaming or Dask engine for a memmap, chunked source or dask collection

@@ -59,7 +59,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit.core._workspace import workspace
-from gmmkit.core.covariance import log_2pi, pack_symmetric
+from gmmkit.core.covariance import covariance_layout, log_2pi, pack_symmetric
 from gmmkit.core.kernel import (
     KernelCoefficients,
     chunk_statistics,
@@ -1217,6 +1217,30 @@ def _tied_conditional(
     )
 
 
+def _row_values(layout: str, k: int, d: int, cells: float) -> int:
+    """Values of the largest arrays of the statistics per incomplete row (the block
+    budget of :data:`_BLOCK_VALUES`), ``cells`` missing coordinates a row on average:
+    ``K D`` for full covariances (every component's conditional means at once), ``K +
+    3 D`` otherwise, and for tied ones the (K, S) and (K, n) arrays of
+    :func:`_tied_buffer` besides, ``S`` up to the block's missing cells (every row its
+    own pattern)."""
+    if layout == "full":
+        return k * d
+    if layout == "tied":
+        return k + 3 * d + 2 * k + int(np.ceil((2 * k + d) * cells))
+    return k + 3 * d
+
+
+def incomplete_chunk_rows(n_features: int, n_components: int, covariance_type: str) -> int:
+    """Rows of one block of the E-step over incomplete rows (:data:`_BLOCK_VALUES`
+    values of its largest arrays, a quarter of the coordinates missing for tied
+    covariances), between 64 and 65536: what an engine's chunks of data with missing
+    values may hold (see :func:`gmmkit.engines.memory.default_chunk_rows`)."""
+    layout = covariance_layout(covariance_type)
+    per_row = _row_values(layout, n_components, n_features, n_features / 4)
+    return int(min(max(_BLOCK_VALUES // max(per_row, 1), 64), 65536))
+
+
 def _blocks(n: int, values_per_row: int) -> range:
     """Starts of equal blocks of about :data:`_BLOCK_VALUES` values (at most a quarter
     more): no small last block paying a whole block's fixed cost."""
@@ -1278,16 +1302,8 @@ def chunk_statistics_missing(
         )
     assert coefs.params is not None
     k, d = coefs.params.n_components, coefs.params.n_features
-    if coefs.covariance.layout == "full":
-        per_row = k * d
-    elif coefs.covariance.layout == "tied" and len(partial_rows):
-        # and the (K, S) and (K, n) arrays of _tied_buffer, S up to the block's missing
-        # cells (every row its own pattern)
-        cells = float(np.mean(per_row_missing[partial_rows]))
-        per_row = k + 3 * d + 2 * k + int(np.ceil((2 * k + d) * cells))
-    else:
-        per_row = k + 3 * d
-    blocks = _blocks(len(partial_rows), per_row)
+    cells = float(np.mean(per_row_missing[partial_rows])) if len(partial_rows) else 0.0
+    blocks = _blocks(len(partial_rows), _row_values(coefs.covariance.layout, k, d, cells))
     for start in blocks:
         rows = partial_rows[start : start + blocks.step]
         parts.append(
