@@ -365,3 +365,35 @@ def test_row_sums_are_sequential(p: int) -> None:
                 acc = acc + float(W[c, k])
             ref[k] = acc
         assert _seq_rowsum(W).tolist() == ref
+
+
+def test_agglomeration_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Called outside a fit, hc_partitions limits BLAS to one thread as a fit does (its
+    merges are thousands of tiny BLAS calls), and restores the settings it found."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from gmmkit.core import hc
+
+    def blas_threads() -> list[int]:
+        return [info["num_threads"] for info in threadpool_info()
+                if info["user_api"] == "blas"]
+
+    seen: list[list[int]] = []
+    agglomerate = hc._agglomerate
+
+    def spy(*args: Any) -> dict[int, np.ndarray]:
+        seen.append(blas_threads())
+        return agglomerate(*args)
+
+    monkeypatch.setattr(hc, "_agglomerate", spy)
+    X = np.random.default_rng(3).normal(size=(60, 4))
+    with threadpool_limits(limits=2, user_api="blas"):
+        before = blas_threads()
+        assert before and all(n == 2 for n in before)
+        parts = hc_partitions(X, KS)
+        assert blas_threads() == before
+    assert seen and all(n == 1 for n in seen[0])
+    monkeypatch.setattr(hc, "_agglomerate", agglomerate)
+    with threadpool_limits(limits=2, user_api="blas"):
+        again = hc._hc_partitions(X, list(KS), "VVV", "SVD")  # BLAS left threaded
+    assert all(np.array_equal(parts[k], again[k]) for k in KS)

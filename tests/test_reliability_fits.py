@@ -414,16 +414,16 @@ def test_concurrent_fits_restore_blas_threads() -> None:
             for info in threadpool_info()
         )
 
-    from gmmkit.engines import memory
+    from gmmkit import _blas
 
     def idle() -> None:
         """Wait (bounded) until no fit anywhere in the process holds the shared limiter:
         threads left running by earlier tests (dask workers) must not be mistaken for
         a leak, nor hide one."""
         deadline = time.monotonic() + 60
-        while memory._BLAS_USERS and time.monotonic() < deadline:
+        while _blas._BLAS_USERS and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert memory._BLAS_USERS == 0, "a fit outside this test still holds BLAS"
+        assert _blas._BLAS_USERS == 0, "a fit outside this test still holds BLAS"
 
     X = np.random.default_rng(7).normal(size=(500, 4))
     idle()

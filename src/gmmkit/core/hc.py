@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from gmmkit._blas import one_blas_thread
+
 __all__ = ["HC_MODELS", "HC_USES", "hc_partitions", "hc_transform"]
 
 FloatArray = NDArray[np.float64]
@@ -789,6 +791,17 @@ def hc_partitions(
         kl.append(kk)
     if not kl:
         return {}
+    # thousands of merges, each a few tiny BLAS calls (D x D at VVV): threaded BLAS only
+    # adds overhead, so BLAS runs on one thread as in a fit (whose hc start nests here)
+    with one_blas_thread():
+        return _hc_partitions(Y, kl, key, use)
+
+
+def _hc_partitions(
+    Y: FloatArray, kl: list[int], key: str, use: str
+) -> dict[int, NDArray[np.intp]]:
+    """:func:`hc_partitions` on validated data, numbers of clusters and model."""
+    n = Y.shape[0]
     Z = hc_transform(Y, use)
     if np.abs(Z).max() > _MAX_ABS:
         raise ValueError(

@@ -274,7 +274,7 @@ class DaskEngine(Engine):
         persist = self.persist if self.persist is not None else active_client() is not None
         if persist:
             collections = dask.persist(*collections)
-        from gmmkit.engines.memory import one_blas_thread
+        from gmmkit._blas import one_blas_thread
 
         with one_blas_thread():  # for dask's local threads; shared with concurrent fits
             self._session = collections

@@ -8,7 +8,6 @@ blocks is faster than nested threading.
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -18,6 +17,7 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit._blas import one_blas_thread
 from gmmkit.engines.base import Chunk, Engine, sample_positions
 
 T = TypeVar("T")
@@ -111,44 +111,6 @@ def _feature_count(d: int, covariance_type: str, n_components: int) -> int:
         "spherical": d + 2,
         "tied": 2 * d + 1,
     }[layout]
-
-
-_BLAS_CONTROLLER: Any = None
-_BLAS_LOCK = threading.Lock()
-_BLAS_USERS = 0
-_BLAS_LIMITER: Any = None
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Limit BLAS to one thread while any fit in the process is inside this block.
-
-    threadpoolctl's limits are process-global: two threads that each enter and leave
-    their own limiter restore each other's settings in the wrong order (eight
-    concurrent fits left BLAS at one thread for good).  One limiter is shared instead,
-    under a lock with a count of users; the first user sets the limit and the last
-    one to leave restores the settings found on entry.  Every engine (in memory,
-    streamed, dask) uses this one.  A cached ``ThreadpoolController`` makes entering
-    cost microseconds, not the milliseconds of ``threadpool_limits`` (which re-scans
-    the loaded libraries).
-    """
-    global _BLAS_CONTROLLER, _BLAS_USERS, _BLAS_LIMITER
-    with _BLAS_LOCK:
-        if _BLAS_USERS == 0:
-            if _BLAS_CONTROLLER is None:
-                from threadpoolctl import ThreadpoolController
-
-                _BLAS_CONTROLLER = ThreadpoolController()
-            _BLAS_LIMITER = _BLAS_CONTROLLER.limit(limits=1, user_api="blas")
-        _BLAS_USERS += 1
-    try:
-        yield
-    finally:
-        with _BLAS_LOCK:
-            _BLAS_USERS -= 1
-            if _BLAS_USERS == 0:
-                limiter, _BLAS_LIMITER = _BLAS_LIMITER, None
-                limiter.restore_original_limits()
 
 
 class ThreadedEngine(Engine):

@@ -27,11 +27,12 @@ from typing import Any, TypeVar
 import numpy as np
 from numpy.typing import NDArray
 
+from gmmkit._blas import one_blas_thread
 from gmmkit.core.covariance import get_covariance_type
 from gmmkit.core.kernel import FAR_LOG_JOINT, KernelCoefficients, _far_log_joint
 from gmmkit.core.suffstats import ROUNDING_TIE, WORST_TIE, SuffStats, worst_row
 from gmmkit.engines.base import Chunk, Engine, sample_positions, squares_limit
-from gmmkit.engines.memory import default_chunk_rows, one_blas_thread
+from gmmkit.engines.memory import default_chunk_rows
 
 try:
     import torch
