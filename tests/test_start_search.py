@@ -29,8 +29,19 @@ def _brute_force(X, weights, labels, k, reference):
     return nk, first, second
 
 
-@pytest.mark.parametrize("covariance_type", ["full", "tied"])
-def test_nearest_statistics_of_square_covariances_match_a_brute_force(covariance_type):
+def _expected_second(second, covariance_type, d):
+    """The layout's quadratic statistics from the brute force's packed outer products."""
+    diagonal = [a * d - a * (a - 1) // 2 for a in range(d)]  # (a, a) in the packed rows
+    return {
+        "full": second,
+        "tied": second.sum(axis=0, keepdims=True),
+        "diag": second[:, diagonal],
+        "spherical": second[:, diagonal].sum(axis=1, keepdims=True),
+    }[covariance_type]
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_nearest_statistics_match_a_brute_force(covariance_type):
     rng = np.random.default_rng(3)
     X = rng.normal(size=(240, 5)) * [1.0, 3.0, 0.5, 2.0, 1.0] + 10.0
     weights = rng.uniform(0.0, 2.0, size=len(X))
@@ -43,10 +54,39 @@ def test_nearest_statistics_of_square_covariances_match_a_brute_force(covariance
     nk, first, second = _brute_force(X, weights, labels, len(centres), reference)
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-12)
     np.testing.assert_allclose(stats.first, first, rtol=1e-10, atol=1e-10)
-    expected = second.sum(axis=0, keepdims=True) if covariance_type == "tied" else second
+    expected = _expected_second(second, covariance_type, X.shape[1])
     np.testing.assert_allclose(stats.second, expected, rtol=1e-10, atol=1e-10)
     assert stats.total_weight == pytest.approx(weights.sum(), rel=1e-12)
     assert stats.nk[-1] == 0.0
+
+
+@pytest.mark.parametrize("covariance_type", ["VVV", "EEE", "VVI", "VII"])
+def test_hc_parameters_are_the_classes_moments(covariance_type, monkeypatch):
+    """The hierarchical start's parameters, with its classes fixed, are the classes'
+    proportions, means and (pooled, diagonal, averaged) biased covariances plus
+    reg_covar, computed here by numpy per class."""
+    from gmmkit.engines.memory import MemoryEngine
+
+    rng = np.random.default_rng(5)
+    X = np.vstack([rng.normal(loc=c, size=(60, 3)) * [1.0, 2.0, 0.5] for c in (0, 4, 8)])
+    X[60:120] = X[60:120] @ np.array([[1.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 1.0]])
+    labels = np.repeat([2, 0, 1], 60)
+    monkeypatch.setattr(starts, "hc_labels", lambda rows, k: labels)
+    monkeypatch.setattr(starts, "hc_rows", lambda engine, rng: (X, np.ones(len(X))))
+    reg = 1e-6
+    params = starts.hc_parameters(MemoryEngine(X), 3, covariance_type,
+                                  np.random.default_rng(0), reg)
+    classes = [X[labels == j] for j in range(3)]
+    scatters = np.stack([np.cov(c, rowvar=False, bias=True) for c in classes])
+    expected = {
+        "VVV": scatters + reg * np.eye(3),
+        "EEE": (scatters * 60).sum(axis=0) / len(X) + reg * np.eye(3),
+        "VVI": np.einsum("kii->ki", scatters) + reg,
+        "VII": np.einsum("kii->k", scatters) / 3 + reg,
+    }[covariance_type]
+    np.testing.assert_allclose(params.weights, np.full(3, 1 / 3), rtol=1e-12)
+    np.testing.assert_allclose(params.means, [c.mean(axis=0) for c in classes], rtol=1e-10)
+    np.testing.assert_allclose(params.covariances, expected, rtol=1e-9)
 
 
 def _run(weights, means, covariances, covariance_type):

@@ -1614,6 +1614,70 @@ def hard_statistics(
     )
 
 
+def partition_statistics(
+    cov: CovarianceType,
+    X: Array,
+    labels: NDArray[np.intp],
+    n_clusters: int,
+    reference: Array,
+    sample_weight: Array | None = None,
+) -> SuffStats:
+    """:func:`hard_statistics` of a hard partition (one-hot responsibilities), each
+    cluster's sums taken over its own rows: ``n D^2`` in all for (D, D) covariances
+    instead of a one-hot (K, n) block times the (D (D + 1) / 2, n) quadratic features
+    (``K n D^2 / 2``: 0.4 s against 0.02 s per start at D = 64, K = 16, 50 000 rows).
+    The same statistics to rounding.
+
+    Parameters
+    ----------
+    cov : CovarianceType
+    X : ndarray of shape (n, D)
+    labels : ndarray of shape (n,), int
+        Cluster of each row, in ``0 .. n_clusters - 1``.
+    n_clusters : int
+    reference : ndarray of shape (D,)
+    sample_weight : ndarray of shape (n,), optional
+    """
+    n, d = X.shape
+    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    reference = np.asarray(reference, np.float64)
+    matrices = cov.layout in ("full", "tied")
+    q = cov.n_quadratic(d)
+    if matrices:
+        xc = np.asarray(X, dtype=np.float64) - reference
+    else:  # [q(xc), xc, 1]: the quadratic features are a few per row
+        phi = features(cov, X, reference, np.dtype(np.float64))
+    order = np.argsort(labels, kind="stable")
+    bounds = np.searchsorted(labels[order], np.arange(n_clusters + 1))
+    nk = np.zeros(n_clusters)
+    first = np.zeros((n_clusters, d))
+    second = np.zeros((n_clusters, d, d) if matrices else (n_clusters, q))
+    for k in range(n_clusters):
+        mine = order[bounds[k] : bounds[k + 1]]
+        w = weight[mine]
+        nk[k] = w.sum()
+        if matrices:
+            rows = xc[mine]
+            first[k] = w @ rows
+            second[k] = (rows.T * w) @ rows
+        else:
+            sums = w @ phi[mine]
+            second[k], first[k] = sums[:q], sums[q : q + d]
+    if cov.shared_quadratic:
+        second = second.sum(axis=0, keepdims=True)
+    return SuffStats(
+        nk=nk,
+        first=first,
+        second=np.ascontiguousarray(pack_symmetric(second) if matrices else second),
+        log_likelihood=0.0,
+        total_weight=float(weight.sum()),
+        n_samples=n,
+        reference=np.tile(reference, (n_clusters, 1)),
+        worst_log_density=np.inf,
+        worst_point=np.zeros(d),
+    )
+
+
 # --------------------------------------------------------------------------- inference
 def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, NDArray[np.float64]]:
     """Log responsibilities (n, K) in compute dtype and log-density (n,) in float64."""

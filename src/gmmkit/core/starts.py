@@ -25,7 +25,7 @@ from gmmkit.core._cache import LRUCache, content_digest
 from gmmkit.core.covariance import get_covariance_type
 from gmmkit.core.em import EmptyComponentWarning, EMResult, run_em
 from gmmkit.core.hc import hc_partitions
-from gmmkit.core.kernel import hard_statistics
+from gmmkit.core.kernel import partition_statistics
 from gmmkit.core.mstep import m_step
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import ROUNDING_TIE
@@ -121,12 +121,11 @@ def hc_parameters(
         if rows.shape[1] == 1
         else hc_labels(rows, n_components)
     )
-    resp = np.zeros((len(rows), n_components))
-    resp[np.arange(len(rows)), labels] = 1.0
     rows64 = np.asarray(rows, dtype=np.float64)
     reference = np.average(rows64, axis=0, weights=weights)
-    stats = hard_statistics(
-        get_covariance_type(covariance_type), rows64, resp, reference, weights
+    stats = partition_statistics(
+        get_covariance_type(covariance_type), rows64, labels, n_components, reference,
+        weights,
     )
     return m_step(stats, covariance_type, reg_covar, allow_reseed=False).params
 
