@@ -107,6 +107,72 @@ def test_ill_conditioned_float32_model_loads(tmp_path: Path) -> None:
     assert loaded.covariances_.tobytes() == model.covariances_.tobytes()
 
 
+def _beyond_float32(seed: int) -> np.ndarray:
+    """float32 data with two equal columns on a scale of hundreds: each fitted covariance
+    is held up in one direction by reg_covar alone (condition ~1e11), beyond float32."""
+    a = np.random.default_rng(seed).normal(size=(600, 2)) * 300
+    a[300:] += 2000
+    return np.column_stack([a[:, 0], a[:, 0], a[:, 1]]).astype(np.float32)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "VEV", "EVV", "EEV", "VVE"])
+def test_float32_model_beyond_float32_samples_saves_and_loads(
+    covariance_type: str, tmp_path: Path
+) -> None:
+    """A float32 model whose rounded covariances_ are indefinite (scipy's Cholesky refuses
+    them) still samples -- from the precision factors it scores with -- and saves and
+    loads with the same scores, instead of raising LinAlgError / ModelFileError."""
+    from scipy import linalg
+
+    refused = 0
+    for seed in (18, 19, 0, 1):
+        X = _beyond_float32(seed)
+        model = GaussianMixture(2, covariance_type=covariance_type, random_state=seed).fit(X)
+        for cov in np.asarray(model.covariances_, dtype=np.float64).reshape(-1, 3, 3):
+            try:
+                linalg.cholesky(cov, lower=True)
+            except linalg.LinAlgError:
+                refused += 1
+        S, _ = model.sample(4000)
+        assert np.isfinite(S).all() and S.shape == (4000, 3)
+        # the draws follow the model: the two equal columns stay equal to within the
+        # scale of the component's tiny direction (reg_covar), as the data do
+        assert np.abs(S[:, 0] - S[:, 1]).max() < 1e-2 * np.abs(S[:, 0]).max()
+        model.save(tmp_path / f"{seed}.gmm")
+        loaded = gmmkit.load(tmp_path / f"{seed}.gmm")
+        np.testing.assert_array_equal(loaded.score_samples(X), model.score_samples(X))
+        np.testing.assert_array_equal(loaded.sample(50)[0], model.sample(50)[0])
+    assert refused > 0  # the case this test is about occurred
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "VEV", "diag", "spherical"])
+def test_samples_are_the_covariance_cholesky_draws(covariance_type: str) -> None:
+    """Full/tied draws through the precision factor equal, to rounding, the classical
+    draws ``mean + L z`` with L scipy's Cholesky factor of the covariance."""
+    from scipy import linalg
+    from sklearn.utils import check_random_state
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(500, 4)) @ rng.normal(size=(4, 4))
+    model = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X)
+    ours, labels = model.sample(1000)
+    rs = check_random_state(model.random_state)
+    counts = rs.multinomial(1000, model.weights_)
+    covs = model.covariances_
+    blocks = []
+    for k, count in enumerate(counts):
+        z = rs.standard_normal((count, 4))
+        if covariance_type in ("full", "VEV"):
+            z = z @ linalg.cholesky(covs[k], lower=True).T
+        elif covariance_type == "tied":
+            z = z @ linalg.cholesky(covs, lower=True).T
+        else:
+            z = z * np.sqrt(covs[k])
+        blocks.append(model.means_[k] + z)
+    np.testing.assert_allclose(ours, np.vstack(blocks), rtol=0, atol=1e-12 * np.abs(ours).max())
+    np.testing.assert_array_equal(labels, np.repeat(np.arange(3), counts))
+
+
 def test_semisupervised_float32(data: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     _, X32 = data
     y = np.full(len(X32), -1, dtype=object)

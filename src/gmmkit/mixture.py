@@ -1137,12 +1137,17 @@ def sample_mixture(
     d = params.n_features
     blocks = []
     cov = params.covariances
+    # full/tied draws use the precision factor U (precision = U U', upper triangular):
+    # covariance = U^-T U^-1, so z U^-1 has rows of that covariance -- the covariance's own
+    # Cholesky factor U^-T up to rounding.  The factor is what the model scores with; a
+    # float32 model's covariances_ of a component conditioned beyond float32's reach (a
+    # tiny component held up by reg_covar) can be indefinite once rounded, its U is not.
+    chol = np.asarray(params.precisions_cholesky, dtype=np.float64)
     for k, count in enumerate(counts):
         z = random_state.standard_normal((count, d))
-        if params.layout == "full":
-            z = z @ linalg.cholesky(cov[k], lower=True).T
-        elif params.layout == "tied":
-            z = z @ linalg.cholesky(cov, lower=True).T
+        if params.layout in ("full", "tied"):
+            factor = chol[k] if params.layout == "full" else chol
+            z = linalg.solve_triangular(factor, z.T, trans="T", lower=False).T
         elif params.layout == "diag":
             z = z * np.sqrt(cov[k])
         else:

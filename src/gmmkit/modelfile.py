@@ -1256,13 +1256,15 @@ def _constraint_summary(cov_type: Any) -> str:
     return doc.split(":")[0].split(".")[0]
 
 
-def _check_constraints(cov_type: Any, covariances: NDArray[Any]) -> None:
+def _check_constraints(
+    cov_type: Any, covariances: NDArray[Any], rtol: float = CONSTRAINT_RTOL
+) -> None:
     """Covariances satisfy their model's constraints (equal volumes, shapes, orientations).
 
     The model's own M-step projection (``constrain``: the constrained covariances closest,
     in likelihood, to given ones) leaves covariances that satisfy the constraints as they
-    are; anything it moves by more than :data:`CONSTRAINT_RTOL`, relative to the largest
-    entry of each component's covariance, violates them.
+    are; anything it moves by more than ``rtol`` (default :data:`CONSTRAINT_RTOL`),
+    relative to the largest entry of each component's covariance, violates them.
     """
     constrain = getattr(cov_type, "constrain", None)
     if constrain is None:  # tied: one matrix, no constraint beyond its shape
@@ -1272,11 +1274,11 @@ def _check_constraints(cov_type: Any, covariances: NDArray[Any]) -> None:
     projected = constrain(np.ones(k), covs.copy(), covs.copy())
     scale = np.abs(covs).reshape(k, -1).max(axis=1)
     moved = np.abs(np.asarray(projected) - covs).reshape(k, -1).max(axis=1)
-    if not np.all(moved <= CONSTRAINT_RTOL * scale):
+    if not np.all(moved <= rtol * scale):
         raise ModelFileError(
             f"covariances_ do not satisfy the constraints of covariance_type "
             f"'{cov_type.name}' ({cov_type.model}: {_constraint_summary(cov_type)}), "
-            f"relative tolerance {CONSTRAINT_RTOL:g}"
+            f"relative tolerance {rtol:g}"
         )
 
 
@@ -1332,14 +1334,22 @@ def validated_mixture_params(
             raise ModelFileError("covariances_ are not symmetric")
         if np.any(np.tril(chols, -1) != 0):
             raise ModelFileError("precisions_cholesky_ are not upper triangular")
-    try:
-        cholesky_precision(covariances, covariance_type)
-    except CovarianceError as exc:
-        raise ModelFileError("covariances_ are not positive definite") from exc
     # float32 models (fitted on float32 data) store C and U each rounded to float32: U'CU
-    # then differs from I by about eps32 * cond(C), bounded by ||C||_F trace(UU')
+    # then differs from I by about eps32 * cond(C), bounded by ||C||_F trace(UU'), and a C
+    # conditioned beyond float32's reach (a tiny component held up by reg_covar) can be
+    # indefinite by as much as its rounding, D eps32 ||C||; the model scores, predicts
+    # and samples with U, which stays exact
     single = np.result_type(covariances, precisions_cholesky) == np.float32
     rounding = float(np.finfo(np.float32).eps) if single else 0.0
+    checked = np.asarray(covariances, dtype=np.float64)
+    if single and cov_type.layout in ("full", "tied"):
+        shift = 16.0 * d * rounding * np.linalg.norm(mats.astype(np.float64), axis=(1, 2))
+        checked = (mats + shift[:, None, None] * np.eye(d)).reshape(checked.shape)
+    try:
+        cholesky_precision(checked, covariance_type)
+    except CovarianceError as exc:
+        raise ModelFileError("covariances_ are not positive definite") from exc
+    condition = np.ones(k)
     if cov_type.layout in ("full", "tied"):
         # U.T @ C @ U = I when U @ U.T is the inverse of C.
         wide = (mats.astype(np.float64), chols.astype(np.float64))
@@ -1355,7 +1365,11 @@ def validated_mixture_params(
         atol=max(1e-8, 8.0 * rounding),
     ):
         raise ModelFileError("precisions_cholesky_ do not match covariances_")
-    _check_constraints(cov_type, covariances)
+    # the constraints hold to the rounding of the stored covariances, eps32 * cond(C); they
+    # tie the components together (a common volume, shape or orientation), so the worst
+    # conditioned component's rounding reaches every component's projection
+    tolerance = max(CONSTRAINT_RTOL, 16.0 * d * rounding * float(np.max(condition)))
+    _check_constraints(cov_type, checked, tolerance)
     return MixtureParams(
         weights=weights,
         means=means,
