@@ -160,3 +160,32 @@ def test_statistics_all_rows_per_pattern() -> None:
     np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-8)
     assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
+
+
+def test_engine_passes_reuse_the_grouping() -> None:
+    """An engine over in-memory data keeps each chunk's mask and the row grouping the
+    E-step derives from it across passes: passes under other parameters (and other
+    covariance layouts, whose blocks differ) still match brute force."""
+    from gmmkit.core.em import e_step
+    from gmmkit.engines.base import FilledEngine
+    from gmmkit.engines.memory import MemoryEngine
+
+    X, missing = _block(seed=7)
+    rng = np.random.default_rng(8)
+    weight = rng.uniform(0.2, 3.0, size=len(X))
+    fill = np.nanmean(np.where(missing, np.nan, X), axis=0)
+    engine = FilledEngine(
+        MemoryEngine(np.where(missing, np.nan, X), weight, chunk_rows=100, n_jobs=1), fill
+    )
+    cases = [("full", 3, 3), ("tied", 4, 3), ("full", 5, 8), ("diag", 6, 3), ("full", 3, 3)]
+    for layout, seed, k in cases:
+        params = _params(layout, seed=seed, k=k)
+        stats = e_step(engine, params)
+        nk, first, second, log_likelihood, _ = _reference(
+            params, X, missing, weight, np.full(len(X), -1), 1.0, stats.reference
+        )
+        np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+        np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-8)
+        assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
+    assert engine._masks and all(not m.flags.writeable for m in engine._masks.values())

@@ -51,6 +51,7 @@ whatever the parameters); :func:`observed_summary` counts them.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from typing import Any
@@ -92,6 +93,33 @@ def _scratch(values: int) -> NDArray[np.float64]:
     """A float64 buffer of ``values`` entries, the same memory on every call in a thread
     (for arrays that do not outlive the caller)."""
     return workspace("missing.scratch", values)
+
+
+#: What :func:`chunk_statistics_missing` derives from a read-only mask alone (rows by
+#: number missing, blocks, missingness patterns), by the mask's ``id``, while the mask
+#: lives.  An engine over in-memory data hands the same read-only masks to every pass
+#: (:class:`gmmkit.engines.base.FilledEngine`), so the grouping is found once per fit
+#: instead of once per EM iteration; writeable masks are not kept.
+_MASK_STORE: dict[int, tuple[weakref.ref[Any], dict[Any, Any]]] = {}
+
+
+def _mask_store(missing: NDArray[np.bool_]) -> dict[Any, Any] | None:
+    """The store of a read-only mask (a new empty one the first time), or None for a
+    writeable mask."""
+    if missing.flags.writeable:
+        return None
+    key = id(missing)
+    entry = _MASK_STORE.get(key)
+    if entry is not None and entry[0]() is missing:
+        return entry[1]
+
+    def forget(ref: weakref.ref[Any], key: int = key) -> None:
+        if _MASK_STORE.get(key, (None,))[0] is ref:
+            del _MASK_STORE[key]
+
+    store: dict[Any, Any] = {}
+    _MASK_STORE[key] = (weakref.ref(missing, forget), store)
+    return store
 
 
 def nan_error_hint() -> str:
@@ -661,18 +689,21 @@ def _sorted_conditional(
     patterns: _Patterns,
     rows: NDArray[np.intp] | None = None,
     scratch: bool = False,
+    sorted_missing: NDArray[np.bool_] | None = None,
 ) -> _Conditional:
     """Full and tied layouts: :func:`_conditional` of the rows of a block in the sorted
     order of ``patterns``, and in that order.
 
     ``X`` holds the block's rows at ``rows`` (all of them if None); ``missing`` is the
-    block's.  With ``scratch`` the block-sized arrays live in the thread's
-    :func:`_scratch` buffer: the result must not outlive the caller.
+    block's, ``sorted_missing`` (if given) the same in the sorted order, (D, n).  With
+    ``scratch`` the block-sized arrays live in the thread's :func:`_scratch` buffer:
+    the result must not outlive the caller.
     """
     n, d = missing.shape
     order = patterns.order if rows is None else rows[patterns.order]
     block = np.take(X, order, axis=0)
-    sorted_missing = np.ascontiguousarray(np.take(missing, patterns.order, axis=0).T)
+    if sorted_missing is None:
+        sorted_missing = np.ascontiguousarray(np.take(missing, patterns.order, axis=0).T)
     # groups whose patterns have many rows each go to the per-pattern kernel (the
     # statistics only: inference keeps one path)
     algebra = _pattern_algebra(params, block, centre, patterns) if scratch else []
@@ -1283,11 +1314,20 @@ def chunk_statistics_missing(
     """
     if missing is None:
         return chunk_statistics(coefs, X, sample_weight, labels, label_weight)
-    per_row_missing = _row_counts(missing)
-    if not per_row_missing.any():
+    store = _mask_store(missing)
+    split = None if store is None else store.get("rows")
+    if split is None:
+        per_row_missing = _row_counts(missing)
+        complete = np.flatnonzero(per_row_missing == 0)
+        partial_rows = np.flatnonzero(
+            (per_row_missing > 0) & (per_row_missing < missing.shape[1]))
+        cells = float(np.mean(per_row_missing[partial_rows])) if len(partial_rows) else 0.0
+        split = complete, partial_rows, cells
+        if store is not None:
+            store["rows"] = split
+    complete, partial_rows, cells = split
+    if len(complete) == len(missing):
         return chunk_statistics(coefs, X, sample_weight, labels, label_weight)
-    complete = np.flatnonzero(per_row_missing == 0)
-    partial_rows = np.flatnonzero((per_row_missing > 0) & (per_row_missing < missing.shape[1]))
     parts = []
 
     def pick(values: Any, rows: NDArray[np.intp]) -> Any:
@@ -1302,13 +1342,21 @@ def chunk_statistics_missing(
         )
     assert coefs.params is not None
     k, d = coefs.params.n_components, coefs.params.n_features
-    cells = float(np.mean(per_row_missing[partial_rows])) if len(partial_rows) else 0.0
-    blocks = _blocks(len(partial_rows), _row_values(coefs.covariance.layout, k, d, cells))
-    for start in blocks:
+    layout = coefs.covariance.layout
+    blocks = _blocks(len(partial_rows), _row_values(layout, k, d, cells))
+    grouped: list[Any] | None = None
+    if store is not None:
+        grouped = store.setdefault(
+            ("blocks", layout in ("diag", "spherical"), blocks.step), [None] * len(blocks))
+    for number, start in enumerate(blocks):
         rows = partial_rows[start : start + blocks.step]
-        parts.append(
-            _incomplete_statistics(coefs, X, missing, rows, sample_weight, labels, label_weight)
-        )
+        prepared = None if grouped is None else grouped[number]
+        if prepared is None:
+            prepared = _block_masks(layout, missing, rows)
+            if grouped is not None:
+                grouped[number] = prepared
+        parts.append(_incomplete_statistics(
+            coefs, X, rows, prepared, sample_weight, labels, label_weight))
     if not parts:
         return _no_statistics(coefs)
     return SuffStats.total(parts)
@@ -1393,38 +1441,50 @@ def _covariance_sums(
     return np.triu(square) + np.triu(square, 1).transpose(0, 2, 1)
 
 
+def _block_masks(
+    layout: str, missing: NDArray[np.bool_], rows: NDArray[np.intp]
+) -> tuple[NDArray[np.bool_], _Patterns | None, NDArray[np.bool_] | None]:
+    """What the statistics of the rows ``rows`` of a chunk derive from its ``missing``
+    mask alone: the rows' mask (n, D), and for full and tied layouts their
+    :func:`_patterns` and the mask in the sorted order, feature-major (D, n)."""
+    block_missing = np.take(missing, rows, axis=0)
+    if layout in ("diag", "spherical"):
+        return block_missing, None, None
+    patterns = _patterns(block_missing)
+    sorted_missing = np.ascontiguousarray(np.take(block_missing, patterns.order, axis=0).T)
+    return block_missing, patterns, sorted_missing
+
+
 def _incomplete_statistics(
     coefs: KernelCoefficients,
     X: Array,
-    missing: NDArray[np.bool_],
     rows: NDArray[np.intp],
+    prepared: tuple[NDArray[np.bool_], _Patterns | None, NDArray[np.bool_] | None],
     sample_weight: Array | None,
     labels: NDArray[np.integer] | None,
     label_weight: float,
 ) -> SuffStats:
     """Statistics of the rows ``rows`` of a chunk (each with something missing and
-    something observed)."""
+    something observed), ``prepared`` by :func:`_block_masks`."""
     params = coefs.params
     assert params is not None
-    n, d = len(rows), missing.shape[1]
-    layout = coefs.covariance.layout
-    vector = layout in ("diag", "spherical")
+    block_missing, patterns, sorted_missing = prepared
+    n, d = block_missing.shape
     means = np.asarray(params.means, np.float64)
     centre = np.asarray(coefs.reference, dtype=np.float64)
     cond: _Conditional | None = None
     order: NDArray[np.intp] | None = None
-    block_missing = np.take(missing, rows, axis=0)
-    if vector:
+    if patterns is None:
         log_joint, features = _vector_log_joint(
             params, np.take(X, rows, axis=0), block_missing, centre, scratch=True
         )
         block = rows
     else:  # rows sorted by pattern
-        patterns = _patterns(block_missing)
         order = patterns.order
         block = rows[order]
         cond = _sorted_conditional(
-            params, X, block_missing, centre, patterns, rows=rows, scratch=True
+            params, X, block_missing, centre, patterns, rows=rows, scratch=True,
+            sorted_missing=sorted_missing,
         )
         log_joint = cond.log_joint
     if sample_weight is not None:
@@ -1463,7 +1523,8 @@ def _incomplete_statistics(
             seen * shift * shift - 2.0 * shift * linear
             + unseen * (offsets * offsets + 1.0 / _vector_scales(params) ** 2)
         )
-        second = squares + (rest if layout == "diag" else rest.sum(axis=1, keepdims=True))
+        diag = coefs.covariance.layout == "diag"
+        second = squares + (rest if diag else rest.sum(axis=1, keepdims=True))
     else:
         first, second = _conditional_moments(
             cond, resp_w, None if resp_w is resp else weight, coefs.stats_reference, offsets
@@ -2093,16 +2154,28 @@ def observed_rows(
     return np.asarray(~missing.all(axis=1), dtype=np.float64)
 
 
-def filled_chunk(fill: NDArray[Any], chunk: Any) -> Any:
-    """``chunk`` with NaN replaced by ``fill`` and its ``missing`` mask set (the same
-    chunk when it has no NaN)."""
-    from dataclasses import replace
-
-    X = chunk.X
+def nan_mask(X: Array) -> NDArray[np.bool_] | bool:
+    """The NaN cells of ``X``, read-only (a mask that may be kept and reused: the
+    E-step keeps what it derives from it, :func:`_mask_store`), or False when there is
+    none."""
     if X.dtype.kind != "f":
-        return chunk
+        return False
     missing = np.isnan(X)
     if not missing.any():
+        return False
+    missing.flags.writeable = False
+    return missing
+
+
+def filled_chunk(
+    fill: NDArray[Any], chunk: Any, missing: NDArray[np.bool_] | bool | None = None
+) -> Any:
+    """``chunk`` with NaN replaced by ``fill`` and its ``missing`` mask set (the same
+    chunk when it has no NaN); ``missing``, when given, is its :func:`nan_mask`."""
+    X = chunk.X
+    if missing is None:
+        missing = nan_mask(X)
+    if isinstance(missing, bool):
         return chunk
     filled = np.where(missing, np.asarray(fill, dtype=X.dtype), X)
     return replace(chunk, X=filled, missing=missing)

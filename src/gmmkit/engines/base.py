@@ -291,10 +291,21 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
     raise ValueError(f"unknown per-row kernel {kind!r}")
 
 
-def _filled_call(func: Callable[[Chunk], T], fill: NDArray[Any], chunk: Chunk) -> T:
-    from gmmkit.core.missing import filled_chunk
+def _filled_call(
+    func: Callable[[Chunk], T],
+    fill: NDArray[Any],
+    masks: dict[tuple[int, int], Any] | None,
+    chunk: Chunk,
+) -> T:
+    from gmmkit.core.missing import filled_chunk, nan_mask
 
-    return func(filled_chunk(fill, chunk))
+    if masks is None:
+        return func(filled_chunk(fill, chunk))
+    key = (chunk.start, len(chunk.X))
+    missing = masks.get(key)
+    if missing is None:
+        missing = masks[key] = nan_mask(chunk.X)
+    return func(filled_chunk(fill, chunk, missing))
 
 
 class FilledEngine(Engine):
@@ -313,8 +324,18 @@ class FilledEngine(Engine):
     """
 
     def __init__(self, inner: Engine, fill: NDArray[Any]) -> None:
+        from gmmkit.engines.memory import MemoryEngine
+
         self.inner = inner
         self.fill = np.asarray(fill, dtype=inner.dtype)
+        # The chunks of an in-memory array are the same rows on every pass: their NaN
+        # masks are found once and kept, read-only, by (start, rows), and with them
+        # what the E-step derives from a mask alone (row groups by missingness
+        # pattern, :func:`gmmkit.core.missing.chunk_statistics_missing`), which a
+        # pass over incomplete rows otherwise pays again every EM iteration.
+        self._masks: dict[tuple[int, int], Any] | None = (
+            {} if type(inner) is MemoryEngine else None
+        )
 
     @property
     def n_samples(self) -> int:
@@ -339,10 +360,10 @@ class FilledEngine(Engine):
         return np.where(np.isnan(rows), self.fill.astype(rows.dtype), rows)
 
     def map_reduce(self, func: Callable[[Chunk], T]) -> T:
-        return self.inner.map_reduce(partial(_filled_call, func, self.fill))
+        return self.inner.map_reduce(partial(_filled_call, func, self.fill, self._masks))
 
     def map_rows(self, func: Callable[[Chunk], NDArray[Any]]) -> NDArray[Any]:
-        return self.inner.map_rows(partial(_filled_call, func, self.fill))
+        return self.inner.map_rows(partial(_filled_call, func, self.fill, self._masks))
 
     def sample(self, n: int, rng: np.random.Generator) -> tuple[NDArray[Any], NDArray[np.float64]]:
         rows, weights = self.inner.sample(n, rng)
