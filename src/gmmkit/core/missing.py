@@ -52,7 +52,7 @@ whatever the parameters); :func:`observed_summary` counts them.
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cache, cached_property
 from typing import Any
 
@@ -158,6 +158,10 @@ class _Group:
         Rows per pattern; None when each row is its own pattern (``p == r``).
     coordinates : ndarray of int, shape (s, r)
         Each row's missing coordinates.
+    memo : dict
+        Index arrays derived from the above (:meth:`cells`, :meth:`pattern_sums`),
+        kept with the group: a block's grouping is kept across EM iterations
+        (:func:`_mask_store`).
     """
 
     start: int
@@ -166,6 +170,8 @@ class _Group:
     index: NDArray[np.intp]
     counts: NDArray[np.intp] | None
     coordinates: NDArray[np.intp]
+    memo: dict[Any, NDArray[np.intp]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def size(self) -> int:
@@ -173,8 +179,11 @@ class _Group:
 
     def cells(self, n: int) -> NDArray[np.intp]:
         """Flat positions of the rows' missing cells in a feature-major (D, n) array of
-        the sorted block, (s, r)."""
-        return self.coordinates * n + np.arange(self.start, self.stop)
+        the sorted block, (s, r); not to be written to."""
+        out = self.memo.get(n)
+        if out is None:
+            out = self.memo[n] = self.coordinates * n + np.arange(self.start, self.stop)
+        return out
 
     def per_row(self, values: NDArray[Any]) -> NDArray[Any]:
         """Per-pattern values (..., p) repeated for each row, (..., r)."""
@@ -184,7 +193,9 @@ class _Group:
         """Per-row values (m, r) summed over each pattern's rows, (m, p)."""
         if self.counts is None:
             return values
-        starts = np.cumsum(self.counts) - self.counts
+        starts = self.memo.get("starts")
+        if starts is None:
+            starts = self.memo["starts"] = np.cumsum(self.counts) - self.counts
         return np.add.reduceat(values, starts, axis=1)
 
 
@@ -1445,14 +1456,16 @@ def _block_masks(
     layout: str, missing: NDArray[np.bool_], rows: NDArray[np.intp]
 ) -> tuple[NDArray[np.bool_], _Patterns | None, NDArray[np.bool_] | None]:
     """What the statistics of the rows ``rows`` of a chunk derive from its ``missing``
-    mask alone: the rows' mask (n, D), and for full and tied layouts their
-    :func:`_patterns` and the mask in the sorted order, feature-major (D, n)."""
+    mask alone: for diagonal and spherical layouts the rows' mask (n, D), for full and
+    tied ones their :func:`_patterns` and the mask in the sorted order, feature-major
+    (D, n) (and in place of the rows' mask a read-only array of its shape)."""
     block_missing = np.take(missing, rows, axis=0)
     if layout in ("diag", "spherical"):
         return block_missing, None, None
     patterns = _patterns(block_missing)
     sorted_missing = np.ascontiguousarray(np.take(block_missing, patterns.order, axis=0).T)
-    return block_missing, patterns, sorted_missing
+    # the rows' own mask is not needed (nor kept) beside the sorted one
+    return np.broadcast_to(np.False_, block_missing.shape), patterns, sorted_missing
 
 
 def _incomplete_statistics(
