@@ -162,13 +162,21 @@ def test_statistics_all_rows_per_pattern() -> None:
     assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
 
 
-def test_engine_passes_reuse_the_grouping() -> None:
+@pytest.mark.parametrize("budget", [None, 150 * D])
+def test_engine_passes_reuse_the_grouping(
+    budget: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """An engine over in-memory data keeps each chunk's mask and the row grouping the
-    E-step derives from it across passes: passes under other parameters (and other
-    covariance layouts, whose blocks differ) still match brute force."""
+    E-step derives from it across passes (up to a budget of cells: with a budget of a
+    few chunks, the others find theirs every pass): passes under other parameters (and
+    other covariance layouts, whose blocks differ) still match brute force."""
     from gmmkit.core.em import e_step
+    from gmmkit.engines import base
     from gmmkit.engines.base import FilledEngine
     from gmmkit.engines.memory import MemoryEngine
+
+    if budget is not None:
+        monkeypatch.setattr(base, "KEPT_MASK_CELLS", budget)
 
     X, missing = _block(seed=7)
     rng = np.random.default_rng(8)
@@ -188,4 +196,9 @@ def test_engine_passes_reuse_the_grouping() -> None:
         np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
         np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-8)
         assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
-    assert engine._masks and all(not m.flags.writeable for m in engine._masks.values())
+    kept = engine._masks
+    assert kept is not None and kept.masks
+    assert all(not m.flags.writeable for m in kept.masks.values() if m is not False)
+    assert kept.cells == sum(rows * X.shape[1] for _, rows in kept.masks)
+    if budget is not None:
+        assert kept.cells <= budget < X.size

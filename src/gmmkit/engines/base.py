@@ -7,6 +7,7 @@ results add (``SuffStats``, ``KMeansStats``) or concatenate (per-row predictions
 
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -291,21 +292,48 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
     raise ValueError(f"unknown per-row kernel {kind!r}")
 
 
+#: Cells of data whose NaN masks a :class:`FilledEngine` keeps between passes.  With
+#: what the E-step derives from them (patterns, sorted masks, cell positions) a kept mask
+#: holds about 5 bytes a cell at 20 % missing, two thirds of float64 data: beyond this
+#: budget (about 160 MB) chunks find their masks again every pass, so that a fit's
+#: memory beyond the data stays bounded.
+KEPT_MASK_CELLS = 32 << 20
+
+
+class _KeptMasks:
+    """The NaN masks of an in-memory engine's chunks, by (start, rows), up to
+    :data:`KEPT_MASK_CELLS` cells in all."""
+
+    def __init__(self) -> None:
+        self.masks: dict[tuple[int, int], Any] = {}
+        self.cells = 0
+        self.lock = threading.Lock()
+
+    def get(self, X: NDArray[Any], start: int) -> Any:
+        from gmmkit.core.missing import nan_mask
+
+        key = (start, len(X))
+        missing = self.masks.get(key)
+        if missing is None:
+            missing = nan_mask(X)
+            with self.lock:
+                if self.cells + X.size <= KEPT_MASK_CELLS:
+                    self.masks[key] = missing
+                    self.cells += X.size
+        return missing
+
+
 def _filled_call(
     func: Callable[[Chunk], T],
     fill: NDArray[Any],
-    masks: dict[tuple[int, int], Any] | None,
+    masks: _KeptMasks | None,
     chunk: Chunk,
 ) -> T:
-    from gmmkit.core.missing import filled_chunk, nan_mask
+    from gmmkit.core.missing import filled_chunk
 
     if masks is None:
         return func(filled_chunk(fill, chunk))
-    key = (chunk.start, len(chunk.X))
-    missing = masks.get(key)
-    if missing is None:
-        missing = masks[key] = nan_mask(chunk.X)
-    return func(filled_chunk(fill, chunk, missing))
+    return func(filled_chunk(fill, chunk, masks.get(chunk.X, chunk.start)))
 
 
 class FilledEngine(Engine):
@@ -332,10 +360,9 @@ class FilledEngine(Engine):
         # masks are found once and kept, read-only, by (start, rows), and with them
         # what the E-step derives from a mask alone (row groups by missingness
         # pattern, :func:`gmmkit.core.missing.chunk_statistics_missing`), which a
-        # pass over incomplete rows otherwise pays again every EM iteration.
-        self._masks: dict[tuple[int, int], Any] | None = (
-            {} if type(inner) is MemoryEngine else None
-        )
+        # pass over incomplete rows otherwise pays again every EM iteration (up to a
+        # budget of cells, KEPT_MASK_CELLS).
+        self._masks: _KeptMasks | None = _KeptMasks() if type(inner) is MemoryEngine else None
 
     @property
     def n_samples(self) -> int:
