@@ -110,7 +110,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
     ``precisions_cholesky_``: the float64 M-step's result rounded), and ``predict_proba``
     / ``score_samples`` return float32 when the model and ``X`` are float32.  A component
     whose covariance is conditioned beyond float32's reach (above about 1e7: a tiny
-    component held up by ``reg_covar``) keeps an exact precision factor, with which the
+    component held up by ``reg_covar``) keeps a valid precision factor, with which the
     model scores, predicts, samples and is saved, but its rounded ``covariances_`` can be
     indefinite (scipy's Cholesky refuses it); fit float64 data where the covariances
     themselves are needed.
