@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
@@ -125,3 +126,23 @@ def test_peers_benchmark_quick_subset_runs():
     e2e = out.split("End to end:")[1]
     row = next(line for line in e2e.splitlines() if line.startswith("1-D exam"))
     assert "dLL" in row and "not installed" in row, e2e
+
+
+def test_start_battery_smoke_run_and_compare(tmp_path):
+    """bench_start_battery.py on two small data sets, then --compare of two runs: one
+    JSON line per fit, and the comparison names the fits and the ratios."""
+    script = SCRIPT.with_name("bench_start_battery.py")
+    out = _run(script, "--scale", "0.01", "--only", "moons,uniform", "--cov", "full,diag",
+               timeout=300)
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [(r["data"], r["cov"]) for r in lines] == [
+        ("moons", "full"), ("moons", "diag"), ("uniform cube d=4", "full"),
+        ("uniform cube d=4", "diag")]
+    assert all(np.isfinite(r["ll"]) and r["t"] > 0 for r in lines)
+    old, new = tmp_path / "old.jsonl", tmp_path / "new.jsonl"
+    old.write_text(out)
+    shifted = [dict(r, ll=r["ll"] + (0.5 if r["cov"] == "full" else 0.0)) for r in lines]
+    new.write_text("\n".join(json.dumps(r) for r in shifted) + "\n")
+    report = _run(script, "--compare", str(old), str(new))
+    assert "4 fits" in report and "2 of 4 final log-likelihoods moved" in report, report
+    assert "higher moons full: +0.50000" in report, report
