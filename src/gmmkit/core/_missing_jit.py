@@ -285,24 +285,36 @@ def full_log_joint(X, missing, means, precision, factor, constant, log_weights, 
     return 0
 
 
+#: Rows per batch of :func:`full_moments`' second moments (one GEMM per component and
+#: batch: 2.5x the rate of a rank-one update per row at D = 16).
+_BATCH = 256
+
+
 @_jit
 def full_moments(X, missing, means, resp_w, store, first, second):
     """Full covariances: with the responsibilities ``resp_w`` (K, n) and the ``store``
     of :func:`full_log_joint`, the sums ``first[k] = sum r_k (xhat_k - mu_k)`` (K, D)
     and ``second[k] = sum r_k ((xhat_k - mu_k)(xhat_k - mu_k)' + E P_k,mm^-1 E')``
-    (K, D, D), both zeroed here."""
+    (K, D, D), both zeroed here; the outer products as one GEMM per batch of
+    :data:`_BATCH` rows of ``sqrt(r_k) (xhat_k - mu_k)``."""
     n, d = X.shape
     n_components = means.shape[0]
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
     weights = np.zeros(n_components)  # each component's responsibility over the pattern
-    r = np.empty(d)
+    batch = np.empty((n_components, _BATCH, d))
+    filled = 0
     first[...] = 0.0
     second[...] = 0.0
     s = 0
     position = 0
     pattern = 0  # where the pattern's covariances are in ``store``
     for i in range(n + 1):
+        if filled == _BATCH or (i == n and filled):
+            for k in range(n_components):
+                rows = batch[k, :filled]
+                second[k] += np.dot(rows.T, rows)
+            filled = 0
         if i == n or i == 0 or not _same_pattern(missing, i):
             if i > 0 and 0 < s < d:  # the previous pattern's covariances, weighted
                 at = pattern
@@ -327,16 +339,17 @@ def full_moments(X, missing, means, resp_w, store, first, second):
         for k in range(n_components):
             weight = resp_w[k, i]
             weights[k] += weight
+            root = math.sqrt(weight)
             for j in range(d):
-                r[j] = (X[i, j] - means[k, j]) * observed[j]
+                batch[k, filled, j] = (X[i, j] - means[k, j]) * observed[j]
             for a in range(s):
-                r[index[a]] = store[position + a]
+                batch[k, filled, index[a]] = store[position + a]
             position += s
-            for a in range(d):
-                value = weight * r[a]
-                first[k, a] += value
-                for b in range(d):
-                    second[k, a, b] += value * r[b]
+            for j in range(d):
+                value = batch[k, filled, j]
+                first[k, j] += weight * value
+                batch[k, filled, j] = root * value
+        filled += 1
     return 0
 
 
@@ -348,20 +361,21 @@ def tied_log_joint(
     """Tied covariance: the log-joint (K, n) as :func:`full_log_joint`, and ``xbar``
     (n, D), each row's conditional mean minus ``centre`` when every component's mean is
     ``centre`` (``factor`` is ``U'``).  With ``w = U' xbar``, ``a_k = U' (mu_k -
-    centre)`` (``white_means``), ``b_k = P (mu_k - centre)`` (``pulled``) and ``t_k =
-    P_mm^-1 b_km`` per pattern, the observed distance is ``|w - a_k + U' E t_k|^2 = |w -
+    centre)`` (``white_means``, (D, K)), ``b_k = P (mu_k - centre)`` (``pulled``, (D, K))
+    and ``t_k = P_mm^-1 b_km`` per pattern, the observed distance is ``|w - a_k + U' E t_k|^2 = |w -
     a_k|^2 - b_km . t_k``: the difference where it is exact enough
     (:data:`_EXPANSION_LIMIT`), else the sum of squares.  ``store`` gets each pattern's
     ``P_mm^-1`` and shifts (see :func:`store_size`)."""
     n, d = X.shape
-    n_components = white_means.shape[0]
+    n_components = white_means.shape[1]
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
     lower = np.empty((d, d))
     work = np.empty((d, d))
     inverse = np.empty((d, d))
-    shifts = np.empty((n_components, d))  # t_k of the pattern
+    shifts = np.empty((d, n_components))  # t_k of the pattern, (s, K)
     explained = np.zeros(n_components)  # c_k = b_km . t_k
+    quads = np.empty(n_components)
     g = np.empty(d)
     row = np.empty(d)
     w = np.empty(d)
@@ -383,18 +397,22 @@ def tied_log_joint(
                     for b in range(a, s):
                         store[position] = inverse[a, b]
                         position += 1
-                for k in range(n_components):
-                    value = 0.0
-                    for a in range(s):
-                        shift = 0.0
-                        for b in range(s):
-                            shift += inverse[a, b] * pulled[k, index[b]]
-                        shifts[k, a] = shift
-                        value += pulled[k, index[a]] * shift
-                    explained[k] = value
+                # t_k = P_mm^-1 b_km and c_k, the component innermost (vector steps)
+                for a in range(s):
+                    for k in range(n_components):
+                        shifts[a, k] = 0.0
+                    for b in range(s):
+                        coefficient = inverse[a, b]
+                        line = index[b]
+                        for k in range(n_components):
+                            shifts[a, k] += coefficient * pulled[line, k]
+                for a in range(s):
+                    line = index[a]
+                    for k in range(n_components):
+                        explained[k] += pulled[line, k] * shifts[a, k]
                 for a in range(s):  # (s, K): coordinate first, for the second pass
                     for k in range(n_components):
-                        store[position] = shifts[k, a]
+                        store[position] = shifts[a, k]
                         position += 1
         if s == d:
             for j in range(d):
@@ -423,18 +441,22 @@ def tied_log_joint(
             w[j] = value
         base = 0.5 * s * _LOG_2PI - 0.5 * log_det
         for k in range(n_components):
-            quad = 0.0
-            for j in range(d):
-                value = w[j] - white_means[k, j]
-                quad += value * value
+            quads[k] = 0.0
+        for j in range(d):  # |w - a_k|^2, the component innermost
+            value = w[j]
+            for k in range(n_components):
+                difference = value - white_means[j, k]
+                quads[k] += difference * difference
+        for k in range(n_components):
+            quad = quads[k]
             if quad + explained[k] > _EXPANSION_LIMIT:
                 # |w - a_k + U' E t_k|^2 summed directly
                 for j in range(d):
-                    v[j] = w[j] - white_means[k, j]
+                    v[j] = w[j] - white_means[j, k]
                 for b in range(s):
                     column = index[b]
                     for j in range(column, d):
-                        v[j] += factor[j, column] * shifts[k, b]
+                        v[j] += factor[j, column] * shifts[b, k]
                 quad = 0.0
                 for j in range(d):
                     quad += v[j] * v[j]

@@ -727,8 +727,11 @@ def _sorted_conditional(
     stop = algebra[-1][0].stop if algebra else 0
     tail = n - stop
     features = d * (d + 1) // 2 + d + 1
+    # the compiled kernels (numba, the statistics only) take the per-row path's rows as
+    # they are
+    kernels = _jit.kernels() if scratch else None
     spares = 3 if params.layout == "tied" else 2 * params.n_components
-    values = features * stop + (1 + spares) * d * tail
+    values = features * stop + (0 if kernels else (1 + spares) * d * tail)
     space = _scratch(values) if scratch else np.empty(values)
     pattern_part = None
     if stop:
@@ -736,25 +739,27 @@ def _sorted_conditional(
         pattern_part = _pattern_part(
             params, phi, block[:stop], sorted_missing[:, :stop], centre, algebra
         )
-    # the per-row path for the other rows, feature-major (D, n): long inner loops at small D
-    rest = space[features * stop :]
-    shifted = rest[: d * tail].reshape(d, tail)
-    np.subtract(block[stop:].T, centre[:, None], out=shifted, casting="unsafe")
-    shifted[sorted_missing[:, stop:]] = 0.0
-    spare = rest[d * tail :].reshape(spares, d, tail)
     per_row = patterns.tail(len(algebra))
     unobserved = np.zeros(tail, dtype=bool)
     if per_row.groups and per_row.groups[-1].size == d:
         unobserved[per_row.groups[-1].start :] = True
-    kernels = _jit.kernels() if scratch else None
-    if kernels is not None:  # numba: the statistics' rows one by one, compiled
+    if kernels is not None:  # numba: the rows one by one, compiled
         cond = _compiled_conditional(
             kernels, params, block[stop:], sorted_missing[:, stop:], centre, per_row,
             unobserved)
-    elif params.layout == "tied":
-        cond = _tied_conditional(params, shifted, spare, centre, per_row, unobserved, scratch)
     else:
-        cond = _full_conditional(params, shifted, spare, centre, per_row, unobserved)
+        # the per-row path for the other rows, feature-major (D, n): long inner loops at
+        # small D
+        rest = space[features * stop :]
+        shifted = rest[: d * tail].reshape(d, tail)
+        np.subtract(block[stop:].T, centre[:, None], out=shifted, casting="unsafe")
+        shifted[sorted_missing[:, stop:]] = 0.0
+        spare = rest[d * tail :].reshape(spares, d, tail)
+        if params.layout == "tied":
+            cond = _tied_conditional(
+                params, shifted, spare, centre, per_row, unobserved, scratch)
+        else:
+            cond = _full_conditional(params, shifted, spare, centre, per_row, unobserved)
     cond.log_joint[:, unobserved] = _log_weights(params)[:, None]  # the marginal over nothing is 1
     if pattern_part is None:
         return cond
@@ -1391,7 +1396,7 @@ def _compiled_conditional(
         xbar = np.empty((n, d))
         _compiled_status(kernels.tied_log_joint(
             rows, missing, centre, precision, np.ascontiguousarray(upper.T),
-            np.ascontiguousarray(white_means), np.ascontiguousarray(pulled), constant,
+            np.ascontiguousarray(white_means.T), np.ascontiguousarray(pulled.T), constant,
             log_weights, log_joint, xbar, store,
         ))
         compiled = _Compiled(
