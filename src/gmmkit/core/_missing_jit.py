@@ -2,17 +2,18 @@
 
 Imported only through :func:`gmmkit._jit.kernels` (numba is an optional dependency).
 The mathematics is that of :mod:`gmmkit.core.missing` (see its docstring), evaluated
-row by row over a block sorted by missingness pattern: each pattern's ``P_mm`` is
-factorised and inverted once (per component for full covariances) when the pattern
-changes from the previous row, and every per-row quantity lives in a few vectors of
-length ``D``, so no (K, D, n) array and no per-pattern-group Python step.  Each E-step
-is two passes, as the numpy path: :func:`full_log_joint` / :func:`tied_log_joint` give
-the log-joint of the observed coordinates (K, n) and write what the statistics need
-(each pattern's ``P_mm^-1``, each row's conditional means or shifts) to a flat
-``store``, the caller normalises the log-joint (labels, sample weights), and
-:func:`full_moments` / :func:`tied_moments` sum the conditional statistics with the
-responsibilities, reading ``store`` in the same order.  :func:`store_size` gives the
-store's length.
+over a block sorted by missingness pattern (a pattern: a run of rows with the same
+missing coordinates, ``s`` of them, ``0 < s < D``).  :func:`factorise` inverts every
+pattern's ``P_mm`` (per component for full covariances), batches of patterns of the same
+size at once with the batch innermost (one matrix at a time is a chain of square roots
+and divisions); then the rows are evaluated one by one, every per-row quantity in a few
+vectors of length ``D``: no (K, D, n) array and no per-pattern-group Python step.  As
+in the numpy path, :func:`full_log_joint` / :func:`tied_log_joint` give the log-joint
+of the observed coordinates (K, n) and keep each row's conditional means (full) or
+each pattern's shifts (tied), the caller normalises the log-joint (labels, sample
+weights), and :func:`full_moments` / :func:`tied_moments` sum the conditional
+statistics with the responsibilities.  :func:`sizes` gives the lengths of the flat
+arrays that pass what one step writes to the next, in the rows' order.
 
 The loops are written for the compiler: sums in local scalars (dot products, which
 ``reassoc`` vectorises) rather than in arrays updated in a chain, which would wait on
@@ -47,115 +48,11 @@ _jit = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 
 
 @_jit
-def _cholesky(precision, k, index, s, lower):
-    """Lower Cholesky factor of ``precision[k][index, index]`` (s, s) into ``lower``, its
-    diagonal stored inverted (the solves multiply); returns ``log det`` of the block
-    (one logarithm of the pivots' product unless it under- or overflows), or NaN when a
-    pivot is not positive and finite."""
-    product = 1.0
-    for a in range(s):
-        row = index[a]
-        for b in range(a + 1):
-            value = precision[k, row, index[b]]
-            for c in range(b):
-                value -= lower[a, c] * lower[b, c]
-            if a == b:
-                if not (value > 0.0 and value < np.inf):
-                    return np.nan
-                product *= value
-                lower[a, a] = 1.0 / math.sqrt(value)
-            else:
-                lower[a, b] = value * lower[b, b]
-    if 1e-280 < product < 1e280:
-        return math.log(product)
-    total = 0.0
-    for a in range(s):
-        total -= 2.0 * math.log(lower[a, a])
-    return total
-
-
-@_jit
-def _inverse(lower, s, work, out):
-    """``(L L')^-1`` (s, s), symmetric, into ``out`` from the factor of
-    :func:`_cholesky` (``work`` (s, s) gets ``L^-1``)."""
-    for a in range(s):  # F = L^-1, lower, by forward substitution
-        diagonal = lower[a, a]  # 1 / L_aa
-        work[a, a] = diagonal
-        for b in range(a):
-            value = 0.0
-            for c in range(b, a):
-                value += lower[a, c] * work[c, b]
-            work[a, b] = -value * diagonal
-    for a in range(s):  # (F'F)_ab = sum_{c >= max(a, b)} F_ca F_cb
-        for b in range(a, s):
-            value = 0.0
-            for c in range(b, s):
-                value += work[c, a] * work[c, b]
-            out[a, b] = value
-            out[b, a] = value
-
-
-@_jit
-def _factorise_components(precision, index, s, lower, work, covariance, log_det):
-    """:func:`_cholesky` and :func:`_inverse` of ``P_k,mm`` for every component at once,
-    the component innermost (every step a vector operation over the components, where
-    one matrix at a time is a chain of square roots and divisions): ``precision``
-    (D, D, K), ``lower`` and ``work`` (D, D, K) work space, ``covariance`` (K, D, D) gets
-    the inverses, ``log_det`` (K,) their log-determinants.  Returns False when a pivot
-    is not positive and finite."""
-    n_components = precision.shape[2]
-    for k in range(n_components):
-        log_det[k] = 1.0  # the pivots' product first
-    for a in range(s):
-        row = index[a]
-        for b in range(a + 1):
-            column = index[b]
-            for k in range(n_components):
-                lower[a, b, k] = precision[row, column, k]
-            for c in range(b):
-                for k in range(n_components):
-                    lower[a, b, k] -= lower[a, c, k] * lower[b, c, k]
-            if a == b:
-                for k in range(n_components):
-                    value = lower[a, a, k]
-                    if not (value > 0.0 and value < np.inf):
-                        return False
-                for k in range(n_components):
-                    log_det[k] *= lower[a, a, k]
-                    lower[a, a, k] = 1.0 / math.sqrt(lower[a, a, k])
-            else:
-                for k in range(n_components):
-                    lower[a, b, k] *= lower[b, b, k]
-    for k in range(n_components):
-        product = log_det[k]
-        if 1e-280 < product < 1e280:
-            log_det[k] = math.log(product)
-        else:  # the product under- or overflows: a sum of logarithms
-            total = 0.0
-            for a in range(s):
-                total -= 2.0 * math.log(lower[a, a, k])
-            log_det[k] = total
-    for a in range(s):  # F = L^-1, lower, by forward substitution
-        for k in range(n_components):
-            work[a, a, k] = lower[a, a, k]
-        for b in range(a):
-            for k in range(n_components):
-                work[a, b, k] = 0.0
-            for c in range(b, a):
-                for k in range(n_components):
-                    work[a, b, k] -= lower[a, c, k] * work[c, b, k]
-            for k in range(n_components):
-                work[a, b, k] *= lower[a, a, k]
-    for a in range(s):  # (F'F)_ab = sum_{c >= max(a, b)} F_ca F_cb
-        for b in range(a, s):
-            for k in range(n_components):
-                lower[a, b, k] = 0.0  # the upper triangle of ``lower`` is free
-            for c in range(b, s):
-                for k in range(n_components):
-                    lower[a, b, k] += work[c, a, k] * work[c, b, k]
-            for k in range(n_components):
-                covariance[k, a, b] = lower[a, b, k]
-                covariance[k, b, a] = lower[a, b, k]
+def _same_pattern(missing, i):
+    """Whether row ``i`` has the missing coordinates of row ``i - 1``."""
+    for j in range(missing.shape[0]):
+        if missing[j, i] != missing[j, i - 1]:
+            return False
     return True
 
 
@@ -175,154 +72,300 @@ def _new_pattern(missing, i, index, observed):
 
 
 @_jit
-def _same_pattern(missing, i):
-    """Whether row ``i`` has the missing coordinates of row ``i - 1``."""
-    for j in range(missing.shape[0]):
-        if missing[j, i] != missing[j, i - 1]:
-            return False
-    return True
-
-
-@_jit
-def store_size(missing, n_components, shared):
-    """Length of the ``store`` of the two passes over rows with ``missing`` (D, n): per
-    pattern (a run of rows with the same missing coordinates, ``s`` of them, ``0 < s <
-    D``) ``P_mm^-1`` packed, ``s (s + 1) / 2`` values (one per component unless
-    ``shared``) and for tied covariances (``shared``) the shifts ``t_k``, ``K s``; per
-    such row ``K s`` conditional means for full covariances."""
+def sizes(missing):
+    """Of the rows with ``missing`` (D, n): the number of patterns, their packed
+    ``P_mm`` entries ``sum s (s + 1) / 2``, their missing coordinates ``sum s``, and the
+    missing cells of the rows in patterns ``sum_rows s``."""
     d, n = missing.shape
-    total = 0
+    patterns = packed = coordinates = cells = 0
     s = 0
     for i in range(n):
-        new = i == 0 or not _same_pattern(missing, i)
-        if new:
+        if i == 0 or not _same_pattern(missing, i):
             s = 0
             for j in range(d):
                 if missing[j, i]:
                     s += 1
-        if s == 0 or s == d:
-            continue
-        packed = s * (s + 1) // 2
-        if shared:
-            if new:
-                total += packed + n_components * s
-        else:
-            if new:
-                total += n_components * packed
-            total += n_components * s
-    return total
+            if 0 < s < d:
+                patterns += 1
+                packed += s * (s + 1) // 2
+                coordinates += s
+        if 0 < s < d:
+            cells += s
+    return patterns, packed, coordinates, cells
+
+
+#: Matrices per vectorised step of :func:`factorise`.
+_FACTOR_BATCH = 256
 
 
 @_jit
-def full_log_joint(X, missing, means, precision, factor, constant, log_weights, log_joint, store):
+def factorise(missing, precision, inverses, log_det):
+    """``P_k,mm^-1`` of every pattern of the rows with ``missing`` (D, n) and component
+    of ``precision`` (K', D, D) into ``inverses`` (pattern by pattern, component by
+    component, the upper triangle row by row), ``log det P_k,mm`` into ``log_det``
+    (patterns, K').  Patterns of the same size go in batches of up to
+    :data:`_FACTOR_BATCH` matrices, stored entry-major with the batch innermost, by a
+    Cholesky factorisation (pivots checked, diagonal kept inverted) and ``F' F`` with
+    ``F = L^-1``; the log-determinant is the logarithm of the pivots' product unless it
+    under- or overflows."""
+    d, n = missing.shape
+    shared = precision.shape[0]
+    first_rows = np.empty(n, dtype=np.int64)
+    counts = np.empty(n, dtype=np.int64)
+    total = 0
+    for i in range(n):
+        if i == 0 or not _same_pattern(missing, i):
+            s = 0
+            for j in range(d):
+                if missing[j, i]:
+                    s += 1
+            if 0 < s < d:
+                first_rows[total] = i
+                counts[total] = s
+                total += 1
+    per_batch = max(1, _FACTOR_BATCH // shared)
+    width_limit = per_batch * shared
+    lower = np.empty((d * d, width_limit))
+    work = np.empty((d * d, width_limit))
+    pivots = np.empty(width_limit)
+    index = np.empty((per_batch, d), dtype=np.int64)
+    position = 0
+    p = 0
+    while p < total:
+        s = counts[p]
+        end = p
+        while end < total and end - p < per_batch and counts[end] == s:
+            end += 1
+        m = end - p
+        width = m * shared
+        for q in range(m):
+            row = first_rows[p + q]
+            c = 0
+            for j in range(d):
+                if missing[j, row]:
+                    index[q, c] = j
+                    c += 1
+        for a in range(s):  # gather the lower triangles
+            for b in range(a + 1):
+                for q in range(m):
+                    ia = index[q, a]
+                    ib = index[q, b]
+                    for k in range(shared):
+                        lower[a * s + b, q * shared + k] = precision[k, ia, ib]
+        for col in range(width):
+            pivots[col] = 1.0
+        for a in range(s):  # Cholesky, the batch innermost
+            for b in range(a + 1):
+                ab = a * s + b
+                for c in range(b):
+                    ac = a * s + c
+                    bc = b * s + c
+                    for col in range(width):
+                        lower[ab, col] -= lower[ac, col] * lower[bc, col]
+                if a == b:
+                    for col in range(width):
+                        value = lower[ab, col]
+                        if not (value > 0.0 and value < np.inf):
+                            return NOT_POSITIVE
+                    for col in range(width):
+                        pivots[col] *= lower[ab, col]
+                        lower[ab, col] = 1.0 / math.sqrt(lower[ab, col])
+                else:
+                    bb = b * s + b
+                    for col in range(width):
+                        lower[ab, col] *= lower[bb, col]
+        for q in range(m):
+            for k in range(shared):
+                col = q * shared + k
+                product = pivots[col]
+                if 1e-280 < product < 1e280:
+                    log_det[p + q, k] = math.log(product)
+                else:
+                    value = 0.0
+                    for a in range(s):
+                        value -= 2.0 * math.log(lower[a * s + a, col])
+                    log_det[p + q, k] = value
+        for a in range(s):  # F = L^-1 (lower), forward substitution
+            aa = a * s + a
+            for col in range(width):
+                work[aa, col] = lower[aa, col]
+            for b in range(a):
+                ab = a * s + b
+                for col in range(width):
+                    work[ab, col] = 0.0
+                for c in range(b, a):
+                    ac = a * s + c
+                    cb = c * s + b
+                    for col in range(width):
+                        work[ab, col] -= lower[ac, col] * work[cb, col]
+                for col in range(width):
+                    work[ab, col] *= lower[aa, col]
+        for a in range(s):  # (F'F)_ab = sum_{c >= b} F_ca F_cb, a <= b, over ``lower``
+            for b in range(a, s):
+                ab = a * s + b
+                for col in range(width):
+                    lower[ab, col] = 0.0
+                for c in range(b, s):
+                    ca = c * s + a
+                    cb = c * s + b
+                    for col in range(width):
+                        lower[ab, col] += work[ca, col] * work[cb, col]
+        for col in range(width):
+            for a in range(s):
+                for b in range(a, s):
+                    inverses[position] = lower[a * s + b, col]
+                    position += 1
+        p = end
+    return 0
+
+
+@_jit
+def _unpack(inverses, position, s, out):
+    """The symmetric (s, s) matrix whose upper triangle starts at ``inverses[position]``
+    into ``out``; returns the position after it."""
+    for a in range(s):
+        for b in range(a, s):
+            value = inverses[position]
+            out[a, b] = value
+            out[b, a] = value
+            position += 1
+    return position
+
+
+#: Rows per batch of the products with ``U_k`` in :func:`full_log_joint` and
+#: :func:`full_moments` (one GEMM per component and batch: 2.5x the rate of a rank-one
+#: update per row at D = 16), from this many features on (one row at a time below: a
+#: GEMM call costs more there).
+_BATCH = 256
+_BATCH_FEATURES = 8
+
+
+@_jit
+def full_log_joint(
+    X, missing, means, precision, upper, factor, constant, log_weights, inverses, log_det,
+    log_joint, steps,
+):
     """Full covariances: ``log_joint[k, i] = log pi_k + log N(x_o | mu_ko, Sigma_koo)``
     of the sorted rows ``X`` (n, D) with ``missing`` (D, n); ``constant`` is ``log pi_k
-    + log det U_k - D log(2 pi) / 2``, ``precision`` ``U_k U_k'`` and ``factor`` ``U_k'``
-    (K, D, D).  ``store`` gets each pattern's ``P_k,mm^-1`` and each row's ``xhat_km -
-    mu_km = -P_mm^-1 (P_mo (x_o - mu_ko))`` (see :func:`store_size`); the observed
-    distance is ``|U_k' (xhat_k - mu_k)|^2`` as in the numpy path."""
+    + log det U_k - D log(2 pi) / 2``, ``precision`` ``U_k U_k'``, ``upper`` ``U_k`` and
+    ``factor`` ``U_k'`` (K, D, D), ``inverses`` and ``log_det`` from :func:`factorise`.
+    ``steps`` gets each row's ``xhat_km - mu_km = -P_mm^-1 (P_mo (x_o - mu_ko))``,
+    component by component; the observed distance is ``|U_k' (xhat_k - mu_k)|^2`` as in
+    the numpy path, by one GEMM per component and batch of :data:`_BATCH` rows from
+    :data:`_BATCH_FEATURES` features on."""
     n, d = X.shape
     n_components = means.shape[0]
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
-    stacked = np.empty((d, d, n_components))  # the precisions, component last
-    for k in range(n_components):
-        for a in range(d):
-            for b in range(d):
-                stacked[a, b, k] = precision[k, a, b]
-    lower = np.empty((d, d, n_components))
-    work = np.empty((d, d, n_components))
     covariance = np.empty((n_components, d, d))
-    log_det = np.zeros(n_components)
-    r = np.empty(d)
     g = np.empty(d)
+    # the residuals of a batch of rows, for |U_k' r|^2 by one GEMM per component
+    size = _BATCH if d >= _BATCH_FEATURES else 1
+    batch = np.empty((n_components, size, d))
+    rows = np.empty(size, dtype=np.int64)
+    single = np.empty((1, d))
+    filled = 0
     s = 0
+    pattern = -1
     position = 0
-    for i in range(n):
+    at = 0
+    for i in range(n + 1):
+        if filled == size or (i == n and filled):
+            for k in range(n_components):
+                residuals = batch[k, :filled]
+                if size == 1:
+                    white = single
+                    for j in range(d):  # a dot product per coordinate of U' r
+                        value = 0.0
+                        for a in range(j + 1):
+                            value += factor[k, j, a] * residuals[0, a]
+                        white[0, j] = value
+                else:
+                    white = np.dot(residuals, upper[k])
+                for q in range(filled):
+                    quad = 0.0
+                    for j in range(d):
+                        quad += white[q, j] * white[q, j]
+                    log_joint[k, rows[q]] -= 0.5 * quad
+            filled = 0
+        if i == n:
+            break
         if i == 0 or not _same_pattern(missing, i):
             s = _new_pattern(missing, i, index, observed)
             if 0 < s < d:
-                if not _factorise_components(
-                    stacked, index, s, lower, work, covariance, log_det
-                ):
-                    return NOT_POSITIVE
+                pattern += 1
                 for k in range(n_components):
-                    for a in range(s):
-                        for b in range(a, s):
-                            store[position] = covariance[k, a, b]
-                            position += 1
-            else:
-                log_det[:] = 0.0
+                    at = _unpack(inverses, at, s, covariance[k])
         if s == d:  # nothing observed: the marginal over nothing is 1
             for k in range(n_components):
                 log_joint[k, i] = log_weights[k]
             continue
         base = 0.5 * s * _LOG_2PI
+        rows[filled] = i
         for k in range(n_components):
             # (indexing the arrays, not views of them: a view costs a reference count)
             for j in range(d):
-                r[j] = (X[i, j] - means[k, j]) * observed[j]
+                batch[k, filled, j] = (X[i, j] - means[k, j]) * observed[j]
             for a in range(s):  # g = (P r)_m
                 value = 0.0
                 row = index[a]
                 for j in range(d):
-                    value += precision[k, row, j] * r[j]
+                    value += precision[k, row, j] * batch[k, filled, j]
                 g[a] = value
             for a in range(s):  # r_m = -P_mm^-1 g
                 value = 0.0
                 for b in range(s):
                     value += covariance[k, a, b] * g[b]
-                r[index[a]] = -value
-                store[position] = -value
+                batch[k, filled, index[a]] = -value
+                steps[position] = -value
                 position += 1
-            quad = 0.0
-            for j in range(d):  # |U' r|^2, a dot product per coordinate of U' r
-                value = 0.0
-                for a in range(j + 1):
-                    value += factor[k, j, a] * r[a]
-                quad += value * value
-            log_joint[k, i] = constant[k] + base - 0.5 * log_det[k] - 0.5 * quad
+            entropy = log_det[pattern, k] if s else 0.0
+            log_joint[k, i] = constant[k] + base - 0.5 * entropy  # less |U' r|^2 / 2 later
+        filled += 1
     return 0
 
 
-#: Rows per batch of :func:`full_moments`' second moments (one GEMM per component and
-#: batch: 2.5x the rate of a rank-one update per row at D = 16).
-_BATCH = 256
-
-
 @_jit
-def full_moments(X, missing, means, resp_w, store, first, second):
-    """Full covariances: with the responsibilities ``resp_w`` (K, n) and the ``store``
-    of :func:`full_log_joint`, the sums ``first[k] = sum r_k (xhat_k - mu_k)`` (K, D)
-    and ``second[k] = sum r_k ((xhat_k - mu_k)(xhat_k - mu_k)' + E P_k,mm^-1 E')``
-    (K, D, D), both zeroed here; the outer products as one GEMM per batch of
-    :data:`_BATCH` rows of ``sqrt(r_k) (xhat_k - mu_k)``."""
+def full_moments(X, missing, means, resp_w, inverses, steps, first, second):
+    """Full covariances: with the responsibilities ``resp_w`` (K, n), the ``inverses`` of
+    :func:`factorise` and the ``steps`` of :func:`full_log_joint`, the sums ``first[k] =
+    sum r_k (xhat_k - mu_k)`` (K, D) and ``second[k] = sum r_k ((xhat_k - mu_k)(xhat_k -
+    mu_k)' + E P_k,mm^-1 E')`` (K, D, D), both zeroed here; the outer products as one
+    GEMM per batch of :data:`_BATCH` rows of ``sqrt(r_k) (xhat_k - mu_k)``."""
     n, d = X.shape
     n_components = means.shape[0]
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
     weights = np.zeros(n_components)  # each component's responsibility over the pattern
-    batch = np.empty((n_components, _BATCH, d))
+    # a GEMM call costs more than the rank-one updates of a batch at small D
+    size = _BATCH if d >= _BATCH_FEATURES else 1
+    batch = np.empty((n_components, size, d))
     filled = 0
     first[...] = 0.0
     second[...] = 0.0
     s = 0
     position = 0
-    pattern = 0  # where the pattern's covariances are in ``store``
+    at = 0
     for i in range(n + 1):
-        if filled == _BATCH or (i == n and filled):
-            for k in range(n_components):
-                rows = batch[k, :filled]
-                second[k] += np.dot(rows.T, rows)
+        if filled == size or (i == n and filled):
+            if size == 1:
+                for k in range(n_components):
+                    for a in range(d):
+                        value = batch[k, 0, a]
+                        for b in range(d):
+                            second[k, a, b] += value * batch[k, 0, b]
+            else:
+                for k in range(n_components):
+                    rows = batch[k, :filled]
+                    second[k] += np.dot(rows.T, rows)
             filled = 0
         if i == n or i == 0 or not _same_pattern(missing, i):
             if i > 0 and 0 < s < d:  # the previous pattern's covariances, weighted
-                at = pattern
                 for k in range(n_components):
                     weight = weights[k]
                     for a in range(s):
                         for b in range(a, s):
-                            value = weight * store[at]
+                            value = weight * inverses[at]
                             at += 1
                             second[k, index[a], index[b]] += value
                             if b > a:
@@ -331,9 +374,6 @@ def full_moments(X, missing, means, resp_w, store, first, second):
             if i == n:
                 break
             s = _new_pattern(missing, i, index, observed)
-            if 0 < s < d:
-                pattern = position
-                position += n_components * (s * (s + 1) // 2)
         if s == d:
             continue
         for k in range(n_components):
@@ -343,7 +383,7 @@ def full_moments(X, missing, means, resp_w, store, first, second):
             for j in range(d):
                 batch[k, filled, j] = (X[i, j] - means[k, j]) * observed[j]
             for a in range(s):
-                batch[k, filled, index[a]] = store[position + a]
+                batch[k, filled, index[a]] = steps[position + a]
             position += s
             for j in range(d):
                 value = batch[k, filled, j]
@@ -356,63 +396,56 @@ def full_moments(X, missing, means, resp_w, store, first, second):
 @_jit
 def tied_log_joint(
     X, missing, centre, precision, factor, white_means, pulled, constant, log_weights,
-    log_joint, xbar, store,
+    inverses, log_det, log_joint, xbar, shifts,
 ):
     """Tied covariance: the log-joint (K, n) as :func:`full_log_joint`, and ``xbar``
     (n, D), each row's conditional mean minus ``centre`` when every component's mean is
-    ``centre`` (``factor`` is ``U'``).  With ``w = U' xbar``, ``a_k = U' (mu_k -
-    centre)`` (``white_means``, (D, K)), ``b_k = P (mu_k - centre)`` (``pulled``, (D, K))
-    and ``t_k = P_mm^-1 b_km`` per pattern, the observed distance is ``|w - a_k + U' E t_k|^2 = |w -
-    a_k|^2 - b_km . t_k``: the difference where it is exact enough
-    (:data:`_EXPANSION_LIMIT`), else the sum of squares.  ``store`` gets each pattern's
-    ``P_mm^-1`` and shifts (see :func:`store_size`)."""
+    ``centre`` (``factor`` is ``U'``; ``inverses`` and ``log_det`` from
+    :func:`factorise`).  With ``w = U' xbar``, ``a_k = U' (mu_k - centre)``
+    (``white_means``, (D, K)), ``b_k = P (mu_k - centre)`` (``pulled``, (D, K)) and
+    ``t_k = P_mm^-1 b_km`` per pattern (into ``shifts``, (s, K) a pattern), the observed
+    distance is ``|w - a_k + U' E t_k|^2 = |w - a_k|^2 - b_km . t_k``: the difference
+    where it is exact enough (:data:`_EXPANSION_LIMIT`), else the sum of squares."""
     n, d = X.shape
     n_components = white_means.shape[1]
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
-    lower = np.empty((d, d))
-    work = np.empty((d, d))
     inverse = np.empty((d, d))
-    shifts = np.empty((d, n_components))  # t_k of the pattern, (s, K)
+    shift = np.empty((d, n_components))  # t_k of the pattern, (s, K)
     explained = np.zeros(n_components)  # c_k = b_km . t_k
     quads = np.empty(n_components)
     g = np.empty(d)
     row = np.empty(d)
     w = np.empty(d)
     v = np.empty(d)
-    log_det = 0.0
+    entropy = 0.0
     s = 0
+    pattern = -1
     position = 0
+    at = 0
     for i in range(n):
         if i == 0 or not _same_pattern(missing, i):
             s = _new_pattern(missing, i, index, observed)
-            log_det = 0.0
+            entropy = 0.0
             explained[:] = 0.0
             if 0 < s < d:
-                log_det = _cholesky(precision[None], 0, index, s, lower)
-                if math.isnan(log_det):
-                    return NOT_POSITIVE
-                _inverse(lower, s, work, inverse)
-                for a in range(s):
-                    for b in range(a, s):
-                        store[position] = inverse[a, b]
-                        position += 1
+                pattern += 1
+                entropy = log_det[pattern, 0]
+                at = _unpack(inverses, at, s, inverse)
                 # t_k = P_mm^-1 b_km and c_k, the component innermost (vector steps)
                 for a in range(s):
                     for k in range(n_components):
-                        shifts[a, k] = 0.0
+                        shift[a, k] = 0.0
                     for b in range(s):
                         coefficient = inverse[a, b]
                         line = index[b]
                         for k in range(n_components):
-                            shifts[a, k] += coefficient * pulled[line, k]
+                            shift[a, k] += coefficient * pulled[line, k]
                 for a in range(s):
                     line = index[a]
                     for k in range(n_components):
-                        explained[k] += pulled[line, k] * shifts[a, k]
-                for a in range(s):  # (s, K): coordinate first, for the second pass
-                    for k in range(n_components):
-                        store[position] = shifts[a, k]
+                        explained[k] += pulled[line, k] * shift[a, k]
+                        shifts[position] = shift[a, k]
                         position += 1
         if s == d:
             for j in range(d):
@@ -439,7 +472,7 @@ def tied_log_joint(
             for a in range(j + 1):
                 value += factor[j, a] * row[a]
             w[j] = value
-        base = 0.5 * s * _LOG_2PI - 0.5 * log_det
+        base = 0.5 * s * _LOG_2PI - 0.5 * entropy
         for k in range(n_components):
             quads[k] = 0.0
         for j in range(d):  # |w - a_k|^2, the component innermost
@@ -456,7 +489,7 @@ def tied_log_joint(
                 for b in range(s):
                     column = index[b]
                     for j in range(column, d):
-                        v[j] += factor[j, column] * shifts[b, k]
+                        v[j] += factor[j, column] * shift[b, k]
                 quad = 0.0
                 for j in range(d):
                     quad += v[j] * v[j]
@@ -467,13 +500,14 @@ def tied_log_joint(
 
 
 @_jit
-def tied_moments(missing, xbar, resp_w, row_weight, store, first, pooled):
+def tied_moments(missing, xbar, resp_w, row_weight, inverses, shifts, first, pooled):
     """Tied covariance: the parts of the statistics around the centre that involve the
-    patterns' shifts ``t_k`` (``xhat_k - centre = xbar + E t_k``), from the ``store`` of
-    :func:`tied_log_joint`, both zeroed here: ``first[k] = sum_rows r_k E t_k`` (K, D)
-    and ``pooled = sum_rows (xbar u' E' + E u xbar' + E (sum_k r_k t_k t_k' + w
-    P_mm^-1) E')`` (D, D) with ``u = sum_k r_k t_k`` and ``w`` the row's weight; the
-    caller adds ``sum r_k xbar`` and ``sum w xbar xbar'`` (GEMMs)."""
+    patterns' shifts ``t_k`` (``xhat_k - centre = xbar + E t_k``; ``inverses`` of
+    :func:`factorise`, ``shifts`` of :func:`tied_log_joint`), both zeroed here:
+    ``first[k] = sum_rows r_k E t_k`` (K, D) and ``pooled = sum_rows (xbar u' E' + E u
+    xbar' + E (sum_k r_k t_k t_k' + w P_mm^-1) E')`` (D, D) with ``u = sum_k r_k t_k``
+    and ``w`` the row's weight; the caller adds ``sum r_k xbar`` and ``sum w xbar
+    xbar'`` (GEMMs)."""
     n, d = xbar.shape
     n_components = resp_w.shape[0]
     index = np.empty(d, dtype=np.int64)
@@ -485,37 +519,30 @@ def tied_moments(missing, xbar, resp_w, row_weight, store, first, pooled):
     pooled[...] = 0.0
     total = 0.0  # the rows' weight over the pattern
     s = 0
-    position = 0
-    pattern = 0  # the pattern's P_mm^-1 in ``store``, then its shifts (s, K)
-    shifts = 0
+    at = 0
+    position = 0  # the pattern's shifts (s, K) in ``shifts``
     for i in range(n + 1):
         if i == n or i == 0 or not _same_pattern(missing, i):
             if i > 0 and 0 < s < d:
-                at = pattern
                 for a in range(s):
+                    left = position + a * n_components
                     for b in range(a, s):
-                        value = total * store[at]
+                        right = position + b * n_components
+                        value = total * inverses[at]
                         at += 1
-                        left = shifts + a * n_components
-                        right = shifts + b * n_components
                         for k in range(n_components):
-                            value += weights[k] * store[left + k] * store[right + k]
+                            value += weights[k] * shifts[left + k] * shifts[right + k]
                         pooled[index[a], index[b]] += value
                         if b > a:
                             pooled[index[b], index[a]] += value
-                for a in range(s):
-                    left = shifts + a * n_components
                     for k in range(n_components):
-                        first[k, index[a]] += weights[k] * store[left + k]
+                        first[k, index[a]] += weights[k] * shifts[left + k]
+                position += s * n_components
             weights[:] = 0.0
             total = 0.0
             if i == n:
                 break
             s = _new_pattern(missing, i, index, observed)
-            if 0 < s < d:
-                pattern = position
-                shifts = position + s * (s + 1) // 2
-                position = shifts + n_components * s
         if s == d:
             continue
         total += row_weight[i]
@@ -523,10 +550,10 @@ def tied_moments(missing, xbar, resp_w, row_weight, store, first, pooled):
             resp[k] = resp_w[k, i]
             weights[k] += resp[k]
         for a in range(s):
-            left = shifts + a * n_components
+            left = position + a * n_components
             value = 0.0  # u_a = sum_k r_k t_ka
             for k in range(n_components):
-                value += resp[k] * store[left + k]
+                value += resp[k] * shifts[left + k]
             line = index[a]
             for j in range(d):
                 cross[line, j] += value * xbar[i, j]
