@@ -330,8 +330,9 @@ def full_moments(X, missing, means, resp_w, inverses, steps, first, second):
     """Full covariances: with the responsibilities ``resp_w`` (K, n), the ``inverses`` of
     :func:`factorise` and the ``steps`` of :func:`full_log_joint`, the sums ``first[k] =
     sum r_k (xhat_k - mu_k)`` (K, D) and ``second[k] = sum r_k ((xhat_k - mu_k)(xhat_k -
-    mu_k)' + E P_k,mm^-1 E')`` (K, D, D), both zeroed here; the outer products as one
-    GEMM per batch of :data:`_BATCH` rows of ``sqrt(r_k) (xhat_k - mu_k)``."""
+    mu_k)' + E P_k,mm^-1 E')`` (K, D, D), both zeroed here; both as products per batch
+    of :data:`_BATCH` rows of ``sqrt(r_k) (xhat_k - mu_k)`` (a GEMM and a GEMV per
+    component) from :data:`_BATCH_FEATURES` features on."""
     n, d = X.shape
     n_components = means.shape[0]
     index = np.empty(d, dtype=np.int64)
@@ -339,7 +340,8 @@ def full_moments(X, missing, means, resp_w, inverses, steps, first, second):
     weights = np.zeros(n_components)  # each component's responsibility over the pattern
     # a GEMM call costs more than the rank-one updates of a batch at small D
     size = _BATCH if d >= _BATCH_FEATURES else 1
-    batch = np.empty((n_components, size, d))
+    batch = np.empty((n_components, size, d))  # sqrt(r_k) (xhat_k - mu_k)
+    roots = np.empty((n_components, size))  # sqrt(r_k)
     filled = 0
     first[...] = 0.0
     second[...] = 0.0
@@ -350,14 +352,17 @@ def full_moments(X, missing, means, resp_w, inverses, steps, first, second):
         if filled == size or (i == n and filled):
             if size == 1:
                 for k in range(n_components):
+                    root = roots[k, 0]
                     for a in range(d):
                         value = batch[k, 0, a]
+                        first[k, a] += root * value
                         for b in range(d):
                             second[k, a, b] += value * batch[k, 0, b]
             else:
                 for k in range(n_components):
                     rows = batch[k, :filled]
                     second[k] += np.dot(rows.T, rows)
+                    first[k] += np.dot(roots[k, :filled], rows)
             filled = 0
         if i == n or i == 0 or not _same_pattern(missing, i):
             if i > 0 and 0 < s < d:  # the previous pattern's covariances, weighted
@@ -380,15 +385,13 @@ def full_moments(X, missing, means, resp_w, inverses, steps, first, second):
             weight = resp_w[k, i]
             weights[k] += weight
             root = math.sqrt(weight)
+            roots[k, filled] = root
             for j in range(d):
-                batch[k, filled, j] = (X[i, j] - means[k, j]) * observed[j]
+                scale = root * observed[j]
+                batch[k, filled, j] = (X[i, j] - means[k, j]) * scale
             for a in range(s):
-                batch[k, filled, index[a]] = steps[position + a]
+                batch[k, filled, index[a]] = root * steps[position + a]
             position += s
-            for j in range(d):
-                value = batch[k, filled, j]
-                first[k, j] += weight * value
-                batch[k, filled, j] = root * value
         filled += 1
     return 0
 
