@@ -398,106 +398,114 @@ def full_moments(X, missing, means, resp_w, inverses, steps, first, second):
 
 @_jit
 def tied_log_joint(
-    X, missing, centre, precision, factor, white_means, pulled, constant, log_weights,
+    X, missing, centre, precision, upper, white_means, pulled, constant, log_weights,
     inverses, log_det, log_joint, xbar, shifts,
 ):
     """Tied covariance: the log-joint (K, n) as :func:`full_log_joint`, and ``xbar``
     (n, D), each row's conditional mean minus ``centre`` when every component's mean is
-    ``centre`` (``factor`` is ``U'``; ``inverses`` and ``log_det`` from
+    ``centre`` (``upper`` is ``U``; ``inverses`` and ``log_det`` from
     :func:`factorise`).  With ``w = U' xbar``, ``a_k = U' (mu_k - centre)``
     (``white_means``, (D, K)), ``b_k = P (mu_k - centre)`` (``pulled``, (D, K)) and
     ``t_k = P_mm^-1 b_km`` per pattern (into ``shifts``, (s, K) a pattern), the observed
-    distance is ``|w - a_k + U' E t_k|^2 = |w - a_k|^2 - b_km . t_k``: the difference
-    where it is exact enough (:data:`_EXPANSION_LIMIT`), else the sum of squares."""
+    distance is ``|w - a_k + U' E t_k|^2 = |w|^2 - 2 w . a_k + |a_k|^2 - b_km . t_k``,
+    ``w`` and ``w . a_k`` of all rows by two GEMMs after the rows' conditional means;
+    where the terms are large enough for the expansion's rounding to pass ~1e-12 of the
+    log-density (:data:`_EXPANSION_LIMIT`, as the numpy path) the sum of squares of
+    ``w - a_k + U' E t_k`` is taken directly."""
     n, d = X.shape
     n_components = white_means.shape[1]
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
     inverse = np.empty((d, d))
-    shift = np.empty((d, n_components))  # t_k of the pattern, (s, K)
-    explained = np.zeros(n_components)  # c_k = b_km . t_k
-    quads = np.empty(n_components)
+    n_patterns = log_det.shape[0]
+    explained = np.zeros((n_patterns, n_components))  # c_k = b_km . t_k per pattern
+    starts = np.zeros(n_patterns, dtype=np.int64)  # each pattern's shifts in ``shifts``
+    patterns = np.empty(n, dtype=np.int64)  # each row's pattern (-1: none missing)
     g = np.empty(d)
-    row = np.empty(d)
-    w = np.empty(d)
     v = np.empty(d)
-    entropy = 0.0
     s = 0
     pattern = -1
     position = 0
     at = 0
-    for i in range(n):
+    for i in range(n):  # the conditional means, xbar, and the patterns' shifts
         if i == 0 or not _same_pattern(missing, i):
             s = _new_pattern(missing, i, index, observed)
-            entropy = 0.0
-            explained[:] = 0.0
             if 0 < s < d:
                 pattern += 1
-                entropy = log_det[pattern, 0]
+                starts[pattern] = position
                 at = _unpack(inverses, at, s, inverse)
                 # t_k = P_mm^-1 b_km and c_k, the component innermost (vector steps)
                 for a in range(s):
                     for k in range(n_components):
-                        shift[a, k] = 0.0
+                        shifts[position + a * n_components + k] = 0.0
                     for b in range(s):
                         coefficient = inverse[a, b]
                         line = index[b]
                         for k in range(n_components):
-                            shift[a, k] += coefficient * pulled[line, k]
+                            shifts[position + a * n_components + k] += (
+                                coefficient * pulled[line, k])
                 for a in range(s):
                     line = index[a]
                     for k in range(n_components):
-                        explained[k] += pulled[line, k] * shift[a, k]
-                        shifts[position] = shift[a, k]
-                        position += 1
+                        explained[pattern, k] += (
+                            pulled[line, k] * shifts[position + a * n_components + k])
+                position += s * n_components
+        patterns[i] = pattern if 0 < s < d else -1
         if s == d:
             for j in range(d):
                 xbar[i, j] = 0.0
-            for k in range(n_components):
-                log_joint[k, i] = log_weights[k]
             continue
         for j in range(d):
-            row[j] = (X[i, j] - centre[j]) * observed[j]
+            xbar[i, j] = (X[i, j] - centre[j]) * observed[j]
         for a in range(s):  # g = (P xc)_m
             value = 0.0
             line = index[a]
             for j in range(d):
-                value += precision[line, j] * row[j]
+                value += precision[line, j] * xbar[i, j]
             g[a] = value
         for a in range(s):
             value = 0.0
             for b in range(s):
                 value += inverse[a, b] * g[b]
-            row[index[a]] = -value
-        for j in range(d):  # w = U' xbar
-            xbar[i, j] = row[j]
-            value = 0.0
-            for a in range(j + 1):
-                value += factor[j, a] * row[a]
-            w[j] = value
-        base = 0.5 * s * _LOG_2PI - 0.5 * entropy
+            xbar[i, index[a]] = -value
+    white = np.dot(xbar, upper)  # w (n, D)
+    products = np.dot(white, white_means)  # w . a_k (n, K)
+    norms = np.zeros(n_components)  # |a_k|^2
+    for j in range(d):
         for k in range(n_components):
-            quads[k] = 0.0
-        for j in range(d):  # |w - a_k|^2, the component innermost
-            value = w[j]
+            norms[k] += white_means[j, k] * white_means[j, k]
+    for i in range(n):
+        pattern = patterns[i]
+        s = 0
+        for j in range(d):
+            if missing[j, i]:
+                index[s] = j
+                s += 1
+        if s == d:  # nothing observed: the marginal over nothing is 1
             for k in range(n_components):
-                difference = value - white_means[j, k]
-                quads[k] += difference * difference
+                log_joint[k, i] = log_weights[k]
+            continue
+        length = 0.0
+        for j in range(d):
+            length += white[i, j] * white[i, j]
+        base = 0.5 * s * _LOG_2PI
+        if pattern >= 0:
+            base -= 0.5 * log_det[pattern, 0]
         for k in range(n_components):
-            quad = quads[k]
-            if quad + explained[k] > _EXPANSION_LIMIT:
-                # |w - a_k + U' E t_k|^2 summed directly
+            c = explained[pattern, k] if pattern >= 0 else 0.0
+            if length + norms[k] + c <= 0.5 * _EXPANSION_LIMIT:
+                quad = length - 2.0 * products[i, k] + norms[k] - c
+            else:  # |w - a_k + U' E t_k|^2 summed directly
                 for j in range(d):
-                    v[j] = w[j] - white_means[j, k]
+                    v[j] = white[i, j] - white_means[j, k]
                 for b in range(s):
                     column = index[b]
+                    t = shifts[starts[pattern] + b * n_components + k]
                     for j in range(column, d):
-                        v[j] += factor[j, column] * shift[b, k]
+                        v[j] += upper[column, j] * t
                 quad = 0.0
                 for j in range(d):
                     quad += v[j] * v[j]
-            else:
-                quad -= explained[k]
             log_joint[k, i] = constant[k] + base - 0.5 * quad
     return 0
 

@@ -1416,7 +1416,7 @@ def _compiled_conditional(
         xbar = np.empty((n, d))
         shifts = np.empty(n_components * coordinates)
         _compiled_status(kernels.tied_log_joint(
-            rows, missing, centre, precision, np.ascontiguousarray(upper.T),
+            rows, missing, centre, precision, upper,
             np.ascontiguousarray(white_means.T), np.ascontiguousarray(pulled.T), constant,
             log_weights, inverses, log_det, log_joint, xbar, shifts,
         ))
