@@ -17,7 +17,8 @@ arrays that pass what one step writes to the next, in the rows' order.
 
 The loops are written for the compiler: sums in local scalars (dot products, which
 ``reassoc`` vectorises) rather than in arrays updated in a chain, which would wait on
-memory at every step.
+memory at every step; arrays indexed, not sliced (a view costs a reference count); the
+products with ``U`` and the second moments of many rows as GEMMs (``np.dot``, BLAS).
 
 Every kernel returns a status: 0, or :data:`NOT_POSITIVE` when a pivot of some ``P_mm``
 is not positive and finite (the caller raises as the numpy path does).  Compiled with
@@ -38,10 +39,10 @@ NOT_POSITIVE = 1
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
-#: The tied log-joint expands ``|w + v_k|^2 = |w - a_k|^2 - c_k`` (see
-#: :func:`tied_log_joint`); where ``|w - a_k|^2 + c_k`` exceeds this, the rounding of
-#: the difference could pass ~1e-12 of the log-density and the sum of squares is taken
-#: directly (the numpy path's ``_EXPANSION_LIMIT`` guard, per row and component).
+#: The tied log-joint expands ``|w + v_k|^2 = |w|^2 - 2 w . a_k + |a_k|^2 - c_k`` (see
+#: :func:`tied_log_joint`); where ``|w|^2 + |a_k|^2 + c_k`` exceeds half this, the
+#: expansion's rounding could pass ~1e-12 of the log-density and the sum of squares is
+#: taken directly (the numpy path's ``_EXPANSION_LIMIT`` guard, per row and component).
 _EXPANSION_LIMIT = 4096.0
 
 _jit = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})

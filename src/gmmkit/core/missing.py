@@ -45,6 +45,12 @@ the rows' missing cells are gathered and corrected through one flat index.
 * Diagonal and spherical: no factorisation (missing coordinates are independent of the
   observed ones); one feature block ``[o xc^2 (or its sum); o xc; o]`` and two GEMMs.
 
+With numba installed (``gmmkit[fast]``), the statistics' per-row path of full (from 8
+features on) and tied covariances runs compiled kernels instead, the same mathematics
+row by row (:mod:`gmmkit.core._missing_jit`, switched in :func:`_sorted_conditional`
+through :mod:`gmmkit._jit`); ``GMMKIT_NUMBA=0`` keeps the numpy path above, the
+reference.  Inference (scores, predictions, imputation) always takes the numpy path.
+
 Rows with nothing observed contribute nothing to a fit (their marginal density is one
 whatever the parameters); :func:`observed_summary` counts them.
 """
