@@ -15,7 +15,9 @@ Three side-by-side tables from one run:
    chosen by the error on observed cells hidden once more) against IterativeImputer and
    KNNImputer.
 3. Cost of one E-step pass with 20 % of cells missing against the complete data on the
-   same rows (one thread), D <= 16, K = 5 and 20.
+   same rows (one thread), D <= 16, K = 5 and 20, by the numpy path and, with numba
+   installed, the compiled one (``--backend``: ``numpy``, ``numba`` or ``both``; by
+   default the one a fit would use, see ``gmmkit._jit``).
 
 Run: ``python benchmarks/bench_missing.py`` (``--quick`` for a smoke run).
 """
@@ -23,8 +25,10 @@ Run: ``python benchmarks/bench_missing.py`` (``--quick`` for a smoke run).
 from __future__ import annotations
 
 import argparse
+import os
 import time
 import warnings
+from contextlib import contextmanager
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
@@ -222,9 +226,41 @@ def masked_cell_choice(Xm: np.ndarray, seed: int) -> GaussianMixtureImputer:
     return best.fit(Xm)
 
 
-def cost(n: int, dims: list[int], components: list[int], repeats: int) -> None:
+@contextmanager
+def backend_set(backend: str):
+    """The missing-value E-step on ``backend`` (``numpy`` or ``numba``) meanwhile."""
+    from gmmkit import _jit
+
+    before = os.environ.get(_jit.ENVIRONMENT)
+    os.environ[_jit.ENVIRONMENT] = "1" if backend == "numba" else "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ[_jit.ENVIRONMENT]
+        else:
+            os.environ[_jit.ENVIRONMENT] = before
+
+
+def backends_of(choice: str) -> list[str]:
+    """The paths ``--backend`` asks for, those that can run."""
+    from gmmkit import _jit
+
+    if choice == "auto":
+        return [_jit.backend()]
+    wanted = ["numpy", "numba"] if choice == "both" else [choice]
+    if "numba" in wanted and _jit._load() is None:
+        print("   (numba is not installed: the numpy path only)")
+        wanted.remove("numba")
+    return wanted or ["numpy"]
+
+
+def cost(
+    n: int, dims: list[int], components: list[int], repeats: int, backend: str = "auto"
+) -> None:
     """Seconds of one E-step pass (``em.e_step``: statistics and log-likelihood) over
-    the same rows, complete and with 20 % of cells missing at random.
+    the same rows, complete and with 20 % of cells missing at random (by each of the
+    ``backend`` paths: numpy, the compiled numba kernels, or both).
 
     Timed as the calling thread's CPU time (BLAS limited to one thread, the engines run
     in the calling thread): on a shared machine wall time also counts the other
@@ -243,11 +279,14 @@ def cost(n: int, dims: list[int], components: list[int], repeats: int) -> None:
     from gmmkit.engines.base import FilledEngine
     from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 
+    paths = backends_of(backend)
     print(f"3. One E-step pass, 20 % of cells missing vs complete (N={n}, one thread, "
-          f"CPU ms, fastest of {repeats} alternating passes; target <= 3x)")
-    print(f"{'covariance':<10} {'K':>3} {'D':>3} {'complete ms':>12} {'20% missing ms':>15} "
-          f"{'ratio':>6} {'rows incomplete':>16} {'chunk rows':>13}")
-    ratios: dict[tuple[int, str, int], float] = {}
+          f"CPU ms, fastest of {repeats} alternating passes; target <= 3x; missing-value "
+          f"path: {' and '.join(paths)}; numba runs full and tied only)")
+    print(f"{'covariance':<10} {'K':>3} {'D':>3} {'complete ms':>12} " + "".join(
+        f"{path + ' ms':>11} {'ratio':>6} " for path in paths)
+        + f"{'rows incomplete':>16} {'chunk rows':>13}")
+    ratios: dict[tuple[str, int, str, int], float] = {}
     types = ("full", "tied", "diag", "spherical")
     with threadpool_limits(1):
         for k in components:
@@ -275,41 +314,52 @@ def cost(n: int, dims: list[int], components: list[int], repeats: int) -> None:
                                          chunk_rows=incomplete_rows, n_jobs=1),
                             np.zeros(d)),
                     )
-                    best = [np.inf, np.inf]
-                    for _ in range(repeats):
-                        for side, engine in enumerate(engines):
-                            began = time.thread_time()
+                    # the complete engine, then the incomplete one on each path
+                    sides = [(engines[0], "numpy")] + [(engines[1], p) for p in paths]
+                    best = [np.inf] * len(sides)
+                    for engine, path in sides:  # untimed: caches, compiled code loaded
+                        with backend_set(path):
                             e_step(engine, params)
-                            best[side] = min(best[side], time.thread_time() - began)
-                    ratio = best[1] / best[0]
-                    ratios[k, covariance_type, d] = ratio
-                    print(f"{covariance_type:<10} {k:>3} {d:>3} {best[0] * 1e3:>12.1f} "
-                          f"{best[1] * 1e3:>15.1f} {ratio:>6.2f} "
-                          f"{hidden.any(axis=1).mean():>16.0%} "
+                    for _ in range(repeats):
+                        for side, (engine, path) in enumerate(sides):
+                            with backend_set(path):
+                                began = time.thread_time()
+                                e_step(engine, params)
+                                best[side] = min(best[side], time.thread_time() - began)
+                    line = f"{covariance_type:<10} {k:>3} {d:>3} {best[0] * 1e3:>12.1f} "
+                    for side, path in enumerate(paths, start=1):
+                        ratios[path, k, covariance_type, d] = best[side] / best[0]
+                        line += f"{best[side] * 1e3:>11.1f} {best[side] / best[0]:>6.2f} "
+                    print(line + f"{hidden.any(axis=1).mean():>16.0%} "
                           f"{f'{rows}/{incomplete_rows}':>13}", flush=True)
     print()
-    print("   ratio missing / complete")
-    for k in components:
-        print(f"   K={k:<3} " + "".join(f"{'D=' + str(d):>8}" for d in dims))
-        for covariance_type in types:
-            print(f"   {covariance_type:<9} " + "".join(
-                f"{ratios[k, covariance_type, d]:>7.1f}x" for d in dims))
-    print()
+    for path in paths:
+        print(f"   ratio missing / complete, {path} path")
+        for k in components:
+            print(f"   K={k:<3} " + "".join(f"{'D=' + str(d):>8}" for d in dims))
+            for covariance_type in types:
+                print(f"   {covariance_type:<9} " + "".join(
+                    f"{ratios[path, k, covariance_type, d]:>7.1f}x" for d in dims))
+        print()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small smoke run")
     parser.add_argument("--sections", default="123", help="which tables (e.g. 23)")
+    parser.add_argument(
+        "--backend", choices=("auto", "numpy", "numba", "both"), default="auto",
+        help="the missing-value E-step path(s) of table 3 (auto: the one a fit uses)",
+    )
     args = parser.parse_args()
     if args.quick:
         runs = {"1": lambda: recovery(600, [0], [0.2]),
                 "2": lambda: imputation([0.2], [0], (2,)),
-                "3": lambda: cost(5000, [4], [5], 1)}
+                "3": lambda: cost(5000, [4], [5], 1, args.backend)}
     else:
         runs = {"1": lambda: recovery(2000, [0, 1, 2], [0.1, 0.2, 0.4]),
                 "2": lambda: imputation([0.1, 0.3], [0, 1], (2,)),
-                "3": lambda: cost(30_000, [4, 8, 16], [5, 20], 7)}
+                "3": lambda: cost(30_000, [4, 8, 16], [5, 20], 7, args.backend)}
     for section in args.sections:
         runs[section]()
 

@@ -1,0 +1,50 @@
+"""Optional compiled kernels (numba): whether they are available, imported lazily.
+
+numba is an optional dependency (``pip install 'gmmkit[fast]'``).  With it, the E-step
+over rows with missing values (full and tied covariances) runs compiled kernels
+(:mod:`gmmkit.core._missing_jit`); without it, or with the environment variable
+``GMMKIT_NUMBA=0``, the numpy implementation runs (the reference: both give the same
+statistics up to rounding).  The variable is read at every use, so it can be changed
+at run time (tests run both paths).
+"""
+
+from __future__ import annotations
+
+import os
+from functools import cache
+from types import ModuleType
+
+#: The environment variable that disables the compiled kernels when ``0`` (or
+#: ``false``, ``no``, ``off``).
+ENVIRONMENT = "GMMKIT_NUMBA"
+
+
+@cache
+def _load() -> ModuleType | None:
+    try:
+        from gmmkit.core import _missing_jit
+    except ImportError:  # numba absent, or not importable with this numpy
+        return None
+    return _missing_jit
+
+
+def enabled() -> bool:
+    """Whether ``GMMKIT_NUMBA`` allows the compiled kernels (it does unless it is set to
+    ``0``, ``false``, ``no`` or ``off``)."""
+    value = os.environ.get(ENVIRONMENT, "").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def kernels() -> ModuleType | None:
+    """The compiled kernels' module, or None when numba is absent or disabled."""
+    return _load() if enabled() else None
+
+
+def available() -> bool:
+    """Whether the compiled kernels run (numba importable and not disabled)."""
+    return kernels() is not None
+
+
+def backend() -> str:
+    """``"numba"`` or ``"numpy"``: which implementation the missing-value E-step uses."""
+    return "numba" if available() else "numpy"

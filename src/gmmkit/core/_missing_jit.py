@@ -1,0 +1,575 @@
+"""Compiled (numba) kernels of the incomplete-data E-step, full and tied covariances.
+
+Imported only through :func:`gmmkit._jit.kernels` (numba is an optional dependency).
+The mathematics is that of :mod:`gmmkit.core.missing` (see its docstring), evaluated
+over a block sorted by missingness pattern (a pattern: a run of rows with the same
+missing coordinates, ``s`` of them, ``0 < s < D``).  :func:`factorise` inverts every
+pattern's ``P_mm`` (per component for full covariances), batches of patterns of the same
+size at once with the batch innermost (one matrix at a time is a chain of square roots
+and divisions); then the rows are evaluated one by one, every per-row quantity in a few
+vectors of length ``D``: no (K, D, n) array and no per-pattern-group Python step.  As
+in the numpy path, :func:`full_log_joint` / :func:`tied_log_joint` give the log-joint
+of the observed coordinates (K, n) and keep each row's conditional means (full) or
+each pattern's shifts (tied), the caller normalises the log-joint (labels, sample
+weights), and :func:`full_moments` / :func:`tied_moments` sum the conditional
+statistics with the responsibilities.  :func:`sizes` gives the lengths of the flat
+arrays that pass what one step writes to the next, in the rows' order.
+
+The loops are written for the compiler: sums in local scalars (dot products, which
+``reassoc`` vectorises) rather than in arrays updated in a chain, which would wait on
+memory at every step; arrays indexed, not sliced (a view costs a reference count); the
+products with ``U`` and the second moments of many rows as GEMMs (``np.dot``, BLAS).
+
+Every kernel returns a status: 0, or :data:`NOT_POSITIVE` when a pivot of some ``P_mm``
+is not positive and finite (the caller raises as the numpy path does).  Compiled with
+``cache=True`` (to ``__pycache__`` beside this file, or numba's user cache directory)
+and ``nogil=True`` (the engines run blocks in threads); ``reassoc`` and ``contract``
+let the short reductions vectorise and use FMA, nothing assumes finite values.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+#: Status of a kernel that met a conditional precision that is not positive definite.
+NOT_POSITIVE = 1
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+#: The tied log-joint expands ``|w + v_k|^2 = |w|^2 - 2 w . a_k + |a_k|^2 - c_k`` (see
+#: :func:`tied_log_joint`); where ``|w|^2 + |a_k|^2 + c_k`` exceeds half this, the
+#: expansion's rounding could pass ~1e-12 of the log-density and the sum of squares is
+#: taken directly (the numpy path's ``_EXPANSION_LIMIT`` guard, per row and component).
+_EXPANSION_LIMIT = 4096.0
+
+_jit = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+
+
+@_jit
+def _same_pattern(missing, i):
+    """Whether row ``i`` has the missing coordinates of row ``i - 1``."""
+    for j in range(missing.shape[0]):
+        if missing[j, i] != missing[j, i - 1]:
+            return False
+    return True
+
+
+@_jit
+def _new_pattern(missing, i, index, observed):
+    """Row ``i``'s missing coordinates into ``index`` and its observed mask as 1.0 / 0.0
+    into ``observed`` (D,); returns their number ``s``."""
+    s = 0
+    for j in range(missing.shape[0]):
+        if missing[j, i]:
+            index[s] = j
+            s += 1
+            observed[j] = 0.0
+        else:
+            observed[j] = 1.0
+    return s
+
+
+@_jit
+def sizes(missing):
+    """Of the rows with ``missing`` (D, n): the number of patterns, their packed
+    ``P_mm`` entries ``sum s (s + 1) / 2``, their missing coordinates ``sum s``, and the
+    missing cells of the rows in patterns ``sum_rows s``."""
+    d, n = missing.shape
+    patterns = packed = coordinates = cells = 0
+    s = 0
+    for i in range(n):
+        if i == 0 or not _same_pattern(missing, i):
+            s = 0
+            for j in range(d):
+                if missing[j, i]:
+                    s += 1
+            if 0 < s < d:
+                patterns += 1
+                packed += s * (s + 1) // 2
+                coordinates += s
+        if 0 < s < d:
+            cells += s
+    return patterns, packed, coordinates, cells
+
+
+#: Matrices per vectorised step of :func:`factorise`.
+_FACTOR_BATCH = 256
+
+
+@_jit
+def factorise(missing, precision, inverses, log_det):
+    """``P_k,mm^-1`` of every pattern of the rows with ``missing`` (D, n) and component
+    of ``precision`` (K', D, D) into ``inverses`` (pattern by pattern, component by
+    component, the upper triangle row by row), ``log det P_k,mm`` into ``log_det``
+    (patterns, K').  Patterns of the same size go in batches of up to
+    :data:`_FACTOR_BATCH` matrices, stored entry-major with the batch innermost, by a
+    Cholesky factorisation (pivots checked, diagonal kept inverted) and ``F' F`` with
+    ``F = L^-1``; the log-determinant is the logarithm of the pivots' product unless it
+    under- or overflows."""
+    d, n = missing.shape
+    shared = precision.shape[0]
+    first_rows = np.empty(n, dtype=np.int64)
+    counts = np.empty(n, dtype=np.int64)
+    total = 0
+    for i in range(n):
+        if i == 0 or not _same_pattern(missing, i):
+            s = 0
+            for j in range(d):
+                if missing[j, i]:
+                    s += 1
+            if 0 < s < d:
+                first_rows[total] = i
+                counts[total] = s
+                total += 1
+    per_batch = max(1, _FACTOR_BATCH // shared)
+    width_limit = per_batch * shared
+    lower = np.empty((d * d, width_limit))
+    work = np.empty((d * d, width_limit))
+    pivots = np.empty(width_limit)
+    index = np.empty((per_batch, d), dtype=np.int64)
+    position = 0
+    p = 0
+    while p < total:
+        s = counts[p]
+        end = p
+        while end < total and end - p < per_batch and counts[end] == s:
+            end += 1
+        m = end - p
+        width = m * shared
+        for q in range(m):
+            row = first_rows[p + q]
+            c = 0
+            for j in range(d):
+                if missing[j, row]:
+                    index[q, c] = j
+                    c += 1
+        for a in range(s):  # gather the lower triangles
+            for b in range(a + 1):
+                for q in range(m):
+                    ia = index[q, a]
+                    ib = index[q, b]
+                    for k in range(shared):
+                        lower[a * s + b, q * shared + k] = precision[k, ia, ib]
+        for col in range(width):
+            pivots[col] = 1.0
+        for a in range(s):  # Cholesky, the batch innermost
+            for b in range(a + 1):
+                ab = a * s + b
+                for c in range(b):
+                    ac = a * s + c
+                    bc = b * s + c
+                    for col in range(width):
+                        lower[ab, col] -= lower[ac, col] * lower[bc, col]
+                if a == b:
+                    for col in range(width):
+                        value = lower[ab, col]
+                        if not (value > 0.0 and value < np.inf):
+                            return NOT_POSITIVE
+                    for col in range(width):
+                        pivots[col] *= lower[ab, col]
+                        lower[ab, col] = 1.0 / math.sqrt(lower[ab, col])
+                else:
+                    bb = b * s + b
+                    for col in range(width):
+                        lower[ab, col] *= lower[bb, col]
+        for q in range(m):
+            for k in range(shared):
+                col = q * shared + k
+                product = pivots[col]
+                if 1e-280 < product < 1e280:
+                    log_det[p + q, k] = math.log(product)
+                else:
+                    value = 0.0
+                    for a in range(s):
+                        value -= 2.0 * math.log(lower[a * s + a, col])
+                    log_det[p + q, k] = value
+        for a in range(s):  # F = L^-1 (lower), forward substitution
+            aa = a * s + a
+            for col in range(width):
+                work[aa, col] = lower[aa, col]
+            for b in range(a):
+                ab = a * s + b
+                for col in range(width):
+                    work[ab, col] = 0.0
+                for c in range(b, a):
+                    ac = a * s + c
+                    cb = c * s + b
+                    for col in range(width):
+                        work[ab, col] -= lower[ac, col] * work[cb, col]
+                for col in range(width):
+                    work[ab, col] *= lower[aa, col]
+        for a in range(s):  # (F'F)_ab = sum_{c >= b} F_ca F_cb, a <= b, over ``lower``
+            for b in range(a, s):
+                ab = a * s + b
+                for col in range(width):
+                    lower[ab, col] = 0.0
+                for c in range(b, s):
+                    ca = c * s + a
+                    cb = c * s + b
+                    for col in range(width):
+                        lower[ab, col] += work[ca, col] * work[cb, col]
+        for col in range(width):
+            for a in range(s):
+                for b in range(a, s):
+                    inverses[position] = lower[a * s + b, col]
+                    position += 1
+        p = end
+    return 0
+
+
+@_jit
+def _unpack(inverses, position, s, out):
+    """The symmetric (s, s) matrix whose upper triangle starts at ``inverses[position]``
+    into ``out``; returns the position after it."""
+    for a in range(s):
+        for b in range(a, s):
+            value = inverses[position]
+            out[a, b] = value
+            out[b, a] = value
+            position += 1
+    return position
+
+
+#: Rows per batch of the products with ``U_k`` in :func:`full_log_joint` and
+#: :func:`full_moments` (one GEMM per component and batch: 2.5x the rate of a rank-one
+#: update per row at D = 16), from this many features on (one row at a time below: a
+#: GEMM call costs more there).
+_BATCH = 256
+_BATCH_FEATURES = 8
+
+
+@_jit
+def full_log_joint(
+    X, missing, means, precision, upper, factor, constant, log_weights, inverses, log_det,
+    log_joint, steps,
+):
+    """Full covariances: ``log_joint[k, i] = log pi_k + log N(x_o | mu_ko, Sigma_koo)``
+    of the sorted rows ``X`` (n, D) with ``missing`` (D, n); ``constant`` is ``log pi_k
+    + log det U_k - D log(2 pi) / 2``, ``precision`` ``U_k U_k'``, ``upper`` ``U_k`` and
+    ``factor`` ``U_k'`` (K, D, D), ``inverses`` and ``log_det`` from :func:`factorise`.
+    ``steps`` gets each row's ``xhat_km - mu_km = -P_mm^-1 (P_mo (x_o - mu_ko))``,
+    component by component; the observed distance is ``|U_k' (xhat_k - mu_k)|^2`` as in
+    the numpy path, by one GEMM per component and batch of :data:`_BATCH` rows from
+    :data:`_BATCH_FEATURES` features on."""
+    n, d = X.shape
+    n_components = means.shape[0]
+    index = np.empty(d, dtype=np.int64)
+    observed = np.empty(d)
+    covariance = np.empty((n_components, d, d))
+    g = np.empty(d)
+    # the residuals of a batch of rows, for |U_k' r|^2 by one GEMM per component
+    size = _BATCH if d >= _BATCH_FEATURES else 1
+    batch = np.empty((n_components, size, d))
+    rows = np.empty(size, dtype=np.int64)
+    single = np.empty((1, d))
+    filled = 0
+    s = 0
+    pattern = -1
+    position = 0
+    at = 0
+    for i in range(n + 1):
+        if filled == size or (i == n and filled):
+            for k in range(n_components):
+                residuals = batch[k, :filled]
+                if size == 1:
+                    white = single
+                    for j in range(d):  # a dot product per coordinate of U' r
+                        value = 0.0
+                        for a in range(j + 1):
+                            value += factor[k, j, a] * residuals[0, a]
+                        white[0, j] = value
+                else:
+                    white = np.dot(residuals, upper[k])
+                for q in range(filled):
+                    quad = 0.0
+                    for j in range(d):
+                        quad += white[q, j] * white[q, j]
+                    log_joint[k, rows[q]] -= 0.5 * quad
+            filled = 0
+        if i == n:
+            break
+        if i == 0 or not _same_pattern(missing, i):
+            s = _new_pattern(missing, i, index, observed)
+            if 0 < s < d:
+                pattern += 1
+                for k in range(n_components):
+                    at = _unpack(inverses, at, s, covariance[k])
+        if s == d:  # nothing observed: the marginal over nothing is 1
+            for k in range(n_components):
+                log_joint[k, i] = log_weights[k]
+            continue
+        base = 0.5 * s * _LOG_2PI
+        rows[filled] = i
+        for k in range(n_components):
+            # (indexing the arrays, not views of them: a view costs a reference count)
+            for j in range(d):
+                batch[k, filled, j] = (X[i, j] - means[k, j]) * observed[j]
+            for a in range(s):  # g = (P r)_m
+                value = 0.0
+                row = index[a]
+                for j in range(d):
+                    value += precision[k, row, j] * batch[k, filled, j]
+                g[a] = value
+            for a in range(s):  # r_m = -P_mm^-1 g
+                value = 0.0
+                for b in range(s):
+                    value += covariance[k, a, b] * g[b]
+                batch[k, filled, index[a]] = -value
+                steps[position] = -value
+                position += 1
+            entropy = log_det[pattern, k] if s else 0.0
+            log_joint[k, i] = constant[k] + base - 0.5 * entropy  # less |U' r|^2 / 2 later
+        filled += 1
+    return 0
+
+
+@_jit
+def full_moments(X, missing, means, resp_w, inverses, steps, first, second):
+    """Full covariances: with the responsibilities ``resp_w`` (K, n), the ``inverses`` of
+    :func:`factorise` and the ``steps`` of :func:`full_log_joint`, the sums ``first[k] =
+    sum r_k (xhat_k - mu_k)`` (K, D) and ``second[k] = sum r_k ((xhat_k - mu_k)(xhat_k -
+    mu_k)' + E P_k,mm^-1 E')`` (K, D, D), both zeroed here; both as products per batch
+    of :data:`_BATCH` rows of ``sqrt(r_k) (xhat_k - mu_k)`` (a GEMM and a GEMV per
+    component) from :data:`_BATCH_FEATURES` features on."""
+    n, d = X.shape
+    n_components = means.shape[0]
+    index = np.empty(d, dtype=np.int64)
+    observed = np.empty(d)
+    weights = np.zeros(n_components)  # each component's responsibility over the pattern
+    # a GEMM call costs more than the rank-one updates of a batch at small D
+    size = _BATCH if d >= _BATCH_FEATURES else 1
+    batch = np.empty((n_components, size, d))  # sqrt(r_k) (xhat_k - mu_k)
+    roots = np.empty((n_components, size))  # sqrt(r_k)
+    filled = 0
+    first[...] = 0.0
+    second[...] = 0.0
+    s = 0
+    position = 0
+    at = 0
+    for i in range(n + 1):
+        if filled == size or (i == n and filled):
+            if size == 1:
+                for k in range(n_components):
+                    root = roots[k, 0]
+                    for a in range(d):
+                        value = batch[k, 0, a]
+                        first[k, a] += root * value
+                        for b in range(d):
+                            second[k, a, b] += value * batch[k, 0, b]
+            else:
+                for k in range(n_components):
+                    rows = batch[k, :filled]
+                    second[k] += np.dot(rows.T, rows)
+                    first[k] += np.dot(roots[k, :filled], rows)
+            filled = 0
+        if i == n or i == 0 or not _same_pattern(missing, i):
+            if i > 0 and 0 < s < d:  # the previous pattern's covariances, weighted
+                for k in range(n_components):
+                    weight = weights[k]
+                    for a in range(s):
+                        for b in range(a, s):
+                            value = weight * inverses[at]
+                            at += 1
+                            second[k, index[a], index[b]] += value
+                            if b > a:
+                                second[k, index[b], index[a]] += value
+            weights[:] = 0.0
+            if i == n:
+                break
+            s = _new_pattern(missing, i, index, observed)
+        if s == d:
+            continue
+        for k in range(n_components):
+            weight = resp_w[k, i]
+            weights[k] += weight
+            root = math.sqrt(weight)
+            roots[k, filled] = root
+            for j in range(d):
+                scale = root * observed[j]
+                batch[k, filled, j] = (X[i, j] - means[k, j]) * scale
+            for a in range(s):
+                batch[k, filled, index[a]] = root * steps[position + a]
+            position += s
+        filled += 1
+    return 0
+
+
+@_jit
+def tied_log_joint(
+    X, missing, centre, precision, upper, white_means, pulled, constant, log_weights,
+    inverses, log_det, log_joint, xbar, shifts,
+):
+    """Tied covariance: the log-joint (K, n) as :func:`full_log_joint`, and ``xbar``
+    (n, D), each row's conditional mean minus ``centre`` when every component's mean is
+    ``centre`` (``upper`` is ``U``; ``inverses`` and ``log_det`` from
+    :func:`factorise`).  With ``w = U' xbar``, ``a_k = U' (mu_k - centre)``
+    (``white_means``, (D, K)), ``b_k = P (mu_k - centre)`` (``pulled``, (D, K)) and
+    ``t_k = P_mm^-1 b_km`` per pattern (into ``shifts``, (s, K) a pattern), the observed
+    distance is ``|w - a_k + U' E t_k|^2 = |w|^2 - 2 w . a_k + |a_k|^2 - b_km . t_k``,
+    ``w`` and ``w . a_k`` of all rows by two GEMMs after the rows' conditional means;
+    where the terms are large enough for the expansion's rounding to pass ~1e-12 of the
+    log-density (:data:`_EXPANSION_LIMIT`, as the numpy path) the sum of squares of
+    ``w - a_k + U' E t_k`` is taken directly."""
+    n, d = X.shape
+    n_components = white_means.shape[1]
+    index = np.empty(d, dtype=np.int64)
+    observed = np.empty(d)
+    inverse = np.empty((d, d))
+    n_patterns = log_det.shape[0]
+    explained = np.zeros((n_patterns, n_components))  # c_k = b_km . t_k per pattern
+    starts = np.zeros(n_patterns, dtype=np.int64)  # each pattern's shifts in ``shifts``
+    patterns = np.empty(n, dtype=np.int64)  # each row's pattern (-1: none missing)
+    g = np.empty(d)
+    v = np.empty(d)
+    s = 0
+    pattern = -1
+    position = 0
+    at = 0
+    for i in range(n):  # the conditional means, xbar, and the patterns' shifts
+        if i == 0 or not _same_pattern(missing, i):
+            s = _new_pattern(missing, i, index, observed)
+            if 0 < s < d:
+                pattern += 1
+                starts[pattern] = position
+                at = _unpack(inverses, at, s, inverse)
+                # t_k = P_mm^-1 b_km and c_k, the component innermost (vector steps)
+                for a in range(s):
+                    for k in range(n_components):
+                        shifts[position + a * n_components + k] = 0.0
+                    for b in range(s):
+                        coefficient = inverse[a, b]
+                        line = index[b]
+                        for k in range(n_components):
+                            shifts[position + a * n_components + k] += (
+                                coefficient * pulled[line, k])
+                for a in range(s):
+                    line = index[a]
+                    for k in range(n_components):
+                        explained[pattern, k] += (
+                            pulled[line, k] * shifts[position + a * n_components + k])
+                position += s * n_components
+        patterns[i] = pattern if 0 < s < d else -1
+        if s == d:
+            for j in range(d):
+                xbar[i, j] = 0.0
+            continue
+        for j in range(d):
+            xbar[i, j] = (X[i, j] - centre[j]) * observed[j]
+        for a in range(s):  # g = (P xc)_m
+            value = 0.0
+            line = index[a]
+            for j in range(d):
+                value += precision[line, j] * xbar[i, j]
+            g[a] = value
+        for a in range(s):
+            value = 0.0
+            for b in range(s):
+                value += inverse[a, b] * g[b]
+            xbar[i, index[a]] = -value
+    white = np.dot(xbar, upper)  # w (n, D)
+    products = np.dot(white, white_means)  # w . a_k (n, K)
+    norms = np.zeros(n_components)  # |a_k|^2
+    for j in range(d):
+        for k in range(n_components):
+            norms[k] += white_means[j, k] * white_means[j, k]
+    for i in range(n):
+        pattern = patterns[i]
+        s = 0
+        for j in range(d):
+            if missing[j, i]:
+                index[s] = j
+                s += 1
+        if s == d:  # nothing observed: the marginal over nothing is 1
+            for k in range(n_components):
+                log_joint[k, i] = log_weights[k]
+            continue
+        length = 0.0
+        for j in range(d):
+            length += white[i, j] * white[i, j]
+        base = 0.5 * s * _LOG_2PI
+        if pattern >= 0:
+            base -= 0.5 * log_det[pattern, 0]
+        for k in range(n_components):
+            c = explained[pattern, k] if pattern >= 0 else 0.0
+            if length + norms[k] + c <= 0.5 * _EXPANSION_LIMIT:
+                quad = length - 2.0 * products[i, k] + norms[k] - c
+            else:  # |w - a_k + U' E t_k|^2 summed directly
+                for j in range(d):
+                    v[j] = white[i, j] - white_means[j, k]
+                for b in range(s):
+                    column = index[b]
+                    t = shifts[starts[pattern] + b * n_components + k]
+                    for j in range(column, d):
+                        v[j] += upper[column, j] * t
+                quad = 0.0
+                for j in range(d):
+                    quad += v[j] * v[j]
+            log_joint[k, i] = constant[k] + base - 0.5 * quad
+    return 0
+
+
+@_jit
+def tied_moments(missing, xbar, resp_w, row_weight, inverses, shifts, first, pooled):
+    """Tied covariance: the parts of the statistics around the centre that involve the
+    patterns' shifts ``t_k`` (``xhat_k - centre = xbar + E t_k``; ``inverses`` of
+    :func:`factorise`, ``shifts`` of :func:`tied_log_joint`), both zeroed here:
+    ``first[k] = sum_rows r_k E t_k`` (K, D) and ``pooled = sum_rows (xbar u' E' + E u
+    xbar' + E (sum_k r_k t_k t_k' + w P_mm^-1) E')`` (D, D) with ``u = sum_k r_k t_k``
+    and ``w`` the row's weight; the caller adds ``sum r_k xbar`` and ``sum w xbar
+    xbar'`` (GEMMs)."""
+    n, d = xbar.shape
+    n_components = resp_w.shape[0]
+    index = np.empty(d, dtype=np.int64)
+    observed = np.empty(d)
+    weights = np.zeros(n_components)  # each component's responsibility over the pattern
+    resp = np.empty(n_components)
+    cross = np.zeros((d, d))  # rows: the missing coordinate of u
+    first[...] = 0.0
+    pooled[...] = 0.0
+    total = 0.0  # the rows' weight over the pattern
+    s = 0
+    at = 0
+    position = 0  # the pattern's shifts (s, K) in ``shifts``
+    for i in range(n + 1):
+        if i == n or i == 0 or not _same_pattern(missing, i):
+            if i > 0 and 0 < s < d:
+                for a in range(s):
+                    left = position + a * n_components
+                    for b in range(a, s):
+                        right = position + b * n_components
+                        value = total * inverses[at]
+                        at += 1
+                        for k in range(n_components):
+                            value += weights[k] * shifts[left + k] * shifts[right + k]
+                        pooled[index[a], index[b]] += value
+                        if b > a:
+                            pooled[index[b], index[a]] += value
+                    for k in range(n_components):
+                        first[k, index[a]] += weights[k] * shifts[left + k]
+                position += s * n_components
+            weights[:] = 0.0
+            total = 0.0
+            if i == n:
+                break
+            s = _new_pattern(missing, i, index, observed)
+        if s == d:
+            continue
+        total += row_weight[i]
+        for k in range(n_components):
+            resp[k] = resp_w[k, i]
+            weights[k] += resp[k]
+        for a in range(s):
+            left = position + a * n_components
+            value = 0.0  # u_a = sum_k r_k t_ka
+            for k in range(n_components):
+                value += resp[k] * shifts[left + k]
+            line = index[a]
+            for j in range(d):
+                cross[line, j] += value * xbar[i, j]
+    for a in range(d):
+        for b in range(d):
+            pooled[a, b] += cross[a, b] + cross[b, a]
+    return 0

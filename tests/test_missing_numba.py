@@ -1,0 +1,291 @@
+"""The compiled (numba) E-step over rows with missing values against the numpy path
+(``GMMKIT_NUMBA=0``, the reference) and against brute force: full and tied
+covariances, shared and per-row missingness patterns, sample weights, labels, rows with
+nothing or everything observed, float32 input, chunks of one and several blocks.
+
+Skipped where numba is not installed (``pip install 'gmmkit[fast]'``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+pytest.importorskip("numba")
+
+from _helpers import full_covariances
+from gmmkit import GaussianMixture, _jit
+from gmmkit.core import missing as missing_module
+from gmmkit.core.kernel import kernel_coefficients
+from gmmkit.core.missing import chunk_statistics_missing
+from gmmkit.core.params import MixtureParams
+from gmmkit.core.suffstats import SuffStats
+
+if _jit._load() is None:  # numba present but not importable with this numpy
+    pytest.skip("numba is not importable", allow_module_level=True)
+
+
+def _params(layout: str, k: int, d: int, seed: int, spread: float = 2.0) -> MixtureParams:
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(k, d, d)) * 0.4 + np.eye(d)
+    full = a @ a.transpose(0, 2, 1)
+    return MixtureParams.from_covariances(
+        rng.dirichlet(np.ones(k) * 3), spread * rng.normal(size=(k, d)) + 5.0,
+        full if layout == "full" else full[0], layout,
+    )
+
+
+def _rows(n: int, d: int, rate: float, seed: int, shared: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with cells missing at random (``shared``: from a handful of patterns, else
+    nearly one pattern a row), some with nothing and some with everything observed."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * 2.0 + 5.0
+    if shared:
+        table = rng.random((6, d)) < rate
+        missing = table[rng.integers(0, len(table), n)]
+    else:
+        missing = rng.random((n, d)) < rate
+    missing[:3] = True  # nothing observed
+    missing[3:6] = False  # everything observed
+    return X, missing
+
+
+def _statistics(
+    monkeypatch: pytest.MonkeyPatch, compiled: bool, params: MixtureParams, X: np.ndarray,
+    missing: np.ndarray, **kw: Any,
+) -> SuffStats:
+    monkeypatch.setenv(_jit.ENVIRONMENT, "1" if compiled else "0")
+    coefs = kernel_coefficients(params, np.float64)
+    return chunk_statistics_missing(coefs, np.where(missing, 1e3, X), missing, **kw)
+
+
+def _assert_close(a: SuffStats, b: SuffStats, rtol: float = 1e-10) -> None:
+    for name in ("nk", "first", "second"):
+        x, y = getattr(a, name), getattr(b, name)
+        scale = max(1.0, float(np.max(np.abs(y))))
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol * scale, err_msg=name)
+    assert a.log_likelihood == pytest.approx(b.log_likelihood, rel=rtol)
+    assert a.total_weight == pytest.approx(b.total_weight, rel=1e-14)
+    assert a.n_samples == b.n_samples
+    assert a.worst_log_density == pytest.approx(b.worst_log_density, rel=rtol)
+    np.testing.assert_allclose(a.worst_point, b.worst_point, rtol=1e-9, atol=1e-9)
+
+
+@pytest.fixture
+def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The layouts the compiled conditional evaluated (to check it ran, or did not)."""
+    seen: list[str] = []
+    original = missing_module._compiled_conditional
+
+    def spy(kernels: Any, params: MixtureParams, *args: Any) -> Any:
+        seen.append(params.layout)
+        return original(kernels, params, *args)
+
+    monkeypatch.setattr(missing_module, "_compiled_conditional", spy)
+    return seen
+
+
+CASES = [
+    # layout, K, D, rate, shared patterns
+    ("full", 1, 8, 0.2, False),
+    ("full", 3, 9, 0.2, False),
+    ("full", 3, 12, 0.4, True),
+    ("full", 8, 8, 0.2, True),  # many components: shared patterns per pattern, the rest compiled
+    ("full", 5, 16, 0.2, False),
+    ("tied", 1, 3, 0.3, False),
+    ("tied", 3, 5, 0.2, True),
+    ("tied", 4, 9, 0.3, False),
+    ("tied", 6, 16, 0.2, False),
+]
+
+
+@pytest.mark.parametrize(("layout", "k", "d", "rate", "shared"), CASES)
+@pytest.mark.parametrize("extras", ["plain", "weighted"])
+def test_compiled_statistics_match_numpy(
+    layout: str, k: int, d: int, rate: float, shared: bool, extras: str,
+    monkeypatch: pytest.MonkeyPatch, calls: list[str],
+) -> None:
+    params = _params(layout, k, d, seed=d + k)
+    X, missing = _rows(700, d, rate, seed=d, shared=shared)
+    kw: dict[str, Any] = {}
+    if extras == "weighted":
+        rng = np.random.default_rng(1)
+        kw = {
+            "sample_weight": rng.uniform(0.2, 3.0, len(X)),
+            "labels": np.where(rng.random(len(X)) < 0.2, rng.integers(0, k, len(X)), -1),
+            "label_weight": 2.5,
+        }
+    reference = _statistics(monkeypatch, False, params, X, missing, **kw)
+    assert not calls
+    compiled = _statistics(monkeypatch, True, params, X, missing, **kw)
+    assert calls and set(calls) == {layout}
+    _assert_close(compiled, reference)
+
+
+def _brute_force(params: MixtureParams, X: np.ndarray, missing: np.ndarray, reference):
+    """nk, first, packed second and log-likelihood, row by row with scipy's densities."""
+    covs = full_covariances(params)
+    means = np.asarray(params.means)
+    k, d = means.shape
+    nk, first, second = np.zeros(k), np.zeros((k, d)), np.zeros((k, d, d))
+    log_likelihood = 0.0
+    for x, m in zip(X, missing):
+        o = ~m
+        if not o.any():
+            continue
+        log_joint = np.log(params.weights) + np.array([
+            multivariate_normal(means[j][o], covs[j][np.ix_(o, o)]).logpdf(x[o])
+            for j in range(k)
+        ])
+        log_likelihood += logsumexp(log_joint)
+        resp = np.exp(log_joint - logsumexp(log_joint))
+        for j in range(k):
+            s = covs[j]
+            gain = s[np.ix_(m, o)] @ np.linalg.inv(s[np.ix_(o, o)])
+            xhat = x.copy()
+            xhat[m] = means[j][m] + gain @ (x[o] - means[j][o])
+            c = np.zeros((d, d))
+            c[np.ix_(m, m)] = s[np.ix_(m, m)] - gain @ s[np.ix_(o, m)]
+            centred = xhat - reference[j]
+            nk[j] += resp[j]
+            first[j] += resp[j] * centred
+            second[j] += resp[j] * (np.outer(centred, centred) + c)
+    rows, cols = np.triu_indices(d)
+    if params.layout == "tied":
+        packed = second.sum(axis=0)[rows, cols][None]
+    else:
+        packed = second[:, rows, cols]
+    return nk, first, packed, log_likelihood
+
+
+@pytest.mark.parametrize("layout", ["full", "tied"])
+def test_compiled_statistics_match_brute_force(
+    layout: str, monkeypatch: pytest.MonkeyPatch, calls: list[str]
+) -> None:
+    params = _params(layout, 3, 8, seed=11)
+    X, missing = _rows(120, 8, 0.3, seed=12, shared=False)
+    stats = _statistics(monkeypatch, True, params, X, missing)
+    assert calls
+    nk, first, second, log_likelihood = _brute_force(
+        params, X, missing, kernel_coefficients(params, np.float64).stats_reference)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-8)
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
+
+
+def test_compiled_far_components_and_large_blocks(
+    monkeypatch: pytest.MonkeyPatch, calls: list[str]
+) -> None:
+    """Components 100 widths apart (the tied distance is summed directly for most rows)
+    and more rows than one batch of the full kernels (256) and one block."""
+    monkeypatch.setattr(missing_module, "_BLOCK_VALUES", 4000)
+    for layout in ("full", "tied"):
+        params = _params(layout, 3, 10, seed=5, spread=100.0)
+        X, missing = _rows(2000, 10, 0.25, seed=6, shared=False)
+        X = X + np.asarray(params.means)[np.arange(len(X)) % 3] - 5.0
+        _assert_close(
+            _statistics(monkeypatch, True, params, X, missing),
+            _statistics(monkeypatch, False, params, X, missing),
+        )
+    assert set(calls) == {"full", "tied"}
+
+
+def test_compiled_float32_input(monkeypatch: pytest.MonkeyPatch, calls: list[str]) -> None:
+    for layout in ("full", "tied"):
+        params = _params(layout, 3, 9, seed=2)
+        X, missing = _rows(400, 9, 0.2, seed=3, shared=False)
+        X = X.astype(np.float32)
+        _assert_close(
+            _statistics(monkeypatch, True, params, X, missing),
+            _statistics(monkeypatch, False, params, X, missing),
+        )
+    assert set(calls) == {"full", "tied"}
+
+
+def test_complete_data_never_reaches_the_kernels(
+    monkeypatch: pytest.MonkeyPatch, calls: list[str]
+) -> None:
+    params = _params("full", 3, 9, seed=2)
+    X, _ = _rows(300, 9, 0.2, seed=3, shared=False)
+    none = np.zeros(X.shape, dtype=bool)
+    with_numba = _statistics(monkeypatch, True, params, X, none)
+    without = _statistics(monkeypatch, False, params, X, none)
+    assert not calls
+    for name in ("nk", "first", "second"):
+        np.testing.assert_array_equal(getattr(with_numba, name), getattr(without, name))
+    assert with_numba.log_likelihood == without.log_likelihood
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("layout", ["full", "tied"])
+def test_compiled_fit_matches_numpy(layout: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole fit (EM iterations through the engines) lands on the same model."""
+    rng = np.random.default_rng(7)
+    X = np.concatenate([rng.normal(size=(300, 8)) + 4 * j for j in range(3)])
+    X[rng.random(X.shape) < 0.2] = np.nan
+    models = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv(_jit.ENVIRONMENT, flag)
+        models.append(GaussianMixture(
+            3, covariance_type=layout, missing="marginalize", random_state=0, max_iter=30,
+            tol=0.0,
+        ).fit(X))
+    numpy_model, compiled_model = models
+    assert compiled_model.n_iter_ == numpy_model.n_iter_
+    np.testing.assert_allclose(compiled_model.means_, numpy_model.means_, rtol=1e-8)
+    np.testing.assert_allclose(
+        compiled_model.covariances_, numpy_model.covariances_, rtol=1e-8, atol=1e-10)
+    assert compiled_model.lower_bound_ == pytest.approx(numpy_model.lower_bound_, rel=1e-10)
+
+
+def test_not_positive_definite_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A conditional precision that is not positive definite (here NaN) raises as in
+    the numpy path instead of leaving NaN in the statistics."""
+    from dataclasses import replace
+
+    params = _params("full", 2, 8, seed=1)
+    broken = np.array(params.precisions_cholesky, dtype=np.float64)
+    broken[1, 3, 3] = np.nan
+    params = replace(params, precisions_cholesky=broken)
+    X, missing = _rows(200, 8, 0.3, seed=2, shared=False)
+    for flag in (False, True):
+        with pytest.raises(np.linalg.LinAlgError):
+            _statistics(monkeypatch, flag, params, X, missing)
+    # an indefinite P_mm (the kernels' own check): two rows missing coordinates 0 and 1
+    kernels = _jit.kernels()
+    assert kernels is not None
+    mask = np.array([[True, True], [True, True], [False, False]])  # (D, n)
+    precision = np.eye(3)[None].copy()
+    precision[0, 0, 1] = precision[0, 1, 0] = 2.0
+    assert kernels.factorise(mask, precision, np.empty(3), np.empty((1, 1))) != 0
+
+
+def test_environment_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value, expected in (("0", False), ("off", False), ("no", False), ("1", True), ("", True)):
+        monkeypatch.setenv(_jit.ENVIRONMENT, value)
+        assert _jit.enabled() is expected
+        assert _jit.backend() == ("numba" if expected else "numpy")
+    monkeypatch.delenv(_jit.ENVIRONMENT)
+    assert _jit.available()
+
+
+@pytest.mark.parametrize("d", [2, 5])
+def test_compiled_full_below_the_batch_size(
+    d: int, monkeypatch: pytest.MonkeyPatch, calls: list[str]
+) -> None:
+    """Full covariances below 8 features keep the numpy path (faster there); the kernels'
+    row-at-a-time branch for them still matches it."""
+    params = _params("full", 3, d, seed=d)
+    X, missing = _rows(300, d, 0.3, seed=d, shared=False)
+    _statistics(monkeypatch, True, params, X, missing)
+    assert not calls
+    monkeypatch.setattr(missing_module, "_COMPILED_FULL_FEATURES", 1)
+    _assert_close(
+        _statistics(monkeypatch, True, params, X, missing),
+        _statistics(monkeypatch, False, params, X, missing),
+    )
+    assert calls == ["full"]
