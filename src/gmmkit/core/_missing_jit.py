@@ -58,6 +58,16 @@ def _same_pattern(missing, i):
 
 
 @_jit
+def _missing_count(missing, i):
+    """The number of row ``i``'s missing coordinates."""
+    s = 0
+    for j in range(missing.shape[0]):
+        if missing[j, i]:
+            s += 1
+    return s
+
+
+@_jit
 def _new_pattern(missing, i, index, observed):
     """Row ``i``'s missing coordinates into ``index`` and its observed mask as 1.0 / 0.0
     into ``observed`` (D,); returns their number ``s``."""
@@ -82,10 +92,7 @@ def sizes(missing):
     s = 0
     for i in range(n):
         if i == 0 or not _same_pattern(missing, i):
-            s = 0
-            for j in range(d):
-                if missing[j, i]:
-                    s += 1
+            s = _missing_count(missing, i)
             if 0 < s < d:
                 patterns += 1
                 packed += s * (s + 1) // 2
@@ -116,10 +123,7 @@ def factorise(missing, precision, inverses, log_det):
     total = 0
     for i in range(n):
         if i == 0 or not _same_pattern(missing, i):
-            s = 0
-            for j in range(d):
-                if missing[j, i]:
-                    s += 1
+            s = _missing_count(missing, i)
             if 0 < s < d:
                 first_rows[total] = i
                 counts[total] = s
