@@ -324,3 +324,28 @@ def test_full_m_step_repairs_an_indefinite_scatter_from_rounding() -> None:
     eigvals = np.linalg.eigvalsh(params.covariances[0])
     assert eigvals.min() > 0
     np.testing.assert_allclose(params.covariances[0], scatter, atol=1e-12)
+
+
+@pytest.mark.timeout(120, method="thread")  # a hang inside LAPACK ignores signals
+@pytest.mark.parametrize("model", MODEL_NAMES)
+@pytest.mark.parametrize("init_params", ["kmeans", "auto"])
+def test_a_constant_column_without_reg_covar_ends_with_an_error_or_a_fit(
+    model: str, init_params: str
+) -> None:
+    """A constant column with reg_covar = 0 makes every scatter singular.  EVE and VVE's
+    axes iteration then fed infinities to LAPACK's SVD, which never returned (a fit hung
+    for good, found by a fuzz); every model must end, with finite covariances or with
+    the error that names reg_covar."""
+    from gmmkit import GaussianMixture
+
+    for seed in range(3):
+        X = np.random.default_rng(seed).normal(size=(300, 6))
+        X[:, 0] = 7.0
+        try:
+            model_ = GaussianMixture(5, covariance_type=model, init_params=init_params,
+                                     reg_covar=0.0, random_state=0).fit(X)
+        except ValueError as exc:
+            assert "reg_covar" in str(exc)
+            continue
+        assert np.all(np.isfinite(model_.covariances_))
+        assert np.all(np.isfinite(model_.score_samples(X)))

@@ -53,6 +53,10 @@ def constrain_volume_shape(
     """
     if volume == "V" and shape == "V":
         return values
+    if not np.all(values > 0.0):
+        # a zero variance (a singular scatter, reg_covar = 0) has no volume to pool:
+        # returned as it is, for the M-step's check to name the problem
+        return np.array(values, dtype=np.float64)
     if volume == "E" and shape == "E":
         return np.broadcast_to(nk @ values / nk.sum(), values.shape).copy()
     if volume == "E":  # variable shape: A_k = v_k / |v_k|^(1/D), lambda pooled

@@ -179,20 +179,36 @@ class _EqualOrientation(FullLayout):
         for _ in range(steps):
             rotated = np.einsum("ji,kjl,li->ki", axes, scatter, axes)  # diag(D' S_k D)
             variances = constrain_volume_shape(nk, rotated, self.volume, "V")
+            if not np.all(variances > 0.0):
+                break  # a singular scatter (reg_covar = 0): see _rotation
             objective = volume_shape_objective(nk, rotated, variances)
             if objective - best <= INNER_RTOL * abs(objective):
                 break
             best = objective
-            inverse = 1.0 / variances
-            # (1) W_k = w_k I - (w_k I - W_k): maximise tr(D' sum_k (w_k I - W_k) D_t L_k)
-            h = np.einsum("kij,jl,kl->il", shifted, axes, inverse)
-            u, _, vt = np.linalg.svd(h)
-            axes = u @ vt
-            # (2) L_k = l_k I - (l_k I - L_k): maximise tr(D' sum_k W_k D_t (l_k I - L_k))
-            h = np.einsum("kij,jl,kl->il", weighted, axes, inverse.max(axis=1)[:, None] - inverse)
-            u, _, vt = np.linalg.svd(h)
-            axes = u @ vt
+            with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+                inverse = 1.0 / variances
+                # (1) W_k = w_k I - (w_k I - W_k): maximise tr(D' sum_k (w_k I - W_k) D_t L_k)
+                h = np.einsum("kij,jl,kl->il", shifted, axes, inverse)
+                if not np.all(np.isfinite(h)):
+                    break  # a singular scatter (reg_covar = 0): see _rotation
+                new_axes = _rotation(h)
+                # (2) L_k = l_k I - (l_k I - L_k): maximise tr(D' sum_k W_k D_t (l_k I - L_k))
+                h = np.einsum("kij,jl,kl->il", weighted, new_axes,
+                              inverse.max(axis=1)[:, None] - inverse)
+                if not np.all(np.isfinite(h)):
+                    break
+            axes = _rotation(h)
         return _from_axes(axes, variances)
+
+
+def _rotation(h: Array) -> Array:
+    """The orthogonal matrix nearest ``h`` (``U V'`` of its SVD).  ``h`` must be finite:
+    with a singular scatter (``reg_covar = 0``) a variance along the axes is zero or
+    underflows, the majorisers overflow, and LAPACK's SVD of a matrix with infinities
+    or NaN did not return (a fit hung); the loop stops first and the M-step's check of
+    the covariances names the problem."""
+    u, _, vt = np.linalg.svd(h)
+    return u @ vt
 
 
 @register
