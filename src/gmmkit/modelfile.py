@@ -1334,15 +1334,16 @@ def validated_mixture_params(
             raise ModelFileError("covariances_ are not symmetric")
         if np.any(np.tril(chols, -1) != 0):
             raise ModelFileError("precisions_cholesky_ are not upper triangular")
-    # float32 models (fitted on float32 data) store C and U each rounded to float32: U'CU
-    # then differs from I by about eps32 * cond(C), bounded by ||C||_F trace(UU'), and a C
-    # conditioned beyond float32's reach (a tiny component held up by reg_covar) can be
-    # indefinite by as much as its rounding, D eps32 ||C||; the model scores, predicts
-    # and samples with U, which stays exact
-    single = np.result_type(covariances, precisions_cholesky) == np.float32
-    rounding = float(np.finfo(np.float32).eps) if single else 0.0
+    # A model stores C and U each rounded to its precision: U'CU then differs from I by
+    # about eps * cond(C), bounded by ||C||_F trace(UU') -- in float32 (models fitted on
+    # float32 data) from cond ~1e3 on, in float64 from ~1e11 on (rows a million times
+    # the others' scale) -- and a C conditioned beyond the precision's reach (a tiny
+    # component held up by reg_covar) can be indefinite by as much as its rounding,
+    # D eps ||C||; the model scores, predicts and samples with U, which stays exact
+    dtype = np.result_type(covariances, precisions_cholesky)
+    rounding = float(np.finfo(dtype).eps) if dtype.kind == "f" else 0.0
     checked = np.asarray(covariances, dtype=np.float64)
-    if single and cov_type.layout in ("full", "tied"):
+    if cov_type.layout in ("full", "tied"):
         shift = 16.0 * d * rounding * np.linalg.norm(mats.astype(np.float64), axis=(1, 2))
         checked = (mats + shift[:, None, None] * np.eye(d)).reshape(checked.shape)
     try:
@@ -1365,7 +1366,7 @@ def validated_mixture_params(
         atol=max(1e-8, 8.0 * rounding),
     ):
         raise ModelFileError("precisions_cholesky_ do not match covariances_")
-    # the constraints hold to the rounding of the stored covariances, eps32 * cond(C); they
+    # the constraints hold to the rounding of the stored covariances, eps * cond(C); they
     # tie the components together (a common volume, shape or orientation), so the worst
     # conditioned component's rounding reaches every component's projection
     tolerance = max(CONSTRAINT_RTOL, 16.0 * d * rounding * float(np.max(condition)))
