@@ -256,7 +256,8 @@ def backends_of(choice: str) -> list[str]:
 
 
 def cost(
-    n: int, dims: list[int], components: list[int], repeats: int, backend: str = "auto"
+    n: int, dims: list[int], components: list[int], repeats: int, backend: str = "auto",
+    types: tuple[str, ...] = ("full", "tied", "diag", "spherical"),
 ) -> None:
     """Seconds of one E-step pass (``em.e_step``: statistics and log-likelihood) over
     the same rows, complete and with 20 % of cells missing at random (by each of the
@@ -287,7 +288,6 @@ def cost(
         f"{path + ' ms':>11} {'ratio':>6} " for path in paths)
         + f"{'rows incomplete':>16} {'chunk rows':>13}")
     ratios: dict[tuple[str, int, str, int], float] = {}
-    types = ("full", "tied", "diag", "spherical")
     with threadpool_limits(1):
         for k in components:
             for covariance_type in types:
@@ -351,15 +351,20 @@ def main() -> None:
         "--backend", choices=("auto", "numpy", "numba", "both"), default="auto",
         help="the missing-value E-step path(s) of table 3 (auto: the one a fit uses)",
     )
+    parser.add_argument(
+        "--types", default="full,tied,diag,spherical",
+        help="covariance types of table 3, comma-separated",
+    )
     args = parser.parse_args()
+    types = tuple(args.types.split(","))
     if args.quick:
         runs = {"1": lambda: recovery(600, [0], [0.2]),
                 "2": lambda: imputation([0.2], [0], (2,)),
-                "3": lambda: cost(5000, [4], [5], 1, args.backend)}
+                "3": lambda: cost(5000, [4], [5], 1, args.backend, types)}
     else:
         runs = {"1": lambda: recovery(2000, [0, 1, 2], [0.1, 0.2, 0.4]),
                 "2": lambda: imputation([0.1, 0.3], [0, 1], (2,)),
-                "3": lambda: cost(30_000, [4, 8, 16], [5, 20], 7, args.backend)}
+                "3": lambda: cost(30_000, [4, 8, 16], [5, 20], 7, args.backend, types)}
     for section in args.sections:
         runs[section]()
 

@@ -84,7 +84,13 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append(params.layout)
         return original(kernels, params, *args)
 
+    def schur_spy(coefs: Any, *args: Any) -> Any:
+        seen.append("full")
+        return schur(coefs, *args)
+
+    schur = missing_module._schur_statistics
     monkeypatch.setattr(missing_module, "_compiled_conditional", spy)
+    monkeypatch.setattr(missing_module, "_schur_statistics", schur_spy)
     return seen
 
 
@@ -289,3 +295,96 @@ def test_compiled_full_below_the_batch_size(
         _statistics(monkeypatch, False, params, X, missing),
     )
     assert calls == ["full"]
+
+
+# --------------------------------------------------------------------------- Schur form
+def _schur_case(
+    k: int, d: int, seed: int, spread: float = 2.0, tight: float = 1.0
+) -> tuple[MixtureParams, np.ndarray, np.ndarray]:
+    """Parameters (component 0 ``tight`` times narrower) and rows drawn from them with a
+    fifth of the cells missing."""
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(k, d, d)) * 0.4 + np.eye(d)
+    full = a @ a.transpose(0, 2, 1)
+    full[0] *= tight**2
+    means = spread * rng.normal(size=(k, d)) + 5.0
+    params = MixtureParams.from_covariances(rng.dirichlet(np.ones(k) * 3), means, full, "full")
+    z = rng.integers(0, k, 400)
+    X = means[z] + np.einsum("nij,nj->ni", np.linalg.cholesky(full)[z], rng.normal(size=(400, d)))
+    missing = rng.random(X.shape) < 0.2
+    missing[:2] = True
+    return params, X, missing
+
+
+@pytest.mark.parametrize(
+    ("k", "d", "spread", "tight"),
+    [
+        (4, 8, 2.0, 1.0),  # shared reference
+        (6, 12, 40.0, 0.05),  # far, narrow components: accumulated around their own means
+        (3, 40, 2.0, 1.0),  # wide: the kernel whitens (no packed quadratic features)
+    ],
+)
+def test_schur_form_matches_brute_force(
+    k: int, d: int, spread: float, tight: float, monkeypatch: pytest.MonkeyPatch,
+    calls: list[str],
+) -> None:
+    """The Schur form (the complete kernel on the rows filled at the centre, corrected per
+    pattern) against scipy's marginal densities and conditional moments row by row."""
+    params, X, missing = _schur_case(k, d, seed=d, spread=spread, tight=tight)
+    coefs = kernel_coefficients(params, np.float64)
+    assert missing_module._schur_applies(coefs)
+    stats = _statistics(monkeypatch, True, params, X, missing)
+    assert calls == ["full"]
+    nk, first, second, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-9, atol=1e-12)
+    scale = np.max(np.abs(second))
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9 * np.max(np.abs(first)))
+    np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-9 * scale)
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
+
+
+def test_schur_form_cancellation_is_summed_directly(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows of a narrow component far from the centre whose missing coordinate its
+    observed twin nearly determines: the Schur form cancels ~1e9 in whitened units
+    there, and the distance must be summed again to stay within 1e-12 of the density."""
+    rng = np.random.default_rng(3)
+    d = 8
+    far = np.eye(d) * 0.01
+    far[0, 1] = far[1, 0] = 0.01 * 0.99999
+    covariances = np.stack([far, np.eye(d)])
+    means = np.stack([np.full(d, 1000.0), np.zeros(d)])
+    params = MixtureParams.from_covariances(np.array([0.5, 0.5]), means, covariances, "full")
+    X = np.concatenate([
+        rng.multivariate_normal(means[0], far, 100), rng.normal(size=(100, d))])
+    missing = np.zeros(X.shape, dtype=bool)
+    missing[:100, 1] = True
+    missing[100:, 3] = True
+    coefs = kernel_coefficients(params, np.float64)
+    assert missing_module._schur_applies(coefs)
+    stats = _statistics(monkeypatch, True, params, X, missing)
+    nk, first, _, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+
+
+def test_schur_form_pattern_groups_and_blocks(
+    monkeypatch: pytest.MonkeyPatch, calls: list[str]
+) -> None:
+    """Chunks split into several groups of rows (each factorising its own patterns) and
+    blocks, with weights and labels, equal the numpy path."""
+    monkeypatch.setattr(missing_module, "_SCHUR_PATTERN_VALUES", 2000)
+    monkeypatch.setattr(missing_module, "_BLOCK_VALUES", 20_000)
+    params, X, missing = _schur_case(5, 10, seed=4)
+    X, missing = np.concatenate([X] * 3), np.concatenate([missing] * 3)
+    groups = missing_module._schur_groups(missing[missing.any(axis=1) & ~missing.all(axis=1)], 5)
+    assert len(groups) > 1 and len(groups[0].blocks) > 1
+    rng = np.random.default_rng(1)
+    kw: dict[str, Any] = {
+        "sample_weight": rng.uniform(0.2, 3.0, len(X)),
+        "labels": np.where(rng.random(len(X)) < 0.2, rng.integers(0, 5, len(X)), -1),
+        "label_weight": 2.5,
+    }
+    compiled = _statistics(monkeypatch, True, params, X, missing, **kw)
+    assert calls == ["full"]
+    _assert_close(compiled, _statistics(monkeypatch, False, params, X, missing, **kw))

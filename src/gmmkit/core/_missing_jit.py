@@ -577,3 +577,269 @@ def tied_moments(missing, xbar, resp_w, row_weight, inverses, shifts, first, poo
         for b in range(d):
             pooled[a, b] += cross[a, b] + cross[b, a]
     return 0
+
+
+# ------------------------------------------------------------------ the Schur form
+#: The Schur form's distance ``z' P z - t' P_mm^-1 t`` rounds by about ``4 eps t'
+#: P_mm^-1 t`` (the cancelled amount; ``z' P z`` carries the kernel's own, accepted
+#: error); where that passes this share of the log-density's size (the complete
+#: kernel's ``FLOAT64_TOLERANCE``, measured the same way), :func:`schur_log_joint` sums
+#: the squares of the row's residual directly.
+_SCHUR_TOLERANCE = 1e-12
+_SCHUR_ROUNDING = 4.0 * 2.220446049250313e-16
+
+
+@_jit
+def factorise_components(sizes, index, precision, start, inverses, log_det):
+    """``F_k = L_k^-1`` (``P_k,mm = L_k L_k'``, so ``P_k,mm^-1 = F_k' F_k``) and ``log det
+    P_k,mm`` of every pattern and component, for the Schur form: pattern ``p`` has
+    ``sizes[p]`` missing coordinates ``index[p, :sizes[p]]`` (patterns of the same size
+    consecutive), ``precision`` is (D, D, K), component innermost; the lower triangle of
+    ``F`` goes to ``inverses[start[p]:]`` row by row, each entry a vector over the
+    components (so that the per-row kernels run over the components as vectors), the
+    log-determinants to ``log_det[p]`` (K,).  Batches of :data:`_FACTOR_BATCH` matrices
+    as :func:`factorise`."""
+    n_patterns = len(sizes)
+    d = precision.shape[0]
+    shared = precision.shape[2]
+    per_batch = max(1, _FACTOR_BATCH // shared)
+    width_limit = per_batch * shared
+    lower = np.empty((d * d, width_limit))
+    work = np.empty((d * d, width_limit))
+    pivots = np.empty(width_limit)
+    p = 0
+    while p < n_patterns:
+        s = sizes[p]
+        end = p
+        while end < n_patterns and end - p < per_batch and sizes[end] == s:
+            end += 1
+        m = end - p
+        width = m * shared
+        for a in range(s):  # gather the lower triangles
+            for b in range(a + 1):
+                ab = a * s + b
+                for q in range(m):
+                    ia = index[p + q, a]
+                    ib = index[p + q, b]
+                    for k in range(shared):
+                        lower[ab, q * shared + k] = precision[ia, ib, k]
+        for col in range(width):
+            pivots[col] = 1.0
+        for a in range(s):  # Cholesky, the batch innermost
+            for b in range(a + 1):
+                ab = a * s + b
+                for c in range(b):
+                    ac = a * s + c
+                    bc = b * s + c
+                    for col in range(width):
+                        lower[ab, col] -= lower[ac, col] * lower[bc, col]
+                if a == b:
+                    for col in range(width):
+                        value = lower[ab, col]
+                        if not (value > 0.0 and value < np.inf):
+                            return NOT_POSITIVE
+                    for col in range(width):
+                        pivots[col] *= lower[ab, col]
+                        lower[ab, col] = 1.0 / math.sqrt(lower[ab, col])
+                else:
+                    bb = b * s + b
+                    for col in range(width):
+                        lower[ab, col] *= lower[bb, col]
+        for q in range(m):
+            for k in range(shared):
+                col = q * shared + k
+                product = pivots[col]
+                if 1e-280 < product < 1e280:
+                    log_det[p + q, k] = math.log(product)
+                else:
+                    value = 0.0
+                    for a in range(s):
+                        value -= 2.0 * math.log(lower[a * s + a, col])
+                    log_det[p + q, k] = value
+        for a in range(s):  # F = L^-1 (lower), forward substitution
+            aa = a * s + a
+            for col in range(width):
+                work[aa, col] = lower[aa, col]
+            for b in range(a):
+                ab = a * s + b
+                for col in range(width):
+                    work[ab, col] = 0.0
+                for c in range(b, a):
+                    ac = a * s + c
+                    cb = c * s + b
+                    for col in range(width):
+                        work[ab, col] -= lower[ac, col] * work[cb, col]
+                for col in range(width):
+                    work[ab, col] *= lower[aa, col]
+        for q in range(m):
+            at = start[p + q]
+            for a in range(s):
+                for b in range(a + 1):
+                    ab = a * s + b
+                    for k in range(shared):
+                        inverses[at + k] = work[ab, q * shared + k]
+                    at += shared
+        p = end
+    return 0
+
+
+@_jit
+def schur_log_joint(
+    log_joint, gradient, pulled, y, offsets, factor, constant, pattern, sizes, index,
+    start, inverses, log_det, row_start, row_cells,
+):
+    """Full covariances in the Schur form: ``log_joint`` (n, K) holds on entry the
+    complete kernel's log-joint of the rows with their missing cells at the centre,
+    ``constant_k - |U_k' (y - a_k)|^2 / 2`` (``y`` (D, n) the rows minus the centre,
+    0 at the missing cells, ``a_k = mu_k - centre`` in ``offsets`` (K, D)), and on exit
+    the log-joint of the observed coordinates:
+
+    ``+ s log(2 pi) / 2 - log det P_k,mm / 2 + t' P_k,mm^-1 t / 2`` with
+    ``t = (P_k (y - a_k))_m``,
+
+    since the observed distance is ``z' P z - t' P_mm^-1 t`` whatever ``z_m`` is.
+    ``gradient`` (cells, K) holds on entry ``(P_k y)_j`` of each missing cell (a row's
+    cells at ``row_cells[row_start[i]:row_start[i + 1]]``, its coordinates in increasing
+    order), ``pulled`` (D, K) ``(P_k a_k)_j``; on exit it holds ``u = P_k,mm^-1 t`` (the
+    conditional mean is ``xhat_m - centre = -u``).  ``pattern`` (n,) is each row's
+    pattern, whose ``sizes[p]`` missing coordinates are ``index[p, :sizes[p]]`` and
+    whose ``F`` and log-determinants :func:`factorise_components` wrote.  Every
+    per-row step runs over the components as a vector.  Where the cancellation could
+    round by more than :data:`_SCHUR_TOLERANCE` of the log-density, the distance is
+    summed directly, ``|U_k' r|^2`` (``factor`` ``U_k'``, (K, D, D), ``r`` the residual
+    with the conditional mean)."""
+    n, n_components = log_joint.shape
+    d = y.shape[0]
+    # per-row vectors over the components, flat (coordinate-major)
+    t = np.empty(d * n_components)
+    w = np.empty(d * n_components)
+    u = np.empty(n_components)
+    cancelled = np.empty(n_components)
+    r = np.empty(d)
+    half_log_2pi = 0.5 * _LOG_2PI
+    for i in range(n):
+        p = pattern[i]
+        s = sizes[p]
+        first = row_start[i]
+        for a in range(s):
+            cell = row_cells[first + a]
+            ja = index[p, a]
+            for k in range(n_components):
+                t[a * n_components + k] = gradient[cell, k] - pulled[ja, k]
+        for k in range(n_components):
+            cancelled[k] = 0.0
+        at = start[p]
+        for a in range(s):  # w = F t, t' P_mm^-1 t = |w|^2
+            for k in range(n_components):
+                u[k] = 0.0
+            for b in range(a + 1):
+                for k in range(n_components):
+                    u[k] += inverses[at + k] * t[b * n_components + k]
+                at += n_components
+            for k in range(n_components):
+                w[a * n_components + k] = u[k]
+                cancelled[k] += u[k] * u[k]
+        for b in range(s):  # u = F' w, down column b of F
+            for k in range(n_components):
+                u[k] = 0.0
+            at = start[p] + ((b * (b + 1)) // 2 + b) * n_components
+            for a in range(b, s):
+                for k in range(n_components):
+                    u[k] += inverses[at + k] * w[a * n_components + k]
+                at += (a + 1) * n_components
+            cell = row_cells[first + b]
+            for k in range(n_components):
+                gradient[cell, k] = u[k]
+        base = s * half_log_2pi
+        for k in range(n_components):
+            correction = base - 0.5 * log_det[p, k]
+            value = log_joint[i, k] + correction + 0.5 * cancelled[k]
+            if _SCHUR_ROUNDING * cancelled[k] <= _SCHUR_TOLERANCE * max(1.0, abs(value)):
+                log_joint[i, k] = value
+                continue
+            for j in range(d):
+                r[j] = y[j, i] - offsets[k, j]
+            for a in range(s):
+                ja = index[p, a]
+                r[ja] = -offsets[k, ja] - gradient[row_cells[first + a], k]
+            quad = 0.0
+            for j in range(d):
+                value = 0.0
+                for c in range(j + 1):
+                    value += factor[k, j, c] * r[c]
+                quad += value * value
+            log_joint[i, k] = constant[k] - 0.5 * quad + correction
+    return 0
+
+
+@_jit
+def schur_moments(
+    resp_w, steps, weighted, pattern, sizes, index, row_start, row_cells, totals, first,
+    second,
+):
+    """The Schur form's corrections to the complete kernel's moments around the centre
+    of the rows (see :func:`schur_log_joint`): with ``steps`` (cells, K) the ``u`` it
+    left and ``resp_w`` (K, n) the weighted responsibilities, ``weighted`` (cells, K)
+    gets ``r_ik u`` (the caller's per-coordinate GEMMs make the cross terms ``sum r y
+    u'``), ``first`` (D, K) ``sum_i r_ik u`` scattered to the missing coordinates,
+    ``second`` (D, D, K) the lower triangle of ``sum_i r_ik u u'`` (component
+    innermost), and ``totals`` (P, K) gains each pattern's responsibilities (for
+    :func:`schur_conditional`)."""
+    n_components, n = resp_w.shape
+    first[:] = 0.0
+    second[:] = 0.0
+    d = first.shape[0]
+    r = np.empty(n_components)
+    ru = np.empty(n_components)
+    u = np.empty(d * n_components)
+    for i in range(n):
+        p = pattern[i]
+        s = sizes[p]
+        cells = row_start[i]
+        for k in range(n_components):
+            r[k] = resp_w[k, i]
+            totals[p, k] += r[k]
+        for a in range(s):
+            cell = row_cells[cells + a]
+            for k in range(n_components):
+                u[a * n_components + k] = steps[cell, k]
+        for a in range(s):
+            cell = row_cells[cells + a]
+            ja = index[p, a]
+            for k in range(n_components):
+                value = r[k] * u[a * n_components + k]
+                ru[k] = value
+                weighted[cell, k] = value
+                first[ja, k] += value
+            for b in range(a + 1):
+                jb = index[p, b]
+                for k in range(n_components):
+                    second[ja, jb, k] += ru[k] * u[b * n_components + k]
+    return 0
+
+
+@_jit
+def schur_conditional(totals, sizes, index, start, inverses, conditional):
+    """The lower triangles of ``sum_p totals[p, k] P_k,mm^-1`` on each pattern's missing
+    block into ``conditional`` (D, D, K): the conditional covariances' part of the
+    second moments (see :func:`schur_moments`), ``P_mm^-1 = F' F = sum_c F_c' F_c``
+    (``F_c`` row ``c`` of :func:`factorise_components`' ``F``) as rank-one updates."""
+    n_components = totals.shape[1]
+    conditional[:] = 0.0
+    scaled = np.empty(n_components)
+    for p in range(len(sizes)):
+        s = sizes[p]
+        at = start[p]
+        for c in range(s):
+            row = at + (c * (c + 1)) // 2 * n_components
+            for a in range(c + 1):
+                ja = index[p, a]
+                left = row + a * n_components
+                for k in range(n_components):
+                    scaled[k] = totals[p, k] * inverses[left + k]
+                for b in range(a + 1):
+                    jb = index[p, b]
+                    right = row + b * n_components
+                    for k in range(n_components):
+                        conditional[ja, jb, k] += scaled[k] * inverses[right + k]
+    return 0

@@ -70,6 +70,8 @@ from gmmkit.core._workspace import workspace
 from gmmkit.core.covariance import covariance_layout, log_2pi, pack_symmetric
 from gmmkit.core.kernel import (
     KernelCoefficients,
+    _log_joint_t,
+    _reference_second_moments,
     chunk_statistics,
     log_resp_and_density,
     predict_chunk,
@@ -1363,16 +1365,9 @@ class _Compiled:
 
     def conditional_mean(self, k: int, row: int) -> NDArray[np.float64]:
         """``xhat_k`` of one sorted row."""
-        out = self.block[row].copy()
-        missing = self.missing[:, row]
-        if missing.any():
-            observed = ~missing
-            precision = self.precision[k] if self.layout == "full" else self.precision
-            mean = self.means[k]
-            gradient = precision[np.ix_(missing, observed)] @ (out[observed] - mean[observed])
-            block = precision[np.ix_(missing, missing)]
-            out[missing] = mean[missing] - np.linalg.solve(block, gradient)
-        return out
+        precision = self.precision[k] if self.layout == "full" else self.precision
+        return _row_conditional_mean(
+            self.block[row], self.missing[:, row], precision, self.means[k])
 
 
 def _compiled_status(status: int) -> None:
@@ -1448,6 +1443,373 @@ def _compiled_conditional(
     )
 
 
+# --------------------------------------------------------------------------- Schur form
+#: The Schur form (:func:`_schur_statistics`) factorises each distinct missingness
+#: pattern of a group of rows once per component; a group's patterns hold at most about
+#: this many values of ``P_mm^-1`` (``K s^2`` each), and a chunk whose patterns would
+#: hold more is split into groups of rows.
+_SCHUR_PATTERN_VALUES = 1 << 22
+
+
+@dataclass(frozen=True, eq=False)
+class _SchurBlock:
+    """Rows of a :class:`_SchurGroup` evaluated together (one complete-kernel block).
+
+    Attributes
+    ----------
+    rows : ndarray of intp, shape (n,)
+        Their positions among the chunk's rows that the caller passes.
+    missing : ndarray of bool, shape (n, D)
+    pattern : ndarray of int64, shape (n,)
+        Each row's pattern in its group.
+    row_start : ndarray of int64, shape (n + 1,)
+    row_cells : ndarray of int64, shape (cells,)
+        Row ``i``'s missing cells (coordinates increasing) are at ``row_cells[
+        row_start[i]:row_start[i + 1]]`` of the arrays over cells, which hold the cells
+        coordinate by coordinate: coordinate ``j``'s at ``coord_start[j]:coord_start[j
+        + 1]``, of the rows ``cell_rows`` there.
+    cell_rows : ndarray of intp, shape (cells,)
+    coord_start : ndarray of intp, shape (D + 1,)
+    """
+
+    rows: NDArray[np.intp]
+    missing: NDArray[np.bool_]
+    pattern: NDArray[np.int64]
+    row_start: NDArray[np.int64]
+    row_cells: NDArray[np.int64]
+    cell_rows: NDArray[np.intp]
+    coord_start: NDArray[np.intp]
+
+
+@dataclass(frozen=True, eq=False)
+class _SchurGroup:
+    """Rows whose distinct patterns are factorised together.
+
+    Attributes
+    ----------
+    sizes : ndarray of int64, shape (P,)
+        Each pattern's number of missing coordinates ``s``, increasing (so that
+        :func:`factorise_components` batches them).
+    index : ndarray of int64, shape (P, D)
+        Each pattern's missing coordinates, increasing, in its first ``s`` entries.
+    start : ndarray of int64, shape (P,)
+        Where each pattern's ``F = L^-1`` (``P_mm = L L'``; its lower triangle, each
+        entry a vector over the components) starts, in units of ``K``.
+    blocks : list of _SchurBlock
+    """
+
+    sizes: NDArray[np.int64]
+    index: NDArray[np.int64]
+    start: NDArray[np.int64]
+    blocks: list[_SchurBlock]
+
+
+def _schur_block_rows(n_features: int, n_components: int) -> int:
+    """Rows of a :class:`_SchurBlock`: :data:`_BLOCK_VALUES` values of the feature block,
+    the log-joint and the arrays over cells (a quarter of the coordinates missing)."""
+    features = n_features * (n_features + 1) // 2 + n_features + 1
+    per_row = features + n_components + (2 * n_components + n_features) * n_features // 4
+    return int(min(max(_BLOCK_VALUES // per_row, 256), 8192))
+
+
+def _schur_groups(
+    missing: NDArray[np.bool_], n_components: int
+) -> list[_SchurGroup]:
+    """The :class:`_SchurGroup` s of a chunk's rows with ``missing`` (n, D) (each with
+    something missing and something observed)."""
+    n, d = missing.shape
+    packed = np.ascontiguousarray(np.packbits(missing, axis=1))
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    values = n_components * float(np.sum(missing[first].sum(axis=1) ** 2))
+    parts = max(1, int(np.ceil(values / _SCHUR_PATTERN_VALUES)))
+    block_rows = _schur_block_rows(d, n_components)
+    groups = []
+    for rows in np.array_split(np.arange(n), parts):
+        if not len(rows):
+            continue
+        used, local = np.unique(inverse[rows], return_inverse=True)
+        distinct = missing[first[used]]
+        sizes = distinct.sum(axis=1).astype(np.int64)
+        order = np.argsort(sizes, kind="stable")
+        renumber = np.empty_like(order)
+        renumber[order] = np.arange(len(order))
+        distinct, sizes = distinct[order], sizes[order]
+        index = np.zeros((len(sizes), d), dtype=np.int64)
+        where = np.nonzero(distinct)
+        offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)
+        index[where[0], np.arange(len(where[0])) - offsets] = where[1]
+        squares = sizes * (sizes + 1) // 2
+        pattern = renumber[local.ravel()].astype(np.int64)
+        # rows pattern by pattern: each block reads a run of the inverses, in order,
+        # and a pattern's rows read its inverse once (the inverses of a group pass any
+        # cache)
+        by_pattern = np.argsort(pattern, kind="stable")
+        rows, pattern = rows[by_pattern], pattern[by_pattern]
+        blocks = []
+        for begin in range(0, len(rows), block_rows):
+            part = rows[begin : begin + block_rows]
+            block_missing = missing[part]
+            cell_row, cell_col = np.nonzero(block_missing)  # row by row
+            by_coordinate = np.argsort(cell_col, kind="stable")
+            row_cells = np.empty(len(cell_row), dtype=np.int64)
+            row_cells[by_coordinate] = np.arange(len(cell_row))
+            row_start = np.zeros(len(part) + 1, dtype=np.int64)
+            np.cumsum(np.bincount(cell_row, minlength=len(part)), out=row_start[1:])
+            coord_start = np.zeros(d + 1, dtype=np.intp)
+            np.cumsum(np.bincount(cell_col, minlength=d), out=coord_start[1:])
+            blocks.append(_SchurBlock(
+                rows=part,
+                missing=block_missing,
+                pattern=pattern[begin : begin + block_rows],
+                row_start=row_start,
+                row_cells=row_cells,
+                cell_rows=cell_row[by_coordinate].astype(np.intp),
+                coord_start=coord_start,
+            ))
+        groups.append(_SchurGroup(
+            sizes=sizes, index=index,
+            start=(np.cumsum(squares) - squares).astype(np.int64), blocks=blocks,
+        ))
+    return groups
+
+
+def _schur_applies(coefs: KernelCoefficients) -> bool:
+    """Whether :func:`_schur_statistics` evaluates blocks of these coefficients: full
+    covariances evaluated in float64, and the compiled kernels available."""
+    return (
+        coefs.covariance.layout == "full"
+        and coefs.dtype == np.float64
+        and coefs.whitening is None
+        and coefs.params is not None
+        and coefs.params.n_features >= _COMPILED_FULL_FEATURES
+        and _jit.available()
+    )
+
+
+def _schur_statistics(
+    coefs: KernelCoefficients,
+    X: Array,
+    rows: NDArray[np.intp],
+    groups: list[_SchurGroup],
+    sample_weight: Array | None,
+    labels: NDArray[np.integer] | None,
+    label_weight: float,
+) -> list[SuffStats]:
+    """Statistics of the rows ``rows`` of a chunk (full covariances, each row with
+    something missing and something observed; ``groups`` from :func:`_schur_groups`)
+    in the Schur form: the complete-data kernel's log-joint and moments of the rows
+    with their missing cells at the centre ``c``, corrected by the algebra of the
+    missing coordinates.
+
+    For any filling ``z`` of a row's missing coordinates (here ``z = y - a_k``, ``y``
+    the row minus the centre with 0 at the missing cells, ``a_k = mu_k - c``), the
+    observed distance is ``z' P z - t' P_mm^-1 t`` with ``t = (P z)_m``, the conditional
+    mean ``xhat_m = c_m - P_mm^-1 t`` and the conditional covariance ``P_mm^-1``.
+    ``t = (P_k y)_m - (P_k a_k)_m``: the first term by one GEMM per coordinate over the
+    rows missing it, as are the cross moments ``sum r y u'``; the rest is ``O(s^2)``
+    per row and component (:func:`gmmkit.core._missing_jit.schur_log_joint`), each
+    distinct pattern of a group factorised once per component."""
+    kernels = _jit.kernels()
+    assert kernels is not None and coefs.params is not None
+    params = coefs.params
+    n_components = params.n_components
+    reference = np.asarray(coefs.reference, dtype=np.float64)
+    upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    precision = np.matmul(upper, upper.transpose(0, 2, 1))
+    by_component = np.ascontiguousarray(precision.transpose(1, 2, 0))  # (D, D, K)
+    offsets = np.asarray(params.means, dtype=np.float64) - reference
+    pulled = np.ascontiguousarray(np.einsum("kij,kj->ik", precision, offsets))  # (D, K)
+    factor = np.ascontiguousarray(upper.transpose(0, 2, 1))
+    log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
+    constant = _log_weights(params) + log_det_upper - (0.5 * log_2pi()) * params.n_features
+    parts = []
+    for group in groups:
+        inverses = np.empty(n_components * int(np.sum(group.sizes * (group.sizes + 1) // 2)))
+        log_det = np.empty((len(group.sizes), n_components))
+        start = group.start * n_components
+        _compiled_status(kernels.factorise_components(
+            group.sizes, group.index, by_component, start, inverses, log_det))
+        totals = np.zeros((len(group.sizes), n_components))
+        for block in group.blocks:
+            parts.append(_schur_block(
+                coefs, kernels, X, rows[block.rows], block, group, start, inverses,
+                log_det, precision, offsets, pulled, factor, constant, totals,
+                sample_weight, labels, label_weight))
+        # the conditional covariances, sum_i r_ik P_k,mm^-1, pattern by pattern
+        conditional = np.empty((params.n_features, params.n_features, n_components))
+        _compiled_status(kernels.schur_conditional(
+            totals, group.sizes, group.index, start, inverses, conditional))
+        parts.append(replace(
+            _no_statistics(coefs),
+            second=np.asarray(pack_symmetric(_mirrored(conditional)), dtype=np.float64)))
+    return parts
+
+
+def _schur_block(
+    coefs: KernelCoefficients,
+    kernels: Any,
+    X: Array,
+    rows: NDArray[np.intp],
+    block: _SchurBlock,
+    group: _SchurGroup,
+    start: NDArray[np.int64],
+    inverses: NDArray[np.float64],
+    log_det: NDArray[np.float64],
+    precision: NDArray[np.float64],
+    offsets: NDArray[np.float64],
+    pulled: NDArray[np.float64],
+    factor: NDArray[np.float64],
+    constant: NDArray[np.float64],
+    totals: NDArray[np.float64],
+    sample_weight: Array | None,
+    labels: NDArray[np.integer] | None,
+    label_weight: float,
+) -> SuffStats:
+    """One :class:`_SchurBlock` of :func:`_schur_statistics`, less the conditional
+    covariances (its patterns' responsibilities are added to ``totals`` (P, K))."""
+    params = coefs.params
+    assert params is not None
+    n_components, d = params.n_components, params.n_features
+    reference = np.asarray(coefs.reference, dtype=np.float64)
+    filled = np.take(X, rows, axis=0).astype(np.float64, copy=True)
+    np.copyto(filled, reference[None, :], where=block.missing)
+    log_joint_t, phi_t = _log_joint_t(coefs, filled)
+    log_joint = np.asarray(log_joint_t, dtype=np.float64)
+    q = phi_t.shape[0] - d - 1
+    y = np.asarray(phi_t[q : q + d], dtype=np.float64)  # (D, n), 0 at the missing cells
+    # (P_k y)_j of every missing cell, one GEMM per coordinate over the rows missing it
+    gathered = np.take(y.T, block.cell_rows, axis=0)  # (cells, D)
+    gradient = np.empty((len(gathered), n_components))
+    by_row = precision.transpose(2, 1, 0)  # [j] is (D, K): P_k[j, :] column by column
+    bounds = block.coord_start
+    segments = [(j, slice(bounds[j], bounds[j + 1])) for j in range(d)
+                if bounds[j + 1] > bounds[j]]
+    for j, cells in segments:
+        np.dot(gathered[cells], by_row[j], out=gradient[cells])
+    by_rows = np.ascontiguousarray(log_joint.T)  # (n, K): the kernel's rows one by one
+    _compiled_status(kernels.schur_log_joint(
+        by_rows, gradient, pulled, np.ascontiguousarray(y), offsets, factor, constant,
+        block.pattern, group.sizes, group.index, start, inverses, log_det,
+        block.row_start, block.row_cells,
+    ))
+    log_joint[...] = by_rows.T
+    log_norm, resp, resp_w, weight, labelled = _responsibilities(
+        log_joint, rows, sample_weight, labels, label_weight)
+    resp_w = np.ascontiguousarray(resp_w)
+    # the complete kernel's moments of the filled rows around the reference
+    if q:
+        moments = np.dot(phi_t, resp_w.T).T  # (K, F)
+        second = moments[:, :q]
+        first = moments[:, q : q + d]
+        nk = moments[:, -1].copy()
+    else:
+        second = _reference_second_moments(y, resp_w, coefs.own_centred)
+        first = np.dot(y, resp_w.T).T
+        nk = resp_w.sum(axis=1)
+    weighted = np.empty_like(gradient)
+    shift = np.empty((d, n_components))
+    lower = np.empty((d, d, n_components))
+    _compiled_status(kernels.schur_moments(
+        resp_w, gradient, weighted, block.pattern, group.sizes, group.index,
+        block.row_start, block.row_cells, totals, shift, lower,
+    ))
+    # xhat - c = y - u on the missing block: S - sum r (y u' + u y') + sum r u u'
+    square = _mirrored(lower)
+    for j, cells in segments:
+        cross = np.dot(gathered[cells].T, weighted[cells]).T  # (K, D): sum r u_j y
+        square[:, :, j] -= cross
+        square[:, j, :] -= cross
+    first = first - shift.T
+    second = second + pack_symmetric(square)
+    own = coefs.own_centred
+    if own is not None:  # these around their own means, from the rows themselves
+        first[own], second[own] = _schur_own_moments(
+            y, block, gradient, resp_w, offsets, own)
+    positive = weight > 0
+    if np.any(positive):
+        candidates = np.where(positive, log_norm, np.inf)
+        worst = worst_row(candidates)
+        worst_value = float(candidates[worst])
+        best = int(np.argmax((resp if labelled is None else log_joint)[:, worst]))
+        worst_point = _row_conditional_mean(
+            filled[worst], block.missing[worst], precision[best], params.means[best])
+    else:
+        worst_value, worst_point = np.inf, np.zeros(d)
+    return SuffStats(
+        nk=nk,
+        first=np.ascontiguousarray(first),
+        second=np.ascontiguousarray(second, dtype=np.float64),
+        log_likelihood=float(weight @ log_norm),
+        total_weight=float(weight.sum()),
+        n_samples=len(rows),
+        reference=coefs.stats_reference,
+        worst_log_density=worst_value,
+        worst_point=worst_point,
+    )
+
+
+def _mirrored(lower: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Symmetric (K, D, D) matrices from their lower triangles, (D, D, K)."""
+    square = lower.transpose(2, 0, 1).copy()
+    square += np.tril(square, -1).transpose(0, 2, 1)
+    return square
+
+
+def _schur_own_moments(
+    y: NDArray[np.float64],
+    block: _SchurBlock,
+    steps: NDArray[np.float64],
+    resp_w: NDArray[np.float64],
+    offsets: NDArray[np.float64],
+    own: NDArray[np.intp],
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """First (K', D) and packed second moments (K', Q) of the components ``own`` around
+    their own means, for :func:`_schur_block` (whose ``steps`` (cells, K) hold ``u``,
+    ``xhat_m - c = -u``): ``xhat - mu_k = z - v`` with ``z = (y - a_k)`` on the observed
+    coordinates (0 elsewhere) and ``v = u + a_km`` on the missing ones, each summed from
+    the rows as the kernel does for such components (no moment around the centre is
+    moved: a component far from it would cancel them); the conditional covariances are
+    added by the caller."""
+    d, n = y.shape
+    observed = ~block.missing.T  # (D, n)
+    cell_columns = np.repeat(np.arange(d), np.diff(block.coord_start))
+    firsts, seconds = [], []
+    for k in own:
+        z = (y - offsets[k][:, None]) * observed
+        v = np.zeros((d, n))
+        v[cell_columns, block.cell_rows] = steps[:, k] + offsets[k][cell_columns]
+        weight = resp_w[k]
+        weighted_z = z * weight
+        weighted_v = v * weight
+        outer = np.dot(z, weighted_z.T)
+        cross = np.dot(z, weighted_v.T)  # sum r z v'
+        outer -= cross + cross.T
+        outer += np.dot(v, weighted_v.T)
+        firsts.append(weighted_z.sum(axis=1) - weighted_v.sum(axis=1))
+        seconds.append(outer)
+    square = np.array(seconds)
+    return np.array(firsts), np.asarray(pack_symmetric(square), dtype=np.float64)
+
+
+def _row_conditional_mean(
+    row: NDArray[np.float64],
+    missing: NDArray[np.bool_],
+    precision: NDArray[np.float64],
+    mean: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """One row (D,) with its ``missing`` coordinates replaced by their conditional mean
+    under the component of ``precision`` (D, D) and ``mean`` (D,)."""
+    out = np.array(row, dtype=np.float64)
+    if missing.any():
+        observed = ~missing
+        gradient = precision[np.ix_(missing, observed)] @ (out[observed] - mean[observed])
+        out[missing] = mean[missing] - np.linalg.solve(
+            precision[np.ix_(missing, missing)], gradient)
+    return out
+
+
 def _moved_full(
     around_mean: NDArray[np.float64],
     scatter: NDArray[np.float64],
@@ -1479,6 +1841,11 @@ def _moved_tied(
     return first, pooled
 
 
+#: Chunks of full covariances in the Schur form hold this many times the values of
+#: one block of the other paths (:func:`incomplete_chunk_rows`).
+_SCHUR_CHUNK_BLOCKS = 16
+
+
 def _row_values(layout: str, k: int, d: int, cells: float) -> int:
     """Values of the largest arrays of the statistics per incomplete row (the block
     budget of :data:`_BLOCK_VALUES`), ``cells`` missing coordinates a row on average:
@@ -1500,7 +1867,12 @@ def incomplete_chunk_rows(n_features: int, n_components: int, covariance_type: s
     values may hold (see :func:`gmmkit.engines.memory.default_chunk_rows`)."""
     layout = covariance_layout(covariance_type)
     per_row = _row_values(layout, n_components, n_features, n_features / 4)
-    return int(min(max(_BLOCK_VALUES // max(per_row, 1), 64), 65536))
+    values = _BLOCK_VALUES
+    if layout == "full" and n_features >= _COMPILED_FULL_FEATURES and _jit.available():
+        # the Schur form factorises each distinct pattern of a chunk once (in blocks of
+        # its own size): the larger the chunk, the more rows share each factorisation
+        values *= _SCHUR_CHUNK_BLOCKS
+    return int(min(max(values // max(per_row, 1), 64), 65536))
 
 
 def _blocks(n: int, values_per_row: int) -> range:
@@ -1575,6 +1947,15 @@ def chunk_statistics_missing(
     k, d = coefs.params.n_components, coefs.params.n_features
     layout = coefs.covariance.layout
     blocks = _blocks(len(partial_rows), _row_values(layout, k, d, cells))
+    if len(partial_rows) and _schur_applies(coefs):
+        groups = None if store is None else store.get(("schur", k))
+        if groups is None:
+            groups = _schur_groups(np.take(missing, partial_rows, axis=0), k)
+            if store is not None:
+                store[("schur", k)] = groups
+        parts.extend(_schur_statistics(
+            coefs, X, partial_rows, groups, sample_weight, labels, label_weight))
+        return SuffStats.total(parts)
     grouped: list[Any] | None = None
     if store is not None:
         grouped = store.setdefault(
@@ -1720,26 +2101,8 @@ def _incomplete_statistics(
             sorted_missing=sorted_missing,
         )
         log_joint = cond.log_joint
-    if sample_weight is not None:
-        sample_weight = np.take(np.asarray(sample_weight), block)
-    if labels is not None:
-        labels = np.take(np.asarray(labels), block)
-    labelled: NDArray[np.intp] | None = None
-    if labels is not None:
-        labels = np.asarray(labels)
-        labelled = np.flatnonzero(labels >= 0)
-        known = labels[labelled].astype(np.intp)
-        labelled_log = log_joint[known, labelled]
-    # in place without labels (the worst row's best component is read from either)
-    log_norm, resp = _normalise(log_joint if labelled is None else log_joint.copy())
-    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    if labelled is not None and len(labelled):
-        weight = weight.copy()
-        weight[labelled] *= label_weight
-        log_norm[labelled] = labelled_log
-        resp[:, labelled] = 0.0
-        resp[known, labelled] = 1.0
-    resp_w = resp if sample_weight is None and labelled is None else resp * weight
+    log_norm, resp, resp_w, weight, labelled = _responsibilities(
+        log_joint, block, sample_weight, labels, label_weight)
     nk = resp_w.sum(axis=1)
     offsets = means - coefs.stats_reference  # (K, D)
     if cond is None:
@@ -1790,6 +2153,42 @@ def _incomplete_statistics(
         worst_log_density=worst_value,
         worst_point=worst_point,
     )
+
+
+def _responsibilities(
+    log_joint: NDArray[np.float64],
+    block: NDArray[np.intp],
+    sample_weight: Array | None,
+    labels: NDArray[np.integer] | None,
+    label_weight: float,
+) -> tuple[
+    NDArray[np.float64], NDArray[np.float64], NDArray[np.float64], NDArray[np.float64],
+    NDArray[np.intp] | None,
+]:
+    """Log-densities (n,), responsibilities (K, n), weighted responsibilities, row
+    weights (n,) and labelled rows (or None) of the rows ``block`` of a chunk from their
+    log-joint (K, n), which the responsibilities overwrite unless rows are labelled
+    (a labelled row keeps its component and its complete-data log-joint)."""
+    n = log_joint.shape[1]
+    if sample_weight is not None:
+        sample_weight = np.take(np.asarray(sample_weight), block)
+    labelled: NDArray[np.intp] | None = None
+    if labels is not None:
+        labels = np.asarray(np.take(np.asarray(labels), block))
+        labelled = np.flatnonzero(labels >= 0)
+        known = labels[labelled].astype(np.intp)
+        labelled_log = log_joint[known, labelled]
+    # in place without labels (the worst row's best component is read from either)
+    log_norm, resp = _normalise(log_joint if labelled is None else log_joint.copy())
+    weight = np.ones(n) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    if labelled is not None and len(labelled):
+        weight = weight.copy()
+        weight[labelled] *= label_weight
+        log_norm[labelled] = labelled_log
+        resp[:, labelled] = 0.0
+        resp[known, labelled] = 1.0
+    resp_w = resp if sample_weight is None and labelled is None else resp * weight
+    return log_norm, resp, resp_w, weight, labelled
 
 
 def _normalise(
