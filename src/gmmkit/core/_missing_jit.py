@@ -688,7 +688,7 @@ def schur_log_joint(
     log_joint, gradient, pulled, y, offsets, factor, constant, pattern, sizes, index,
     start, inverses, log_det, row_start, row_cells,
 ):
-    """Full covariances in the Schur form: ``log_joint`` (n, K) holds on entry the
+    """Full covariances in the Schur form: ``log_joint`` (K, n) holds on entry the
     complete kernel's log-joint of the rows with their missing cells at the centre,
     ``constant_k - |U_k' (y - a_k)|^2 / 2`` (``y`` (D, n) the rows minus the centre,
     0 at the missing cells, ``a_k = mu_k - centre`` in ``offsets`` (K, D)), and on exit
@@ -708,7 +708,7 @@ def schur_log_joint(
     round by more than :data:`_SCHUR_TOLERANCE` of the log-density, the distance is
     summed directly, ``|U_k' r|^2`` (``factor`` ``U_k'``, (K, D, D), ``r`` the residual
     with the conditional mean)."""
-    n, n_components = log_joint.shape
+    n_components, n = log_joint.shape
     d = y.shape[0]
     # per-row vectors over the components, flat (coordinate-major)
     t = np.empty(d * n_components)
@@ -753,9 +753,9 @@ def schur_log_joint(
         base = s * half_log_2pi
         for k in range(n_components):
             correction = base - 0.5 * log_det[p, k]
-            value = log_joint[i, k] + correction + 0.5 * cancelled[k]
+            value = log_joint[k, i] + correction + 0.5 * cancelled[k]
             if _SCHUR_ROUNDING * cancelled[k] <= _SCHUR_TOLERANCE * max(1.0, abs(value)):
-                log_joint[i, k] = value
+                log_joint[k, i] = value
                 continue
             for j in range(d):
                 r[j] = y[j, i] - offsets[k, j]
@@ -768,7 +768,7 @@ def schur_log_joint(
                 for c in range(j + 1):
                     value += factor[k, j, c] * r[c]
                 quad += value * value
-            log_joint[i, k] = constant[k] - 0.5 * quad + correction
+            log_joint[k, i] = constant[k] - 0.5 * quad + correction
     return 0
 
 

@@ -1470,6 +1470,8 @@ class _SchurBlock:
         + 1]``, of the rows ``cell_rows`` there.
     cell_rows : ndarray of intp, shape (cells,)
     coord_start : ndarray of intp, shape (D + 1,)
+    fill_at, fill_column : ndarray of intp, shape (cells,)
+        The missing cells' positions in the flattened (n, D) block and their columns.
     """
 
     rows: NDArray[np.intp]
@@ -1479,6 +1481,8 @@ class _SchurBlock:
     row_cells: NDArray[np.int64]
     cell_rows: NDArray[np.intp]
     coord_start: NDArray[np.intp]
+    fill_at: NDArray[np.intp]
+    fill_column: NDArray[np.intp]
 
 
 @dataclass(frozen=True, eq=False)
@@ -1567,6 +1571,8 @@ def _schur_groups(
                 row_cells=row_cells,
                 cell_rows=cell_row[by_coordinate].astype(np.intp),
                 coord_start=coord_start,
+                fill_at=(cell_row * d + cell_col).astype(np.intp),
+                fill_column=cell_col.astype(np.intp),
             ))
         groups.append(_SchurGroup(
             sizes=sizes, index=index,
@@ -1596,7 +1602,7 @@ def _schur_statistics(
     sample_weight: Array | None,
     labels: NDArray[np.integer] | None,
     label_weight: float,
-) -> list[SuffStats]:
+) -> SuffStats:
     """Statistics of the rows ``rows`` of a chunk (full covariances, each row with
     something missing and something observed; ``groups`` from :func:`_schur_groups`)
     in the Schur form: the complete-data kernel's log-joint and moments of the rows
@@ -1610,41 +1616,109 @@ def _schur_statistics(
     ``t = (P_k y)_m - (P_k a_k)_m``: the first term by one GEMM per coordinate over the
     rows missing it, as are the cross moments ``sum r y u'``; the rest is ``O(s^2)``
     per row and component (:func:`gmmkit.core._missing_jit.schur_log_joint`), each
-    distinct pattern of a group factorised once per component."""
+    distinct pattern of a group factorised once per component.  The moments of all
+    blocks are summed before they are packed."""
     kernels = _jit.kernels()
     assert kernels is not None and coefs.params is not None
     params = coefs.params
-    n_components = params.n_components
+    n_components, d = params.n_components, params.n_features
     reference = np.asarray(coefs.reference, dtype=np.float64)
     upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
     precision = np.matmul(upper, upper.transpose(0, 2, 1))
-    by_component = np.ascontiguousarray(precision.transpose(1, 2, 0))  # (D, D, K)
     offsets = np.asarray(params.means, dtype=np.float64) - reference
-    pulled = np.ascontiguousarray(np.einsum("kij,kj->ik", precision, offsets))  # (D, K)
-    factor = np.ascontiguousarray(upper.transpose(0, 2, 1))
     log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
-    constant = _log_weights(params) + log_det_upper - (0.5 * log_2pi()) * params.n_features
-    parts = []
+    sums = _SchurSums(
+        precision=precision,
+        by_component=np.ascontiguousarray(precision.transpose(1, 2, 0)),  # (D, D, K)
+        offsets=offsets,
+        pulled=np.ascontiguousarray(np.einsum("kij,kj->ik", precision, offsets)),  # (D, K)
+        factor=np.ascontiguousarray(upper.transpose(0, 2, 1)),
+        constant=_log_weights(params) + log_det_upper - (0.5 * log_2pi()) * d,
+        reference=reference,
+        features=np.zeros((n_components, 0)),
+        # sum r u u' and sum r P_mm^-1 (lower triangles), sum r (y u' + u y')
+        lower=np.zeros((d, d, n_components)),
+        conditional=np.zeros((d, d, n_components)),
+        square=np.zeros((n_components, d, d)),
+        shift=np.zeros((d, n_components)),
+    )
     for group in groups:
         inverses = np.empty(n_components * int(np.sum(group.sizes * (group.sizes + 1) // 2)))
         log_det = np.empty((len(group.sizes), n_components))
         start = group.start * n_components
         _compiled_status(kernels.factorise_components(
-            group.sizes, group.index, by_component, start, inverses, log_det))
+            group.sizes, group.index, sums.by_component, start, inverses, log_det))
         totals = np.zeros((len(group.sizes), n_components))
         for block in group.blocks:
-            parts.append(_schur_block(
+            _schur_block(
                 coefs, kernels, X, rows[block.rows], block, group, start, inverses,
-                log_det, precision, offsets, pulled, factor, constant, totals,
-                sample_weight, labels, label_weight))
+                log_det, totals, sums, sample_weight, labels, label_weight)
         # the conditional covariances, sum_i r_ik P_k,mm^-1, pattern by pattern
-        conditional = np.empty((params.n_features, params.n_features, n_components))
+        conditional = np.empty((d, d, n_components))
         _compiled_status(kernels.schur_conditional(
             totals, group.sizes, group.index, start, inverses, conditional))
-        parts.append(replace(
-            _no_statistics(coefs),
-            second=np.asarray(pack_symmetric(_mirrored(conditional)), dtype=np.float64)))
-    return parts
+        sums.conditional += conditional
+    return sums.statistics(coefs, X, rows)
+
+
+@dataclass(eq=False)
+class _SchurSums:
+    """What :func:`_schur_statistics` shares with its blocks and sums over them: the
+    parameters' derived arrays, the sums, and the worst row so far."""
+
+    precision: NDArray[np.float64]
+    by_component: NDArray[np.float64]
+    offsets: NDArray[np.float64]
+    pulled: NDArray[np.float64]
+    factor: NDArray[np.float64]
+    constant: NDArray[np.float64]
+    reference: NDArray[np.float64]
+    features: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    conditional: NDArray[np.float64]
+    square: NDArray[np.float64]
+    shift: NDArray[np.float64]
+    own_first: NDArray[np.float64] | None = None
+    own_second: NDArray[np.float64] | None = None
+    log_likelihood: float = 0.0
+    total_weight: float = 0.0
+    n_samples: int = 0
+    worst: tuple[float, int, int, NDArray[np.bool_]] | None = None
+
+    def statistics(self, coefs: KernelCoefficients, X: Array, rows: NDArray[np.intp]) -> SuffStats:
+        """The :class:`SuffStats` of every block."""
+        params = coefs.params
+        assert params is not None
+        d = params.n_features
+        q = self.features.shape[1] - d - 1
+        square = self.square + _mirrored(self.lower + self.conditional)
+        second = np.asarray(pack_symmetric(square), dtype=np.float64)
+        if q > 0:  # (else the whitened kernel's blocks added theirs to ``square``)
+            second += self.features[:, :q]
+        first = self.features[:, -d - 1 : -1] - self.shift.T
+        own = coefs.own_centred
+        if own is not None and self.own_first is not None and self.own_second is not None:
+            first[own] = self.own_first
+            second[own] = pack_symmetric(
+                self.own_second + _mirrored(self.conditional[:, :, own]))
+        if self.worst is None:
+            worst_value, worst_point = np.inf, np.zeros(d)
+        else:
+            worst_value, row, best, missing = self.worst
+            filled = np.where(missing, self.reference, np.asarray(X[row], dtype=np.float64))
+            worst_point = _row_conditional_mean(
+                filled, missing, self.precision[best], np.asarray(params.means[best]))
+        return SuffStats(
+            nk=self.features[:, -1].copy(),
+            first=np.ascontiguousarray(first),
+            second=np.ascontiguousarray(second, dtype=np.float64),
+            log_likelihood=self.log_likelihood,
+            total_weight=self.total_weight,
+            n_samples=self.n_samples,
+            reference=coefs.stats_reference,
+            worst_log_density=worst_value,
+            worst_point=worst_point,
+        )
 
 
 def _schur_block(
@@ -1657,24 +1731,20 @@ def _schur_block(
     start: NDArray[np.int64],
     inverses: NDArray[np.float64],
     log_det: NDArray[np.float64],
-    precision: NDArray[np.float64],
-    offsets: NDArray[np.float64],
-    pulled: NDArray[np.float64],
-    factor: NDArray[np.float64],
-    constant: NDArray[np.float64],
     totals: NDArray[np.float64],
+    sums: _SchurSums,
     sample_weight: Array | None,
     labels: NDArray[np.integer] | None,
     label_weight: float,
-) -> SuffStats:
-    """One :class:`_SchurBlock` of :func:`_schur_statistics`, less the conditional
-    covariances (its patterns' responsibilities are added to ``totals`` (P, K))."""
+) -> None:
+    """One :class:`_SchurBlock` of :func:`_schur_statistics`, added to ``sums`` (its
+    patterns' responsibilities to ``totals`` (P, K), for the conditional
+    covariances)."""
     params = coefs.params
     assert params is not None
     n_components, d = params.n_components, params.n_features
-    reference = np.asarray(coefs.reference, dtype=np.float64)
-    filled = np.take(X, rows, axis=0).astype(np.float64, copy=True)
-    np.copyto(filled, reference[None, :], where=block.missing)
+    filled = np.asarray(np.take(X, rows, axis=0), dtype=np.float64)  # a new array
+    filled.reshape(-1)[block.fill_at] = sums.reference[block.fill_column]
     log_joint_t, phi_t = _log_joint_t(coefs, filled)
     log_joint = np.asarray(log_joint_t, dtype=np.float64)
     q = phi_t.shape[0] - d - 1
@@ -1682,32 +1752,28 @@ def _schur_block(
     # (P_k y)_j of every missing cell, one GEMM per coordinate over the rows missing it
     gathered = np.take(y.T, block.cell_rows, axis=0)  # (cells, D)
     gradient = np.empty((len(gathered), n_components))
-    by_row = precision.transpose(2, 1, 0)  # [j] is (D, K): P_k[j, :] column by column
+    by_row = sums.precision.transpose(2, 1, 0)  # [j] is (D, K): P_k[j, :] by columns
     bounds = block.coord_start
     segments = [(j, slice(bounds[j], bounds[j + 1])) for j in range(d)
                 if bounds[j + 1] > bounds[j]]
     for j, cells in segments:
         np.dot(gathered[cells], by_row[j], out=gradient[cells])
-    by_rows = np.ascontiguousarray(log_joint.T)  # (n, K): the kernel's rows one by one
     _compiled_status(kernels.schur_log_joint(
-        by_rows, gradient, pulled, np.ascontiguousarray(y), offsets, factor, constant,
-        block.pattern, group.sizes, group.index, start, inverses, log_det,
-        block.row_start, block.row_cells,
+        log_joint, gradient, sums.pulled, np.ascontiguousarray(y), sums.offsets,
+        sums.factor, sums.constant, block.pattern, group.sizes, group.index, start,
+        inverses, log_det, block.row_start, block.row_cells,
     ))
-    log_joint[...] = by_rows.T
     log_norm, resp, resp_w, weight, labelled = _responsibilities(
         log_joint, rows, sample_weight, labels, label_weight)
     resp_w = np.ascontiguousarray(resp_w)
     # the complete kernel's moments of the filled rows around the reference
     if q:
-        moments = np.dot(phi_t, resp_w.T).T  # (K, F)
-        second = moments[:, :q]
-        first = moments[:, q : q + d]
-        nk = moments[:, -1].copy()
+        features = np.dot(phi_t, resp_w.T).T  # (K, F)
     else:
-        second = _reference_second_moments(y, resp_w, coefs.own_centred)
         first = np.dot(y, resp_w.T).T
-        nk = resp_w.sum(axis=1)
+        features = np.hstack([first, resp_w.sum(axis=1)[:, None]])
+        sums.square += _unpacked(_reference_second_moments(y, resp_w, coefs.own_centred), d)
+    sums.features = features if not sums.features.size else sums.features + features
     weighted = np.empty_like(gradient)
     shift = np.empty((d, n_components))
     lower = np.empty((d, d, n_components))
@@ -1716,38 +1782,41 @@ def _schur_block(
         block.row_start, block.row_cells, totals, shift, lower,
     ))
     # xhat - c = y - u on the missing block: S - sum r (y u' + u y') + sum r u u'
-    square = _mirrored(lower)
+    sums.lower += lower
+    sums.shift += shift
     for j, cells in segments:
         cross = np.dot(gathered[cells].T, weighted[cells]).T  # (K, D): sum r u_j y
-        square[:, :, j] -= cross
-        square[:, j, :] -= cross
-    first = first - shift.T
-    second = second + pack_symmetric(square)
+        sums.square[:, :, j] -= cross
+        sums.square[:, j, :] -= cross
     own = coefs.own_centred
     if own is not None:  # these around their own means, from the rows themselves
-        first[own], second[own] = _schur_own_moments(
-            y, block, gradient, resp_w, offsets, own)
+        own_first, own_second = _schur_own_moments(
+            y, block, gradient, resp_w, sums.offsets, own)
+        if sums.own_first is None or sums.own_second is None:
+            sums.own_first, sums.own_second = own_first, own_second
+        else:
+            sums.own_first += own_first
+            sums.own_second += own_second
+    sums.log_likelihood += float(weight @ log_norm)
+    sums.total_weight += float(weight.sum())
+    sums.n_samples += len(rows)
     positive = weight > 0
     if np.any(positive):
         candidates = np.where(positive, log_norm, np.inf)
         worst = worst_row(candidates)
-        worst_value = float(candidates[worst])
-        best = int(np.argmax((resp if labelled is None else log_joint)[:, worst]))
-        worst_point = _row_conditional_mean(
-            filled[worst], block.missing[worst], precision[best], params.means[best])
-    else:
-        worst_value, worst_point = np.inf, np.zeros(d)
-    return SuffStats(
-        nk=nk,
-        first=np.ascontiguousarray(first),
-        second=np.ascontiguousarray(second, dtype=np.float64),
-        log_likelihood=float(weight @ log_norm),
-        total_weight=float(weight.sum()),
-        n_samples=len(rows),
-        reference=coefs.stats_reference,
-        worst_log_density=worst_value,
-        worst_point=worst_point,
-    )
+        if sums.worst is None or candidates[worst] < sums.worst[0]:
+            best = int(np.argmax((resp if labelled is None else log_joint)[:, worst]))
+            sums.worst = (float(candidates[worst]), int(rows[worst]), best,
+                          block.missing[worst])
+
+
+def _unpacked(packed: NDArray[np.float64], d: int) -> NDArray[np.float64]:
+    """Symmetric (K, D, D) matrices from their packed upper triangles (K, Q)."""
+    out = np.empty((len(packed), d, d))
+    upper_rows, upper_cols = np.triu_indices(d)
+    out[:, upper_rows, upper_cols] = packed
+    out[:, upper_cols, upper_rows] = packed
+    return out
 
 
 def _mirrored(lower: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -1765,7 +1834,7 @@ def _schur_own_moments(
     offsets: NDArray[np.float64],
     own: NDArray[np.intp],
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
-    """First (K', D) and packed second moments (K', Q) of the components ``own`` around
+    """First (K', D) and second moments (K', D, D) of the components ``own`` around
     their own means, for :func:`_schur_block` (whose ``steps`` (cells, K) hold ``u``,
     ``xhat_m - c = -u``): ``xhat - mu_k = z - v`` with ``z = (y - a_k)`` on the observed
     coordinates (0 elsewhere) and ``v = u + a_km`` on the missing ones, each summed from
@@ -1789,8 +1858,7 @@ def _schur_own_moments(
         outer += np.dot(v, weighted_v.T)
         firsts.append(weighted_z.sum(axis=1) - weighted_v.sum(axis=1))
         seconds.append(outer)
-    square = np.array(seconds)
-    return np.array(firsts), np.asarray(pack_symmetric(square), dtype=np.float64)
+    return np.array(firsts), np.array(seconds)
 
 
 def _row_conditional_mean(
@@ -1953,7 +2021,7 @@ def chunk_statistics_missing(
             groups = _schur_groups(np.take(missing, partial_rows, axis=0), k)
             if store is not None:
                 store[("schur", k)] = groups
-        parts.extend(_schur_statistics(
+        parts.append(_schur_statistics(
             coefs, X, partial_rows, groups, sample_weight, labels, label_weight))
         return SuffStats.total(parts)
     grouped: list[Any] | None = None
