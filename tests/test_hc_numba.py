@@ -162,3 +162,15 @@ def test_environment_switches_the_kernels(monkeypatch: pytest.MonkeyPatch) -> No
     assert _jit.hc_kernels() is None and _VVV(Z).jit is None
     monkeypatch.setenv(_jit.ENVIRONMENT, "1")
     assert _jit.hc_kernels() is kernels and _VVV(Z).jit is kernels
+
+
+def test_kernels_only_where_loading_numba_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset GMMKIT_NUMBA: a small agglomeration in a process that has not loaded the
+    kernels stays on the numpy path; a large one, or any once loaded, uses them."""
+    monkeypatch.delenv(_jit.ENVIRONMENT, raising=False)
+    monkeypatch.setattr(hc_module, "_jit_loaded", False)
+    assert hc_module._vvv_kernels(1797, 17) is None
+    assert hc_module._vvv_kernels(2000, 64) is kernels  # n^2 p past _JIT_WORK
+    assert hc_module._vvv_kernels(50, 2) is kernels  # loaded now
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    assert hc_module._vvv_kernels(2000, 64) is None

@@ -51,6 +51,13 @@ def kernels() -> ModuleType | None:
     return _load() if enabled() else None
 
 
+def forced() -> bool:
+    """Whether ``GMMKIT_NUMBA`` asks for the compiled kernels explicitly (``1``, ``true``,
+    ``yes`` or ``on``) rather than leaving the choice to gmmkit (unset)."""
+    value = os.environ.get(ENVIRONMENT, "").strip().lower()
+    return value in ("1", "true", "yes", "on")
+
+
 def hc_kernels() -> ModuleType | None:
     """The agglomeration's compiled kernels, or None when numba is absent or disabled."""
     return _load_hc() if enabled() else None
