@@ -164,13 +164,17 @@ def test_environment_switches_the_kernels(monkeypatch: pytest.MonkeyPatch) -> No
     assert _jit.hc_kernels() is kernels and _VVV(Z).jit is kernels
 
 
-def test_kernels_only_where_loading_numba_pays(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unset GMMKIT_NUMBA: a small agglomeration in a process that has not loaded the
-    kernels stays on the numpy path; a large one, or any once loaded, uses them."""
+def test_kernels_once_loading_numba_pays(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Unset GMMKIT_NUMBA: agglomerations stay on the numpy path until their work
+    (n^2 p, this one's included) reaches _JIT_WORK, then use the kernels for good."""
     monkeypatch.delenv(_jit.ENVIRONMENT, raising=False)
-    monkeypatch.setattr(hc_module, "_jit_loaded", False)
-    assert hc_module._vvv_kernels(1797, 17) is None
-    assert hc_module._vvv_kernels(2000, 64) is kernels  # n^2 p past _JIT_WORK
+    monkeypatch.setattr(hc_module, "_numpy_work", 0.0)
+    assert hc_module._vvv_kernels(2000, 64) is kernels  # n^2 p past _JIT_WORK alone
     assert hc_module._vvv_kernels(50, 2) is kernels  # loaded now
+    monkeypatch.setattr(hc_module, "_numpy_work", 0.0)
+    small = 1797 * 1797 * 17
+    runs = [hc_module._vvv_kernels(1797, 17) is kernels for _ in range(6)]
+    first = int(np.ceil(hc_module._JIT_WORK / small)) - 1  # the one that reaches it
+    assert runs == [False] * first + [True] * (6 - first)
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
     assert hc_module._vvv_kernels(2000, 64) is None

@@ -93,28 +93,32 @@ _PROBE = 16
 #: Rows per block for the initial all-pairs costs (keeps temporaries in cache).
 _BLOCK_ELEMS = 1 << 16
 
-#: Size ``n^2 p`` of a VVV agglomeration from which its compiled kernels are used even
-#: in a process that has not run them yet.  The first call loads numba (0.2-0.35 s,
-#: the import and its registries); the kernels win back about 1.5 ns per unit of
-#: ``n^2 p`` (0.10 s on digits, N=1797 D=17; 0.34 s at N=1938 D=64), so below this a
-#: one-off agglomeration is faster on the numpy path.  Once loaded they are always used
-#: (``GMMKIT_NUMBA=1`` uses them whatever the size, ``GMMKIT_NUMBA=0`` never).
+#: Work ``n^2 p`` of VVV agglomerations at which loading their compiled kernels pays.
+#: The first call loads numba (0.2-0.35 s: the import and its registries); the kernels
+#: win back about 1.5 ns per unit of ``n^2 p`` (0.10 s on digits, N=1797 D=17; 0.34 s
+#: at N=1938 D=64).  As in ski rental, the numpy path runs until the work it has done
+#: in this process, with the agglomeration at hand, reaches this; from then on the
+#: kernels (so a one-off agglomeration on digits is not slowed down by the loading,
+#: and a process that runs many pays it at most once, when it has already spent as
+#: much on the numpy path).  ``GMMKIT_NUMBA=1`` uses them at once, ``=0`` never.
 _JIT_WORK = 2.5e8
 
-#: Whether this process has loaded the agglomeration's compiled kernels.
-_jit_loaded = False
+#: ``n^2 p`` run on the numpy path in this process, or ``inf`` once the kernels are used.
+_numpy_work = 0.0
 
 
 def _vvv_kernels(n: int, p: int) -> ModuleType | None:
     """The compiled kernels for an agglomeration of ``n`` rows in ``p`` dimensions, or
     None for the numpy path (see :data:`_JIT_WORK`); both give the same costs."""
-    global _jit_loaded
+    global _numpy_work
     kernels = _jit.hc_kernels()
     if kernels is None:
         return None
-    if _jit_loaded or _jit.forced() or float(n) * n * p >= _JIT_WORK:
-        _jit_loaded = True
+    work = float(n) * n * p
+    if _jit.forced() or _numpy_work + work >= _JIT_WORK:
+        _numpy_work = math.inf
         return kernels
+    _numpy_work += work
     return None
 
 
