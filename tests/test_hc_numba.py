@@ -10,6 +10,9 @@ cost row recorded (the numpy path itself is checked against mclust in ``test_hc.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from typing import Any
 
 import numpy as np
@@ -178,3 +181,18 @@ def test_kernels_once_loading_numba_pays(monkeypatch: pytest.MonkeyPatch) -> Non
     assert runs == [False] * first + [True] * (6 - first)
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
     assert hc_module._vvv_kernels(2000, 64) is None
+
+
+def test_small_one_off_agglomeration_does_not_import_numba() -> None:
+    """Importing numba is part of what the kernels must pay back: a fresh process
+    running one small agglomeration (GMMKIT_NUMBA unset) does not import it."""
+    code = (
+        "import sys, numpy as np\n"
+        "from gmmkit.core.hc import hc_partitions\n"
+        "hc_partitions(np.random.default_rng(0).normal(size=(200, 5)), [1, 2, 3])\n"
+        "print('numba' in sys.modules)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != _jit.ENVIRONMENT}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, check=True)
+    assert out.stdout.strip() == "False"

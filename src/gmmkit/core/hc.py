@@ -111,15 +111,16 @@ def _vvv_kernels(n: int, p: int) -> ModuleType | None:
     """The compiled kernels for an agglomeration of ``n`` rows in ``p`` dimensions, or
     None for the numpy path (see :data:`_JIT_WORK`); both give the same costs."""
     global _numpy_work
-    kernels = _jit.hc_kernels()
-    if kernels is None:
+    if not _jit.enabled():
         return None
     work = float(n) * n * p
-    if _jit.forced() or _numpy_work + work >= _JIT_WORK:
+    if not _jit.forced() and _numpy_work + work < _JIT_WORK:
+        _numpy_work += work  # (numba not imported: importing it is part of the cost)
+        return None
+    kernels = _jit.hc_kernels()
+    if kernels is not None:
         _numpy_work = math.inf
-        return kernels
-    _numpy_work += work
-    return None
+    return kernels
 
 
 # --------------------------------------------------------------------------- helpers
