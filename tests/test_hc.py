@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from scipy.cluster.hierarchy import cut_tree, ward
 
+from gmmkit import _jit
 from gmmkit.core.hc import _VVV, _agglomerate, _seq_rowsum, hc_partitions, hc_transform
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hc" / "mclust_hc_reference.json"
@@ -81,10 +82,12 @@ def _as_sets(labels: np.ndarray) -> set[frozenset[int]]:
 # ----------------------------------------------------------------- (a) R's mclust
 
 
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("case_id", _case_ids())
-def test_matches_mclust(case_id: str) -> None:
+def test_matches_mclust(case_id: str, backend: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """hclass(hc(X, model, use), G) for G = 1..9 from the raw data, label for label, and
-    every cut of the tree on the data exactly as mclust transformed them.
+    every cut of the tree on the data exactly as mclust transformed them -- with VVV's
+    compiled kernels (numba, where importable) and without (``GMMKIT_NUMBA=0``).
 
     Both number the groups in order of first appearance (mclust's partconv), so the
     labels themselves agree, not only the partitions.  The whole tree is compared on
@@ -92,6 +95,9 @@ def test_matches_mclust(case_id: str) -> None:
     LAPACK in the last bits, which can resolve exact ties of gridded data (faithful,
     iris) the other way for EII far down the tree (k > 9 here).
     """
+    if backend == "numba" and _jit._load_hc() is None:
+        pytest.skip("numba is not importable")
+    monkeypatch.setenv(_jit.ENVIRONMENT, "1" if backend == "numba" else "0")
     case, X = _case(case_id)
     Z = _mclust_data(case, X)
     n = Z.shape[0]

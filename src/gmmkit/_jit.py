@@ -2,10 +2,12 @@
 
 numba is an optional dependency (``pip install 'gmmkit[fast]'``).  With it, the E-step
 over rows with missing values (full and tied covariances) runs compiled kernels
-(:mod:`gmmkit.core._missing_jit`); without it, or with the environment variable
+(:mod:`gmmkit.core._missing_jit`), and so do the VVV hierarchical agglomeration's pair
+costs (:mod:`gmmkit.core._hc_jit`); without it, or with the environment variable
 ``GMMKIT_NUMBA=0``, the numpy implementation runs (the reference: both give the same
-statistics up to rounding).  The variable is read at every use, so it can be changed
-at run time (tests run both paths).
+statistics up to rounding, the agglomeration's kernels the same costs bit for bit).
+The variable is read at every use, so it can be changed at run time (tests run both
+paths).
 """
 
 from __future__ import annotations
@@ -28,6 +30,15 @@ def _load() -> ModuleType | None:
     return _missing_jit
 
 
+@cache
+def _load_hc() -> ModuleType | None:
+    try:
+        from gmmkit.core import _hc_jit
+    except ImportError:  # numba absent, or not importable with this numpy
+        return None
+    return _hc_jit
+
+
 def enabled() -> bool:
     """Whether ``GMMKIT_NUMBA`` allows the compiled kernels (it does unless it is set to
     ``0``, ``false``, ``no`` or ``off``)."""
@@ -38,6 +49,18 @@ def enabled() -> bool:
 def kernels() -> ModuleType | None:
     """The compiled kernels' module, or None when numba is absent or disabled."""
     return _load() if enabled() else None
+
+
+def forced() -> bool:
+    """Whether ``GMMKIT_NUMBA`` asks for the compiled kernels explicitly (``1``, ``true``,
+    ``yes`` or ``on``) rather than leaving the choice to gmmkit (unset)."""
+    value = os.environ.get(ENVIRONMENT, "").strip().lower()
+    return value in ("1", "true", "yes", "on")
+
+
+def hc_kernels() -> ModuleType | None:
+    """The agglomeration's compiled kernels, or None when numba is absent or disabled."""
+    return _load_hc() if enabled() else None
 
 
 def available() -> bool:
