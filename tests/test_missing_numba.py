@@ -99,7 +99,8 @@ CASES = [
     ("full", 1, 8, 0.2, False),
     ("full", 3, 9, 0.2, False),
     ("full", 3, 12, 0.4, True),
-    ("full", 8, 8, 0.2, True),  # many components: shared patterns per pattern, the rest compiled
+    ("full", 5, 8, 0.2, True),  # shared patterns
+    ("full", 8, 8, 0.2, True),  # many components: the Schur form
     ("full", 5, 16, 0.2, False),
     ("tied", 1, 3, 0.3, False),
     ("tied", 3, 5, 0.2, True),
@@ -322,6 +323,7 @@ def _schur_case(
         (4, 8, 2.0, 1.0),  # shared reference
         (6, 12, 40.0, 0.05),  # far, narrow components: accumulated around their own means
         (3, 40, 2.0, 1.0),  # wide: the kernel whitens (no packed quadratic features)
+        (9, 10, 3.0, 1.0),  # as many components as take the Schur form by default
     ],
 )
 def test_schur_form_matches_brute_force(
@@ -329,7 +331,9 @@ def test_schur_form_matches_brute_force(
     calls: list[str],
 ) -> None:
     """The Schur form (the complete kernel on the rows filled at the centre, corrected per
-    pattern) against scipy's marginal densities and conditional moments row by row."""
+    pattern) against scipy's marginal densities and conditional moments row by row (it
+    takes full covariances from ``_SCHUR_COMPONENTS`` components on; here from one)."""
+    monkeypatch.setattr(missing_module, "_SCHUR_COMPONENTS", 1)
     params, X, missing = _schur_case(k, d, seed=d, spread=spread, tight=tight)
     coefs = kernel_coefficients(params, np.float64)
     assert missing_module._schur_applies(coefs)
@@ -347,6 +351,7 @@ def test_schur_form_cancellation_is_summed_directly(monkeypatch: pytest.MonkeyPa
     """Rows of a narrow component far from the centre whose missing coordinate its
     observed twin nearly determines: the Schur form cancels ~1e9 in whitened units
     there, and the distance must be summed again to stay within 1e-12 of the density."""
+    monkeypatch.setattr(missing_module, "_SCHUR_COMPONENTS", 1)
     rng = np.random.default_rng(3)
     d = 8
     far = np.eye(d) * 0.01
@@ -373,6 +378,7 @@ def test_schur_form_pattern_groups_and_blocks(
 ) -> None:
     """Chunks split into several groups of rows (each factorising its own patterns) and
     blocks, with weights and labels, equal the numpy path."""
+    monkeypatch.setattr(missing_module, "_SCHUR_COMPONENTS", 1)
     monkeypatch.setattr(missing_module, "_SCHUR_PATTERN_VALUES", 2000)
     monkeypatch.setattr(missing_module, "_BLOCK_VALUES", 20_000)
     params, X, missing = _schur_case(5, 10, seed=4)
