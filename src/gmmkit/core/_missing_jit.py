@@ -45,7 +45,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: taken directly (the numpy path's ``_EXPANSION_LIMIT`` guard, per row and component).
 _EXPANSION_LIMIT = 4096.0
 
-_jit = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+_jit = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy")
 
 
 @_jit
@@ -590,103 +590,118 @@ _SCHUR_ROUNDING = 4.0 * 2.220446049250313e-16
 
 
 @_jit
-def factorise_components(sizes, index, precision, start, inverses, log_det):
-    """``F_k = L_k^-1`` (``P_k,mm = L_k L_k'``, so ``P_k,mm^-1 = F_k' F_k``) and ``log det
-    P_k,mm`` of every pattern and component, for the Schur form: pattern ``p`` has
-    ``sizes[p]`` missing coordinates ``index[p, :sizes[p]]`` (patterns of the same size
-    consecutive), ``precision`` is (D, D, K), component innermost; the lower triangle of
-    ``F`` goes to ``inverses[start[p]:]`` row by row, each entry a vector over the
-    components (so that the per-row kernels run over the components as vectors), the
-    log-determinants to ``log_det[p]`` (K,).  Batches of :data:`_FACTOR_BATCH` matrices
-    as :func:`factorise`."""
+def pattern_trie(index, sizes, path, parent, depth, coordinate, start, n_components):
+    """The prefix tree of patterns ``index`` (P, D) / ``sizes`` (P,), sorted
+    lexicographically (a prefix before its extensions): a node per distinct prefix
+    ``j_0 < ... < j_c`` (``depth`` ``c``, its last ``coordinate`` ``j_c``, its
+    ``parent``), ``path[p, c]`` the node of pattern ``p``'s prefix of length ``c + 1``,
+    ``start[node]`` where the node's row ``c`` of ``L`` and of ``F = L^-1`` begin
+    (``c + 1`` vectors of ``n_components``).  Returns the number of nodes and of values
+    of a row store.  Row ``c`` of the Cholesky factor of ``P_mm`` (and of its inverse)
+    depends only on the prefix of length ``c + 1``: patterns that share prefixes share
+    those rows (:func:`factorise_trie`)."""
     n_patterns = len(sizes)
+    nodes = 0
+    values = 0
+    for p in range(n_patterns):
+        shared = 0
+        if p > 0:
+            limit = min(sizes[p], sizes[p - 1])
+            while shared < limit and index[p, shared] == index[p - 1, shared]:
+                shared += 1
+            for c in range(shared):
+                path[p, c] = path[p - 1, c]
+        for c in range(shared, sizes[p]):
+            parent[nodes] = path[p, c - 1] if c > 0 else -1
+            depth[nodes] = c
+            coordinate[nodes] = index[p, c]
+            start[nodes] = values
+            values += (c + 1) * n_components
+            path[p, c] = nodes
+            nodes += 1
+    return nodes, values
+
+
+@_jit
+def factorise_trie(parent, depth, coordinate, start, precision, lower, inverse, pivots):
+    """Rows of ``L`` (``P_k,mm = L L'``) and of ``F = L^-1`` of every node of
+    :func:`pattern_trie` (in its order, parents first) into ``lower`` and ``inverse``
+    (at ``start[node]``: entry ``b`` of the row, a vector over the components), and
+    the pivot ``l_cc^2`` into ``pivots`` (nodes, K) (whose logarithms, summed down the
+    tree by :func:`tree_sums`, are the prefix blocks' log-determinants); ``precision``
+    is (D, D, K).  A node of depth ``c`` costs ``O(c^2)`` per component: its row of
+    ``L`` by forward substitution against its ancestors' rows, its row of ``F`` from
+    theirs."""
+    n_nodes = len(parent)
     d = precision.shape[0]
-    shared = precision.shape[2]
-    per_batch = max(1, _FACTOR_BATCH // shared)
-    width_limit = per_batch * shared
-    lower = np.empty((d * d, width_limit))
-    work = np.empty((d * d, width_limit))
-    pivots = np.empty(width_limit)
-    p = 0
-    while p < n_patterns:
-        s = sizes[p]
-        end = p
-        while end < n_patterns and end - p < per_batch and sizes[end] == s:
-            end += 1
-        m = end - p
-        width = m * shared
-        for a in range(s):  # gather the lower triangles
-            for b in range(a + 1):
-                ab = a * s + b
-                for q in range(m):
-                    ia = index[p + q, a]
-                    ib = index[p + q, b]
-                    for k in range(shared):
-                        lower[ab, q * shared + k] = precision[ia, ib, k]
-        for col in range(width):
-            pivots[col] = 1.0
-        for a in range(s):  # Cholesky, the batch innermost
-            for b in range(a + 1):
-                ab = a * s + b
-                for c in range(b):
-                    ac = a * s + c
-                    bc = b * s + c
-                    for col in range(width):
-                        lower[ab, col] -= lower[ac, col] * lower[bc, col]
-                if a == b:
-                    for col in range(width):
-                        value = lower[ab, col]
-                        if not (value > 0.0 and value < np.inf):
-                            return NOT_POSITIVE
-                    for col in range(width):
-                        pivots[col] *= lower[ab, col]
-                        lower[ab, col] = 1.0 / math.sqrt(lower[ab, col])
-                else:
-                    bb = b * s + b
-                    for col in range(width):
-                        lower[ab, col] *= lower[bb, col]
-        for q in range(m):
-            for k in range(shared):
-                col = q * shared + k
-                product = pivots[col]
-                if 1e-280 < product < 1e280:
-                    log_det[p + q, k] = math.log(product)
-                else:
-                    value = 0.0
-                    for a in range(s):
-                        value -= 2.0 * math.log(lower[a * s + a, col])
-                    log_det[p + q, k] = value
-        for a in range(s):  # F = L^-1 (lower), forward substitution
-            aa = a * s + a
-            for col in range(width):
-                work[aa, col] = lower[aa, col]
-            for b in range(a):
-                ab = a * s + b
-                for col in range(width):
-                    work[ab, col] = 0.0
-                for c in range(b, a):
-                    ac = a * s + c
-                    cb = c * s + b
-                    for col in range(width):
-                        work[ab, col] -= lower[ac, col] * work[cb, col]
-                for col in range(width):
-                    work[ab, col] *= lower[aa, col]
-        for q in range(m):
-            at = start[p + q]
-            for a in range(s):
-                for b in range(a + 1):
-                    ab = a * s + b
-                    for k in range(shared):
-                        inverses[at + k] = work[ab, q * shared + k]
-                    at += shared
-        p = end
+    n_components = precision.shape[2]
+    line = np.empty(d, dtype=np.int64)  # the ancestors (and the node) by depth
+    column = np.empty(d, dtype=np.int64)
+    value = np.empty(n_components)
+    for node in range(n_nodes):
+        c = depth[node]
+        up = node
+        for e in range(c, -1, -1):
+            line[e] = up
+            column[e] = coordinate[up]
+            up = parent[up]
+        here = start[node]
+        jc = column[c]
+        for b in range(c):  # l_cb = (P_cb - sum_{e<b} l_ce l_be) / l_bb
+            other = start[line[b]]
+            for k in range(n_components):
+                value[k] = precision[jc, column[b], k]
+            for e in range(b):
+                for k in range(n_components):
+                    value[k] -= lower[here + e * n_components + k] * lower[
+                        other + e * n_components + k]
+            for k in range(n_components):  # times f_bb = 1 / l_bb
+                lower[here + b * n_components + k] = value[k] * inverse[
+                    other + b * n_components + k]
+        for k in range(n_components):
+            value[k] = precision[jc, jc, k]
+        for e in range(c):
+            for k in range(n_components):
+                entry = lower[here + e * n_components + k]
+                value[k] -= entry * entry
+        for k in range(n_components):
+            if not (value[k] > 0.0 and value[k] < np.inf):
+                return NOT_POSITIVE
+        diagonal = here + c * n_components
+        for k in range(n_components):
+            root = math.sqrt(value[k])
+            lower[diagonal + k] = root
+            inverse[diagonal + k] = 1.0 / root
+            pivots[node, k] = value[k]
+        for b in range(c):  # f_cb = -f_cc sum_{e=b}^{c-1} l_ce f_eb
+            for k in range(n_components):
+                value[k] = 0.0
+            for e in range(b, c):
+                other = start[line[e]]
+                for k in range(n_components):
+                    value[k] += lower[here + e * n_components + k] * inverse[
+                        other + b * n_components + k]
+            for k in range(n_components):
+                inverse[here + b * n_components + k] = -inverse[diagonal + k] * value[k]
+    return 0
+
+
+@_jit
+def tree_sums(parent, values):
+    """Each node's ``values`` (nodes, K) plus its ancestors', in place (parents come
+    before their children)."""
+    for node in range(len(parent)):
+        up = parent[node]
+        if up >= 0:
+            for k in range(values.shape[1]):
+                values[node, k] += values[up, k]
     return 0
 
 
 @_jit
 def schur_log_joint(
     log_joint, gradient, pulled, y, offsets, factor, constant, pattern, sizes, index,
-    start, inverses, log_det, row_start, row_cells,
+    path, start, inverses, log_det, row_start, row_cells,
 ):
     """Full covariances in the Schur form: ``log_joint`` (K, n) holds on entry the
     complete kernel's log-joint of the rows with their missing cells at the centre,
@@ -702,8 +717,10 @@ def schur_log_joint(
     cells at ``row_cells[row_start[i]:row_start[i + 1]]``, its coordinates in increasing
     order), ``pulled`` (D, K) ``(P_k a_k)_j``; on exit it holds ``u = P_k,mm^-1 t`` (the
     conditional mean is ``xhat_m - centre = -u``).  ``pattern`` (n,) is each row's
-    pattern, whose ``sizes[p]`` missing coordinates are ``index[p, :sizes[p]]`` and
-    whose ``F`` and log-determinants :func:`factorise_components` wrote.  Every
+    pattern, whose ``sizes[p]`` missing coordinates are ``index[p, :sizes[p]]``, row
+    ``a`` of its ``F`` that of node ``path[p, a]`` (:func:`pattern_trie`,
+    :func:`factorise_trie`: at ``start[node]`` in ``inverses``) and its log-determinants
+    those of its last node in ``log_det``.  Every
     per-row step runs over the components as a vector.  Where the cancellation could
     round by more than :data:`_SCHUR_TOLERANCE` of the log-density, the distance is
     summed directly, ``|U_k' r|^2`` (``factor`` ``U_k'``, (K, D, D), ``r`` the residual
@@ -728,8 +745,8 @@ def schur_log_joint(
                 t[a * n_components + k] = gradient[cell, k] - pulled[ja, k]
         for k in range(n_components):
             cancelled[k] = 0.0
-        at = start[p]
         for a in range(s):  # w = F t, t' P_mm^-1 t = |w|^2
+            at = start[path[p, a]]
             for k in range(n_components):
                 u[k] = 0.0
             for b in range(a + 1):
@@ -742,17 +759,17 @@ def schur_log_joint(
         for b in range(s):  # u = F' w, down column b of F
             for k in range(n_components):
                 u[k] = 0.0
-            at = start[p] + ((b * (b + 1)) // 2 + b) * n_components
             for a in range(b, s):
+                at = start[path[p, a]] + b * n_components
                 for k in range(n_components):
                     u[k] += inverses[at + k] * w[a * n_components + k]
-                at += (a + 1) * n_components
             cell = row_cells[first + b]
             for k in range(n_components):
                 gradient[cell, k] = u[k]
         base = s * half_log_2pi
+        leaf = path[p, s - 1]
         for k in range(n_components):
-            correction = base - 0.5 * log_det[p, k]
+            correction = base - 0.5 * log_det[leaf, k]
             value = log_joint[k, i] + correction + 0.5 * cancelled[k]
             if _SCHUR_ROUNDING * cancelled[k] <= _SCHUR_TOLERANCE * max(1.0, abs(value)):
                 log_joint[k, i] = value
@@ -819,27 +836,43 @@ def schur_moments(
 
 
 @_jit
-def schur_conditional(totals, sizes, index, start, inverses, conditional):
+def schur_conditional(totals, sizes, path, parent, depth, coordinate, start, inverses,
+                      conditional):
     """The lower triangles of ``sum_p totals[p, k] P_k,mm^-1`` on each pattern's missing
     block into ``conditional`` (D, D, K): the conditional covariances' part of the
-    second moments (see :func:`schur_moments`), ``P_mm^-1 = F' F = sum_c F_c' F_c``
-    (``F_c`` row ``c`` of :func:`factorise_components`' ``F``) as rank-one updates."""
+    second moments (see :func:`schur_moments`).  ``P_mm^-1 = F' F = sum_c f_c' f_c``
+    over the rows ``f_c`` of ``F``, each a node's of :func:`pattern_trie`: a node adds
+    ``f f'`` once, weighted by the totals of every pattern through it."""
     n_components = totals.shape[1]
+    n_nodes = len(parent)
+    d = conditional.shape[0]
     conditional[:] = 0.0
-    scaled = np.empty(n_components)
+    through = np.zeros((n_nodes, n_components))
     for p in range(len(sizes)):
-        s = sizes[p]
-        at = start[p]
-        for c in range(s):
-            row = at + (c * (c + 1)) // 2 * n_components
-            for a in range(c + 1):
-                ja = index[p, a]
-                left = row + a * n_components
+        leaf = path[p, sizes[p] - 1]
+        for k in range(n_components):
+            through[leaf, k] += totals[p, k]
+    for node in range(n_nodes - 1, -1, -1):  # children come after their parents
+        if parent[node] >= 0:
+            for k in range(n_components):
+                through[parent[node], k] += through[node, k]
+    column = np.empty(d, dtype=np.int64)
+    scaled = np.empty(n_components)
+    for node in range(n_nodes):
+        c = depth[node]
+        up = node
+        for e in range(c, -1, -1):
+            column[e] = coordinate[up]
+            up = parent[up]
+        row = start[node]
+        for a in range(c + 1):
+            ja = column[a]
+            left = row + a * n_components
+            for k in range(n_components):
+                scaled[k] = through[node, k] * inverses[left + k]
+            for b in range(a + 1):
+                jb = column[b]
+                right = row + b * n_components
                 for k in range(n_components):
-                    scaled[k] = totals[p, k] * inverses[left + k]
-                for b in range(a + 1):
-                    jb = index[p, b]
-                    right = row + b * n_components
-                    for k in range(n_components):
-                        conditional[ja, jb, k] += scaled[k] * inverses[right + k]
+                    conditional[ja, jb, k] += scaled[k] * inverses[right + k]
     return 0

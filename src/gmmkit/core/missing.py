@@ -1487,24 +1487,33 @@ class _SchurBlock:
 
 @dataclass(frozen=True, eq=False)
 class _SchurGroup:
-    """Rows whose distinct patterns are factorised together.
+    """Rows whose distinct patterns are factorised together, through their prefix tree
+    (:func:`gmmkit.core._missing_jit.pattern_trie`).
 
     Attributes
     ----------
     sizes : ndarray of int64, shape (P,)
-        Each pattern's number of missing coordinates ``s``, increasing (so that
-        :func:`factorise_components` batches them).
+        Each pattern's number of missing coordinates ``s``.
     index : ndarray of int64, shape (P, D)
-        Each pattern's missing coordinates, increasing, in its first ``s`` entries.
-    start : ndarray of int64, shape (P,)
-        Where each pattern's ``F = L^-1`` (``P_mm = L L'``; its lower triangle, each
-        entry a vector over the components) starts, in units of ``K``.
+        Each pattern's missing coordinates, increasing, in its first ``s`` entries (-1
+        after); the patterns in lexicographic order.
+    path : ndarray of int64, shape (P, D)
+        The node of each prefix of each pattern.
+    parent, depth, coordinate, start : ndarray of int64, shape (nodes,)
+        The tree's nodes; ``start`` where each node's rows of ``L`` and ``F`` begin, in
+        stores of ``values`` entries.
+    values : int
     blocks : list of _SchurBlock
     """
 
     sizes: NDArray[np.int64]
     index: NDArray[np.int64]
+    path: NDArray[np.int64]
+    parent: NDArray[np.int64]
+    depth: NDArray[np.int64]
+    coordinate: NDArray[np.int64]
     start: NDArray[np.int64]
+    values: int
     blocks: list[_SchurBlock]
 
 
@@ -1536,16 +1545,22 @@ def _schur_groups(
         used, local = np.unique(inverse[rows], return_inverse=True)
         distinct = missing[first[used]]
         sizes = distinct.sum(axis=1).astype(np.int64)
-        order = np.argsort(sizes, kind="stable")
-        renumber = np.empty_like(order)
-        renumber[order] = np.arange(len(order))
-        distinct, sizes = distinct[order], sizes[order]
-        index = np.zeros((len(sizes), d), dtype=np.int64)
+        index = np.full((len(sizes), d), -1, dtype=np.int64)
         where = np.nonzero(distinct)
         offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)
         index[where[0], np.arange(len(where[0])) - offsets] = where[1]
-        squares = sizes * (sizes + 1) // 2
+        order = np.lexsort(index.T[::-1])  # lexicographic: a prefix before its extensions
+        renumber = np.empty_like(order)
+        renumber[order] = np.arange(len(order))
+        index, sizes = index[order], sizes[order]
         pattern = renumber[local.ravel()].astype(np.int64)
+        path = np.empty((len(sizes), d), dtype=np.int64)
+        most = int(sizes.sum())
+        parent, depth, coordinate, start = (np.empty(most, dtype=np.int64) for _ in range(4))
+        kernels = _jit.kernels()
+        assert kernels is not None
+        nodes, values = kernels.pattern_trie(
+            index, sizes, path, parent, depth, coordinate, start, n_components)
         # rows pattern by pattern: each block reads a run of the inverses, in order,
         # and a pattern's rows read its inverse once (the inverses of a group pass any
         # cache)
@@ -1575,8 +1590,9 @@ def _schur_groups(
                 fill_column=cell_col.astype(np.intp),
             ))
         groups.append(_SchurGroup(
-            sizes=sizes, index=index,
-            start=(np.cumsum(squares) - squares).astype(np.int64), blocks=blocks,
+            sizes=sizes, index=index, path=path, parent=parent[:nodes],
+            depth=depth[:nodes], coordinate=coordinate[:nodes], start=start[:nodes],
+            values=int(values), blocks=blocks,
         ))
     return groups
 
@@ -1660,20 +1676,24 @@ def _schur_statistics(
         shift=np.zeros((d, n_components)),
     )
     for group in groups:
-        inverses = np.empty(n_components * int(np.sum(group.sizes * (group.sizes + 1) // 2)))
-        log_det = np.empty((len(group.sizes), n_components))
-        start = group.start * n_components
-        _compiled_status(kernels.factorise_components(
-            group.sizes, group.index, sums.by_component, start, inverses, log_det))
+        lower, inverses = np.empty(group.values), np.empty(group.values)
+        pivots = np.empty((len(group.parent), n_components))
+        _compiled_status(kernels.factorise_trie(
+            group.parent, group.depth, group.coordinate, group.start, sums.by_component,
+            lower, inverses, pivots))
+        # log det P_mm of each prefix: its pivots' logarithms (numpy's, vectorised)
+        log_det = np.log(pivots, out=pivots)
+        kernels.tree_sums(group.parent, log_det)
         totals = np.zeros((len(group.sizes), n_components))
         for block in group.blocks:
             _schur_block(
-                coefs, kernels, X, rows[block.rows], block, group, start, inverses,
-                log_det, totals, sums, sample_weight, labels, label_weight)
-        # the conditional covariances, sum_i r_ik P_k,mm^-1, pattern by pattern
+                coefs, kernels, X, rows[block.rows], block, group, inverses, log_det,
+                totals, sums, sample_weight, labels, label_weight)
+        # the conditional covariances, sum_i r_ik P_k,mm^-1, node by node
         conditional = np.empty((d, d, n_components))
         _compiled_status(kernels.schur_conditional(
-            totals, group.sizes, group.index, start, inverses, conditional))
+            totals, group.sizes, group.path, group.parent, group.depth, group.coordinate,
+            group.start, inverses, conditional))
         sums.conditional += conditional
     return sums.statistics(coefs, X, rows)
 
@@ -1745,7 +1765,6 @@ def _schur_block(
     rows: NDArray[np.intp],
     block: _SchurBlock,
     group: _SchurGroup,
-    start: NDArray[np.int64],
     inverses: NDArray[np.float64],
     log_det: NDArray[np.float64],
     totals: NDArray[np.float64],
@@ -1777,8 +1796,8 @@ def _schur_block(
         np.dot(gathered[cells], by_row[j], out=gradient[cells])
     _compiled_status(kernels.schur_log_joint(
         log_joint, gradient, sums.pulled, np.ascontiguousarray(y), sums.offsets,
-        sums.factor, sums.constant, block.pattern, group.sizes, group.index, start,
-        inverses, log_det, block.row_start, block.row_cells,
+        sums.factor, sums.constant, block.pattern, group.sizes, group.index, group.path,
+        group.start, inverses, log_det, block.row_start, block.row_cells,
     ))
     log_norm, resp, resp_w, weight, labelled = _responsibilities(
         log_joint, rows, sample_weight, labels, label_weight)
