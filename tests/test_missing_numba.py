@@ -394,3 +394,18 @@ def test_schur_form_pattern_groups_and_blocks(
     compiled = _statistics(monkeypatch, True, params, X, missing, **kw)
     assert calls == ["full"]
     _assert_close(compiled, _statistics(monkeypatch, False, params, X, missing, **kw))
+
+
+def test_schur_form_not_positive_definite_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A NaN in a precision factor raises in the Schur form's factorisation too, as the
+    numpy path does, instead of leaving NaN in the statistics."""
+    from dataclasses import replace
+
+    monkeypatch.setattr(missing_module, "_SCHUR_COMPONENTS", 1)
+    params = _params("full", 2, 8, seed=1)
+    broken = np.array(params.precisions_cholesky, dtype=np.float64)
+    broken[1, 3, 3] = np.nan
+    params = replace(params, precisions_cholesky=broken)
+    X, missing = _rows(200, 8, 0.3, seed=2, shared=False)
+    with pytest.raises(np.linalg.LinAlgError):
+        _statistics(monkeypatch, True, params, X, missing)
