@@ -45,7 +45,7 @@ _LOG_2PI = math.log(2.0 * math.pi)
 #: taken directly (the numpy path's ``_EXPANSION_LIMIT`` guard, per row and component).
 _EXPANSION_LIMIT = 4096.0
 
-_jit = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy")
+_jit = njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 
 
 @_jit
@@ -837,7 +837,7 @@ def schur_moments(
 
 @_jit
 def schur_conditional(totals, sizes, path, parent, depth, coordinate, start, inverses,
-                      conditional):
+                      through, conditional):
     """The lower triangles of ``sum_p totals[p, k] P_k,mm^-1`` on each pattern's missing
     block into ``conditional`` (D, D, K): the conditional covariances' part of the
     second moments (see :func:`schur_moments`).  ``P_mm^-1 = F' F = sum_c f_c' f_c``
@@ -847,7 +847,7 @@ def schur_conditional(totals, sizes, path, parent, depth, coordinate, start, inv
     n_nodes = len(parent)
     d = conditional.shape[0]
     conditional[:] = 0.0
-    through = np.zeros((n_nodes, n_components))
+    through[:] = 0.0  # (nodes, K): the totals of the patterns through each node
     for p in range(len(sizes)):
         leaf = path[p, sizes[p] - 1]
         for k in range(n_components):

@@ -69,6 +69,8 @@ from gmmkit import _jit
 from gmmkit.core._workspace import workspace
 from gmmkit.core.covariance import covariance_layout, log_2pi, pack_symmetric
 from gmmkit.core.kernel import (
+    _FEATURES,
+    _LOG_JOINT,
     KernelCoefficients,
     _log_joint_t,
     _reference_second_moments,
@@ -1599,9 +1601,10 @@ def _schur_groups(
 
 #: The Schur form takes full covariances from this many components on (and
 #: :data:`_COMPILED_FULL_FEATURES` features): measured against the compiled per-row path
-#: (20 % missing at random, one thread, ratios to the complete pass): K=5 2.75 / 2.51x at
-#: D=8 and 3.03 / 2.69x at D=16, K=7 2.62 / 2.69x and 2.48 / 2.36x, K=8 2.72 / 3.72x
-#: and 3.83 / 4.52x, K=12 2.84 / 3.58x and 3.33 / 5.21x.
+#: (20 % missing at random, one thread, ratios to the complete pass, Schur / per-row):
+#: K=3 2.53 / 1.79x at D=8 and 2.68 / 2.14x at D=16, K=5 2.75 / 2.45x and 2.72 /
+#: 2.38x, K=7 2.61 / 2.66x and 2.40 / 2.36x, K=8 2.66 / 3.66x and 3.11 / 4.34x, K=12
+#: 2.74 / 3.56x and 2.93 / 5.08x.
 _SCHUR_COMPONENTS = 8
 
 
@@ -1676,24 +1679,29 @@ def _schur_statistics(
         shift=np.zeros((d, n_components)),
     )
     for group in groups:
-        lower, inverses = np.empty(group.values), np.empty(group.values)
-        pivots = np.empty((len(group.parent), n_components))
+        # (the group-sized arrays in this thread's workspace, as the blocks' are: freed
+        # and allocated again every pass they would be faulted in afresh)
+        lower = workspace("missing.schur.lower", group.values)
+        inverses = workspace("missing.schur.inverses", group.values)
+        pivots = workspace("missing.schur.pivots", (len(group.parent), n_components))
         _compiled_status(kernels.factorise_trie(
             group.parent, group.depth, group.coordinate, group.start, sums.by_component,
             lower, inverses, pivots))
         # log det P_mm of each prefix: its pivots' logarithms (numpy's, vectorised)
         log_det = np.log(pivots, out=pivots)
         kernels.tree_sums(group.parent, log_det)
-        totals = np.zeros((len(group.sizes), n_components))
+        totals = workspace("missing.schur.totals", (len(group.sizes), n_components))
+        totals[...] = 0.0
         for block in group.blocks:
             _schur_block(
                 coefs, kernels, X, rows[block.rows], block, group, inverses, log_det,
                 totals, sums, sample_weight, labels, label_weight)
         # the conditional covariances, sum_i r_ik P_k,mm^-1, node by node
         conditional = np.empty((d, d, n_components))
+        through = workspace("missing.schur.through", (len(group.parent), n_components))
         _compiled_status(kernels.schur_conditional(
             totals, group.sizes, group.path, group.parent, group.depth, group.coordinate,
-            group.start, inverses, conditional))
+            group.start, inverses, through, conditional))
         sums.conditional += conditional
     return sums.statistics(coefs, X, rows)
 
@@ -1779,15 +1787,24 @@ def _schur_block(
     params = coefs.params
     assert params is not None
     n_components, d = params.n_components, params.n_features
-    filled = np.asarray(np.take(X, rows, axis=0), dtype=np.float64)  # a new array
+    # the block-sized arrays live in this thread's workspace (the kernel's slots for
+    # the feature and log-joint blocks: nothing of the complete rows' call is alive)
+    filled = workspace("missing.schur.filled", (len(rows), d))
+    data = np.asarray(X)
+    if data.dtype == np.float64:
+        np.take(data, rows, axis=0, out=filled, mode="clip")
+    else:
+        filled[...] = np.take(data, rows, axis=0)
     filled.reshape(-1)[block.fill_at] = sums.reference[block.fill_column]
-    log_joint_t, phi_t = _log_joint_t(coefs, filled)
+    log_joint_t, phi_t = _log_joint_t(coefs, filled, None, _FEATURES, _LOG_JOINT)
     log_joint = np.asarray(log_joint_t, dtype=np.float64)
     q = phi_t.shape[0] - d - 1
     y = np.asarray(phi_t[q : q + d], dtype=np.float64)  # (D, n), 0 at the missing cells
     # (P_k y)_j of every missing cell, one GEMM per coordinate over the rows missing it
-    gathered = np.take(y.T, block.cell_rows, axis=0)  # (cells, D)
-    gradient = np.empty((len(gathered), n_components))
+    cells_shape = (len(block.cell_rows), n_components)
+    gathered = workspace("missing.schur.gathered", (len(block.cell_rows), d))
+    np.take(y.T, block.cell_rows, axis=0, out=gathered, mode="clip")  # (cells, D)
+    gradient = workspace("missing.schur.gradient", cells_shape)
     by_row = sums.precision.transpose(2, 1, 0)  # [j] is (D, K): P_k[j, :] by columns
     bounds = block.coord_start
     segments = [(j, slice(bounds[j], bounds[j + 1])) for j in range(d)
@@ -1810,7 +1827,7 @@ def _schur_block(
         features = np.hstack([first, resp_w.sum(axis=1)[:, None]])
         sums.square += _unpacked(_reference_second_moments(y, resp_w, coefs.own_centred), d)
     sums.features = features if not sums.features.size else sums.features + features
-    weighted = np.empty_like(gradient)
+    weighted = workspace("missing.schur.weighted", cells_shape)
     shift = np.empty((d, n_components))
     lower = np.empty((d, d, n_components))
     _compiled_status(kernels.schur_moments(
