@@ -88,9 +88,15 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         seen.append("full")
         return schur(coefs, *args)
 
+    def tied_schur_spy(coefs: Any, *args: Any) -> Any:
+        seen.append("tied")
+        return tied_schur(coefs, *args)
+
     schur = missing_module._schur_statistics
+    tied_schur = missing_module._tied_schur_statistics
     monkeypatch.setattr(missing_module, "_compiled_conditional", spy)
     monkeypatch.setattr(missing_module, "_schur_statistics", schur_spy)
+    monkeypatch.setattr(missing_module, "_tied_schur_statistics", tied_schur_spy)
     return seen
 
 
@@ -439,4 +445,89 @@ def test_schur_form_fit_matches_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
     np.testing.assert_allclose(compiled_model.means_, numpy_model.means_, rtol=1e-7, atol=1e-9)
     np.testing.assert_allclose(
         compiled_model.covariances_, numpy_model.covariances_, rtol=1e-7, atol=1e-9)
+    assert compiled_model.lower_bound_ == pytest.approx(numpy_model.lower_bound_, rel=1e-10)
+
+
+def test_tied_schur_form_matches_brute_force(
+    monkeypatch: pytest.MonkeyPatch, calls: list[str]
+) -> None:
+    """The tied Schur form (one factorisation per pattern for all components) against
+    scipy row by row, and with weights and labels against the numpy path."""
+    params = _params("tied", 4, 12, seed=12)
+    X, missing = _rows(300, 12, 0.25, seed=13, shared=False)
+    coefs = kernel_coefficients(params, np.float64)
+    assert missing_module._schur_applies(coefs)
+    stats = _statistics(monkeypatch, True, params, X, missing)
+    assert calls == ["tied"]
+    nk, first, second, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9 * np.max(np.abs(first)))
+    np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-9 * np.max(np.abs(second)))
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-11)
+    rng = np.random.default_rng(1)
+    kw: dict[str, Any] = {
+        "sample_weight": rng.uniform(0.2, 3.0, len(X)),
+        "labels": np.where(rng.random(len(X)) < 0.2, rng.integers(0, 4, len(X)), -1),
+        "label_weight": 2.5,
+    }
+    _assert_close(
+        _statistics(monkeypatch, True, params, X, missing, **kw),
+        _statistics(monkeypatch, False, params, X, missing, **kw),
+    )
+
+
+def test_tied_schur_form_cancellation_is_summed_directly(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As the full test: a narrow shared covariance whose two first coordinates nearly
+    determine each other, rows of a component far from the centre missing one of them."""
+    rng = np.random.default_rng(4)
+    d = 10
+    shared = np.eye(d) * 0.01
+    shared[0, 1] = shared[1, 0] = 0.01 * 0.99999
+    means = np.stack([np.full(d, 1000.0), np.zeros(d)])
+    params = MixtureParams.from_covariances(np.array([0.5, 0.5]), means, shared, "tied")
+    X = np.concatenate([
+        rng.multivariate_normal(means[0], shared, 100),
+        rng.multivariate_normal(means[1], shared, 100)])
+    missing = np.zeros(X.shape, dtype=bool)
+    missing[:100, 1] = True
+    missing[100:, 4] = True
+    coefs = kernel_coefficients(params, np.float64)
+    assert missing_module._schur_applies(coefs)
+    stats = _statistics(monkeypatch, True, params, X, missing)
+    nk, first, _, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_tied_schur_form_fit_matches_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A whole tied fit with enough features for the Schur form lands on the numpy
+    path's model."""
+    schur = missing_module._tied_schur_statistics
+    passes: list[int] = []
+
+    def spy(*args: Any) -> Any:
+        passes.append(1)
+        return schur(*args)
+
+    monkeypatch.setattr(missing_module, "_tied_schur_statistics", spy)
+    rng = np.random.default_rng(9)
+    X = np.concatenate([rng.normal(size=(200, 12)) + 4 * j for j in range(4)])
+    X[rng.random(X.shape) < 0.2] = np.nan
+    models = []
+    for flag in ("0", "1"):
+        monkeypatch.setenv(_jit.ENVIRONMENT, flag)
+        models.append(GaussianMixture(
+            4, covariance_type="tied", missing="marginalize", random_state=0, max_iter=25,
+            tol=0.0,
+        ).fit(X))
+    assert len(passes) >= 25
+    numpy_model, compiled_model = models
+    assert compiled_model.n_iter_ == numpy_model.n_iter_
+    np.testing.assert_allclose(compiled_model.means_, numpy_model.means_, rtol=1e-8)
+    np.testing.assert_allclose(
+        compiled_model.covariances_, numpy_model.covariances_, rtol=1e-8, atol=1e-10)
     assert compiled_model.lower_bound_ == pytest.approx(numpy_model.lower_bound_, rel=1e-10)

@@ -768,11 +768,18 @@ def schur_log_joint(
                 gradient[cell, k] = u[k]
         base = s * half_log_2pi
         leaf = path[p, s - 1]
+        rounding = False  # (branch-free over the components: the loop vectorises)
+        for k in range(n_components):
+            value = log_joint[k, i] + base - 0.5 * log_det[leaf, k] + 0.5 * cancelled[k]
+            log_joint[k, i] = value
+            rounding |= _SCHUR_ROUNDING * cancelled[k] > _SCHUR_TOLERANCE * max(
+                1.0, abs(value))
+        if not rounding:
+            continue
         for k in range(n_components):
             correction = base - 0.5 * log_det[leaf, k]
-            value = log_joint[k, i] + correction + 0.5 * cancelled[k]
+            value = log_joint[k, i]
             if _SCHUR_ROUNDING * cancelled[k] <= _SCHUR_TOLERANCE * max(1.0, abs(value)):
-                log_joint[k, i] = value
                 continue
             for j in range(d):
                 r[j] = y[j, i] - offsets[k, j]
@@ -875,4 +882,185 @@ def schur_conditional(totals, sizes, path, parent, depth, coordinate, start, inv
                 right = row + b * n_components
                 for k in range(n_components):
                     conditional[ja, jb, k] += scaled[k] * inverses[right + k]
+    return 0
+
+
+# ------------------------------------------------------- the Schur form, tied covariance
+@_jit
+def tied_node_shifts(parent, depth, coordinate, start, inverses, pulled, shifts):
+    """Tied covariance: each node's entry of ``e_k = F b_k,m`` (``b_k = P (mu_k - c)``,
+    ``pulled`` (D, K); ``F`` the rows of :func:`factorise_trie` with one component,
+    row ``c`` of a pattern's ``F`` its node's) into ``shifts`` (nodes, K): entry ``c``
+    of ``F b`` depends only on the prefix of length ``c + 1``."""
+    n_components = pulled.shape[1]
+    d = pulled.shape[0]
+    column = np.empty(d, dtype=np.int64)
+    for node in range(len(parent)):
+        c = depth[node]
+        up = node
+        for e in range(c, -1, -1):
+            column[e] = coordinate[up]
+            up = parent[up]
+        for k in range(n_components):
+            shifts[node, k] = 0.0
+        for b in range(c + 1):
+            value = inverses[start[node] + b]
+            jb = column[b]
+            for k in range(n_components):
+                shifts[node, k] += value * pulled[jb, k]
+    return 0
+
+
+@_jit
+def tied_pattern_steps(sizes, path, start, inverses, shifts, step_start, steps):
+    """Tied covariance: each pattern's ``F' e_k`` (the part of ``P_mm^-1 t_k`` that the
+    means make, ``t_k = g - b_k,m``), (s, K) from ``step_start[p]`` in ``steps``."""
+    n_components = shifts.shape[1]
+    for p in range(len(sizes)):
+        s = sizes[p]
+        at = step_start[p]
+        for b in range(s):
+            row = at + b * n_components
+            for k in range(n_components):
+                steps[row + k] = 0.0
+            for c in range(b, s):
+                node = path[p, c]
+                value = inverses[start[node] + b]
+                for k in range(n_components):
+                    steps[row + k] += value * shifts[node, k]
+    return 0
+
+
+@_jit
+def tied_schur_log_joint(
+    log_joint, pulled_rows, steps_rows, shifts, steps, step_start, y, offsets, factor,
+    constant, pattern, sizes, index, path, start, inverses, log_det,
+):
+    """Tied covariance in the Schur form (see :func:`schur_log_joint`): with ``F`` the
+    patterns' ``L^-1`` (one for all components), ``t_k = g - b_k,m`` (``g = (P y)_m``
+    read from ``pulled_rows`` (D, n), ``P y`` of every row), ``F t_k = h - e_k`` with
+    ``h = F g`` per row and ``e_k`` per node (``shifts``, :func:`tied_node_shifts`):
+    the cancelled amount ``|h - e_k|^2`` costs ``s`` per row and component.
+    ``steps_rows`` (D, n, zero where observed) gets ``F' h`` at the missing cells (the
+    conditional means are ``xhat_k,m - c = -(F' h - F' e_k)``, ``F' e_k`` in
+    ``steps``); the distance is summed directly as in :func:`schur_log_joint` where the
+    cancellation could round beyond :data:`_SCHUR_TOLERANCE`."""
+    n_components, n = log_joint.shape
+    d = y.shape[0]
+    g = np.empty(d)
+    h = np.empty(d)
+    r = np.empty(d)
+    cancelled = np.empty(n_components)
+    half_log_2pi = 0.5 * _LOG_2PI
+    for i in range(n):
+        p = pattern[i]
+        s = sizes[p]
+        for a in range(s):
+            g[a] = pulled_rows[index[p, a], i]
+        for c in range(s):  # h = F g
+            at = start[path[p, c]]
+            value = 0.0
+            for b in range(c + 1):
+                value += inverses[at + b] * g[b]
+            h[c] = value
+        for k in range(n_components):
+            cancelled[k] = 0.0
+        for c in range(s):  # |h - e_k|^2, the components as a vector
+            node = path[p, c]
+            for k in range(n_components):
+                step = h[c] - shifts[node, k]
+                cancelled[k] += step * step
+        for b in range(s):  # F' h
+            value = 0.0
+            for c in range(b, s):
+                value += inverses[start[path[p, c]] + b] * h[c]
+            steps_rows[index[p, b], i] = value
+        base = s * half_log_2pi - 0.5 * log_det[path[p, s - 1], 0]
+        rounding = False  # (branch-free over the components: the loop vectorises)
+        for k in range(n_components):
+            value = log_joint[k, i] + base + 0.5 * cancelled[k]
+            log_joint[k, i] = value
+            rounding |= _SCHUR_ROUNDING * cancelled[k] > _SCHUR_TOLERANCE * max(
+                1.0, abs(value))
+        if not rounding:
+            continue
+        for k in range(n_components):
+            value = log_joint[k, i]
+            if _SCHUR_ROUNDING * cancelled[k] <= _SCHUR_TOLERANCE * max(1.0, abs(value)):
+                continue
+            for j in range(d):
+                r[j] = y[j, i] - offsets[k, j]
+            for a in range(s):  # xhat_m - mu_m = -a_m - (F' h - F' e_k)
+                ja = index[p, a]
+                r[ja] = -offsets[k, ja] - steps_rows[ja, i] + steps[
+                    step_start[p] + a * n_components + k]
+            quad = 0.0
+            for j in range(d):
+                value = 0.0
+                for b in range(j + 1):
+                    value += factor[j, b] * r[b]
+                quad += value * value
+            log_joint[k, i] = constant[k] - 0.5 * quad + base
+    return 0
+
+
+@_jit
+def tied_schur_moments(
+    resp_w, row_weight, steps_rows, steps, step_start, pattern, sizes, index, totals, bar,
+    lower,
+):
+    """Tied covariance: with ``u_k = F' h - F' e_k`` (``steps_rows`` (D, n) holding
+    ``F' h`` at the missing cells, ``steps`` ``F' e_k``) and ``w`` the row's weight
+    (``row_weight``, the sum of its weighted responsibilities), ``bar`` (D, n, zero where
+    observed) gets ``sum_k r_k u_k`` at the missing cells (the caller's products make
+    ``sum y bar'`` and ``sum r_k F'h``), ``lower`` (D, D) gains the lower triangle of
+    ``sum_k r_k u_k u_k'`` less its per-pattern part ``sum_k R_pk F'e_k e_k'F``
+    (:func:`tied_pattern_moments`), and ``totals`` (P, K) the responsibilities ``R_pk``
+    of each pattern."""
+    n_components, n = resp_w.shape
+    d = lower.shape[0]
+    mean_step = np.empty(d)  # sum_k r_k F'e_k
+    for i in range(n):
+        p = pattern[i]
+        s = sizes[p]
+        weight = row_weight[i]
+        for k in range(n_components):
+            totals[p, k] += resp_w[k, i]
+        for a in range(s):
+            row = step_start[p] + a * n_components
+            value = 0.0
+            for k in range(n_components):
+                value += resp_w[k, i] * steps[row + k]
+            mean_step[a] = value
+        for a in range(s):
+            ja = index[p, a]
+            ua = steps_rows[ja, i]
+            bar[ja, i] = weight * ua - mean_step[a]
+            for b in range(a + 1):
+                ub = steps_rows[index[p, b], i]
+                lower[ja, index[p, b]] += (
+                    weight * ua * ub - ua * mean_step[b] - mean_step[a] * ub)
+    return 0
+
+
+@_jit
+def tied_pattern_moments(totals, steps, step_start, sizes, index, lower, shift):
+    """Tied covariance: the per-pattern parts of the moments, ``lower`` (D, D) gains
+    ``sum_k R_pk (F'e_k)(F'e_k)'`` (lower triangle) and ``shift`` (D, K) ``sum_p R_pk
+    F'e_k`` on each pattern's coordinates (see :func:`tied_schur_moments`)."""
+    n_components = totals.shape[1]
+    for p in range(len(sizes)):
+        s = sizes[p]
+        at = step_start[p]
+        for a in range(s):
+            ja = index[p, a]
+            left = at + a * n_components
+            for k in range(n_components):
+                shift[ja, k] += totals[p, k] * steps[left + k]
+            for b in range(a + 1):
+                right = at + b * n_components
+                value = 0.0
+                for k in range(n_components):
+                    value += totals[p, k] * steps[left + k] * steps[right + k]
+                lower[ja, index[p, b]] += value
     return 0

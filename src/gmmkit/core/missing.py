@@ -1607,9 +1607,17 @@ def _schur_groups(
 #: 2.74 / 3.56x and 2.93 / 5.08x.
 _SCHUR_COMPONENTS = 8
 
+#: Tied covariances take the Schur form from this many features on: measured against
+#: the compiled per-row path as above (Schur / per-row): K=5 2.56 / 2.27x at D=8, 2.13 /
+#: 2.06x at D=10, 2.77 / 2.98x at D=12, 3.71 / 4.32x at D=16; K=20 3.63 / 2.68x, 3.02 /
+#: 3.31x, 2.79 / 3.58x, 4.00 / 5.38x.
+_SCHUR_TIED_FEATURES = 10
+
 
 def _schur_chosen(layout: str, n_features: int, n_components: int) -> bool:
     """Whether full covariances of this size take the Schur form (numba available)."""
+    if layout == "tied":
+        return n_features >= _SCHUR_TIED_FEATURES and _jit.available()
     return (
         layout == "full"
         and n_features >= _COMPILED_FULL_FEATURES
@@ -1623,7 +1631,6 @@ def _schur_applies(coefs: KernelCoefficients) -> bool:
     covariances of :func:`_schur_chosen` size evaluated in float64."""
     return (
         coefs.dtype == np.float64
-        and coefs.whitening is None
         and coefs.params is not None
         and _schur_chosen(
             coefs.covariance.layout, coefs.params.n_features, coefs.params.n_components)
@@ -1706,8 +1713,53 @@ def _schur_statistics(
     return sums.statistics(coefs, X, rows)
 
 
-@dataclass(eq=False)
-class _SchurSums:
+@dataclass(eq=False, kw_only=True)
+class _SchurTally:
+    """The log-likelihood, weight and rows of the Schur form's blocks so far, and their
+    worst row: (log-density, row of the chunk, its best component, its mask)."""
+
+    log_likelihood: float = 0.0
+    total_weight: float = 0.0
+    n_samples: int = 0
+    worst: tuple[float, int, int, NDArray[np.bool_]] | None = None
+
+    def tally(
+        self,
+        rows: NDArray[np.intp],
+        block: _SchurBlock,
+        log_norm: NDArray[np.float64],
+        best_of: NDArray[np.float64],
+        weight: NDArray[np.float64],
+    ) -> None:
+        """Add a block's rows (``best_of`` (K, n): what picks a row's best component)."""
+        self.log_likelihood += float(weight @ log_norm)
+        self.total_weight += float(weight.sum())
+        self.n_samples += len(rows)
+        positive = weight > 0
+        if np.any(positive):
+            candidates = np.where(positive, log_norm, np.inf)
+            worst = worst_row(candidates)
+            if self.worst is None or candidates[worst] < self.worst[0]:
+                best = int(np.argmax(best_of[:, worst]))
+                self.worst = (float(candidates[worst]), int(rows[worst]), best,
+                              block.missing[worst])
+
+    def worst_point(
+        self, X: Array, reference: NDArray[np.float64], precision: NDArray[np.float64],
+        means: NDArray[np.float64],
+    ) -> tuple[float, NDArray[np.float64]]:
+        """The worst row's log-density and conditional mean under its best component
+        (``precision`` (K, D, D), or (D, D) shared)."""
+        if self.worst is None:
+            return np.inf, np.zeros(len(reference))
+        value, row, best, missing = self.worst
+        filled = np.where(missing, reference, np.asarray(X[row], dtype=np.float64))
+        shared = precision if precision.ndim == 2 else precision[best]
+        return value, _row_conditional_mean(filled, missing, shared, means[best])
+
+
+@dataclass(eq=False, kw_only=True)
+class _SchurSums(_SchurTally):
     """What :func:`_schur_statistics` shares with its blocks and sums over them: the
     parameters' derived arrays, the sums, and the worst row so far."""
 
@@ -1725,10 +1777,6 @@ class _SchurSums:
     shift: NDArray[np.float64]
     own_first: NDArray[np.float64] | None = None
     own_second: NDArray[np.float64] | None = None
-    log_likelihood: float = 0.0
-    total_weight: float = 0.0
-    n_samples: int = 0
-    worst: tuple[float, int, int, NDArray[np.bool_]] | None = None
 
     def statistics(self, coefs: KernelCoefficients, X: Array, rows: NDArray[np.intp]) -> SuffStats:
         """The :class:`SuffStats` of every block."""
@@ -1746,13 +1794,8 @@ class _SchurSums:
             first[own] = self.own_first
             second[own] = pack_symmetric(
                 self.own_second + _mirrored(self.conditional[:, :, own]))
-        if self.worst is None:
-            worst_value, worst_point = np.inf, np.zeros(d)
-        else:
-            worst_value, row, best, missing = self.worst
-            filled = np.where(missing, self.reference, np.asarray(X[row], dtype=np.float64))
-            worst_point = _row_conditional_mean(
-                filled, missing, self.precision[best], np.asarray(params.means[best]))
+        worst_value, worst_point = self.worst_point(
+            X, self.reference, self.precision, np.asarray(params.means, dtype=np.float64))
         return SuffStats(
             nk=self.features[:, -1].copy(),
             first=np.ascontiguousarray(first),
@@ -1787,28 +1830,13 @@ def _schur_block(
     params = coefs.params
     assert params is not None
     n_components, d = params.n_components, params.n_features
-    # the block-sized arrays live in this thread's workspace (the kernel's slots for
-    # the feature and log-joint blocks: nothing of the complete rows' call is alive)
-    filled = workspace("missing.schur.filled", (len(rows), d))
-    data = np.asarray(X)
-    if data.dtype == np.float64:
-        np.take(data, rows, axis=0, out=filled, mode="clip")
-    else:
-        filled[...] = np.take(data, rows, axis=0)
-    filled.reshape(-1)[block.fill_at] = sums.reference[block.fill_column]
-    log_joint_t, phi_t = _log_joint_t(coefs, filled, None, _FEATURES, _LOG_JOINT)
-    log_joint = np.asarray(log_joint_t, dtype=np.float64)
+    log_joint, phi_t, y, gathered, segments = _schur_rows(
+        coefs, X, rows, block, sums.reference)
     q = phi_t.shape[0] - d - 1
-    y = np.asarray(phi_t[q : q + d], dtype=np.float64)  # (D, n), 0 at the missing cells
     # (P_k y)_j of every missing cell, one GEMM per coordinate over the rows missing it
     cells_shape = (len(block.cell_rows), n_components)
-    gathered = workspace("missing.schur.gathered", (len(block.cell_rows), d))
-    np.take(y.T, block.cell_rows, axis=0, out=gathered, mode="clip")  # (cells, D)
     gradient = workspace("missing.schur.gradient", cells_shape)
     by_row = sums.precision.transpose(2, 1, 0)  # [j] is (D, K): P_k[j, :] by columns
-    bounds = block.coord_start
-    segments = [(j, slice(bounds[j], bounds[j + 1])) for j in range(d)
-                if bounds[j + 1] > bounds[j]]
     for j, cells in segments:
         np.dot(gathered[cells], by_row[j], out=gradient[cells])
     _compiled_status(kernels.schur_log_joint(
@@ -1850,17 +1878,207 @@ def _schur_block(
         else:
             sums.own_first += own_first
             sums.own_second += own_second
-    sums.log_likelihood += float(weight @ log_norm)
-    sums.total_weight += float(weight.sum())
-    sums.n_samples += len(rows)
-    positive = weight > 0
-    if np.any(positive):
-        candidates = np.where(positive, log_norm, np.inf)
-        worst = worst_row(candidates)
-        if sums.worst is None or candidates[worst] < sums.worst[0]:
-            best = int(np.argmax((resp if labelled is None else log_joint)[:, worst]))
-            sums.worst = (float(candidates[worst]), int(rows[worst]), best,
-                          block.missing[worst])
+    sums.tally(rows, block, log_norm, resp if labelled is None else log_joint, weight)
+
+
+def _tied_schur_statistics(
+    coefs: KernelCoefficients,
+    X: Array,
+    rows: NDArray[np.intp],
+    groups: list[_SchurGroup],
+    sample_weight: Array | None,
+    labels: NDArray[np.integer] | None,
+    label_weight: float,
+) -> SuffStats:
+    """The Schur form of :func:`_schur_statistics` for a tied covariance: one ``P``, so
+    each distinct pattern is factorised once for all components (``groups`` built with
+    one component), ``t_k = g - b_k,m`` splits into a part per row (``g = (P y)_m``, by
+    one matrix-vector product per coordinate) and one per pattern and component
+    (``b_k = P a_k``), and so do ``F t_k`` and the conditional means: a row and
+    component cost ``O(s)`` (:func:`gmmkit.core._missing_jit.tied_schur_log_joint`)."""
+    kernels = _jit.kernels()
+    assert kernels is not None and coefs.params is not None
+    params = coefs.params
+    n_components, d = params.n_components, params.n_features
+    reference = np.asarray(coefs.reference, dtype=np.float64)
+    upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    precision = upper @ upper.T
+    offsets = np.asarray(params.means, dtype=np.float64) - reference
+    sums = _TiedSchurSums(
+        precision=precision,
+        factor=np.ascontiguousarray(upper.T),
+        offsets=offsets,
+        pulled=np.ascontiguousarray(precision @ offsets.T),  # (D, K)
+        constant=_log_weights(params) + np.sum(np.log(np.diag(upper))) - 0.5 * d * log_2pi(),
+        reference=reference,
+        first=np.zeros((n_components, d)),
+        nk=np.zeros(n_components),
+        pooled=np.zeros((d, d)),
+        lower=np.zeros((d, d)),
+        shift=np.zeros((d, n_components)),
+    )
+    stacked = np.ascontiguousarray(precision[:, :, None])  # (D, D, 1)
+    for group in groups:
+        n_nodes = len(group.parent)
+        lower = workspace("missing.schur.lower", group.values)
+        inverses = workspace("missing.schur.inverses", group.values)
+        pivots = workspace("missing.schur.pivots", (n_nodes, 1))
+        _compiled_status(kernels.factorise_trie(
+            group.parent, group.depth, group.coordinate, group.start, stacked, lower,
+            inverses, pivots))
+        log_det = np.log(pivots, out=pivots)
+        kernels.tree_sums(group.parent, log_det)
+        shifts = workspace("missing.schur.shifts", (n_nodes, n_components))
+        kernels.tied_node_shifts(
+            group.parent, group.depth, group.coordinate, group.start, inverses,
+            sums.pulled, shifts)
+        step_start = (np.cumsum(group.sizes) - group.sizes) * n_components
+        steps = workspace("missing.schur.steps", int(group.sizes.sum()) * n_components)
+        kernels.tied_pattern_steps(
+            group.sizes, group.path, group.start, inverses, shifts, step_start, steps)
+        totals = workspace("missing.schur.totals", (len(group.sizes), n_components))
+        totals[...] = 0.0
+        for block in group.blocks:
+            _tied_schur_block(
+                coefs, kernels, X, rows[block.rows], block, group, inverses, log_det,
+                shifts, steps, step_start, totals, sums, sample_weight, labels,
+                label_weight)
+        kernels.tied_pattern_moments(
+            totals, steps, step_start, group.sizes, group.index, sums.lower, sums.shift)
+        # the conditional covariance, sum_i w_i P_mm^-1, node by node
+        conditional = np.empty((d, d, 1))
+        through = workspace("missing.schur.through", (n_nodes, 1))
+        _compiled_status(kernels.schur_conditional(
+            np.ascontiguousarray(totals.sum(axis=1)[:, None]), group.sizes, group.path,
+            group.parent, group.depth, group.coordinate, group.start, inverses, through,
+            conditional))
+        sums.lower += conditional[:, :, 0]
+    pooled = sums.pooled + _mirrored(sums.lower[:, :, None])[0]
+    # xhat_k - c = y - u_k: first moments less sum r_k u_k (rows' part, less patterns')
+    first = sums.first + sums.shift.T
+    worst_value, worst_point = sums.worst_point(
+        X, reference, precision, np.asarray(params.means, dtype=np.float64))
+    return SuffStats(
+        nk=sums.nk,
+        first=np.ascontiguousarray(first),
+        second=np.asarray(pack_symmetric(pooled), dtype=np.float64)[None, :],
+        log_likelihood=sums.log_likelihood,
+        total_weight=sums.total_weight,
+        n_samples=sums.n_samples,
+        reference=coefs.stats_reference,
+        worst_log_density=worst_value,
+        worst_point=worst_point,
+    )
+
+
+@dataclass(eq=False, kw_only=True)
+class _TiedSchurSums(_SchurTally):
+    """What :func:`_tied_schur_statistics` shares with its blocks and sums over them:
+    ``first`` (K, D) and ``pooled`` (D, D) around the centre as they stand (the complete
+    kernel's moments less the rows' parts of the corrections), ``lower`` (D, D) the lower
+    triangle of the corrections' square terms, ``shift`` (D, K) their per-pattern part
+    of the first moments (added)."""
+
+    precision: NDArray[np.float64]
+    factor: NDArray[np.float64]
+    offsets: NDArray[np.float64]
+    pulled: NDArray[np.float64]
+    constant: NDArray[np.float64]
+    reference: NDArray[np.float64]
+    first: NDArray[np.float64]
+    nk: NDArray[np.float64]
+    pooled: NDArray[np.float64]
+    lower: NDArray[np.float64]
+    shift: NDArray[np.float64]
+
+
+def _tied_schur_block(
+    coefs: KernelCoefficients,
+    kernels: Any,
+    X: Array,
+    rows: NDArray[np.intp],
+    block: _SchurBlock,
+    group: _SchurGroup,
+    inverses: NDArray[np.float64],
+    log_det: NDArray[np.float64],
+    shifts: NDArray[np.float64],
+    steps: NDArray[np.float64],
+    step_start: NDArray[np.int64],
+    totals: NDArray[np.float64],
+    sums: _TiedSchurSums,
+    sample_weight: Array | None,
+    labels: NDArray[np.integer] | None,
+    label_weight: float,
+) -> None:
+    """One :class:`_SchurBlock` of :func:`_tied_schur_statistics`, added to ``sums``:
+    the per-row parts of the corrections as (D, n) blocks, zero where observed, so that
+    the products with the rows are GEMMs."""
+    log_joint, _, y, _, _ = _schur_rows(coefs, X, rows, block, sums.reference, False)
+    d, n = y.shape
+    pulled_rows = workspace("missing.schur.pulled_rows", (d, n))
+    np.dot(sums.precision, y, out=pulled_rows)  # P y of every row
+    steps_rows = workspace("missing.schur.steps_rows", (d, n))
+    steps_rows[...] = 0.0
+    _compiled_status(kernels.tied_schur_log_joint(
+        log_joint, pulled_rows, steps_rows, shifts, steps, step_start,
+        np.ascontiguousarray(y), sums.offsets, sums.factor, sums.constant, block.pattern,
+        group.sizes, group.index, group.path, group.start, inverses, log_det,
+    ))
+    log_norm, resp, resp_w, weight, labelled = _responsibilities(
+        log_joint, rows, sample_weight, labels, label_weight)
+    resp_w = np.ascontiguousarray(resp_w)
+    bar = workspace("missing.schur.bar", (d, n))
+    bar[...] = 0.0
+    _compiled_status(kernels.tied_schur_moments(
+        resp_w, np.ascontiguousarray(weight, dtype=np.float64), steps_rows, steps,
+        step_start, block.pattern, group.sizes, group.index, totals, bar, sums.lower,
+    ))
+    # the complete kernel's moments of the filled rows around the centre, less the
+    # rows' parts of the corrections: sum w y y' - sum (y bar' + bar y'), sum r_k (y -
+    # F'h) (the patterns' parts are added after)
+    weighted_y = y if sample_weight is None and labelled is None else y * weight
+    cross = np.dot(y, bar.T)
+    sums.pooled += np.dot(weighted_y, y.T) - cross - cross.T
+    sums.first += np.dot(resp_w, (y - steps_rows).T)
+    sums.nk += resp_w.sum(axis=1)
+    sums.tally(rows, block, log_norm, resp if labelled is None else log_joint, weight)
+
+
+def _schur_rows(
+    coefs: KernelCoefficients,
+    X: Array,
+    rows: NDArray[np.intp],
+    block: _SchurBlock,
+    reference: NDArray[np.float64],
+    cells: bool = True,
+) -> tuple[
+    NDArray[np.float64], Array, NDArray[np.float64], NDArray[np.float64],
+    list[tuple[int, slice]],
+]:
+    """The complete kernel's log-joint (K, n) and feature block of a block's rows with
+    their missing cells at ``reference``, the rows minus it (D, n) (0 at the missing
+    cells), those of each missing cell (cells, D), coordinate by coordinate (none
+    unless ``cells``), and each coordinate's cells.  The block-sized arrays live in
+    this thread's workspace (the kernel's slots for the feature and log-joint blocks:
+    nothing of the complete rows' call is alive)."""
+    d = len(reference)
+    filled = workspace("missing.schur.filled", (len(rows), d))
+    data = np.asarray(X)
+    if data.dtype == np.float64:
+        np.take(data, rows, axis=0, out=filled, mode="clip")
+    else:
+        filled[...] = np.take(data, rows, axis=0)
+    filled.reshape(-1)[block.fill_at] = reference[block.fill_column]
+    log_joint_t, phi_t = _log_joint_t(coefs, filled, None, _FEATURES, _LOG_JOINT)
+    q = phi_t.shape[0] - d - 1
+    y = np.asarray(phi_t[q : q + d], dtype=np.float64)
+    gathered = workspace("missing.schur.gathered", (len(block.cell_rows) if cells else 0, d))
+    if cells:
+        np.take(y.T, block.cell_rows, axis=0, out=gathered, mode="clip")
+    bounds = block.coord_start
+    segments = [(j, slice(bounds[j], bounds[j + 1])) for j in range(d)
+                if bounds[j + 1] > bounds[j]]
+    return np.asarray(log_joint_t, dtype=np.float64), phi_t, y, gathered, segments
 
 
 def _unpacked(packed: NDArray[np.float64], d: int) -> NDArray[np.float64]:
@@ -2069,12 +2287,15 @@ def chunk_statistics_missing(
     layout = coefs.covariance.layout
     blocks = _blocks(len(partial_rows), _row_values(layout, k, d, cells))
     if len(partial_rows) and _schur_applies(coefs):
-        groups = None if store is None else store.get(("schur", k))
+        tied = layout == "tied"
+        width = 1 if tied else k  # the components whose factors the tree holds
+        groups = None if store is None else store.get(("schur", width))
         if groups is None:
-            groups = _schur_groups(np.take(missing, partial_rows, axis=0), k)
+            groups = _schur_groups(np.take(missing, partial_rows, axis=0), width)
             if store is not None:
-                store[("schur", k)] = groups
-        parts.append(_schur_statistics(
+                store[("schur", width)] = groups
+        statistics = _tied_schur_statistics if tied else _schur_statistics
+        parts.append(statistics(
             coefs, X, partial_rows, groups, sample_weight, labels, label_weight))
         return SuffStats.total(parts)
     grouped: list[Any] | None = None
