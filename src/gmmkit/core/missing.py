@@ -51,6 +51,22 @@ row by row (:mod:`gmmkit.core._missing_jit`, switched in :func:`_sorted_conditio
 through :mod:`gmmkit._jit`); ``GMMKIT_NUMBA=0`` keeps the numpy path above, the
 reference.  Inference (scores, predictions, imputation) always takes the numpy path.
 
+The Schur form (compiled kernels; full covariances with :data:`_SCHUR_COMPONENTS`
+components and 8 features or more, tied ones from :data:`_SCHUR_TIED_FEATURES`
+features): the complete kernel itself evaluates the rows with their missing cells at
+its centre ``c`` (``y = x - c``, 0 there), whose quadratic form ``z' P z`` (``z = y -
+a_k``, ``a_k = mu_k - c``) is the observed distance plus ``t' P_mm^-1 t`` with ``t =
+(P z)_m`` -- whatever ``z_m`` is -- and the conditional mean is ``xhat_m = c_m -
+P_mm^-1 t``.  So the kernel's log-joint and moments are corrected per missing cell:
+``t`` from one GEMM per coordinate over the rows missing it (full; one product of all
+rows for tied), ``t' P_mm^-1 t`` and ``P_mm^-1 t`` from ``F = L^-1`` (``P_mm = L L'``)
+in ``O(s^2)`` a row and component (``O(s)`` for tied), the cross moments ``sum r y u'``
+again by GEMMs.  The distinct patterns of a chunk share their factorisations through
+their prefix tree (row ``c`` of ``L`` and of ``F`` depends only on the first ``c + 1``
+missing coordinates); where the cancellation in ``z' P z - t' P_mm^-1 t`` could round
+beyond the kernel's tolerance the distance is summed directly (:func:`_schur_statistics`,
+:func:`_tied_schur_statistics`).
+
 Rows with nothing observed contribute nothing to a fit (their marginal density is one
 whatever the parameters); :func:`observed_summary` counts them.
 """
