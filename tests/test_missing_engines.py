@@ -109,3 +109,37 @@ def test_dask_local_cluster_fit_equals_in_memory(
             fitted.predict_proba(da.from_array(X, chunks=(1024, 3))),
             reference.predict_proba(X), rtol=1e-10, atol=1e-12,
         )
+
+
+@pytest.mark.parametrize(("covariance_type", "k", "d"), [("full", 8, 9), ("tied", 3, 12)])
+def test_schur_form_out_of_core_equals_in_memory(
+    tmp_path: Path, covariance_type: str, k: int, d: int
+) -> None:
+    """Sizes that take the compiled Schur form (numba installed): a memory-mapped file
+    and Dask, whose chunks' masks are found again every pass, give the in-memory fit."""
+    pytest.importorskip("numba")
+    rng = np.random.default_rng(3)
+    X = np.concatenate([rng.normal(size=(250, d)) * (1 + j % 2) + 4 * j for j in range(k)])
+    X[rng.random(X.shape) < 0.2] = np.nan
+    complete = X[~np.isnan(X).any(axis=1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        start = GaussianMixture(
+            k, covariance_type=covariance_type, max_iter=1, random_state=0).fit(complete)
+    init = {"weights_init": start.weights_, "means_init": start.means_,
+            "precisions_init": start.precisions_}
+
+    def fit(data: Any) -> GaussianMixture:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return GaussianMixture(
+                k, covariance_type=covariance_type, tol=1e-8, max_iter=15, chunk_rows=512,
+                missing="marginalize", **init,
+            ).fit(data)
+
+    reference = fit(X)
+    path = tmp_path / "x.npy"
+    np.save(path, X)
+    assert_same_fit(reference, fit(np.load(path, mmap_mode="r")))
+    da = pytest.importorskip("dask.array")
+    assert_same_fit(reference, fit(da.from_array(X, chunks=(700, d))))
