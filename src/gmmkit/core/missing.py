@@ -1702,31 +1702,51 @@ def _schur_statistics(
         shift=np.zeros((d, n_components)),
     )
     for group in groups:
-        # (the group-sized arrays in this thread's workspace, as the blocks' are: freed
-        # and allocated again every pass they would be faulted in afresh)
-        lower = workspace("missing.schur.lower", group.values)
-        inverses = workspace("missing.schur.inverses", group.values)
-        pivots = workspace("missing.schur.pivots", (len(group.parent), n_components))
-        _compiled_status(kernels.factorise_trie(
-            group.parent, group.depth, group.coordinate, group.start, sums.by_component,
-            lower, inverses, pivots))
-        # log det P_mm of each prefix: its pivots' logarithms (numpy's, vectorised)
-        log_det = np.log(pivots, out=pivots)
-        kernels.tree_sums(group.parent, log_det)
+        inverses, log_det = _factorise_group(kernels, group, sums.by_component)
         totals = workspace("missing.schur.totals", (len(group.sizes), n_components))
         totals[...] = 0.0
         for block in group.blocks:
             _schur_block(
                 coefs, kernels, X, rows[block.rows], block, group, inverses, log_det,
                 totals, sums, sample_weight, labels, label_weight)
-        # the conditional covariances, sum_i r_ik P_k,mm^-1, node by node
-        conditional = np.empty((d, d, n_components))
-        through = workspace("missing.schur.through", (len(group.parent), n_components))
-        _compiled_status(kernels.schur_conditional(
-            totals, group.sizes, group.path, group.parent, group.depth, group.coordinate,
-            group.start, inverses, through, conditional))
-        sums.conditional += conditional
+        sums.conditional += _group_conditional(kernels, group, totals, inverses)
     return sums.statistics(coefs, X, rows)
+
+
+def _factorise_group(
+    kernels: Any, group: _SchurGroup, by_component: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """The rows of ``F = L^-1`` of every node of a group's prefix tree (a store of
+    ``group.values``) and the log-determinants of the nodes' prefix blocks (nodes, K),
+    for the precisions ``by_component`` (D, D, K) -- in this thread's workspace, as the
+    blocks' arrays: freed and allocated again every pass they would be faulted in
+    afresh."""
+    width = by_component.shape[2]
+    lower = workspace("missing.schur.lower", group.values)
+    inverses = workspace("missing.schur.inverses", group.values)
+    pivots = workspace("missing.schur.pivots", (len(group.parent), width))
+    _compiled_status(kernels.factorise_trie(
+        group.parent, group.depth, group.coordinate, group.start, by_component, lower,
+        inverses, pivots))
+    # log det P_mm of each prefix: its pivots' logarithms (numpy's, vectorised)
+    log_det = np.log(pivots, out=pivots)
+    kernels.tree_sums(group.parent, log_det)
+    return inverses, log_det
+
+
+def _group_conditional(
+    kernels: Any, group: _SchurGroup, totals: NDArray[np.float64],
+    inverses: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """The conditional covariances' part of the second moments, ``sum_p totals[p, k]
+    P_k,mm^-1`` (lower triangles, (D, D, K)), node by node."""
+    d = group.index.shape[1]
+    conditional = np.empty((d, d, totals.shape[1]))
+    through = workspace("missing.schur.through", (len(group.parent), totals.shape[1]))
+    _compiled_status(kernels.schur_conditional(
+        totals, group.sizes, group.path, group.parent, group.depth, group.coordinate,
+        group.start, inverses, through, conditional))
+    return conditional
 
 
 @dataclass(eq=False, kw_only=True)
@@ -1935,16 +1955,8 @@ def _tied_schur_statistics(
     )
     stacked = np.ascontiguousarray(precision[:, :, None])  # (D, D, 1)
     for group in groups:
-        n_nodes = len(group.parent)
-        lower = workspace("missing.schur.lower", group.values)
-        inverses = workspace("missing.schur.inverses", group.values)
-        pivots = workspace("missing.schur.pivots", (n_nodes, 1))
-        _compiled_status(kernels.factorise_trie(
-            group.parent, group.depth, group.coordinate, group.start, stacked, lower,
-            inverses, pivots))
-        log_det = np.log(pivots, out=pivots)
-        kernels.tree_sums(group.parent, log_det)
-        shifts = workspace("missing.schur.shifts", (n_nodes, n_components))
+        inverses, log_det = _factorise_group(kernels, group, stacked)
+        shifts = workspace("missing.schur.shifts", (len(group.parent), n_components))
         kernels.tied_node_shifts(
             group.parent, group.depth, group.coordinate, group.start, inverses,
             sums.pulled, shifts)
@@ -1961,14 +1973,10 @@ def _tied_schur_statistics(
                 label_weight)
         kernels.tied_pattern_moments(
             totals, steps, step_start, group.sizes, group.index, sums.lower, sums.shift)
-        # the conditional covariance, sum_i w_i P_mm^-1, node by node
-        conditional = np.empty((d, d, 1))
-        through = workspace("missing.schur.through", (n_nodes, 1))
-        _compiled_status(kernels.schur_conditional(
-            np.ascontiguousarray(totals.sum(axis=1)[:, None]), group.sizes, group.path,
-            group.parent, group.depth, group.coordinate, group.start, inverses, through,
-            conditional))
-        sums.lower += conditional[:, :, 0]
+        # the conditional covariance, sum_i w_i P_mm^-1
+        sums.lower += _group_conditional(
+            kernels, group, np.ascontiguousarray(totals.sum(axis=1)[:, None]), inverses
+        )[:, :, 0]
     pooled = sums.pooled + _mirrored(sums.lower[:, :, None])[0]
     # xhat_k - c = y - u_k: first moments less sum r_k u_k (rows' part, less patterns')
     first = sums.first + sums.shift.T
