@@ -687,6 +687,19 @@ def factorise_trie(parent, depth, coordinate, start, precision, lower, inverse, 
 
 
 @_jit
+def _whitened_norm(factor, r):
+    """``|U' r|^2`` with ``factor`` ``U'`` (D, D), lower triangular: the squared
+    Mahalanobis length of ``r`` (D,), summed directly."""
+    total = 0.0
+    for j in range(len(r)):
+        value = 0.0
+        for b in range(j + 1):
+            value += factor[j, b] * r[b]
+        total += value * value
+    return total
+
+
+@_jit
 def tree_sums(parent, values):
     """Each node's ``values`` (nodes, K) plus its ancestors', in place (parents come
     before their children)."""
@@ -786,13 +799,7 @@ def schur_log_joint(
             for a in range(s):
                 ja = index[p, a]
                 r[ja] = -offsets[k, ja] - gradient[row_cells[first + a], k]
-            quad = 0.0
-            for j in range(d):
-                value = 0.0
-                for c in range(j + 1):
-                    value += factor[k, j, c] * r[c]
-                quad += value * value
-            log_joint[k, i] = constant[k] - 0.5 * quad + correction
+            log_joint[k, i] = constant[k] - 0.5 * _whitened_norm(factor[k], r) + correction
     return 0
 
 
@@ -994,13 +1001,7 @@ def tied_schur_log_joint(
                 ja = index[p, a]
                 r[ja] = -offsets[k, ja] - steps_rows[ja, i] + steps[
                     step_start[p] + a * n_components + k]
-            quad = 0.0
-            for j in range(d):
-                value = 0.0
-                for b in range(j + 1):
-                    value += factor[j, b] * r[b]
-                quad += value * value
-            log_joint[k, i] = constant[k] - 0.5 * quad + base
+            log_joint[k, i] = constant[k] - 0.5 * _whitened_norm(factor, r) + base
     return 0
 
 
