@@ -1463,9 +1463,9 @@ def _compiled_conditional(
 
 # --------------------------------------------------------------------------- Schur form
 #: The Schur form (:func:`_schur_statistics`) factorises each distinct missingness
-#: pattern of a group of rows once per component; a group's patterns hold at most about
-#: this many values of ``P_mm^-1`` (``K s^2`` each), and a chunk whose patterns would
-#: hold more is split into groups of rows.
+#: pattern of a group of rows once per component (through their prefix tree); a group's
+#: factors hold at most about this many values (``K s^2`` a pattern bounds them), and a
+#: chunk whose patterns would hold more is split into groups of rows.
 _SCHUR_PATTERN_VALUES = 1 << 22
 
 
