@@ -17,7 +17,8 @@ Three side-by-side tables from one run:
 3. Cost of one E-step pass with 20 % of cells missing against the complete data on the
    same rows (one thread), D <= 16, K = 5 and 20, by the numpy path and, with numba
    installed, the compiled one (``--backend``: ``numpy``, ``numba`` or ``both``; by
-   default the one a fit would use, see ``gmmkit._jit``).
+   default the one a fit would use, see ``gmmkit._jit``); ``--types`` picks the
+   covariance types (e.g. ``full,tied``).
 
 Run: ``python benchmarks/bench_missing.py`` (``--quick`` for a smoke run).
 """
