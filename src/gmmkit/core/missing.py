@@ -1475,32 +1475,36 @@ class _SchurBlock:
 
     Attributes
     ----------
-    rows : ndarray of intp, shape (n,)
+    rows : ndarray of int32, shape (n,)
         Their positions among the chunk's rows that the caller passes.
-    missing : ndarray of bool, shape (n, D)
-    pattern : ndarray of int64, shape (n,)
+    pattern : ndarray of int32, shape (n,)
         Each row's pattern in its group.
-    row_start : ndarray of int64, shape (n + 1,)
-    row_cells : ndarray of int64, shape (cells,)
+    row_start : ndarray of int32, shape (n + 1,)
+    row_cells : ndarray of int32, shape (cells,)
         Row ``i``'s missing cells (coordinates increasing) are at ``row_cells[
         row_start[i]:row_start[i + 1]]`` of the arrays over cells, which hold the cells
         coordinate by coordinate: coordinate ``j``'s at ``coord_start[j]:coord_start[j
         + 1]``, of the rows ``cell_rows`` there.
-    cell_rows : ndarray of intp, shape (cells,)
+    cell_rows : ndarray of int32, shape (cells,)
     coord_start : ndarray of intp, shape (D + 1,)
-    fill_at, fill_column : ndarray of intp, shape (cells,)
+    fill_at, fill_column : ndarray of int32, shape (cells,)
         The missing cells' positions in the flattened (n, D) block and their columns.
     """
 
-    rows: NDArray[np.intp]
-    missing: NDArray[np.bool_]
-    pattern: NDArray[np.int64]
-    row_start: NDArray[np.int64]
-    row_cells: NDArray[np.int64]
-    cell_rows: NDArray[np.intp]
+    rows: NDArray[np.int32]
+    pattern: NDArray[np.int32]
+    row_start: NDArray[np.int32]
+    row_cells: NDArray[np.int32]
+    cell_rows: NDArray[np.int32]
     coord_start: NDArray[np.intp]
-    fill_at: NDArray[np.intp]
-    fill_column: NDArray[np.intp]
+    fill_at: NDArray[np.int32]
+    fill_column: NDArray[np.int32]
+
+    def row_missing(self, row: int) -> NDArray[np.bool_]:
+        """The missing mask (D,) of the block's row ``row``."""
+        mask = np.zeros(len(self.coord_start) - 1, dtype=bool)
+        mask[self.fill_column[self.row_start[row] : self.row_start[row + 1]]] = True
+        return mask
 
 
 @dataclass(frozen=True, eq=False)
@@ -1512,10 +1516,10 @@ class _SchurGroup:
     ----------
     sizes : ndarray of int64, shape (P,)
         Each pattern's number of missing coordinates ``s``.
-    index : ndarray of int64, shape (P, D)
+    index : ndarray of int32, shape (P, D)
         Each pattern's missing coordinates, increasing, in its first ``s`` entries (-1
         after); the patterns in lexicographic order.
-    path : ndarray of int64, shape (P, D)
+    path : ndarray of int32, shape (P, D)
         The node of each prefix of each pattern.
     parent, depth, coordinate, start : ndarray of int64, shape (nodes,)
         The tree's nodes; ``start`` where each node's rows of ``L`` and ``F`` begin, in
@@ -1525,8 +1529,8 @@ class _SchurGroup:
     """
 
     sizes: NDArray[np.int64]
-    index: NDArray[np.int64]
-    path: NDArray[np.int64]
+    index: NDArray[np.int32]
+    path: NDArray[np.int32]
     parent: NDArray[np.int64]
     depth: NDArray[np.int64]
     coordinate: NDArray[np.int64]
@@ -1563,7 +1567,7 @@ def _schur_groups(
         used, local = np.unique(inverse[rows], return_inverse=True)
         distinct = missing[first[used]]
         sizes = distinct.sum(axis=1).astype(np.int64)
-        index = np.full((len(sizes), d), -1, dtype=np.int64)
+        index = np.full((len(sizes), d), -1, dtype=np.int32)
         where = np.nonzero(distinct)
         offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)
         index[where[0], np.arange(len(where[0])) - offsets] = where[1]
@@ -1572,7 +1576,7 @@ def _schur_groups(
         renumber[order] = np.arange(len(order))
         index, sizes = index[order], sizes[order]
         pattern = renumber[local.ravel()].astype(np.int64)
-        path = np.empty((len(sizes), d), dtype=np.int64)
+        path = np.empty((len(sizes), d), dtype=np.int32)
         most = int(sizes.sum())
         parent, depth, coordinate, start = (np.empty(most, dtype=np.int64) for _ in range(4))
         kernels = _jit.kernels()
@@ -1583,29 +1587,31 @@ def _schur_groups(
         # and a pattern's rows read its inverse once (the inverses of a group pass any
         # cache)
         by_pattern = np.argsort(pattern, kind="stable")
-        rows, pattern = rows[by_pattern], pattern[by_pattern]
+        # (kept for the engine's life with the mask: 32-bit indices, as a block holds
+        # fewer than 2^31 cells)
+        sorted_rows = rows[by_pattern].astype(np.int32)
+        sorted_pattern = pattern[by_pattern].astype(np.int32)
         blocks = []
         for begin in range(0, len(rows), block_rows):
-            part = rows[begin : begin + block_rows]
+            part = sorted_rows[begin : begin + block_rows]
             block_missing = missing[part]
             cell_row, cell_col = np.nonzero(block_missing)  # row by row
             by_coordinate = np.argsort(cell_col, kind="stable")
-            row_cells = np.empty(len(cell_row), dtype=np.int64)
-            row_cells[by_coordinate] = np.arange(len(cell_row))
-            row_start = np.zeros(len(part) + 1, dtype=np.int64)
+            row_cells = np.empty(len(cell_row), dtype=np.int32)
+            row_cells[by_coordinate] = np.arange(len(cell_row), dtype=np.int32)
+            row_start = np.zeros(len(part) + 1, dtype=np.int32)
             np.cumsum(np.bincount(cell_row, minlength=len(part)), out=row_start[1:])
             coord_start = np.zeros(d + 1, dtype=np.intp)
             np.cumsum(np.bincount(cell_col, minlength=d), out=coord_start[1:])
             blocks.append(_SchurBlock(
                 rows=part,
-                missing=block_missing,
-                pattern=pattern[begin : begin + block_rows],
+                pattern=sorted_pattern[begin : begin + block_rows],
                 row_start=row_start,
                 row_cells=row_cells,
-                cell_rows=cell_row[by_coordinate].astype(np.intp),
+                cell_rows=cell_row[by_coordinate].astype(np.int32),
                 coord_start=coord_start,
-                fill_at=(cell_row * d + cell_col).astype(np.intp),
-                fill_column=cell_col.astype(np.intp),
+                fill_at=(cell_row * d + cell_col).astype(np.int32),
+                fill_column=cell_col.astype(np.int32),
             ))
         groups.append(_SchurGroup(
             sizes=sizes, index=index, path=path, parent=parent[:nodes],
@@ -1778,7 +1784,7 @@ class _SchurTally:
             if self.worst is None or candidates[worst] < self.worst[0]:
                 best = int(np.argmax(best_of[:, worst]))
                 self.worst = (float(candidates[worst]), int(rows[worst]), best,
-                              block.missing[worst])
+                              block.row_missing(worst))
 
     def worst_point(
         self, X: Array, reference: NDArray[np.float64], precision: NDArray[np.float64],
@@ -2137,8 +2143,9 @@ def _schur_own_moments(
     moved: a component far from it would cancel them); the conditional covariances are
     added by the caller."""
     d, n = y.shape
-    observed = ~block.missing.T  # (D, n)
     cell_columns = np.repeat(np.arange(d), np.diff(block.coord_start))
+    observed = np.ones((d, n))
+    observed[cell_columns, block.cell_rows] = 0.0
     firsts, seconds = [], []
     for k in own:
         z = (y - offsets[k][:, None]) * observed
