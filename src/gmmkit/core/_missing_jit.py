@@ -590,6 +590,40 @@ _SCHUR_ROUNDING = 4.0 * 2.220446049250313e-16
 
 
 @_jit
+def block_layout(missing, row_start, row_cells, cell_rows, coord_start, fill_at, fill_column):
+    """The cells of a block's rows with ``missing`` (n, D), in two passes: ``row_start``
+    (n + 1,) and ``coord_start`` (D + 1,) the rows' and coordinates' first cells,
+    ``cell_rows`` the row of each cell coordinate by coordinate (rows increasing),
+    ``row_cells`` where each cell of each row (coordinates increasing) sits in that
+    order, ``fill_at`` / ``fill_column`` its place in the flattened block and column."""
+    n, d = missing.shape
+    coord_start[:] = 0
+    row_start[0] = 0
+    for i in range(n):
+        count = 0
+        for j in range(d):
+            if missing[i, j]:
+                count += 1
+                coord_start[j + 1] += 1
+        row_start[i + 1] = row_start[i] + count
+    for j in range(d):
+        coord_start[j + 1] += coord_start[j]
+    next_cell = coord_start[:d].copy()
+    at = 0
+    for i in range(n):
+        for j in range(d):
+            if missing[i, j]:
+                place = next_cell[j]
+                next_cell[j] += 1
+                cell_rows[place] = i
+                row_cells[at] = place
+                fill_at[at] = i * d + j
+                fill_column[at] = j
+                at += 1
+    return 0
+
+
+@_jit
 def pattern_trie(index, sizes, path, parent, depth, coordinate, start, n_components):
     """The prefix tree of patterns ``index`` (P, D) / ``sizes`` (P,), sorted
     lexicographically (a prefix before its extensions): a node per distinct prefix

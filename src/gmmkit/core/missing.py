@@ -1547,78 +1547,103 @@ def _schur_block_rows(n_features: int, n_components: int) -> int:
     return int(min(max(_BLOCK_VALUES // per_row, 256), 8192))
 
 
+def _pattern_keys(missing: NDArray[np.bool_]) -> NDArray[Any]:
+    """One sortable key per row of ``missing`` (n, D), ordered as the rows' masks read as
+    bit strings (coordinate 0 first): the patterns that share a prefix of missing
+    coordinates are contiguous in the keys' order.  Up to 64 features an unsigned
+    integer (fast to sort), beyond the packed bytes."""
+    n, d = missing.shape
+    packed = np.packbits(missing, axis=1)  # coordinate 0 the high bit of byte 0
+    if d <= 64:
+        wide = np.zeros((n, 8), dtype=np.uint8)
+        wide[:, : packed.shape[1]] = packed
+        return wide.view(">u8").ravel()
+    packed = np.ascontiguousarray(packed)
+    return packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+
+
 def _schur_groups(
     missing: NDArray[np.bool_], n_components: int
 ) -> list[_SchurGroup]:
     """The :class:`_SchurGroup` s of a chunk's rows with ``missing`` (n, D) (each with
-    something missing and something observed)."""
+    something missing and something observed).  Paid once per fit for an in-memory
+    engine's chunks, every pass for streamed ones: sorts, counts and masked copies."""
+    kernels = _jit.kernels()
+    assert kernels is not None
     n, d = missing.shape
-    packed = np.ascontiguousarray(np.packbits(missing, axis=1))
-    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
-    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    values = n_components * float(np.sum(missing[first].sum(axis=1) ** 2))
+    cells_per_row = _row_counts(missing)
+    # the distinct patterns bound the factors' size: split the rows if they would pass
+    # the budget (K s^2 a pattern; each row its own pattern at worst)
+    keys = _pattern_keys(missing)
+    order = np.argsort(keys)
+    sorted_keys = keys[order]
+    new = np.ones(n, dtype=bool)
+    new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+    firsts = order[new]
+    values = n_components * float(np.sum(cells_per_row[firsts].astype(np.float64) ** 2))
     parts = max(1, int(np.ceil(values / _SCHUR_PATTERN_VALUES)))
     block_rows = _schur_block_rows(d, n_components)
     groups = []
     for rows in np.array_split(np.arange(n), parts):
         if not len(rows):
             continue
-        used, local = np.unique(inverse[rows], return_inverse=True)
-        distinct = missing[first[used]]
-        sizes = distinct.sum(axis=1).astype(np.int64)
+        if parts > 1:
+            order = rows[np.argsort(keys[rows])]
+            sorted_keys = keys[order]
+            new = np.ones(len(rows), dtype=bool)
+            new[1:] = sorted_keys[1:] != sorted_keys[:-1]
+        # rows pattern by pattern, patterns in their keys' order (prefixes contiguous):
+        # each block reads a run of the factors, in order, and a pattern's rows read
+        # its factors once (a group's factors pass any cache)
+        sorted_pattern = (np.cumsum(new) - 1).astype(np.int32)
+        distinct = missing[order[new]]
+        sizes = cells_per_row[order[new]].astype(np.int64)
         index = np.full((len(sizes), d), -1, dtype=np.int32)
         where = np.nonzero(distinct)
         offsets = np.repeat(np.cumsum(sizes) - sizes, sizes)
         index[where[0], np.arange(len(where[0])) - offsets] = where[1]
-        order = np.lexsort(index.T[::-1])  # lexicographic: a prefix before its extensions
-        renumber = np.empty_like(order)
-        renumber[order] = np.arange(len(order))
-        index, sizes = index[order], sizes[order]
-        pattern = renumber[local.ravel()].astype(np.int64)
         path = np.empty((len(sizes), d), dtype=np.int32)
         most = int(sizes.sum())
         parent, depth, coordinate, start = (np.empty(most, dtype=np.int64) for _ in range(4))
-        kernels = _jit.kernels()
-        assert kernels is not None
         nodes, values = kernels.pattern_trie(
             index, sizes, path, parent, depth, coordinate, start, n_components)
-        # rows pattern by pattern: each block reads a run of the inverses, in order,
-        # and a pattern's rows read its inverse once (the inverses of a group pass any
-        # cache)
-        by_pattern = np.argsort(pattern, kind="stable")
         # (kept for the engine's life with the mask: 32-bit indices, as a block holds
         # fewer than 2^31 cells)
-        sorted_rows = rows[by_pattern].astype(np.int32)
-        sorted_pattern = pattern[by_pattern].astype(np.int32)
+        sorted_rows = order.astype(np.int32)
         blocks = []
-        for begin in range(0, len(rows), block_rows):
+        for begin in range(0, len(sorted_rows), block_rows):
             part = sorted_rows[begin : begin + block_rows]
-            block_missing = missing[part]
-            cell_row, cell_col = np.nonzero(block_missing)  # row by row
-            by_coordinate = np.argsort(cell_col, kind="stable")
-            row_cells = np.empty(len(cell_row), dtype=np.int32)
-            row_cells[by_coordinate] = np.arange(len(cell_row), dtype=np.int32)
-            row_start = np.zeros(len(part) + 1, dtype=np.int32)
-            np.cumsum(np.bincount(cell_row, minlength=len(part)), out=row_start[1:])
-            coord_start = np.zeros(d + 1, dtype=np.intp)
-            np.cumsum(np.bincount(cell_col, minlength=d), out=coord_start[1:])
-            blocks.append(_SchurBlock(
-                rows=part,
-                pattern=sorted_pattern[begin : begin + block_rows],
-                row_start=row_start,
-                row_cells=row_cells,
-                cell_rows=cell_row[by_coordinate].astype(np.int32),
-                coord_start=coord_start,
-                fill_at=(cell_row * d + cell_col).astype(np.int32),
-                fill_column=cell_col.astype(np.int32),
-            ))
+            blocks.append(_schur_block_layout(
+                part, missing[part], sorted_pattern[begin : begin + block_rows]))
         groups.append(_SchurGroup(
             sizes=sizes, index=index, path=path, parent=parent[:nodes],
             depth=depth[:nodes], coordinate=coordinate[:nodes], start=start[:nodes],
             values=int(values), blocks=blocks,
         ))
     return groups
+
+
+def _schur_block_layout(
+    rows: NDArray[np.int32], missing: NDArray[np.bool_], pattern: NDArray[np.int32]
+) -> _SchurBlock:
+    """The :class:`_SchurBlock` of rows ``rows`` with ``missing`` (n, D) and patterns
+    ``pattern`` (:func:`gmmkit.core._missing_jit.block_layout`)."""
+    kernels = _jit.kernels()
+    assert kernels is not None
+    n, d = missing.shape
+    cells = int(np.count_nonzero(missing))
+    row_start = np.empty(n + 1, dtype=np.int32)
+    coord_start = np.empty(d + 1, dtype=np.intp)
+    row_cells, cell_rows, fill_at, fill_column = (
+        np.empty(cells, dtype=np.int32) for _ in range(4))
+    kernels.block_layout(
+        np.ascontiguousarray(missing), row_start, row_cells, cell_rows, coord_start,
+        fill_at, fill_column)
+    return _SchurBlock(
+        rows=rows, pattern=pattern, row_start=row_start, row_cells=row_cells,
+        cell_rows=cell_rows, coord_start=coord_start, fill_at=fill_at,
+        fill_column=fill_column,
+    )
 
 
 #: The Schur form takes full covariances from this many components on (and
