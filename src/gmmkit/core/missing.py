@@ -683,6 +683,17 @@ def _centre(params: MixtureParams) -> NDArray[np.float64]:
     return np.asarray(params.weights @ params.means, dtype=np.float64)
 
 
+def _constants(params: MixtureParams) -> NDArray[np.float64]:
+    """``log pi_k + log det U_k - D log(2 pi) / 2`` (K,) of full and tied layouts: the
+    complete-data log-joint less half the squared whitened distance."""
+    upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
+    if params.layout == "tied":
+        log_det = np.sum(np.log(np.diag(upper)))
+    else:
+        log_det = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
+    return _log_weights(params) + log_det - (0.5 * log_2pi()) * params.n_features
+
+
 def _log_weights(params: MixtureParams) -> NDArray[np.float64]:
     with np.errstate(divide="ignore"):
         return np.log(np.asarray(params.weights, dtype=np.float64))
@@ -1024,12 +1035,7 @@ def _observed_constant(
 ) -> NDArray[np.float64]:
     """``log pi_k + log det U_k - log det(P_mm) / 2 - |o| log(2 pi) / 2``, (K, n), with
     ``log_det_pmm`` (K or 1, p) per group."""
-    upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
-    if params.layout == "tied":
-        upper = upper[None]
-    d = upper.shape[1]
-    log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
-    constant = _log_weights(params) + log_det_upper - (0.5 * log_2pi()) * d
+    constant = _constants(params)
     out = np.empty((len(constant), n))
     first = patterns.groups[0].start if patterns.groups else n
     out[:, :first] = constant[:, None]
@@ -1247,7 +1253,7 @@ def _tied_conditional(
     norms = np.einsum("dn,dn->n", white, white)
     log_joint = parts.log_joint(n)
     np.dot(whitened_means, white, out=log_joint)  # (K, n)
-    constant = _log_weights(params) + np.sum(np.log(np.diag(upper))) - 0.5 * d * log_2pi()
+    constant = _constants(params)
     first = patterns.groups[0].start if patterns.groups else n
     if first:  # complete rows: v = -U' (mu_k - centre), summed directly
         direct = white[None, :, :first] - whitened_means[:, :, None]
@@ -1431,7 +1437,7 @@ def _compiled_conditional(
         offsets = means - centre
         white_means = offsets @ upper  # U' (mu_k - centre), (K, D)
         pulled = white_means @ upper.T  # P (mu_k - centre)
-        constant = log_weights + np.sum(np.log(np.diag(upper))) - 0.5 * d * log_2pi()
+        constant = _constants(params)
         xbar = np.empty((n, d))
         shifts = np.empty(n_components * coordinates)
         _compiled_status(kernels.tied_log_joint(
@@ -1442,8 +1448,7 @@ def _compiled_conditional(
         compiled = _Compiled(
             kernels, "tied", rows, missing, centre, means, precision, inverses, shifts, xbar)
     else:
-        log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
-        constant = log_weights + log_det_upper - (0.5 * log_2pi()) * d
+        constant = _constants(params)
         steps = np.empty(n_components * cells)
         _compiled_status(kernels.full_log_joint(
             rows, missing, means, precision, upper,
@@ -1716,14 +1721,13 @@ def _schur_statistics(
     upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
     precision = np.matmul(upper, upper.transpose(0, 2, 1))
     offsets = np.asarray(params.means, dtype=np.float64) - reference
-    log_det_upper = np.sum(np.log(np.diagonal(upper, axis1=1, axis2=2)), axis=1)
     sums = _SchurSums(
         precision=precision,
         by_component=np.ascontiguousarray(precision.transpose(1, 2, 0)),  # (D, D, K)
         offsets=offsets,
         pulled=np.ascontiguousarray(np.einsum("kij,kj->ik", precision, offsets)),  # (D, K)
         factor=np.ascontiguousarray(upper.transpose(0, 2, 1)),
-        constant=_log_weights(params) + log_det_upper - (0.5 * log_2pi()) * d,
+        constant=_constants(params),
         reference=reference,
         features=np.zeros((n_components, 0)),
         # sum r u u' and sum r P_mm^-1 (lower triangles), sum r (y u' + u y')
@@ -1976,7 +1980,7 @@ def _tied_schur_statistics(
         factor=np.ascontiguousarray(upper.T),
         offsets=offsets,
         pulled=np.ascontiguousarray(precision @ offsets.T),  # (D, K)
-        constant=_log_weights(params) + np.sum(np.log(np.diag(upper))) - 0.5 * d * log_2pi(),
+        constant=_constants(params),
         reference=reference,
         first=np.zeros((n_components, d)),
         nk=np.zeros(n_components),
