@@ -95,7 +95,7 @@ def test_matches_mclust(case_id: str, backend: str, monkeypatch: pytest.MonkeyPa
     LAPACK in the last bits, which can resolve exact ties of gridded data (faithful,
     iris) the other way for EII far down the tree (k > 9 here).
     """
-    if backend == "numba" and _jit._load_hc() is None:
+    if backend == "numba" and _jit._load("_hc_jit") is None:
         pytest.skip("numba is not importable")
     monkeypatch.setenv(_jit.ENVIRONMENT, "1" if backend == "numba" else "0")
     case, X = _case(case_id)

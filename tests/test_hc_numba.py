@@ -22,7 +22,7 @@ from gmmkit import _jit
 from gmmkit.core import hc as hc_module
 from gmmkit.core.hc import _RTHALF, _VVV, _seq_rowsum, hc_partitions, hc_transform
 
-kernels = _jit._load_hc()
+kernels = _jit._load("_hc_jit")
 if kernels is None:  # numba absent, or not importable with this numpy
     pytest.skip("numba is not importable", allow_module_level=True)
 

@@ -12,6 +12,7 @@ paths).
 
 from __future__ import annotations
 
+import importlib
 import os
 from functools import cache
 from types import ModuleType
@@ -22,28 +23,23 @@ ENVIRONMENT = "GMMKIT_NUMBA"
 
 
 @cache
-def _load() -> ModuleType | None:
+def _load(name: str = "_missing_jit") -> ModuleType | None:
+    """The compiled kernels' module ``gmmkit.core.<name>``, or None when numba is absent
+    or not importable with this numpy."""
     try:
-        from gmmkit.core import _missing_jit
-    except ImportError:  # numba absent, or not importable with this numpy
+        return importlib.import_module(f"gmmkit.core.{name}")
+    except ImportError:
         return None
-    return _missing_jit
 
 
-@cache
-def _load_hc() -> ModuleType | None:
-    try:
-        from gmmkit.core import _hc_jit
-    except ImportError:  # numba absent, or not importable with this numpy
-        return None
-    return _hc_jit
+def _setting() -> str:
+    return os.environ.get(ENVIRONMENT, "").strip().lower()
 
 
 def enabled() -> bool:
     """Whether ``GMMKIT_NUMBA`` allows the compiled kernels (it does unless it is set to
     ``0``, ``false``, ``no`` or ``off``)."""
-    value = os.environ.get(ENVIRONMENT, "").strip().lower()
-    return value not in ("0", "false", "no", "off")
+    return _setting() not in ("0", "false", "no", "off")
 
 
 def kernels() -> ModuleType | None:
@@ -54,13 +50,12 @@ def kernels() -> ModuleType | None:
 def forced() -> bool:
     """Whether ``GMMKIT_NUMBA`` asks for the compiled kernels explicitly (``1``, ``true``,
     ``yes`` or ``on``) rather than leaving the choice to gmmkit (unset)."""
-    value = os.environ.get(ENVIRONMENT, "").strip().lower()
-    return value in ("1", "true", "yes", "on")
+    return _setting() in ("1", "true", "yes", "on")
 
 
 def hc_kernels() -> ModuleType | None:
     """The agglomeration's compiled kernels, or None when numba is absent or disabled."""
-    return _load_hc() if enabled() else None
+    return _load("_hc_jit") if enabled() else None
 
 
 def available() -> bool:
