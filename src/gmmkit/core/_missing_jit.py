@@ -665,13 +665,18 @@ def factorise_trie(parent, depth, coordinate, start, precision, lower, inverse, 
     tree by :func:`tree_sums`, are the prefix blocks' log-determinants); ``precision``
     is (D, D, K).  A node of depth ``c`` costs ``O(c^2)`` per component: its row of
     ``L`` by forward substitution against its ancestors' rows, its row of ``F`` from
-    theirs."""
+    theirs (the ancestors' rows of ``F`` read row by row).  One component (a tied
+    covariance) takes :func:`_factorise_trie_one`."""
     n_nodes = len(parent)
     d = precision.shape[0]
     n_components = precision.shape[2]
+    if n_components == 1:
+        return _factorise_trie_one(
+            parent, depth, coordinate, start, precision, lower, inverse, pivots)
     line = np.empty(d, dtype=np.int64)  # the ancestors (and the node) by depth
     column = np.empty(d, dtype=np.int64)
     value = np.empty(n_components)
+    value_row = np.empty(d * n_components)
     for node in range(n_nodes):
         c = depth[node]
         up = node
@@ -707,16 +712,59 @@ def factorise_trie(parent, depth, coordinate, start, precision, lower, inverse, 
             lower[diagonal + k] = root
             inverse[diagonal + k] = 1.0 / root
             pivots[node, k] = value[k]
-        for b in range(c):  # f_cb = -f_cc sum_{e=b}^{c-1} l_ce f_eb
-            for k in range(n_components):
-                value[k] = 0.0
-            for e in range(b, c):
-                other = start[line[e]]
+        for b in range(c * n_components):
+            value_row[b] = 0.0
+        for e in range(c):  # f_c = -f_cc sum_e l_ce f_e, the ancestors' rows in turn
+            other = start[line[e]]
+            for b in range(e + 1):
                 for k in range(n_components):
-                    value[k] += lower[here + e * n_components + k] * inverse[
-                        other + b * n_components + k]
+                    value_row[b * n_components + k] += lower[
+                        here + e * n_components + k] * inverse[other + b * n_components + k]
+        for b in range(c):
             for k in range(n_components):
-                inverse[here + b * n_components + k] = -inverse[diagonal + k] * value[k]
+                inverse[here + b * n_components + k] = -inverse[diagonal + k] * value_row[
+                    b * n_components + k]
+    return 0
+
+
+@_jit
+def _factorise_trie_one(parent, depth, coordinate, start, precision, lower, inverse, pivots):
+    """:func:`factorise_trie` for one component (``precision`` (D, D, 1)), in scalars:
+    its loops over a vector of components cost their set-up at every step (0.4 ms
+    against 1.1 ms for the 8 552 nodes of 20 % missing at D=16)."""
+    d = precision.shape[0]
+    line = np.empty(d, dtype=np.int64)
+    column = np.empty(d, dtype=np.int64)
+    for node in range(len(parent)):
+        c = depth[node]
+        up = node
+        for e in range(c, -1, -1):
+            line[e] = up
+            column[e] = coordinate[up]
+            up = parent[up]
+        here = start[node]
+        jc = column[c]
+        for b in range(c):  # l_cb = (P_cb - sum_{e<b} l_ce l_be) f_bb
+            other = start[line[b]]
+            value = precision[jc, column[b], 0]
+            for e in range(b):
+                value -= lower[here + e] * lower[other + e]
+            lower[here + b] = value * inverse[other + b]
+        value = precision[jc, jc, 0]
+        for e in range(c):
+            value -= lower[here + e] * lower[here + e]
+        if not (value > 0.0 and value < np.inf):
+            return NOT_POSITIVE
+        root = math.sqrt(value)
+        lower[here + c] = root
+        pivot = 1.0 / root
+        inverse[here + c] = pivot
+        pivots[node, 0] = value
+        for b in range(c):  # f_cb = -f_cc sum_{e=b}^{c-1} l_ce f_eb
+            value = 0.0
+            for e in range(b, c):
+                value += lower[here + e] * inverse[start[line[e]] + b]
+            inverse[here + b] = -pivot * value
     return 0
 
 
@@ -776,8 +824,8 @@ def schur_log_joint(
     d = y.shape[0]
     # per-row vectors over the components, flat (coordinate-major)
     t = np.empty(d * n_components)
-    w = np.empty(d * n_components)
-    u = np.empty(n_components)
+    u = np.empty(d * n_components)
+    w = np.empty(n_components)
     cancelled = np.empty(n_components)
     r = np.empty(d)
     half_log_2pi = 0.5 * _LOG_2PI
@@ -792,27 +840,27 @@ def schur_log_joint(
                 t[a * n_components + k] = gradient[cell, k] - pulled[ja, k]
         for k in range(n_components):
             cancelled[k] = 0.0
-        for a in range(s):  # w = F t, t' P_mm^-1 t = |w|^2
+        for k in range(s * n_components):
+            u[k] = 0.0
+        # w_a = (F t)_a, |w|^2 = t' P_mm^-1 t, and u = F' w added row by row of F: each
+        # row is read once, and again from L1 (the rows, ~7 MB at K=20, D=16, stream
+        # from L3; summing u down F's columns read them twice)
+        for a in range(s):
             at = start[path[p, a]]
             for k in range(n_components):
-                u[k] = 0.0
+                w[k] = 0.0
             for b in range(a + 1):
                 for k in range(n_components):
-                    u[k] += inverses[at + k] * t[b * n_components + k]
-                at += n_components
+                    w[k] += inverses[at + b * n_components + k] * t[b * n_components + k]
             for k in range(n_components):
-                w[a * n_components + k] = u[k]
-                cancelled[k] += u[k] * u[k]
-        for b in range(s):  # u = F' w, down column b of F
-            for k in range(n_components):
-                u[k] = 0.0
-            for a in range(b, s):
-                at = start[path[p, a]] + b * n_components
+                cancelled[k] += w[k] * w[k]
+            for b in range(a + 1):
                 for k in range(n_components):
-                    u[k] += inverses[at + k] * w[a * n_components + k]
+                    u[b * n_components + k] += inverses[at + b * n_components + k] * w[k]
+        for b in range(s):
             cell = row_cells[first + b]
             for k in range(n_components):
-                gradient[cell, k] = u[k]
+                gradient[cell, k] = u[b * n_components + k]
         base = s * half_log_2pi
         leaf = path[p, s - 1]
         rounding = False  # (branch-free over the components: the loop vectorises)
@@ -990,6 +1038,7 @@ def tied_schur_log_joint(
     d = y.shape[0]
     g = np.empty(d)
     h = np.empty(d)
+    back = np.empty(d)
     r = np.empty(d)
     cancelled = np.empty(n_components)
     half_log_2pi = 0.5 * _LOG_2PI
@@ -998,12 +1047,18 @@ def tied_schur_log_joint(
         s = sizes[p]
         for a in range(s):
             g[a] = pulled_rows[index[p, a], i]
-        for c in range(s):  # h = F g
+        for b in range(s):
+            back[b] = 0.0
+        for c in range(s):  # h = F g, and F' h row by row of F (each row read once)
             at = start[path[p, c]]
             value = 0.0
             for b in range(c + 1):
                 value += inverses[at + b] * g[b]
             h[c] = value
+            for b in range(c + 1):
+                back[b] += inverses[at + b] * value
+        for b in range(s):
+            steps_rows[index[p, b], i] = back[b]
         for k in range(n_components):
             cancelled[k] = 0.0
         for c in range(s):  # |h - e_k|^2, the components as a vector
@@ -1011,11 +1066,6 @@ def tied_schur_log_joint(
             for k in range(n_components):
                 step = h[c] - shifts[node, k]
                 cancelled[k] += step * step
-        for b in range(s):  # F' h
-            value = 0.0
-            for c in range(b, s):
-                value += inverses[start[path[p, c]] + b] * h[c]
-            steps_rows[index[p, b], i] = value
         base = s * half_log_2pi - 0.5 * log_det[path[p, s - 1], 0]
         rounding = False  # (branch-free over the components: the loop vectorises)
         for k in range(n_components):

@@ -3211,7 +3211,20 @@ def filled_chunk(
         missing = nan_mask(X)
     if isinstance(missing, bool):
         return chunk
-    filled = np.where(missing, np.asarray(fill, dtype=X.dtype), X)
+    fill = np.asarray(fill, dtype=X.dtype)
+    store = _mask_store(missing)
+    if store is None:
+        return replace(chunk, X=np.where(missing, fill, X), missing=missing)
+    # a kept mask keeps its cells' flat positions and columns (8 bytes a missing cell):
+    # a copy and a scatter cost a third of ``np.where`` over every cell, each pass
+    cells = store.get("cells")
+    if cells is None:
+        at = np.flatnonzero(missing)
+        kind = np.int32 if missing.size < 2**31 else np.int64
+        cells = at.astype(kind), (at % max(missing.shape[1], 1)).astype(kind)
+        store["cells"] = cells
+    filled = np.array(X, order="C", copy=True)
+    filled.reshape(-1)[cells[0]] = fill[cells[1]]
     return replace(chunk, X=filled, missing=missing)
 
 
