@@ -2073,6 +2073,7 @@ def _tied_schur_block(
     the per-row parts of the corrections as (D, n) blocks, zero where observed, so that
     the products with the rows are GEMMs."""
     log_joint, _, y, _, _ = _schur_rows(coefs, X, rows, block, sums.reference, False)
+    y = np.ascontiguousarray(y)
     d, n = y.shape
     pulled_rows = workspace("missing.schur.pulled_rows", (d, n))
     np.dot(sums.precision, y, out=pulled_rows)  # P y of every row
@@ -2080,7 +2081,7 @@ def _tied_schur_block(
     steps_rows[...] = 0.0
     _compiled_status(kernels.tied_schur_log_joint(
         log_joint, pulled_rows, steps_rows, shifts, steps, step_start,
-        np.ascontiguousarray(y), sums.offsets, sums.factor, sums.constant, block.pattern,
+        y, sums.offsets, sums.factor, sums.constant, block.pattern,
         group.sizes, group.index, group.path, group.start, inverses, log_det,
     ))
     log_norm, resp, resp_w, weight, labelled = _responsibilities(
@@ -2098,7 +2099,7 @@ def _tied_schur_block(
     weighted_y = y if sample_weight is None and labelled is None else y * weight
     cross = np.dot(y, bar.T)
     sums.pooled += np.dot(weighted_y, y.T) - cross - cross.T
-    sums.first += np.dot(resp_w, (y - steps_rows).T)
+    sums.first += np.dot(resp_w, np.subtract(y, steps_rows, out=steps_rows).T)
     sums.nk += resp_w.sum(axis=1)
     sums.tally(rows, block, log_norm, resp if labelled is None else log_joint, weight)
 
