@@ -45,15 +45,15 @@ the rows' missing cells are gathered and corrected through one flat index.
 * Diagonal and spherical: no factorisation (missing coordinates are independent of the
   observed ones); one feature block ``[o xc^2 (or its sum); o xc; o]`` and two GEMMs.
 
-With numba installed (``gmmkit[fast]``), the statistics' per-row path of full (from 8
-features on) and tied covariances runs compiled kernels instead, the same mathematics
+With numba installed (``gmmkit[fast]``), the statistics' per-row path of full (below
+:data:`_SCHUR_COMPONENTS` components, from 8 features on) and tied covariances (below
+:data:`_SCHUR_TIED_FEATURES` features) runs compiled kernels instead, the same mathematics
 row by row (:mod:`gmmkit.core._missing_jit`, switched in :func:`_sorted_conditional`
 through :mod:`gmmkit._jit`); ``GMMKIT_NUMBA=0`` keeps the numpy path above, the
 reference.  Inference (scores, predictions, imputation) always takes the numpy path.
 
-The Schur form (compiled kernels; full covariances with :data:`_SCHUR_COMPONENTS`
-components and 8 features or more, tied ones from :data:`_SCHUR_TIED_FEATURES`
-features): the complete kernel itself evaluates the rows with their missing cells at
+The Schur form (compiled kernels; full covariances from :data:`_SCHUR_COMPONENTS`
+components, tied ones from :data:`_SCHUR_TIED_FEATURES` features): the complete kernel itself evaluates the rows with their missing cells at
 its centre ``c`` (``y = x - c``, 0 there), whose quadratic form ``z' P z`` (``z = y -
 a_k``, ``a_k = mu_k - c``) is the observed distance plus ``t' P_mm^-1 t`` with ``t =
 (P z)_m`` -- whatever ``z_m`` is -- and the conditional mean is ``xhat_m = c_m -
@@ -1651,31 +1651,31 @@ def _schur_block_layout(
     )
 
 
-#: The Schur form takes full covariances from this many components on (and
-#: :data:`_COMPILED_FULL_FEATURES` features): measured against the compiled per-row path
-#: (20 % missing at random, one thread, ratios to the complete pass, Schur / per-row):
-#: K=3 2.53 / 1.79x at D=8 and 2.68 / 2.14x at D=16, K=5 2.75 / 2.45x and 2.72 /
-#: 2.38x, K=7 2.61 / 2.66x and 2.40 / 2.36x, K=8 2.66 / 3.66x and 3.11 / 4.34x, K=12
-#: 2.74 / 3.56x and 2.93 / 5.08x.
-_SCHUR_COMPONENTS = 8
+#: The Schur form takes full covariances from this many components on, at any number
+#: of features: measured (20 % missing at random, one thread, each path alone in its
+#: process with its own chunks, milliseconds a pass of 30 000 rows, Schur / compiled
+#: per-row / numpy) K=3: 2.11 / 2.93 / 1.77 at D=3, 2.59 / 3.78 / 2.10 at D=4, 5.74 /
+#: 4.56 / 4.92 at D=8, 16.1 / 14.6 / 19.8 at D=16; K=4: 1.41 / 2.28 / 1.57 at D=2, 2.66
+#: / 4.53 / 3.10 at D=4, 5.13 / 5.18 / 5.69 at D=8, 9.72 / 9.77 / 15.9 at D=12, 17.2 /
+#: 17.0 / 30.2 at D=16; K=5: 3.03 / 5.50 / 4.57 at D=4, 4.71 / 8.65 / 6.63 at D=6, 6.68
+#: / 6.98 at D=8, 20.4 / 21.1 at D=16; K=7: 7.59 / 8.72 at D=8, 23.9 / 30.1 at D=16;
+#: K=10 D=4 3.94 / 5.92 / 5.67; K=20 D=2 3.45 / 5.03 / 4.65.  Below, the compiled
+#: per-row path from :data:`_COMPILED_FULL_FEATURES` features on, the numpy path under.
+_SCHUR_COMPONENTS = 4
 
-#: Tied covariances take the Schur form from this many features on: measured against
-#: the compiled per-row path as above (Schur / per-row): K=5 2.56 / 2.27x at D=8, 2.13 /
-#: 2.06x at D=10, 2.77 / 2.98x at D=12, 3.71 / 4.32x at D=16; K=20 3.63 / 2.68x, 3.02 /
-#: 3.31x, 2.79 / 3.58x, 4.00 / 5.38x.
+#: Tied covariances take the Schur form from this many features on: measured as above
+#: (Schur / per-row), K=5: 3.36 / 3.02 at D=6, 3.79 / 3.99 at D=8, 4.96 / 4.92 at D=10;
+#: K=20: 6.43 / 5.34 at D=6, 7.63 / 6.80 at D=8; at D=16 the Schur form is 1.4x faster
+#: (K=5 and K=20).
 _SCHUR_TIED_FEATURES = 10
 
 
 def _schur_chosen(layout: str, n_features: int, n_components: int) -> bool:
-    """Whether full covariances of this size take the Schur form (numba available)."""
+    """Whether covariances of this layout and size take the Schur form (numba
+    available)."""
     if layout == "tied":
         return n_features >= _SCHUR_TIED_FEATURES and _jit.available()
-    return (
-        layout == "full"
-        and n_features >= _COMPILED_FULL_FEATURES
-        and n_components >= _SCHUR_COMPONENTS
-        and _jit.available()
-    )
+    return layout == "full" and n_components >= _SCHUR_COMPONENTS and _jit.available()
 
 
 def _schur_applies(coefs: KernelCoefficients) -> bool:
