@@ -426,11 +426,13 @@ def tied_log_joint(
     ``w - a_k + U' E t_k`` is taken directly."""
     n, d = X.shape
     n_components = white_means.shape[1]
+    width = np.uint64(n_components)
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
     inverse = np.empty((d, d))
     n_patterns = log_det.shape[0]
-    explained = np.zeros((n_patterns, n_components))  # c_k = b_km . t_k per pattern
+    # c_k = b_km . t_k per pattern (and a last row of zeros for rows without a pattern)
+    explained = np.zeros((n_patterns + 1, n_components))
     starts = np.zeros(n_patterns, dtype=np.int64)  # each pattern's shifts in ``shifts``
     patterns = np.empty(n, dtype=np.int64)  # each row's pattern (-1: none missing)
     g = np.empty(d)
@@ -503,11 +505,19 @@ def tied_log_joint(
         base = 0.5 * s * _LOG_2PI
         if pattern >= 0:
             base -= 0.5 * log_det[pattern, 0]
+        known = pattern if pattern >= 0 else n_patterns  # (a row of zeros)
+        direct = False  # (branch-free over the components: the loop vectorises)
+        for k in range(width):
+            c = explained[known, k]
+            quad = length - 2.0 * products[i, k] + norms[k] - c
+            log_joint[k, i] = constant[k] + base - 0.5 * quad
+            direct |= length + norms[k] + c > 0.5 * _EXPANSION_LIMIT
+        if not direct:
+            continue
         for k in range(n_components):
-            c = explained[pattern, k] if pattern >= 0 else 0.0
-            if length + norms[k] + c <= 0.5 * _EXPANSION_LIMIT:
-                quad = length - 2.0 * products[i, k] + norms[k] - c
-            else:  # |w - a_k + U' E t_k|^2 summed directly
+            c = explained[known, k]
+            if length + norms[k] + c > 0.5 * _EXPANSION_LIMIT:
+                # |w - a_k + U' E t_k|^2 summed directly
                 for j in range(d):
                     v[j] = white[i, j] - white_means[j, k]
                 for b in range(s):
@@ -518,7 +528,7 @@ def tied_log_joint(
                 quad = 0.0
                 for j in range(d):
                     quad += v[j] * v[j]
-            log_joint[k, i] = constant[k] + base - 0.5 * quad
+                log_joint[k, i] = constant[k] + base - 0.5 * quad
     return 0
 
 
@@ -533,6 +543,7 @@ def tied_moments(missing, xbar, resp_w, row_weight, inverses, shifts, first, poo
     xbar'`` (GEMMs)."""
     n, d = xbar.shape
     n_components = resp_w.shape[0]
+    width = np.uint64(n_components)  # (unsigned indices: see the module's docstring)
     index = np.empty(d, dtype=np.int64)
     observed = np.empty(d)
     weights = np.zeros(n_components)  # each component's responsibility over the pattern
@@ -548,17 +559,17 @@ def tied_moments(missing, xbar, resp_w, row_weight, inverses, shifts, first, poo
         if i == n or i == 0 or not _same_pattern(missing, i):
             if i > 0 and 0 < s < d:
                 for a in range(s):
-                    left = position + a * n_components
+                    left = np.uint64(position + a * n_components)
                     for b in range(a, s):
-                        right = position + b * n_components
+                        right = np.uint64(position + b * n_components)
                         value = total * inverses[at]
                         at += 1
-                        for k in range(n_components):
+                        for k in range(width):
                             value += weights[k] * shifts[left + k] * shifts[right + k]
                         pooled[index[a], index[b]] += value
                         if b > a:
                             pooled[index[b], index[a]] += value
-                    for k in range(n_components):
+                    for k in range(width):
                         first[k, index[a]] += weights[k] * shifts[left + k]
                 position += s * n_components
             weights[:] = 0.0
@@ -573,9 +584,9 @@ def tied_moments(missing, xbar, resp_w, row_weight, inverses, shifts, first, poo
             resp[k] = resp_w[k, i]
             weights[k] += resp[k]
         for a in range(s):
-            left = position + a * n_components
+            left = np.uint64(position + a * n_components)
             value = 0.0  # u_a = sum_k r_k t_ka
-            for k in range(n_components):
+            for k in range(width):
                 value += resp[k] * shifts[left + k]
             line = index[a]
             for j in range(d):
@@ -1127,17 +1138,20 @@ def tied_schur_moments(
     width = np.uint64(n_components)  # (unsigned indices: see the module's docstring)
     d = lower.shape[0]
     mean_step = np.empty(d)  # sum_k r_k F'e_k
+    # the responsibilities row by row (a row's are K apart in ``resp_w``): the copy
+    # costs less than the strided reads (K=20, D=16: 0.87 against 1.43 ms a pass)
+    by_row = np.ascontiguousarray(resp_w.T)
     for i in range(n):
         p = pattern[i]
         s = sizes[p]
         weight = row_weight[i]
-        for k in range(n_components):
-            totals[p, k] += resp_w[k, i]
+        for k in range(width):
+            totals[p, k] += by_row[i, k]
         for a in range(s):
             row = np.uint64(step_start[p] + a * n_components)
             value = 0.0
             for k in range(width):
-                value += resp_w[k, i] * steps[row + k]
+                value += by_row[i, k] * steps[row + k]
             mean_step[a] = value
         for a in range(s):
             ja = index[p, a]
