@@ -2096,9 +2096,13 @@ def _tied_schur_block(
     # the complete kernel's moments of the filled rows around the centre, less the
     # rows' parts of the corrections: sum w y y' - sum (y bar' + bar y'), sum r_k (y -
     # F'h) (the patterns' parts are added after)
-    weighted_y = y if sample_weight is None and labelled is None else y * weight
-    cross = np.dot(y, bar.T)
-    sums.pooled += np.dot(weighted_y, y.T) - cross - cross.T
+    # ... the two in one product: the symmetric part of y (w y - 2 bar)'
+    bar *= -2.0
+    bar += y if sample_weight is None and labelled is None else y * weight
+    product = np.dot(y, bar.T)
+    product += product.T
+    product *= 0.5
+    sums.pooled += product
     sums.first += np.dot(resp_w, np.subtract(y, steps_rows, out=steps_rows).T)
     sums.nk += resp_w.sum(axis=1)
     sums.tally(rows, block, log_norm, resp if labelled is None else log_joint, weight)
