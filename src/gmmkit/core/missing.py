@@ -53,19 +53,19 @@ through :mod:`gmmkit._jit`); ``GMMKIT_NUMBA=0`` keeps the numpy path above, the
 reference.  Inference (scores, predictions, imputation) always takes the numpy path.
 
 The Schur form (compiled kernels; full covariances from :data:`_SCHUR_COMPONENTS`
-components, tied ones from :data:`_SCHUR_TIED_FEATURES` features): the complete kernel itself evaluates the rows with their missing cells at
-its centre ``c`` (``y = x - c``, 0 there), whose quadratic form ``z' P z`` (``z = y -
-a_k``, ``a_k = mu_k - c``) is the observed distance plus ``t' P_mm^-1 t`` with ``t =
-(P z)_m`` -- whatever ``z_m`` is -- and the conditional mean is ``xhat_m = c_m -
-P_mm^-1 t``.  So the kernel's log-joint and moments are corrected per missing cell:
-``t`` from one GEMM per coordinate over the rows missing it (full; one product of all
-rows for tied), ``t' P_mm^-1 t`` and ``P_mm^-1 t`` from ``F = L^-1`` (``P_mm = L L'``)
-in ``O(s^2)`` a row and component (``O(s)`` for tied), the cross moments ``sum r y u'``
-again by GEMMs.  The distinct patterns of a chunk share their factorisations through
-their prefix tree (row ``c`` of ``L`` and of ``F`` depends only on the first ``c + 1``
-missing coordinates); where the cancellation in ``z' P z - t' P_mm^-1 t`` could round
-beyond the kernel's tolerance the distance is summed directly (:func:`_schur_statistics`,
-:func:`_tied_schur_statistics`).
+components, tied ones from :data:`_SCHUR_TIED_FEATURES` features): the complete kernel
+itself evaluates the rows with their missing cells at its centre ``c`` (``y = x - c``, 0
+there), whose quadratic form ``z' P z`` (``z = y - a_k``, ``a_k = mu_k - c``) is the
+observed distance plus ``t' P_mm^-1 t`` with ``t = (P z)_m`` -- whatever ``z_m`` is --
+and the conditional mean is ``xhat_m = c_m - P_mm^-1 t``. So the kernel's log-joint and
+moments are corrected per missing cell: ``t`` from one GEMM per coordinate over the rows
+missing it (full; one product of all rows for tied), ``t' P_mm^-1 t`` and ``P_mm^-1 t``
+from ``F = L^-1`` (``P_mm = L L'``) in ``O(s^2)`` a row and component (``O(s)`` for
+tied), the cross moments ``sum r y u'`` again by GEMMs. The distinct patterns of a chunk
+share their factorisations through their prefix tree (row ``c`` of ``L`` and of ``F``
+depends only on the first ``c + 1`` missing coordinates); where the cancellation in
+``z' P z - t' P_mm^-1 t`` could round beyond the kernel's tolerance the distance is summed
+directly (:func:`_schur_statistics`, :func:`_tied_schur_statistics`).
 
 Rows with nothing observed contribute nothing to a fit (their marginal density is one
 whatever the parameters); :func:`observed_summary` counts them.
@@ -790,14 +790,16 @@ def _sorted_conditional(
         # small D
         rest = space[features * stop :]
         shifted = rest[: d * tail].reshape(d, tail)
-        np.subtract(block[stop:].T, centre[:, None], out=shifted, casting="unsafe")
-        shifted[sorted_missing[:, stop:]] = 0.0
         spare = rest[d * tail :].reshape(spares, d, tail)
         if params.layout == "tied":
+            np.subtract(block[stop:].T, centre[:, None], out=shifted, casting="unsafe")
+            shifted[sorted_missing[:, stop:]] = 0.0
             cond = _tied_conditional(
                 params, shifted, spare, centre, per_row, unobserved, scratch)
         else:
-            cond = _full_conditional(params, shifted, spare, centre, per_row, unobserved)
+            np.logical_not(sorted_missing[:, stop:], out=shifted, casting="unsafe")
+            cond = _full_conditional(
+                params, block[stop:], shifted, spare, per_row, unobserved)
     cond.log_joint[:, unobserved] = _log_weights(params)[:, None]  # the marginal over nothing is 1
     if pattern_part is None:
         return cond
@@ -1047,28 +1049,32 @@ def _observed_constant(
 
 def _full_conditional(
     params: MixtureParams,
-    shifted: NDArray[np.float64],
+    rows: Array,
+    observed: NDArray[np.float64],
     spare: NDArray[np.float64],
-    centre: NDArray[np.float64],
     patterns: _Patterns,
     unobserved: NDArray[np.bool_],
 ) -> _Conditional:
-    """Full covariances, sorted rows ``shifted = x - centre`` feature-major (D, n), 0
-    where missing, and room for two (K, D, n) arrays in ``spare``: conditional means by
-    one Newton step from the rows filled with ``centre`` (exact for a quadratic),
-    ``xhat_m = x_m - P_mm^-1 (P (x - mu))_m``."""
-    d, n = shifted.shape
+    """Full covariances, sorted ``rows`` (n, D) with ``observed`` (D, n) 1.0 where
+    observed, 0.0 where missing, and room for two (K, D, n) arrays in ``spare``:
+    conditional means by one Newton step from the rows filled with each component's mean
+    (exact for a quadratic), ``xhat_m = mu_m - P_mm^-1 (P (x - mu))_m``.
+
+    ``x - mu_k`` is taken from the rows themselves and multiplied by ``P_k``: through
+    the centre, ``P_k (x - c) - P_k (mu_k - c)`` cancels for a component far from it,
+    and its rounding, times the condition number, reached 1e-6 of a row's
+    log-density (condition number 2e9, the centre 300 standard deviations away)."""
+    d, n = observed.shape
     upper = np.asarray(params.precisions_cholesky, dtype=np.float64)  # (K, D, D)
     n_components = len(upper)
     precision = np.matmul(upper, upper.transpose(0, 2, 1))
-    offsets = np.asarray(params.means, dtype=np.float64) - centre  # (K, D)
-    # z_k = x - mu_k with the missing coordinates at the centre, (K, D, n)
+    means = np.asarray(params.means, dtype=np.float64)
+    # z_k = x - mu_k, zero at the missing coordinates, (K, D, n)
     residual, work = spare[:n_components], spare[n_components:]
-    np.subtract(shifted[None, :, :], offsets[:, :, None], out=residual)
-    # P_k z_k = P_k (x - centre) - P_k (mu_k - centre): one (K D, D) GEMM at full BLAS
-    # rate instead of K batched (D, D) ones
-    np.dot(precision.reshape(n_components * d, d), shifted, out=work.reshape(n_components * d, n))
-    work -= np.matmul(precision, offsets[:, :, None])
+    np.subtract(np.asarray(rows).T[None, :, :], means[:, :, None], out=residual,
+                casting="unsafe")
+    residual *= observed
+    np.matmul(precision, residual, out=work)  # P_k z_k
     # the rows' missing cells of every component through one index, (K, s r)
     flat_residual = residual.reshape(n_components, d * n)
     flat_work = work.reshape(n_components, d * n)
