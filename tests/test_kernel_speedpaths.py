@@ -18,6 +18,7 @@ from scipy.stats import multivariate_normal
 from sklearn.mixture import GaussianMixture as SKGaussianMixture
 
 import gmmkit.core.kernel as kernel
+from _helpers import LONG_DOUBLE_FINER, long_log_density_upper
 from gmmkit.core.covariance import pack_symmetric
 from gmmkit.core.em import e_step
 from gmmkit.core.kernel import (
@@ -663,3 +664,41 @@ def test_every_component_inaccurate_skips_quadratic_features(cov_type):
         want = ref[name]
         np.testing.assert_allclose(getattr(stats, name), want, rtol=1e-8,
                                    atol=1e-10 * np.abs(want).max())
+
+
+@pytest.mark.skipif(not LONG_DOUBLE_FINER, reason="long double is no finer than float64 here")
+def test_tied_centred_evaluation_whitening_once_matches_long_double():
+    """A shared covariance of condition number 3e7 (D=9, K=20) fails the expansion's
+    probes for every component; where its own probes allow it the centred evaluation
+    whitens the block once and subtracts ``U' (mu_k - ref)``.  Scores, responsibilities
+    and the log-likelihood equal a long-double reference within 1e-12 of the
+    log-densities; with a narrower covariance far from the reference the probes reject
+    it and the per-component evaluation stays."""
+    rng = np.random.default_rng(9)  # bench_missing.py's parameters at D=9, K=20
+    d, k = 9, 20
+    rng.normal(size=(30_000, d))
+    a = rng.normal(size=(k, d, d)) * 0.3 + np.eye(d)
+    cov = a[0] @ a[0].T  # condition number 3e7
+    means = rng.normal(size=(k, d))
+    params = MixtureParams.from_covariances(np.full(k, 1 / k), means, cov, "tied")
+    coefs = kernel_coefficients(params, np.float64, n_rows=10**6)
+    assert np.linalg.cond(cov) > 1e7
+    assert coefs.centred_offsets is not None and coefs.centred_components is None
+    assert coefs.centred_white_offsets is not None
+    labels = rng.integers(0, k, size=400)
+    X = means[labels] + rng.normal(size=(400, d)) @ np.linalg.cholesky(cov).T
+    joint = np.log(params.weights) + np.stack(
+        [long_log_density_upper(X, means[j], params.precisions_cholesky) for j in range(k)],
+        axis=1)
+    density = logsumexp(joint, axis=1)
+    np.testing.assert_allclose(
+        score_chunk(coefs, X), density, rtol=0, atol=1e-12 * np.abs(density).mean())
+    resp = np.exp(joint - density[:, None])
+    np.testing.assert_allclose(proba_chunk(coefs, X), resp, atol=1e-11)
+    assert chunk_statistics(coefs, X).log_likelihood == pytest.approx(density.sum(), rel=1e-12)
+    # far and narrow: the whitening's rounding grows with |x - ref|; the probes say no
+    far = MixtureParams.from_covariances(
+        np.full(k, 1 / k), means * 1e3, cov * 1e-2, "tied")
+    far_coefs = kernel_coefficients(far, np.float64, n_rows=10**6)
+    assert far_coefs.centred_offsets is not None
+    assert far_coefs.centred_white_offsets is None

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from _helpers import full_covariances
+from _helpers import LONG_DOUBLE_FINER, full_covariances, long_log_density
 from gmmkit import GaussianMixture
 from gmmkit.core.covariance import MODEL_NAMES
 from gmmkit.mixture import MissingRowsWarning
@@ -321,26 +321,8 @@ def test_criteria_do_not_count_rows_with_nothing_observed():
     )
 
 
-def _long_log_density(x: np.ndarray, mean: np.ndarray, cov: np.ndarray) -> float:
-    """``log N(x | mean, cov)`` in long double (x86's 64-bit mantissa), by a Cholesky
-    factorisation written out: a reference 2 000 times finer than float64."""
-    r = x.astype(np.longdouble) - mean.astype(np.longdouble)
-    a = cov.astype(np.longdouble)
-    s = len(r)
-    lower = np.zeros((s, s), dtype=np.longdouble)
-    for i in range(s):
-        for j in range(i + 1):
-            value = a[i, j] - np.sum(lower[i, :j] * lower[j, :j])
-            lower[i, j] = np.sqrt(value) if i == j else value / lower[j, j]
-    y = np.zeros(s, dtype=np.longdouble)
-    for i in range(s):
-        y[i] = (r[i] - np.sum(lower[i, :i] * y[:i])) / lower[i, i]
-    return float(
-        -0.5 * np.sum(y * y) - np.sum(np.log(np.diag(lower))) - 0.5 * s * np.log(2 * np.pi))
 
-
-@pytest.mark.skipif(
-    np.finfo(np.longdouble).eps > 1e-18, reason="long double is no finer than float64 here")
+@pytest.mark.skipif(not LONG_DOUBLE_FINER, reason="long double is no finer than float64 here")
 @pytest.mark.parametrize("compiled", ["0", "1"])
 def test_far_ill_conditioned_component_scores_accurately(
     compiled: str, monkeypatch: pytest.MonkeyPatch
@@ -370,7 +352,7 @@ def test_far_ill_conditioned_component_scores_accurately(
     reference = np.array([
         np.logaddexp.reduce([
             np.log(params.weights[k])
-            + _long_log_density(x[~m], means[k][~m], covs[k][np.ix_(~m, ~m)])
+            + long_log_density(x[~m], means[k][~m], covs[k][np.ix_(~m, ~m)])[0]
             for k in range(4)
         ])
         for x, m in zip(X, missing)
