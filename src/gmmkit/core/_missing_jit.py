@@ -675,6 +675,19 @@ def pattern_trie(index, sizes, path, parent, depth, coordinate, start, n_compone
 
 
 @_jit
+def _ancestors(node, parent, depth, coordinate, line, column):
+    """A node of :func:`pattern_trie` and its ancestors by depth into ``line`` and their
+    coordinates into ``column`` (entries ``0 .. c``); returns the node's depth ``c``."""
+    c = depth[node]
+    up = node
+    for e in range(c, -1, -1):
+        line[e] = up
+        column[e] = coordinate[up]
+        up = parent[up]
+    return c
+
+
+@_jit
 def factorise_trie(parent, depth, coordinate, start, precision, lower, inverse, pivots):
     """Rows of ``L`` (``P_k,mm = L L'``) and of ``F = L^-1`` of every node of
     :func:`pattern_trie` (in its order, parents first) into ``lower`` and ``inverse``
@@ -697,12 +710,7 @@ def factorise_trie(parent, depth, coordinate, start, precision, lower, inverse, 
     value_row = np.empty(d * n_components)
     width = np.uint64(n_components)  # (unsigned indices: see the module's docstring)
     for node in range(n_nodes):
-        c = depth[node]
-        up = node
-        for e in range(c, -1, -1):
-            line[e] = up
-            column[e] = coordinate[up]
-            up = parent[up]
+        c = _ancestors(node, parent, depth, coordinate, line, column)
         here = np.uint64(start[node])
         jc = column[c]
         for b in range(c):  # l_cb = (P_cb - sum_{e<b} l_ce l_be) / l_bb
@@ -757,12 +765,7 @@ def _factorise_trie_one(parent, depth, coordinate, start, precision, lower, inve
     line = np.empty(d, dtype=np.int64)
     column = np.empty(d, dtype=np.int64)
     for node in range(len(parent)):
-        c = depth[node]
-        up = node
-        for e in range(c, -1, -1):
-            line[e] = up
-            column[e] = coordinate[up]
-            up = parent[up]
+        c = _ancestors(node, parent, depth, coordinate, line, column)
         here = np.uint64(start[node])
         jc = column[c]
         top = np.uint64(c)
@@ -982,14 +985,11 @@ def schur_conditional(totals, sizes, path, parent, depth, coordinate, start, inv
         if parent[node] >= 0:
             for k in range(n_components):
                 through[parent[node], k] += through[node, k]
+    line = np.empty(d, dtype=np.int64)
     column = np.empty(d, dtype=np.int64)
     scaled = np.empty(n_components)
     for node in range(n_nodes):
-        c = depth[node]
-        up = node
-        for e in range(c, -1, -1):
-            column[e] = coordinate[up]
-            up = parent[up]
+        c = _ancestors(node, parent, depth, coordinate, line, column)
         row = np.uint64(start[node])
         for a in range(c + 1):
             ja = column[a]
@@ -1013,13 +1013,10 @@ def tied_node_shifts(parent, depth, coordinate, start, inverses, pulled, shifts)
     of ``F b`` depends only on the prefix of length ``c + 1``."""
     n_components = pulled.shape[1]
     d = pulled.shape[0]
+    line = np.empty(d, dtype=np.int64)
     column = np.empty(d, dtype=np.int64)
     for node in range(len(parent)):
-        c = depth[node]
-        up = node
-        for e in range(c, -1, -1):
-            column[e] = coordinate[up]
-            up = parent[up]
+        c = _ancestors(node, parent, depth, coordinate, line, column)
         for k in range(n_components):
             shifts[node, k] = 0.0
         row = np.uint64(start[node])
