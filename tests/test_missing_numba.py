@@ -219,6 +219,32 @@ def test_compiled_float32_input(monkeypatch: pytest.MonkeyPatch, calls: list[str
     assert set(calls) == {"full", "tied"}
 
 
+@pytest.mark.parametrize("layout", ["full", "tied"])
+def test_schur_form_with_float32_coefficients(
+    layout: str, monkeypatch: pytest.MonkeyPatch, calls: list[str]
+) -> None:
+    """float32 data whose kernel computes in float32: the Schur form evaluates the
+    incomplete rows with the float64 coefficients (its corrections assume their
+    accuracy) and equals the numpy path, which works in float64 too."""
+    rng = np.random.default_rng(4)
+    a = rng.normal(size=(5, 12, 12)) * 0.1 + np.eye(12)
+    full = a @ a.transpose(0, 2, 1)
+    params = MixtureParams.from_covariances(  # near the origin: float32 is accurate
+        np.full(5, 0.2), rng.normal(size=(5, 12)), full if layout == "full" else full[0],
+        layout)
+    X, missing = _rows(600, 12, 0.2, seed=5, shared=False)
+    filled = np.where(missing, 0.0, X - 5.0).astype(np.float32)
+    coefs = kernel_coefficients(params, np.float32)
+    assert coefs.dtype == np.float32
+    assert missing_module._schur_applies(coefs)
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    reference = chunk_statistics_missing(coefs, filled, missing)
+    assert not calls
+    monkeypatch.setenv(_jit.ENVIRONMENT, "1")
+    _assert_close(chunk_statistics_missing(coefs, filled, missing), reference, rtol=1e-9)
+    assert calls == [layout]
+
+
 def test_complete_data_never_reaches_the_kernels(
     monkeypatch: pytest.MonkeyPatch, calls: list[str]
 ) -> None:

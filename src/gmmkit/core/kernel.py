@@ -167,6 +167,16 @@ class KernelCoefficients:
         return int(self.weights_t.shape[0])
 
     @cached_property
+    def in_float64(self) -> KernelCoefficients:
+        """The same parameters' coefficients computing in float64 (these when they do):
+        for evaluations whose corrections assume the float64 kernel's accuracy (the
+        Schur form of :mod:`gmmkit.core.missing`), derived once per set of
+        coefficients."""
+        if self.dtype == np.float64 or self.params is None:
+            return self
+        return kernel_coefficients(self.params, np.float64)
+
+    @cached_property
     def unshifted_exp(self) -> bool:
         """Whether the kernel exponentiates log-joints as they are, without shifting each
         row by its largest (:func:`_exp_log_joint`): float64 only, when every

@@ -1685,14 +1685,16 @@ def _schur_chosen(layout: str, n_features: int, n_components: int) -> bool:
 
 
 def _schur_applies(coefs: KernelCoefficients) -> bool:
-    """Whether :func:`_schur_statistics` evaluates blocks of these coefficients: full
-    covariances of :func:`_schur_chosen` size evaluated in float64."""
-    return (
-        coefs.dtype == np.float64
-        and coefs.params is not None
-        and _schur_chosen(
-            coefs.covariance.layout, coefs.params.n_features, coefs.params.n_components)
-    )
+    """Whether :func:`_schur_statistics` evaluates blocks of these coefficients:
+    covariances of :func:`_schur_chosen` layout and size.  It evaluates them in float64
+    (:attr:`KernelCoefficients.in_float64`), so float32 coefficients qualify where the
+    float64 ones take the statistics around the same centres."""
+    if coefs.params is None or not _schur_chosen(
+        coefs.covariance.layout, coefs.params.n_features, coefs.params.n_components
+    ):
+        return False
+    return coefs.dtype == np.float64 or np.array_equal(
+        coefs.in_float64.stats_reference, coefs.stats_reference)
 
 
 def _schur_statistics(
@@ -2367,7 +2369,7 @@ def chunk_statistics_missing(
                 store[("schur", width)] = groups
         statistics = _tied_schur_statistics if tied else _schur_statistics
         parts.append(statistics(
-            coefs, X, partial_rows, groups, sample_weight, labels, label_weight))
+            coefs.in_float64, X, partial_rows, groups, sample_weight, labels, label_weight))
         return SuffStats.total(parts)
     grouped: list[Any] | None = None
     if store is not None:
