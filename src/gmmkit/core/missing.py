@@ -2179,30 +2179,24 @@ def _schur_own_moments(
 ) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
     """First (K', D) and second moments (K', D, D) of the components ``own`` around
     their own means, for :func:`_schur_block` (whose ``steps`` (cells, K) hold ``u``,
-    ``xhat_m - c = -u``): ``xhat - mu_k = z - v`` with ``z = (y - a_k)`` on the observed
-    coordinates (0 elsewhere) and ``v = u + a_km`` on the missing ones, each summed from
+    ``xhat_m - c = -u``): the residual ``xhat - mu_k`` is ``y - a_k`` on the observed
+    coordinates and ``-u - a_km`` on the missing ones (``y`` is 0 there), summed from
     the rows as the kernel does for such components (no moment around the centre is
-    moved: a component far from it would cancel them); the conditional covariances are
-    added by the caller."""
+    moved: a component far from it would cancel them), one product a component; the
+    conditional covariances are added by the caller."""
     d, n = y.shape
-    cell_columns = np.repeat(np.arange(d), np.diff(block.coord_start))
-    observed = np.ones((d, n))
-    observed[cell_columns, block.cell_rows] = 0.0
-    firsts, seconds = [], []
-    for k in own:
-        z = (y - offsets[k][:, None]) * observed
-        v = np.zeros((d, n))
-        v[cell_columns, block.cell_rows] = steps[:, k] + offsets[k][cell_columns]
-        weight = resp_w[k]
-        weighted_z = z * weight
-        weighted_v = v * weight
-        outer = np.dot(z, weighted_z.T)
-        cross = np.dot(z, weighted_v.T)  # sum r z v'
-        outer -= cross + cross.T
-        outer += np.dot(v, weighted_v.T)
-        firsts.append(weighted_z.sum(axis=1) - weighted_v.sum(axis=1))
-        seconds.append(outer)
-    return np.array(firsts), np.array(seconds)
+    cells = (np.repeat(np.arange(d), np.diff(block.coord_start)), block.cell_rows)
+    residual = workspace("missing.schur.own_residual", (d, n))
+    weighted = workspace("missing.schur.own_weighted", (d, n))
+    firsts = np.empty((len(own), d))
+    seconds = np.empty((len(own), d, d))
+    for at, k in enumerate(own):
+        np.subtract(y, offsets[k][:, None], out=residual)
+        residual[cells] -= steps[:, k]
+        np.multiply(residual, resp_w[k], out=weighted)
+        np.dot(residual, weighted.T, out=seconds[at])
+        np.sum(weighted, axis=1, out=firsts[at])
+    return firsts, seconds
 
 
 def _row_conditional_mean(
