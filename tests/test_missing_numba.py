@@ -245,6 +245,48 @@ def test_schur_form_with_float32_coefficients(
     assert calls == [layout]
 
 
+@pytest.mark.parametrize("layout", ["full", "tied"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_schur_form_inference_matches_numpy(
+    layout: str, dtype: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Scores, responsibilities, predictions and the largest log responsibilities of
+    incomplete rows (some with nothing observed, among complete ones) from the Schur
+    form's log-joint equal the numpy path's, and scipy's brute force."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    from gmmkit.core.missing import map_log_resp_rows, predict_rows, proba_rows, score_rows
+
+    d = 12
+    params = _params(layout, 6, d, seed=7)
+    X, missing = _rows(500, d, 0.25, seed=8, shared=False)
+    filled = np.where(missing, 0.0, X).astype(dtype)
+    coefs = kernel_coefficients(params, dtype)
+    assert missing_module._schur_applies(coefs)
+    got, want = {}, {}
+    for compiled, out in (("1", got), ("0", want)):
+        monkeypatch.setenv(_jit.ENVIRONMENT, compiled)
+        out["score"] = score_rows(coefs, filled, missing)
+        out["proba"] = proba_rows(coefs, filled, missing)
+        out["predict"] = predict_rows(coefs, filled, missing)
+        out["map"] = map_log_resp_rows(coefs, filled, missing)
+    np.testing.assert_allclose(got["score"], want["score"], rtol=1e-10)
+    np.testing.assert_allclose(got["proba"], want["proba"], atol=1e-10)
+    np.testing.assert_allclose(got["map"], want["map"], atol=1e-10)
+    clear = np.sort(want["proba"], axis=1)[:, -2] < 0.45
+    np.testing.assert_array_equal(got["predict"][clear], want["predict"][clear])
+    covs = params.covariances if layout == "full" else np.broadcast_to(
+        params.covariances, (6, d, d))
+    rows = filled.astype(np.float64)
+    for i in np.flatnonzero(missing.any(axis=1) & ~missing.all(axis=1))[:40]:
+        o = ~missing[i]
+        joint = [np.log(params.weights[k]) + multivariate_normal(
+            params.means[k][o], covs[k][np.ix_(o, o)]).logpdf(rows[i, o]) for k in range(6)]
+        assert got["score"][i] == pytest.approx(logsumexp(joint), rel=1e-9)
+    assert np.all(got["score"][missing.all(axis=1)] == 0.0)
+
+
 def test_complete_data_never_reaches_the_kernels(
     monkeypatch: pytest.MonkeyPatch, calls: list[str]
 ) -> None:

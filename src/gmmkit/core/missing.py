@@ -50,7 +50,9 @@ With numba installed (``gmmkit[fast]``), the statistics' per-row path of full (b
 :data:`_SCHUR_TIED_FEATURES` features) runs compiled kernels instead, the same mathematics
 row by row (:mod:`gmmkit.core._missing_jit`, switched in :func:`_sorted_conditional`
 through :mod:`gmmkit._jit`); ``GMMKIT_NUMBA=0`` keeps the numpy path above, the
-reference.  Inference (scores, predictions, imputation) always takes the numpy path.
+reference.  Scores and predictions of incomplete rows take the Schur form below where the
+statistics do (its log-joint alone, :func:`_schur_inference`); imputation and
+conditional distributions take the numpy path.
 
 The Schur form (compiled kernels; full covariances from :data:`_SCHUR_COMPONENTS`
 components, tied ones from :data:`_SCHUR_TIED_FEATURES` features): the complete kernel
@@ -1723,13 +1725,31 @@ def _schur_statistics(
     blocks are summed before they are packed."""
     kernels = _jit.kernels()
     assert kernels is not None and coefs.params is not None
+    n_components = coefs.params.n_components
+    sums = _schur_sums(coefs)
+    for group in groups:
+        inverses, log_det = _factorise_group(kernels, group, sums.by_component)
+        totals = workspace("missing.schur.totals", (len(group.sizes), n_components))
+        totals[...] = 0.0
+        for block in group.blocks:
+            _schur_block(
+                coefs, kernels, X, rows[block.rows], block, group, inverses, log_det,
+                totals, sums, sample_weight, labels, label_weight)
+        sums.conditional += _group_conditional(kernels, group, totals, inverses)
+    return sums.statistics(coefs, X, rows)
+
+
+def _schur_sums(coefs: KernelCoefficients) -> _SchurSums:
+    """The parameters' arrays that :func:`_schur_statistics` shares with its blocks, and
+    its sums, zero."""
     params = coefs.params
+    assert params is not None
     n_components, d = params.n_components, params.n_features
     reference = np.asarray(coefs.reference, dtype=np.float64)
     upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
     precision = np.matmul(upper, upper.transpose(0, 2, 1))
     offsets = np.asarray(params.means, dtype=np.float64) - reference
-    sums = _SchurSums(
+    return _SchurSums(
         precision=precision,
         by_component=np.ascontiguousarray(precision.transpose(1, 2, 0)),  # (D, D, K)
         offsets=offsets,
@@ -1744,16 +1764,6 @@ def _schur_statistics(
         square=np.zeros((n_components, d, d)),
         shift=np.zeros((d, n_components)),
     )
-    for group in groups:
-        inverses, log_det = _factorise_group(kernels, group, sums.by_component)
-        totals = workspace("missing.schur.totals", (len(group.sizes), n_components))
-        totals[...] = 0.0
-        for block in group.blocks:
-            _schur_block(
-                coefs, kernels, X, rows[block.rows], block, group, inverses, log_det,
-                totals, sums, sample_weight, labels, label_weight)
-        sums.conditional += _group_conditional(kernels, group, totals, inverses)
-    return sums.statistics(coefs, X, rows)
 
 
 def _factorise_group(
@@ -1909,20 +1919,10 @@ def _schur_block(
     params = coefs.params
     assert params is not None
     n_components, d = params.n_components, params.n_features
-    log_joint, phi_t, y, gathered, segments = _schur_rows(
-        coefs, X, rows, block, sums.reference)
+    log_joint, phi_t, y, gathered, segments, gradient = _schur_block_log_joint(
+        coefs, kernels, X, rows, block, group, inverses, log_det, sums)
     q = phi_t.shape[0] - d - 1
-    # (P_k y)_j of every missing cell, one GEMM per coordinate over the rows missing it
-    cells_shape = (len(block.cell_rows), n_components)
-    gradient = workspace("missing.schur.gradient", cells_shape)
-    by_row = sums.precision.transpose(2, 1, 0)  # [j] is (D, K): P_k[j, :] by columns
-    for j, cells in segments:
-        np.dot(gathered[cells], by_row[j], out=gradient[cells])
-    _compiled_status(kernels.schur_log_joint(
-        log_joint, gradient, sums.pulled, np.ascontiguousarray(y), sums.offsets,
-        sums.factor, sums.constant, block.pattern, group.sizes, group.index, group.path,
-        group.start, inverses, log_det, block.row_start, block.row_cells,
-    ))
+    cells_shape = gradient.shape
     log_norm, resp, resp_w, weight, labelled = _responsibilities(
         log_joint, rows, sample_weight, labels, label_weight)
     resp_w = np.ascontiguousarray(resp_w)
@@ -1960,6 +1960,39 @@ def _schur_block(
     sums.tally(rows, block, log_norm, resp if labelled is None else log_joint, weight)
 
 
+def _schur_block_log_joint(
+    coefs: KernelCoefficients,
+    kernels: Any,
+    X: Array,
+    rows: NDArray[np.intp],
+    block: _SchurBlock,
+    group: _SchurGroup,
+    inverses: NDArray[np.float64],
+    log_det: NDArray[np.float64],
+    sums: _SchurSums,
+) -> tuple[
+    NDArray[np.float64], Array, NDArray[np.float64], NDArray[np.float64],
+    list[tuple[int, slice]], NDArray[np.float64],
+]:
+    """The observed coordinates' log-joint (K, n) of a block's rows in the Schur form,
+    with what :func:`_schur_rows` returns and ``u = P_k,mm^-1 t`` of every missing cell
+    (cells, K) (:func:`gmmkit.core._missing_jit.schur_log_joint`); all of it in this
+    thread's workspace."""
+    log_joint, phi_t, y, gathered, segments = _schur_rows(
+        coefs, X, rows, block, sums.reference)
+    # (P_k y)_j of every missing cell, one GEMM per coordinate over the rows missing it
+    gradient = workspace("missing.schur.gradient", (len(block.cell_rows), len(sums.offsets)))
+    by_row = sums.precision.transpose(2, 1, 0)  # [j] is (D, K): P_k[j, :] by columns
+    for j, cells in segments:
+        np.dot(gathered[cells], by_row[j], out=gradient[cells])
+    _compiled_status(kernels.schur_log_joint(
+        log_joint, gradient, sums.pulled, np.ascontiguousarray(y), sums.offsets,
+        sums.factor, sums.constant, block.pattern, group.sizes, group.index, group.path,
+        group.start, inverses, log_det, block.row_start, block.row_cells,
+    ))
+    return log_joint, phi_t, y, gathered, segments, gradient
+
+
 def _tied_schur_statistics(
     coefs: KernelCoefficients,
     X: Array,
@@ -1978,12 +2011,52 @@ def _tied_schur_statistics(
     kernels = _jit.kernels()
     assert kernels is not None and coefs.params is not None
     params = coefs.params
+    n_components = params.n_components
+    sums = _tied_schur_sums(coefs)
+    for group in groups:
+        parts = _tied_group(kernels, group, sums)
+        totals = workspace("missing.schur.totals", (len(group.sizes), n_components))
+        totals[...] = 0.0
+        for block in group.blocks:
+            _tied_schur_block(
+                coefs, kernels, X, rows[block.rows], block, group, parts, totals, sums,
+                sample_weight, labels, label_weight)
+        kernels.tied_pattern_moments(
+            totals, parts.steps, parts.step_start, group.sizes, group.index, sums.lower,
+            sums.shift)
+        # the conditional covariance, sum_i w_i P_mm^-1
+        sums.lower += _group_conditional(
+            kernels, group, np.ascontiguousarray(totals.sum(axis=1)[:, None]),
+            parts.inverses)[:, :, 0]
+    pooled = sums.pooled + _mirrored(sums.lower[:, :, None])[0]
+    # xhat_k - c = y - u_k: first moments less sum r_k u_k (rows' part, less patterns')
+    first = sums.first + sums.shift.T
+    worst_value, worst_point = sums.worst_point(
+        X, sums.reference, sums.precision, np.asarray(params.means, dtype=np.float64))
+    return SuffStats(
+        nk=sums.nk,
+        first=np.ascontiguousarray(first),
+        second=np.asarray(pack_symmetric(pooled), dtype=np.float64)[None, :],
+        log_likelihood=sums.log_likelihood,
+        total_weight=sums.total_weight,
+        n_samples=sums.n_samples,
+        reference=coefs.stats_reference,
+        worst_log_density=worst_value,
+        worst_point=worst_point,
+    )
+
+
+def _tied_schur_sums(coefs: KernelCoefficients) -> _TiedSchurSums:
+    """The parameters' arrays that :func:`_tied_schur_statistics` shares with its blocks,
+    and its sums, zero."""
+    params = coefs.params
+    assert params is not None
     n_components, d = params.n_components, params.n_features
     reference = np.asarray(coefs.reference, dtype=np.float64)
     upper = np.asarray(params.precisions_cholesky, dtype=np.float64)
     precision = upper @ upper.T
     offsets = np.asarray(params.means, dtype=np.float64) - reference
-    sums = _TiedSchurSums(
+    return _TiedSchurSums(
         precision=precision,
         factor=np.ascontiguousarray(upper.T),
         offsets=offsets,
@@ -1996,46 +2069,35 @@ def _tied_schur_statistics(
         lower=np.zeros((d, d)),
         shift=np.zeros((d, n_components)),
     )
-    stacked = np.ascontiguousarray(precision[:, :, None])  # (D, D, 1)
-    for group in groups:
-        inverses, log_det = _factorise_group(kernels, group, stacked)
-        shifts = workspace("missing.schur.shifts", (len(group.parent), n_components))
-        kernels.tied_node_shifts(
-            group.parent, group.depth, group.coordinate, group.start, inverses,
-            sums.pulled, shifts)
-        step_start = (np.cumsum(group.sizes) - group.sizes) * n_components
-        steps = workspace("missing.schur.steps", int(group.sizes.sum()) * n_components)
-        kernels.tied_pattern_steps(
-            group.sizes, group.path, group.start, inverses, shifts, step_start, steps)
-        totals = workspace("missing.schur.totals", (len(group.sizes), n_components))
-        totals[...] = 0.0
-        for block in group.blocks:
-            _tied_schur_block(
-                coefs, kernels, X, rows[block.rows], block, group, inverses, log_det,
-                shifts, steps, step_start, totals, sums, sample_weight, labels,
-                label_weight)
-        kernels.tied_pattern_moments(
-            totals, steps, step_start, group.sizes, group.index, sums.lower, sums.shift)
-        # the conditional covariance, sum_i w_i P_mm^-1
-        sums.lower += _group_conditional(
-            kernels, group, np.ascontiguousarray(totals.sum(axis=1)[:, None]), inverses
-        )[:, :, 0]
-    pooled = sums.pooled + _mirrored(sums.lower[:, :, None])[0]
-    # xhat_k - c = y - u_k: first moments less sum r_k u_k (rows' part, less patterns')
-    first = sums.first + sums.shift.T
-    worst_value, worst_point = sums.worst_point(
-        X, reference, precision, np.asarray(params.means, dtype=np.float64))
-    return SuffStats(
-        nk=sums.nk,
-        first=np.ascontiguousarray(first),
-        second=np.asarray(pack_symmetric(pooled), dtype=np.float64)[None, :],
-        log_likelihood=sums.log_likelihood,
-        total_weight=sums.total_weight,
-        n_samples=sums.n_samples,
-        reference=coefs.stats_reference,
-        worst_log_density=worst_value,
-        worst_point=worst_point,
-    )
+
+
+@dataclass(frozen=True, eq=False)
+class _TiedGroup:
+    """A tied group's factors (:func:`_factorise_group`) and its per-node and
+    per-pattern parts of ``F t_k`` and ``P_mm^-1 t_k``: ``shifts`` (nodes, K) ``e_k``
+    and ``steps`` ``F' e_k``, (s, K) a pattern from ``step_start``."""
+
+    inverses: NDArray[np.float64]
+    log_det: NDArray[np.float64]
+    shifts: NDArray[np.float64]
+    steps: NDArray[np.float64]
+    step_start: NDArray[np.int64]
+
+
+def _tied_group(kernels: Any, group: _SchurGroup, sums: _TiedSchurSums) -> _TiedGroup:
+    """The :class:`_TiedGroup` of ``group`` (in this thread's workspace)."""
+    n_components = sums.pulled.shape[1]
+    inverses, log_det = _factorise_group(
+        kernels, group, np.ascontiguousarray(sums.precision[:, :, None]))
+    shifts = workspace("missing.schur.shifts", (len(group.parent), n_components))
+    kernels.tied_node_shifts(
+        group.parent, group.depth, group.coordinate, group.start, inverses, sums.pulled,
+        shifts)
+    step_start = (np.cumsum(group.sizes) - group.sizes) * n_components
+    steps = workspace("missing.schur.steps", int(group.sizes.sum()) * n_components)
+    kernels.tied_pattern_steps(
+        group.sizes, group.path, group.start, inverses, shifts, step_start, steps)
+    return _TiedGroup(inverses, log_det, shifts, steps, step_start)
 
 
 @dataclass(eq=False, kw_only=True)
@@ -2066,11 +2128,7 @@ def _tied_schur_block(
     rows: NDArray[np.intp],
     block: _SchurBlock,
     group: _SchurGroup,
-    inverses: NDArray[np.float64],
-    log_det: NDArray[np.float64],
-    shifts: NDArray[np.float64],
-    steps: NDArray[np.float64],
-    step_start: NDArray[np.int64],
+    parts: _TiedGroup,
     totals: NDArray[np.float64],
     sums: _TiedSchurSums,
     sample_weight: Array | None,
@@ -2080,26 +2138,17 @@ def _tied_schur_block(
     """One :class:`_SchurBlock` of :func:`_tied_schur_statistics`, added to ``sums``:
     the per-row parts of the corrections as (D, n) blocks, zero where observed, so that
     the products with the rows are GEMMs."""
-    log_joint, _, y, _, _ = _schur_rows(coefs, X, rows, block, sums.reference, False)
-    y = np.ascontiguousarray(y)
+    log_joint, y, steps_rows = _tied_block_log_joint(
+        coefs, kernels, X, rows, block, group, parts, sums)
     d, n = y.shape
-    pulled_rows = workspace("missing.schur.pulled_rows", (d, n))
-    np.dot(sums.precision, y, out=pulled_rows)  # P y of every row
-    steps_rows = workspace("missing.schur.steps_rows", (d, n))
-    steps_rows[...] = 0.0
-    _compiled_status(kernels.tied_schur_log_joint(
-        log_joint, pulled_rows, steps_rows, shifts, steps, step_start,
-        y, sums.offsets, sums.factor, sums.constant, block.pattern,
-        group.sizes, group.index, group.path, group.start, inverses, log_det,
-    ))
     log_norm, resp, resp_w, weight, labelled = _responsibilities(
         log_joint, rows, sample_weight, labels, label_weight)
     resp_w = np.ascontiguousarray(resp_w)
     bar = workspace("missing.schur.bar", (d, n))
     bar[...] = 0.0
     _compiled_status(kernels.tied_schur_moments(
-        resp_w, np.ascontiguousarray(weight, dtype=np.float64), steps_rows, steps,
-        step_start, block.pattern, group.sizes, group.index, totals, bar, sums.lower,
+        resp_w, np.ascontiguousarray(weight, dtype=np.float64), steps_rows, parts.steps,
+        parts.step_start, block.pattern, group.sizes, group.index, totals, bar, sums.lower,
     ))
     # the complete kernel's moments of the filled rows around the centre, less the
     # rows' parts of the corrections: sum w y y' - sum (y bar' + bar y'), sum r_k (y -
@@ -2114,6 +2163,34 @@ def _tied_schur_block(
     sums.first += np.dot(resp_w, np.subtract(y, steps_rows, out=steps_rows).T)
     sums.nk += resp_w.sum(axis=1)
     sums.tally(rows, block, log_norm, resp if labelled is None else log_joint, weight)
+
+
+def _tied_block_log_joint(
+    coefs: KernelCoefficients,
+    kernels: Any,
+    X: Array,
+    rows: NDArray[np.intp],
+    block: _SchurBlock,
+    group: _SchurGroup,
+    parts: _TiedGroup,
+    sums: _TiedSchurSums,
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """The observed coordinates' log-joint (K, n) of a block's rows in the tied Schur
+    form, the rows minus the centre ``y`` (D, n) and ``F' h`` at their missing cells
+    (D, n, zero elsewhere) (:func:`gmmkit.core._missing_jit.tied_schur_log_joint`); all
+    of it in this thread's workspace."""
+    log_joint, _, y, _, _ = _schur_rows(coefs, X, rows, block, sums.reference, False)
+    y = np.ascontiguousarray(y)
+    pulled_rows = workspace("missing.schur.pulled_rows", y.shape)
+    np.dot(sums.precision, y, out=pulled_rows)  # P y of every row
+    steps_rows = workspace("missing.schur.steps_rows", y.shape)
+    steps_rows[...] = 0.0
+    _compiled_status(kernels.tied_schur_log_joint(
+        log_joint, pulled_rows, steps_rows, parts.shifts, parts.steps, parts.step_start,
+        y, sums.offsets, sums.factor, sums.constant, block.pattern, group.sizes,
+        group.index, group.path, group.start, parts.inverses, parts.log_det,
+    ))
+    return log_joint, y, steps_rows
 
 
 def _schur_rows(
@@ -2355,12 +2432,7 @@ def chunk_statistics_missing(
     blocks = _blocks(len(partial_rows), _row_values(layout, k, d, cells))
     if len(partial_rows) and _schur_applies(coefs):
         tied = layout == "tied"
-        width = 1 if tied else k  # the components whose factors the tree holds
-        groups = None if store is None else store.get(("schur", width))
-        if groups is None:
-            groups = _schur_groups(np.take(missing, partial_rows, axis=0), width)
-            if store is not None:
-                store[("schur", width)] = groups
+        groups = _kept_schur_groups(missing, partial_rows, 1 if tied else k, store)
         statistics = _tied_schur_statistics if tied else _schur_statistics
         parts.append(statistics(
             coefs.in_float64, X, partial_rows, groups, sample_weight, labels, label_weight))
@@ -2381,6 +2453,68 @@ def chunk_statistics_missing(
     if not parts:
         return _no_statistics(coefs)
     return SuffStats.total(parts)
+
+
+def _kept_schur_groups(
+    missing: NDArray[np.bool_],
+    partial_rows: NDArray[np.intp],
+    width: int,
+    store: dict[Any, Any] | None,
+) -> list[_SchurGroup]:
+    """:func:`_schur_groups` of a chunk's rows ``partial_rows`` (those with something
+    missing and something observed, all of them) for ``width`` components, kept in the
+    mask's ``store`` when there is one."""
+    groups = None if store is None else store.get(("schur", width))
+    if groups is None:
+        groups = _schur_groups(np.take(missing, partial_rows, axis=0), width)
+        if store is not None:
+            store[("schur", width)] = groups
+    return groups
+
+
+def _schur_inference(
+    coefs: KernelCoefficients, X: Array, rows: NDArray[np.intp], missing: NDArray[np.bool_]
+) -> _Conditional:
+    """The observed coordinates' log-joint (K, n) of rows ``rows`` of a chunk (each with
+    something missing) in the Schur form, as a :class:`_Conditional` that holds only
+    ``log_joint`` and ``unobserved`` (what scores and predictions read)."""
+    kernels = _jit.kernels()
+    assert kernels is not None and coefs.params is not None
+    coefs = coefs.in_float64
+    params = coefs.params
+    assert params is not None
+    row_missing = np.take(missing, rows, axis=0)
+    unobserved = ~_row_any(~row_missing)
+    log_joint = np.empty((params.n_components, len(rows)))
+    log_joint[:, unobserved] = _log_weights(params)[:, None]
+    # rows with something observed, as positions among ``rows`` and of the chunk
+    at = np.flatnonzero(~unobserved)
+    if not len(at):
+        return _Conditional(log_joint, None, [], unobserved, None)
+    partial = rows[at]
+    store = _mask_store(missing)
+    if store is not None and not np.array_equal(store.get("rows", (None, partial))[1], partial):
+        store = None  # the kept groups are those of the chunk's own partial rows
+    tied = params.layout == "tied"
+    groups = _kept_schur_groups(missing, partial, 1 if tied else params.n_components, store)
+    if tied:
+        tied_sums = _tied_schur_sums(coefs)
+        for group in groups:
+            parts = _tied_group(kernels, group, tied_sums)
+            for block in group.blocks:
+                block_joint, _, _ = _tied_block_log_joint(
+                    coefs, kernels, X, partial[block.rows], block, group, parts, tied_sums)
+                log_joint[:, at[block.rows]] = block_joint
+    else:
+        sums = _schur_sums(coefs)
+        for group in groups:
+            inverses, log_det = _factorise_group(kernels, group, sums.by_component)
+            for block in group.blocks:
+                block_joint = _schur_block_log_joint(
+                    coefs, kernels, X, partial[block.rows], block, group, inverses,
+                    log_det, sums)[0]
+                log_joint[:, at[block.rows]] = block_joint
+    return _Conditional(log_joint, None, [], unobserved, None)
 
 
 def _row_counts(mask: NDArray[np.bool_]) -> NDArray[np.integer[Any]]:
@@ -2837,12 +2971,15 @@ def _split_rows(
     complete = np.flatnonzero(~missing.any(axis=1))
     assert coefs.params is not None
     params = coefs.params
-    pieces = []
-    blocks = _blocks(len(incomplete), params.n_components * params.n_features)
-    for start in blocks:
-        rows = incomplete[start : start + blocks.step]
-        pieces.append(incomplete_func(_conditional(params, X[rows], missing[rows])))
-    part = np.concatenate(pieces, axis=0)
+    if _schur_applies(coefs):
+        part = incomplete_func(_schur_inference(coefs, X, incomplete, missing))
+    else:
+        pieces = []
+        blocks = _blocks(len(incomplete), params.n_components * params.n_features)
+        for start in blocks:
+            rows = incomplete[start : start + blocks.step]
+            pieces.append(incomplete_func(_conditional(params, X[rows], missing[rows])))
+        part = np.concatenate(pieces, axis=0)
     out = np.empty((len(X), *part.shape[1:]), dtype=part.dtype)
     out[incomplete] = part
     if len(complete):
