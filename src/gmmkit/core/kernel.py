@@ -359,12 +359,7 @@ def _white_centred_errors(
     white = (rows - reference) @ params.precisions_cholesky
     white -= white_offsets[owner]
     got = constants[owner] - 0.5 * np.einsum("pd,pd->p", white, white)
-    errors = np.zeros(params.n_components)
-    finite = np.isfinite(exact)
-    if np.any(finite):
-        scale = _probe_scale(exact)
-        np.maximum.at(errors, owner[finite], np.abs(got[finite] - exact[finite]) / scale)
-    return errors
+    return _errors_by_owner(got, exact, owner, params.n_components)
 
 
 #: The float32 expansion is not even tried when storing one component's constant in
@@ -565,6 +560,14 @@ def _probe_errors(
     if coefs.whitening is not None:
         white = (coefs.whitening @ phi_t[:d]).astype(np.float64)
         got += (-0.5 * np.sum(white * white, axis=0)).astype(coefs.dtype)
+    return _errors_by_owner(got, exact, owner, n_components)
+
+
+def _errors_by_owner(
+    got: Array, exact: NDArray[np.float64], owner: NDArray[np.intp], n_components: int
+) -> NDArray[np.float64]:
+    """Each component's largest ``|got - exact|`` over its own probes, over the common
+    scale (:func:`_probe_scale`; 0 where none is finite)."""
     finite = np.isfinite(exact)
     errors = np.zeros(n_components)
     if not np.any(finite):
@@ -985,18 +988,16 @@ def _centred_log_joint_t(
     for k in which:
         if white_offsets is not None:
             np.subtract(diff, white_offsets[k][:, None], out=y)
-        elif name == "full":
-            np.subtract(xc_t, offsets[k][:, None], out=diff)
-            np.dot(factors[k].T, diff, out=y)
-        elif name == "tied":
-            np.subtract(xc_t, offsets[k][:, None], out=diff)
-            np.dot(factors.T, diff, out=y)
-        elif name == "diag":
-            np.subtract(xc_t, offsets[k][:, None], out=diff)
-            diff *= factors[k][:, None]
         else:
             np.subtract(xc_t, offsets[k][:, None], out=diff)
-            diff *= factors[k]
+            if name == "full":
+                np.dot(factors[k].T, diff, out=y)
+            elif name == "tied":
+                np.dot(factors.T, diff, out=y)
+            elif name == "diag":
+                diff *= factors[k][:, None]
+            else:
+                diff *= factors[k]
         row = out[k]
         np.einsum("ij,ij->j", y, y, out=row)  # one pass, no squared copy
         row *= -0.5
