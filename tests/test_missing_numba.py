@@ -253,9 +253,6 @@ def test_schur_form_inference_matches_numpy(
     """Scores, responsibilities, predictions and the largest log responsibilities of
     incomplete rows (some with nothing observed, among complete ones) from the Schur
     form's log-joint equal the numpy path's, and scipy's brute force."""
-    from scipy.special import logsumexp
-    from scipy.stats import multivariate_normal
-
     from gmmkit.core.missing import map_log_resp_rows, predict_rows, proba_rows, score_rows
 
     d = 12
@@ -285,6 +282,27 @@ def test_schur_form_inference_matches_numpy(
             params.means[k][o], covs[k][np.ix_(o, o)]).logpdf(rows[i, o]) for k in range(6)]
         assert got["score"][i] == pytest.approx(logsumexp(joint), rel=1e-9)
     assert np.all(got["score"][missing.all(axis=1)] == 0.0)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")  # short fit; rows with nothing observed
+def test_schur_form_estimator_inference_matches_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fitted model's ``score_samples``, ``predict_proba`` and ``score`` of incomplete
+    rows (its engine keeps the masks and the Schur groups between calls) equal the numpy
+    path's."""
+    X, missing = _rows(800, 6, 0.3, seed=11, shared=False)
+    Xm = np.where(missing, np.nan, X)
+    monkeypatch.setenv(_jit.ENVIRONMENT, "1")
+    model = GaussianMixture(
+        5, missing="marginalize", random_state=0, n_init=1, init_params="kmeans", max_iter=5
+    ).fit(Xm[6:])
+    got = [model.score_samples(Xm), model.predict_proba(Xm), model.score(Xm)]
+    again = model.score_samples(Xm)
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    want = [model.score_samples(Xm), model.predict_proba(Xm), model.score(Xm)]
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-10)
+    np.testing.assert_allclose(got[1], want[1], atol=1e-10)
+    assert got[2] == pytest.approx(want[2], rel=1e-10)
+    np.testing.assert_array_equal(again, got[0])
 
 
 def test_complete_data_never_reaches_the_kernels(

@@ -2475,9 +2475,11 @@ def _kept_schur_groups(
 def _schur_inference(
     coefs: KernelCoefficients, X: Array, rows: NDArray[np.intp], missing: NDArray[np.bool_]
 ) -> _Conditional:
-    """The observed coordinates' log-joint (K, n) of rows ``rows`` of a chunk (each with
-    something missing) in the Schur form, as a :class:`_Conditional` that holds only
-    ``log_joint`` and ``unobserved`` (what scores and predictions read)."""
+    """The observed coordinates' log-joint (K, n) of the rows ``rows`` of a chunk with
+    something missing (all of them: those with something observed are then the
+    statistics' rows, whose groups a kept mask keeps) in the Schur form, as a
+    :class:`_Conditional` that holds only ``log_joint`` and ``unobserved`` (what scores
+    and predictions read)."""
     kernels = _jit.kernels()
     assert kernels is not None and coefs.params is not None
     coefs = coefs.in_float64
@@ -2492,11 +2494,9 @@ def _schur_inference(
     if not len(at):
         return _Conditional(log_joint, None, [], unobserved, None)
     partial = rows[at]
-    store = _mask_store(missing)
-    if store is not None and not np.array_equal(store.get("rows", (None, partial))[1], partial):
-        store = None  # the kept groups are those of the chunk's own partial rows
     tied = params.layout == "tied"
-    groups = _kept_schur_groups(missing, partial, 1 if tied else params.n_components, store)
+    groups = _kept_schur_groups(
+        missing, partial, 1 if tied else params.n_components, _mask_store(missing))
     if tied:
         tied_sums = _tied_schur_sums(coefs)
         for group in groups:
