@@ -608,6 +608,24 @@ _SCHUR_ROUNDING = 4.0 * 2.220446049250313e-16
 
 
 @_jit
+def gather_centred(X, rows, reference, fill_at, out):
+    """A block's rows minus ``reference``, feature-major: ``out[j, i] = X[rows[i], j] -
+    reference[j]`` (D, n), and 0 at its missing cells (``fill_at``: their positions in
+    the flattened (n, D) block) -- the complete kernel's ``xc`` rows of the rows with
+    their missing cells at the reference, in one pass instead of a gather, a fill and a
+    transposed subtraction."""
+    d, n = out.shape
+    for i in range(n):
+        row = rows[i]
+        for j in range(d):
+            out[j, i] = X[row, j] - reference[j]
+    for c in range(len(fill_at)):
+        at = fill_at[c]
+        out[at % d, at // d] = 0.0
+    return 0
+
+
+@_jit
 def block_layout(missing, row_start, row_cells, cell_rows, coord_start, fill_at, fill_column):
     """The cells of a block's rows with ``missing`` (n, D), in two passes: ``row_start``
     (n + 1,) and ``coord_start`` (D + 1,) the rows' and coordinates' first cells,

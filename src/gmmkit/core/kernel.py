@@ -597,11 +597,30 @@ def _features_t(
     ``quadratic``.  ``slot``: the block lives in that :func:`workspace` slot (it must
     not outlive the caller) instead of a fresh array."""
     n, d = X.shape
+    phi_t, xc_t = _feature_block_t(cov, n, d, dtype, quadratic, slot)
+    np.subtract(X.T, reference[:, None], out=xc_t, casting="unsafe")
+    _complete_features_t(cov, phi_t, d)
+    return phi_t
+
+
+def _feature_block_t(
+    cov: CovarianceType, n: int, d: int, dtype: np.dtype, quadratic: bool,
+    slot: str | None = None,
+) -> tuple[Array, Array]:
+    """An empty feature-major block of :func:`_features_t` for ``n`` rows, and its
+    ``xc`` rows (D, n) (a view), for a caller that writes ``xc`` itself and then calls
+    :func:`_complete_features_t`."""
     q = cov.n_quadratic(d) if quadratic else 0
     shape = (q + d + 1, n)
     phi_t = np.empty(shape, dtype=dtype) if slot is None else workspace(slot, shape, dtype)
+    return phi_t, phi_t[q : q + d]
+
+
+def _complete_features_t(cov: CovarianceType, phi_t: Array, d: int) -> None:
+    """The constant row and the quadratic rows (if the block has them) of a feature
+    block whose ``xc`` rows are written."""
+    q = phi_t.shape[0] - d - 1
     xc_t = phi_t[q : q + d]
-    np.subtract(X.T, reference[:, None], out=xc_t, casting="unsafe")
     phi_t[q + d] = 1.0
     if q:
         quad_t = phi_t[:q]
@@ -616,7 +635,6 @@ def _features_t(
         else:
             # F-ordered views keep the covariance class's own definition usable here
             cov.quadratic_features(xc_t.T, quad_t.T)
-    return phi_t
 
 
 def features(cov: CovarianceType, X: Array, reference: Array, dtype: np.dtype) -> Array:
@@ -651,14 +669,20 @@ def _log_joint_t(
     full ``[q(xc); xc; 1]``.  ``features_slot``, ``log_joint_slot``: :func:`workspace`
     slots the blocks live in (fresh arrays by default).
     """
-    quadratic = coefs.whitening is None and coefs.quadratic and coefs.whitened is None
     # rows far out may overflow here; :func:`_repair_far_rows` evaluates them again
     with np.errstate(over="ignore", invalid="ignore"):
         phi_t = _features_t(
-            coefs.covariance, X, coefs.reference_compute, coefs.dtype, quadratic, features_slot
+            coefs.covariance, X, coefs.reference_compute, coefs.dtype, _quadratic(coefs),
+            features_slot,
         )
         log_prob = _log_joint_of_features_t(coefs, phi_t, X.shape[1], floored, log_joint_slot)
         return log_prob, phi_t
+
+
+def _quadratic(coefs: KernelCoefficients) -> bool:
+    """Whether the kernel's feature blocks for these coefficients carry the packed
+    quadratic rows."""
+    return coefs.whitening is None and coefs.quadratic and coefs.whitened is None
 
 
 def _log_joint_of_features_t(

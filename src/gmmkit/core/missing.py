@@ -90,7 +90,10 @@ from gmmkit.core.kernel import (
     _FEATURES,
     _LOG_JOINT,
     KernelCoefficients,
-    _log_joint_t,
+    _complete_features_t,
+    _feature_block_t,
+    _log_joint_of_features_t,
+    _quadratic,
     _reference_second_moments,
     chunk_statistics,
     log_resp_and_density,
@@ -2211,16 +2214,16 @@ def _schur_rows(
     this thread's workspace (the kernel's slots for the feature and log-joint blocks:
     nothing of the complete rows' call is alive)."""
     d = len(reference)
-    filled = workspace("missing.schur.filled", (len(rows), d))
-    data = np.asarray(X)
-    if data.dtype == np.float64:
-        np.take(data, rows, axis=0, out=filled, mode="clip")
-    else:
-        filled[...] = np.take(data, rows, axis=0)
-    filled.reshape(-1)[block.fill_at] = reference[block.fill_column]
-    log_joint_t, phi_t = _log_joint_t(coefs, filled, None, _FEATURES, _LOG_JOINT)
-    q = phi_t.shape[0] - d - 1
-    y = np.asarray(phi_t[q : q + d], dtype=np.float64)
+    kernels = _jit.kernels()
+    assert kernels is not None and coefs.dtype == np.float64
+    phi_t, xc_t = _feature_block_t(
+        coefs.covariance, len(rows), d, coefs.dtype, _quadratic(coefs), _FEATURES)
+    kernels.gather_centred(np.asarray(X), rows, coefs.reference_compute, block.fill_at, xc_t)
+    y: NDArray[np.float64] = np.asarray(xc_t, dtype=np.float64)
+    _complete_features_t(coefs.covariance, phi_t, d)
+    # rows far out may overflow here, as in the complete kernel's own blocks
+    with np.errstate(over="ignore", invalid="ignore"):
+        log_joint_t = _log_joint_of_features_t(coefs, phi_t, d, None, _LOG_JOINT)
     gathered = workspace("missing.schur.gathered", (len(block.cell_rows) if cells else 0, d))
     if cells:
         np.take(y.T, block.cell_rows, axis=0, out=gathered, mode="clip")
