@@ -140,6 +140,15 @@ def test_schur_form_out_of_core_equals_in_memory(
     reference = fit(X)
     path = tmp_path / "x.npy"
     np.save(path, X)
-    assert_same_fit(reference, fit(np.load(path, mmap_mode="r")))
+    streamed = fit(np.load(path, mmap_mode="r"))
+    assert_same_fit(reference, streamed)
+    # scores of incomplete rows (the Schur form's log-joint), chunk by chunk
+    np.testing.assert_allclose(
+        streamed.score_samples(np.load(path, mmap_mode="r")), reference.score_samples(X),
+        rtol=1e-10)
     da = pytest.importorskip("dask.array")
-    assert_same_fit(reference, fit(da.from_array(X, chunks=(700, d))))
+    fitted = fit(da.from_array(X, chunks=(700, d)))
+    assert_same_fit(reference, fitted)
+    np.testing.assert_allclose(
+        np.asarray(fitted.predict_proba(da.from_array(X, chunks=(700, d)))),
+        reference.predict_proba(X), rtol=1e-10, atol=1e-12)
