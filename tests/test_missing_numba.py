@@ -174,6 +174,30 @@ def _brute_force(params: MixtureParams, X: np.ndarray, missing: np.ndarray, refe
     return nk, first, packed, log_likelihood
 
 
+def _schur_and_brute_force(
+    monkeypatch: pytest.MonkeyPatch, params: MixtureParams, X: np.ndarray,
+    missing: np.ndarray,
+) -> tuple[SuffStats, tuple[Any, ...]]:
+    """The Schur form's statistics of the rows (asserting it applies to ``params``) and
+    :func:`_brute_force`'s of the same rows, around the same centres."""
+    coefs = kernel_coefficients(params, np.float64)
+    assert missing_module._schur_applies(coefs)
+    stats = _statistics(monkeypatch, True, params, X, missing)
+    return stats, _brute_force(params, X, missing, coefs.stats_reference)
+
+
+def _assert_cancellation_summed(
+    monkeypatch: pytest.MonkeyPatch, params: MixtureParams, X: np.ndarray,
+    missing: np.ndarray,
+) -> None:
+    """The cancellation tests' check: the log-likelihood within 1e-12 of scipy's."""
+    stats, (nk, first, _, log_likelihood) = _schur_and_brute_force(
+        monkeypatch, params, X, missing)
+    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
+    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("layout", ["full", "tied"])
 def test_compiled_statistics_match_brute_force(
     layout: str, monkeypatch: pytest.MonkeyPatch, calls: list[str]
@@ -427,11 +451,9 @@ def test_schur_form_matches_brute_force(
     takes full covariances from ``_SCHUR_COMPONENTS`` components on; here from one)."""
     monkeypatch.setattr(missing_module, "_SCHUR_COMPONENTS", 1)
     params, X, missing = _schur_case(k, d, seed=d, spread=spread, tight=tight)
-    coefs = kernel_coefficients(params, np.float64)
-    assert missing_module._schur_applies(coefs)
-    stats = _statistics(monkeypatch, True, params, X, missing)
+    stats, (nk, first, second, log_likelihood) = _schur_and_brute_force(
+        monkeypatch, params, X, missing)
     assert calls == ["full"]
-    nk, first, second, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-9, atol=1e-12)
     scale = np.max(np.abs(second))
     np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9 * np.max(np.abs(first)))
@@ -456,13 +478,7 @@ def test_schur_form_cancellation_is_summed_directly(monkeypatch: pytest.MonkeyPa
     missing = np.zeros(X.shape, dtype=bool)
     missing[:100, 1] = True
     missing[100:, 3] = True
-    coefs = kernel_coefficients(params, np.float64)
-    assert missing_module._schur_applies(coefs)
-    stats = _statistics(monkeypatch, True, params, X, missing)
-    nk, first, _, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
-    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-12)
-    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
-    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+    _assert_cancellation_summed(monkeypatch, params, X, missing)
 
 
 def test_schur_form_pattern_groups_and_blocks(
@@ -541,11 +557,9 @@ def test_tied_schur_form_matches_brute_force(
     scipy row by row, and with weights and labels against the numpy path."""
     params = _params("tied", 4, 12, seed=12)
     X, missing = _rows(300, 12, 0.25, seed=13, shared=False)
-    coefs = kernel_coefficients(params, np.float64)
-    assert missing_module._schur_applies(coefs)
-    stats = _statistics(monkeypatch, True, params, X, missing)
+    stats, (nk, first, second, log_likelihood) = _schur_and_brute_force(
+        monkeypatch, params, X, missing)
     assert calls == ["tied"]
-    nk, first, second, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
     np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
     np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9 * np.max(np.abs(first)))
     np.testing.assert_allclose(stats.second, second, rtol=1e-9, atol=1e-9 * np.max(np.abs(second)))
@@ -579,13 +593,7 @@ def test_tied_schur_form_cancellation_is_summed_directly(
     missing = np.zeros(X.shape, dtype=bool)
     missing[:100, 1] = True
     missing[100:, 4] = True
-    coefs = kernel_coefficients(params, np.float64)
-    assert missing_module._schur_applies(coefs)
-    stats = _statistics(monkeypatch, True, params, X, missing)
-    nk, first, _, log_likelihood = _brute_force(params, X, missing, coefs.stats_reference)
-    assert stats.log_likelihood == pytest.approx(log_likelihood, rel=1e-12)
-    np.testing.assert_allclose(stats.nk, nk, rtol=1e-10)
-    np.testing.assert_allclose(stats.first, first, rtol=1e-9, atol=1e-9)
+    _assert_cancellation_summed(monkeypatch, params, X, missing)
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
