@@ -33,9 +33,22 @@ def dask_cluster() -> Iterator[Any]:
             n_workers=2,
             threads_per_worker=1,
             processes=True,
-            memory_limit="400MiB",
+            # a worker that imports numba's compiler for the fused kernel sits at
+            # 330 MB; at 400 MiB the nanny paused it (80 %) and the tests hung
+            memory_limit="1GiB",
             dashboard_address=None,
             silence_logs=50,
         )
     with cluster:
         yield cluster
+
+
+@pytest.fixture
+def numpy_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The numpy chunk kernel, not the compiled fused one (``GMMKIT_NUMBA=0``): for the
+    tests of the numpy kernel's own paths, which without it would run the fused kernel
+    wherever numba is installed."""
+    from gmmkit import _jit
+
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+

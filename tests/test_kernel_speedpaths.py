@@ -37,6 +37,9 @@ from gmmkit.engines.memory import MemoryEngine, default_chunk_rows
 
 COV_TYPES = ["full", "tied", "diag", "spherical"]
 
+#: the numpy kernel's paths (the fused compiled kernel has tests of its own)
+pytestmark = pytest.mark.usefixtures("numpy_kernel")
+
 
 def _random_params(rng: np.random.Generator, k: int, d: int, cov_type: str) -> MixtureParams:
     means = rng.normal(scale=2.0, size=(k, d))

@@ -37,6 +37,9 @@ CASES = [
 ]
 N_ROWS = 700
 
+#: the numpy kernel's paths (the fused compiled kernel has tests of its own)
+pytestmark = pytest.mark.usefixtures("numpy_kernel")
+
 
 def _params(cov_type: str, d: int, k: int) -> MixtureParams:
     return random_params(

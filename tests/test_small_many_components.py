@@ -21,6 +21,9 @@ from gmmkit.core.covariance import (
 from gmmkit.core.kernel import chunk_statistics, kernel_coefficients
 from gmmkit.core.params import MixtureParams
 
+#: the numpy kernel's paths (the fused compiled kernel has tests of its own)
+pytestmark = pytest.mark.usefixtures("numpy_kernel")
+
 
 def _tight_clusters(cov_type: str, collapse: bool = False) -> tuple[MixtureParams, np.ndarray]:
     """30 tight clusters (widths 1e-3..1e-2) spread over a 100-wide box, 30 rows each:

@@ -2,10 +2,12 @@
 
 numba is an optional dependency (``pip install 'gmmkit[fast]'``).  With it, the E-step
 over rows with missing values (full and tied covariances) runs compiled kernels
-(:mod:`gmmkit.core._missing_jit`), and so do the VVV hierarchical agglomeration's pair
-costs (:mod:`gmmkit.core._hc_jit`); without it, or with the environment variable
-``GMMKIT_NUMBA=0``, the numpy implementation runs (the reference: both give the same
-statistics up to rounding, the agglomeration's kernels the same costs bit for bit).
+(:mod:`gmmkit.core._missing_jit`), so do the VVV hierarchical agglomeration's pair
+costs (:mod:`gmmkit.core._hc_jit`) and the complete-data E-step of full, diagonal and
+spherical covariances at few features (:mod:`gmmkit.core._fused_jit`); without it,
+or with the environment variable ``GMMKIT_NUMBA=0``, the numpy implementation runs
+(the reference: both give the same statistics up to rounding, the agglomeration's
+kernels the same costs bit for bit).
 The variable is read at every use, so it can be changed at run time (tests run both
 paths).
 """
@@ -56,6 +58,13 @@ def forced() -> bool:
 def hc_kernels() -> ModuleType | None:
     """The agglomeration's compiled kernels, or None when numba is absent or disabled."""
     return _load("_hc_jit") if enabled() else None
+
+
+def fused_kernels() -> ModuleType | None:
+    """The fused complete-data E-step's compiled kernels (full, diagonal and spherical
+    covariances at few features, :mod:`gmmkit.core._fused_jit`), or None when numba is
+    absent or disabled."""
+    return _load("_fused_jit") if enabled() else None
 
 
 def available() -> bool:

@@ -38,12 +38,13 @@ def tie_limit(lowest: float) -> float:
     return lowest + WORST_TIE * (1.0 + abs(lowest))
 
 
-def worst_row(log_density: NDArray[np.floating[Any]]) -> int:
+def worst_row(log_density: NDArray[np.floating[Any]], lowest: float | None = None) -> int:
     """Index of the worst row of a non-empty vector: the first one tied with the lowest
-    value (see :data:`WORST_TIE`)."""
+    value (see :data:`WORST_TIE`).  ``lowest``: that value, where the caller has it."""
     values = np.asarray(log_density)
-    lowest = float(values.min())
-    return int(np.flatnonzero(values <= tie_limit(lowest))[0])
+    if lowest is None:
+        lowest = float(values.min())
+    return int(np.argmax(values <= tie_limit(lowest)))
 
 
 @dataclass(frozen=True, eq=False)

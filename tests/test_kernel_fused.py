@@ -1,0 +1,184 @@
+"""The fused compiled E-step (:mod:`gmmkit.core._fused_jit`, full, diagonal and
+spherical covariances at few features) against brute force: scipy's Gaussian
+log-densities, ``logsumexp`` and the weighted moments summed row by row; its
+vectorised ``exp`` against numpy's; and the kernel's choice of it.
+
+Skipped where numba is not installed (``pip install 'gmmkit[fast]'``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
+
+pytest.importorskip("numba")
+
+from _helpers import LONG_DOUBLE_FINER, full_covariances, random_params
+from gmmkit import _jit
+from gmmkit.core import kernel as kernel_module
+from gmmkit.core.kernel import (
+    FUSED_BANDS,
+    chunk_statistics,
+    fused_applies,
+    kernel_coefficients,
+)
+from gmmkit.core.params import MixtureParams
+
+if _jit._load("_fused_jit") is None:  # numba present but not importable with this numpy
+    pytest.skip("numba is not importable", allow_module_level=True)
+
+from gmmkit.core import _fused_jit
+
+
+@pytest.mark.skipif(not LONG_DOUBLE_FINER, reason="long double is float64 here")
+def test_exp_within_an_ulp_of_long_double_and_floors_below_708() -> None:
+    rng = np.random.default_rng(0)
+    x = np.concatenate([
+        -rng.uniform(0.0, 708.0, 200_000), -rng.exponential(1.0, 10_000),
+        [0.0, -0.0, -1e-300, -708.0, -np.log(2.0), -700.5],
+    ])
+    out = np.empty_like(x)
+    _fused_jit.exp_array(x, out)
+    exact = np.exp(x.astype(np.longdouble))
+    ulps = np.abs(out - exact) / np.spacing(exact.astype(np.float64))
+    assert float(ulps.max()) <= 1.0  # 0.90 measured; numpy's own exp: 0.69
+    assert out[-6:-4].tolist() == [1.0, 1.0]
+    below = np.array([-708.0001, -745.0, -800.0, -1e300, -np.inf])
+    zeros = np.empty_like(below)
+    _fused_jit.exp_array(below, zeros)
+    assert zeros.tolist() == [0.0] * 5
+
+
+@pytest.mark.skipif(not LONG_DOUBLE_FINER, reason="long double is float64 here")
+def test_log_within_an_ulp_of_long_double() -> None:
+    rng = np.random.default_rng(1)
+    x = np.concatenate([
+        np.exp(rng.uniform(-700.0, 700.0, 100_000)), rng.uniform(0.5, 2.0, 100_000),
+        1.0 + rng.normal(scale=1e-6, size=1000),
+        [1.0, 2.0, 0.5, np.sqrt(2.0), np.nextafter(np.sqrt(2.0), 2.0), 2.2250738585072014e-308,
+         1.7976931348623157e308],
+    ])
+    out = np.empty_like(x)
+    _fused_jit.log_array(x, out)
+    exact = np.log(x.astype(np.longdouble))
+    ulps = np.abs(out - exact) / np.spacing(np.abs(exact).astype(np.float64))
+    assert float(ulps.max()) <= 1.0
+    assert out[-7:-4].tolist() == [0.0, np.log(2.0), -np.log(2.0)]
+
+
+def _brute_force(
+    params: MixtureParams, X: np.ndarray, weight: np.ndarray | None, refs: np.ndarray
+) -> dict[str, np.ndarray | float]:
+    """The statistics by scipy, row by row sums in float64."""
+    X = X.astype(np.float64)
+    cov = full_covariances(params)
+    k, d = params.n_components, params.n_features
+    with np.errstate(divide="ignore"):
+        log_joint = np.column_stack([
+            np.log(params.weights[j]) + multivariate_normal(params.means[j], cov[j]).logpdf(X)
+            for j in range(k)
+        ]).reshape(len(X), k)
+    log_density = logsumexp(log_joint, axis=1)
+    resp = np.exp(log_joint - log_density[:, None])
+    w = np.ones(len(X)) if weight is None else weight
+    resp *= w[:, None]
+    first = np.empty((k, d))
+    layout = params.layout
+    q = {"full": d * (d + 1) // 2, "diag": d, "spherical": 1}[layout]
+    second = np.empty((k, q))
+    upper = np.triu_indices(d)
+    for j in range(k):
+        y = X - refs[j]
+        first[j] = resp[:, j] @ y
+        outer = np.einsum("n,na,nb->ab", resp[:, j], y, y)
+        second[j] = {
+            "full": outer[upper], "diag": np.diag(outer), "spherical": [np.trace(outer)]
+        }[layout]
+    return {
+        "nk": resp.sum(axis=0), "first": first, "second": second,
+        "log_likelihood": float(w @ log_density), "log_density": log_density,
+    }
+
+
+def _close(a: np.ndarray, b: np.ndarray, scale: float, rtol: float = 1e-12) -> None:
+    np.testing.assert_allclose(a, b, rtol=0, atol=rtol * scale)
+
+
+@pytest.mark.parametrize(
+    ("layout", "d", "k"),
+    [("full", 1, 2), ("full", 2, 5), ("full", 3, 20), ("full", 5, 3), ("full", 8, 7),
+     ("diag", 1, 1), ("diag", 4, 6), ("diag", 16, 9), ("spherical", 2, 4),
+     ("spherical", 16, 5)],
+)
+@pytest.mark.parametrize("weighted", [False, True])
+def test_statistics_match_brute_force(layout: str, d: int, k: int, weighted: bool) -> None:
+    rng = np.random.default_rng(d * 100 + k)
+    params = random_params(rng, k, d, layout)
+    # more rows than a tile, not a multiple of it; a row far from every component
+    n = 3 * _fused_jit.TILE + 17
+    X = params.means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    X[5] = 60.0
+    weight = rng.uniform(0.0, 2.0, n) if weighted else None
+    coefs = kernel_coefficients(params, np.float64)
+    assert kernel_module._fused_kernels(coefs, d, None) is not None
+    stats = chunk_statistics(coefs, X, weight)
+    ref = _brute_force(params, X, weight, coefs.stats_reference)
+    n_scale = float(np.sum(ref["nk"]))
+    _close(stats.nk, ref["nk"], n_scale)
+    _close(stats.first, ref["first"], float(np.abs(ref["first"]).max()) + n_scale)
+    _close(stats.second, ref["second"], float(np.abs(ref["second"]).max()))
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-13)
+    density = np.asarray(ref["log_density"])
+    worst = int(np.argmin(density if weight is None else np.where(weight > 0, density, np.inf)))
+    assert stats.worst_log_density == pytest.approx(density[worst], rel=1e-13)
+    np.testing.assert_array_equal(stats.worst_point, X[worst])
+
+
+def test_float32_rows_zero_weight_component_and_own_centred_references() -> None:
+    """float32 rows read as they are, a component of weight 0 (its log-joint ``-inf``),
+    and moments around the components' own means where the coefficients ask for them."""
+    rng = np.random.default_rng(7)
+    params = random_params(rng, 4, 3, "full")
+    weights = params.weights.copy()
+    weights[2] = 0.0
+    params = MixtureParams.from_covariances(
+        weights / weights.sum(), params.means, params.covariances, "full")
+    X = (params.means[rng.integers(0, 4, 500)] + rng.normal(size=(500, 3))).astype(np.float32)
+    coefs = kernel_coefficients(params, np.float64)
+    refs = coefs.stats_reference.copy()
+    refs[1] = params.means[1]
+    from dataclasses import replace
+
+    coefs = replace(coefs, stats_reference=refs)
+    stats = chunk_statistics(coefs, X)
+    ref = _brute_force(params, X, None, refs)
+    assert stats.nk[2] == 0.0
+    _close(stats.nk, ref["nk"], 500.0)
+    _close(stats.first, ref["first"], float(np.abs(ref["first"]).max()) + 500.0)
+    _close(stats.second, ref["second"], float(np.abs(ref["second"]).max()))
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-13)
+
+
+def test_chosen_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    for layout, bands in FUSED_BANDS.items():
+        d_last, k_last = bands[-1]
+        cases = [(d_last, 2, True), (d_last + 1, 2, False)]
+        if k_last is not None:
+            cases += [(d_last, k_last, True), (d_last, k_last + 1, False)]
+        for d, k, expected in cases:
+            coefs = kernel_coefficients(random_params(rng, k, d, layout), np.float64)
+            chosen = kernel_module._fused_kernels(coefs, d, None) is not None
+            assert chosen is expected, (layout, d, k)
+            labels = np.zeros(5, dtype=np.intp)
+            assert kernel_module._fused_kernels(coefs, d, labels) is None
+    assert fused_applies("full", 3, 10_000)
+    tied = kernel_coefficients(random_params(rng, 3, 2, "tied"), np.float64)
+    assert kernel_module._fused_kernels(tied, 2, None) is None
+    single = kernel_coefficients(random_params(rng, 3, 2, "full", scale=0.5), np.float32)
+    assert single.dtype == np.float32
+    assert kernel_module._fused_kernels(single, 2, None) is None
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    coefs = kernel_coefficients(random_params(rng, 3, 2, "full"), np.float64)
+    assert kernel_module._fused_kernels(coefs, 2, None) is None
