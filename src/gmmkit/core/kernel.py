@@ -1567,7 +1567,7 @@ def _fused_kernels(
     coefs: KernelCoefficients, d: int, labels: NDArray[np.integer] | None
 ) -> Any:
     """The fused kernels' module where they evaluate this pass, else None."""
-    if labels is not None or coefs.dtype != np.float64 or coefs.params is None:
+    if labels is not None or coefs.params is None:
         return None
     if not fused_applies(coefs.covariance.layout, d, coefs.n_components):
         return None
