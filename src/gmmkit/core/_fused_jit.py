@@ -65,34 +65,24 @@ _EXP_FLOOR = -708.0
 _SMALLEST_SUM = 1e-250
 
 
-def _bits_to_float_typing(typingctx: Any, bits: Any) -> Any:
-    """The double whose IEEE-754 bits are the int64 ``bits``."""
-    if bits != types.int64:
-        return None
-    signature = types.float64(types.int64)
+def _bitcast(source: Any, target: Any, target_ir: Any) -> Any:
+    """A numba intrinsic reinterpreting a ``source`` scalar's bits as a ``target``."""
 
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], ir.DoubleType())
+    def typing(typingctx: Any, value: Any) -> Any:
+        if value != source:
+            return None
 
-    return signature, codegen
+        def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
+            return builder.bitcast(args[0], target_ir)
 
+        return target(source), codegen
 
-_bits_to_float: Any = intrinsic(_bits_to_float_typing)
-
-
-def _float_to_bits_typing(typingctx: Any, value: Any) -> Any:
-    """The IEEE-754 bits of the double ``value``, as an int64."""
-    if value != types.float64:
-        return None
-    signature = types.int64(types.float64)
-
-    def codegen(context: Any, builder: Any, sig: Any, args: Any) -> Any:
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return signature, codegen
+    return intrinsic(typing)
 
 
-_float_to_bits: Any = intrinsic(_float_to_bits_typing)
+#: The double whose IEEE-754 bits are an int64, and the int64 of a double's bits.
+_bits_to_float: Any = _bitcast(types.int64, types.float64, ir.DoubleType())
+_float_to_bits: Any = _bitcast(types.float64, types.int64, ir.IntType(64))
 
 
 @njit(inline="always", fastmath={"contract"}, error_model="numpy", cache=True)
