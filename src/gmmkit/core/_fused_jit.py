@@ -171,7 +171,7 @@ def statistics(
     Parameters
     ----------
     layout : {"full", "diag", "spherical"}
-    X : ndarray of shape (n, D), float64 or float32
+    X : ndarray of shape (n, D), float64
     weight : ndarray of shape (n,) or (0,)
         Sample weights, or an empty array for none.
     means : ndarray of shape (K, D)
