@@ -198,10 +198,11 @@ class KernelCoefficients:
         log_det = self.covariance.log_det_cholesky(params.precisions_cholesky, d)
         with np.errstate(divide="ignore"):
             constants = np.log(params.weights) + log_det - 0.5 * d * log_2pi()
+        # writeable copies: numba compiles read-only arrays apart
         return (
-            np.ascontiguousarray(params.means, dtype=np.float64),
-            np.ascontiguousarray(params.precisions_cholesky, dtype=np.float64),
-            np.ascontiguousarray(constants, dtype=np.float64),
+            np.array(params.means, dtype=np.float64, order="C"),
+            np.array(params.precisions_cholesky, dtype=np.float64, order="C"),
+            np.array(constants, dtype=np.float64, order="C"),
         )
 
     @cached_property
@@ -1547,11 +1548,14 @@ def _block_statistics(
 #: D=4 K=100 1.66, D=6 K=100 1.54, D=8 K=32 1.26 and K=100 1.02, D=10 K=32 0.88,
 #: D=12 K=16 1.10, D=16 K=4 2.50 and K=16 0.84; diag D=8 K=100 1.45, D=16 K=32 1.1-1.2
 #: and K=100 0.89, D=24 K=8 1.38, D=32 K=4 1.56; spherical D=16 K=100 0.76, D=24 K=8
-#: 1.69, D=32 K=4 1.95.
+#: 1.69, D=32 K=4 1.95.  Full covariances above 8 features and diagonal or spherical
+#: ones above 16 are left out although some measured faster: their unrolled kernels
+#: take 4-9 s to compile (full D=12 5.8 s, D=16 9.2 s; 1-2.5 s up to D=8), once per
+#: environment, and a clean test run compiled a dozen such sizes.
 FUSED_BANDS: dict[str, tuple[tuple[int, int | None], ...]] = {
-    "full": ((6, None), (8, 64), (12, 16), (16, 8)),
-    "diag": ((8, None), (16, 32), (32, 8)),
-    "spherical": ((8, None), (16, 32), (32, 8)),
+    "full": ((6, None), (8, 64)),
+    "diag": ((8, None), (16, 32)),
+    "spherical": ((8, None), (16, 32)),
 }
 
 
@@ -1584,7 +1588,7 @@ def _fused_statistics(
     means, factors, constants = coefs.fused_operands
     weight = (
         None if sample_weight is None
-        else np.ascontiguousarray(sample_weight, dtype=np.float64)
+        else np.array(sample_weight, dtype=np.float64, order="C")  # writeable (below)
     )
     nk = np.zeros(k)
     first = np.zeros((k, d))
@@ -1594,17 +1598,16 @@ def _fused_statistics(
     # C-ordered float64 rows only: each other dtype or layout would be compiled again
     # (about 1-2 s each, once per environment), for a copy that costs far less than
     # the pass (float32 rows: ~0.3 ns a value against 5-40 ns a row)
+    # and writeable ones: numba types read-only arrays apart, another compilation
     rows = np.ascontiguousarray(X, dtype=np.float64)
+    if not rows.flags.writeable:
+        rows = rows.copy()
     fused.statistics(
-        coefs.covariance.layout, rows, _NO_WEIGHT if weight is None else weight,
-        means, factors, constants, np.ascontiguousarray(coefs.stats_reference), nk, first,
+        coefs.covariance.layout, rows, np.empty(0) if weight is None else weight,
+        means, factors, constants, np.array(coefs.stats_reference, order="C"), nk, first,
         second, log_norm, totals)
     return _block_statistics(
         coefs, X, weight, nk, first, second, log_norm, (float(totals[0]), float(totals[1])))
-
-
-_NO_WEIGHT = np.empty(0)
-_NO_WEIGHT.setflags(write=False)
 
 
 def _take_rows(block: Array, rows: NDArray[np.intp], slot: str) -> Array:
