@@ -1539,7 +1539,7 @@ def _block_statistics(
 
 
 #: Where :func:`chunk_statistics` runs the fused compiled kernel
-#: (:mod:`gmmkit.core._fused_jit`, with numba; float64 computation, no labels): per
+#: (:mod:`gmmkit.core._fused_jit`, with numba; no labels; float32 rows copied): per
 #: layout, ``(most features, most components)`` bands, the first band holding ``D``
 #: deciding (``None``: any number of components).  The fused kernel costs about the
 #: same per component and row whatever K; the numpy kernel's GEMMs grow cheaper per
