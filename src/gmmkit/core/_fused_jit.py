@@ -46,6 +46,8 @@ from llvmlite import ir
 from numba import njit, types
 from numba.extending import intrinsic
 
+from gmmkit.core.covariance._base import _triu
+
 #: Rows per tile: the (K, TILE) log-joint stays in the L1/L2 caches up to K ~ 100.
 TILE = 128
 
@@ -207,8 +209,9 @@ def _compiled(layout: str, d: int) -> Any:
 
 
 def _pairs(d: int) -> list[tuple[int, int]]:
-    """The packed upper triangle's (row, column) pairs, row by row (``pack_symmetric``)."""
-    return [(a, b) for a in range(d) for b in range(a, d)]
+    """The packed upper triangle's (row, column) pairs in ``pack_symmetric``'s order."""
+    rows, cols = _triu(d)
+    return list(zip(rows.tolist(), cols.tolist(), strict=True))
 
 
 def _component_lines(layout: str, d: int, indent: str) -> list[str]:

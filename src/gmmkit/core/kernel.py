@@ -188,21 +188,25 @@ class KernelCoefficients:
         return kernel_coefficients(self.params, np.float64)
 
     @cached_property
-    def fused_operands(self) -> tuple[NDArray[np.float64], Array, NDArray[np.float64]]:
+    def fused_operands(
+        self,
+    ) -> tuple[NDArray[np.float64], Array, NDArray[np.float64], NDArray[np.float64]]:
         """The fused kernel's operands (:func:`_fused_statistics`): the means (K, D),
-        the precision Cholesky factors and ``log pi_k + log det U_k - D/2 log 2 pi``
-        (K,), C-contiguous float64."""
+        the precision Cholesky factors, ``log pi_k + log det U_k - D/2 log 2 pi`` (K,)
+        and ``stats_reference`` (K, D), C-contiguous writeable float64 (derived once
+        per set of coefficients, not per block)."""
         params = self.params
         assert params is not None
         d = params.n_features
         log_det = self.covariance.log_det_cholesky(params.precisions_cholesky, d)
         with np.errstate(divide="ignore"):
             constants = np.log(params.weights) + log_det - 0.5 * d * log_2pi()
-        # writeable copies: numba compiles read-only arrays apart
+        # copies: numba compiles read-only arrays apart
         return (
             np.array(params.means, dtype=np.float64, order="C"),
             np.array(params.precisions_cholesky, dtype=np.float64, order="C"),
             np.array(constants, dtype=np.float64, order="C"),
+            np.array(self.stats_reference, dtype=np.float64, order="C"),
         )
 
     @cached_property
@@ -1585,29 +1589,28 @@ def _fused_statistics(
     its own mean, the moments around ``coefs.stats_reference``."""
     n, d = X.shape
     k = coefs.n_components
-    means, factors, constants = coefs.fused_operands
-    weight = (
-        None if sample_weight is None
-        else np.array(sample_weight, dtype=np.float64, order="C")  # writeable (below)
-    )
+    means, factors, constants, refs = coefs.fused_operands
+    weight = None if sample_weight is None else _compiled_operand(sample_weight)
     nk = np.zeros(k)
     first = np.zeros((k, d))
     second = np.zeros((k, coefs.covariance.n_quadratic(d)))
     log_norm = workspace(_LOG_DENSITY, n, np.float64)
     totals = np.array([0.0, np.inf])
-    # C-ordered float64 rows only: each other dtype or layout would be compiled again
-    # (about 1-2 s each, once per environment), for a copy that costs far less than
-    # the pass (float32 rows: ~0.3 ns a value against 5-40 ns a row)
-    # and writeable ones: numba types read-only arrays apart, another compilation
-    rows = np.ascontiguousarray(X, dtype=np.float64)
-    if not rows.flags.writeable:
-        rows = rows.copy()
     fused.statistics(
-        coefs.covariance.layout, rows, np.empty(0) if weight is None else weight,
-        means, factors, constants, np.array(coefs.stats_reference, order="C"), nk, first,
-        second, log_norm, totals)
+        coefs.covariance.layout, _compiled_operand(X), np.empty(0) if weight is None else weight,
+        means, factors, constants, refs, nk, first, second, log_norm, totals)
     return _block_statistics(
         coefs, X, weight, nk, first, second, log_norm, (float(totals[0]), float(totals[1])))
+
+
+def _compiled_operand(values: Array) -> NDArray[np.float64]:
+    """``values`` as a C-ordered, writeable float64 array (a copy only where needed).
+
+    numba compiles a kernel again for every other dtype, memory layout or read-only
+    flag (about 1-2 s each, once per environment); the copy of a float32 block costs
+    far less than the pass (~0.3 ns a value against 5-40 ns a row)."""
+    out = np.ascontiguousarray(values, dtype=np.float64)
+    return out if out.flags.writeable else out.copy()
 
 
 def _take_rows(block: Array, rows: NDArray[np.intp], slot: str) -> Array:
