@@ -187,3 +187,105 @@ def test_chosen_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
     coefs = kernel_coefficients(random_params(rng, 3, 2, "full"), np.float64)
     assert kernel_module._fused_kernels(coefs, 2, None) is None
+
+
+@pytest.mark.parametrize(
+    ("layout", "d", "k"),
+    [("full", 1, 2), ("full", 3, 20), ("full", 8, 7), ("diag", 4, 6), ("diag", 16, 9),
+     ("spherical", 2, 4), ("spherical", 16, 5)],
+)
+@pytest.mark.parametrize("rows_dtype", [np.float64, np.float32])
+def test_per_row_inference_matches_brute_force(
+    layout: str, d: int, k: int, rows_dtype: type
+) -> None:
+    """``score_chunk``, ``predict_chunk``, ``proba_chunk`` and ``map_log_resp_chunk``
+    by the fused kernel against scipy's log-densities: a row far from every component
+    (its log-joints near -1800), a component of weight 0, more rows than a tile."""
+    rng = np.random.default_rng(d * 10 + k)
+    params = random_params(rng, k, d, layout)
+    weights = params.weights.copy()
+    weights[-1] = 0.0
+    params = MixtureParams.from_covariances(
+        weights / weights.sum(), params.means, params.covariances, layout)
+    n = 2 * _fused_jit.TILE + 31
+    X = (params.means[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(rows_dtype)
+    X[3] = 60.0
+    coefs = kernel_coefficients(params, np.float64)
+    assert kernel_module._fused_kernels(coefs, d, None) is not None
+    cov = full_covariances(params)
+    rows = X.astype(np.float64)
+    with np.errstate(divide="ignore"):
+        log_joint = np.column_stack([
+            np.log(params.weights[j]) + multivariate_normal(params.means[j], cov[j]).logpdf(rows)
+            for j in range(k)
+        ]).reshape(n, k)
+    density = logsumexp(log_joint, axis=1)
+    log_resp = log_joint - density[:, None]
+
+    score = kernel_module.score_chunk(coefs, X)
+    assert score.dtype == np.float64 and score.shape == (n,)
+    np.testing.assert_allclose(score, density, rtol=1e-13)
+    proba = kernel_module.proba_chunk(coefs, X)
+    assert proba.shape == (n, k) and proba.flags.c_contiguous
+    np.testing.assert_allclose(proba, np.exp(log_resp), rtol=0, atol=1e-13)
+    assert np.all(proba[:, -1] == 0.0)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-14)
+    labels = kernel_module.predict_chunk(coefs, X)
+    assert labels.dtype == np.intp
+    np.testing.assert_array_equal(labels, np.argmax(log_joint, axis=1))
+    best = kernel_module.map_log_resp_chunk(coefs, X)
+    np.testing.assert_allclose(best, log_resp.max(axis=1), rtol=0, atol=1e-13)
+
+
+def test_per_row_inference_agrees_with_the_numpy_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The estimator's score_samples, predict and predict_proba through the fused
+    kernel and through the numpy kernel (``GMMKIT_NUMBA=0``) agree."""
+    from gmmkit import GaussianMixture
+
+    rng = np.random.default_rng(11)
+    X = np.vstack([rng.normal(size=(3000, 3)), rng.normal(4.0, 0.3, size=(2000, 3)),
+                   rng.normal(-3.0, 2.0, size=(1000, 3))])
+    gm = GaussianMixture(3, random_state=0).fit(X)
+    fused = (gm.score_samples(X), gm.predict(X), gm.predict_proba(X))
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    plain = (gm.score_samples(X), gm.predict(X), gm.predict_proba(X))
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-12)
+    np.testing.assert_array_equal(fused[1], plain[1])
+    np.testing.assert_allclose(fused[2], plain[2], rtol=0, atol=1e-12)
+
+
+def test_chunks_sized_for_the_fused_kernel_only_where_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gmmkit import GaussianMixture
+    from gmmkit.engines.memory import FUSED_CHUNK_ROWS, default_chunk_rows
+
+    assert default_chunk_rows(3, 20, 8) == FUSED_CHUNK_ROWS
+    assert default_chunk_rows(16, 32, 8, "diag") == FUSED_CHUNK_ROWS
+    cache_sized = default_chunk_rows(3, 20, 8, fused=False)
+    assert cache_sized < FUSED_CHUNK_ROWS
+    assert default_chunk_rows(16, 32, 8, "full") < FUSED_CHUNK_ROWS  # out of its bands
+    assert default_chunk_rows(3, 4, 8, "tied") < FUSED_CHUNK_ROWS
+    # labelled rows go to the numpy kernel: its cache-sized chunks
+    X = np.random.default_rng(0).normal(size=(50, 3))
+    gm = GaussianMixture(20)
+    assert gm._engine(X).chunk_rows == FUSED_CHUNK_ROWS
+    assert gm._engine(X, labels=np.full(50, -1)).chunk_rows == cache_sized
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    assert default_chunk_rows(3, 20, 8) == cache_sized
+
+
+@pytest.mark.parametrize(("n", "n_jobs", "rows"), [
+    (800_000, 2, 100_000), (800_000, 1, 131_072), (262_144, 2, 131_072),
+    (300_000, 2, 75_000), (300_001, 3, 100_001), (131_073, 2, 65_537),
+])
+def test_memory_chunks_shared_evenly_between_workers(n: int, n_jobs: int, rows: int) -> None:
+    from gmmkit.engines.memory import MemoryEngine
+
+    X = np.zeros((n, 1))
+    engine = MemoryEngine(X, chunk_rows=131_072, n_jobs=n_jobs)
+    chunks = list(engine.chunks())
+    assert [c.start for c in chunks] == list(range(0, n, rows))
+    assert max(len(c.X) for c in chunks) == rows <= 131_072
+    assert sum(len(c.X) for c in chunks) == n
+    assert len(chunks) % n_jobs == 0

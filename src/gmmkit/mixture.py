@@ -405,7 +405,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         layout = (engine.n_features, self._n_fit_components(), engine.dtype.itemsize,
                   self.covariance_type)
         rows = incomplete_chunk_rows(engine.n_features, layout[1], self.covariance_type)
-        if engine.chunk_rows != default_chunk_rows(*layout) or rows <= engine.chunk_rows:
+        default = default_chunk_rows(*layout, fused=None if engine.labels is None else False)
+        if engine.chunk_rows != default or rows <= engine.chunk_rows:
             return engine
         return MemoryEngine(
             engine.X, engine.sample_weight, engine.labels, chunk_rows=rows,
@@ -445,7 +446,9 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
                 n_components=self._n_fit_components(), covariance_type=self.covariance_type,
             )
         layout = (X.shape[1], self._n_fit_components(), X.dtype.itemsize, self.covariance_type)
-        rows = self.chunk_rows or default_chunk_rows(*layout)
+        # labelled rows go to the numpy kernel, whatever the model
+        rows = self.chunk_rows or default_chunk_rows(
+            *layout, fused=None if labels is None else False)
         return MemoryEngine(
             X, sample_weight, labels, chunk_rows=rows, n_jobs=self.n_jobs,
             part_rows=None if self.chunk_rows else default_part_rows(*layout),

@@ -47,6 +47,7 @@ from numba import njit, types
 from numba.extending import intrinsic
 
 from gmmkit.core.covariance._base import _triu
+from gmmkit.core.kernel import FAR_LOG_JOINT
 
 #: Rows per tile: the (K, TILE) log-joint stays in the L1/L2 caches up to K ~ 100.
 TILE = 128
@@ -199,10 +200,16 @@ def statistics(
 @cache
 def _compiled(layout: str, d: int) -> Any:
     name = f"_{layout}_{d}"
+    return _compiled_source(_source(layout, d, name), name)
+
+
+def _compiled_source(source: str, name: str) -> Any:
+    """The function ``name`` of generated ``source``, compiled (cached beside this
+    module)."""
     namespace: dict[str, Any] = {
         "np": np, "_exp": exp_nonpositive, "_log": log_normal, "TILE": TILE,
-        "SMALLEST_SUM": _SMALLEST_SUM, "__name__": __name__}
-    exec(compile(_source(layout, d, name), __file__, "exec"), namespace)
+        "SMALLEST_SUM": _SMALLEST_SUM, "FAR": FAR_LOG_JOINT, "__name__": __name__}
+    exec(compile(source, __file__, "exec"), namespace)
     return njit(
         nogil=True, fastmath={"reassoc", "contract"}, error_model="numpy", cache=True
     )(namespace[name])
@@ -245,6 +252,13 @@ def _half_distance_lines(layout: str, d: int, indent: str) -> list[str]:
     return lines
 
 
+def _tile_lines(d: int) -> list[str]:
+    """The tile of rows from ``start``: ``m`` rows, transposed into ``xt``; the loop over
+    the tile's rows ``t`` is left open for per-row initialisations."""
+    lines = ["        m = min(TILE, n - start)", "        for t in range(m):"]
+    return lines + [f"            xt[{a}, t] = X[start + t, {a}]" for a in range(d)]
+
+
 def _source(layout: str, d: int, name: str) -> str:
     """Python source of the fused kernel of ``layout`` at ``d`` features.
 
@@ -277,10 +291,7 @@ def _source(layout: str, d: int, name: str) -> str:
     # each lane's lowest log-density: a running minimum across lanes would not vectorise
     emit("    low = np.full(TILE, np.inf)")
     emit("    for start in range(0, n, TILE):")
-    emit("        m = min(TILE, n - start)")
-    emit("        for t in range(m):")
-    for a in rng:
-        emit(f"            xt[{a}, t] = X[start + t, {a}]")
+    lines += _tile_lines(d)
     emit("            total[t] = 0.0")
     # exponentials of the log-joints less the shift, and the rows' sums
     emit("        for k in range(K):")
@@ -358,4 +369,134 @@ def _source(layout: str, d: int, name: str) -> str:
         emit(f"            second[k, {p}] += q{key}")
     emit("    totals[0] += log_likelihood")
     emit("    totals[1] = min(totals[1], low.min())")
+    return "\n".join(lines) + "\n"
+
+
+#: What :func:`per_row` computes, and the code its compiled kernel takes.
+PER_ROW = {"score": 0, "predict": 1, "proba": 2, "map_log_resp": 3}
+
+
+def per_row(
+    layout: str,
+    kind: str,
+    X: Any,
+    means: Any,
+    factors: Any,
+    constants: Any,
+    values: Any,
+    labels: Any,
+    proba: Any,
+    redo: Any,
+) -> int:
+    """Per-row inference of a block by the fused kernel: each component centred on its
+    own mean, as :func:`statistics`, and each row shifted by its own largest log-joint.
+
+    Parameters
+    ----------
+    layout : {"full", "diag", "spherical"}
+    kind : {"score", "predict", "proba", "map_log_resp"}
+        Which output is written.
+    X : ndarray of shape (n, D), float64
+    means, factors, constants : ndarray
+        As for :func:`statistics`.
+    values : ndarray of shape (n,), float64
+        Written for ``"score"`` (``log p(x)``) and ``"map_log_resp"`` (the largest log
+        responsibility).
+    labels : ndarray of shape (n,), int64
+        Written for ``"predict"``: the component of the largest log-joint (the first
+        of equal ones).
+    proba : ndarray of shape (n, K), float64
+        Written for ``"proba"``: the responsibilities.  Entries below ``exp(-708)`` of
+        their row's largest are 0, as are those of weight-0 components.
+    redo : ndarray of shape (n,), int64
+        Its first entries (as many as returned) become the rows whose results are not
+        written correctly: a log-joint NaN, or every one below ``-FAR_LOG_JOINT``
+        (1e10), where the rounding of the distances (or their overflow, e.g. a row of
+        1e149 and variances of 1e-12) swamps the differences between components.  The
+        caller evaluates them otherwise (exactly).
+
+    Returns
+    -------
+    int
+        How many rows are to be evaluated again.
+    """
+    kernel = _compiled_per_row(layout, X.shape[1])
+    return int(kernel(X, means, factors, constants, PER_ROW[kind], values, labels, proba, redo))
+
+
+@cache
+def _compiled_per_row(layout: str, d: int) -> Any:
+    name = f"_{layout}_{d}_per_row"
+    return _compiled_source(_per_row_source(layout, d, name), name)
+
+
+def _per_row_source(layout: str, d: int, name: str) -> str:
+    """Python source of :func:`per_row`'s kernel for ``layout`` at ``d`` features.
+
+    Per tile: the log-joints ``v`` into ``lj`` (K, TILE) with each row's largest and
+    its component; for ``predict`` that is all.  Otherwise ``exp(v - largest)`` and
+    the rows' sums, from which the log-density, the largest log responsibility
+    (``-log sum``) or the responsibilities follow.
+    """
+    if layout not in LAYOUTS:
+        raise ValueError(f"no fused kernel for layout {layout!r}")
+    lines: list[str] = []
+    emit = lines.append
+    emit(f"def {name}(X, means, factors, consts, kind, values, labels, proba, redo):")
+    emit("    n = X.shape[0]")
+    emit("    K = means.shape[0]")
+    emit(f"    xt = np.empty(({d}, TILE))")
+    emit("    lj = np.empty((K, TILE))")
+    emit("    top = np.empty(TILE)")
+    emit("    best = np.empty(TILE, dtype=np.int64)")
+    emit("    total = np.empty(TILE)")
+    emit("    redone = 0")
+    emit("    for start in range(0, n, TILE):")
+    lines += _tile_lines(d)
+    emit("            top[t] = -np.inf")
+    emit("            best[t] = 0")
+    emit("            total[t] = 0.0")
+    emit("        for k in range(K):")
+    lines += _component_lines(layout, d, " " * 12)
+    emit("            for t in range(m):")
+    lines += _half_distance_lines(layout, d, " " * 16)
+    emit("                v = c - h")
+    emit("                lj[k, t] = v")
+    emit("                above = v > top[t]")
+    emit("                top[t] = v if above else top[t]")
+    emit("                best[t] = k if above else best[t]")
+    # (the sum of the log-joints, NaN or -inf when one is)
+    emit("                total[t] += v")
+    emit("        for t in range(m):")
+    emit("            if not (top[t] >= -FAR and total[t] == total[t]):")
+    emit("                redo[redone] = start + t")
+    emit("                redone += 1")
+    emit("        if kind == 1:")
+    emit("            out_labels = labels[start:start + m]")
+    emit("            for t in range(m):")
+    emit("                out_labels[t] = best[t]")
+    emit("            continue")
+    emit("        for t in range(m):")
+    emit("            total[t] = 0.0")
+    emit("        for k in range(K):")
+    emit("            for t in range(m):")
+    emit("                e = _exp(lj[k, t] - top[t])")
+    emit("                lj[k, t] = e")
+    emit("                total[t] += e")
+    emit("        if kind == 2:")
+    emit("            out_proba = proba[start:start + m]")
+    emit("            for t in range(m):")
+    emit("                total[t] = 1.0 / total[t]")
+    emit("            for k in range(K):")
+    emit("                for t in range(m):")
+    emit("                    out_proba[t, k] = lj[k, t] * total[t]")
+    emit("            continue")
+    emit("        out = values[start:start + m]")
+    emit("        if kind == 0:")
+    emit("            for t in range(m):")
+    emit("                out[t] = top[t] + _log(total[t])")
+    emit("        else:")
+    emit("            for t in range(m):")
+    emit("                out[t] = -_log(total[t])")
+    emit("    return redone")
     return "\n".join(lines) + "\n"

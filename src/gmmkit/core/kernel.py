@@ -63,6 +63,7 @@ engine's worker threads (measured 1.0x on two threads, ``np.dot`` 1.5-2x).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cache, cached_property
 from typing import Any
@@ -1899,6 +1900,45 @@ def partition_statistics(
 
 
 # --------------------------------------------------------------------------- inference
+def _per_row(
+    coefs: KernelCoefficients,
+    X: Array,
+    kind: str,
+    numpy_rows: Callable[[KernelCoefficients, Array], NDArray[Any]],
+) -> NDArray[Any]:
+    """Per-row ``kind`` (``score``, ``predict``, ``proba`` or ``map_log_resp``) of a block:
+    by the fused compiled kernel (:func:`gmmkit.core._fused_jit.per_row`) where it
+    evaluates the block (see :data:`FUSED_BANDS`), else, and for the rows it cannot
+    (distances that overflow), by ``numpy_rows``."""
+    n, d = X.shape
+    fused = _fused_kernels(coefs, d, None)
+    if fused is None:
+        return numpy_rows(coefs, X)
+    means, factors, constants, _ = coefs.fused_operands
+    values = np.empty(n) if kind in ("score", "map_log_resp") else np.empty(0)
+    labels = np.empty(n, np.intp) if kind == "predict" else np.empty(0, np.intp)
+    proba = np.empty((n, coefs.n_components)) if kind == "proba" else np.empty((0, 0))
+    redo = np.empty(n, np.int64)
+    count = fused.per_row(
+        coefs.covariance.layout, kind, _compiled_operand(X), means, factors, constants,
+        values, labels, proba, redo)
+    out: NDArray[Any] = {"predict": labels, "proba": proba}.get(kind, values)
+    if count:
+        rows = redo[:count]
+        out[rows] = numpy_rows(coefs, X[rows])
+    return out
+
+
+def map_log_resp_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
+    """The largest log responsibility of each row, shape (n,), float64."""
+    return _per_row(coefs, X, "map_log_resp", _map_log_resp_numpy)
+
+
+def _map_log_resp_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
+    log_resp, _ = log_resp_and_density(coefs, X)
+    return np.max(log_resp, axis=1).astype(np.float64)
+
+
 def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, NDArray[np.float64]]:
     """Log responsibilities (n, K) in compute dtype and log-density (n,) in float64."""
     # the (K, n) block is returned (transposed): a fresh array; the features are not
@@ -1921,6 +1961,10 @@ def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, ND
 
 def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Log-density ``log p(x)`` of each row, shape (n,), float64."""
+    return _per_row(coefs, X, "score", _score_numpy)
+
+
+def _score_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     log_prob_t, phi_t = _log_joint_t(coefs, X, None, _FEATURES, _LOG_JOINT)
     # the log-densities are returned: not from the workspace
     return _exp_log_joint(coefs, X, phi_t, log_prob_t, reuse=True)[1]
@@ -1928,6 +1972,10 @@ def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
 
 def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
     """Most probable component of each row, shape (n,)."""
+    return _per_row(coefs, X, "predict", _predict_numpy)
+
+
+def _predict_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
     log_prob_t, _ = _log_joint_t(coefs, X, None, _FEATURES, _LOG_JOINT)
     _repair_far_rows(coefs, X, log_prob_t, _column_max(log_prob_t, True))
     return np.argmax(log_prob_t, axis=0)
@@ -1935,6 +1983,10 @@ def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
 
 def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     """Responsibilities of each row, shape (n, K), float64."""
+    return _per_row(coefs, X, "proba", _proba_numpy)
+
+
+def _proba_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     log_prob_t, _ = _log_joint_t(coefs, X, None, _FEATURES, _LOG_JOINT)
     col_max = _column_max(log_prob_t, True)
     far = _repair_far_rows(coefs, X, log_prob_t, col_max)

@@ -96,7 +96,7 @@ from gmmkit.core.kernel import (
     _quadratic,
     _reference_second_moments,
     chunk_statistics,
-    log_resp_and_density,
+    map_log_resp_chunk,
     predict_chunk,
     proba_chunk,
     score_chunk,
@@ -3029,16 +3029,12 @@ def map_log_resp_rows(
 ) -> NDArray[np.float64]:
     """Largest log responsibility of each row (for ICL), shape (n,)."""
 
-    def complete(c: KernelCoefficients, rows: Array) -> NDArray[np.float64]:
-        log_resp, _ = log_resp_and_density(c, rows)
-        return np.max(log_resp, axis=1).astype(np.float64)
-
     def incomplete(cond: _Conditional) -> NDArray[np.float64]:
         return np.asarray(
             np.max(cond.log_joint, axis=0) - logsumexp(cond.log_joint, axis=0), np.float64
         )
 
-    return _split_rows(coefs, X, missing, complete, incomplete)
+    return _split_rows(coefs, X, missing, map_log_resp_chunk, incomplete)
 
 
 def nearest_completion(

@@ -285,8 +285,7 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
     if kind == "proba":
         return kernel.proba_chunk(coefs, chunk.X)
     if kind == "map_log_resp":
-        log_resp, _ = kernel.log_resp_and_density(coefs, chunk.X)
-        return np.max(log_resp, axis=1).astype(np.float64)
+        return kernel.map_log_resp_chunk(coefs, chunk.X)
     if kind == "observed":
         return np.ones(len(chunk.X))
     raise ValueError(f"unknown per-row kernel {kind!r}")

@@ -175,7 +175,7 @@ def as_engine(
     device : str or torch.device, optional
         For a ``torch.Tensor`` ``X``: the device to compute on (default: where it lies).
     covariance_type : str
-        Sizes the torch engine's chunks.
+        Sizes the chunks.
     allow_nan : bool
         Let NaN (missing values) through the blocks' checks (``missing="marginalize"``).
 
@@ -192,13 +192,17 @@ def as_engine(
     if not is_out_of_core(X):
         return None
     progress: Callable[[str], None] | None = _print_line if verbose else None
+    # chunks sized for the fused kernel only where it will evaluate them: not for
+    # labelled rows, nor without the model's number of components
+    fused = None if labels is None and n_components is not None else False
     engine: Engine
     n_rows: int | None
     if is_dask_collection(X):
         dask_engine = DaskEngine(X, sample_weight, labels, progress=progress)
         dask_engine.allow_nan = allow_nan
         rows = chunk_rows or default_chunk_rows(
-            dask_engine.n_features, n_components or 1, dask_engine.dtype.itemsize
+            dask_engine.n_features, n_components or 1, dask_engine.dtype.itemsize,
+            covariance_type, fused,
         )
         dask_engine.chunk_rows = int(rows)
         n_rows = dask_engine.n_samples
@@ -212,7 +216,7 @@ def as_engine(
         else:
             source = IterableSource(X)
         rows = chunk_rows or default_chunk_rows(
-            source.n_features, n_components or 1, source.dtype.itemsize
+            source.n_features, n_components or 1, source.dtype.itemsize, covariance_type, fused
         )
         weight = None
         nonzero = -1

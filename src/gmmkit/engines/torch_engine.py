@@ -683,7 +683,7 @@ class TorchEngine(Engine):
                 chunk_rows = max(1024, CUDA_CHUNK_BYTES // row_bytes)
             else:
                 chunk_rows = default_chunk_rows(
-                    self._d, n_components, self._dtype.itemsize, covariance_type
+                    self._d, n_components, self._dtype.itemsize, covariance_type, fused=False
                 )
         if memory_budget is not None and self.X is None:
             row_bytes = self._d * self._dtype.itemsize
