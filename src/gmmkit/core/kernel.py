@@ -54,7 +54,10 @@ with an ``exp`` and a ``log`` of its own that vectorise.  There the numpy kernel
 bound by its passes over the (F, n) and (K, n) blocks, not by arithmetic (1-D, two
 components: 11-14 ns a row against 5-6 fused; pixels D=3 K=20: 58-82 against 36-40),
 and the centred form needs no probes and has no slow path for tight or distant
-components.
+components.  :func:`score_chunk`, :func:`predict_chunk`, :func:`proba_chunk` and
+:func:`map_log_resp_chunk` take a per-row variant of it (each row shifted by its own
+largest log-joint), except for rows beyond :data:`FAR_LOG_JOINT`, which they evaluate
+here exactly.
 
 Threads: block GEMMs call ``np.dot``, not ``@``: numpy's matmul holds the GIL for
 small-output products such as the (F, n) @ (n, K) statistics, which serialised the
