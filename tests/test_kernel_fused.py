@@ -273,19 +273,3 @@ def test_chunks_sized_for_the_fused_kernel_only_where_it_runs(
     assert gm._engine(X, labels=np.full(50, -1)).chunk_rows == cache_sized
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
     assert default_chunk_rows(3, 20, 8) == cache_sized
-
-
-@pytest.mark.parametrize(("n", "n_jobs", "rows"), [
-    (800_000, 2, 100_000), (800_000, 1, 131_072), (262_144, 2, 131_072),
-    (300_000, 2, 75_000), (300_001, 3, 100_001), (131_073, 2, 65_537),
-])
-def test_memory_chunks_shared_evenly_between_workers(n: int, n_jobs: int, rows: int) -> None:
-    from gmmkit.engines.memory import MemoryEngine
-
-    X = np.zeros((n, 1))
-    engine = MemoryEngine(X, chunk_rows=131_072, n_jobs=n_jobs)
-    chunks = list(engine.chunks())
-    assert [c.start for c in chunks] == list(range(0, n, rows))
-    assert max(len(c.X) for c in chunks) == rows <= 131_072
-    assert sum(len(c.X) for c in chunks) == n
-    assert len(chunks) % n_jobs == 0

@@ -17,7 +17,7 @@ from gmmkit.core.kmeans import kmeans, kmeans_plusplus, nearest_centre
 from gmmkit.core.mstep import m_step
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats
-from gmmkit.engines.base import Chunk, Engine
+from gmmkit.engines.base import Chunk, Engine, blockwise
 
 Array = NDArray[np.floating[Any]]
 
@@ -149,6 +149,8 @@ def initial_parameters(
 
     sample, sample_weight = engine.sample(10_000, rng)
     reference = np.average(np.asarray(sample, dtype=np.float64), axis=0, weights=sample_weight)
+    # values a row of the dense starts holds: responsibilities and a feature row
+    width = n_components + engine.n_features**2
     if init_params == "hc":
         from gmmkit.core.starts import hc_parameters
 
@@ -163,12 +165,12 @@ def initial_parameters(
         stats = engine.nearest_statistics(covariance_type, centres, reference)
     elif init_params == "random":
         seed = int(rng.integers(2**63 - 1))
-        stats = engine.map_reduce(
-            partial(_random_stats, covariance_type, n_components, seed, reference)
-        )
+        stats = engine.map_reduce(blockwise(
+            partial(_random_stats, covariance_type, n_components, seed, reference), width))
     elif init_params == "random_from_data":
         rows = np.sort(rng.choice(engine.n_samples, size=n_components, replace=False))
-        stats = engine.map_reduce(partial(_selected_rows_stats, covariance_type, rows, reference))
+        stats = engine.map_reduce(
+            blockwise(partial(_selected_rows_stats, covariance_type, rows, reference), width))
     else:
         raise ValueError(f"init_params must be one of {INIT_METHODS}, got {init_params!r}")
 

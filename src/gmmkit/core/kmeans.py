@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, Engine, sample_positions
+from gmmkit.engines.base import Chunk, Engine, blockwise, sample_positions
 
 Array = NDArray[np.floating[Any]]
 
@@ -220,7 +220,8 @@ def _lloyd(
     """Lloyd iterations with statistics from ``map_reduce``; returns centres and the
     absolute shift threshold used (``tol`` times the mean feature variance)."""
     for _ in range(max_iter):
-        stats: KMeansStats = map_reduce(partial(lloyd_chunk, centres, reference))
+        width = centres.shape[0] + centres.shape[1]
+        stats: KMeansStats = map_reduce(blockwise(partial(lloyd_chunk, centres, reference), width))
         if threshold is None:
             mean = stats.sums.sum(axis=0) / stats.total_weight
             variance = stats.feature_sq / stats.total_weight - mean**2

@@ -12,7 +12,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
+from functools import partial, reduce
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -118,6 +118,41 @@ class Chunk:
     labels: NDArray[np.intp] | None
     start: int
     missing: NDArray[np.bool_] | None = None
+
+
+#: Values a row-block of per-chunk work other than the E-step holds at once (rows times
+#: :func:`blockwise`'s ``width``): the chunks of the fused kernel are 131072 rows
+#: (:data:`gmmkit.engines.memory.FUSED_CHUNK_ROWS`), and the starts' dense (n, K)
+#: responsibilities, distances and feature blocks at that size took 560 MB where 4096-row
+#: chunks took 140 (N=1M, D=8, K=64, a random start).
+BLOCK_VALUES = 1 << 19
+
+
+def blockwise(func: Callable[[Chunk], T], width: int) -> Callable[[Chunk], T]:
+    """``func`` applied to blocks of a chunk's rows, the results added (``+``): blocks
+    of :data:`BLOCK_VALUES` / ``width`` rows (at least 256), for work that holds about
+    ``width`` values a row (e.g. K distances and a feature row).  Each block is a
+    :class:`Chunk` with its own ``start``."""
+    return partial(_blockwise, func, max(256, BLOCK_VALUES // max(width, 1)))
+
+
+def _blockwise(func: Callable[[Chunk], T], rows: int, chunk: Chunk) -> T:
+    n = len(chunk.X)
+    if n <= rows:
+        return func(chunk)
+
+    def part(values: NDArray[Any] | None, a: int, b: int) -> NDArray[Any] | None:
+        return None if values is None else values[a:b]
+
+    results = [
+        func(Chunk(
+            X=chunk.X[a : a + rows], sample_weight=part(chunk.sample_weight, a, a + rows),
+            labels=part(chunk.labels, a, a + rows), start=chunk.start + a,
+            missing=part(chunk.missing, a, a + rows),
+        ))
+        for a in range(0, n, rows)
+    ]
+    return reduce(lambda x, y: x + y, results)  # type: ignore[operator]
 
 
 def sample_positions(
@@ -240,7 +275,9 @@ class Engine(ABC):
         """Statistics of every row assigned to its nearest centre (k-means starts)."""
         from gmmkit.core.init import _nearest_stats
 
-        return self.map_reduce(partial(_nearest_stats, covariance_type, centres, reference))
+        width = len(centres) + centres.shape[1] ** 2
+        return self.map_reduce(
+            blockwise(partial(_nearest_stats, covariance_type, centres, reference), width))
 
     def sample_engine(self, n: int, rng: np.random.Generator) -> Engine:
         """An in-memory engine over a seeding sample of ``n`` draws (:meth:`sample`)."""
