@@ -273,3 +273,38 @@ def test_chunks_sized_for_the_fused_kernel_only_where_it_runs(
     assert gm._engine(X, labels=np.full(50, -1)).chunk_rows == cache_sized
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
     assert default_chunk_rows(3, 20, 8) == cache_sized
+
+
+@pytest.mark.parametrize("layout", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("weighted", [False, True])
+def test_rows_beyond_far_log_joint_are_left_to_the_exact_evaluation(
+    layout: str, weighted: bool
+) -> None:
+    """Rows whose log-joints are all below -1e10 (the rounding of their distances swamps
+    the components' differences) or overflow are left out of the fused sums and
+    evaluated by the numpy kernel's exact far-row path: the statistics equal that
+    kernel's, and nothing is NaN."""
+    rng = np.random.default_rng(2)
+    d, k = 3, 2
+    covariances = {"full": np.stack([np.eye(d) * 1e-12] * k), "diag": np.full((k, d), 1e-12),
+                   "spherical": np.full(k, 1e-12)}[layout]
+    params = MixtureParams.from_covariances(
+        np.array([0.4, 0.6]), np.array([[0.0, 0.0, 0.0], [1e-5, 0.0, 0.0]]), covariances, layout)
+    X = np.vstack([rng.normal(size=(300, d)) * 1e-6, [[1e10, 0.0, 0.0]], [[1e5, -1e5, 2.0]],
+                   rng.normal(size=(10, d)) * 1e-6])
+    weight = rng.uniform(0.5, 2.0, len(X)) if weighted else None
+    coefs = kernel_coefficients(params, np.float64)
+    assert kernel_module._fused_kernels(coefs, d, None) is not None
+    fused = chunk_statistics(coefs, X, weight)
+    plain = kernel_module._numpy_statistics(coefs, X, weight)
+    for name in ("nk", "first", "second"):
+        np.testing.assert_allclose(
+            getattr(fused, name), getattr(plain, name), rtol=1e-9, atol=1e-9 * len(X))
+    assert fused.log_likelihood == pytest.approx(plain.log_likelihood, rel=1e-12)
+    assert fused.worst_log_density == pytest.approx(plain.worst_log_density, rel=1e-12)
+    np.testing.assert_array_equal(fused.worst_point, [1e10, 0.0, 0.0])
+    assert (fused.n_samples, fused.total_weight) == (plain.n_samples, plain.total_weight)
+    # distances that overflow: finite statistics, a log-likelihood of -inf
+    overflow = chunk_statistics(coefs, np.vstack([X, [[1e149, 1e149, 1e149]]]))
+    assert np.all(np.isfinite(overflow.nk)) and np.all(np.isfinite(overflow.second))
+    assert overflow.log_likelihood == -np.inf and overflow.n_samples == len(X) + 1

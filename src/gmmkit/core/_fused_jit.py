@@ -168,7 +168,8 @@ def statistics(
     second: Any,
     log_density: Any,
     totals: Any,
-) -> None:
+    redo: Any,
+) -> int:
     """Fused E-step of a block, accumulating into ``nk``, ``first`` and ``second``.
 
     Parameters
@@ -192,9 +193,20 @@ def statistics(
         ``totals[0]`` accumulates the (weighted) log-likelihood, ``totals[1]`` becomes
         the lowest of its own value and the log-densities of the rows of positive (or
         no) weight.
+    redo : ndarray of shape (n,), int64
+        Its first entries (as many as returned) become the rows left out of every sum
+        and of ``totals``, as for :func:`per_row`: every log-joint below
+        ``-FAR_LOG_JOINT`` or one NaN.  The caller evaluates them otherwise.
+
+    Returns
+    -------
+    int
+        How many rows were left out.
     """
     kernel = _compiled(layout, X.shape[1])
-    kernel(X, weight, means, factors, constants, refs, nk, first, second, log_density, totals)
+    return int(kernel(
+        X, weight, means, factors, constants, refs, nk, first, second, log_density, totals,
+        redo))
 
 
 @cache
@@ -276,7 +288,7 @@ def _source(layout: str, d: int, name: str) -> str:
     lines: list[str] = []
     emit = lines.append
     emit(f"def {name}(X, weight, means, factors, consts, refs, nk, first, second, "
-         "log_density, totals):")
+         "log_density, totals, redo):")
     emit("    n = X.shape[0]")
     emit("    K = means.shape[0]")
     emit("    weighted = weight.shape[0] > 0")
@@ -284,6 +296,8 @@ def _source(layout: str, d: int, name: str) -> str:
     emit("    lj = np.empty((K, TILE))")
     emit("    top = np.empty(TILE)")
     emit("    total = np.empty(TILE)")
+    emit("    keep = np.empty(TILE)")
+    emit("    redone = 0")
     emit("    shift = -np.inf")
     emit("    for k in range(K):")
     emit("        shift = max(shift, consts[k])")
@@ -293,6 +307,7 @@ def _source(layout: str, d: int, name: str) -> str:
     emit("    for start in range(0, n, TILE):")
     lines += _tile_lines(d)
     emit("            total[t] = 0.0")
+    emit("            keep[t] = 1.0")
     # exponentials of the log-joints less the shift, and the rows' sums
     emit("        for k in range(K):")
     lines += _component_lines(layout, d, " " * 12)
@@ -307,12 +322,25 @@ def _source(layout: str, d: int, name: str) -> str:
     emit("            top[t] = shift")
     emit("            if not total[t] >= SMALLEST_SUM:")
     emit("                best = -np.inf")
+    emit("                acc = 0.0")
     emit("                for k in range(K):")
     lines += _component_lines(layout, d, " " * 20)
     lines += _half_distance_lines(layout, d, " " * 20)
     emit("                    v = c - h")
     emit("                    lj[k, t] = v")
     emit("                    best = max(best, v)")
+    emit("                    acc += v")
+    # beyond FAR the rounding of the distances swamps the differences between the
+    # components (or they overflow): the row is left to the caller
+    emit("                if not (best >= -FAR and acc == acc):")
+    emit("                    redo[redone] = start + t")
+    emit("                    redone += 1")
+    emit("                    for k in range(K):")
+    emit("                        lj[k, t] = 0.0")
+    emit("                    top[t] = 0.0")
+    emit("                    total[t] = 1.0")
+    emit("                    keep[t] = 0.0")
+    emit("                    continue")
     emit("                acc = 0.0")
     emit("                for k in range(K):")
     emit("                    e = _exp(lj[k, t] - best)")
@@ -325,7 +353,7 @@ def _source(layout: str, d: int, name: str) -> str:
     emit("        if weighted:")
     emit("            tile_weight = weight[start:start + m]")
     emit("            for t in range(m):")
-    emit("                w = tile_weight[t]")
+    emit("                w = tile_weight[t] * keep[t]")
     emit("                ld = top[t] + _log(total[t])")
     emit("                out[t] = ld")
     emit("                log_likelihood += w * ld")
@@ -336,7 +364,7 @@ def _source(layout: str, d: int, name: str) -> str:
     emit("                ld = top[t] + _log(total[t])")
     emit("                out[t] = ld")
     emit("                log_likelihood += ld")
-    emit("                low[t] = min(low[t], ld)")
+    emit("                low[t] = min(low[t], ld if keep[t] > 0.0 else np.inf)")
     emit("                total[t] = 1.0 / total[t]")
     # statistics
     if layout == "full":
@@ -369,6 +397,7 @@ def _source(layout: str, d: int, name: str) -> str:
         emit(f"            second[k, {p}] += q{key}")
     emit("    totals[0] += log_likelihood")
     emit("    totals[1] = min(totals[1], low.min())")
+    emit("    return redone")
     return "\n".join(lines) + "\n"
 
 

@@ -1383,10 +1383,21 @@ def chunk_statistics(
     -------
     SuffStats
     """
-    n, d = X.shape
-    fused = _fused_kernels(coefs, d, labels)
+    fused = _fused_kernels(coefs, X.shape[1], labels)
     if fused is not None:
         return _fused_statistics(fused, coefs, X, sample_weight)
+    return _numpy_statistics(coefs, X, sample_weight, labels, label_weight)
+
+
+def _numpy_statistics(
+    coefs: KernelCoefficients,
+    X: Array,
+    sample_weight: Array | None = None,
+    labels: NDArray[np.integer] | None = None,
+    label_weight: float = 1.0,
+) -> SuffStats:
+    """:func:`chunk_statistics` by the numpy kernel."""
+    n, d = X.shape
     dtype = coefs.dtype
     tied = coefs.whitening is not None
     labelled: NDArray[np.intp] | None = None
@@ -1600,11 +1611,22 @@ def _fused_statistics(
     second = np.zeros((k, coefs.covariance.n_quadratic(d)))
     log_norm = workspace(_LOG_DENSITY, n, np.float64)
     totals = np.array([0.0, np.inf])
-    fused.statistics(
+    redo = workspace("kernel.redo", n, np.int64)
+    count = fused.statistics(
         coefs.covariance.layout, _compiled_operand(X), np.empty(0) if weight is None else weight,
-        means, factors, constants, refs, nk, first, second, log_norm, totals)
-    return _block_statistics(
+        means, factors, constants, refs, nk, first, second, log_norm, totals, redo)
+    if count:
+        # rows beyond FAR_LOG_JOINT (left out of the fused sums): never the block's worst
+        # here, and evaluated exactly by the numpy kernel below
+        rows = redo[:count].copy()
+        log_norm[rows] = np.inf
+    stats = _block_statistics(
         coefs, X, weight, nk, first, second, log_norm, (float(totals[0]), float(totals[1])))
+    if not count:
+        return stats
+    far = _numpy_statistics(coefs, X[rows], None if weight is None else weight[rows])
+    # (the block's counts already hold these rows)
+    return replace(stats + far, total_weight=stats.total_weight, n_samples=stats.n_samples)
 
 
 def _compiled_operand(values: Array) -> NDArray[np.float64]:
