@@ -115,7 +115,7 @@ def timed_fit(X: Any, iters: int, **kw: Any) -> dict[str, Any]:
         "median_iteration": float(np.median(per_iter[1:] if len(per_iter) > 1 else per_iter)),
         "min_iteration": float(np.min(per_iter)),
         "fit_seconds": total,
-        "lower_bound": gm.lower_bound_,
+        "lower_bound": float(gm.lower_bound_),
         "means": gm.means_.tolist(),
         "covariances": gm.covariances_.tolist(),
     }
