@@ -146,3 +146,21 @@ def test_start_battery_smoke_run_and_compare(tmp_path):
     report = _run(script, "--compare", str(old), str(new))
     assert "4 fits" in report and "2 of 4 final log-likelihoods moved" in report, report
     assert "higher moons full: +0.50000" in report, report
+
+
+def test_outofcore_benchmark_child_runs_on_float32_data(tmp_path):
+    """bench_outofcore.py's in-memory and memmap measurements on a tiny float32 file:
+    each prints one JSON line (a float32 fit's lower bound once broke it)."""
+    script = SCRIPT.with_name("bench_outofcore.py")
+    path = tmp_path / "X.npy"
+    sys.path.insert(0, str(script.parent))
+    try:
+        import bench_outofcore
+    finally:
+        sys.path.pop(0)
+    bench_outofcore.write_data(path, 3000)
+    for child in ("memory", "stream"):
+        out = _run(script, "--child", child, "--path", str(path), "--rows", "3000",
+                   "--ref-rows", "3000", "--iters", "2", timeout=300)
+        result = json.loads(out.strip().splitlines()[-1])
+        assert np.isfinite(result["lower_bound"]) and len(result["seconds_per_iteration"]) == 2
