@@ -85,7 +85,7 @@ def _brute_force(
     resp *= w[:, None]
     first = np.empty((k, d))
     layout = params.layout
-    q = {"full": d * (d + 1) // 2, "diag": d, "spherical": 1}[layout]
+    q = {"full": d * (d + 1) // 2, "tied": d * (d + 1) // 2, "diag": d, "spherical": 1}[layout]
     second = np.empty((k, q))
     upper = np.triu_indices(d)
     for j in range(k):
@@ -93,8 +93,12 @@ def _brute_force(
         first[j] = resp[:, j] @ y
         outer = np.einsum("n,na,nb->ab", resp[:, j], y, y)
         second[j] = {
-            "full": outer[upper], "diag": np.diag(outer), "spherical": [np.trace(outer)]
+            "full": outer[upper], "tied": outer[upper], "diag": np.diag(outer),
+            "spherical": [np.trace(outer)],
         }[layout]
+    if layout == "tied":  # one pooled sum over every row, around the common reference
+        y = X - refs[0]
+        second = np.einsum("n,na,nb->ab", w, y, y)[upper][None, :]
     return {
         "nk": resp.sum(axis=0), "first": first, "second": second,
         "log_likelihood": float(w @ log_density), "log_density": log_density,
@@ -108,7 +112,8 @@ def _close(a: np.ndarray, b: np.ndarray, scale: float, rtol: float = 1e-12) -> N
 @pytest.mark.parametrize(
     ("layout", "d", "k"),
     [("full", 1, 2), ("full", 2, 5), ("full", 3, 20), ("full", 5, 3), ("full", 8, 7),
-     ("diag", 1, 1), ("diag", 4, 6), ("diag", 16, 9), ("spherical", 2, 4),
+     ("tied", 1, 3), ("tied", 3, 20), ("tied", 8, 5), ("diag", 1, 1), ("diag", 4, 6),
+     ("diag", 16, 9), ("spherical", 2, 4),
      ("spherical", 16, 5)],
 )
 @pytest.mark.parametrize("weighted", [False, True])
@@ -177,9 +182,7 @@ def test_chosen_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
             assert chosen is expected, (layout, d, k)
             labels = np.zeros(5, dtype=np.intp)
             assert kernel_module._fused_kernels(coefs, d, labels) is None
-    assert fused_applies("full", 3, 10_000)
-    tied = kernel_coefficients(random_params(rng, 3, 2, "tied"), np.float64)
-    assert kernel_module._fused_kernels(tied, 2, None) is None
+    assert fused_applies("full", 3, 10_000) and fused_applies("tied", 3, 10_000)
     # float32 rows too: the fused kernel reads them and computes in float64
     single = kernel_coefficients(random_params(rng, 3, 2, "full", scale=0.5), np.float32)
     assert single.dtype == np.float32
@@ -191,8 +194,8 @@ def test_chosen_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize(
     ("layout", "d", "k"),
-    [("full", 1, 2), ("full", 3, 20), ("full", 8, 7), ("diag", 4, 6), ("diag", 16, 9),
-     ("spherical", 2, 4), ("spherical", 16, 5)],
+    [("full", 1, 2), ("full", 3, 20), ("full", 8, 7), ("tied", 3, 6), ("diag", 4, 6),
+     ("diag", 16, 9), ("spherical", 2, 4), ("spherical", 16, 5)],
 )
 @pytest.mark.parametrize("rows_dtype", [np.float64, np.float32])
 def test_per_row_inference_matches_brute_force(
@@ -265,7 +268,7 @@ def test_chunks_sized_for_the_fused_kernel_only_where_it_runs(
     cache_sized = default_chunk_rows(3, 20, 8, fused=False)
     assert cache_sized < FUSED_CHUNK_ROWS
     assert default_chunk_rows(16, 32, 8, "full") < FUSED_CHUNK_ROWS  # out of its bands
-    assert default_chunk_rows(3, 4, 8, "tied") < FUSED_CHUNK_ROWS
+    assert default_chunk_rows(10, 4, 8, "tied") < FUSED_CHUNK_ROWS
     # labelled rows go to the numpy kernel: its cache-sized chunks
     X = np.random.default_rng(0).normal(size=(50, 3))
     gm = GaussianMixture(20)
@@ -275,7 +278,7 @@ def test_chunks_sized_for_the_fused_kernel_only_where_it_runs(
     assert default_chunk_rows(3, 20, 8) == cache_sized
 
 
-@pytest.mark.parametrize("layout", ["full", "diag", "spherical"])
+@pytest.mark.parametrize("layout", ["full", "tied", "diag", "spherical"])
 @pytest.mark.parametrize("weighted", [False, True])
 def test_rows_beyond_far_log_joint_are_left_to_the_exact_evaluation(
     layout: str, weighted: bool
@@ -286,8 +289,8 @@ def test_rows_beyond_far_log_joint_are_left_to_the_exact_evaluation(
     kernel's, and nothing is NaN."""
     rng = np.random.default_rng(2)
     d, k = 3, 2
-    covariances = {"full": np.stack([np.eye(d) * 1e-12] * k), "diag": np.full((k, d), 1e-12),
-                   "spherical": np.full(k, 1e-12)}[layout]
+    covariances = {"full": np.stack([np.eye(d) * 1e-12] * k), "tied": np.eye(d) * 1e-12,
+                   "diag": np.full((k, d), 1e-12), "spherical": np.full(k, 1e-12)}[layout]
     params = MixtureParams.from_covariances(
         np.array([0.4, 0.6]), np.array([[0.0, 0.0, 0.0], [1e-5, 0.0, 0.0]]), covariances, layout)
     X = np.vstack([rng.normal(size=(300, d)) * 1e-6, [[1e10, 0.0, 0.0]], [[1e5, -1e5, 2.0]],

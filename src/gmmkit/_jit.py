@@ -3,7 +3,7 @@
 numba is an optional dependency (``pip install 'gmmkit[fast]'``).  With it, the E-step
 over rows with missing values (full and tied covariances) runs compiled kernels
 (:mod:`gmmkit.core._missing_jit`), so do the VVV hierarchical agglomeration's pair
-costs (:mod:`gmmkit.core._hc_jit`) and the complete-data E-step of full, diagonal and
+costs (:mod:`gmmkit.core._hc_jit`) and the complete-data E-step of full, tied, diagonal and
 spherical covariances at few features (:mod:`gmmkit.core._fused_jit`); without it,
 or with the environment variable ``GMMKIT_NUMBA=0``, the numpy implementation runs
 (the reference: both give the same statistics up to rounding, the agglomeration's
@@ -61,8 +61,8 @@ def hc_kernels() -> ModuleType | None:
 
 
 def fused_kernels() -> ModuleType | None:
-    """The fused complete-data E-step's compiled kernels (full, diagonal and spherical
-    covariances at few features, :mod:`gmmkit.core._fused_jit`), or None when numba is
+    """The fused complete-data E-step's compiled kernels (full, tied, diagonal and
+    spherical covariances at few features, :mod:`gmmkit.core._fused_jit`), or None when numba is
     absent or disabled."""
     return _load("_fused_jit") if enabled() else None
 

@@ -1,5 +1,5 @@
-"""Compiled (numba) fused E-step for full, diagonal and spherical covariances at few
-features: the log-joint of every component, the log-sum-exp and the statistics of a
+"""Compiled (numba) fused E-step for full, tied, diagonal and spherical covariances at
+few features: the log-joint of every component, the log-sum-exp and the statistics of a
 block of rows in one pass, with nothing larger than a tile of rows alive.
 
 Imported only through :func:`gmmkit._jit.fused_kernels` (numba is an optional
@@ -7,7 +7,9 @@ dependency).  It computes what :func:`gmmkit.core.kernel.chunk_statistics` compu
 in scikit-learn's formulation: each component evaluated centred on its own mean,
 ``z = U_k' (x - mu_k)``, ``log pi_k N(x) = c_k - |z|^2 / 2``, so it needs neither the
 expansion's probes nor its fallbacks, and the statistics are summed around
-``refs[k]`` (the coefficients' ``stats_reference``).
+``refs[k]`` (the coefficients' ``stats_reference``).  Tied covariances share one factor
+``U`` (loaded once) and one pooled second moment, the rows' weights times ``y y'`` around
+the common reference, which does not depend on the responsibilities.
 
 Why compiled, and why generated.  At few features the numpy kernel is bound by memory
 passes, not arithmetic: its (F, n) feature block and (K, n) log-joint make a dozen
@@ -53,7 +55,7 @@ from gmmkit.core.kernel import FAR_LOG_JOINT
 TILE = 128
 
 #: Layouts the generated kernels evaluate.
-LAYOUTS = ("full", "diag", "spherical")
+LAYOUTS = ("full", "tied", "diag", "spherical")
 
 _LOG2E = 1.4426950408889634
 _LN2_HI = 6.93147180369123816490e-01  # ln 2 to 32 bits: k * _LN2_HI is exact
@@ -233,8 +235,16 @@ def _pairs(d: int) -> list[tuple[int, int]]:
     return list(zip(rows.tolist(), cols.tolist(), strict=True))
 
 
+def _shared_factor_lines(layout: str, d: int) -> list[str]:
+    """Load the shared factor of ``tied`` (the same names as a full component's) once."""
+    if layout != "tied":
+        return []
+    return [f"    f{a}_{b} = factors[{a}, {b}]" for a, b in _pairs(d)]
+
+
 def _component_lines(layout: str, d: int, indent: str) -> list[str]:
-    """Load component ``k``'s mean, factor and constant ``c`` into scalars."""
+    """Load component ``k``'s mean, factor and constant ``c`` into scalars (``tied``: its
+    mean and constant, the factor being shared)."""
     lines = [f"{indent}mu{a} = means[k, {a}]" for a in range(d)]
     if layout == "full":
         lines += [f"{indent}f{a}_{b} = factors[k, {a}, {b}]" for a, b in _pairs(d)]
@@ -250,7 +260,7 @@ def _half_distance_lines(layout: str, d: int, indent: str) -> list[str]:
     """``h = |U_k' (x_t - mu_k)|^2 / 2`` of row ``t`` of the tile, from the scalars of
     :func:`_component_lines`."""
     lines = [f"{indent}y{a} = xt[{a}, t] - mu{a}" for a in range(d)]
-    if layout == "full":
+    if layout in ("full", "tied"):
         for j in range(d):
             lines.append(
                 f"{indent}z{j} = " + " + ".join(f"f{a}_{j} * y{a}" for a in range(j + 1)))
@@ -298,6 +308,7 @@ def _source(layout: str, d: int, name: str) -> str:
     emit("    total = np.empty(TILE)")
     emit("    keep = np.empty(TILE)")
     emit("    redone = 0")
+    lines += _shared_factor_lines(layout, d)
     emit("    shift = -np.inf")
     emit("    for k in range(K):")
     emit("        shift = max(shift, consts[k])")
@@ -367,8 +378,29 @@ def _source(layout: str, d: int, name: str) -> str:
     emit("                low[t] = min(low[t], ld if keep[t] > 0.0 else np.inf)")
     emit("                total[t] = 1.0 / total[t]")
     # statistics
-    if layout == "full":
-        quads = [(f"{a}_{b}", f"r{a} * y{b}") for a, b in _pairs(d)]
+    if layout == "tied":
+        # the pooled second moment does not depend on the responsibilities: the rows'
+        # weights (kept in keep) times y y' around the common reference
+        emit("        if weighted:")
+        emit("            rows_weight = weight[start:start + m]")
+        emit("            for t in range(m):")
+        emit("                keep[t] *= rows_weight[t]")
+        for a in rng:
+            emit(f"        c{a} = refs[0, {a}]")
+        for a, b in _pairs(d):
+            emit(f"        q{a}_{b} = 0.0")
+        emit("        for t in range(m):")
+        for a in rng:
+            emit(f"            y{a} = xt[{a}, t] - c{a}")
+        emit("            w = keep[t]")
+        for a in rng:
+            emit(f"            r{a} = w * y{a}")
+        for a, b in _pairs(d):
+            emit(f"            q{a}_{b} += r{a} * y{b}")
+        for p, (a, b) in enumerate(_pairs(d)):
+            emit(f"        second[0, {p}] += q{a}_{b}")
+    if layout in ("full", "tied"):
+        quads = [] if layout == "tied" else [(f"{a}_{b}", f"r{a} * y{b}") for a, b in _pairs(d)]
     elif layout == "diag":
         quads = [(f"{a}", f"r{a} * y{a}") for a in rng]
     else:
@@ -480,6 +512,7 @@ def _per_row_source(layout: str, d: int, name: str) -> str:
     emit("    best = np.empty(TILE, dtype=np.int64)")
     emit("    total = np.empty(TILE)")
     emit("    redone = 0")
+    lines += _shared_factor_lines(layout, d)
     emit("    for start in range(0, n, TILE):")
     lines += _tile_lines(d)
     emit("            top[t] = -np.inf")

@@ -46,7 +46,7 @@ convergence and cancels nothing on a near-singular direction; the other componen
 the one statistics GEMM around the shared reference.  Statistics
 are always returned in float64.
 
-With numba installed, full, diagonal and spherical covariances at few features and
+With numba installed, full, tied, diagonal and spherical covariances at few features and
 few enough components (:data:`FUSED_BANDS`) skip all of the above:
 :mod:`gmmkit.core._fused_jit` evaluates each component centred on its own mean,
 exponentiates, normalises and sums the statistics tile by tile in one compiled pass,
@@ -1567,12 +1567,16 @@ def _block_statistics(
 #: D=4 K=100 1.66, D=6 K=100 1.54, D=8 K=32 1.26 and K=100 1.02, D=10 K=32 0.88,
 #: D=12 K=16 1.10, D=16 K=4 2.50 and K=16 0.84; diag D=8 K=100 1.45, D=16 K=32 1.1-1.2
 #: and K=100 0.89, D=24 K=8 1.38, D=32 K=4 1.56; spherical D=16 K=100 0.76, D=24 K=8
-#: 1.69, D=32 K=4 1.95.  Full covariances above 8 features and diagonal or spherical
-#: ones above 16 are left out although some measured faster: their unrolled kernels
-#: take 4-9 s to compile (full D=12 5.8 s, D=16 9.2 s; 1-2.5 s up to D=8), once per
-#: environment, and a clean test run compiled a dozen such sizes.
+#: 1.69, D=32 K=4 1.95; tied (its numpy kernel whitens once; the fused one loads the
+#: shared factor once) D=2 K=4-100 1.6-2.8, D=4 1.4-2.0, D=6 K=16-100 1.1-1.3, D=8
+#: K=16 1.25, K=64 1.04-1.06, K=100 0.97-1.01.  Full and tied covariances above 8
+#: features and diagonal or spherical ones above 16 are left out although some measured
+#: faster: their unrolled kernels take 4-9 s to compile (full D=12 5.8 s, D=16 9.2 s;
+#: 1-2.5 s up to D=8), once per environment, and a clean test run compiled a dozen such
+#: sizes.
 FUSED_BANDS: dict[str, tuple[tuple[int, int | None], ...]] = {
     "full": ((6, None), (8, 64)),
+    "tied": ((6, None), (8, 64)),
     "diag": ((8, None), (16, 32)),
     "spherical": ((8, None), (16, 32)),
 }
@@ -1608,7 +1612,9 @@ def _fused_statistics(
     weight = None if sample_weight is None else _compiled_operand(sample_weight)
     nk = np.zeros(k)
     first = np.zeros((k, d))
-    second = np.zeros((k, coefs.covariance.n_quadratic(d)))
+    # (tied: one pooled second moment)
+    second = np.zeros((1 if coefs.covariance.shared_quadratic else k,
+                       coefs.covariance.n_quadratic(d)))
     log_norm = workspace(_LOG_DENSITY, n, np.float64)
     totals = np.array([0.0, np.inf])
     redo = workspace("kernel.redo", n, np.int64)
