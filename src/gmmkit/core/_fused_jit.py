@@ -281,6 +281,33 @@ def _tile_lines(d: int) -> list[str]:
     return lines + [f"            xt[{a}, t] = X[start + t, {a}]" for a in range(d)]
 
 
+def _full_quads(d: int) -> list[tuple[str, str]]:
+    """The packed upper triangle's sums ``q{a}_{b} += r{a} * y{b}``."""
+    return [(f"{a}_{b}", f"r{a} * y{b}") for a, b in _pairs(d)]
+
+
+def _moment_lines(
+    d: int, ref: str, weight: str, firsts: list[str], quads: list[tuple[str, str]],
+    indent: str,
+) -> list[str]:
+    """Sums over the tile's rows of weighted moments around a point: ``c{a}`` loaded from
+    ``ref`` (formatted with ``a``), the accumulators zeroed, then per row ``y = x - c``,
+    ``r = weight``, ``r{a} = r y{a}``; ``firsts`` (``s`` and ``s{a}``, or none) sum ``r``
+    and ``r{a}``, ``quads`` are ``(key, expression)`` sums ``q{key}``."""
+    inner = indent + "    "
+    lines = [f"{indent}c{a} = {ref.format(a=a)}" for a in range(d)]
+    lines += [f"{indent}{name} = 0.0" for name in firsts]
+    lines += [f"{indent}q{key} = 0.0" for key, _ in quads]
+    lines += [f"{indent}for t in range(m):", f"{inner}r = {weight}"]
+    if firsts:
+        lines.append(f"{inner}s += r")
+    for a in range(d):
+        lines += [f"{inner}y{a} = xt[{a}, t] - c{a}", f"{inner}r{a} = r * y{a}"]
+        if firsts:
+            lines.append(f"{inner}s{a} += r{a}")
+    return lines + [f"{inner}q{key} += {expr}" for key, expr in quads]
+
+
 def _source(layout: str, d: int, name: str) -> str:
     """Python source of the fused kernel of ``layout`` at ``d`` features.
 
@@ -385,43 +412,21 @@ def _source(layout: str, d: int, name: str) -> str:
         emit("            rows_weight = weight[start:start + m]")
         emit("            for t in range(m):")
         emit("                keep[t] *= rows_weight[t]")
-        for a in rng:
-            emit(f"        c{a} = refs[0, {a}]")
-        for a, b in _pairs(d):
-            emit(f"        q{a}_{b} = 0.0")
-        emit("        for t in range(m):")
-        for a in rng:
-            emit(f"            y{a} = xt[{a}, t] - c{a}")
-        emit("            w = keep[t]")
-        for a in rng:
-            emit(f"            r{a} = w * y{a}")
-        for a, b in _pairs(d):
-            emit(f"            q{a}_{b} += r{a} * y{b}")
-        for p, (a, b) in enumerate(_pairs(d)):
-            emit(f"        second[0, {p}] += q{a}_{b}")
-    if layout in ("full", "tied"):
-        quads = [] if layout == "tied" else [(f"{a}_{b}", f"r{a} * y{b}") for a, b in _pairs(d)]
+        lines += _moment_lines(d, "refs[0, {a}]", "keep[t]", [], _full_quads(d), " " * 8)
+        for p, (key, _) in enumerate(_full_quads(d)):
+            emit(f"        second[0, {p}] += q{key}")
+    if layout == "full":
+        quads = _full_quads(d)
     elif layout == "diag":
         quads = [(f"{a}", f"r{a} * y{a}") for a in rng]
-    else:
+    elif layout == "spherical":
         quads = [("q", " + ".join(f"r{a} * y{a}" for a in rng))]
+    else:
+        quads = []  # tied: pooled above
     emit("        for k in range(K):")
-    for a in rng:
-        emit(f"            c{a} = refs[k, {a}]")
-    emit("            s = 0.0")
-    for a in rng:
-        emit(f"            s{a} = 0.0")
-    for key, _ in quads:
-        emit(f"            q{key} = 0.0")
-    emit("            for t in range(m):")
-    emit("                r = lj[k, t] * total[t]")
-    emit("                s += r")
-    for a in rng:
-        emit(f"                y{a} = xt[{a}, t] - c{a}")
-        emit(f"                r{a} = r * y{a}")
-        emit(f"                s{a} += r{a}")
-    for key, expr in quads:
-        emit(f"                q{key} += {expr}")
+    lines += _moment_lines(
+        d, "refs[k, {a}]", "lj[k, t] * total[t]", ["s", *(f"s{a}" for a in rng)], quads,
+        " " * 12)
     emit("            nk[k] += s")
     for a in rng:
         emit(f"            first[k, {a}] += s{a}")
