@@ -152,3 +152,41 @@ def test_schur_form_out_of_core_equals_in_memory(
     np.testing.assert_allclose(
         np.asarray(fitted.predict_proba(da.from_array(X, chunks=(700, d)))),
         reference.predict_proba(X), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_predictions_of_large_chunks_go_in_blocks_of_a_fits_chunk(
+    covariance_type: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Per-row results over rows with missing cells are computed in blocks of at most
+    ``incomplete_chunk_rows`` rows (the fused kernel's chunks are 131072 rows): the same
+    values as in one block."""
+    from gmmkit.core import missing as missing_module
+    from gmmkit.core.kernel import kernel_coefficients
+
+    rng = np.random.default_rng(4)
+    X = _data(600)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = GaussianMixture(3, covariance_type=covariance_type, missing="marginalize",
+                                random_state=0).fit(X)
+    coefs = kernel_coefficients(model.params_, np.float64)
+    filled = np.where(np.isnan(X), 0.0, X)
+    mask = np.isnan(X)
+    whole = {kind: getattr(missing_module, f"{kind}_rows")(coefs, filled, mask)
+             for kind in ("score", "predict", "proba", "map_log_resp")}
+    calls: list[int] = []
+    original = missing_module._split_rows
+
+    def counted(coefs_: Any, rows: Any, *args: Any) -> Any:
+        calls.append(len(rows))
+        return original(coefs_, rows, *args)
+
+    monkeypatch.setattr(missing_module, "incomplete_chunk_rows", lambda *args: 128)
+    monkeypatch.setattr(missing_module, "_split_rows", counted)
+    for kind, expected in whole.items():
+        calls.clear()
+        got = getattr(missing_module, f"{kind}_rows")(coefs, filled, mask)
+        assert max(calls[1:]) <= 128 and len(calls) == 1 + 5, calls
+        np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
