@@ -1939,8 +1939,8 @@ def _per_row(
 ) -> NDArray[Any]:
     """Per-row ``kind`` (``score``, ``predict``, ``proba`` or ``map_log_resp``) of a block:
     by the fused compiled kernel (:func:`gmmkit.core._fused_jit.per_row`) where it
-    evaluates the block (see :data:`FUSED_BANDS`), else, and for the rows it cannot
-    (distances that overflow), by ``numpy_rows``."""
+    evaluates the block (see :data:`FUSED_BANDS`), else, and for the rows it leaves
+    (log-joints all beyond :data:`FAR_LOG_JOINT` or NaN), by ``numpy_rows``."""
     n, d = X.shape
     fused = _fused_kernels(coefs, d, None)
     if fused is None:
