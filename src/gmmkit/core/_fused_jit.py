@@ -176,18 +176,18 @@ def statistics(
 
     Parameters
     ----------
-    layout : {"full", "diag", "spherical"}
+    layout : {"full", "tied", "diag", "spherical"}
     X : ndarray of shape (n, D), float64
     weight : ndarray of shape (n,) or (0,)
         Sample weights, or an empty array for none.
     means : ndarray of shape (K, D)
-    factors : ndarray of shape (K, D, D), (K, D) or (K,)
-        Precision Cholesky factors (upper triangular for full).
+    factors : ndarray of shape (K, D, D), (D, D), (K, D) or (K,)
+        Precision Cholesky factors (upper triangular for full and tied).
     constants : ndarray of shape (K,)
         ``log pi_k + log det U_k - D/2 log 2 pi``.
     refs : ndarray of shape (K, D)
         The point each component's moments are summed around.
-    nk, first, second : ndarray of shape (K,), (K, D) and (K, Q), float64
+    nk, first, second : ndarray of shape (K,), (K, D) and (K, Q) (tied: (1, Q)), float64
         Accumulated into (``+=``).
     log_density : ndarray of shape (n,), float64
         Written: each row's ``log p(x)``.
@@ -459,7 +459,7 @@ def per_row(
 
     Parameters
     ----------
-    layout : {"full", "diag", "spherical"}
+    layout : {"full", "tied", "diag", "spherical"}
     kind : {"score", "predict", "proba", "map_log_resp"}
         Which output is written.
     X : ndarray of shape (n, D), float64
