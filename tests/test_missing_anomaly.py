@@ -229,3 +229,24 @@ def test_model_file_keeps_the_choice(tmp_path) -> None:
     loaded = gmmkit.load(tmp_path / "detector.gmm")
     assert loaded.missing == "marginalize" and loaded.mixture_.missing == "marginalize"
     np.testing.assert_array_equal(loaded.decision_function(Xm), detector.decision_function(Xm))
+
+
+def test_equivalent_log_density_in_blocks_equals_one_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The completions of a large chunk's incomplete rows go in blocks (the fused
+    kernel's chunks are 131072 rows); each row's value does not depend on them."""
+    from gmmkit.apps import anomaly
+    from gmmkit.core.kernel import kernel_coefficients
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(2000, 3)) + rng.integers(0, 3, (2000, 1)) * 4.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = gmmkit.GaussianMixture(3, random_state=0).fit(X)
+    X[rng.random(X.shape) < 0.3] = np.nan
+    coefs = kernel_coefficients(model.params_, np.float64)
+    whole = anomaly.equivalent_log_density(coefs, X)
+    monkeypatch.setattr(anomaly, "BLOCK_VALUES", 256 * 3 * 3)  # 256-row blocks
+    np.testing.assert_array_equal(anomaly.equivalent_log_density(coefs, X), whole)
+    assert np.all(np.isfinite(whole))
