@@ -1596,7 +1596,13 @@ def _fused_kernels(
     """The fused kernels' module where they evaluate this pass, else None."""
     if labels is not None or coefs.params is None:
         return None
-    if not fused_applies(coefs.covariance.layout, d, coefs.n_components):
+    return fused_module(coefs.covariance.layout, d, coefs.n_components)
+
+
+def fused_module(layout: str, n_features: int, n_components: int) -> Any:
+    """The fused kernels' module where they evaluate complete, unlabelled rows of this
+    model (:func:`fused_applies`, numba installed and enabled), else None."""
+    if not fused_applies(layout, n_features, n_components):
         return None
     return _jit.fused_kernels()
 
@@ -1624,7 +1630,7 @@ def _fused_statistics(
     if count:
         # rows beyond FAR_LOG_JOINT (left out of the fused sums): never the block's worst
         # here, and evaluated exactly by the numpy kernel below
-        rows = redo[:count].copy()
+        rows = redo[:count]
         log_norm[rows] = np.inf
     stats = _block_statistics(
         coefs, X, weight, nk, first, second, log_norm, (float(totals[0]), float(totals[1])))

@@ -101,16 +101,13 @@ def default_chunk_rows(
 
 
 def fused_evaluation(n_features: int, n_components: int, covariance_type: str) -> bool:
-    """Whether the fused compiled kernel evaluates complete rows of this model (numba
-    installed and enabled, :func:`gmmkit.core.kernel.fused_applies`)."""
-    from gmmkit import _jit
+    """Whether the fused compiled kernel evaluates complete rows of this model
+    (:func:`gmmkit.core.kernel.fused_module`)."""
     from gmmkit.core.covariance import covariance_layout
-    from gmmkit.core.kernel import fused_applies
+    from gmmkit.core.kernel import fused_module
 
     layout = covariance_layout(covariance_type)
-    if not fused_applies(layout, n_features, n_components):
-        return False
-    return _jit.fused_kernels() is not None
+    return fused_module(layout, n_features, n_components) is not None
 
 
 #: Fewest bytes of features and log-joints in a part when data of one chunk are cut
