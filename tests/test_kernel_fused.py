@@ -311,3 +311,69 @@ def test_rows_beyond_far_log_joint_are_left_to_the_exact_evaluation(
     overflow = chunk_statistics(coefs, np.vstack([X, [[1e149, 1e149, 1e149]]]))
     assert np.all(np.isfinite(overflow.nk)) and np.all(np.isfinite(overflow.second))
     assert overflow.log_likelihood == -np.inf and overflow.n_samples == len(X) + 1
+
+
+@pytest.mark.parametrize(("layout", "d", "k"), [("full", 3, 20), ("tied", 2, 4), ("diag", 5, 6)])
+@pytest.mark.parametrize("numba", [True, False])
+def test_fused_coefficients_skip_the_probes_and_are_exact_on_every_path(
+    monkeypatch: pytest.MonkeyPatch, layout: str, d: int, k: int, numba: bool
+) -> None:
+    """Coefficients for a fused pass take no probes and sum every component's moments
+    around its own mean (tied: its pooled moment around the common reference); where a
+    block reaches the numpy kernel after all (numba off here: the engine's promise was
+    wrong) they are still exact."""
+    rng = np.random.default_rng(11)
+    params = random_params(rng, k, d, layout)
+    n = 2 * _fused_jit.TILE + 5
+    X = params.means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    weight = rng.uniform(0.0, 2.0, n)
+
+    def no_probes(*args: object) -> None:
+        raise AssertionError("a fused pass probed the expansion")
+
+    monkeypatch.setattr(kernel_module, "_probe_rows", no_probes)
+    if not numba:
+        monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    coefs = kernel_coefficients(params, np.float64, fused=True)
+    assert (kernel_module._fused_kernels(coefs, d, None) is not None) is numba
+    expected_refs = (
+        np.tile(params.weights @ params.means, (k, 1)) if layout == "tied" else params.means)
+    np.testing.assert_allclose(coefs.stats_reference, expected_refs, rtol=1e-15)
+    stats = chunk_statistics(coefs, X, weight)
+    ref = _brute_force(params, X, weight, coefs.stats_reference)
+    _close(stats.nk, ref["nk"], float(weight.sum()))
+    _close(stats.first, ref["first"], float(np.abs(ref["first"]).max()) + weight.sum())
+    _close(stats.second, ref["second"], float(np.abs(ref["second"]).max()))
+    assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-13)
+
+
+def test_engines_promise_fused_passes_only_for_unlabelled_complete_rows(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from gmmkit import GaussianMixture
+    from gmmkit.engines.base import FilledEngine
+    from gmmkit.engines.memory import MemoryEngine
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(300, 3))
+    inside = random_params(rng, 4, 3, "full")
+    outside = random_params(rng, 4, 10, "full")  # beyond the fused bands
+    engine = MemoryEngine(X)
+    assert engine.fused_passes(inside)
+    assert not MemoryEngine(rng.normal(size=(300, 10))).fused_passes(outside)
+    assert not MemoryEngine(X, labels=np.full(300, -1)).fused_passes(inside)
+    assert not FilledEngine(engine, np.zeros(3)).fused_passes(inside)
+    probed: list[int] = []
+    probe_rows = kernel_module._probe_rows
+
+    def counted(params: MixtureParams) -> tuple[np.ndarray, np.ndarray]:
+        probed.append(params.n_components)
+        return probe_rows(params)
+
+    monkeypatch.setattr(kernel_module, "_probe_rows", counted)
+    big = rng.normal(size=(30_000, 3))  # past EXACT_WORK: passes that would probe
+    GaussianMixture(4, random_state=0, max_iter=20).fit(big)
+    assert probed == []
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")  # the numpy kernel: it probes
+    GaussianMixture(4, random_state=0, max_iter=20).fit(big)
+    assert probed

@@ -890,7 +890,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         if engine is None:
             engine = self._engine(self._validate_X(X, reset=False))
         engine = self._with_missing(engine, fit=False)
-        coefs = kernel_coefficients(self._params, engine.dtype)
+        coefs = kernel_coefficients(
+            self._params, engine.dtype, fused=engine.fused_passes(self._params))
         result = engine.kernel_rows(coefs, kind)
         dtype = np.result_type(engine.dtype, self._params.means.dtype)
         if is_torch_tensor(result):

@@ -54,7 +54,8 @@ def e_step(
     engine: Engine, params: MixtureParams, label_weight: float = 1.0
 ) -> SuffStats:
     """Statistics of all rows under ``params`` (one pass over the data)."""
-    coefs = kernel_coefficients(params, engine.dtype, engine.n_samples)
+    coefs = kernel_coefficients(
+        params, engine.dtype, engine.n_samples, fused=engine.fused_passes(params))
     return engine.kernel_statistics(coefs, label_weight)
 
 

@@ -253,7 +253,10 @@ WIDE_QUADRATIC = 2**17
 
 
 def kernel_coefficients(
-    params: MixtureParams, dtype: np.dtype | type = np.float64, n_rows: int | None = None
+    params: MixtureParams,
+    dtype: np.dtype | type = np.float64,
+    n_rows: int | None = None,
+    fused: bool = False,
 ) -> KernelCoefficients:
     """Feature coefficients of the weighted log-densities of all components.
 
@@ -267,6 +270,15 @@ def kernel_coefficients(
     n_rows : int, optional
         Rows of the pass; small passes (:data:`EXACT_WORK`) take the exact centred
         evaluation in float64 directly.
+    fused : bool
+        The pass's blocks go to the fused compiled kernel
+        (:meth:`gmmkit.engines.base.Engine.fused_passes`), which evaluates every
+        component centred on its own mean and reads only the parameters and
+        ``stats_reference``: the exact centred coefficients are taken directly, without
+        the expansion's probes (80-160 us a pass, 3-5 % of an EM iteration of 800k
+        1-D rows), and every component's moments are summed around its own mean.  Any
+        block that does reach the numpy kernel (rows far from every component) is
+        evaluated exactly by them, so this only decides speed.
     """
     cov = get_covariance_type(params.covariance_type)
     d = params.n_features
@@ -282,8 +294,10 @@ def kernel_coefficients(
     constants = log_weights + log_det - 0.5 * d * log_2pi() - 0.5 * spread
     linear = np.vstack([precision_means.T, constants[None, :]])
     exact = (
-        n_rows is not None and n_rows * params.n_components <= EXACT_WORK
-    ) or cov.n_quadratic(d) > WIDE_QUADRATIC
+        fused
+        or (n_rows is not None and n_rows * params.n_components <= EXACT_WORK)
+        or cov.n_quadratic(d) > WIDE_QUADRATIC
+    )
     # wide full covariances: the numpy kernel whitens every component instead of
     # building packed quadratic features (the expansion stays for probes and torch)
     whiten = not exact and whitened_evaluation(cov.layout, d, params.n_components)

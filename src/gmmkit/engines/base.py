@@ -20,6 +20,7 @@ from numpy.typing import NDArray
 
 if TYPE_CHECKING:
     from gmmkit.core.kernel import KernelCoefficients
+    from gmmkit.core.params import MixtureParams
     from gmmkit.core.suffstats import SuffStats
 
 T = TypeVar("T")
@@ -263,6 +264,16 @@ class Engine(ABC):
         """
         return self.map_reduce(partial(_chunk_statistics, coefs, label_weight))
 
+    def fused_passes(self, params: MixtureParams) -> bool:
+        """Whether every block of this engine's passes under ``params`` goes to the fused
+        compiled kernel (:func:`gmmkit.core.kernel.fused_module`).  Then the
+        coefficients skip the expansion's probes (``fused`` of
+        :func:`gmmkit.core.kernel.kernel_coefficients`).  A wrong answer costs speed,
+        never accuracy: those coefficients are exact on every path.  False here: the
+        engines whose blocks are complete rows without labels, evaluated by the chunk
+        kernel, say otherwise."""
+        return False
+
     def kernel_rows(self, coefs: KernelCoefficients, kind: str) -> Any:
         """Per-row results under ``coefs``: ``"score"`` (log-density, (n,)),
         ``"predict"`` (most probable component, (n,)), ``"proba"`` (responsibilities,
@@ -285,6 +296,15 @@ class Engine(ABC):
 
         rows, weights = self.sample(n, rng)
         return MemoryEngine(np.asarray(rows), weights)
+
+
+def unlabelled_fused(labels: Any, params: MixtureParams) -> bool:
+    """:meth:`Engine.fused_passes` of an engine whose chunks are complete rows
+    evaluated by the chunk kernel, labelled where ``labels`` is not None."""
+    from gmmkit.core.kernel import fused_module
+
+    return labels is None and (
+        fused_module(params.layout, params.n_features, params.n_components) is not None)
 
 
 def _chunk_statistics(coefs: KernelCoefficients, label_weight: float, chunk: Chunk) -> SuffStats:

@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,8 +41,12 @@ from gmmkit.engines.base import (
     check_block,
     sample_positions,
     squares_limit,
+    unlabelled_fused,
 )
 from gmmkit.engines.sources import compute_dtype
+
+if TYPE_CHECKING:
+    from gmmkit.core.params import MixtureParams
 
 T = TypeVar("T")
 
@@ -253,6 +257,9 @@ class DaskEngine(Engine):
     @property
     def n_samples(self) -> int:
         return int(self.X.shape[0])
+
+    def fused_passes(self, params: MixtureParams) -> bool:
+        return unlabelled_fused(self.labels, params)
 
     @property
     def n_features(self) -> int:

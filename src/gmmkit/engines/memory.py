@@ -12,13 +12,16 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import reduce
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from gmmkit._blas import one_blas_thread
-from gmmkit.engines.base import Chunk, Engine, sample_positions
+from gmmkit.engines.base import Chunk, Engine, sample_positions, unlabelled_fused
+
+if TYPE_CHECKING:
+    from gmmkit.core.params import MixtureParams
 
 T = TypeVar("T")
 
@@ -268,6 +271,9 @@ class MemoryEngine(ThreadedEngine):
 
     def _parallel(self) -> bool:
         return self.n_samples > self._rows_per_chunk()
+
+    def fused_passes(self, params: MixtureParams) -> bool:
+        return unlabelled_fused(self.labels, params)
 
     def _map(self, func: Callable[[Chunk], T]) -> list[T]:
         if not self._in_session:
