@@ -58,3 +58,46 @@ def test_blockwise_splits_large_chunks_into_blocks_that_add_up() -> None:
     blocks = blockwise(partial(_random_stats, "full", k, 3, reference), width)(chunk)
     np.testing.assert_allclose(blocks.nk, whole.nk, rtol=1e-12)
     np.testing.assert_allclose(blocks.second, whole.second, rtol=1e-12)
+
+
+@pytest.mark.parametrize("numba", [True, False])
+@pytest.mark.parametrize(("layout", "d", "k"), [("full", 3, 5), ("diag", 12, 4)])
+def test_per_row_results_written_into_one_array_match_scipy(
+    monkeypatch: pytest.MonkeyPatch, numba: bool, layout: str, d: int, k: int
+) -> None:
+    """Every chunk writes its rows of the engine's one result (fused or numpy kernel,
+    with a row far from every component): score, predict, predict_proba and the largest
+    log responsibility against scipy."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    from _helpers import full_covariances, random_params
+    from gmmkit import _jit
+    from gmmkit.core.kernel import kernel_coefficients
+
+    if not numba:
+        monkeypatch.setenv(_jit.ENVIRONMENT, "0")
+    rng = np.random.default_rng(d + k)
+    params = random_params(rng, k, d, layout)
+    n = 5003
+    X = params.means[rng.integers(0, k, n)] + rng.normal(size=(n, d))
+    X[4000] = 1e3
+    cov = full_covariances(params)
+    log_joint = np.column_stack([
+        np.log(params.weights[j]) + multivariate_normal(params.means[j], cov[j]).logpdf(X)
+        for j in range(k)])
+    density = logsumexp(log_joint, axis=1)
+    log_resp = log_joint - density[:, None]
+    engine = MemoryEngine(X, chunk_rows=1000, n_jobs=2)
+    assert len(list(engine.chunks())) == 6
+    coefs = kernel_coefficients(params, np.float64, fused=engine.fused_passes(params))
+    with engine.session():
+        score = engine.kernel_rows(coefs, "score")
+        labels = engine.kernel_rows(coefs, "predict")
+        proba = engine.kernel_rows(coefs, "proba")
+        largest = engine.kernel_rows(coefs, "map_log_resp")
+    np.testing.assert_allclose(score, density, rtol=1e-12)
+    np.testing.assert_array_equal(labels, np.argmax(log_joint, axis=1))
+    np.testing.assert_allclose(proba, np.exp(log_resp), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(largest, log_resp.max(axis=1), rtol=0, atol=1e-10)
+    assert labels.dtype == np.intp and proba.shape == (n, k)

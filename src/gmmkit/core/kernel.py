@@ -1951,38 +1951,58 @@ def partition_statistics(
 
 
 # --------------------------------------------------------------------------- inference
+def row_output(kind: str, n_rows: int, n_components: int) -> NDArray[Any]:
+    """An empty array for the per-row results ``kind`` of ``n_rows`` rows: (n,) float64
+    for ``score`` and ``map_log_resp``, (n,) intp for ``predict``, (n, K) float64 for
+    ``proba``."""
+    if kind == "proba":
+        return np.empty((n_rows, n_components))
+    return np.empty(n_rows, np.intp if kind == "predict" else np.float64)
+
+
 def _per_row(
     coefs: KernelCoefficients,
     X: Array,
     kind: str,
     numpy_rows: Callable[[KernelCoefficients, Array], NDArray[Any]],
+    out: NDArray[Any] | None = None,
 ) -> NDArray[Any]:
     """Per-row ``kind`` (``score``, ``predict``, ``proba`` or ``map_log_resp``) of a block:
     by the fused compiled kernel (:func:`gmmkit.core._fused_jit.per_row`) where it
     evaluates the block (see :data:`FUSED_BANDS`), else, and for the rows it leaves
-    (log-joints all beyond :data:`FAR_LOG_JOINT` or NaN), by ``numpy_rows``."""
+    (log-joints all beyond :data:`FAR_LOG_JOINT` or NaN), by ``numpy_rows``.  Written
+    into ``out`` (C-contiguous, of :func:`row_output`'s shape and dtype) where given: the
+    fused kernel writes there directly, so that an engine's parts need no
+    concatenation (the 1M pixels' (n, 20) responsibilities: 160 MB copied)."""
     n, d = X.shape
     fused = _fused_kernels(coefs, d, None)
     if fused is None:
-        return numpy_rows(coefs, X)
+        if out is None:
+            return numpy_rows(coefs, X)
+        out[...] = numpy_rows(coefs, X)
+        return out
+    if out is None:
+        out = row_output(kind, n, coefs.n_components)
     means, factors, constants, _ = coefs.fused_operands
-    values = np.empty(n) if kind in ("score", "map_log_resp") else np.empty(0)
-    labels = np.empty(n, np.intp) if kind == "predict" else np.empty(0, np.intp)
-    proba = np.empty((n, coefs.n_components)) if kind == "proba" else np.empty((0, 0))
+    empty = np.empty(0)
     redo = np.empty(n, np.int64)
     count = fused.per_row(
         coefs.covariance.layout, kind, _compiled_operand(X), means, factors, constants,
-        values, labels, proba, redo)
-    out: NDArray[Any] = {"predict": labels, "proba": proba}.get(kind, values)
+        out if kind in ("score", "map_log_resp") else empty,
+        out if kind == "predict" else np.empty(0, np.intp),
+        out if kind == "proba" else np.empty((0, 0)), redo)
     if count:
         rows = redo[:count]
         out[rows] = numpy_rows(coefs, X[rows])
     return out
 
 
-def map_log_resp_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
-    """The largest log responsibility of each row, shape (n,), float64."""
-    return _per_row(coefs, X, "map_log_resp", _map_log_resp_numpy)
+def map_log_resp_chunk(
+    coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """The largest log responsibility of each row, shape (n,), float64. (into ``out`` where
+    given)."""
+    return _per_row(coefs, X, "map_log_resp", _map_log_resp_numpy, out)
 
 
 def _map_log_resp_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
@@ -2010,9 +2030,12 @@ def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, ND
     return log_prob_t.T, density
 
 
-def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
-    """Log-density ``log p(x)`` of each row, shape (n,), float64."""
-    return _per_row(coefs, X, "score", _score_numpy)
+def score_chunk(
+    coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """Log-density ``log p(x)`` of each row, shape (n,), float64. (into ``out`` where
+    given)."""
+    return _per_row(coefs, X, "score", _score_numpy, out)
 
 
 def _score_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
@@ -2021,9 +2044,12 @@ def _score_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     return _exp_log_joint(coefs, X, phi_t, log_prob_t, reuse=True)[1]
 
 
-def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
-    """Most probable component of each row, shape (n,)."""
-    return _per_row(coefs, X, "predict", _predict_numpy)
+def predict_chunk(
+    coefs: KernelCoefficients, X: Array, out: NDArray[np.intp] | None = None
+) -> NDArray[np.intp]:
+    """Most probable component of each row, shape (n,). (into ``out`` where
+    given)."""
+    return _per_row(coefs, X, "predict", _predict_numpy, out)
 
 
 def _predict_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
@@ -2032,9 +2058,12 @@ def _predict_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
     return np.argmax(log_prob_t, axis=0)
 
 
-def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
-    """Responsibilities of each row, shape (n, K), float64."""
-    return _per_row(coefs, X, "proba", _proba_numpy)
+def proba_chunk(
+    coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
+) -> NDArray[np.float64]:
+    """Responsibilities of each row, shape (n, K), float64. (into ``out`` where
+    given)."""
+    return _per_row(coefs, X, "proba", _proba_numpy, out)
 
 
 def _proba_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:

@@ -307,6 +307,18 @@ def unlabelled_fused(labels: Any, params: MixtureParams) -> bool:
         fused_module(params.layout, params.n_features, params.n_components) is not None)
 
 
+#: The chunk kernel's per-row functions (:mod:`gmmkit.core.kernel`) by kind.
+_ROW_KERNELS = {"score": "score_chunk", "predict": "predict_chunk", "proba": "proba_chunk",
+         "map_log_resp": "map_log_resp_chunk"}
+
+
+def _chunk_rows_into(
+    coefs: KernelCoefficients, kind: str, out: NDArray[Any], chunk: Chunk
+) -> None:
+    """:func:`_chunk_rows` of a chunk into its rows of ``out``, the whole result."""
+    _chunk_rows(coefs, kind, chunk, out[chunk.start:chunk.start + len(chunk.X)])
+
+
 def _chunk_statistics(coefs: KernelCoefficients, label_weight: float, chunk: Chunk) -> SuffStats:
     from gmmkit.core.kernel import chunk_statistics
 
@@ -319,7 +331,11 @@ def _chunk_statistics(coefs: KernelCoefficients, label_weight: float, chunk: Chu
     return chunk_statistics(coefs, chunk.X, chunk.sample_weight, chunk.labels, label_weight)
 
 
-def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[Any]:
+def _chunk_rows(
+    coefs: KernelCoefficients, kind: str, chunk: Chunk, out: NDArray[Any] | None = None
+) -> NDArray[Any]:
+    """Per-row results ``kind`` of a chunk (see :meth:`Engine.kernel_rows`), written into
+    ``out`` (the chunk's rows of the whole result) where given."""
     from gmmkit.core import kernel
 
     if chunk.missing is not None:  # rows with missing cells: their observed marginal
@@ -334,18 +350,17 @@ def _chunk_rows(coefs: KernelCoefficients, kind: str, chunk: Chunk) -> NDArray[A
         }
         if kind not in rows:
             raise ValueError(f"unknown per-row kernel {kind!r}")
-        return rows[kind](coefs, chunk.X, chunk.missing)
-    if kind == "score":
-        return kernel.score_chunk(coefs, chunk.X)
-    if kind == "predict":
-        return kernel.predict_chunk(coefs, chunk.X)
-    if kind == "proba":
-        return kernel.proba_chunk(coefs, chunk.X)
-    if kind == "map_log_resp":
-        return kernel.map_log_resp_chunk(coefs, chunk.X)
-    if kind == "observed":
-        return np.ones(len(chunk.X))
-    raise ValueError(f"unknown per-row kernel {kind!r}")
+        result = rows[kind](coefs, chunk.X, chunk.missing)
+    elif kind == "observed":
+        result = np.ones(len(chunk.X))
+    elif kind in _ROW_KERNELS:
+        return getattr(kernel, _ROW_KERNELS[kind])(coefs, chunk.X, out)
+    else:
+        raise ValueError(f"unknown per-row kernel {kind!r}")
+    if out is None:
+        return result
+    out[...] = result
+    return out
 
 
 #: Cells of data whose NaN masks a :class:`FilledEngine` keeps between passes.  With
