@@ -705,3 +705,44 @@ def test_tied_centred_evaluation_whitening_once_matches_long_double():
     far_coefs = kernel_coefficients(far, np.float64, n_rows=10**6)
     assert far_coefs.centred_offsets is not None
     assert far_coefs.centred_white_offsets is None
+
+
+def test_inference_coefficients_kept_until_the_parameters_change() -> None:
+    """Inference derives the coefficients once per fitted parameters, and again when a
+    fitted array is changed in place (the results then follow the new values, as
+    scikit-learn's would)."""
+    import gc
+
+    from gmmkit import GaussianMixture
+
+    rng = np.random.default_rng(4)
+    X = np.concatenate([rng.normal(-2, 1, (300, 2)), rng.normal(3, 0.5, (200, 2))])
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    params = gm.params_
+    first = kernel.kept_coefficients(params, np.float64, fused=True)
+    assert kernel.kept_coefficients(params, np.float64, fused=True) is first
+    assert kernel.kept_coefficients(params, np.float64) is not first
+    assert kernel.kept_coefficients(params, np.float32, fused=True) is not first
+
+    sk = SKGaussianMixture(2, random_state=0).fit(X)
+    for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
+        setattr(sk, name, getattr(gm, name).copy())
+    gm.score_samples(X[:3])
+    gm.means_[0] += 0.5  # in place: the same array as params_.means
+    sk.means_[0] += 0.5
+    np.testing.assert_allclose(gm.score_samples(X), sk.score_samples(X), rtol=1e-12)
+    np.testing.assert_array_equal(gm.predict(X), sk.predict(X))
+    assert kernel.kept_coefficients(params, np.float64, fused=True) is not first
+
+    # kept with the parameters: neither pickled nor copied with them
+    import copy
+    import pickle
+
+    assert "_derived" in params.__dict__
+    assert "_derived" not in pickle.loads(pickle.dumps(params)).__dict__
+    assert "_derived" not in copy.deepcopy(params).__dict__
+    assert "_derived" not in pickle.loads(pickle.dumps(gm)).params_.__dict__
+    ref = __import__("weakref").ref(params)
+    del gm, params, first
+    gc.collect()
+    assert ref() is None

@@ -25,7 +25,7 @@ from gmmkit.core import criteria
 from gmmkit.core.covariance import COVARIANCE_TYPES, get_covariance_type
 from gmmkit.core.em import EmptyComponentWarning, EMResult, run_em
 from gmmkit.core.init import INIT_METHODS, initial_parameters
-from gmmkit.core.kernel import kernel_coefficients
+from gmmkit.core.kernel import kept_coefficients
 from gmmkit.core.missing import incomplete_chunk_rows, observed_summary
 from gmmkit.core.online import (
     DEFAULT_LEARNING_DECAY,
@@ -890,7 +890,7 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         if engine is None:
             engine = self._engine(self._validate_X(X, reset=False))
         engine = self._with_missing(engine, fit=False)
-        coefs = kernel_coefficients(
+        coefs = kept_coefficients(
             self._params, engine.dtype, fused=engine.fused_passes(self._params))
         result = engine.kernel_rows(coefs, kind)
         dtype = np.result_type(engine.dtype, self._params.means.dtype)

@@ -16,7 +16,12 @@ from sklearn.utils.validation import check_is_fitted
 
 from gmmkit._transaction import transactional_fit
 from gmmkit.apps._common import WrappedMixtureMixin, checked_sample_weight, wrapped_mixture
-from gmmkit.core.kernel import KernelCoefficients, kernel_coefficients, score_chunk
+from gmmkit.core.kernel import (
+    KernelCoefficients,
+    kept_coefficients,
+    kernel_coefficients,
+    score_chunk,
+)
 from gmmkit.core.missing import nearest_completion
 from gmmkit.core.online import step_size
 from gmmkit.core.tail import lower_tail_threshold, streamed_lower_tail_threshold
@@ -320,7 +325,7 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
             return self
         engine = mixture._out_of_core_engine(X, sample_weight, reset=False)
         assert engine is not None
-        coefs = kernel_coefficients(mixture.params_, engine.dtype)
+        coefs = kept_coefficients(mixture.params_, engine.dtype)
         # score_samples' dtype rule: float32 scores for a float32 model on float32 data
         rounded = np.result_type(engine.dtype, mixture.params_.means.dtype)
 
@@ -430,7 +435,8 @@ class AnomalyDetector(WrappedMixtureMixin, SaveMixin, OutlierMixin, BaseEstimato
         engine = mixture._out_of_core_engine(X, None, reset=False)
         if engine is None:
             engine = mixture._engine(mixture._validate_X(X, reset=False))
-        coefs = kernel_coefficients(mixture.params_, engine.dtype)
+        params = mixture.params_
+        coefs = kept_coefficients(params, engine.dtype, fused=engine.fused_passes(params))
         values = engine.map_rows(partial(_chunk_equivalent, coefs))
         dtype = np.result_type(engine.dtype, mixture.params_.means.dtype)
         return np.asarray(values).astype(dtype, copy=False)

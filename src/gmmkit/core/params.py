@@ -109,6 +109,19 @@ class MixtureParams:
             str(fields["covariance_type"]),
         )
 
+    def derived(self) -> dict[Any, Any]:
+        """A cache of values derived from these parameters, which lives and dies with them
+        (:func:`gmmkit.core.kernel.kept_coefficients`); not part of the value: neither
+        pickled nor copied."""
+        kept = self.__dict__.get("_derived")
+        if kept is None:
+            kept = {}
+            object.__setattr__(self, "_derived", kept)
+        return kept
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {name: value for name, value in self.__dict__.items() if name != "_derived"}
+
     def is_finite(self) -> bool:
         return bool(
             np.all(np.isfinite(self.weights))
