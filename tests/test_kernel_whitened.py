@@ -18,6 +18,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 from gmmkit import GaussianMixture
+from gmmkit.core import kernel
 from gmmkit.core.kernel import (
     EXACT_WORK,
     chunk_statistics,
@@ -106,9 +107,12 @@ def test_whitened_statistics_match_brute_force(dtype, case, spread):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_whitened_scores_and_responsibilities_match_scipy(dtype):
+@pytest.mark.parametrize("rows", [800, 3])  # 3: all components in one stacked product
+def test_whitened_scores_and_responsibilities_match_scipy(dtype, rows):
     rng = np.random.default_rng(2)
     params, X = _wide_mixture(rng, 800, 64, 5, 8.0)
+    X = X[:rows]
+    assert (5 * 64 * rows <= kernel._STACKED_WHITE) is (rows == 3)
     Xd = X.astype(dtype)
     coefs = kernel_coefficients(params, dtype, n_rows=100_000)
     assert coefs.whitened is not None
