@@ -201,16 +201,20 @@ class KernelCoefficients:
         per set of coefficients, not per block)."""
         params = self.params
         assert params is not None
-        d = params.n_features
-        log_det = self.covariance.log_det_cholesky(params.precisions_cholesky, d)
-        with np.errstate(divide="ignore"):
-            constants = np.log(params.weights) + log_det - 0.5 * d * log_2pi()
-        # copies: numba compiles read-only arrays apart
+        if self.centred_constants is not None and self.centred_constants.dtype == np.float64:
+            constants = self.centred_constants  # the same expression
+        else:
+            d = params.n_features
+            log_det = self.covariance.log_det_cholesky(params.precisions_cholesky, d)
+            with np.errstate(divide="ignore"):
+                constants = np.log(params.weights) + log_det - 0.5 * d * log_2pi()
+        # (copies only where read-only or not C-ordered float64: numba compiles those
+        # apart)
         return (
-            np.array(params.means, dtype=np.float64, order="C"),
-            np.array(params.precisions_cholesky, dtype=np.float64, order="C"),
-            np.array(constants, dtype=np.float64, order="C"),
-            np.array(self.stats_reference, dtype=np.float64, order="C"),
+            _compiled_operand(params.means),
+            _compiled_operand(params.precisions_cholesky),
+            _compiled_operand(constants),
+            _compiled_operand(self.stats_reference),
         )
 
     @cached_property
@@ -317,12 +321,13 @@ def kernel_coefficients(
         no_quadratic = exact or (
             per_component and inaccurate is not None and bool(np.all(inaccurate))
         )
-        stats_reference = np.tile(reference, (params.n_components, 1))
         if whiten and not no_quadratic:
             extra |= _whitened_fields(params, centred, log_weights + log_det, compute)
         if inaccurate is not None and np.any(inaccurate) and not cov.shared_quadratic:
-            stats_reference[inaccurate] = params.means[inaccurate]
+            stats_reference = np.where(inaccurate[:, None], params.means, reference)
             extra["own_centred"] = np.flatnonzero(inaccurate)
+        else:
+            stats_reference = np.tile(reference, (params.n_components, 1))
         if per_component:
             if not exact and inaccurate is not None and not np.all(inaccurate):
                 # only the inaccurate components pay for the centred evaluation
