@@ -464,3 +464,61 @@ def test_concurrent_fits_restore_blas_threads() -> None:
             f"BLAS settings before {before}, after {after}; users {_blas._BLAS_USERS}; "
             f"threads {sorted(t.name for t in threading.enumerate())}"
         )
+
+
+def test_blas_limit_is_set_and_restored_from_any_thread() -> None:
+    """The shared limiter's first user and its last are different threads, and the first
+    one's thread lives on after it leaves (a fit's last steps): BLAS is one thread while
+    they are inside and back as found once the last leaves, whether another thread holds
+    threadpoolctl's control of OpenBLAS (a ``with threadpool_limits`` block) or none
+    does.  threadpoolctl 3.8 drops OpenBLAS limits set outside its controlling thread:
+    the restore was dropped (one thread for good; the flaky failure of the eight
+    concurrent fits above), or the limit was."""
+    from threadpoolctl import threadpool_limits
+
+    from gmmkit import _blas
+
+    def blas_threads() -> list[int]:
+        return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+    def handover() -> tuple[list[int], list[int]]:
+        inside: list[int] = []
+        first_in, last_in, first_out, first_end = (threading.Event() for _ in range(4))
+
+        def first() -> None:
+            with _blas.one_blas_thread():
+                inside.extend(blas_threads())
+                first_in.set()
+                last_in.wait(60)
+            first_out.set()
+            first_end.wait(60)  # alive, out of the limiter
+
+        def last() -> None:
+            first_in.wait(60)
+            with _blas.one_blas_thread():
+                inside.extend(blas_threads())
+                last_in.set()
+                first_out.wait(60)
+
+        threads = [threading.Thread(target=first), threading.Thread(target=last)]
+        for thread in threads:
+            thread.start()
+        try:
+            threads[1].join(60)
+            after = blas_threads()
+        finally:
+            first_end.set()
+            for thread in threads:
+                thread.join(60)
+        return inside, after
+
+    with threadpool_limits(limits=2, user_api="blas"):  # this thread controls OpenBLAS
+        before = blas_threads()
+        inside, after = handover()
+        assert inside and all(n == 1 for n in inside), inside
+        assert after == before
+        assert blas_threads() == before
+    before = blas_threads()  # no thread controls OpenBLAS
+    inside, after = handover()
+    assert inside and all(n == 1 for n in inside), inside
+    assert after == before
