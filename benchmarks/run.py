@@ -16,7 +16,8 @@ Sections
 5. end-to-end default ``fit`` of each library (default k-means init, default tol);
 6. peak memory of fits;
 7. scaling N = 1e4 .. 1e7 (D=8, K=16): time per iteration and peak memory;
-8. N = 1e7, D = 3, K = 20: peak RSS of a default fit.
+8. N = 1e7, D = 3, K = 20: peak RSS of a default fit;
+9. small data: inference on 1 and 100 rows, default fits of small data sets.
 
 Per-iteration times are ``(t(fit, m iterations) - t(fit, 0 iterations)) / m`` so that
 validation and initialisation cancel; gmmkit's are the minimum over repeats.  Timings
@@ -457,7 +458,64 @@ def main() -> None:
           f"{big['n_iter']} iterations, data {big['data_mb']:.0f} MB, peak RSS "
           f"{big['peak_mb']:.0f} MB (target < 1536 MB; before the fit "
           f"{big['before_mb']:.0f} MB)\n")
+    small_data(quick)
     print(f"load average {os.getloadavg()[0]:.2f} at end")
+
+
+def per_call(func: Callable[[], Any], budget: float = 0.2) -> float:
+    """Seconds of one call of a fast ``func``: the best of five loops of about ``budget``
+    seconds each."""
+    func()
+    start = time.perf_counter()
+    func()
+    calls = max(1, int(budget / max(time.perf_counter() - start, 1e-6)))
+    return min(best_of(func, 1) if calls == 1 else
+               best_of(lambda: [func() for _ in range(calls)], 1) / calls
+               for _ in range(5))
+
+
+def small_data(quick: bool) -> None:
+    """9. Small data: inference on a few rows (a one-row ``predict`` in a loop is how
+    streams of events are scored) and default fits of small data sets."""
+    from sklearn.datasets import load_iris
+
+    models = [Workload("full D=3 K=5", 3000, 3, 5, "full"),
+              Workload("diag D=16 K=32", 4000, 16, 32, "diag"),
+              Workload("full D=17 K=100", 5000, 17, 100, "full"),
+              Workload("full D=64 K=16", 3000, 64, 16, "full")]
+    rows = []
+    for w in models[:2] if quick else models:
+        X = make_data(w)
+        init = initial_parameters(X, w)
+        _, gk = fixed_fit(gmmkit_model, w, X, init, 2)
+        _, sk = fixed_fit(sklearn_model, w, X, init, 2)
+        for n in (1, 100):
+            batch = X[:n]
+            for method in ("score_samples", "predict", "predict_proba"):
+                t_g = per_call(lambda m=gk, f=method, b=batch: getattr(m, f)(b))
+                t_s = per_call(lambda m=sk, f=method, b=batch: getattr(m, f)(b))
+                rows.append([w.name, str(n), method, f"{t_s * 1e6:.0f} us",
+                             f"{t_g * 1e6:.0f} us", fmt_ratio(t_s, t_g)])
+    print("9a. Inference on a few rows (same fitted parameters; per call, best of 5 loops)")
+    print_table(["model", "rows", "method", "sklearn", "gmmkit", "ratio"], rows)
+
+    rng = np.random.default_rng(0)
+    blobs = rng.normal(size=(2000, 5)) + rng.integers(0, 4, (2000, 1)) * 3.0
+    sets = [("iris K=3", load_iris().data, 3), ("2000 x 5 K=8", blobs, 8)]
+    rows = []
+    for name, X, k in sets:
+        w = Workload(name, len(X), X.shape[1], k, "full")
+        fits = []
+        for factory in (sklearn_model, gmmkit_model):
+            model = factory(w, random_state=0)
+            seconds = best_of(lambda m=model, X=X: m.fit(X), 1 if quick else 3)
+            fits.append((seconds, float(model.score(X)), int(model.n_iter_)))
+        (t_s, ll_s, it_s), (t_g, ll_g, it_g) = fits
+        rows.append([name, fmt_s(t_s), str(it_s), f"{ll_s:.5f}", fmt_s(t_g), str(it_g),
+                     f"{ll_g:.5f}", fmt_ratio(t_s, t_g)])
+    print("9b. Default fits of small data sets (each library's defaults, float64)")
+    print_table(["data", "sklearn", "iters", "mean log-lik", "gmmkit", "iters",
+                 "mean log-lik", "ratio"], rows)
 
 
 if __name__ == "__main__":

@@ -107,10 +107,10 @@ def test_whitened_statistics_match_brute_force(dtype, case, spread):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-@pytest.mark.parametrize("rows", [800, 3])  # 3: all components in one stacked product
+@pytest.mark.parametrize("rows", [1000, 3])  # 3: all components in one stacked product
 def test_whitened_scores_and_responsibilities_match_scipy(dtype, rows):
     rng = np.random.default_rng(2)
-    params, X = _wide_mixture(rng, 800, 64, 5, 8.0)
+    params, X = _wide_mixture(rng, 1000, 64, 5, 8.0)
     X = X[:rows]
     assert (5 * 64 * rows <= kernel._STACKED_WHITE) is (rows == 3)
     Xd = X.astype(dtype)
