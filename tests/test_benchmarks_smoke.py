@@ -40,6 +40,8 @@ def test_benchmark_quick_mode_runs():
         "6. Peak RSS",
         "7. Scaling",
         "8. N=",
+        "9a. Inference on a few rows",
+        "9b. Default fits of small data sets",
     ):
         assert section in out, f"missing section {section!r}:\n{out[-3000:]}"
     # the identical-init comparison must show equal log-likelihoods (rel |dLL| column)
