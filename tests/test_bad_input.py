@@ -253,3 +253,49 @@ def test_reg_covar_zero_on_singular_data_is_a_clear_error() -> None:
     points = np.repeat(RNG.normal(size=(3, 2)), 10, axis=0)
     with pytest.raises(ValueError, match="reg_covar"):
         GaussianMixture(3, reg_covar=0.0, random_state=0).fit(points)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_inference_without_validation_only_for_plain_rows(
+    dtype: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inference skips scikit-learn's validation only for plain finite float rows of
+    the fitted width: everything else still gets its messages and warnings, and the
+    results are those of validated input."""
+    import warnings
+
+    import pandas as pd
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 3)).astype(dtype)
+    gm = GaussianMixture(2, random_state=0).fit(X)
+    plain = X[:5]
+    assert gm._plain_rows(plain)
+    got = {m: getattr(gm, m)(plain) for m in ("score_samples", "predict", "predict_proba")}
+    with monkeypatch.context() as patch:
+        patch.setattr(GaussianMixture, "_plain_rows", lambda self, X: False)
+        for method, values in got.items():
+            want = getattr(gm, method)(plain)
+            np.testing.assert_array_equal(values, want)
+            assert values.dtype == want.dtype
+
+    bad = {
+        "NaN": (np.where(np.arange(15).reshape(5, 3) == 4, np.nan, plain), "NaN"),
+        "infinity": (np.where(np.arange(15).reshape(5, 3) == 4, np.inf, plain), "infinity"),
+        "width": (X[:5, :2], "2 features"),
+        "squares": (plain * (1e200 if dtype == np.float64 else 1e30), "overflow"),
+    }
+    for name, (rows, match) in bad.items():
+        rows = np.asarray(rows, dtype=dtype)
+        assert not gm._plain_rows(rows), name
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # float32 overflow of x * 1e30
+            with pytest.raises(ValueError, match=match):
+                gm.predict(rows)
+    assert not gm._plain_rows(X[:0])
+    assert not gm._plain_rows(X[:5].astype(np.int64))
+
+    named = GaussianMixture(2, random_state=0).fit(pd.DataFrame(X, columns=list("abc")))
+    assert not named._plain_rows(plain)
+    with pytest.warns(UserWarning, match="feature names"):
+        named.predict(plain)

@@ -38,7 +38,7 @@ from gmmkit.core.params import MixtureParams
 from gmmkit.core.starts import DEFAULT_STARTS, multistart
 from gmmkit.core.suffstats import SuffStats
 from gmmkit.core.weights import weight_scale
-from gmmkit.engines.base import Engine, FilledEngine, check_squares
+from gmmkit.engines.base import Engine, FilledEngine, check_squares, squares_limit
 from gmmkit.engines.dispatch import as_engine, check_engine_features, is_torch_tensor
 from gmmkit.engines.memory import MemoryEngine, default_chunk_rows, default_part_rows
 from gmmkit.modelfile import SaveMixin
@@ -341,6 +341,28 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
             )
         check_squares(X_checked)  # the check streamed blocks get too
         return X_checked
+
+    def _plain_rows(self, X: Any) -> bool:
+        """Whether ``X`` is rows this fitted model scores as they are, so that
+        scikit-learn's validation would neither change nor refuse them: a 2-D float64 or
+        float32 ``numpy.ndarray`` (not a subclass, list or frame) of at least one row and
+        the fitted number of features, every value finite with a square that does not
+        overflow, for a model fitted without feature names and not marginalising NaN.
+        The validation costs about 90 us, more than the rest of a one-row ``predict``;
+        any other input takes it, with its messages and warnings."""
+        if not (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and X.dtype in (np.float64, np.float32)
+            and X.shape[0] >= 1
+            and X.shape[1] == getattr(self, "n_features_in_", -1)
+            and not hasattr(self, "feature_names_in_")
+            and not self._marginalize()
+        ):
+            return False
+        # the largest magnitude is finite (no NaN, no infinity) and its square fits
+        largest = max(float(X.max()), -float(X.min()))
+        return largest <= squares_limit(X.dtype, X.shape[1])
 
     def _with_missing(
         self,
@@ -888,7 +910,8 @@ class GaussianMixture(SaveMixin, DensityMixin, BaseEstimator):
         check_is_fitted(self)
         engine = self._out_of_core_engine(X, None, reset=False)
         if engine is None:
-            engine = self._engine(self._validate_X(X, reset=False))
+            rows = X if self._plain_rows(X) else self._validate_X(X, reset=False)
+            engine = self._engine(rows)  # type: ignore[arg-type]
         engine = self._with_missing(engine, fit=False)
         coefs = kept_coefficients(
             self._params, engine.dtype, fused=engine.fused_passes(self._params))
