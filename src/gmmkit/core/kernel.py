@@ -1701,9 +1701,9 @@ def _fused_statistics(
 
 def _compiled_rows(X: Array) -> NDArray[np.float64]:
     """A block of rows as the compiled kernels take them: ``X`` itself where C-ordered,
-    writeable float64, else its float64 copy in this thread's workspace (float32 exam
-    scores: a fresh 800 KB copy per chunk page-faulted on every pass; 4.0-4.4 ms an
-    iteration against float64's 2.7)."""
+    writeable float64, else its float64 copy in this thread's workspace (not a fresh
+    array per chunk, allocated and page-faulted again on every pass: 800 KB for 100k
+    float32 exam scores)."""
     if X.dtype == np.float64 and X.flags.c_contiguous and X.flags.writeable:
         return X  # type: ignore[return-value]
     out = workspace("kernel.fused_rows", X.shape, np.float64)
@@ -2056,8 +2056,8 @@ def _per_row(
 def map_log_resp_chunk(
     coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
 ) -> NDArray[np.float64]:
-    """The largest log responsibility of each row, shape (n,), float64. (into ``out`` where
-    given)."""
+    """The largest log responsibility of each row, shape (n,), float64 (written into
+    ``out`` where given)."""
     return _per_row(coefs, X, "map_log_resp", _map_log_resp_numpy, out)
 
 
@@ -2089,8 +2089,8 @@ def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, ND
 def score_chunk(
     coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
 ) -> NDArray[np.float64]:
-    """Log-density ``log p(x)`` of each row, shape (n,), float64. (into ``out`` where
-    given)."""
+    """Log-density ``log p(x)`` of each row, shape (n,), float64 (written into
+    ``out`` where given)."""
     return _per_row(coefs, X, "score", _score_numpy, out)
 
 
@@ -2103,8 +2103,8 @@ def _score_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
 def predict_chunk(
     coefs: KernelCoefficients, X: Array, out: NDArray[np.intp] | None = None
 ) -> NDArray[np.intp]:
-    """Most probable component of each row, shape (n,). (into ``out`` where
-    given)."""
+    """Most probable component of each row, shape (n,) (written into ``out``
+    where given)."""
     return _per_row(coefs, X, "predict", _predict_numpy, out)
 
 
@@ -2117,8 +2117,8 @@ def _predict_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
 def proba_chunk(
     coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
 ) -> NDArray[np.float64]:
-    """Responsibilities of each row, shape (n, K), float64. (into ``out`` where
-    given)."""
+    """Responsibilities of each row, shape (n, K), float64 (written into
+    ``out`` where given)."""
     return _per_row(coefs, X, "proba", _proba_numpy, out)
 
 

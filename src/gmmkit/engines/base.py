@@ -326,11 +326,15 @@ def unlabelled_fused(labels: Any, params: MixtureParams) -> bool:
 
 
 #: The chunk kernel's per-row functions (:mod:`gmmkit.core.kernel`) by kind.
-_ROW_KERNELS = {"score": "score_chunk", "predict": "predict_chunk", "proba": "proba_chunk",
-         "map_log_resp": "map_log_resp_chunk"}
+_ROW_KERNELS = {
+    "score": "score_chunk",
+    "predict": "predict_chunk",
+    "proba": "proba_chunk",
+    "map_log_resp": "map_log_resp_chunk",
+}
 
 
-def _chunk_rows_into(
+def chunk_rows_into(
     coefs: KernelCoefficients, kind: str, out: NDArray[Any], chunk: Chunk
 ) -> None:
     """:func:`_chunk_rows` of a chunk into its rows of ``out``, the whole result."""

@@ -22,7 +22,7 @@ from gmmkit.core.kernel import row_output
 from gmmkit.engines.base import (
     Chunk,
     Engine,
-    _chunk_rows_into,
+    chunk_rows_into,
     sample_positions,
     unlabelled_fused,
 )
@@ -313,7 +313,7 @@ class MemoryEngine(ThreadedEngine):
         """As :meth:`Engine.kernel_rows`, each chunk written into its rows of one result
         (no concatenation of the parts: 1M rows' (n, 20) responsibilities are 160 MB)."""
         out = row_output(kind, self.n_samples, coefs.n_components)
-        func = partial(_chunk_rows_into, coefs, kind, out)
+        func = partial(chunk_rows_into, coefs, kind, out)
         if (
             not self._in_session
             and 0 < self.n_samples <= self._rows_per_chunk()
