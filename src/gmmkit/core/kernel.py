@@ -2016,20 +2016,17 @@ def row_output(kind: str, n_rows: int, n_components: int) -> NDArray[Any]:
     return np.empty(n_rows, np.intp if kind == "predict" else np.float64)
 
 
-def _per_row(
-    coefs: KernelCoefficients,
-    X: Array,
-    kind: str,
-    numpy_rows: Callable[[KernelCoefficients, Array], NDArray[Any]],
-    out: NDArray[Any] | None = None,
+def rows_chunk(
+    coefs: KernelCoefficients, X: Array, kind: str, out: NDArray[Any] | None = None
 ) -> NDArray[Any]:
-    """Per-row ``kind`` (``score``, ``predict``, ``proba`` or ``map_log_resp``) of a block:
-    by the fused compiled kernel (:func:`gmmkit.core._fused_jit.per_row`) where it
-    evaluates the block (see :data:`FUSED_BANDS`), else, and for the rows it leaves
-    (log-joints all beyond :data:`FAR_LOG_JOINT` or NaN), by ``numpy_rows``.  Written
-    into ``out`` (C-contiguous, of :func:`row_output`'s shape and dtype) where given: the
-    fused kernel writes there directly, so that an engine's parts need no
+    """Per-row ``kind`` (one of :data:`ROW_KINDS`) of a block, as :func:`row_output`
+    lays it out: by the fused compiled kernel (:func:`gmmkit.core._fused_jit.per_row`)
+    where it evaluates the block (see :data:`FUSED_BANDS`), else, and for the rows it
+    leaves (log-joints all beyond :data:`FAR_LOG_JOINT` or NaN), by the numpy kernel.
+    Written into ``out`` (C-contiguous, of :func:`row_output`'s shape and dtype) where
+    given: the fused kernel writes there directly, so that an engine's parts need no
     concatenation (the 1M pixels' (n, 20) responsibilities: 160 MB copied)."""
+    numpy_rows = _NUMPY_ROWS[kind]
     n, d = X.shape
     fused = _fused_kernels(coefs, d, None)
     if fused is None:
@@ -2053,12 +2050,9 @@ def _per_row(
     return out
 
 
-def map_log_resp_chunk(
-    coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
-) -> NDArray[np.float64]:
-    """The largest log responsibility of each row, shape (n,), float64 (written into
-    ``out`` where given)."""
-    return _per_row(coefs, X, "map_log_resp", _map_log_resp_numpy, out)
+def map_log_resp_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
+    """The largest log responsibility of each row, shape (n,), float64."""
+    return rows_chunk(coefs, X, "map_log_resp")
 
 
 def _map_log_resp_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
@@ -2086,12 +2080,9 @@ def log_resp_and_density(coefs: KernelCoefficients, X: Array) -> tuple[Array, ND
     return log_prob_t.T, density
 
 
-def score_chunk(
-    coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
-) -> NDArray[np.float64]:
-    """Log-density ``log p(x)`` of each row, shape (n,), float64 (written into
-    ``out`` where given)."""
-    return _per_row(coefs, X, "score", _score_numpy, out)
+def score_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
+    """Log-density ``log p(x)`` of each row, shape (n,), float64."""
+    return rows_chunk(coefs, X, "score")
 
 
 def _score_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
@@ -2100,12 +2091,9 @@ def _score_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     return _exp_log_joint(coefs, X, phi_t, log_prob_t, reuse=True)[1]
 
 
-def predict_chunk(
-    coefs: KernelCoefficients, X: Array, out: NDArray[np.intp] | None = None
-) -> NDArray[np.intp]:
-    """Most probable component of each row, shape (n,) (written into ``out``
-    where given)."""
-    return _per_row(coefs, X, "predict", _predict_numpy, out)
+def predict_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
+    """Most probable component of each row, shape (n,)."""
+    return rows_chunk(coefs, X, "predict")
 
 
 def _predict_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
@@ -2114,12 +2102,9 @@ def _predict_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.intp]:
     return np.argmax(log_prob_t, axis=0)
 
 
-def proba_chunk(
-    coefs: KernelCoefficients, X: Array, out: NDArray[np.float64] | None = None
-) -> NDArray[np.float64]:
-    """Responsibilities of each row, shape (n, K), float64 (written into
-    ``out`` where given)."""
-    return _per_row(coefs, X, "proba", _proba_numpy, out)
+def proba_chunk(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
+    """Responsibilities of each row, shape (n, K), float64."""
+    return rows_chunk(coefs, X, "proba")
 
 
 def _proba_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
@@ -2140,3 +2125,14 @@ def _proba_numpy(coefs: KernelCoefficients, X: Array) -> NDArray[np.float64]:
     if far is not None:
         proba[far[0]] = exact.T
     return proba
+
+
+#: The numpy kernel's per-row functions of :func:`rows_chunk`, by kind.
+_NUMPY_ROWS: dict[str, Callable[[KernelCoefficients, Array], NDArray[Any]]] = {
+    "score": _score_numpy,
+    "predict": _predict_numpy,
+    "proba": _proba_numpy,
+    "map_log_resp": _map_log_resp_numpy,
+}
+#: What :func:`rows_chunk` computes.
+ROW_KINDS = tuple(_NUMPY_ROWS)

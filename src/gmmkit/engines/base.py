@@ -325,15 +325,6 @@ def unlabelled_fused(labels: Any, params: MixtureParams) -> bool:
         fused_module(params.layout, params.n_features, params.n_components) is not None)
 
 
-#: The chunk kernel's per-row functions (:mod:`gmmkit.core.kernel`) by kind.
-_ROW_KERNELS = {
-    "score": "score_chunk",
-    "predict": "predict_chunk",
-    "proba": "proba_chunk",
-    "map_log_resp": "map_log_resp_chunk",
-}
-
-
 def chunk_rows_into(
     coefs: KernelCoefficients, kind: str, out: NDArray[Any], chunk: Chunk
 ) -> None:
@@ -375,8 +366,8 @@ def _chunk_rows(
         result = rows[kind](coefs, chunk.X, chunk.missing)
     elif kind == "observed":
         result = np.ones(len(chunk.X))
-    elif kind in _ROW_KERNELS:
-        return getattr(kernel, _ROW_KERNELS[kind])(coefs, chunk.X, out)
+    elif kind in kernel.ROW_KINDS:
+        return kernel.rows_chunk(coefs, chunk.X, kind, out)
     else:
         raise ValueError(f"unknown per-row kernel {kind!r}")
     if out is None:
