@@ -168,10 +168,15 @@ class ThreadedEngine(Engine):
     """
 
     n_jobs: int
+    #: Known components of the rows (-1 where unknown), or None: set by subclasses.
+    labels: Any
 
     def __init__(self) -> None:
         self._pool: ThreadPoolExecutor | None = None
         self._in_session = False
+
+    def fused_passes(self, params: MixtureParams) -> bool:
+        return unlabelled_fused(self.labels, params)
 
     def _parallel(self) -> bool:
         """Whether a pool is worth starting (one block runs in the calling thread)."""
@@ -282,9 +287,6 @@ class MemoryEngine(ThreadedEngine):
 
     def _parallel(self) -> bool:
         return self.n_samples > self._rows_per_chunk()
-
-    def fused_passes(self, params: MixtureParams) -> bool:
-        return unlabelled_fused(self.labels, params)
 
     def _map(self, func: Callable[[Chunk], T]) -> list[T]:
         if not self._in_session:

@@ -18,17 +18,14 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
-from gmmkit.engines.base import Chunk, check_block, sample_positions, unlabelled_fused
+from gmmkit.engines.base import Chunk, check_block, sample_positions
 from gmmkit.engines.memory import ThreadedEngine, default_n_jobs
 from gmmkit.engines.sources import ChunkSource
-
-if TYPE_CHECKING:
-    from gmmkit.core.params import MixtureParams
 
 T = TypeVar("T")
 
@@ -162,9 +159,6 @@ class StreamingEngine(ThreadedEngine):
             self.scan()
         assert self._n_rows is not None
         return self._n_rows
-
-    def fused_passes(self, params: MixtureParams) -> bool:
-        return unlabelled_fused(self.labels, params)
 
     @property
     def n_features(self) -> int:
