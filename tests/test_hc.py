@@ -374,11 +374,14 @@ def test_row_sums_are_sequential(p: int) -> None:
 
 
 def test_agglomeration_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Called outside a fit, hc_partitions limits BLAS to one thread as a fit does (its
-    merges are thousands of tiny BLAS calls), and restores the settings it found."""
+    """Called outside a fit, hc_partitions limits BLAS to one thread as a fit does (on
+    the numpy path its merges are thousands of tiny BLAS calls), and restores the
+    settings it found."""
     from threadpoolctl import threadpool_info, threadpool_limits
 
     from gmmkit.core import hc
+
+    monkeypatch.setenv(_jit.ENVIRONMENT, "0")  # the compiled path calls no BLAS
 
     def blas_threads() -> list[int]:
         return [info["num_threads"] for info in threadpool_info()

@@ -1,11 +1,10 @@
-"""The VVV agglomeration's compiled kernels (``gmmkit.core._hc_jit``) against its numpy
-path, bit for bit.
+"""The compiled agglomeration (``gmmkit.core._hc_jit``) against the numpy path.
 
-The kernels must give every pair cost the numpy path gives, to the last bit: the merges
-reproduce R mclust's, exact ties included (duplicated rows, data on a grid), so a cost
-that differs in its last bit can change the tree.  Each kernel is checked against the
-numpy expressions it replaces, and whole agglomerations are run both ways with every
-cost row recorded (the numpy path itself is checked against mclust in ``test_hc.py``).
+Both reproduce R mclust's merges (``test_hc.py`` checks each against mclust's trees).
+The compiled loop does the numpy path's arithmetic operation for operation except for
+VVV's determinants and the logarithms (LAPACK's and numpy's there, written out here),
+so the merges must be the same -- exact ties included: duplicated rows and data on a
+grid have equal operands on both paths -- and their costs equal to rounding.
 """
 
 from __future__ import annotations
@@ -20,15 +19,13 @@ import pytest
 
 from gmmkit import _jit
 from gmmkit.core import hc as hc_module
-from gmmkit.core.hc import _RTHALF, _VVV, _seq_rowsum, hc_partitions, hc_transform
+from gmmkit.core.hc import _VVV, _VarV, _Ward, hc_partitions, hc_transform
 
 kernels = _jit._load("_hc_jit")
 if kernels is None:  # numba absent, or not importable with this numpy
     pytest.skip("numba is not importable", allow_module_level=True)
 
-
-def _bits(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=np.float64).view(np.int64)
+CRITERIA: dict[str, Any] = {"VVV": _VVV, "EII": _Ward, "E": _Ward, "V": _VarV}
 
 
 def _data(kind: str, n: int, p: int, seed: int) -> np.ndarray:
@@ -45,55 +42,61 @@ def _data(kind: str, n: int, p: int, seed: int) -> np.ndarray:
         return rng.integers(0, 3, size=(n, p)).astype(np.float64)
     if kind == "scaled":
         return rng.normal(size=(n, p)) * 10.0 ** rng.integers(-8, 9, size=p)
+    if kind == "huge":  # determinants and l**p beyond the float range: logarithms
+        return rng.normal(size=(n, p)) * 1e100
     raise ValueError(kind)
 
 
-def _record(monkeypatch: pytest.MonkeyPatch, compiled: bool, Z: np.ndarray,
-            ks: list[int]) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
-    """Every initial cost block and every merge's cost row of a VVV run, and its labels."""
-    monkeypatch.setenv(_jit.ENVIRONMENT, "1" if compiled else "0")
-    rows: list[np.ndarray] = []
+def _numpy_run(key: str, Z: np.ndarray, **options: Any) -> tuple[list[tuple[int, int]],
+                                                                 np.ndarray]:
+    """The numpy path's merges, and the cost of each (the pair's entry when chosen)."""
+    heights: list[float] = []
 
-    class Recorded(_VVV):
-        def initial_block(self, r0: int, r1: int) -> Any:
-            out = super().initial_block(r0, r1)
-            rows.append(out.copy())
-            return out
-
+    class Recorded(CRITERIA[key]):  # type: ignore[misc, valid-type]
         def merge(self, a: int, b: int, lg: int, D: Any) -> Any:
-            out = super().merge(a, b, lg, D)
-            rows.append(out.copy())
-            return out
+            heights.append(float(D[a, b]))
+            return super().merge(a, b, lg, D)
 
-    crit = Recorded(Z)
-    assert (crit.jit is not None) is compiled
-    with np.errstate(all="ignore"):
-        parts = hc_module._agglomerate(crit, len(Z), ks)
-    return rows, parts
+    merges = hc_module._merges(Recorded(Z, **options), len(Z), 1)
+    return merges, np.array(heights)
+
+
+def _compare(key: str, Z: np.ndarray, mclust_storage: bool = True) -> None:
+    options = {} if key != "VVV" or mclust_storage else {"mclust_storage": False}
+    want, want_h = _numpy_run(key, Z, **options)
+    got, got_h = hc_module._compiled_merges(kernels, key, Z, 1, mclust_storage)
+    assert [tuple(m) for m in got.tolist()] == want
+    finite = np.isfinite(want_h)
+    np.testing.assert_array_equal(np.isfinite(got_h), finite)
+    np.testing.assert_allclose(got_h[finite], want_h[finite], rtol=1e-9,
+                               atol=1e-9 * np.abs(want_h[finite]).max(initial=1.0))
 
 
 @pytest.mark.parametrize(
     ("kind", "n", "p"),
     [("normal", 80, 2), ("normal", 150, 3), ("mixture", 300, 5), ("mixture", 400, 9),
      ("duplicated", 200, 4), ("grid", 250, 3), ("grid", 120, 6), ("scaled", 200, 4),
-     ("mixture", 90, 40), ("normal", 30, 12)],
+     ("mixture", 90, 40), ("normal", 30, 12), ("huge", 60, 5)],
 )
 @pytest.mark.parametrize("use", ["SVD", "VARS"])
-def test_agglomeration_costs_are_bitwise_the_numpy_paths(
-    kind: str, n: int, p: int, use: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Every pair cost of a whole agglomeration (n > p and n <= p clusters, singletons,
-    stored factors, iold's factor) and so every partition, with and without numba."""
-    Z = hc_transform(_data(kind, n, p, seed=n + p), use)
-    ks = list(range(1, n + 1))
-    ref_rows, ref_parts = _record(monkeypatch, False, Z, ks)
-    rows, parts = _record(monkeypatch, True, Z, ks)
-    assert len(rows) == len(ref_rows)
-    for t, (got, want) in enumerate(zip(rows, ref_rows, strict=True)):
-        assert got.shape == want.shape, t
-        np.testing.assert_array_equal(_bits(got), _bits(want), err_msg=f"cost row {t}")
-    for k in ks:
-        np.testing.assert_array_equal(parts[k], ref_parts[k])
+@pytest.mark.parametrize("key", ["VVV", "EII"])
+def test_agglomeration_is_the_numpy_paths(kind: str, n: int, p: int, use: str,
+                                          key: str) -> None:
+    """Every merge of a whole agglomeration (clusters of n > p and n <= p rows,
+    singletons, stored factors, iold's factor) and its cost."""
+    _compare(key, hc_transform(_data(kind, n, p, seed=n + p), use))
+
+
+@pytest.mark.parametrize("kind", ["normal", "mixture", "duplicated", "grid"])
+@pytest.mark.parametrize("key", ["V", "E"])
+def test_one_dimensional_agglomeration_is_the_numpy_paths(kind: str, key: str) -> None:
+    _compare(key, hc_transform(_data(kind, 300, 1, seed=7), "VARS"))
+
+
+@pytest.mark.parametrize("kind", ["mixture", "duplicated"])
+def test_true_scatter_agglomeration_is_the_numpy_paths(kind: str) -> None:
+    """Without mclust's factor storage (each cluster's true scatter matrix)."""
+    _compare("VVV", hc_transform(_data(kind, 200, 4, seed=3), "SVD"), mclust_storage=False)
 
 
 def test_hc_partitions_same_with_and_without_numba(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,81 +109,41 @@ def test_hc_partitions_same_with_and_without_numba(monkeypatch: pytest.MonkeyPat
         np.testing.assert_array_equal(got[k], want[k])
 
 
-@pytest.mark.parametrize(("p", "n", "m"), [(1, 7, 5), (2, 40, 39), (5, 100, 63), (17, 300, 1)])
-def test_pair_costs_kernel(p: int, n: int, m: int) -> None:
-    """pair_costs against the numpy expressions of hcvvv's loop over j."""
-    rng = np.random.default_rng(p * n)
-    xT = rng.normal(size=(p, n)) * rng.uniform(0.1, 10.0, size=(p, 1))
-    tr = rng.uniform(0.0, 5.0, n)
-    cnt = rng.integers(1, 40, n).astype(np.float64)
-    a, alpha, beta = n // 2 if m > n // 2 else 0, 0.37, 1.0
-    V = np.full((p, n), np.nan)
-    out = [np.empty(m) for _ in range(5)]
-    kernels.pair_costs(xT, tr, cnt, a, m, alpha, beta, V, *out)
-    rij, si, sj, trc, base = out
-
-    ri, rj = cnt[a], cnt[:m]
-    want_rij = ri + rj
-    q = 1.0 / want_rij
-    want_si, want_sj = np.sqrt(ri * q), np.sqrt(rj * q)
-    want_v = xT[:, :m] * want_si - xT[:, a][:, None] * want_sj
-    want_trc = (tr[a] + tr[:m]) + _seq_rowsum(want_v * want_v)
-    want_base = beta * (want_trc + alpha) / want_rij
-    for got, want in [(rij, want_rij), (si, want_si), (sj, want_sj), (V[:, :m], want_v),
-                      (trc, want_trc), (base, want_base)]:
-        np.testing.assert_array_equal(_bits(got), _bits(want))
-    assert np.isnan(V[:, m:]).all()  # columns past m untouched
-
-
-def test_stack_kernel() -> None:
-    rng = np.random.default_rng(5)
-    p, n = 6, 30
-    G = rng.normal(size=(n, p, p))
-    mem = rng.normal(size=(p, p))
-    V = rng.normal(size=(p, n)) * 3.0
-    ids = np.array([3, 0, 29, 7, 7], dtype=np.intp)
-    out = np.empty((len(ids), p, p))
-    kernels.stack(G, ids, mem, V, out)
-    Vm = V[:, ids].T
-    want = (G[ids] + mem) + Vm[:, :, None] * Vm[:, None, :]
-    np.testing.assert_array_equal(_bits(out), _bits(want))
-
-
-@pytest.mark.parametrize(("p", "r0", "r1"), [(1, 0, 9), (3, 0, 40), (8, 17, 50)])
-def test_initial_block_kernel(p: int, r0: int, r1: int) -> None:
-    rng = np.random.default_rng(p + r1)
-    xT = rng.normal(size=(p, 60)) * 7.0
-    out = np.empty((r1 - r0, r1))
-    kernels.initial_block(xT, r0, r1, out)
-    want = np.zeros((r1 - r0, r1))
-    for c in range(p):
-        d = (xT[c, r0:r1, None] - xT[c, None, :r1]) * _RTHALF
-        want = d * d if c == 0 else want + d * d
-    np.testing.assert_array_equal(_bits(out), _bits(want))
+def test_partial_agglomeration_stops_at_the_smallest_k() -> None:
+    Z = hc_transform(_data("mixture", 100, 3, seed=1), "SVD")
+    merges, heights = hc_module._compiled_merges(kernels, "VVV", Z, 7)
+    assert merges.shape == (93, 2) and heights.shape == (93,)
+    full, _ = hc_module._compiled_merges(kernels, "VVV", Z, 1)
+    np.testing.assert_array_equal(merges, full[:93])
 
 
 def test_environment_switches_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    Z = np.random.default_rng(0).normal(size=(10, 3))
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
-    assert _jit.hc_kernels() is None and _VVV(Z).jit is None
+    assert _jit.hc_kernels() is None and hc_module._hc_kernels(5000) is None
     monkeypatch.setenv(_jit.ENVIRONMENT, "1")
-    assert _jit.hc_kernels() is kernels and _VVV(Z).jit is kernels
+    assert _jit.hc_kernels() is kernels and hc_module._hc_kernels(10) is kernels
 
 
 def test_kernels_once_loading_numba_pays(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unset GMMKIT_NUMBA: agglomerations stay on the numpy path until their work
-    (n^2 p, this one's included) reaches _JIT_WORK, then use the kernels for good."""
+    """Unset GMMKIT_NUMBA: agglomerations stay on the numpy path until the rows they
+    agglomerate (this one's included) reach _JIT_ROWS -- at once where numba is loaded
+    and the agglomeration has _JIT_MIN_ROWS rows -- then use the kernels for good."""
     monkeypatch.delenv(_jit.ENVIRONMENT, raising=False)
-    monkeypatch.setattr(hc_module, "_numpy_work", 0.0)
-    assert hc_module._vvv_kernels(2000, 64) is kernels  # n^2 p past _JIT_WORK alone
-    assert hc_module._vvv_kernels(50, 2) is kernels  # loaded now
-    monkeypatch.setattr(hc_module, "_numpy_work", 0.0)
-    small = 1797 * 1797 * 17
-    runs = [hc_module._vvv_kernels(1797, 17) is kernels for _ in range(6)]
-    first = int(np.ceil(hc_module._JIT_WORK / small)) - 1  # the one that reaches it
-    assert runs == [False] * first + [True] * (6 - first)
+    monkeypatch.setattr(hc_module, "_numpy_rows", 0.0)
+    monkeypatch.setattr(hc_module, "sys", type("S", (), {"modules": {}}))  # numba unloaded
+    assert hc_module._hc_kernels(hc_module._JIT_ROWS) is kernels
+    assert hc_module._hc_kernels(5) is kernels  # loaded now
+    monkeypatch.setattr(hc_module, "_numpy_rows", 0.0)
+    small = 700
+    runs = [hc_module._hc_kernels(small) is kernels for _ in range(5)]
+    first = int(np.ceil(hc_module._JIT_ROWS / small)) - 1  # the one that reaches it
+    assert runs == [False] * first + [True] * (5 - first)
+    monkeypatch.setattr(hc_module, "_numpy_rows", 0.0)
+    monkeypatch.setattr(hc_module, "sys", type("S", (), {"modules": {"numba": None}}))
+    assert hc_module._hc_kernels(hc_module._JIT_MIN_ROWS - 1) is None
+    assert hc_module._hc_kernels(hc_module._JIT_MIN_ROWS) is kernels
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
-    assert hc_module._vvv_kernels(2000, 64) is None
+    assert hc_module._hc_kernels(5000) is None
 
 
 def test_small_one_off_agglomeration_does_not_import_numba() -> None:

@@ -38,6 +38,10 @@ class LRUCache(Generic[V]):
             self._entries.move_to_end(key)
         return value
 
+    def clear(self) -> None:
+        """Drop every entry."""
+        self._entries.clear()
+
     def put(self, key: Any, value: V) -> None:
         self._entries[key] = value
         while len(self._entries) > self.size:

@@ -1,15 +1,25 @@
-"""Compiled (numba) kernels of the VVV agglomeration (:mod:`gmmkit.core.hc`).
+"""Compiled (numba) model-based hierarchical agglomeration (:mod:`gmmkit.core.hc`).
 
 Imported only through :func:`gmmkit._jit.hc_kernels` (numba is an optional dependency).
-Each kernel does, in one pass and without temporaries, what a chain of numpy calls of
-:class:`gmmkit.core.hc._VVV` does over a few ``(p, m)`` or ``(k, p, p)`` arrays -- and
-does it with *the same floating-point operations in the same order*, so that the pair
-costs, and hence the merges (which reproduce R mclust's, ties included), are bitwise
-those of the numpy path: every product, difference and square is rounded on its own
-(no ``fastmath``: no fused multiply-adds, no reassociation -- the sums of squares run
-over the coordinates in order, as the reference ``ddot`` and the numpy path's
-``add.reduce`` over rows).  Logarithms, factorisations and the products with BLAS stay
-in numpy (LAPACK's and numpy's own results are what the numpy path rounds to).
+:func:`agglomerate` runs the whole agglomeration -- the initial all-pairs costs, every
+merge and the bookkeeping of the row minima -- in one call, with the criteria of
+``hcvvv`` ("VVV"), ``hceii``/``hc1e`` (Ward) and ``hc1v`` ("V") as
+:class:`gmmkit.core.hc._VVV`, :class:`~gmmkit.core.hc._Ward` and
+:class:`~gmmkit.core.hc._VarV` compute them, operation for operation: the same products,
+differences and sequential sums of squares (no ``fastmath``: no fused multiply-adds, no
+reassociation), the same tie-breaking (the last minimum in mclust's packed order) and
+mclust's stored factors.  On the numpy path each merge is a few dozen small numpy calls
+(0.1-0.3 ms of interpreter overhead, 0.2-0.5 s for 2000 rows); here it is a loop.
+
+What differs is the arithmetic the numpy path leaves to LAPACK, numpy's ``log`` and
+BLAS: the VVV determinants of more than three dimensions (here a Cholesky factorisation
+written out; there LAPACK's), the determinants ``det(W + v v')`` of a new cluster's
+scatter ``W`` with a singleton (here ``det(W) (1 + |L^-1 v|^2)`` from ``W = L L'``,
+there ``det(W) + v' adj(W) v`` through an eigendecomposition), and logarithms.  They
+agree to rounding, as both agree with mclust's Givens QR updates; a cost can differ in
+its last bits, which decides only near-ties (exact ties -- duplicated rows, data on a
+grid -- have equal operands and stay exact on both paths).  A singular scatter (a
+non-positive pivot) has determinant zero here.
 
 Compiled with ``cache=True`` (to ``__pycache__`` beside this file, or numba's user
 cache directory) and ``nogil=True``.
@@ -19,73 +29,520 @@ from __future__ import annotations
 
 import math
 
-from numba import njit
+import numpy as np
+from numba import njit, uint64
 
 #: ``sqrt(0.5)`` as :data:`gmmkit.core.hc._RTHALF` (mclust's ``rthalf``).
 _RTHALF = 0.7071067811865476
+
+#: Criteria of :func:`agglomerate` (``kind``).
+VVV = 0
+WARD = 1
+VAR_V = 2
 
 _jit = njit(cache=True, nogil=True)
 
 
 @_jit
-def pair_costs(xT, tr, cnt, a, m, alpha, beta, V, rij, si, sj, trc, base):  # pragma: no cover
-    """The new cluster in slot ``a`` against slots ``0 .. m-1`` (hcvvv's loop on iold).
-
-    Fills, for ``j < m``: ``rij = n_a + n_j``, ``si = sqrt(n_a / rij)``,
-    ``sj = sqrt(n_j / rij)``, the column ``V[:, j] = si x_j - sj x_a`` (``xT``'s columns
-    are ``sqrt(n) * mean``), ``trc = (tr_a + tr_j) + |V[:, j]|^2`` (the squares summed
-    over the coordinates in order) and ``base = beta (trc + alpha) / rij``.
-    """
-    p = xT.shape[0]
-    ri = cnt[a]
-    for j in range(m):
-        r = ri + cnt[j]
-        q = 1.0 / r
-        rij[j] = r
-        si[j] = math.sqrt(ri * q)
-        sj[j] = math.sqrt(cnt[j] * q)
-    # coordinates outer, candidates inner (contiguous): the sums of squares accumulate
-    # in trc, one coordinate after the other
-    for c in range(p):
-        xa = xT[c, a]
-        for j in range(m):
-            v = xT[c, j] * si[j] - xa * sj[j]
-            V[c, j] = v
-            if c == 0:
-                trc[j] = v * v
-            else:
-                trc[j] = trc[j] + v * v
-    tra = tr[a]
-    for j in range(m):
-        t = (tra + tr[j]) + trc[j]
-        trc[j] = t
-        base[j] = beta * (t + alpha) / rij[j]
+def _last_min(vals, lo, hi):  # pragma: no cover
+    """The last index in ``[lo, hi)`` attaining the minimum of ``vals`` -- numpy's
+    ``argmin`` over the reversed range, so the first NaN from the end wins."""
+    best = hi - 1
+    bv = vals[best]
+    if bv != bv:
+        return best
+    for r in range(hi - 2, lo - 1, -1):
+        v = vals[r]
+        if v != v:
+            return r
+        if v < bv:
+            bv = v
+            best = r
+    return best
 
 
 @_jit
-def stack(G, ids, mem, V, out):  # pragma: no cover
-    """``out[k] = (G[ids[k]] + mem) + v v'`` with ``v = V[:, ids[k]]``."""
-    p = mem.shape[0]
-    for k in range(ids.shape[0]):
-        g = ids[k]
-        for r in range(p):
-            vr = V[r, g]
-            for c in range(p):
-                out[k, r, c] = (G[g, r, c] + mem[r, c]) + vr * V[c, g]
+def _exact_row(D, r, rmin, rarg, stale):  # pragma: no cover
+    c = _last_min(D[r], 0, r)
+    rmin[r] = D[r, c]
+    rarg[r] = c
+    stale[r] = False
 
 
 @_jit
-def initial_block(xT, r0, r1, out):  # pragma: no cover
-    """``out[i - r0, j] = sum_c ((x_ci - x_cj) rthalf)^2`` for ``r0 <= i < r1``, ``j < r1``
-    (the squares summed over the coordinates in order)."""
-    p = xT.shape[0]
+def _new_column(D, col, lg, rmin, rarg, stale):  # pragma: no cover
+    """Rows ``col + 1 .. lg - 1`` got a new value in column ``col`` (see
+    :func:`gmmkit.core.hc._agglomerate_run`)."""
+    for r in range(col + 1, lg):
+        v = D[col, r]
+        cur = rmin[r]
+        # a row whose minimum sat in this column and went up keeps a lower bound
+        if rarg[r] == col and v > cur:
+            stale[r] = True
+        # the new value lowers the minimum, or equals it from a later column
+        if v <= cur and (v < cur or (col > rarg[r] and not stale[r])):
+            rmin[r] = v
+            rarg[r] = col
+            stale[r] = False
+
+
+@_jit
+def _initial_cost(kind, X, i, j, alpha, beta, ablog):  # pragma: no cover
+    """The cost of merging singletons ``i`` and ``j`` (rows of ``X``)."""
+    p = X.shape[1]
+    if kind == VVV:
+        acc = 0.0
+        for c in range(p):
+            d = (X[i, c] - X[j, c]) * _RTHALF
+            acc = d * d if c == 0 else acc + d * d
+        trm = 2.0 * math.log(beta * (acc + alpha) / 2.0)
+        return trm - (ablog + ablog)
+    if kind == VAR_V:
+        temp = _RTHALF * X[i, 0] - _RTHALF * X[j, 0]
+        trc = 0.0 + temp * temp
+        trm = 2.0 * math.log((trc + alpha) / 2.0)
+        return trm - (ablog + ablog)
+    acc = 0.0  # Ward
     for c in range(p):
-        for i in range(r0, r1):
-            xi = xT[c, i]
-            row = out[i - r0]
-            for j in range(r1):
-                d = (xi - xT[c, j]) * _RTHALF
-                if c == 0:
-                    row[j] = d * d
+        d = _RTHALF * X[i, c] - _RTHALF * X[j, c]
+        acc = d * d if c == 0 else acc + d * d
+    return acc
+
+
+@_jit
+def _det_small(M, p):  # pragma: no cover
+    """``det(M)`` for ``p <= 3`` by :func:`gmmkit.core.hc._det`'s closed forms."""
+    if p == 1:
+        return M[0, 0]
+    if p == 2:
+        return M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
+    c0 = M[1, 1] * M[2, 2] - M[1, 2] * M[2, 1]
+    c1 = M[1, 0] * M[2, 2] - M[1, 2] * M[2, 0]
+    c2 = M[1, 0] * M[2, 1] - M[1, 1] * M[2, 0]
+    return M[0, 0] * c0 - M[0, 1] * c1 + M[0, 2] * c2
+
+
+@_jit
+def _factor(A, p, row):  # pragma: no cover
+    """Upper Cholesky factor ``R`` (``R'R = A``) of ``A``'s upper triangle, in place;
+    False at a non-positive pivot.  Right-looking, so that the updates run along
+    contiguous rows against a copy of the pivot row in ``row`` (p,), with unsigned
+    indices (no wraparound checks): LLVM vectorises them."""
+    up = uint64(p)
+    for j in range(p):
+        s = A[j, j]
+        if not s > 0.0:
+            return False
+        d = math.sqrt(s)
+        A[j, j] = d
+        for c in range(j + 1, p):
+            t = A[j, c] / d
+            A[j, c] = t
+            row[c] = t
+        for r in range(j + 1, p):
+            f = row[r]
+            Ar = A[r]
+            for c in range(uint64(r), up):
+                Ar[c] = Ar[c] - f * row[c]
+    return True
+
+
+@_jit
+def _diag_product(R, p):  # pragma: no cover
+    prod = R[0, 0]
+    for j in range(1, p):
+        prod = prod * R[j, j]
+    return prod
+
+
+@_jit
+def _log_det(M, p, row):  # pragma: no cover
+    """``log det(M)`` from the logarithms of the Cholesky pivots (``-inf`` if singular);
+    overwrites ``M``."""
+    if not _factor(M, p, row):
+        return -np.inf
+    acc = 0.0
+    for j in range(p):
+        acc = acc + math.log(M[j, j])
+    return 2.0 * acc
+
+
+@_jit
+def _det(M, p, row):  # pragma: no cover
+    """``det(M)`` of a positive semi-definite ``M`` (its upper triangle above 3 x 3):
+    closed forms up to 3 x 3, else elimination (zero at a non-positive pivot);
+    overwrites ``M`` when ``p > 3``."""
+    if p <= 3:
+        return _det_small(M, p)
+    # symmetric Gaussian elimination on the upper triangle: the product of the pivots
+    # (the squared Cholesky pivots, without their square roots)
+    up = uint64(p)
+    det = 1.0
+    for j in range(p):
+        d = M[j, j]
+        if not d > 0.0:
+            return 0.0
+        det = det * d
+        inv = 1.0 / d
+        Mj = M[j]
+        for r in range(j + 1, p):
+            f = Mj[r] * inv
+            Mr = M[r]
+            for c in range(uint64(r), up):
+                Mr[c] = Mr[c] - f * Mj[c]
+    return det
+
+
+@_jit
+def _stack(M, j, r1, cnt, G, mem, v, storage, full):  # pragma: no cover
+    """``M = (G_j + mem) + v v'`` (the upper triangle only unless ``full``), with the
+    Gram matrix ``G_j`` of slot ``j``'s stored factor: mclust's storage keeps the first
+    row ``r`` of the factor, so ``G_j = (r r') * (min(a, b, q - 1) + 1)`` with
+    ``q = min(n_j - 1, p)`` -- computed here as it was when stored, so without ``G``."""
+    p = v.shape[0]
+    up = uint64(p)
+    q = min(int(cnt[j]) - 1, p)
+    rj = r1[j]
+    for a in range(p):
+        va = v[a]
+        Ma = M[a]
+        ma = mem[a]
+        if full:
+            for b in range(p):
+                if storage:
+                    g = (rj[a] * rj[b]) * (min(min(a, b), q - 1) + 1.0)
                 else:
-                    row[j] = row[j] + d * d
+                    g = G[j, a, b]
+                Ma[b] = (g + ma[b]) + va * v[b]
+        elif storage:
+            ra = rj[a]
+            mult = min(a, q - 1) + 1.0  # min(a, b, q - 1) + 1 on and above the diagonal
+            for b in range(uint64(a), up):
+                Ma[b] = ((ra * rj[b]) * mult + ma[b]) + va * v[b]
+        else:
+            Ga = G[j, a]
+            for b in range(uint64(a), up):
+                Ma[b] = (Ga[b] + ma[b]) + va * v[b]
+
+
+@_jit
+def _log_add(x, y):  # pragma: no cover
+    """``log(exp(x) + exp(y))``."""
+    hi = max(x, y)
+    if hi == -np.inf:
+        return hi
+    return hi + math.log1p(math.exp(-abs(x - y)))
+
+
+@_jit
+def _gram(j, a, b, r1, cnt, G, storage):  # pragma: no cover
+    """Entry ``(a, b)`` of the Gram matrix of slot ``j``'s stored factor (see
+    :func:`_stack`)."""
+    if not storage:
+        return G[j, a, b]
+    q = min(int(cnt[j]) - 1, r1.shape[1])
+    return (r1[j, a] * r1[j, b]) * (min(min(a, b), q - 1) + 1.0)
+
+
+@_jit
+def _vvv_merge(a, b, lg, D, X, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, alpha,
+               beta, storage, out, M, R, w):  # pragma: no cover
+    """:meth:`gmmkit.core.hc._VVV.merge`: merge slot ``b`` into ``a``, move the last slot
+    into ``b``, and write the new cluster's costs against slots ``0 .. lg - 2`` to
+    ``out`` (entry ``a`` is left as it is).  ``st`` is ``[iold]``; ``cache`` (4, n) the
+    traces, terms, ``si`` and ``sj`` of the last merge's loop over iold's pairs; ``G``
+    the slots' Gram matrices where not ``storage`` (mclust's, computed from ``r1``)."""
+    p = X.shape[1]
+    last = lg - 1
+    iold = st[0]
+    na = cnt[a]
+    nb = cnt[b]
+    rij = na + nb
+    qij = 1.0 / rij
+    si = math.sqrt(na * qij)
+    sj = math.sqrt(nb * qij)
+    v = w[0]
+    first = w[1]
+    if iold == a or iold == b:
+        k = b if iold == a else a
+        trc = cache[0, k]
+        trm = cache[1, k]
+        for c in range(p):
+            v[c] = cache[2, k] * X[k, c] - cache[3, k] * X[iold, c]
+        for r in range(p):
+            for c in range(p):
+                M[r, c] = mem[r, c] + _gram(k, r, c, r1, cnt, G, storage)
+        first[:] = r1[iold]
+    else:
+        if na == 1.0 and nb == 1.0:
+            ss = 0.0
+            for c in range(p):
+                v[c] = (X[a, c] - X[b, c]) * _RTHALF
+                ss = v[c] * v[c] if c == 0 else ss + v[c] * v[c]
+            trc = ss
+            if iold < 0:  # first merge: values of the initial loop
+                trm = 2.0 * math.log(beta * (trc + alpha) / 2.0)
+            else:  # a pair chosen off iold's row: tmop = dopt + (termi + termj)
+                trm = D[a, b] + (term[a] + term[b])
+        else:
+            ss = 0.0
+            for c in range(p):
+                v[c] = sj * X[a, c] - si * X[b, c]
+                ss = v[c] * v[c] if c == 0 else ss + v[c] * v[c]
+            trc = (tr[a] + tr[b]) + ss
+            trm = D[a, b] + (term[a] + term[b])
+        for r in range(p):
+            for c in range(p):
+                M[r, c] = _gram(a, r, c, r1, cnt, G, storage) + _gram(b, r, c, r1, cnt, G,
+                                                                        storage)
+        if nb > 1.0:
+            first[:] = r1[b]
+        elif na > 1.0:
+            first[:] = r1[a]
+        else:
+            first[:] = v
+    for r in range(p):
+        for c in range(p):
+            M[r, c] = M[r, c] + v[r] * v[c]
+    m00 = M[0, 0]
+    if m00 > 0.0:
+        s = math.sqrt(m00)
+        for c in range(p):
+            r1[a, c] = M[0, c] / s
+    else:
+        r1[a] = first
+    mem[:, :] = M
+    if not storage:
+        G[a] = M
+    for c in range(p):
+        X[a, c] = si * X[a, c] + sj * X[b, c]
+    tr[a] = trc
+    term[a] = trm
+    cnt[a] = rij
+    icnt[a] += icnt[b]
+    if b != last:
+        for c in range(p):
+            X[b, c] = X[last, c]
+        tr[b] = tr[last]
+        term[b] = term[last]
+        cnt[b] = cnt[last]
+        icnt[b] = icnt[last]
+        r1[b] = r1[last]
+        if not storage:
+            G[b] = G[last]
+    st[0] = a
+
+    # the new cluster (slot a) against slots 0..m-1: hcvvv's loops on iold
+    m = lg - 1
+    ri = rij
+    tra = tr[a]
+    # singletons: det(mem + v v') = det(mem) (1 + |R'^-1 v|^2) from mem = R'R, factorised
+    # once (mem_state: 0 not yet, 1 positive definite, 2 not: then as the others)
+    mem_state = 0
+    dmem = 0.0
+    y = w[2]
+    up = uint64(p)
+    full = p <= 3  # the closed forms read both triangles
+    for j in range(m):
+        if j == a:
+            continue
+        r = ri + cnt[j]
+        qj = 1.0 / r
+        sij = math.sqrt(ri * qj)
+        sjj = math.sqrt(cnt[j] * qj)
+        ss = 0.0
+        for c in range(p):
+            vc = X[j, c] * sij - X[a, c] * sjj
+            v[c] = vc
+            ss = vc * vc if c == 0 else ss + vc * vc
+        t = (tra + tr[j]) + ss
+        base = beta * (t + alpha) / r
+        if r > p:  # the determinant enters where l > p
+            if cnt[j] == 1.0 and not full and mem_state != 2:
+                if mem_state == 0:
+                    R[:, :] = mem
+                    mem_state = 1 if _factor(R, p, y) else 2
+                    if mem_state == 1:
+                        dm = _diag_product(R, p)
+                        dmem = dm * dm
+            if cnt[j] == 1.0 and mem_state == 1:
+                # R' y = v by columns of R' (rows of R: contiguous)
+                y[:] = v
+                nrm = 0.0
+                for k in range(p):
+                    yk = y[k] / R[k, k]
+                    y[k] = yk
+                    nrm = nrm + yk * yk
+                    Rk = R[k]
+                    for c in range(uint64(k + 1), up):
+                        y[c] = y[c] - Rk[c] * yk
+                det = dmem * (1.0 + nrm)
+            else:
+                _stack(M, j, r1, cnt, G, mem, v, storage, full)
+                det = _det(M, p, y)
+            lcount = icnt[a] + icnt[j]
+            val = math.log(abs(det) / pw[lcount] + base)
+            if not math.isfinite(val):  # det or l**p overflowed: work on logarithms
+                _stack(M, j, r1, cnt, G, mem, v, storage, True)
+                val = _log_add(_log_det(M, p, y) - p * math.log(float(lcount)), math.log(base))
+            tm = r * val
+        else:
+            tm = r * math.log(base)  # vvvtij for l <= p
+        cache[0, j] = t
+        cache[1, j] = tm
+        cache[2, j] = sij
+        cache[3, j] = sjj
+        out[j] = tm - (term[a] + term[j])
+
+
+@_jit
+def _var_v_merge(a, b, lg, X, tr, term, cnt, alpha, out):  # pragma: no cover
+    """:meth:`gmmkit.core.hc._VarV.merge` (``X`` (n, 1) holds ``sqrt(n_k)`` times the
+    means)."""
+    x = X[:, 0]
+    last = lg - 1
+    na = cnt[a]
+    nk = cnt[b]
+    rij = na + nk
+    qij = 1.0 / rij
+    si = math.sqrt(na * qij)
+    sj = math.sqrt(nk * qij)
+    temp = sj * x[a] - si * x[b]
+    trc = (tr[a] + tr[b]) + temp * temp
+    trm = rij * math.log((trc + alpha) / rij)
+    x[a] = si * x[a] + sj * x[b]
+    tr[a] = trc
+    term[a] = trm
+    cnt[a] = cnt[a] + cnt[b]
+    if b != last:
+        x[b] = x[last]
+        tr[b] = tr[last]
+        term[b] = term[last]
+        cnt[b] = cnt[last]
+    na = cnt[a]
+    for j in range(lg - 1):
+        r = na + cnt[j]
+        q = 1.0 / r
+        sa = math.sqrt(na * q)
+        sb = math.sqrt(cnt[j] * q)
+        temp = sb * x[a] - sa * x[j]
+        t = (tr[a] + tr[j]) + temp * temp
+        out[j] = r * math.log((t + alpha) / r) - (term[a] + term[j])
+
+
+@_jit
+def _ward_merge(a, b, lg, D, cnt, out):  # pragma: no cover
+    """:meth:`gmmkit.core.hc._Ward.merge`: the Lance-Williams update."""
+    last = lg - 1
+    si = cnt[a]
+    sj = cnt[b]
+    sij = si + sj
+    dold = D[a, b]
+    for r in range(lg):
+        rj = cnt[r]
+        d = (rj + si) * D[a, r] + (rj + sj) * D[b, r]
+        out[r] = (d - rj * dold) / (rj + sij)
+    cnt[a] = sij
+    if b != last:
+        cnt[b] = cnt[last]
+        out[b] = out[last]
+
+
+@_jit
+def agglomerate(kind, X, kmin, alpha, beta, storage, pw, block, merges,
+                heights):  # pragma: no cover
+    """Agglomerate the ``n`` rows of ``X`` (n, p) down to ``kmin`` clusters.
+
+    ``X`` holds the (transformed) rows and is overwritten (VVV and "V" keep ``sqrt(n_k)``
+    times each cluster's mean there).  ``alpha``/``beta`` are the criterion's
+    regularisation (unused by Ward), ``pw[l] = l**p`` (VVV), ``block`` the rows per block
+    of the initial costs (their order decides ties among infinite costs, as on the numpy
+    path).  Writes merge ``t``'s slots ``(i, j)`` (``i < j``: ``j`` merged into ``i``,
+    the last slot moved into ``j``) to ``merges[t]`` and its cost to ``heights[t]``;
+    returns the number of merges.
+    """
+    n, p = X.shape
+    ablog = math.log(beta * alpha) if kind == VVV else math.log(alpha)
+    D = np.empty((n, n))
+    rmin = np.full(n, np.inf)
+    rarg = np.zeros(n, dtype=np.intp)
+    stale = np.zeros(n, dtype=np.bool_)
+    for r0 in range(0, n, block):
+        r1 = min(n, r0 + block)
+        for i in range(r0, r1):
+            D[i, i] = np.inf
+            for j in range(i):
+                cost = _initial_cost(kind, X, i, j, alpha, beta, ablog)
+                D[i, j] = cost
+                D[j, i] = cost
+            # the numpy path's last minimum over the block's columns [0, r1) with
+            # those from i on masked by +inf
+            if i == 0:
+                rarg[i] = r1 - 1
+            else:
+                c = _last_min(D[i], 0, i)
+                rmin[i] = D[i, c]
+                rarg[i] = r1 - 1 if rmin[i] == np.inf else c
+
+    is_vvv = kind == VVV
+    nv = n if is_vvv else 0
+    pv = p if is_vvv else 1
+    tr = np.zeros(n)
+    term = np.full(n, ablog)
+    cnt = np.ones(n)
+    icnt = np.ones(n, dtype=np.intp)
+    G = np.zeros((0 if storage else nv, pv, pv))
+    r1s = np.zeros((nv, pv))
+    mem = np.zeros((pv, pv))
+    cache = np.zeros((4, nv))
+    st = np.full(1, -1, dtype=np.intp)
+    M = np.empty((pv, pv))
+    R = np.zeros((pv, pv))
+    w = np.zeros((3, pv))
+    out = np.empty(n)
+
+    t = 0
+    lg = n
+    while lg > kmin:
+        while True:
+            j = _last_min(rmin, 1, lg)
+            if not stale[j]:
+                break
+            _exact_row(D, j, rmin, rarg, stale)
+        i = rarg[j]
+        last = lg - 1
+        merges[t, 0] = i
+        merges[t, 1] = j
+        heights[t] = D[i, j]
+        t += 1
+        if is_vvv:
+            _vvv_merge(i, j, lg, D, X, tr, term, cnt, icnt, G, r1s, mem, st, cache, pw,
+                       alpha, beta, storage, out, M, R, w)
+        elif kind == VAR_V:
+            _var_v_merge(i, j, lg, X, tr, term, cnt, alpha, out)
+        else:
+            _ward_merge(i, j, lg, D, cnt, out)
+        if j != last:
+            for c in range(lg):
+                D[j, c] = D[last, c]
+            for c in range(lg):
+                D[c, j] = D[last, c]
+            rmin[j] = rmin[last]
+            rarg[j] = rarg[last]
+            stale[j] = stale[last]
+        lg -= 1
+        out[i] = np.inf
+        for c in range(lg):
+            D[i, c] = out[c]
+            D[c, i] = out[c]
+        D[j, j] = np.inf
+        if lg <= 1:
+            break
+        if i >= 1:
+            _exact_row(D, i, rmin, rarg, stale)
+        if j < lg:
+            _exact_row(D, j, rmin, rarg, stale)
+        _new_column(D, i, lg, rmin, rarg, stale)
+        if j < lg:
+            _new_column(D, j, lg, rmin, rarg, stale)
+    return t

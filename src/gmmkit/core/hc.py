@@ -45,18 +45,21 @@ Unlike mclust, duplicated rows need no special treatment (``hc()`` never forward
 column that is not finite -- a zero singular value under ``"SVD"``/``"SPH"`` -- is
 dropped rather than passed on as ``Inf``/``NaN``.
 
-With numba (``gmmkit[fast]``), VVV's passes over all current clusters -- each merge's
-``v`` and traces, the stacked factors, the initial all-pairs costs -- run as compiled
-kernels (:mod:`gmmkit.core._hc_jit`) doing the same floating-point operations in the
-same order, so the costs and merges are bitwise those of the numpy path; they are used
-when the agglomeration is large enough to pay for loading numba, or numba's kernels
-are already loaded (see :data:`_JIT_WORK`).
+With numba (``gmmkit[fast]``) the whole agglomeration -- every model, the initial
+all-pairs costs, each merge and the bookkeeping of the row minima -- runs compiled
+(:func:`gmmkit.core._hc_jit.agglomerate`), 3-5 times faster at 2000 rows (where the
+numpy path spends most of its time in the interpreter, a few dozen small numpy calls
+per merge).  It does the same floating-point operations in the same order except for
+what the numpy path leaves to LAPACK and numpy's logarithm (VVV's determinants; see
+that module), which agree to rounding: the merges are the same but for near-ties.  It
+is used once loading numba pays (see :data:`_JIT_ROWS`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+import sys
 from collections.abc import Iterable
 from types import ModuleType
 from typing import Any
@@ -93,33 +96,35 @@ _PROBE = 16
 #: Rows per block for the initial all-pairs costs (keeps temporaries in cache).
 _BLOCK_ELEMS = 1 << 16
 
-#: Work ``n^2 p`` of VVV agglomerations at which loading their compiled kernels pays.
-#: The first call loads numba (0.2-0.35 s: the import and its registries); the kernels
-#: win back about 1.5 ns per unit of ``n^2 p`` (0.10 s on digits, N=1797 D=17; 0.34 s
-#: at N=1938 D=64).  As in ski rental, the numpy path runs until the work it has done
-#: in this process, with the agglomeration at hand, reaches this; from then on the
-#: kernels (so a one-off agglomeration on digits is not slowed down by the loading,
-#: and a process that runs many pays it at most once, when it has already spent as
-#: much on the numpy path).  ``GMMKIT_NUMBA=1`` uses them at once, ``=0`` never.
-_JIT_WORK = 2.5e8
+#: Rows agglomerated in this process at which loading the compiled agglomeration pays.
+#: Loading it costs 0.4-0.45 s in a process that has not imported numba (the import
+#: 0.25 s, numba's start-up and the cached kernel 0.15 s), 0.03 s once numba has run;
+#: each merge on the numpy path costs 0.1-0.3 ms more (2000 rows at D=5: 0.46-0.56 s
+#: against 0.15-0.2 s).  As in ski rental, the numpy path runs until the rows it has
+#: agglomerated in this process, with the agglomeration at hand, reach this; from then
+#: on the compiled one.  Where numba is already imported (a fit's compiled E-step),
+#: agglomerations of :data:`_JIT_MIN_ROWS` rows or more use it at once.
+#: ``GMMKIT_NUMBA=1`` uses it always, ``=0`` never.
+_JIT_ROWS = 2000
+_JIT_MIN_ROWS = 300
 
-#: ``n^2 p`` run on the numpy path in this process, or ``inf`` once the kernels are used.
-_numpy_work = 0.0
+#: Rows agglomerated on the numpy path in this process, ``inf`` once compiled.
+_numpy_rows = 0.0
 
 
-def _vvv_kernels(n: int, p: int) -> ModuleType | None:
-    """The compiled kernels for an agglomeration of ``n`` rows in ``p`` dimensions, or
-    None for the numpy path (see :data:`_JIT_WORK`); both give the same costs."""
-    global _numpy_work
+def _hc_kernels(n: int) -> ModuleType | None:
+    """The compiled agglomeration's module for ``n`` rows, or None for the numpy path
+    (see :data:`_JIT_ROWS`)."""
+    global _numpy_rows
     if not _jit.enabled():
         return None
-    work = float(n) * n * p
-    if not _jit.forced() and _numpy_work + work < _JIT_WORK:
-        _numpy_work += work  # (numba not imported: importing it is part of the cost)
+    loaded = "numba" in sys.modules and n >= _JIT_MIN_ROWS
+    if not (_jit.forced() or loaded) and _numpy_rows + n < _JIT_ROWS:
+        _numpy_rows += n
         return None
     kernels = _jit.hc_kernels()
     if kernels is not None:
-        _numpy_work = math.inf
+        _numpy_rows = math.inf
     return kernels
 
 
@@ -280,6 +285,18 @@ def _as_data(X: ArrayLike) -> FloatArray:
     return Y
 
 
+def _vvv_alpha(Z: FloatArray, alpha: float = 1.0) -> float:
+    """hcVVV's ``alpha * traceW(data / sqrt(n p))``, floored at eps (also in hcvvv)."""
+    n, p = Z.shape
+    return max(alpha * _trace_w(Z / np.sqrt(float(n * p))), _EPS)
+
+
+def _powers(n: int, p: int) -> FloatArray:
+    """``l**p`` for ``l = 0 .. 2n`` (``2n``: a cluster of ``n`` with itself)."""
+    with np.errstate(over="ignore"):
+        return np.arange(2 * n + 1, dtype=np.float64) ** p
+
+
 def _trace_w(Y: FloatArray) -> float:
     """mclust's ``traceW`` (Fortran ``mcltrw``): sum of squares about the column means."""
     n = Y.shape[0]
@@ -413,9 +430,7 @@ class _VVV(_Criterion):
         self.p = p
         # False: keep every cluster's true scatter (the textbook criterion), for tests
         self.mclust_storage = mclust_storage
-        # hcVVV: alpha * traceW(data/sqrt(n*p)), floored at eps (also in hcvvv).
-        a = alpha * _trace_w(Z / np.sqrt(float(n * p)))
-        self.alpha = max(a, _EPS)
+        self.alpha = _vvv_alpha(Z, alpha)
         self.beta = float(beta)
         self.ablog = float(np.log(self.beta * self.alpha))
         self.xT = np.ascontiguousarray(Z.T)  # column k: sqrt(n_k) * mean_k
@@ -423,8 +438,7 @@ class _VVV(_Criterion):
         self.term = np.full(n, self.ablog)
         self.cnt = np.ones(n)
         self.icnt = np.ones(n, dtype=np.intp)
-        with np.errstate(over="ignore"):
-            self.pw = np.arange(2 * n + 1, dtype=np.float64) ** p  # l**p (l <= 2n: a with itself)
+        self.pw = _powers(n, p)
         self.G = np.zeros((n, p, p))  # Gram matrix of each cluster's stored factor
         self.r1 = np.zeros((n, p))  # first row of each cluster's factor
         self.mem = np.zeros((p, p))  # Gram matrix of iold's factor held in memory
@@ -441,8 +455,6 @@ class _VVV(_Criterion):
         self.cache_trm: FloatArray = np.empty(0)
         self.cache_si: FloatArray = np.empty(0)
         self.cache_sj: FloatArray = np.empty(0)
-        # compiled kernels (numba) when available: the same arithmetic in fewer passes
-        self.jit = _vvv_kernels(n, p)
 
     def _pair_costs(
         self, a: int, m: int
@@ -453,14 +465,6 @@ class _VVV(_Criterion):
         operation (the squared norms summed over the coordinates in order, ddot's)."""
         xT, tr, cnt = self.xT, self.tr, self.cnt
         V = self.buf_v[:, :m]
-        if self.jit is not None:
-            rij_k, si_k, sj_k = np.empty(m), np.empty(m), np.empty(m)
-            trc_k, base = np.empty(m), np.empty(m)
-            self.jit.pair_costs(
-                xT, tr, cnt, a, m, self.alpha, self.beta, self.buf_v,
-                rij_k, si_k, sj_k, trc_k, base,
-            )
-            return V, rij_k, si_k, sj_k, trc_k, base
         ri = cnt[a]
         rj = cnt[:m]
         rij_k = ri + rj
@@ -481,11 +485,6 @@ class _VVV(_Criterion):
 
     def initial_block(self, r0: int, r1: int) -> FloatArray:
         xT = self.xT
-        if self.jit is not None:
-            acc = np.empty((r1 - r0, r1))
-            self.jit.initial_block(xT, r0, r1, acc)
-            trm = 2.0 * np.log(self.beta * (acc + self.alpha) / 2.0)
-            return trm - (self.ablog + self.ablog)
         diff = xT[0, r0:r1, None] - xT[0, None, :r1]
         diff *= _RTHALF
         acc = diff * diff
@@ -599,14 +598,11 @@ class _VVV(_Criterion):
         if nz.size:
             ids = nz if isinstance(sel, slice) else sel[nz]
             Mb, outer = self._stacks(nz.size)
-            if self.jit is not None:
-                self.jit.stack(self.G, ids, self.mem, self.buf_v, Mb)
-            else:
-                Vm = Vs[:, nz].T
-                np.take(self.G, ids, axis=0, out=Mb)
-                Mb += self.mem
-                np.multiply(Vm[:, :, None], Vm[:, None, :], out=outer)
-                Mb += outer
+            Vm = Vs[:, nz].T
+            np.take(self.G, ids, axis=0, out=Mb)
+            Mb += self.mem
+            np.multiply(Vm[:, :, None], Vm[:, None, :], out=outer)
+            Mb += outer
             det[nz] = _det(Mb)
         lcount = self.icnt[a] + self.icnt[:m][sel]
         b = base[sel]
@@ -682,21 +678,23 @@ def _adjugate(A: FloatArray) -> tuple[FloatArray, float]:
 
 def _agglomerate(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArray[np.intp]]:
     """Run the agglomeration down to ``min(ks)`` clusters; labels at each ``k`` in ``ks``."""
+    return _cut(n, _merges(crit, n, min(ks)), ks)
+
+
+def _merges(crit: _Criterion, n: int, kmin: int) -> list[tuple[int, int]]:
+    """The merges down to ``kmin`` clusters, as slot pairs (see :func:`_agglomerate_run`)."""
     # Overflow (absurdly scaled data) is caught where it matters (_VVV._det_log);
     # one errstate for the whole run instead of one per merge.
     with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-        return _agglomerate_run(crit, n, ks)
+        return _agglomerate_run(crit, n, kmin)
 
 
-def _agglomerate_run(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArray[np.intp]]:
-    """The agglomeration proper (see :func:`_agglomerate`).
-
-    Slots ``0 .. lg-1`` hold the current clusters.  ``D`` (symmetric, ``+inf`` on the
-    diagonal) holds the pair costs.  For each row ``j >= 1``, ``rmin[j]`` is the
-    minimum of ``D[j, :j]`` and ``rarg[j]`` the last column attaining it -- mclust's
-    packed order -- or, where ``stale[j]``, only a lower bound of that minimum, made
-    exact when the row comes up (the generic algorithm of Muellner 2011, section 3.1).
-    """
+def _cut(
+    n: int, merges: Iterable[tuple[int, int]], ks: Iterable[int]
+) -> dict[int, NDArray[np.intp]]:
+    """Labels at each ``k`` in ``ks`` (numbered in order of first appearance) after the
+    ``merges`` of :func:`_agglomerate_run`: slot ``j`` into slot ``i``, then the last
+    slot moved into ``j``."""
     want = set(ks)
     out: dict[int, NDArray[np.intp]] = {}
     members: list[list[int]] = [[i] for i in range(n)]
@@ -709,11 +707,34 @@ def _agglomerate_run(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArr
         )
         out[lg] = _first_appearance(lab)
 
-    if n in want:
-        snapshot(n)
-    kmin = min(ks)
+    lg = n
+    if lg in want:
+        snapshot(lg)
+    for i, j in merges:
+        members[i].extend(members[j])
+        if j != lg - 1:
+            members[j] = members[lg - 1]
+        members.pop()
+        lg -= 1
+        if lg in want:
+            snapshot(lg)
+    return out
+
+
+def _agglomerate_run(crit: _Criterion, n: int, kmin: int) -> list[tuple[int, int]]:
+    """The agglomeration proper, on the numpy path: its merges down to ``kmin`` clusters.
+
+    Slots ``0 .. lg-1`` hold the current clusters; merge ``(i, j)`` (``i < j``) merges
+    slot ``j`` into slot ``i`` and moves the last slot into ``j``.  ``D`` (symmetric,
+    ``+inf`` on the diagonal) holds the pair costs.  For each row ``j >= 1``,
+    ``rmin[j]`` is the minimum of ``D[j, :j]`` and ``rarg[j]`` the last column attaining
+    it -- mclust's packed order -- or, where ``stale[j]``, only a lower bound of that
+    minimum, made exact when the row comes up (the generic algorithm of Muellner 2011,
+    section 3.1).  :func:`gmmkit.core._hc_jit.agglomerate` is the same loop compiled.
+    """
+    merges: list[tuple[int, int]] = []
     if n <= kmin:
-        return out
+        return merges
 
     D = np.empty((n, n))
     rmin = np.full(n, np.inf)
@@ -769,20 +790,16 @@ def _agglomerate_run(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArr
         i = int(rarg[j])
         last = lg - 1
         c = crit.merge(i, j, lg, D)
-        members[i].extend(members[j])
+        merges.append((i, j))
         if j != last:
-            members[j] = members[last]
             D[j, :lg] = D[last, :lg]
             D[:lg, j] = D[last, :lg]  # (symmetric: a row read, not a column)
             rmin[j], rarg[j], stale[j] = rmin[last], rarg[last], stale[last]
-        members.pop()
         lg -= 1
         c[i] = np.inf
         D[i, :lg] = c
         D[:lg, i] = c
         D[j, j] = np.inf
-        if lg in want:
-            snapshot(lg)
         if lg <= 1:
             break
         if i >= 1:
@@ -792,7 +809,7 @@ def _agglomerate_run(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArr
         new_column(i, lg)
         if j < lg:
             new_column(j, lg)
-    return out
+    return merges
 
 
 def _first_appearance(lab: NDArray[np.intp]) -> NDArray[np.intp]:
@@ -879,12 +896,40 @@ def _hc_partitions(
         raise ValueError(f'model "{key}" is for one-dimensional data, got {Z.shape[1]} columns')
     if n == 1:
         return {1: np.zeros(1, dtype=np.intp)}
-    crit: _Criterion
-    if key in ("EII", "E"):
-        crit = _Ward(Z)
-    elif key == "V":
-        crit = _VarV(Z)
+    kernels = _hc_kernels(n)
+    if kernels is not None:
+        merges, _ = _compiled_merges(kernels, key, Z, min(kl))
+        parts = _cut(n, merges.tolist(), kl)
     else:
-        crit = _VVV(Z)
-    parts = _agglomerate(crit, n, sorted(set(kl)))
+        crit: _Criterion
+        if key in ("EII", "E"):
+            crit = _Ward(Z)
+        elif key == "V":
+            crit = _VarV(Z)
+        else:
+            crit = _VVV(Z)
+        parts = _agglomerate(crit, n, kl)
     return {k: parts[k] for k in kl}
+
+
+def _compiled_merges(
+    kernels: ModuleType, key: str, Z: FloatArray, kmin: int, mclust_storage: bool = True
+) -> tuple[NDArray[np.intp], FloatArray]:
+    """The merges down to ``kmin`` clusters of the compiled agglomeration
+    (:func:`gmmkit.core._hc_jit.agglomerate`), as slot pairs (see :func:`_cut`), and their
+    costs."""
+    n, p = Z.shape
+    X = np.array(Z, dtype=np.float64, order="C")
+    pw = np.ones(1)
+    alpha = 1.0
+    if key == "VVV":
+        kind, alpha, pw = kernels.VVV, _vvv_alpha(Z), _powers(n, p)
+    elif key == "V":
+        kind, alpha = kernels.VAR_V, _EPS  # hcV: min(alpha * var, eps), floored at eps
+    else:
+        kind = kernels.WARD
+    merges = np.zeros((max(0, n - kmin), 2), dtype=np.intp)
+    heights = np.zeros(max(0, n - kmin))
+    t = kernels.agglomerate(kind, X, kmin, alpha, 1.0, mclust_storage, pw,
+                            max(1, _BLOCK_ELEMS // n), merges, heights)
+    return merges[:t], heights[:t]

@@ -25,7 +25,7 @@ from gmmkit.core._cache import LRUCache, content_digest
 from gmmkit.core.covariance import get_covariance_type
 from gmmkit.core.em import EmptyComponentWarning, EMResult, run_em
 from gmmkit.core.hc import hc_partitions
-from gmmkit.core.kernel import partition_statistics
+from gmmkit.core.kernel import fused_module, partition_statistics
 from gmmkit.core.mstep import m_step
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import ROUNDING_TIE
@@ -116,6 +116,9 @@ def hc_parameters(
             f"the hierarchical start needs at least {n_components} distinct rows, "
             f"got {len(rows)}"
         )
+    layout = get_covariance_type(covariance_type).layout
+    # the fit's compiled E-step loads numba anyway: then the agglomeration runs compiled
+    fused_module(layout, rows.shape[1], n_components)
     labels = (
         quantile_labels(np.asarray(rows)[:, 0], n_components)
         if rows.shape[1] == 1
