@@ -87,26 +87,40 @@ def _new_column(D, col, lg, rmin, rarg, stale):  # pragma: no cover
 
 
 @_jit
-def _initial_cost(kind, X, i, j, alpha, beta, ablog):  # pragma: no cover
-    """The cost of merging singletons ``i`` and ``j`` (rows of ``X``)."""
-    p = X.shape[1]
-    if kind == VVV:
-        acc = 0.0
-        for c in range(p):
-            d = (X[i, c] - X[j, c]) * _RTHALF
-            acc = d * d if c == 0 else acc + d * d
-        trm = 2.0 * math.log(beta * (acc + alpha) / 2.0)
-        return trm - (ablog + ablog)
-    if kind == VAR_V:
-        temp = _RTHALF * X[i, 0] - _RTHALF * X[j, 0]
-        trc = 0.0 + temp * temp
-        trm = 2.0 * math.log((trc + alpha) / 2.0)
-        return trm - (ablog + ablog)
-    acc = 0.0  # Ward
+def _initial_row(kind, XT, i, alpha, beta, ablog, row):  # pragma: no cover
+    """The costs of merging singleton ``i`` with each ``j < i`` into ``row[:i]``
+    (``XT`` (p, n): the rows as columns; the squares summed over the coordinates in
+    order, vectorised over ``j``)."""
+    p = XT.shape[0]
+    ui = uint64(i)
     for c in range(p):
-        d = _RTHALF * X[i, c] - _RTHALF * X[j, c]
-        acc = d * d if c == 0 else acc + d * d
-    return acc
+        Xc = XT[c]
+        if kind == VVV:
+            xi = Xc[i]
+            if c == 0:
+                for j in range(uint64(0), ui):
+                    d = (xi - Xc[j]) * _RTHALF
+                    row[j] = d * d
+            else:
+                for j in range(uint64(0), ui):
+                    d = (xi - Xc[j]) * _RTHALF
+                    row[j] = row[j] + d * d
+        else:  # Ward and V: differences of sqrt(1/2) x
+            xi = _RTHALF * Xc[i]
+            if c == 0:
+                for j in range(uint64(0), ui):
+                    d = xi - _RTHALF * Xc[j]
+                    row[j] = (0.0 + d * d) if kind == VAR_V else d * d
+            else:
+                for j in range(uint64(0), ui):
+                    d = xi - _RTHALF * Xc[j]
+                    row[j] = row[j] + d * d
+    if kind == VVV:
+        for j in range(i):
+            row[j] = 2.0 * math.log(beta * (row[j] + alpha) / 2.0) - (ablog + ablog)
+    elif kind == VAR_V:
+        for j in range(i):
+            row[j] = 2.0 * math.log((row[j] + alpha) / 2.0) - (ablog + ablog)
 
 
 @_jit
@@ -245,14 +259,15 @@ def _gram(j, a, b, r1, cnt, G, storage):  # pragma: no cover
 
 
 @_jit
-def _vvv_merge(a, b, lg, D, X, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, alpha,
-               beta, storage, out, M, R, w):  # pragma: no cover
+def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, alpha,
+               beta, storage, out, M, R, w, V, B, S, nrm):  # pragma: no cover
     """:meth:`gmmkit.core.hc._VVV.merge`: merge slot ``b`` into ``a``, move the last slot
     into ``b``, and write the new cluster's costs against slots ``0 .. lg - 2`` to
     ``out`` (entry ``a`` is left as it is).  ``st`` is ``[iold]``; ``cache`` (4, n) the
     traces, terms, ``si`` and ``sj`` of the last merge's loop over iold's pairs; ``G``
-    the slots' Gram matrices where not ``storage`` (mclust's, computed from ``r1``)."""
-    p = X.shape[1]
+    the slots' Gram matrices where not ``storage`` (mclust's, computed from ``r1``);
+    ``V`` and ``B`` (p, n), ``S`` and ``nrm`` (n,) work space."""
+    p = XT.shape[0]
     last = lg - 1
     iold = st[0]
     na = cnt[a]
@@ -268,7 +283,7 @@ def _vvv_merge(a, b, lg, D, X, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, a
         trc = cache[0, k]
         trm = cache[1, k]
         for c in range(p):
-            v[c] = cache[2, k] * X[k, c] - cache[3, k] * X[iold, c]
+            v[c] = cache[2, k] * XT[c, k] - cache[3, k] * XT[c, iold]
         for r in range(p):
             for c in range(p):
                 M[r, c] = mem[r, c] + _gram(k, r, c, r1, cnt, G, storage)
@@ -277,7 +292,7 @@ def _vvv_merge(a, b, lg, D, X, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, a
         if na == 1.0 and nb == 1.0:
             ss = 0.0
             for c in range(p):
-                v[c] = (X[a, c] - X[b, c]) * _RTHALF
+                v[c] = (XT[c, a] - XT[c, b]) * _RTHALF
                 ss = v[c] * v[c] if c == 0 else ss + v[c] * v[c]
             trc = ss
             if iold < 0:  # first merge: values of the initial loop
@@ -287,7 +302,7 @@ def _vvv_merge(a, b, lg, D, X, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, a
         else:
             ss = 0.0
             for c in range(p):
-                v[c] = sj * X[a, c] - si * X[b, c]
+                v[c] = sj * XT[c, a] - si * XT[c, b]
                 ss = v[c] * v[c] if c == 0 else ss + v[c] * v[c]
             trc = (tr[a] + tr[b]) + ss
             trm = D[a, b] + (term[a] + term[b])
@@ -315,14 +330,14 @@ def _vvv_merge(a, b, lg, D, X, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, a
     if not storage:
         G[a] = M
     for c in range(p):
-        X[a, c] = si * X[a, c] + sj * X[b, c]
+        XT[c, a] = si * XT[c, a] + sj * XT[c, b]
     tr[a] = trc
     term[a] = trm
     cnt[a] = rij
     icnt[a] += icnt[b]
     if b != last:
         for c in range(p):
-            X[b, c] = X[last, c]
+            XT[c, b] = XT[c, last]
         tr[b] = tr[last]
         term[b] = term[last]
         cnt[b] = cnt[last]
@@ -336,70 +351,118 @@ def _vvv_merge(a, b, lg, D, X, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, a
     m = lg - 1
     ri = rij
     tra = tr[a]
-    # singletons: det(mem + v v') = det(mem) (1 + |R'^-1 v|^2) from mem = R'R, factorised
-    # once (mem_state: 0 not yet, 1 positive definite, 2 not: then as the others)
-    mem_state = 0
-    dmem = 0.0
     y = w[2]
-    up = uint64(p)
     full = p <= 3  # the closed forms read both triangles
+    # singletons (where l > p): det(mem + v v') = det(mem) (1 + |R'^-1 v|^2) with
+    # mem = R'R, their v gathered in the columns of B and solved together below
+    batch = False
+    dmem = 0.0
+    if not full and ri + 1.0 > p:
+        R[:, :] = mem
+        if _factor(R, p, y):
+            batch = True
+            dm = _diag_product(R, p)
+            dmem = dm * dm
+    # v = si x_j - sj x_a for every j at once (V's columns), their squared norms
+    # summed over the coordinates in order: vectorised over j
+    um = uint64(m)
+    sij = cache[2]
+    sjj = cache[3]
+    ss = nrm
+    for j in range(uint64(0), um):
+        r = ri + cnt[j]
+        qj = 1.0 / r
+        sij[j] = math.sqrt(ri * qj)
+        sjj[j] = math.sqrt(cnt[j] * qj)
+    for c in range(p):
+        xa = XT[c, a]
+        Xc = XT[c]
+        Vc = V[c]
+        if c == 0:
+            for j in range(uint64(0), um):
+                vc = Xc[j] * sij[j] - xa * sjj[j]
+                Vc[j] = vc
+                ss[j] = vc * vc
+        else:
+            for j in range(uint64(0), um):
+                vc = Xc[j] * sij[j] - xa * sjj[j]
+                Vc[j] = vc
+                ss[j] = ss[j] + vc * vc
+    for j in range(uint64(0), um):
+        cache[0, j] = (tra + tr[j]) + ss[j]
+    ns = 0
     for j in range(m):
         if j == a:
             continue
         r = ri + cnt[j]
-        qj = 1.0 / r
-        sij = math.sqrt(ri * qj)
-        sjj = math.sqrt(cnt[j] * qj)
-        ss = 0.0
-        for c in range(p):
-            vc = X[j, c] * sij - X[a, c] * sjj
-            v[c] = vc
-            ss = vc * vc if c == 0 else ss + vc * vc
-        t = (tra + tr[j]) + ss
-        base = beta * (t + alpha) / r
+        base = beta * (cache[0, j] + alpha) / r
         if r > p:  # the determinant enters where l > p
-            if cnt[j] == 1.0 and not full and mem_state != 2:
-                if mem_state == 0:
-                    R[:, :] = mem
-                    mem_state = 1 if _factor(R, p, y) else 2
-                    if mem_state == 1:
-                        dm = _diag_product(R, p)
-                        dmem = dm * dm
-            if cnt[j] == 1.0 and mem_state == 1:
-                # R' y = v by columns of R' (rows of R: contiguous)
-                y[:] = v
-                nrm = 0.0
-                for k in range(p):
-                    yk = y[k] / R[k, k]
-                    y[k] = yk
-                    nrm = nrm + yk * yk
-                    Rk = R[k]
-                    for c in range(uint64(k + 1), up):
-                        y[c] = y[c] - Rk[c] * yk
-                det = dmem * (1.0 + nrm)
-            else:
-                _stack(M, j, r1, cnt, G, mem, v, storage, full)
-                det = _det(M, p, y)
-            lcount = icnt[a] + icnt[j]
-            val = math.log(abs(det) / pw[lcount] + base)
-            if not math.isfinite(val):  # det or l**p overflowed: work on logarithms
-                _stack(M, j, r1, cnt, G, mem, v, storage, True)
-                val = _log_add(_log_det(M, p, y) - p * math.log(float(lcount)), math.log(base))
-            tm = r * val
+            if batch and cnt[j] == 1.0:
+                S[ns] = j
+                ns += 1
+                continue
+            for c in range(p):
+                v[c] = V[c, j]
+            _stack(M, j, r1, cnt, G, mem, v, storage, full)
+            det = _det(M, p, y)
+            tm = _vvv_term(det, r, base, icnt[a] + icnt[j], pw, j, M, r1, cnt, G, mem, v,
+                           storage, y)
         else:
             tm = r * math.log(base)  # vvvtij for l <= p
-        cache[0, j] = t
         cache[1, j] = tm
-        cache[2, j] = sij
-        cache[3, j] = sjj
+        out[j] = tm - (term[a] + term[j])
+    if ns == 0:
+        return
+    # R' Y = B, the columns at once: along the rows of R and of B (contiguous)
+    uns = uint64(ns)
+    for c in range(p):
+        Vc = V[c]
+        Bc = B[c]
+        for s in range(ns):
+            Bc[s] = Vc[S[s]]
+    for k in range(p):
+        Bk = B[k]
+        rkk = R[k, k]
+        for s in range(uint64(0), uns):
+            yk = Bk[s] / rkk
+            Bk[s] = yk
+            nrm[s] = yk * yk if k == 0 else nrm[s] + yk * yk
+        Rk = R[k]
+        for c in range(k + 1, p):
+            f = Rk[c]
+            Bc = B[c]
+            for s in range(uint64(0), uns):
+                Bc[s] = Bc[s] - f * Bk[s]
+    for s in range(ns):
+        j = S[s]
+        r = ri + cnt[j]
+        base = beta * (cache[0, j] + alpha) / r
+        for c in range(p):  # (for the logarithms' path)
+            v[c] = V[c, j]
+        tm = _vvv_term(dmem * (1.0 + nrm[s]), r, base, icnt[a] + icnt[j], pw, j, M, r1,
+                       cnt, G, mem, v, storage, y)
+        cache[1, j] = tm
         out[j] = tm - (term[a] + term[j])
 
 
 @_jit
+def _vvv_term(det, r, base, lcount, pw, j, M, r1, cnt, G, mem, v, storage,
+              y):  # pragma: no cover
+    """``vvvtij`` for ``l = lcount > p`` rows: ``r log(det / l**p + base)``; where that
+    overflows, from ``log det`` of ``(G_j + mem) + v v'`` (built in ``M``)."""
+    p = v.shape[0]
+    val = math.log(abs(det) / pw[lcount] + base)
+    if not math.isfinite(val):  # det or l**p overflowed: work on logarithms
+        _stack(M, j, r1, cnt, G, mem, v, storage, True)
+        val = _log_add(_log_det(M, p, y) - p * math.log(float(lcount)), math.log(base))
+    return r * val
+
+
+@_jit
 def _var_v_merge(a, b, lg, X, tr, term, cnt, alpha, out):  # pragma: no cover
-    """:meth:`gmmkit.core.hc._VarV.merge` (``X`` (n, 1) holds ``sqrt(n_k)`` times the
+    """:meth:`gmmkit.core.hc._VarV.merge` (``X`` (1, n) holds ``sqrt(n_k)`` times the
     means)."""
-    x = X[:, 0]
+    x = X[0]
     last = lg - 1
     na = cnt[a]
     nk = cnt[b]
@@ -451,17 +514,17 @@ def _ward_merge(a, b, lg, D, cnt, out):  # pragma: no cover
 @_jit
 def agglomerate(kind, X, kmin, alpha, beta, storage, pw, block, merges,
                 heights):  # pragma: no cover
-    """Agglomerate the ``n`` rows of ``X`` (n, p) down to ``kmin`` clusters.
+    """Agglomerate the ``n`` columns of ``X`` (p, n) down to ``kmin`` clusters.
 
-    ``X`` holds the (transformed) rows and is overwritten (VVV and "V" keep ``sqrt(n_k)``
-    times each cluster's mean there).  ``alpha``/``beta`` are the criterion's
+    ``X`` holds the (transformed) rows as its columns and is overwritten (VVV and "V"
+    keep ``sqrt(n_k)`` times each cluster's mean there).  ``alpha``/``beta`` are the criterion's
     regularisation (unused by Ward), ``pw[l] = l**p`` (VVV), ``block`` the rows per block
     of the initial costs (their order decides ties among infinite costs, as on the numpy
     path).  Writes merge ``t``'s slots ``(i, j)`` (``i < j``: ``j`` merged into ``i``,
     the last slot moved into ``j``) to ``merges[t]`` and its cost to ``heights[t]``;
     returns the number of merges.
     """
-    n, p = X.shape
+    p, n = X.shape
     ablog = math.log(beta * alpha) if kind == VVV else math.log(alpha)
     D = np.empty((n, n))
     rmin = np.full(n, np.inf)
@@ -471,10 +534,9 @@ def agglomerate(kind, X, kmin, alpha, beta, storage, pw, block, merges,
         r1 = min(n, r0 + block)
         for i in range(r0, r1):
             D[i, i] = np.inf
+            _initial_row(kind, X, i, alpha, beta, ablog, D[i])
             for j in range(i):
-                cost = _initial_cost(kind, X, i, j, alpha, beta, ablog)
-                D[i, j] = cost
-                D[j, i] = cost
+                D[j, i] = D[i, j]
             # the numpy path's last minimum over the block's columns [0, r1) with
             # those from i on masked by +inf
             if i == 0:
@@ -499,6 +561,10 @@ def agglomerate(kind, X, kmin, alpha, beta, storage, pw, block, merges,
     M = np.empty((pv, pv))
     R = np.zeros((pv, pv))
     w = np.zeros((3, pv))
+    V = np.empty((pv, nv))
+    B = np.empty((pv, nv))
+    S = np.empty(nv, dtype=np.intp)
+    nrm = np.empty(nv)
     out = np.empty(n)
 
     t = 0
@@ -517,7 +583,7 @@ def agglomerate(kind, X, kmin, alpha, beta, storage, pw, block, merges,
         t += 1
         if is_vvv:
             _vvv_merge(i, j, lg, D, X, tr, term, cnt, icnt, G, r1s, mem, st, cache, pw,
-                       alpha, beta, storage, out, M, R, w)
+                       alpha, beta, storage, out, M, R, w, V, B, S, nrm)
         elif kind == VAR_V:
             _var_v_merge(i, j, lg, X, tr, term, cnt, alpha, out)
         else:

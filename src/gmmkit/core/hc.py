@@ -919,7 +919,7 @@ def _compiled_merges(
     (:func:`gmmkit.core._hc_jit.agglomerate`), as slot pairs (see :func:`_cut`), and their
     costs."""
     n, p = Z.shape
-    X = np.array(Z, dtype=np.float64, order="C")
+    X = np.array(Z.T, dtype=np.float64, order="C")
     pw = np.ones(1)
     alpha = 1.0
     if key == "VVV":
