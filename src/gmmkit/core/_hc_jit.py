@@ -12,14 +12,17 @@ mclust's stored factors.  On the numpy path each merge is a few dozen small nump
 (0.1-0.3 ms of interpreter overhead, 0.2-0.5 s for 2000 rows); here it is a loop.
 
 What differs is the arithmetic the numpy path leaves to LAPACK, numpy's ``log`` and
-BLAS: the VVV determinants of more than three dimensions (here a Cholesky factorisation
-written out; there LAPACK's), the determinants ``det(W + v v')`` of a new cluster's
-scatter ``W`` with a singleton (here ``det(W) (1 + |L^-1 v|^2)`` from ``W = L L'``,
-there ``det(W) + v' adj(W) v`` through an eigendecomposition), and logarithms.  They
-agree to rounding, as both agree with mclust's Givens QR updates; a cost can differ in
-its last bits, which decides only near-ties (exact ties -- duplicated rows, data on a
-grid -- have equal operands and stay exact on both paths).  A singular scatter (a
-non-positive pivot) has determinant zero here.
+BLAS: VVV's determinants (here symmetric elimination written out; there closed forms up
+to 3 x 3 and LAPACK's Cholesky), the determinants ``det(W + v v')`` of a new cluster's
+scatter ``W`` with a singleton (here ``det(W) (1 + |R'^-1 v|^2)`` from ``W = R'R``, one
+triangular solve for all of them; there ``det(W) + v' adj(W) v`` through an
+eigendecomposition), and logarithms.  They agree to rounding, as both agree with
+mclust's Givens QR updates; a cost can differ in its last bits, which decides only
+near-ties (exact ties -- duplicated rows, data on a grid -- have equal operands and stay
+exact on both paths).  A singular scatter (a non-positive pivot) has determinant zero
+here.  The passes over all candidates of a merge (their ``v`` and traces, the
+singletons' solve) and the initial costs run along contiguous memory with unsigned
+indices, so that LLVM vectorises them.
 
 Compiled with ``cache=True`` (to ``__pycache__`` beside this file, or numba's user
 cache directory) and ``nogil=True``.
@@ -124,19 +127,6 @@ def _initial_row(kind, XT, i, alpha, beta, ablog, row):  # pragma: no cover
 
 
 @_jit
-def _det_small(M, p):  # pragma: no cover
-    """``det(M)`` for ``p <= 3`` by :func:`gmmkit.core.hc._det`'s closed forms."""
-    if p == 1:
-        return M[0, 0]
-    if p == 2:
-        return M[0, 0] * M[1, 1] - M[0, 1] * M[1, 0]
-    c0 = M[1, 1] * M[2, 2] - M[1, 2] * M[2, 1]
-    c1 = M[1, 0] * M[2, 2] - M[1, 2] * M[2, 0]
-    c2 = M[1, 0] * M[2, 1] - M[1, 1] * M[2, 0]
-    return M[0, 0] * c0 - M[0, 1] * c1 + M[0, 2] * c2
-
-
-@_jit
 def _factor(A, p, row):  # pragma: no cover
     """Upper Cholesky factor ``R`` (``R'R = A``) of ``A``'s upper triangle, in place;
     False at a non-positive pivot.  Right-looking, so that the updates run along
@@ -182,12 +172,9 @@ def _log_det(M, p, row):  # pragma: no cover
 
 
 @_jit
-def _det(M, p, row):  # pragma: no cover
-    """``det(M)`` of a positive semi-definite ``M`` (its upper triangle above 3 x 3):
-    closed forms up to 3 x 3, else elimination (zero at a non-positive pivot);
-    overwrites ``M`` when ``p > 3``."""
-    if p <= 3:
-        return _det_small(M, p)
+def _det(M, p):  # pragma: no cover
+    """``det(M)`` of a positive semi-definite ``M`` from its upper triangle, which it
+    overwrites (zero at a non-positive pivot)."""
     # symmetric Gaussian elimination on the upper triangle: the product of the pivots
     # (the squared Cholesky pivots, without their square roots)
     up = uint64(p)
@@ -208,11 +195,11 @@ def _det(M, p, row):  # pragma: no cover
 
 
 @_jit
-def _stack(M, j, r1, cnt, G, mem, v, storage, full):  # pragma: no cover
-    """``M = (G_j + mem) + v v'`` (the upper triangle only unless ``full``), with the
-    Gram matrix ``G_j`` of slot ``j``'s stored factor: mclust's storage keeps the first
-    row ``r`` of the factor, so ``G_j = (r r') * (min(a, b, q - 1) + 1)`` with
-    ``q = min(n_j - 1, p)`` -- computed here as it was when stored, so without ``G``."""
+def _stack(M, j, r1, cnt, G, mem, v, storage):  # pragma: no cover
+    """The upper triangle of ``M = (G_j + mem) + v v'``, with the Gram matrix ``G_j`` of
+    slot ``j``'s stored factor: mclust's storage keeps the first row ``r`` of the
+    factor, so ``G_j = (r r') * (min(a, b, q - 1) + 1)`` with ``q = min(n_j - 1, p)``
+    -- computed here as it was when stored, so without ``G``."""
     p = v.shape[0]
     up = uint64(p)
     q = min(int(cnt[j]) - 1, p)
@@ -221,14 +208,7 @@ def _stack(M, j, r1, cnt, G, mem, v, storage, full):  # pragma: no cover
         va = v[a]
         Ma = M[a]
         ma = mem[a]
-        if full:
-            for b in range(p):
-                if storage:
-                    g = (rj[a] * rj[b]) * (min(min(a, b), q - 1) + 1.0)
-                else:
-                    g = G[j, a, b]
-                Ma[b] = (g + ma[b]) + va * v[b]
-        elif storage:
+        if storage:
             ra = rj[a]
             mult = min(a, q - 1) + 1.0  # min(a, b, q - 1) + 1 on and above the diagonal
             for b in range(uint64(a), up):
@@ -352,12 +332,11 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
     ri = rij
     tra = tr[a]
     y = w[2]
-    full = p <= 3  # the closed forms read both triangles
     # singletons (where l > p): det(mem + v v') = det(mem) (1 + |R'^-1 v|^2) with
     # mem = R'R, their v gathered in the columns of B and solved together below
     batch = False
     dmem = 0.0
-    if not full and ri + 1.0 > p:
+    if ri + 1.0 > p:
         R[:, :] = mem
         if _factor(R, p, y):
             batch = True
@@ -403,8 +382,8 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
                 continue
             for c in range(p):
                 v[c] = V[c, j]
-            _stack(M, j, r1, cnt, G, mem, v, storage, full)
-            det = _det(M, p, y)
+            _stack(M, j, r1, cnt, G, mem, v, storage)
+            det = _det(M, p)
             tm = _vvv_term(det, r, base, icnt[a] + icnt[j], pw, j, M, r1, cnt, G, mem, v,
                            storage, y)
         else:
@@ -453,7 +432,7 @@ def _vvv_term(det, r, base, lcount, pw, j, M, r1, cnt, G, mem, v, storage,
     p = v.shape[0]
     val = math.log(abs(det) / pw[lcount] + base)
     if not math.isfinite(val):  # det or l**p overflowed: work on logarithms
-        _stack(M, j, r1, cnt, G, mem, v, storage, True)
+        _stack(M, j, r1, cnt, G, mem, v, storage)
         val = _log_add(_log_det(M, p, y) - p * math.log(float(lcount)), math.log(base))
     return r * val
 
