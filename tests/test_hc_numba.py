@@ -119,31 +119,39 @@ def test_partial_agglomeration_stops_at_the_smallest_k() -> None:
 
 def test_environment_switches_the_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
-    assert _jit.hc_kernels() is None and hc_module._hc_kernels(5000) is None
+    assert _jit.hc_kernels() is None and hc_module._hc_kernels(5000, 64) is None
     monkeypatch.setenv(_jit.ENVIRONMENT, "1")
-    assert _jit.hc_kernels() is kernels and hc_module._hc_kernels(10) is kernels
+    assert _jit.hc_kernels() is kernels and hc_module._hc_kernels(10, 2) is kernels
 
 
 def test_kernels_once_loading_numba_pays(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unset GMMKIT_NUMBA: agglomerations stay on the numpy path until the rows they
-    agglomerate (this one's included) reach _JIT_ROWS -- at once where numba is loaded
-    and the agglomeration has _JIT_MIN_ROWS rows -- then use the kernels for good."""
+    """Unset GMMKIT_NUMBA: agglomerations stay on the numpy path until the time it
+    costs beyond the compiled path (this one's included) reaches _JIT_LOAD -- at once
+    where numba is loaded and the agglomeration has _JIT_MIN_ROWS rows -- then use the
+    kernels for good."""
     monkeypatch.delenv(_jit.ENVIRONMENT, raising=False)
-    monkeypatch.setattr(hc_module, "_numpy_rows", 0.0)
+    monkeypatch.setattr(hc_module, "_foregone", 0.0)
     monkeypatch.setattr(hc_module, "sys", type("S", (), {"modules": {}}))  # numba unloaded
-    assert hc_module._hc_kernels(hc_module._JIT_ROWS) is kernels
-    assert hc_module._hc_kernels(5) is kernels  # loaded now
-    monkeypatch.setattr(hc_module, "_numpy_rows", 0.0)
-    small = 700
-    runs = [hc_module._hc_kernels(small) is kernels for _ in range(5)]
-    first = int(np.ceil(hc_module._JIT_ROWS / small)) - 1  # the one that reaches it
-    assert runs == [False] * first + [True] * (5 - first)
-    monkeypatch.setattr(hc_module, "_numpy_rows", 0.0)
+    assert hc_module._saving(1938, 64) > hc_module._JIT_LOAD  # the D=64 workload's sample
+    assert hc_module._hc_kernels(1938, 64) is kernels
+    assert hc_module._hc_kernels(5, 2) is kernels  # loaded now
+    monkeypatch.setattr(hc_module, "_foregone", 0.0)
+    small = hc_module._saving(1000, 5)
+    runs = [hc_module._hc_kernels(1000, 5) is kernels for _ in range(8)]
+    first = int(np.ceil(hc_module._JIT_LOAD / small)) - 1  # the one that reaches it
+    assert 0 < first < 8
+    assert runs == [False] * first + [True] * (8 - first)
+    monkeypatch.setattr(hc_module, "_foregone", 0.0)
     monkeypatch.setattr(hc_module, "sys", type("S", (), {"modules": {"numba": None}}))
-    assert hc_module._hc_kernels(hc_module._JIT_MIN_ROWS - 1) is None
-    assert hc_module._hc_kernels(hc_module._JIT_MIN_ROWS) is kernels
+    assert hc_module._hc_kernels(hc_module._JIT_MIN_ROWS - 1, 5) is None
+    assert hc_module._hc_kernels(hc_module._JIT_MIN_ROWS, 5) is kernels
     monkeypatch.setenv(_jit.ENVIRONMENT, "0")
-    assert hc_module._hc_kernels(5000) is None
+    assert hc_module._hc_kernels(5000, 64) is None
+
+
+def test_saving_grows_with_rows_and_dimensions() -> None:
+    assert hc_module._saving(2000, 64) > hc_module._saving(2000, 5) > hc_module._saving(
+        1000, 5)
 
 
 def test_small_one_off_agglomeration_does_not_import_numba() -> None:

@@ -52,7 +52,7 @@ numpy path spends most of its time in the interpreter, a few dozen small numpy c
 per merge).  It does the same floating-point operations in the same order except for
 what the numpy path leaves to LAPACK and numpy's logarithm (VVV's determinants; see
 that module), which agree to rounding: the merges are the same but for near-ties.  It
-is used once loading numba pays (see :data:`_JIT_ROWS`).
+is used once loading numba pays (see :func:`_hc_kernels`).
 """
 
 from __future__ import annotations
@@ -96,35 +96,44 @@ _PROBE = 16
 #: Rows per block for the initial all-pairs costs (keeps temporaries in cache).
 _BLOCK_ELEMS = 1 << 16
 
-#: Rows agglomerated in this process at which loading the compiled agglomeration pays.
-#: Loading it costs 0.4-0.45 s in a process that has not imported numba (the import
-#: 0.25 s, numba's start-up and the cached kernel 0.15 s), 0.03 s once numba has run;
-#: each merge on the numpy path costs 0.1-0.3 ms more (2000 rows at D=5: 0.46-0.56 s
-#: against 0.15-0.2 s).  As in ski rental, the numpy path runs until the rows it has
-#: agglomerated in this process, with the agglomeration at hand, reach this; from then
-#: on the compiled one.  Where numba is already imported (a fit's compiled E-step),
-#: agglomerations of :data:`_JIT_MIN_ROWS` rows or more use it at once.
-#: ``GMMKIT_NUMBA=1`` uses it always, ``=0`` never.
-_JIT_ROWS = 2000
+#: Seconds loading the compiled agglomeration costs in a process that has not imported
+#: numba (the import 0.25 s, numba's start-up and the cached kernel 0.15 s; 0.03 s once
+#: numba has run).
+_JIT_LOAD = 0.45
+#: Rows from which an agglomeration runs compiled at once where numba is imported.
 _JIT_MIN_ROWS = 300
 
-#: Rows agglomerated on the numpy path in this process, ``inf`` once compiled.
-_numpy_rows = 0.0
+#: Seconds the numpy path has spent in this process beyond what the compiled
+#: agglomeration would have (estimated by :func:`_saving`), ``inf`` once compiled.
+_foregone = 0.0
 
 
-def _hc_kernels(n: int) -> ModuleType | None:
-    """The compiled agglomeration's module for ``n`` rows, or None for the numpy path
-    (see :data:`_JIT_ROWS`)."""
-    global _numpy_rows
+def _saving(n: int, p: int) -> float:
+    """Seconds the compiled agglomeration of ``n`` rows in ``p`` dimensions saves over
+    the numpy path: measured at 2000 rows on the 2-core development machine (0.29 s at
+    D=5, 0.38 s at D=16, 1.3 s at D=64: the merges' interpreter overhead and, growing
+    with D, the numpy path's per-merge determinant work), quadratic in the rows."""
+    return (n / 2000.0) ** 2 * (0.2 + 0.017 * p)
+
+
+def _hc_kernels(n: int, p: int) -> ModuleType | None:
+    """The compiled agglomeration's module for ``n`` rows in ``p`` dimensions, or None
+    for the numpy path.  As in ski rental, the numpy path runs until the time it has
+    cost in this process beyond the compiled one's, with this agglomeration's, reaches
+    :data:`_JIT_LOAD`; from then on the compiled one.  Where numba is already imported
+    (a fit's compiled E-step), agglomerations of :data:`_JIT_MIN_ROWS` rows or more use
+    it at once.  ``GMMKIT_NUMBA=1`` uses it always, ``=0`` never."""
+    global _foregone
     if not _jit.enabled():
         return None
     loaded = "numba" in sys.modules and n >= _JIT_MIN_ROWS
-    if not (_jit.forced() or loaded) and _numpy_rows + n < _JIT_ROWS:
-        _numpy_rows += n
+    saving = _saving(n, p)
+    if not (_jit.forced() or loaded) and _foregone + saving < _JIT_LOAD:
+        _foregone += saving
         return None
     kernels = _jit.hc_kernels()
     if kernels is not None:
-        _numpy_rows = math.inf
+        _foregone = math.inf
     return kernels
 
 
@@ -896,7 +905,7 @@ def _hc_partitions(
         raise ValueError(f'model "{key}" is for one-dimensional data, got {Z.shape[1]} columns')
     if n == 1:
         return {1: np.zeros(1, dtype=np.intp)}
-    kernels = _hc_kernels(n)
+    kernels = _hc_kernels(n, Z.shape[1])
     if kernels is not None:
         merges, _ = _compiled_merges(kernels, key, Z, min(kl))
         parts = _cut(n, merges.tolist(), kl)
