@@ -229,6 +229,15 @@ def _log_add(x, y):  # pragma: no cover
 
 
 @_jit
+def _merge_weights(na, nb):  # pragma: no cover
+    """``r = n_a + n_b``, ``sqrt(n_a / r)`` and ``sqrt(n_b / r)`` (the weights of the two
+    clusters' ``sqrt(n) * mean`` in the merged one's), as hcvvv and hc1v compute them."""
+    rij = na + nb
+    qij = 1.0 / rij
+    return rij, math.sqrt(na * qij), math.sqrt(nb * qij)
+
+
+@_jit
 def _gram(j, a, b, r1, cnt, G, storage):  # pragma: no cover
     """Entry ``(a, b)`` of the Gram matrix of slot ``j``'s stored factor (see
     :func:`_stack`)."""
@@ -252,10 +261,7 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
     iold = st[0]
     na = cnt[a]
     nb = cnt[b]
-    rij = na + nb
-    qij = 1.0 / rij
-    si = math.sqrt(na * qij)
-    sj = math.sqrt(nb * qij)
+    rij, si, sj = _merge_weights(na, nb)
     v = w[0]
     first = w[1]
     if iold == a or iold == b:
@@ -443,12 +449,7 @@ def _var_v_merge(a, b, lg, X, tr, term, cnt, alpha, out):  # pragma: no cover
     means)."""
     x = X[0]
     last = lg - 1
-    na = cnt[a]
-    nk = cnt[b]
-    rij = na + nk
-    qij = 1.0 / rij
-    si = math.sqrt(na * qij)
-    sj = math.sqrt(nk * qij)
+    rij, si, sj = _merge_weights(cnt[a], cnt[b])
     temp = sj * x[a] - si * x[b]
     trc = (tr[a] + tr[b]) + temp * temp
     trm = rij * math.log((trc + alpha) / rij)
