@@ -169,6 +169,27 @@ def test_float32_rows_zero_weight_component_and_own_centred_references(compute: 
     assert stats.log_likelihood == pytest.approx(ref["log_likelihood"], rel=1e-13)
 
 
+@pytest.mark.parametrize(("layout", "d", "k"), [("full", 3, 5), ("diag", 16, 8),
+                                                ("tied", 2, 4), ("spherical", 1, 3)])
+def test_float32_rows_widen_exactly_as_a_float64_copy(layout: str, d: int, k: int) -> None:
+    """float32 rows go to the fused kernels as they are (no float64 copy of the block):
+    every statistic, log-density and per-row result equals the float64 copy's bit for
+    bit, since the tiles widen them exactly."""
+    rng = np.random.default_rng(d + k)
+    params = random_params(rng, k, d, layout)
+    n = 2 * _fused_jit.TILE + 9
+    X32 = (params.means[rng.integers(0, k, n)] + rng.normal(size=(n, d))).astype(np.float32)
+    X64 = X32.astype(np.float64)
+    assert kernel_module._compiled_rows(X32) is X32
+    coefs = kernel_coefficients(params, np.float64, fused=True)
+    single, double = chunk_statistics(coefs, X32), chunk_statistics(coefs, X64)
+    for name in ("nk", "first", "second", "log_likelihood", "worst_log_density"):
+        np.testing.assert_array_equal(getattr(single, name), getattr(double, name))
+    for kind in kernel_module.ROW_KINDS:
+        np.testing.assert_array_equal(kernel_module.rows_chunk(coefs, X32, kind),
+                                      kernel_module.rows_chunk(coefs, X64, kind))
+
+
 def test_chosen_only_where_it_applies(monkeypatch: pytest.MonkeyPatch) -> None:
     rng = np.random.default_rng(3)
     for layout, bands in FUSED_BANDS.items():
