@@ -38,6 +38,10 @@ from numba import njit, uint64
 #: ``sqrt(0.5)`` as :data:`gmmkit.core.hc._RTHALF` (mclust's ``rthalf``).
 _RTHALF = 0.7071067811865476
 
+#: Dimensions up to which the determinants of a merge's candidates are computed together
+#: (:func:`_stacked_dets`); above, each one's elimination vectorises along its rows.
+STACKED_DIMENSIONS = 16
+
 #: Criteria of :func:`agglomerate` (``kind``).
 VVV = 0
 WARD = 1
@@ -249,13 +253,14 @@ def _gram(j, a, b, r1, cnt, G, storage):  # pragma: no cover
 
 @_jit
 def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, alpha,
-               beta, storage, out, M, R, w, V, B, S, nrm):  # pragma: no cover
+               beta, storage, out, M, R, w, V, B, S, nrm, T, Mp, work):  # pragma: no cover
     """:meth:`gmmkit.core.hc._VVV.merge`: merge slot ``b`` into ``a``, move the last slot
     into ``b``, and write the new cluster's costs against slots ``0 .. lg - 2`` to
     ``out`` (entry ``a`` is left as it is).  ``st`` is ``[iold]``; ``cache`` (4, n) the
     traces, terms, ``si`` and ``sj`` of the last merge's loop over iold's pairs; ``G``
     the slots' Gram matrices where not ``storage`` (mclust's, computed from ``r1``);
-    ``V`` and ``B`` (p, n), ``S`` and ``nrm`` (n,) work space."""
+    ``V`` and ``B`` (p, n), ``S``, ``T`` and ``nrm`` (n,), ``Mp`` and ``work`` work space
+    (see :func:`_stacked_dets`; ``Mp`` empty where candidates go one at a time)."""
     p = XT.shape[0]
     last = lg - 1
     iold = st[0]
@@ -376,6 +381,8 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
     for j in range(uint64(0), um):
         cache[0, j] = (tra + tr[j]) + ss[j]
     ns = 0
+    nt = 0
+    soa = storage and Mp.shape[0] > 0
     for j in range(m):
         if j == a:
             continue
@@ -385,6 +392,10 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
             if batch and cnt[j] == 1.0:
                 S[ns] = j
                 ns += 1
+                continue
+            if soa:
+                T[nt] = j
+                nt += 1
                 continue
             for c in range(p):
                 v[c] = V[c, j]
@@ -396,6 +407,19 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
             tm = r * math.log(base)  # vvvtij for l <= p
         cache[1, j] = tm
         out[j] = tm - (term[a] + term[j])
+    if nt:
+        # the other candidates' determinants, vectorised across them
+        dets = _stacked_dets(T, nt, r1, cnt, mem, V, Mp, work)
+        for t in range(nt):
+            j = T[t]
+            r = ri + cnt[j]
+            base = beta * (cache[0, j] + alpha) / r
+            for c in range(p):  # (for the logarithms' path)
+                v[c] = V[c, j]
+            tm = _vvv_term(dets[t], r, base, icnt[a] + icnt[j], pw, j, M, r1, cnt, G, mem,
+                           v, storage, y)
+            cache[1, j] = tm
+            out[j] = tm - (term[a] + term[j])
     if ns == 0:
         return
     # R' Y = B, the columns at once: along the rows of R and of B (contiguous)
@@ -428,6 +452,67 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
                        cnt, G, mem, v, storage, y)
         cache[1, j] = tm
         out[j] = tm - (term[a] + term[j])
+
+
+@_jit
+def _stacked_dets(T, nt, r1, cnt, mem, V, Mp, work):  # pragma: no cover
+    """``det((G_j + mem) + v_j v_j')`` of the candidates ``j = T[t]``, ``t < nt``, by
+    :func:`_stack`'s and :func:`_det`'s operations, each one lane of loops over ``t``:
+    ``Mp`` holds the packed upper triangles (row ``a``, column ``b >= a``) as rows over
+    the candidates, ``work`` their gathered factor rows and ``v`` (rows ``0 .. 2p-1``),
+    ``q - 1``, determinants, pivots' inverses and multipliers; returns the determinants
+    (zero where a pivot is not positive, as :func:`_det`)."""
+    p = V.shape[0]
+    unt = uint64(nt)
+    Rg = work[:p]
+    Vg = work[p:2 * p]
+    qm = work[2 * p]
+    det = work[2 * p + 1]
+    inv = work[2 * p + 2]
+    f = work[2 * p + 3]
+    for t in range(nt):
+        j = T[t]
+        qm[t] = min(int(cnt[j]) - 1, p) - 1.0
+        for a in range(p):
+            Rg[a, t] = r1[j, a]
+            Vg[a, t] = V[a, j]
+    e = 0
+    for a in range(p):
+        Ra = Rg[a]
+        Va = Vg[a]
+        for b in range(a, p):
+            Rb = Rg[b]
+            Vb = Vg[b]
+            mab = mem[a, b]
+            Me = Mp[e]
+            for t in range(uint64(0), unt):
+                mult = min(float(a), qm[t]) + 1.0
+                Me[t] = ((Ra[t] * Rb[t]) * mult + mab) + Va[t] * Vb[t]
+            e += 1
+    for t in range(uint64(0), unt):
+        det[t] = 1.0
+    # elimination; a lane whose pivot is not positive goes on with 1 and ends at 0
+    row = 0  # packed index of (k, k)
+    for k in range(p):
+        Mk = Mp[row]
+        for t in range(uint64(0), unt):
+            d = Mk[t]
+            good = d > 0.0
+            det[t] = det[t] * d if good and det[t] != 0.0 else 0.0
+            inv[t] = 1.0 / d if good else 1.0
+        rr = row + p - k  # packed index of (k + 1, k + 1)
+        for r in range(k + 1, p):
+            Mkr = Mp[row + r - k]
+            for t in range(uint64(0), unt):
+                f[t] = Mkr[t] * inv[t]
+            for c in range(r, p):
+                Mrc = Mp[rr + c - r]
+                Mkc = Mp[row + c - k]
+                for t in range(uint64(0), unt):
+                    Mrc[t] = Mrc[t] - f[t] * Mkc[t]
+            rr += p - r
+        row += p - k
+    return det
 
 
 @_jit
@@ -543,6 +628,11 @@ def agglomerate(kind, X, kmin, alpha, beta, storage, pw, block, merges,
     w = np.zeros((3, pv))
     V = np.empty((pv, nv))
     B = np.empty((pv, nv))
+    T = np.empty(nv, dtype=np.intp)
+    # stacked determinants at few dimensions (above, one candidate's rows vectorise)
+    stacked = storage and pv <= STACKED_DIMENSIONS
+    Mp = np.empty(((pv * (pv + 1)) // 2 if stacked else 0, nv if stacked else 0))
+    work = np.empty((2 * pv + 4, nv if stacked else 0))
     S = np.empty(nv, dtype=np.intp)
     nrm = np.empty(nv)
     out = np.empty(n)
@@ -563,7 +653,7 @@ def agglomerate(kind, X, kmin, alpha, beta, storage, pw, block, merges,
         t += 1
         if is_vvv:
             _vvv_merge(i, j, lg, D, X, tr, term, cnt, icnt, G, r1s, mem, st, cache, pw,
-                       alpha, beta, storage, out, M, R, w, V, B, S, nrm)
+                       alpha, beta, storage, out, M, R, w, V, B, S, nrm, T, Mp, work)
         elif kind == VAR_V:
             _var_v_merge(i, j, lg, X, tr, term, cnt, alpha, out)
         else:
