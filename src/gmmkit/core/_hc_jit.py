@@ -410,16 +410,8 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
     if nt:
         # the other candidates' determinants, vectorised across them
         dets = _stacked_dets(T, nt, r1, cnt, mem, V, Mp, work)
-        for t in range(nt):
-            j = T[t]
-            r = ri + cnt[j]
-            base = beta * (cache[0, j] + alpha) / r
-            for c in range(p):  # (for the logarithms' path)
-                v[c] = V[c, j]
-            tm = _vvv_term(dets[t], r, base, icnt[a] + icnt[j], pw, j, M, r1, cnt, G, mem,
-                           v, storage, y)
-            cache[1, j] = tm
-            out[j] = tm - (term[a] + term[j])
+        _record_terms(T, nt, dets, a, ri, cnt, icnt, cache, term, alpha, beta, pw, V, v, M,
+                      r1, G, mem, storage, y, out)
     if ns == 0:
         return
     # R' Y = B, the columns at once: along the rows of R and of B (contiguous)
@@ -443,13 +435,25 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
             for s in range(uint64(0), uns):
                 Bc[s] = Bc[s] - f * Bk[s]
     for s in range(ns):
-        j = S[s]
+        nrm[s] = dmem * (1.0 + nrm[s])
+    _record_terms(S, ns, nrm, a, ri, cnt, icnt, cache, term, alpha, beta, pw, V, v, M, r1,
+                  G, mem, storage, y, out)
+
+
+@_jit
+def _record_terms(J, count, dets, a, ri, cnt, icnt, cache, term, alpha, beta, pw, V, v, M,
+                  r1, G, mem, storage, y, out):  # pragma: no cover
+    """The terms and costs of the new cluster in slot ``a`` with the candidates
+    ``j = J[t]``, ``t < count``, whose determinants are ``dets[t]``."""
+    p = V.shape[0]
+    for t in range(count):
+        j = J[t]
         r = ri + cnt[j]
         base = beta * (cache[0, j] + alpha) / r
         for c in range(p):  # (for the logarithms' path)
             v[c] = V[c, j]
-        tm = _vvv_term(dmem * (1.0 + nrm[s]), r, base, icnt[a] + icnt[j], pw, j, M, r1,
-                       cnt, G, mem, v, storage, y)
+        tm = _vvv_term(dets[t], r, base, icnt[a] + icnt[j], pw, j, M, r1, cnt, G, mem, v,
+                       storage, y)
         cache[1, j] = tm
         out[j] = tm - (term[a] + term[j])
 
