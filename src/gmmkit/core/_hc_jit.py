@@ -21,8 +21,9 @@ mclust's Givens QR updates; a cost can differ in its last bits, which decides on
 near-ties (exact ties -- duplicated rows, data on a grid -- have equal operands and stay
 exact on both paths).  A singular scatter (a non-positive pivot) has determinant zero
 here.  The passes over all candidates of a merge (their ``v`` and traces, the
-singletons' solve) and the initial costs run along contiguous memory with unsigned
-indices, so that LLVM vectorises them.
+singletons' solve, up to :data:`STACKED_DIMENSIONS` the other candidates' determinants)
+and the initial costs run along contiguous memory with unsigned indices, so that LLVM
+vectorises them.
 
 Compiled with ``cache=True`` (to ``__pycache__`` beside this file, or numba's user
 cache directory) and ``nogil=True``.

@@ -906,9 +906,9 @@ def _hc_partitions(
     if n == 1:
         return {1: np.zeros(1, dtype=np.intp)}
     kernels = _hc_kernels(n, Z.shape[1])
+    merges: list[tuple[int, int]]
     if kernels is not None:
-        merges, _ = _compiled_merges(kernels, key, Z, min(kl))
-        parts = _cut(n, merges.tolist(), kl)
+        merges = _compiled_merges(kernels, key, Z, min(kl))[0].tolist()
     else:
         crit: _Criterion
         if key in ("EII", "E"):
@@ -917,7 +917,8 @@ def _hc_partitions(
             crit = _VarV(Z)
         else:
             crit = _VVV(Z)
-        parts = _agglomerate(crit, n, kl)
+        merges = _merges(crit, n, min(kl))
+    parts = _cut(n, merges, kl)
     return {k: parts[k] for k in kl}
 
 
