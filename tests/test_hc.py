@@ -388,13 +388,13 @@ def test_agglomeration_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) 
                 if info["user_api"] == "blas"]
 
     seen: list[list[int]] = []
-    agglomerate = hc._agglomerate
+    merges = hc._merges
 
-    def spy(*args: Any) -> dict[int, np.ndarray]:
+    def spy(*args: Any) -> list[tuple[int, int]]:
         seen.append(blas_threads())
-        return agglomerate(*args)
+        return merges(*args)
 
-    monkeypatch.setattr(hc, "_agglomerate", spy)
+    monkeypatch.setattr(hc, "_merges", spy)
     X = np.random.default_rng(3).normal(size=(60, 4))
     with threadpool_limits(limits=2, user_api="blas"):
         before = blas_threads()
@@ -402,7 +402,7 @@ def test_agglomeration_runs_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) 
         parts = hc_partitions(X, KS)
         assert blas_threads() == before
     assert seen and all(n == 1 for n in seen[0])
-    monkeypatch.setattr(hc, "_agglomerate", agglomerate)
+    monkeypatch.setattr(hc, "_merges", merges)
     with threadpool_limits(limits=2, user_api="blas"):
         again = hc._hc_partitions(X, list(KS), "VVV", "SVD")  # BLAS left threaded
     assert all(np.array_equal(parts[k], again[k]) for k in KS)
