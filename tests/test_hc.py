@@ -23,10 +23,15 @@ import pytest
 from scipy.cluster.hierarchy import cut_tree, ward
 
 from gmmkit import _jit
-from gmmkit.core.hc import _VVV, _agglomerate, _seq_rowsum, hc_partitions, hc_transform
+from gmmkit.core.hc import _VVV, _cut, _merges, _seq_rowsum, hc_partitions, hc_transform
 
 FIXTURE = Path(__file__).parent / "fixtures" / "hc" / "mclust_hc_reference.json"
 KS = range(1, 10)
+
+
+def _agglomerate(crit: Any, n: int, ks: list[int]) -> dict[int, np.ndarray]:
+    """The numpy path's agglomeration with ``crit``, cut at each ``k`` in ``ks``."""
+    return _cut(n, _merges(crit, n, min(ks)), ks)
 
 
 @cache

@@ -165,30 +165,16 @@ def _diag_product(R, p):  # pragma: no cover
 
 
 @_jit
-def _log_det(M, p, row):  # pragma: no cover
-    """``log det(M)`` from the logarithms of the Cholesky pivots (``-inf`` if singular);
-    overwrites ``M``."""
-    if not _factor(M, p, row):
-        return -np.inf
-    acc = 0.0
-    for j in range(p):
-        acc = acc + math.log(M[j, j])
-    return 2.0 * acc
-
-
-@_jit
-def _det(M, p):  # pragma: no cover
-    """``det(M)`` of a positive semi-definite ``M`` from its upper triangle, which it
-    overwrites (zero at a non-positive pivot)."""
-    # symmetric Gaussian elimination on the upper triangle: the product of the pivots
-    # (the squared Cholesky pivots, without their square roots)
+def _eliminate(M, p, pivots):  # pragma: no cover
+    """Symmetric Gaussian elimination on ``M``'s upper triangle, in place: its pivots
+    (the squared Cholesky pivots, without their square roots) into ``pivots`` (p,);
+    False at a non-positive pivot."""
     up = uint64(p)
-    det = 1.0
     for j in range(p):
         d = M[j, j]
         if not d > 0.0:
-            return 0.0
-        det = det * d
+            return False
+        pivots[j] = d
         inv = 1.0 / d
         Mj = M[j]
         for r in range(j + 1, p):
@@ -196,7 +182,30 @@ def _det(M, p):  # pragma: no cover
             Mr = M[r]
             for c in range(uint64(r), up):
                 Mr[c] = Mr[c] - f * Mj[c]
+    return True
+
+
+@_jit
+def _det(M, p, pivots):  # pragma: no cover
+    """``det(M)`` of a positive semi-definite ``M`` from its upper triangle, which it
+    overwrites (zero at a non-positive pivot)."""
+    if not _eliminate(M, p, pivots):
+        return 0.0
+    det = 1.0
+    for j in range(p):
+        det = det * pivots[j]
     return det
+
+
+@_jit
+def _log_det(M, p, pivots):  # pragma: no cover
+    """``log det(M)`` (``-inf`` if singular), as :func:`_det`."""
+    if not _eliminate(M, p, pivots):
+        return -np.inf
+    acc = 0.0
+    for j in range(p):
+        acc = acc + math.log(pivots[j])
+    return acc
 
 
 @_jit
@@ -401,7 +410,7 @@ def _vvv_merge(a, b, lg, D, XT, tr, term, cnt, icnt, G, r1, mem, st, cache, pw, 
             for c in range(p):
                 v[c] = V[c, j]
             _stack(M, j, r1, cnt, G, mem, v, storage)
-            det = _det(M, p)
+            det = _det(M, p, y)
             tm = _vvv_term(det, r, base, icnt[a] + icnt[j], pw, j, M, r1, cnt, G, mem, v,
                            storage, y)
         else:

@@ -615,7 +615,7 @@ class _VVV(_Criterion):
             det[nz] = _det(Mb)
         lcount = self.icnt[a] + self.icnt[:m][sel]
         b = base[sel]
-        val = np.log(np.abs(det) / self.pw[lcount] + b)  # (errstate set by _agglomerate)
+        val = np.log(np.abs(det) / self.pw[lcount] + b)  # (errstate set by _merges)
         if not np.isfinite(val.sum()):  # det or l**p overflowed: work on logarithms
             idx = np.flatnonzero(~np.isfinite(val))
             vb = Vs[:, idx].T
@@ -683,11 +683,6 @@ def _adjugate(A: FloatArray) -> tuple[FloatArray, float]:
     L = np.tile(lam, (p, 1))
     np.fill_diagonal(L, 1.0)
     return (Q * L.prod(axis=1)) @ Q.T, float(lam.prod())
-
-
-def _agglomerate(crit: _Criterion, n: int, ks: list[int]) -> dict[int, NDArray[np.intp]]:
-    """Run the agglomeration down to ``min(ks)`` clusters; labels at each ``k`` in ``ks``."""
-    return _cut(n, _merges(crit, n, min(ks)), ks)
 
 
 def _merges(crit: _Criterion, n: int, kmin: int) -> list[tuple[int, int]]:
