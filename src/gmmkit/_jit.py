@@ -3,8 +3,10 @@
 numba is an optional dependency (``pip install 'gmmkit[fast]'``).  With it, the E-step
 over rows with missing values (full and tied covariances) runs compiled kernels
 (:mod:`gmmkit.core._missing_jit`), so do the VVV hierarchical agglomeration's pair
-costs (:mod:`gmmkit.core._hc_jit`) and the complete-data E-step of full, tied, diagonal and
-spherical covariances at few features (:mod:`gmmkit.core._fused_jit`); without it,
+costs (:mod:`gmmkit.core._hc_jit`), the complete-data E-step of full, tied, diagonal and
+spherical covariances at few features (:mod:`gmmkit.core._fused_jit`) and the iterations
+inside the M-steps of mclust's VEI, VEV, VEE, EVE and VVE models at those sizes
+(:mod:`gmmkit.core._mstep_jit`); without it,
 or with the environment variable ``GMMKIT_NUMBA=0``, the numpy implementation runs
 (the reference: both give the same statistics up to rounding, the agglomeration's
 kernels the same costs bit for bit).
@@ -65,6 +67,12 @@ def fused_kernels() -> ModuleType | None:
     spherical covariances at few features, :mod:`gmmkit.core._fused_jit`), or None when numba is
     absent or disabled."""
     return _load("_fused_jit") if enabled() else None
+
+
+def mstep_kernels() -> ModuleType | None:
+    """The constrained covariance models' compiled M-step iterations (VEI, VEV, VEE, EVE,
+    VVE, :mod:`gmmkit.core._mstep_jit`), or None when numba is absent or disabled."""
+    return _load("_mstep_jit") if enabled() else None
 
 
 def available() -> bool:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from functools import cache
+from types import ModuleType
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +38,21 @@ _LOG_2PI = float(np.log(2.0 * np.pi))
 
 class CovarianceError(ValueError):
     """A covariance matrix could not be made positive definite."""
+
+
+def compiled_mstep(layout: str, n_components: int, n_features: int) -> ModuleType | None:
+    """The compiled M-step iterations (:mod:`gmmkit.core._mstep_jit`) for a model of this
+    layout and size where its E-step runs compiled too
+    (:func:`gmmkit.core.kernel.fused_applies`: numba is loaded for the fit anyway), else
+    None (numba absent or disabled, or more features: there numpy's loop costs less than
+    loading numba would on a one-off fit, and its small LAPACK calls less than the
+    E-step's GEMMs)."""
+    from gmmkit import _jit
+    from gmmkit.core.kernel import fused_applies
+
+    if not fused_applies(layout, n_features, n_components):
+        return None
+    return _jit.mstep_kernels()
 
 
 #: From this many features on, (un)packing copies row slices instead of fancy indexing.

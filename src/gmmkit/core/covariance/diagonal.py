@@ -8,9 +8,11 @@ component's eigenvalues (:func:`constrain_volume_shape`).
 
 from __future__ import annotations
 
+from types import ModuleType
+
 import numpy as np
 
-from gmmkit.core.covariance._base import Array, DiagLayout, register
+from gmmkit.core.covariance._base import Array, DiagLayout, compiled_mstep, register
 
 #: Inner iterations of the alternating M-steps stop at this relative change of their
 #: objective (or after ``MAX_INNER_ITER`` steps); both halves of every step maximise
@@ -31,7 +33,12 @@ def volume_shape_objective(nk: Array, values: Array, variances: Array) -> float:
 
 
 def constrain_volume_shape(
-    nk: Array, values: Array, volume: str, shape: str, previous: Array | None = None
+    nk: Array,
+    values: Array,
+    volume: str,
+    shape: str,
+    previous: Array | None = None,
+    kernels: ModuleType | None = None,
 ) -> Array:
     """Variances ``lambda_k a_k`` (``prod_j a_kj = 1``) maximising Q given the scatter
     per unit weight ``values`` along fixed axes.
@@ -46,6 +53,9 @@ def constrain_volume_shape(
     previous : ndarray of shape (K, D), optional
         Variances the iteration of the variable-volume, equal-shape model also starts
         from (it is convex in the log-parameters, so the start changes only the cost).
+    kernels : module, optional
+        :mod:`gmmkit.core._mstep_jit` (:func:`~gmmkit.core.covariance._base.compiled_mstep`):
+        that iteration runs compiled.
 
     Returns
     -------
@@ -64,6 +74,12 @@ def constrain_volume_shape(
         return (nk @ volumes / nk.sum()) * values / volumes[:, None]
     # variable volume, equal shape (Celeux & Govaert 1995): alternate A and lambda_k
     start = previous if previous is not None else values
+    if kernels is not None:
+        return kernels.volume_equal_shape(
+            np.ascontiguousarray(nk, dtype=np.float64),
+            np.ascontiguousarray(values, dtype=np.float64),
+            np.ascontiguousarray(start, dtype=np.float64), INNER_RTOL, MAX_INNER_ITER,
+        )
     lam = _geometric_mean(start)
     best = -np.inf
     for _ in range(MAX_INNER_ITER):
@@ -101,7 +117,8 @@ class VEI(DiagLayout):
         return n_components + n_features - 1
 
     def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
-        return constrain_volume_shape(nk, scatter, "V", "E", previous)
+        kernels = compiled_mstep(self.layout, *scatter.shape)
+        return constrain_volume_shape(nk, scatter, "V", "E", previous, kernels)
 
 
 @register

@@ -20,6 +20,7 @@ from gmmkit.core.covariance._base import (
     Array,
     FullLayout,
     TiedLayout,
+    compiled_mstep,
     register,
 )
 from gmmkit.core.covariance.diagonal import (
@@ -59,8 +60,12 @@ class _VariableOrientation(FullLayout):
 
     def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
         values, vectors = _eigh_descending(scatter)
-        prev_values = None if previous is None else _eigh_descending(previous)[0]
-        variances = constrain_volume_shape(nk, values, self.volume, self.shape, prev_values)
+        if self.volume == "V" and self.shape == "E":  # the one iterative case: VEV
+            prev_values = None if previous is None else _eigh_descending(previous)[0]
+            kernels = compiled_mstep(self.layout, *scatter.shape[:2])
+            variances = constrain_volume_shape(nk, values, "V", "E", prev_values, kernels)
+        else:
+            variances = constrain_volume_shape(nk, values, self.volume, self.shape)
         return _from_axes(vectors, variances)
 
 
@@ -126,9 +131,13 @@ class VEE(FullLayout):
     def constrain(self, nk: Array, scatter: Array, previous: Array | None) -> Array:
         # from the previous volumes (a GEM step, continued by the next EM iteration),
         # or from each component's own volume
-        if previous is None:
-            return self._alternate(nk, scatter, scatter, MAX_INNER_ITER)
-        return self._alternate(nk, scatter, previous, WARM_INNER_ITER)
+        start, steps = (
+            (scatter, MAX_INNER_ITER) if previous is None else (previous, WARM_INNER_ITER)
+        )
+        kernels = compiled_mstep(self.layout, *scatter.shape[:2])
+        if kernels is not None:
+            return kernels.vee(*_contiguous(nk, scatter, start), steps, INNER_RTOL)
+        return self._alternate(nk, scatter, start, steps)
 
     @staticmethod
     def _alternate(nk: Array, scatter: Array, start: Array, steps: int) -> Array:
@@ -166,15 +175,25 @@ class _EqualOrientation(FullLayout):
         # from the previous axes a few steps suffice (each one raises Q, and the next EM
         # iteration goes on from here: an ECM step); from scratch, iterate to the end
         steps = MAX_INNER_ITER if previous is None else WARM_INNER_ITER
-        return self._alternate(nk, scatter, np.linalg.eigh(start)[1], steps)
-
-    def _alternate(self, nk: Array, scatter: Array, axes: Array, steps: int) -> Array:
-        """Variances given ``D`` in closed form, then the two majorisation steps of
-        Browne & McNicholas (2014) for ``D`` given the variances, until Q settles."""
+        axes = np.linalg.eigh(start)[1]
         weighted = nk[:, None, None] * scatter  # W_k
-        eye = np.eye(scatter.shape[-1])
         # W_k's largest eigenvalue bounds the curvature of the first majoriser
-        shifted = np.linalg.eigvalsh(weighted)[:, -1, None, None] * eye - weighted
+        top = np.linalg.eigvalsh(weighted)[:, -1]
+        kernels = compiled_mstep(self.layout, *scatter.shape[:2])
+        if kernels is not None:
+            return kernels.equal_orientation(
+                *_contiguous(nk, scatter, weighted, top, axes), steps, self.volume == "E",
+                INNER_RTOL,
+            )
+        return self._alternate(nk, scatter, weighted, top, axes, steps)
+
+    def _alternate(
+        self, nk: Array, scatter: Array, weighted: Array, top: Array, axes: Array, steps: int
+    ) -> Array:
+        """Variances given ``D`` in closed form, then the two majorisation steps of
+        Browne & McNicholas (2014) for ``D`` given the variances, until Q settles
+        (``weighted``: ``W_k = n_k S_k``; ``top``: their largest eigenvalues)."""
+        shifted = top[:, None, None] * np.eye(scatter.shape[-1]) - weighted
         best = -np.inf
         for _ in range(steps):
             rotated = np.einsum("ji,kjl,li->ki", axes, scatter, axes)  # diag(D' S_k D)
@@ -199,6 +218,11 @@ class _EqualOrientation(FullLayout):
                     break
             axes = _rotation(h)
         return _from_axes(axes, variances)
+
+
+def _contiguous(*arrays: Array) -> list[Array]:
+    """C-ordered float64 operands for the compiled loops."""
+    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
 
 
 def _rotation(h: Array) -> Array:
