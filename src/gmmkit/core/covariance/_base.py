@@ -267,8 +267,8 @@ def repair_positive_definite(covariances: Array, covariance_type: str, reg_covar
     # matrices without a factor pay for an eigendecomposition
     symmetric = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
     mats = symmetric[None] if layout == "tied" else symmetric
-    finite = np.isfinite(mats).all(axis=(1, 2))
-    if finite.all():
+    finite = np.all(np.isfinite(mats), axis=(1, 2))
+    if np.all(finite):
         try:
             np.linalg.cholesky(mats)
         except np.linalg.LinAlgError:
