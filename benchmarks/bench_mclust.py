@@ -324,10 +324,19 @@ def run_select(
 
 
 def model_selection(
-    names: list[str], models_filter: list[str] | None, ks: list[int], full_ks: bool
+    names: list[str], models_filter: list[str] | None, ks: list[int], full_ks: bool,
+    use_r: bool = False,
 ) -> list[dict[str, Any]]:
+    """Part 2 for every data set; with ``use_r`` (and R with mclust installed) each
+    ``Mclust(X)`` over the same grid is timed inside R in this run too, so that the
+    times compare on one machine under one load."""
     mc = fixtures()
     ref = mc.reference()["datasets"]
+    if use_r:
+        use_r, why = r_available()
+        if not use_r:
+            print(f"(R not usable for part 2's times: {why}; the stored mclust_seconds "
+                  "are shown)", file=sys.stderr)
     out = []
     for name in names:
         X = mc.load_dataset(name)
@@ -336,6 +345,11 @@ def model_selection(
         table_models = [m for m in fits if models_filter is None or m in models_filter]
         restricted = not full_ks or len(table_models) < len(fits)
         result, seconds, how = run_select(X, table_models, ks, restricted)
+        r_result = None
+        if use_r:
+            r_result = time_mclust_in_r(ROOT / "tests" / "fixtures" / "mclust" / ref[name]["file"],
+                                        table_models if restricted else None,
+                                        ks if restricted else None)
         if restricted:  # mclust's best over the same (restricted) grid
             grid = [(m, k, fits[m][str(k)]["bic"]) for m in table_models for k in ks
                     if str(k) in fits[m] and fits[m][str(k)]["bic"] is not None]
@@ -369,11 +383,15 @@ def model_selection(
                                 and int(row["n_components"]) == m_k),
             "degenerate_candidates": sum(bool(r["degenerate"]) for r in result.rows),
             "df_mismatch": df_mismatch,
-            "seconds": seconds, "mclust_seconds": float(ref[name]["mclust_seconds"]),
+            "seconds": seconds,
+            "mclust_seconds": (float(ref[name]["mclust_seconds"]) if r_result is None
+                               else r_result["seconds"]),
+            "mclust_timed_here": r_result,
             "rows": [dict(r) for r in result.rows],  # select()'s table, for --json
         })
-        print(f"  [part 2] {name}: select {seconds:.1f} s ({how})", file=sys.stderr,
-              flush=True)
+        print(f"  [part 2] {name}: select {seconds:.1f} s ({how})"
+              + ("" if r_result is None else f", Mclust {r_result['seconds']:.1f} s"),
+              file=sys.stderr, flush=True)
     return out
 
 
@@ -396,9 +414,13 @@ def report_model_selection(results: list[dict[str, Any]]) -> dict[str, Any]:
          "diff", ">=", "same", "select s", "mclust s*", "sel/mcl"],
         rows,
     ))
-    print("   * mclust s: stored Mclust(X) time from reference.json (another run, a loaded "
-          "2-core machine); sel/mcl = select s / mclust s (> 1: gmmkit slower)")
-    if any(r["restricted"] for r in results):
+    if all(r["mclust_timed_here"] is not None for r in results):
+        print("   * mclust s: Mclust(X) over the same grid timed inside R (system.time) in "
+              "this run; sel/mcl = select s / mclust s (> 1: gmmkit slower)")
+    else:
+        print("   * mclust s: stored Mclust(X) time from reference.json (another run, a "
+              "loaded 2-core machine); sel/mcl = select s / mclust s (> 1: gmmkit slower)")
+    if any(r["restricted"] and r["mclust_timed_here"] is None for r in results):
         print("     (the stored time is for mclust's full grid, K = 1..9 and all models)")
     hows = sorted({r["how"] for r in results})
     print(f"   select() candidates: {'; '.join(hows)}")
@@ -416,9 +438,13 @@ def report_model_selection(results: list[dict[str, Any]]) -> dict[str, Any]:
     same = sum(r["same_choice"] for r in results)
     total_s = sum(r["seconds"] for r in results)
     total_m = sum(r["mclust_seconds"] for r in results)
+    timed = "this run's" if all(r["mclust_timed_here"] is not None for r in results) else (
+        "stored")
+    faster = sum(r["seconds"] < r["mclust_seconds"] for r in results)
     print(f"\nSUMMARY model selection: gmmkit's best BIC >= mclust's on {good}/{len(results)} "
           f"data sets; same (model, K) on {same}/{len(results)}; select() total "
-          f"{total_s:.1f} s vs stored Mclust(X) total {total_m:.1f} s")
+          f"{total_s:.1f} s vs {timed} Mclust(X) total {total_m:.1f} s; select() faster on "
+          f"{faster}/{len(results)}")
     return {"as_good": good, "same_choice": same, "datasets": len(results),
             "seconds": total_s, "mclust_seconds": total_m}
 
@@ -480,8 +506,12 @@ def speed(
     print(f"   load average {load_average()}")
     out: dict[str, Any] = {"dataset": name, "n": X.shape[0], "d": X.shape[1],
                            "restricted": restricted}
-    r_result = None
-    if use_r:
+    previous = [s for s in selections if s["dataset"] == name]
+    r_result = previous[0].get("mclust_timed_here") if previous else None
+    if r_result is not None:
+        print(f"   R: {r_result['R_version']}, mclust {r_result['mclust_version']} "
+              "(Mclust(X) timed in part 2)")
+    elif use_r:
         ok, why = r_available()
         if ok:
             r_result = time_mclust_in_r(ROOT / "tests" / "fixtures" / "mclust" / ref["file"],
@@ -493,7 +523,6 @@ def speed(
                   "(install: apt-get install -y r-base-core r-cran-mclust)")
     else:
         print("   --no-r: comparing with the stored mclust_seconds")
-    previous = [s for s in selections if s["dataset"] == name]
     if previous:
         g_seconds = previous[0]["seconds"]
         g_model, g_k, g_bic = (previous[0]["gmmkit_model"], previous[0]["gmmkit_K"],
@@ -616,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     select_summary = None
     speed_result = None
     if not args.skip_select:
-        selections = model_selection(names, args.models, ks, full_ks)
+        selections = model_selection(names, args.models, ks, full_ks, use_r=not args.no_r)
         select_summary = report_model_selection(selections)
         if speed_name != "none":
             speed_result = speed(speed_name, not args.no_r, args.models, ks, full_ks,
