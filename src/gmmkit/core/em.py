@@ -354,7 +354,7 @@ class _ParameterSpace:
             covariances = np.exp(rest.reshape(k, d)) * self.scale**2
         else:
             covariances = np.exp(rest)
-        if not (np.all(np.isfinite(covariances)) and np.all(np.isfinite(means))):
+        if not (np.isfinite(covariances).all() and np.isfinite(means).all()):
             return None
         if weights.min() <= 1e-300:
             return None
@@ -382,7 +382,7 @@ class _ParameterSpace:
         r = v1 - v0
         v = v2 - 2.0 * v1 + v0
         finite = np.isfinite(r) & np.isfinite(v)
-        if not np.all(finite):
+        if not finite.all():
             return 1.0, None
         rr, vv = float(r @ r), float(v @ v)
         if vv <= 0.0 or rr <= 0.0:

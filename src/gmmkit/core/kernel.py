@@ -319,17 +319,17 @@ def kernel_coefficients(
         extra: dict[str, Any] = {}
         # every component centred: blocks need no quadratic features
         no_quadratic = exact or (
-            per_component and inaccurate is not None and bool(np.all(inaccurate))
+            per_component and inaccurate is not None and bool(inaccurate.all())
         )
         if whiten and not no_quadratic:
             extra |= _whitened_fields(params, centred, log_weights + log_det, compute)
-        if inaccurate is not None and np.any(inaccurate) and not cov.shared_quadratic:
+        if inaccurate is not None and inaccurate.any() and not cov.shared_quadratic:
             stats_reference = np.where(inaccurate[:, None], params.means, reference)
             extra["own_centred"] = np.flatnonzero(inaccurate)
         else:
             stats_reference = np.tile(reference, (params.n_components, 1))
         if per_component:
-            if not exact and inaccurate is not None and not np.all(inaccurate):
+            if not exact and inaccurate is not None and not inaccurate.all():
                 # only the inaccurate components pay for the centred evaluation
                 extra["centred_components"] = np.flatnonzero(inaccurate)
             extra |= {

@@ -106,7 +106,7 @@ def m_step(
     nk = raw_nk + 10.0 * _EPS
     centred_means = stats.first / nk[:, None]
     reseeded: list[int] = []
-    if np.any(empty):
+    if empty.any():
         fallback = (
             previous.means - stats.reference
             if previous is not None
@@ -126,11 +126,11 @@ def m_step(
         reg_covar,
         previous=None if previous is None else previous.covariances,
     )
-    if np.any(empty) and cov.layout != "tied":
+    if empty.any() and cov.layout != "tied":
         full_weight = ~empty
         pooled = (
             np.tensordot(nk[full_weight], covariances[full_weight], axes=1) / nk[full_weight].sum()
-            if np.any(full_weight)
+            if full_weight.any()
             else covariances[0]
         )
         covariances[empty] = pooled

@@ -183,7 +183,7 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
                 raise CovarianceError(message)
             return inverse.T
 
-        if layout == "full" and len(covariances) > 1 and np.all(np.isfinite(covariances)):
+        if layout == "full" and len(covariances) > 1 and np.isfinite(covariances).all():
             # all K factorisations in one stacked LAPACK call (numpy's potrf loop in C);
             # a failure is the per-matrix path's failure too (the same potrf), so the
             # caller hears of it at once instead of after refactoring every matrix
@@ -200,7 +200,7 @@ def cholesky_precision(covariances: Array, covariance_type: str) -> Array:
                     out[k] = inverse.T
                 return out
         return _each_matrix(covariances, layout, upper_precision_factor)
-    if np.any(covariances <= 0.0) or not np.all(np.isfinite(covariances)):
+    if (covariances <= 0.0).any() or not np.isfinite(covariances).all():
         raise CovarianceError(message)
     return 1.0 / np.sqrt(covariances)
 
