@@ -295,21 +295,23 @@ def kernel_coefficients(
     # (mu_k - ref)' P_k (mu_k - ref): the size of the terms the expansion cancels at
     # the component's own rows
     spread = np.sum(centred * precision_means, axis=1)
-    constants = log_weights + log_det - 0.5 * d * log_2pi() - 0.5 * spread
-    linear = np.vstack([precision_means.T, constants[None, :]])
-    exact = (
+    peaks = log_weights + log_det - 0.5 * d * log_2pi()
+    constants = peaks - 0.5 * spread
+    if (
         fused
         or (n_rows is not None and n_rows * params.n_components <= EXACT_WORK)
         or cov.n_quadratic(d) > WIDE_QUADRATIC
-    )
+    ):
+        return _exact_coefficients(params, cov, reference, centred, precision_means, peaks,
+                                   constants)
+    linear = np.vstack([precision_means.T, constants[None, :]])
     # wide full covariances: the numpy kernel whitens every component instead of
     # building packed quadratic features (the expansion stays for probes and torch)
-    whiten = not exact and whitened_evaluation(cov.layout, d, params.n_components)
-    # tied evaluates its shared quadratic term by whitening, not by packed features; the
-    # exact centred evaluation needs no quadratic coefficients at all
+    whiten = whitened_evaluation(cov.layout, d, params.n_components)
+    # tied evaluates its shared quadratic term by whitening, not by packed features
     weights_matrix = (
         linear
-        if cov.shared_quadratic or exact
+        if cov.shared_quadratic
         else np.vstack([cov.quadratic_coefficients(params.precisions_cholesky), linear])
     )
 
@@ -318,9 +320,7 @@ def kernel_coefficients(
     ) -> KernelCoefficients:
         extra: dict[str, Any] = {}
         # every component centred: blocks need no quadratic features
-        no_quadratic = exact or (
-            per_component and inaccurate is not None and bool(inaccurate.all())
-        )
+        no_quadratic = per_component and inaccurate is not None and bool(inaccurate.all())
         if whiten and not no_quadratic:
             extra |= _whitened_fields(params, centred, log_weights + log_det, compute)
         if inaccurate is not None and inaccurate.any() and not cov.shared_quadratic:
@@ -329,15 +329,13 @@ def kernel_coefficients(
         else:
             stats_reference = np.tile(reference, (params.n_components, 1))
         if per_component:
-            if not exact and inaccurate is not None and not inaccurate.all():
+            if inaccurate is not None and not inaccurate.all():
                 # only the inaccurate components pay for the centred evaluation
                 extra["centred_components"] = np.flatnonzero(inaccurate)
             extra |= {
                 "centred_factors": np.ascontiguousarray(params.precisions_cholesky, compute),
                 "centred_offsets": np.ascontiguousarray(centred, dtype=compute),
-                "centred_constants": (log_weights + log_det - 0.5 * d * log_2pi()).astype(
-                    compute
-                ),
+                "centred_constants": peaks.astype(compute),
             }
         return KernelCoefficients(
             covariance=cov,
@@ -358,8 +356,6 @@ def kernel_coefficients(
             **extra,
         )
 
-    if exact:
-        return build(np.dtype(np.float64), True, np.ones(params.n_components, dtype=bool))
     probes = _probe_rows(params)
     single = np.dtype(dtype) == np.float32
     if single:
@@ -389,6 +385,50 @@ def kernel_coefficients(
         if np.all(errors[inaccurate] <= FLOAT64_TOLERANCE / _WHITE_CENTRED_MARGIN):
             return replace(exact_centred, centred_white_offsets=white_offsets)
     return exact_centred
+
+
+def _exact_coefficients(
+    params: MixtureParams,
+    cov: CovarianceType,
+    reference: NDArray[np.float64],
+    centred: NDArray[np.float64],
+    precision_means: Array,
+    peaks: Array,
+    constants: Array,
+) -> KernelCoefficients:
+    """:func:`kernel_coefficients` where every component is evaluated centred on its own
+    mean in float64 (fused, small and wide passes): no quadratic coefficients, no
+    probes, and each component's statistics around its own mean (tied: the shared
+    reference).  ``peaks``: ``log pi_k + log det U_k - D/2 log 2 pi``; ``constants``:
+    ``peaks - (mu_k - ref)' P_k (mu_k - ref) / 2``.  Built directly (a fused pass of
+    a small data set costs a few microseconds of arithmetic and tens of numpy calls)."""
+    k, d = params.n_components, params.n_features
+    weights_t = np.empty((k, d + 1))
+    weights_t[:, :d] = precision_means
+    weights_t[:, d] = constants
+    extra: dict[str, Any] = {}
+    if cov.shared_quadratic:
+        stats_reference = np.tile(reference, (k, 1))
+        whitening = np.ascontiguousarray(params.precisions_cholesky.T, dtype=np.float64)
+    else:
+        stats_reference = np.array(params.means, dtype=np.float64)
+        extra["own_centred"] = np.arange(k, dtype=np.intp)
+        whitening = None
+    return KernelCoefficients(
+        covariance=cov,
+        reference=reference,
+        reference_compute=reference.astype(np.float64),
+        stats_reference=stats_reference,
+        dtype=np.dtype(np.float64),
+        weights_t=weights_t,
+        whitening=whitening,
+        centred_factors=np.ascontiguousarray(params.precisions_cholesky, np.float64),
+        centred_offsets=np.ascontiguousarray(centred, dtype=np.float64),
+        centred_constants=peaks,
+        params=params,
+        quadratic=False,
+        **extra,
+    )
 
 
 def kept_coefficients(
