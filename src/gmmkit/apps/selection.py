@@ -424,9 +424,13 @@ def select(
         Starts of each candidate's multi-start search (GaussianMixture's ``n_starts``):
         mclust's start and k-means.  Fewer than a single fit's six, measured: over 126
         candidates the comparison of BIC needs the best model's optimum, not every
-        model's; with two starts ``select`` runs faster than mclust's ``Mclust()`` and
-        still finds a BIC at least as good on all ten of mclust's example data sets
-        (``benchmarks/bench_mclust.py``).  ``None``: GaussianMixture's default.
+        model's; with two starts ``select`` still finds a BIC at least as good as
+        mclust's ``Mclust()`` on all ten of mclust's example data sets
+        (``benchmarks/bench_mclust.py``).  It runs faster than ``Mclust()`` on the
+        largest of them (9083 rows) and slower on the small ones, where each EM pass
+        costs more in interpreter overhead than in arithmetic and the tighter
+        convergence rule takes more passes (see ``benchmarks/README.md``).  ``None``:
+        GaussianMixture's default.
     sample_weight : array-like of shape (n_samples,), optional
     min_component_size : float, default=2.0
         Candidates with a component holding fewer effective samples are flagged degenerate.

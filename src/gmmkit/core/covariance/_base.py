@@ -42,11 +42,12 @@ class CovarianceError(ValueError):
 
 def compiled_mstep(layout: str, n_components: int, n_features: int) -> ModuleType | None:
     """The compiled M-step iterations (:mod:`gmmkit.core._mstep_jit`) for a model of this
-    layout and size where its E-step runs compiled too
-    (:func:`gmmkit.core.kernel.fused_applies`: numba is loaded for the fit anyway), else
-    None (numba absent or disabled, or more features: there numpy's loop costs less than
-    loading numba would on a one-off fit, and its small LAPACK calls less than the
-    E-step's GEMMs)."""
+    layout and size where the in-memory E-step runs compiled too
+    (:func:`gmmkit.core.kernel.fused_applies`: numba is loaded for such fits anyway),
+    else None (numba absent or disabled, or more features or components: there numpy's
+    loop costs less than loading numba would on a one-off fit, and its small LAPACK calls
+    less than the E-step's GEMMs).  The rule depends on the model's size alone, so a fit
+    takes the same path whatever ran before it in the process."""
     from gmmkit import _jit
     from gmmkit.core.kernel import fused_applies
 
