@@ -157,5 +157,5 @@ def m_step(
     return MStepResult(
         params=params,
         reseeded=tuple(reseeded),
-        empty=tuple(int(k) for k in np.flatnonzero(empty)),
+        empty=tuple(np.flatnonzero(empty).tolist()),
     )
