@@ -406,14 +406,14 @@ def _exact_coefficients(
     weights_t = np.empty((k, d + 1))
     weights_t[:, :d] = precision_means
     weights_t[:, d] = constants
-    extra: dict[str, Any] = {}
     if cov.shared_quadratic:
         stats_reference = np.tile(reference, (k, 1))
         whitening = np.ascontiguousarray(params.precisions_cholesky.T, dtype=np.float64)
+        own_centred = None
     else:
         stats_reference = np.array(params.means, dtype=np.float64)
-        extra["own_centred"] = np.arange(k, dtype=np.intp)
         whitening = None
+        own_centred = np.arange(k, dtype=np.intp)
     return KernelCoefficients(
         covariance=cov,
         reference=reference,
@@ -425,9 +425,9 @@ def _exact_coefficients(
         centred_factors=np.ascontiguousarray(params.precisions_cholesky, np.float64),
         centred_offsets=np.ascontiguousarray(centred, dtype=np.float64),
         centred_constants=peaks,
+        own_centred=own_centred,
         params=params,
         quadratic=False,
-        **extra,
     )
 
 
