@@ -317,6 +317,7 @@ class _ParameterSpace:
             spread = np.full(d, params.weights @ full)
         spread = spread + params.weights @ (params.means - params.weights @ params.means) ** 2
         self.scale = np.sqrt(np.maximum(spread, np.finfo(np.float64).tiny))
+        self.outer = np.multiply.outer(self.scale, self.scale)  # (D, D) covariance units
         self.centre = params.weights @ params.means
         self.tril = np.tril_indices(d)
         self.diagonal = self.tril[0] == self.tril[1]
@@ -326,7 +327,7 @@ class _ParameterSpace:
             parts = [np.log(params.weights), ((params.means - self.centre) / self.scale).ravel()]
         cov = np.asarray(params.covariances)
         if self.layout in ("full", "tied"):
-            scaled = cov / np.multiply.outer(self.scale, self.scale)
+            scaled = cov / self.outer
             chol = np.linalg.cholesky(scaled)[..., self.tril[0], self.tril[1]]
             chol[..., self.diagonal] = np.log(chol[..., self.diagonal])
             parts.append(chol.ravel())
@@ -348,7 +349,7 @@ class _ParameterSpace:
             packed[:, self.diagonal] = np.exp(packed[:, self.diagonal])
             chol = np.zeros((len(packed), d, d))
             chol[:, self.tril[0], self.tril[1]] = packed
-            cov = chol @ chol.transpose(0, 2, 1) * np.multiply.outer(self.scale, self.scale)
+            cov = chol @ chol.transpose(0, 2, 1) * self.outer
             covariances = cov[0] if self.layout == "tied" else cov
         elif self.layout == "diag":
             covariances = np.exp(rest.reshape(k, d)) * self.scale**2
