@@ -85,6 +85,36 @@ def test_mclust_benchmark_quick_subset_runs(tmp_path):
         "faithful", "galaxies"]
 
 
+def test_mclust_benchmark_times_mclust_in_the_same_run_where_r_runs(monkeypatch, capsys):
+    """With R available, part 2 times every data set's ``Mclust(X)`` in the same run and
+    part 3 reuses that time instead of running R again (R itself replaced here: CI has
+    none)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_mclust_under_test", MCLUST_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+
+    def fake_mclust(path, models, ks):
+        calls.append((Path(path).name, models, ks))
+        return {"seconds": 1000.0, "model": "EII", "K": 1, "bic": -1.0,
+                "call": "Mclust(X)", "mclust_version": "6.0.0", "R_version": "R fake"}
+
+    monkeypatch.setattr(bench, "r_available", lambda: (True, ""))
+    monkeypatch.setattr(bench, "time_mclust_in_r", fake_mclust)
+    assert bench.main(["--quick", "--datasets", "faithful,galaxies", "--models",
+                       "EII,VVV,E,V", "--ks", "1-2"]) == 0
+    out = capsys.readouterr().out
+    assert [name for name, _, _ in calls] == ["faithful.csv", "galaxies.csv"]  # once each
+    assert all(ks == [1, 2] for _, _, ks in calls)  # the restricted grid, as select()'s
+    assert "timed inside R (system.time) in this run" in out
+    assert "vs this run's Mclust(X) total 2000.0 s; select() faster on 2/2" in out
+    assert "(Mclust(X) timed in part 2)" in out
+    assert "R mclust (this run, system.time)" in out
+
+
 def test_squarem_benchmark_quick_mode_runs():
     out = _run(SCRIPT.with_name("bench_squarem.py"), "--quick")
     assert "SQUAREM passes" in out
