@@ -240,6 +240,9 @@ def equal_orientation(
     volumes = np.empty(k_count)
     h = np.empty((d, d))
     product = np.empty((d, d))
+    total_weight = 0.0
+    for k in range(k_count):
+        total_weight += nk[k]
     best = -np.inf
     for _ in range(steps):
         # diag(D' S_k D)
@@ -264,9 +267,6 @@ def equal_orientation(
             for k in range(k_count):
                 volumes[k] = math.exp(_log_geometric_mean(rotated[k]))
                 pooled += nk[k] * volumes[k]
-            total_weight = 0.0
-            for k in range(k_count):
-                total_weight += nk[k]
             pooled /= total_weight
             for k in range(k_count):
                 for j in range(d):

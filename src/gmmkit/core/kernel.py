@@ -77,6 +77,7 @@ from numpy.typing import NDArray
 from gmmkit import _jit
 from gmmkit.core._workspace import as_float64, workspace
 from gmmkit.core.covariance import CovarianceType, get_covariance_type, log_2pi, pack_symmetric
+from gmmkit.core.covariance._base import compiled_operand
 from gmmkit.core.params import MixtureParams
 from gmmkit.core.suffstats import SuffStats, worst_row
 
@@ -211,10 +212,10 @@ class KernelCoefficients:
         # (copies only where read-only or not C-ordered float64: numba compiles those
         # apart)
         return (
-            _compiled_operand(params.means),
-            _compiled_operand(params.precisions_cholesky),
-            _compiled_operand(constants),
-            _compiled_operand(self.stats_reference),
+            compiled_operand(params.means),
+            compiled_operand(params.precisions_cholesky),
+            compiled_operand(constants),
+            compiled_operand(self.stats_reference),
         )
 
     @cached_property
@@ -1713,7 +1714,7 @@ def _fused_statistics(
     n, d = X.shape
     k = coefs.n_components
     means, factors, constants, refs = coefs.fused_operands
-    weight = None if sample_weight is None else _compiled_operand(sample_weight)
+    weight = None if sample_weight is None else compiled_operand(sample_weight)
     nk = np.zeros(k)
     first = np.zeros((k, d))
     # (tied: one pooled second moment)
@@ -1754,16 +1755,6 @@ def _compiled_rows(X: Array) -> Array:
     out = workspace("kernel.fused_rows", X.shape, np.float64)
     np.copyto(out, X)
     return out
-
-
-def _compiled_operand(values: Array) -> NDArray[np.float64]:
-    """``values`` as a C-ordered, writeable float64 array (a copy only where needed).
-
-    numba compiles a kernel again for every other dtype, memory layout or read-only
-    flag (about 1-2 s each, once per environment); the copy of a float32 block costs
-    far less than the pass (~0.3 ns a value against 5-40 ns a row)."""
-    out = np.ascontiguousarray(values, dtype=np.float64)
-    return out if out.flags.writeable else out.copy()
 
 
 def _take_rows(block: Array, rows: NDArray[np.intp], slot: str) -> Array:

@@ -12,7 +12,13 @@ from types import ModuleType
 
 import numpy as np
 
-from gmmkit.core.covariance._base import Array, DiagLayout, compiled_mstep, register
+from gmmkit.core.covariance._base import (
+    Array,
+    DiagLayout,
+    compiled_mstep,
+    compiled_operand,
+    register,
+)
 
 #: Inner iterations of the alternating M-steps stop at this relative change of their
 #: objective (or after ``MAX_INNER_ITER`` steps); both halves of every step maximise
@@ -76,9 +82,7 @@ def constrain_volume_shape(
     start = previous if previous is not None else values
     if kernels is not None:
         return kernels.volume_equal_shape(
-            np.ascontiguousarray(nk, dtype=np.float64),
-            np.ascontiguousarray(values, dtype=np.float64),
-            np.ascontiguousarray(start, dtype=np.float64), INNER_RTOL, MAX_INNER_ITER,
+            *map(compiled_operand, (nk, values, start)), INNER_RTOL, MAX_INNER_ITER
         )
     lam = _geometric_mean(start)
     best = -np.inf

@@ -21,6 +21,7 @@ from gmmkit.core.covariance._base import (
     FullLayout,
     TiedLayout,
     compiled_mstep,
+    compiled_operand,
     register,
 )
 from gmmkit.core.covariance.diagonal import (
@@ -136,7 +137,7 @@ class VEE(FullLayout):
         )
         kernels = compiled_mstep(self.layout, *scatter.shape[:2])
         if kernels is not None:
-            return kernels.vee(*_contiguous(nk, scatter, start), steps, INNER_RTOL)
+            return kernels.vee(*map(compiled_operand, (nk, scatter, start)), steps, INNER_RTOL)
         return self._alternate(nk, scatter, start, steps)
 
     @staticmethod
@@ -182,8 +183,8 @@ class _EqualOrientation(FullLayout):
         kernels = compiled_mstep(self.layout, *scatter.shape[:2])
         if kernels is not None:
             return kernels.equal_orientation(
-                *_contiguous(nk, scatter, weighted, top, axes), steps, self.volume == "E",
-                INNER_RTOL,
+                *map(compiled_operand, (nk, scatter, weighted, top, axes)), steps,
+                self.volume == "E", INNER_RTOL,
             )
         return self._alternate(nk, scatter, weighted, top, axes, steps)
 
@@ -218,11 +219,6 @@ class _EqualOrientation(FullLayout):
                     break
             axes = _rotation(h)
         return _from_axes(axes, variances)
-
-
-def _contiguous(*arrays: Array) -> list[Array]:
-    """C-ordered float64 operands for the compiled loops."""
-    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
 
 
 def _rotation(h: Array) -> Array:
